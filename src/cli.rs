@@ -1,0 +1,135 @@
+//! The `ext-runner` command line. Exit codes: 0 success, 2 usage, then one per
+//! error class (see `Error::exit_code`). Errors are one `error:` line on stderr.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::host::{self, ExtensionHost, HostOptions};
+use crate::interpreter::Interpreter;
+use crate::manifest::Manifest;
+use crate::protocol;
+use crate::worker::Entry;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ext-runner",
+    version,
+    about = "Run Nodus extensions confined to their declared capabilities"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate DIR/nodus-extension.json and print the normalized manifest.
+    Validate { dir: PathBuf },
+    /// Print the host's describe() view of the extension in DIR.
+    Describe { dir: PathBuf },
+    /// Load DIR, invoke TOOL once with ARGS_JSON, print the JSON result.
+    Invoke {
+        dir: PathBuf,
+        tool: String,
+        #[arg(default_value = "{}")]
+        args_json: String,
+        #[command(flatten)]
+        opts: RunOpts,
+    },
+    /// Serve the worker protocol on stdin/stdout (a drop-in for `python extension.py`).
+    Run {
+        dir: PathBuf,
+        #[command(flatten)]
+        opts: RunOpts,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunOpts {
+    /// Interpreter for extension.py (default: python3 on PATH, resolved to the real binary).
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    pub python: OsString,
+    /// Per-invoke timeout in seconds; the worker is killed when it passes.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Host folder that filesystem.read / filesystem.write grant.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// The operator's policy file.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Longest protocol line accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = protocol::DEFAULT_MAX_LINE)]
+    pub max_line: usize,
+}
+
+impl RunOpts {
+    fn host_options(&self) -> Result<HostOptions> {
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
+            return Err(Error::sandbox(format!(
+                "--timeout must be a positive number of seconds, got {}",
+                self.timeout
+            )));
+        }
+        Ok(HostOptions {
+            python: self.python.clone(),
+            timeout: Duration::from_secs_f64(self.timeout),
+            max_line: self.max_line,
+            workspace: self.workspace.clone(),
+        })
+    }
+}
+
+/// Runs one command; returns the process exit code.
+pub async fn main(cli: Cli) -> i32 {
+    match run(cli).await {
+        Ok(()) => 0,
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            eprintln!("error: {} ({})", msg, e.class());
+            e.exit_code()
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values serialize")
+    );
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Validate { dir } => print_json(&Manifest::load(&dir)?.to_json()),
+        Command::Describe { dir } => print_json(&host::describe(&Manifest::load(&dir)?, false)),
+        Command::Invoke {
+            dir,
+            tool,
+            args_json,
+            opts,
+        } => {
+            let host = ExtensionHost::load(&dir, opts.host_options()?).await?;
+            let result = host.invoke(&tool, &args_json).await;
+            host.unload().await;
+            println!(
+                "{}",
+                String::from_utf8(protocol::dumps(&result?)).expect("dumps writes ASCII")
+            );
+        }
+        Command::Run { dir, opts } => {
+            let options = opts.host_options()?;
+            let manifest = Manifest::load(&dir)?;
+            let dir = std::path::absolute(&dir)
+                .map_err(|e| Error::sandbox(format!("{}: {e}", dir.display())))?;
+            let entry =
+                Entry::for_extension(&dir, &manifest, || Interpreter::resolve(&options.python))?;
+            crate::proxy::run(&dir, &entry, host::confinement(), &options).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! `ExtensionHost`: one loaded extension and its supervised worker.
+//!
+//! Requests are multiplexed over the worker's stdin/stdout and matched by id,
+//! so concurrent callers are safe. A timed-out invoke kills the worker and all
+//! it started; a dead worker fails every pending invoke with a SandboxError
+//! naming its exit and stderr tail; the next invoke starts a fresh worker.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::oneshot;
+
+use crate::capabilities::{Capability, CapabilityGate};
+use crate::child::Confinement;
+use crate::error::{Error, Result};
+use crate::interpreter::Interpreter;
+use crate::manifest::{provenance_json, Manifest};
+use crate::protocol::{self, Line, Response, WorkerMessage};
+use crate::provenance::Provenance;
+use crate::worker::{self, Entry, StderrTail};
+
+/// Default per-invoke timeout, as in the reference.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a host starts and talks to workers.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Interpreter for `extension.py` workers: a name looked up on PATH, or a path.
+    pub python: OsString,
+    /// Per-invoke deadline; the worker is killed when it passes.
+    pub timeout: Duration,
+    /// Longest line accepted from a worker.
+    pub max_line: usize,
+    /// The host folder `filesystem.read`/`filesystem.write` grant.
+    pub workspace: Option<PathBuf>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            python: "python3".into(),
+            timeout: DEFAULT_TIMEOUT,
+            max_line: protocol::DEFAULT_MAX_LINE,
+            workspace: None,
+        }
+    }
+}
+
+type Pending = Mutex<HashMap<String, oneshot::Sender<Result<Response>>>>;
+
+/// A live worker process and its in-flight requests.
+struct Worker {
+    pid: i32,
+    stdin: tokio::sync::Mutex<tokio::process::ChildStdin>,
+    pending: Arc<Pending>,
+    alive: Arc<AtomicBool>,
+    /// Set before a deliberate kill, so the reader reports why.
+    kill_reason: Arc<Mutex<Option<String>>>,
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn start(dir: &Path, entry: &Entry, max_line: usize) -> Result<Worker> {
+        let spawned = worker::start(dir, entry, confinement(), None)?;
+        let pending: Arc<Pending> = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        let kill_reason: Arc<Mutex<Option<String>>> = Arc::default();
+        let (done_tx, done) = tokio::sync::watch::channel(false);
+        let reader = Reader {
+            pid: spawned.pid,
+            pending: pending.clone(),
+            alive: alive.clone(),
+            kill_reason: kill_reason.clone(),
+            stderr: spawned.stderr,
+            max_line,
+        };
+        let (child, stdout, scratch) = (spawned.child, spawned.stdout, spawned.scratch);
+        tokio::spawn(async move {
+            reader.run(child, stdout).await;
+            drop(scratch);
+            let _ = done_tx.send(true);
+        });
+        Ok(Worker {
+            pid: spawned.pid,
+            stdin: tokio::sync::Mutex::new(spawned.stdin),
+            pending,
+            alive,
+            kill_reason,
+            done,
+        })
+    }
+
+    fn kill(&self, reason: String) {
+        self.kill_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(reason);
+        worker::kill_all(self.pid);
+    }
+
+    async fn send(&self, line: &[u8]) -> std::io::Result<()> {
+        let mut stdin = self.stdin.lock().await;
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+        stdin.write_all(&buf).await?;
+        stdin.flush().await
+    }
+
+    /// Asks the worker to stop, then kills it after the grace period.
+    async fn shutdown(&self) {
+        if self.alive.load(Ordering::SeqCst) {
+            let _ = self.send(&protocol::shutdown_line()).await;
+            let mut done = self.done.clone();
+            if tokio::time::timeout(worker::SHUTDOWN_GRACE, done.wait_for(|d| *d))
+                .await
+                .is_err()
+            {
+                self.kill("extension was unloaded".into());
+            }
+        }
+        // Whatever the worker left in its session goes with it.
+        worker::kill_all(self.pid);
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|d| *d).await;
+    }
+}
+
+/// Reads the worker's stdout, routes responses, and reports its end.
+struct Reader {
+    pid: i32,
+    pending: Arc<Pending>,
+    alive: Arc<AtomicBool>,
+    kill_reason: Arc<Mutex<Option<String>>>,
+    stderr: StderrTail,
+    max_line: usize,
+}
+
+impl Reader {
+    async fn run(self, mut child: tokio::process::Child, stdout: tokio::process::ChildStdout) {
+        let mut out = BufReader::with_capacity(64 * 1024, stdout);
+        let problem = loop {
+            match protocol::read_line(&mut out, self.max_line).await {
+                Ok(Line::Complete(line)) => self.route(&line),
+                Ok(Line::Eof(_)) => break None,
+                Ok(Line::TooLong) => {
+                    break Some(format!(
+                        "worker wrote a line longer than the {} byte limit",
+                        self.max_line
+                    ))
+                }
+                Err(e) => break Some(format!("reading worker stdout failed: {e}")),
+            }
+        };
+        if let Some(p) = &problem {
+            self.kill_reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(p.clone());
+        }
+        // Stdout is closed or unusable: the worker is done for. Make sure of it.
+        worker::kill_all(self.pid);
+        let status = child.wait().await.ok();
+        self.alive.store(false, Ordering::SeqCst);
+        let reason = self
+            .kill_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let what = reason.unwrap_or_else(|| "extension worker closed stdout unexpectedly".into());
+        let pending: Vec<_> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for (_, tx) in pending {
+            let _ = tx.send(Err(worker::died(&what, status, &self.stderr)));
+        }
+    }
+
+    fn route(&self, line: &[u8]) {
+        if let WorkerMessage::Response { id, response } = protocol::decode_worker_line(line) {
+            // Lines matching no request (unsolicited, late, duplicate) are ignored, as in the reference.
+            if let Some(tx) = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id)
+            {
+                let _ = tx.send(Ok(response));
+            }
+        }
+    }
+}
+
+/// The confinement every worker gets (the kernel layers come from the policy).
+pub fn confinement() -> Confinement {
+    Confinement {
+        parent_death_signal: Some(libc::SIGKILL),
+    }
+}
+
+/// The reference's `ExtensionHost.describe()` of a manifest.
+pub fn describe(manifest: &Manifest, loaded: bool) -> Value {
+    json!({
+        "name": manifest.name,
+        "version": manifest.version,
+        "description": manifest.description,
+        "abi_version": manifest.abi_version,
+        "capabilities": manifest.capabilities,
+        "provenance": provenance_json(&manifest.provenance),
+        "tools": manifest.tools.iter().map(|t| t.to_json()).collect::<Vec<_>>(),
+        "loaded": loaded,
+    })
+}
+
+/// One loaded extension.
+pub struct ExtensionHost {
+    dir: PathBuf,
+    manifest: Manifest,
+    gate: CapabilityGate,
+    options: HostOptions,
+    entry: Entry,
+    worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
+    loaded: AtomicBool,
+    starts: AtomicU64,
+}
+
+impl ExtensionHost {
+    /// Loads the manifest in `dir` and starts its worker.
+    pub async fn load(dir: impl AsRef<Path>, options: HostOptions) -> Result<ExtensionHost> {
+        Self::load_manifest(dir.as_ref(), Manifest::load(dir.as_ref())?, options).await
+    }
+
+    /// Starts the extension in `dir` whose manifest was already read.
+    pub async fn load_manifest(
+        dir: &Path,
+        manifest: Manifest,
+        options: HostOptions,
+    ) -> Result<ExtensionHost> {
+        let host = Self::prepare(dir, manifest, options)?;
+        host.start_worker().await?;
+        Ok(host)
+    }
+
+    /// Validates everything about an extension without starting its worker.
+    fn prepare(dir: &Path, manifest: Manifest, options: HostOptions) -> Result<ExtensionHost> {
+        let dir = std::path::absolute(dir)
+            .map_err(|e| Error::manifest(format!("{}: {e}", dir.display()), None))?;
+        let entry =
+            Entry::for_extension(&dir, &manifest, || Interpreter::resolve(&options.python))?;
+        let gate = CapabilityGate::new(manifest.capability_set(), Some(&manifest.name));
+        Ok(ExtensionHost {
+            dir,
+            manifest,
+            gate,
+            options,
+            entry,
+            worker: tokio::sync::Mutex::new(None),
+            loaded: AtomicBool::new(true),
+            starts: AtomicU64::new(0),
+        })
+    }
+
+    async fn start_worker(&self) -> Result<Arc<Worker>> {
+        let mut slot = self.worker.lock().await;
+        if let Some(w) = slot.as_ref().filter(|w| w.alive.load(Ordering::SeqCst)) {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(Worker::start(
+            &self.dir,
+            &self.entry,
+            self.options.max_line,
+        )?);
+        self.starts.fetch_add(1, Ordering::Relaxed);
+        *slot = Some(w.clone());
+        Ok(w)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    pub fn gate(&self) -> &CapabilityGate {
+        &self.gate
+    }
+    pub fn provenance(&self) -> Provenance {
+        self.manifest.provenance
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
+    }
+    /// How many worker processes this host has started (restarts included).
+    pub fn worker_starts(&self) -> u64 {
+        self.starts.load(Ordering::Relaxed)
+    }
+    /// The current worker's pid, if one is running.
+    pub async fn worker_pid(&self) -> Option<i32> {
+        self.worker
+            .lock()
+            .await
+            .as_ref()
+            .filter(|w| w.alive.load(Ordering::SeqCst))
+            .map(|w| w.pid)
+    }
+
+    /// The reference's `describe()` view.
+    pub fn describe(&self) -> Value {
+        describe(&self.manifest, self.is_loaded())
+    }
+
+    /// Invokes `tool` with `args_json` (a JSON string, as the reference's API takes it).
+    pub async fn invoke(&self, tool: &str, args_json: &str) -> Result<Value> {
+        let args: Value = if args_json.trim().is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(args_json).map_err(|e| Error::Invoke {
+                msg: format!("args is not valid JSON: {e}"),
+                tool_name: Some(tool.to_string()),
+            })?
+        };
+        self.invoke_value(tool, args).await
+    }
+
+    /// Invokes `tool` with already-decoded arguments; returns the decoded result.
+    pub async fn invoke_value(&self, tool: &str, args: Value) -> Result<Value> {
+        if !self.is_loaded() {
+            return Err(Error::sandbox("extension is not loaded; call load() first"));
+        }
+        self.gate.require(Capability::ToolInvoke)?;
+        let worker = self.start_worker().await?;
+        let id = protocol::new_request_id();
+        let (tx, rx) = oneshot::channel();
+        worker
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), tx);
+        if !worker.alive.load(Ordering::SeqCst) {
+            // The reader may have finished between start_worker and insert: it will not drain us.
+            worker
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(Error::sandbox(
+                "extension worker ended before the request could be sent",
+            ));
+        }
+        if let Err(e) = worker.send(&protocol::invoke_line(&id, tool, &args)).await {
+            worker
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            worker.kill(format!("failed to send invoke request: {e}"));
+            return Err(Error::sandbox(format!(
+                "failed to send invoke request to the worker: {e}"
+            )));
+        }
+        let timeout = self.options.timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(Response::Ok(v)))) => Ok(v),
+            Ok(Ok(Ok(Response::Err(msg)))) => Err(Error::Invoke {
+                msg,
+                tool_name: Some(tool.to_string()),
+            }),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(Error::sandbox("extension worker ended without answering")),
+            Err(_) => {
+                worker
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                worker.kill(format!(
+                    "worker killed after tool '{tool}' timed out after {}s",
+                    timeout.as_secs_f64()
+                ));
+                Err(Error::Timeout {
+                    tool_name: Some(tool.to_string()),
+                    timeout: Some(timeout),
+                })
+            }
+        }
+    }
+
+    /// Stops the worker: `{"op": "shutdown"}`, then a kill after 2 s.
+    pub async fn unload(&self) {
+        self.loaded.store(false, Ordering::SeqCst);
+        let worker = self.worker.lock().await.take();
+        if let Some(w) = worker {
+            w.shutdown().await;
+        }
+    }
+}
+
+impl Drop for ExtensionHost {
+    fn drop(&mut self) {
+        if let Some(w) = self.worker.get_mut().take() {
+            worker::kill_all(w.pid);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Which program runs a worker, and which host folders it needs to run.
+//!
+//! `python3` on PATH is often not the interpreter itself: version managers
+//! (pyenv, asdf) put a shell script there. We resolve to the real ELF binary
+//! once, so that what we sandbox is the interpreter and not a shell, and we
+//! derive the interpreter's own prefix (and its venv, if any) precisely, so the
+//! policy can open exactly those folders and nothing else of, say, a home.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// A resolved worker interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreter {
+    /// The path we exec: kept as given when it is a symlink into a venv, since
+    /// Python finds its venv from the path it was started by.
+    pub exec_path: PathBuf,
+    /// The canonical ELF file behind it.
+    pub real_path: PathBuf,
+    /// Folders the interpreter reads its standard library and packages from.
+    pub prefixes: Vec<PathBuf>,
+}
+
+impl Interpreter {
+    /// Resolves `name_or_path` (a bare name is looked up on PATH).
+    pub fn resolve(name_or_path: &OsStr) -> Result<Interpreter> {
+        let given = Path::new(name_or_path);
+        let found = if given.components().count() == 1 && !given.is_absolute() {
+            which(given).ok_or_else(|| {
+                Error::sandbox(format!(
+                    "interpreter {} not found on PATH; pass --python /path/to/python3",
+                    given.display()
+                ))
+            })?
+        } else {
+            std::path::absolute(given)
+                .map_err(|e| Error::sandbox(format!("interpreter {}: {e}", given.display())))?
+        };
+        let real = std::fs::canonicalize(&found)
+            .map_err(|e| Error::sandbox(format!("interpreter {}: {e}", found.display())))?;
+        let (exec_path, real_path) = if is_elf(&real) {
+            (found, real)
+        } else {
+            // A launcher script: ask it which interpreter it starts.
+            let asked = ask_executable(&found)?;
+            let real = std::fs::canonicalize(&asked)
+                .map_err(|e| Error::sandbox(format!("interpreter {}: {e}", asked.display())))?;
+            if !is_elf(&real) {
+                return Err(Error::sandbox(format!(
+                    "{} is a script that starts {}, which is not an executable binary either; pass --python with the real interpreter",
+                    found.display(),
+                    real.display()
+                )));
+            }
+            (asked, real)
+        };
+        let prefixes = prefixes(&exec_path, &real_path);
+        Ok(Interpreter {
+            exec_path,
+            real_path,
+            prefixes,
+        })
+    }
+
+    /// A native worker: the program itself, no prefix beyond its own folder.
+    pub fn native(path: &Path) -> Interpreter {
+        Interpreter {
+            exec_path: path.to_path_buf(),
+            real_path: path.to_path_buf(),
+            prefixes: Vec::new(),
+        }
+    }
+}
+
+fn which(name: &Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn is_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+fn ask_executable(launcher: &Path) -> Result<PathBuf> {
+    let out = Command::new(launcher)
+        .args(["-c", "import sys; sys.stdout.write(sys.executable)"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| {
+            Error::sandbox(format!(
+                "cannot run interpreter {}: {e}",
+                launcher.display()
+            ))
+        })?;
+    let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || exe.is_empty() {
+        return Err(Error::sandbox(format!(
+            "interpreter {} did not report sys.executable ({}): {}",
+            launcher.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(PathBuf::from(exe))
+}
+
+/// The interpreter's installation prefix (`PREFIX/bin/pythonX.Y` with
+/// `PREFIX/lib/pythonX.Y/`), and the venv root when started from a venv.
+fn prefixes(exec_path: &Path, real_path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let grandparent = |p: &Path| p.parent().and_then(Path::parent).map(Path::to_path_buf);
+    if let Some(prefix) = grandparent(real_path) {
+        let has_stdlib = std::fs::read_dir(prefix.join("lib"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("python"))
+            })
+            .unwrap_or(false);
+        if has_stdlib {
+            out.push(prefix);
+        }
+    }
+    if let Some(venv) = grandparent(exec_path) {
+        if venv.join("pyvenv.cfg").is_file() && !out.contains(&venv) {
+            out.push(venv);
+        }
+    }
+    out
+}

@@ -1,0 +1,20 @@
+use clap::Parser;
+
+fn main() {
+    let cli = nodus_extension::cli::Cli::parse();
+    // One thread: workers are forked from the main thread, which outlives them
+    // (their parent-death signal is tied to the forking thread).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e} (SandboxError)");
+            std::process::exit(6);
+        }
+    };
+    let code = runtime.block_on(nodus_extension::cli::main(cli));
+    drop(runtime);
+    std::process::exit(code);
+}

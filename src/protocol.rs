@@ -1,0 +1,280 @@
+//! The worker protocol: the reference's D7 NDJSON messages over stdin/stdout.
+//!
+//! Host → worker: `{"id": ID, "op": "invoke", "name": TOOL, "args": {...}}` and
+//! `{"op": "shutdown"}`. Worker → host: `{"id": ID, "ok": true, "result": ...}`
+//! or `{"id": ID, "ok": false, "error": MSG}`. One JSON object per line.
+//!
+//! Lines we write are byte-for-byte what the reference's `json.dumps` writes
+//! (`", "`/`": "` separators, non-ASCII escaped), so a worker cannot tell us
+//! from the reference host. Lines we read are bounded by a size limit.
+
+use std::io;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// Default limit on one line from a worker: 16 MiB.
+pub const DEFAULT_MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// A request id shaped as the reference makes them (`str(uuid.uuid4())`):
+/// random per process, then a counter, so ids never repeat within a host.
+pub fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<(u64, u64)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (hi, lo) = *SEED.get_or_init(|| {
+        let state = std::collections::hash_map::RandomState::new();
+        let mut a = state.build_hasher();
+        a.write_u32(std::process::id());
+        let mut b = state.build_hasher();
+        b.write_u64(a.finish());
+        (a.finish(), b.finish())
+    });
+    let lo = lo ^ COUNTER.fetch_add(1, Ordering::Relaxed);
+    let hi = (hi & !0xf000) | 0x4000; // version 4
+    let lo = (lo & !(0xc0 << 56)) | (0x80 << 56); // variant 1
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
+/// The invoke request line (without the newline).
+pub fn invoke_line(id: &str, tool: &str, args: &Value) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Invoke<'a> {
+        id: &'a str,
+        op: &'static str,
+        name: &'a str,
+        args: &'a Value,
+    }
+    dumps(&Invoke {
+        id,
+        op: "invoke",
+        name: tool,
+        args,
+    })
+}
+
+/// The shutdown line (without the newline).
+pub fn shutdown_line() -> Vec<u8> {
+    b"{\"op\": \"shutdown\"}".to_vec()
+}
+
+/// A worker's answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    Ok(Value),
+    Err(String),
+}
+
+/// What a line from the worker says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerMessage {
+    /// A response to the request with this id.
+    Response { id: String, response: Response },
+    /// Anything else: blank, not JSON, not an object, no id. The reference ignores these.
+    Ignored,
+}
+
+/// Decodes one line from a worker as the reference's host does: `ok` truthy →
+/// `result` (missing means `null`), else `error` (missing means "unknown error").
+pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
+    let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(trim_ascii(line)) else {
+        return WorkerMessage::Ignored;
+    };
+    let id = match msg.get("id") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return WorkerMessage::Ignored,
+    };
+    let response = if msg.get("ok").is_some_and(truthy) {
+        Response::Ok(msg.get("result").cloned().unwrap_or(Value::Null))
+    } else {
+        Response::Err(match msg.get("error") {
+            None => "unknown error".to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => crate::pyrepr::display(other),
+        })
+    };
+    WorkerMessage::Response { id, response }
+}
+
+/// Python truthiness of a JSON value.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// `bytes.strip()`: Python strips ASCII whitespace around each line.
+pub fn trim_ascii(line: &[u8]) -> &[u8] {
+    line.trim_ascii()
+}
+
+/// The request id of a host→worker line, if it has one (used by the `run` proxy).
+pub fn request_id(line: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<Map<String, Value>>(trim_ascii(line))
+        .ok()?
+        .get("id")?
+    {
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Outcome of reading one bounded line.
+#[derive(Debug, PartialEq)]
+pub enum Line {
+    /// A full line, newline stripped.
+    Complete(Vec<u8>),
+    /// The stream ended; any unterminated tail is returned.
+    Eof(Vec<u8>),
+    /// The line grew past the limit; reading stopped there.
+    TooLong,
+}
+
+/// Reads one newline-terminated line, holding at most `max` bytes of it.
+pub async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> io::Result<Line> {
+    let mut line = Vec::new();
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(Line::Eof(line));
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > max + usize::from(done) {
+            return Ok(Line::TooLong);
+        }
+        line.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+        if done {
+            line.pop();
+            return Ok(Line::Complete(line));
+        }
+    }
+}
+
+/// `json.dumps(value)` with Python's defaults, as bytes.
+pub fn dumps<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PyFormatter);
+    // Serializing JSON values into a Vec cannot fail.
+    value
+        .serialize(&mut ser)
+        .expect("JSON serialization into memory");
+    out
+}
+
+/// serde_json formatter reproducing `json.dumps` defaults: `", "` and `": "`
+/// separators, `ensure_ascii=True`.
+struct PyFormatter;
+
+impl serde_json::ser::Formatter for PyFormatter {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        for c in fragment.chars() {
+            if c.is_ascii() {
+                w.write_all(&[c as u8])?;
+            } else {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    write!(w, "\\u{u:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dumps_like_python() {
+        let line = invoke_line("i", "a.b", &json!({"name": "Zoë", "n": [1, 2.5]}));
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            r#"{"id": "i", "op": "invoke", "name": "a.b", "args": {"name": "Zo\u00eb", "n": [1, 2.5]}}"#
+        );
+    }
+
+    #[test]
+    fn decodes_like_reference() {
+        assert_eq!(
+            decode_worker_line(br#"{"id": "x", "ok": true}"#),
+            WorkerMessage::Response {
+                id: "x".into(),
+                response: Response::Ok(Value::Null)
+            }
+        );
+        assert_eq!(
+            decode_worker_line(br#"{"id": "x", "ok": 0}"#),
+            WorkerMessage::Response {
+                id: "x".into(),
+                response: Response::Err("unknown error".into())
+            }
+        );
+        assert_eq!(decode_worker_line(b"garbage"), WorkerMessage::Ignored);
+        assert_eq!(decode_worker_line(b"[1]"), WorkerMessage::Ignored);
+    }
+
+    #[tokio::test]
+    async fn bounded_lines() {
+        let mut r = tokio::io::BufReader::with_capacity(4, &b"abc\nabcdefgh\nxy"[..]);
+        assert_eq!(
+            read_line(&mut r, 5).await.unwrap(),
+            Line::Complete(b"abc".to_vec())
+        );
+        assert_eq!(read_line(&mut r, 5).await.unwrap(), Line::TooLong);
+        let mut r = tokio::io::BufReader::new(&b"xy"[..]);
+        assert_eq!(
+            read_line(&mut r, 5).await.unwrap(),
+            Line::Eof(b"xy".to_vec())
+        );
+    }
+}

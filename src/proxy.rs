@@ -1,0 +1,126 @@
+//! `ext-runner run DIR`: serve the worker protocol on our own stdin/stdout, as
+//! a drop-in for `python extension.py`. Lines pass through unchanged in both
+//! directions; the runner adds the sandbox, a per-request deadline that kills
+//! the worker (the reference host never kills a hung worker), bounded lines,
+//! and a worker stderr that can never fill up and block.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::host::HostOptions;
+use crate::protocol::{self, Line};
+use crate::worker::{self, Entry};
+
+/// Relays until the host closes stdin or sends shutdown and the worker exits.
+/// Returns Ok when the worker ended as asked.
+pub async fn run(
+    dir: &Path,
+    entry: &Entry,
+    confinement: crate::child::Confinement,
+    options: &HostOptions,
+) -> Result<()> {
+    let (err_tx, mut err_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+    let spawned = worker::start(dir, entry, confinement, Some(err_tx))?;
+    let (mut child, pid, tail, _scratch) =
+        (spawned.child, spawned.pid, spawned.stderr, spawned.scratch);
+    let mut worker_in = Some(spawned.stdin);
+    let mut worker_out = BufReader::with_capacity(64 * 1024, spawned.stdout);
+    let mut host_in = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
+    let mut host_out = tokio::io::stdout();
+
+    tokio::spawn(async move {
+        let mut stderr = tokio::io::stderr();
+        while let Some(chunk) = err_rx.recv().await {
+            let _ = stderr.write_all(&chunk).await;
+        }
+    });
+
+    let mut deadlines: HashMap<String, Instant> = HashMap::new();
+    let mut stopping: Option<Instant> = None; // set once the host said shutdown or closed stdin
+    let far = Duration::from_secs(86400 * 365);
+    let max = options.max_line;
+
+    let failure: Option<Error> = loop {
+        let next_deadline = deadlines.values().min().copied();
+        let wake = [next_deadline, stopping]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + far);
+        tokio::select! {
+            line = protocol::read_line(&mut host_in, max), if worker_in.is_some() && stopping.is_none() => {
+                let (line, eof) = match line {
+                    Ok(Line::Complete(l)) => (Some(l), false),
+                    Ok(Line::Eof(tail)) => ((!tail.is_empty()).then_some(tail), true),
+                    Ok(Line::TooLong) => break Some(Error::sandbox(format!("host sent a line longer than the {max} byte limit"))),
+                    Err(e) => break Some(Error::sandbox(format!("reading stdin failed: {e}"))),
+                };
+                if let Some(mut line) = line {
+                    if let Some(id) = protocol::request_id(&line) {
+                        deadlines.insert(id, Instant::now() + options.timeout);
+                    }
+                    let shutdown = is_shutdown(&line);
+                    line.push(b'\n');
+                    let stdin = worker_in.as_mut().expect("guarded by the select condition");
+                    if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+                        // The worker is gone; its exit is reported below.
+                        worker_in = None;
+                    }
+                    if shutdown {
+                        stopping = Some(Instant::now() + worker::SHUTDOWN_GRACE);
+                    }
+                }
+                if eof {
+                    worker_in = None; // the worker sees EOF on its stdin, as under a plain pipe
+                    stopping = Some(Instant::now() + worker::SHUTDOWN_GRACE);
+                }
+            }
+            line = protocol::read_line(&mut worker_out, max) => {
+                match line {
+                    Ok(Line::Complete(mut l)) => {
+                        if let protocol::WorkerMessage::Response { id, .. } = protocol::decode_worker_line(&l) {
+                            deadlines.remove(&id);
+                        }
+                        l.push(b'\n');
+                        if host_out.write_all(&l).await.is_err() || host_out.flush().await.is_err() {
+                            break Some(Error::sandbox("the host closed our stdout"));
+                        }
+                    }
+                    Ok(Line::Eof(_)) => {
+                        // Stdout closed: wait for the exit status below.
+                        worker::kill_all(pid);
+                        let status = child.wait().await.ok();
+                        if stopping.is_some() && deadlines.is_empty() {
+                            break None;
+                        }
+                        break Some(worker::died("extension worker closed stdout unexpectedly", status, &tail));
+                    }
+                    Ok(Line::TooLong) => break Some(Error::sandbox(format!("worker wrote a line longer than the {max} byte limit"))),
+                    Err(e) => break Some(Error::sandbox(format!("reading worker stdout failed: {e}"))),
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if stopping.is_some_and(|s| Instant::now() >= s) {
+                    break None; // grace period over: killed below
+                }
+                if deadlines.values().any(|d| Instant::now() >= *d) {
+                    break Some(Error::Timeout { tool_name: None, timeout: Some(options.timeout) });
+                }
+            }
+        }
+    };
+    worker::kill_all(pid);
+    let _ = child.wait().await;
+    let _ = host_out.flush().await;
+    failure.map_or(Ok(()), Err)
+}
+
+fn is_shutdown(line: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(protocol::trim_ascii(line))
+        .is_ok_and(|m| m.get("op").and_then(|o| o.as_str()) == Some("shutdown"))
+}

@@ -1,0 +1,245 @@
+//! One running worker process: started from a launch plan, its stderr drained
+//! into a bounded tail, its end described in words a user can act on. The host
+//! (`host.rs`) and the `run` proxy (`proxy.rs`) both drive workers through this.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::child::Confinement;
+use crate::error::{Error, Result};
+use crate::interpreter::Interpreter;
+use crate::launch::{self, LaunchPlan, ScratchDir};
+use crate::manifest::Manifest;
+
+/// How much of a worker's stderr is kept for error messages.
+pub const STDERR_TAIL: usize = 4 * 1024;
+/// How long a worker has to exit after `{"op": "shutdown"}` before it is killed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+const SHIM_BOOT: &str = include_str!("../python/shim/boot.py");
+const SHIM_INIT: &str = include_str!("../python/shim/nodus_extension/__init__.py");
+const SHIM_WORKER: &str = include_str!("../python/shim/nodus_extension/worker.py");
+
+/// Where the worker's program comes from.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// `extension.py` under this interpreter, with our stdlib worker shim importable.
+    Python {
+        interpreter: Interpreter,
+        script: PathBuf,
+    },
+    /// The manifest's `entry` command line (a native binary or any language).
+    Command { argv: Vec<String> },
+}
+
+impl Entry {
+    /// The entry of the extension in `dir`.
+    pub fn for_extension(
+        dir: &Path,
+        manifest: &Manifest,
+        interpreter: impl FnOnce() -> Result<Interpreter>,
+    ) -> Result<Entry> {
+        if let Some(argv) = &manifest.entry {
+            let program = dir.join(&argv[0]);
+            if !program.is_file() {
+                return Err(Error::sandbox(format!(
+                    "extension entry point not found: {} (manifest \"entry\")",
+                    program.display()
+                )));
+            }
+            return Ok(Entry::Command { argv: argv.clone() });
+        }
+        let script = dir.join("extension.py");
+        if !script.is_file() {
+            return Err(Error::sandbox(format!(
+                "extension entry point not found: {}. Extension must have an extension.py file.",
+                script.display()
+            )));
+        }
+        Ok(Entry::Python {
+            interpreter: interpreter()?,
+            script,
+        })
+    }
+}
+
+/// Builds the launch plan: argv, a scrubbed environment, the scratch folder.
+pub fn plan(
+    dir: &Path,
+    entry: &Entry,
+    scratch: &ScratchDir,
+    confinement: Confinement,
+) -> Result<LaunchPlan> {
+    let (program, args) = match entry {
+        Entry::Python {
+            interpreter,
+            script,
+        } => {
+            write_shim(scratch.path())?;
+            let boot = scratch.path().join(".nodus/boot.py");
+            (
+                interpreter.exec_path.clone(),
+                vec![
+                    "-s".into(),
+                    "-B".into(),
+                    boot.into_os_string(),
+                    script.clone().into_os_string(),
+                ],
+            )
+        }
+        Entry::Command { argv } => (
+            dir.join(&argv[0]),
+            argv[1..].iter().map(OsString::from).collect(),
+        ),
+    };
+    Ok(LaunchPlan {
+        program,
+        args,
+        cwd: dir.to_path_buf(),
+        env: environment(scratch.path()),
+        confinement,
+    })
+}
+
+/// The worker's whole environment. Nothing of the host's passes through.
+pub fn environment(scratch: &Path) -> Vec<(OsString, OsString)> {
+    let s = scratch.as_os_str().to_os_string();
+    vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), s.clone()),
+        ("TMPDIR".into(), s),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+    ]
+}
+
+fn write_shim(scratch: &Path) -> Result<()> {
+    let dir = scratch.join(".nodus/nodus_extension");
+    let io = |e: std::io::Error| {
+        Error::sandbox(format!(
+            "cannot write the worker shim to {}: {e}",
+            scratch.display()
+        ))
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::write(scratch.join(".nodus/boot.py"), SHIM_BOOT).map_err(io)?;
+    std::fs::write(dir.join("__init__.py"), SHIM_INIT).map_err(io)?;
+    std::fs::write(dir.join("worker.py"), SHIM_WORKER).map_err(io)?;
+    Ok(())
+}
+
+/// The last bytes a worker wrote to stderr.
+#[derive(Debug, Default, Clone)]
+pub struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        let mut tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        tail.extend(bytes);
+        let excess = tail.len().saturating_sub(STDERR_TAIL);
+        tail.drain(..excess);
+    }
+
+    pub fn text(&self) -> String {
+        let tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (a, b) = tail.as_slices();
+        String::from_utf8_lossy(&[a, b].concat()).trim().to_string()
+    }
+}
+
+/// A started worker: its process, pipes, and the scratch folder it lives in.
+pub struct Spawned {
+    pub child: Child,
+    pub pid: i32,
+    pub stdin: ChildStdin,
+    pub stdout: ChildStdout,
+    pub stderr: StderrTail,
+    pub scratch: ScratchDir,
+}
+
+/// Starts a worker. Its stderr is drained for as long as it runs (so it can
+/// never block on a full pipe); `forward` also receives each chunk.
+pub fn start(
+    dir: &Path,
+    entry: &Entry,
+    confinement: Confinement,
+    forward: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+) -> Result<Spawned> {
+    let scratch = ScratchDir::create()?;
+    let plan = plan(dir, entry, &scratch, confinement)?;
+    let mut child = launch::spawn(plan)?;
+    let pid = child
+        .id()
+        .map(|p| p as i32)
+        .ok_or_else(|| Error::sandbox("worker exited before it could be supervised"))?;
+    let (Some(stdin), Some(stdout), Some(mut err)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(Error::sandbox("worker pipes were not set up"));
+    };
+    let stderr = StderrTail::default();
+    let tail = stderr.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        while let Ok(n) = err.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            tail.push(&buf[..n]);
+            if let Some(tx) = &forward {
+                let _ = tx.try_send(buf[..n].to_vec()); // dropped when the reader lags
+            }
+        }
+    });
+    Ok(Spawned {
+        child,
+        pid,
+        stdin,
+        stdout,
+        stderr,
+        scratch,
+    })
+}
+
+/// Kills the worker and everything in its session.
+pub fn kill_all(pid: i32) {
+    // The worker leads its own session and process group (setsid in child.rs).
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// "exited with status 1" / "was killed by signal 9 (SIGKILL)".
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exited with status {code}")
+    } else if let Some(sig) = status.signal() {
+        let name = nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str())
+            .unwrap_or("?");
+        format!("was killed by signal {sig} ({name})")
+    } else {
+        format!("ended ({status})")
+    }
+}
+
+/// A SandboxError for a worker that ended, with its exit and stderr tail.
+pub fn died(what: &str, status: Option<std::process::ExitStatus>, stderr: &StderrTail) -> Error {
+    let how = status
+        .map(describe_exit)
+        .unwrap_or_else(|| "is gone".into());
+    let tail = stderr.text();
+    if tail.is_empty() {
+        Error::sandbox(format!("{what}: worker {how}"))
+    } else {
+        Error::sandbox(format!("{what}: worker {how}; stderr: {tail}"))
+    }
+}
