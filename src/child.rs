@@ -1,17 +1,40 @@
 //! The code that runs in the worker's process between `fork` and `exec`.
 //!
 //! This is the only module with `unsafe`. Everything here was prepared by the
-//! parent before the fork (see `launch.rs`): no allocation, no lock, only
+//! parent before the fork (`launch.rs`): no allocation, no lock, only
 //! async-signal-safe system calls, in one linear sequence that reads top to
-//! bottom as the order the kernel sees it.
+//! bottom in the order the kernel sees it:
+//!
+//! 1. new session; join the pids cgroup; die with the runner
+//! 2. namespaces (user first, mapping our own ids), then a fork so that the
+//!    worker is process 1 of its pid namespace; the first child only waits
+//! 3. resource limits
+//! 4. drop every capability
+//! 5. mark all inherited descriptors close-on-exec
+//! 6. Landlock (sets no_new_privs), then seccomp, last: exec follows
 
+use std::ffi::CStr;
 use std::io;
 
 /// What the child applies to itself, fully prepared before the fork.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Confinement {
-    /// Signal sent to the worker when the thread that started it exits.
     pub parent_death_signal: Option<i32>,
+    /// `cgroup.procs` of the worker's pids cgroup, to join.
+    pub cgroup_procs: Option<std::ffi::CString>,
+    /// `unshare` flags (CLONE_NEW*), user namespace included when needed.
+    pub unshare_flags: libc::c_int,
+    /// `"<uid> <uid> 1"` and `"<gid> <gid> 1"`, written when a user namespace is made.
+    pub uid_map: Vec<u8>,
+    pub gid_map: Vec<u8>,
+    /// Fork once more so the worker is process 1 of its new pid namespace.
+    pub pid_namespace: bool,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)>,
+    /// Every capability to drop from the bounding set.
+    pub bounding: Vec<caps::Capability>,
+    pub landlock: Option<landlock::RulesetCreated>,
+    /// Installed in order; the last one wins among equal actions (clone3's ENOSYS).
+    pub seccomp: Vec<seccompiler::BpfProgram>,
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {
@@ -22,17 +45,74 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Applies `c` to the calling (freshly forked) process. Runs between fork and exec.
-pub fn enter(c: &Confinement) -> io::Result<()> {
-    // A session of its own: off the host's terminal, and one process group to kill.
-    // SAFETY: setsid takes no pointers; it is async-signal-safe.
-    check(unsafe { libc::setsid() })?;
-    if let Some(sig) = c.parent_death_signal {
-        // SAFETY: PR_SET_PDEATHSIG takes an integer signal number; no memory is touched.
-        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })?;
+/// Writes `data` to the file at `path` (open, write, close).
+fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string; flags are constants.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    check(fd)?;
+    // SAFETY: `data` is a live slice for the duration of the call; `fd` is ours.
+    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let err = io::Error::last_os_error();
+    // SAFETY: `fd` was opened above and is closed once.
+    unsafe { libc::close(fd) };
+    if n == data.len() as isize {
+        Ok(())
+    } else {
+        Err(err)
     }
-    // Every descriptor above stderr closes at exec, whoever opened it without O_CLOEXEC.
-    // SAFETY: close_range takes integers only; CLOSE_RANGE_CLOEXEC only sets flags.
+}
+
+/// Applies `c` to the calling, freshly forked process. Runs between fork and exec.
+pub fn enter(c: &mut Confinement) -> io::Result<()> {
+    // 1. A session of its own: off the host's terminal, one process group to kill.
+    // SAFETY: setsid takes no arguments.
+    check(unsafe { libc::setsid() })?;
+    if let Some(procs) = &c.cgroup_procs {
+        write_file(procs, b"0")?;
+    }
+    die_with_parent(c)?;
+
+    // 2. Namespaces.
+    if c.unshare_flags != 0 {
+        // SAFETY: unshare takes integer flags.
+        check(unsafe { libc::unshare(c.unshare_flags) })?;
+        if c.unshare_flags & libc::CLONE_NEWUSER != 0 {
+            write_file(c"/proc/self/setgroups", b"deny")?;
+            write_file(c"/proc/self/uid_map", &c.uid_map)?;
+            write_file(c"/proc/self/gid_map", &c.gid_map)?;
+        }
+    }
+    if c.pid_namespace {
+        become_pid_one(c)?;
+    }
+
+    // 3. Resource limits, soft = hard, so the worker cannot raise them.
+    for &(resource, value) in &c.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
+        // SAFETY: `lim` is a valid rlimit on the stack.
+        check(unsafe { libc::setrlimit(resource, &lim) })?;
+    }
+
+    // 4. Capabilities: none in any set, none to regain.
+    for cap in &c.bounding {
+        // EINVAL: a capability this kernel does not know; nothing to drop.
+        if let Err(e) = caps::drop(None, caps::CapSet::Bounding, *cap) {
+            let _ = e;
+        }
+    }
+    for set in [
+        caps::CapSet::Ambient,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Permitted,
+    ] {
+        caps::clear(None, set).map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+    }
+
+    // 5. Descriptors above stderr close at exec, whoever opened them.
+    // SAFETY: close_range takes integers; CLOSE_RANGE_CLOEXEC only sets flags.
     check(unsafe {
         libc::syscall(
             libc::SYS_close_range,
@@ -41,14 +121,95 @@ pub fn enter(c: &Confinement) -> io::Result<()> {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     } as libc::c_int)?;
+
+    // 6. Landlock, then seccomp: the last things before exec.
+    if let Some(ruleset) = c.landlock.take() {
+        ruleset
+            .restrict_self()
+            .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+    }
+    for filter in &c.seccomp {
+        seccompiler::apply_filter(filter).map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+    }
     Ok(())
 }
 
-/// Arranges for `enter(&confinement)` to run in the child of `cmd`.
-pub fn install(cmd: &mut tokio::process::Command, confinement: Confinement) {
+fn die_with_parent(c: &Confinement) -> io::Result<()> {
+    if let Some(sig) = c.parent_death_signal {
+        // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
+        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })?;
+    }
+    Ok(())
+}
+
+/// Forks: the child goes on to exec as process 1 of the new pid namespace; this
+/// process closes every descriptor, waits for it and exits as it did.
+fn become_pid_one(c: &Confinement) -> io::Result<()> {
+    // SAFETY: fork in a single-threaded process (we are a fresh child); both
+    // sides continue with async-signal-safe calls only.
+    let pid = unsafe { libc::fork() };
+    check(pid)?;
+    if pid == 0 {
+        return die_with_parent(c);
+    }
+    // The waiting parent keeps nothing open: the host sees EOF when the worker closes.
+    // SAFETY: integer arguments only.
+    unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid || (r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            break;
+        }
+    }
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // Die of the same signal, so the host sees what killed the worker.
+        // SAFETY: resetting a disposition and signalling ourselves take integers.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    // SAFETY: _exit never returns and runs no destructors.
+    unsafe {
+        libc::_exit(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128
+        })
+    }
+}
+
+/// Arranges for `enter(confinement)` to run in the child of `cmd`.
+pub fn install(cmd: &mut tokio::process::Command, mut confinement: Confinement) {
     // SAFETY: `enter` only makes async-signal-safe system calls on data prepared
     // before the fork, and neither allocates nor locks, as `pre_exec` requires.
     unsafe {
-        cmd.pre_exec(move || enter(&confinement));
+        cmd.pre_exec(move || enter(&mut confinement));
     }
+}
+
+/// Whether a child can `unshare(flags)` (with a user namespace unless `root`).
+/// Used by the probe; the child exits at once.
+pub fn try_unshare(flags: libc::c_int, root: bool) -> bool {
+    let flags = if root {
+        flags
+    } else {
+        flags | libc::CLONE_NEWUSER
+    };
+    // SAFETY: the child only calls unshare and _exit, both async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: integer arguments; _exit does not return.
+        unsafe { libc::_exit(if libc::unshare(flags) == 0 { 0 } else { 1 }) }
+    }
+    if pid < 0 {
+        return false;
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }

@@ -8,11 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{Error, Result};
-use crate::host::{self, ExtensionHost, HostOptions};
-use crate::interpreter::Interpreter;
+use crate::host::{self, ExtensionHost, HostOptions, Prepared};
 use crate::manifest::Manifest;
+use crate::policy::OperatorPolicy;
+use crate::probe::Probe;
 use crate::protocol;
-use crate::worker::Entry;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,6 +46,20 @@ pub enum Command {
         #[command(flatten)]
         opts: RunOpts,
     },
+    /// Print the confinement DIR's worker would get, without starting anything.
+    Policy {
+        dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: RunOpts,
+    },
+    /// Print what this kernel offers: Landlock ABI, seccomp, namespaces, cgroups.
+    Probe {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -75,7 +89,12 @@ impl RunOpts {
                 self.timeout
             )));
         }
+        let operator = match &self.policy {
+            Some(p) => OperatorPolicy::load(p)?,
+            None => OperatorPolicy::default(),
+        };
         Ok(HostOptions {
+            operator,
             python: self.python.clone(),
             timeout: Duration::from_secs_f64(self.timeout),
             max_line: self.max_line,
@@ -93,6 +112,13 @@ pub async fn main(cli: Cli) -> i32 {
             eprintln!("error: {} ({})", msg, e.class());
             e.exit_code()
         }
+    }
+}
+
+/// Best-effort mode says what it gave up, once per launch.
+fn warn_degraded(policy: &crate::policy::Policy) {
+    for d in &policy.degraded {
+        eprintln!("warning: sandbox degraded: {d}");
     }
 }
 
@@ -114,6 +140,7 @@ async fn run(cli: Cli) -> Result<()> {
             opts,
         } => {
             let host = ExtensionHost::load(&dir, opts.host_options()?).await?;
+            warn_degraded(host.policy());
             let result = host.invoke(&tool, &args_json).await;
             host.unload().await;
             println!(
@@ -123,12 +150,27 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Run { dir, opts } => {
             let options = opts.host_options()?;
-            let manifest = Manifest::load(&dir)?;
-            let dir = std::path::absolute(&dir)
-                .map_err(|e| Error::sandbox(format!("{}: {e}", dir.display())))?;
-            let entry =
-                Entry::for_extension(&dir, &manifest, || Interpreter::resolve(&options.python))?;
-            crate::proxy::run(&dir, &entry, host::confinement(), &options).await?;
+            let ext = Prepared::new(&dir, &options)?;
+            warn_degraded(&ext.policy);
+            crate::proxy::run(&ext, &options).await?;
+        }
+        Command::Policy { dir, json, opts } => {
+            let ext = Prepared::new(&dir, &opts.host_options()?)?;
+            if json {
+                print_json(&serde_json::to_value(&ext.policy).expect("policies serialize"));
+            } else {
+                print!("{}", ext.policy.render());
+            }
+        }
+        Command::Probe { json } => {
+            let probe = serde_json::to_value(Probe::current()).expect("probes serialize");
+            if json {
+                print_json(&probe);
+            } else {
+                for (k, v) in probe.as_object().into_iter().flatten() {
+                    println!("{k:<22} {v}");
+                }
+            }
         }
     }
     Ok(())

@@ -17,10 +17,11 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
 use crate::capabilities::{Capability, CapabilityGate};
-use crate::child::Confinement;
 use crate::error::{Error, Result};
 use crate::interpreter::Interpreter;
 use crate::manifest::{provenance_json, Manifest};
+use crate::policy::{self, OperatorPolicy, Policy};
+use crate::probe::Probe;
 use crate::protocol::{self, Line, Response, WorkerMessage};
 use crate::provenance::Provenance;
 use crate::worker::{self, Entry, StderrTail};
@@ -39,6 +40,8 @@ pub struct HostOptions {
     pub max_line: usize,
     /// The host folder `filesystem.read`/`filesystem.write` grant.
     pub workspace: Option<PathBuf>,
+    /// The operator's policy (limits, ports, trust classes, mode, layers).
+    pub operator: OperatorPolicy,
 }
 
 impl Default for HostOptions {
@@ -48,6 +51,7 @@ impl Default for HostOptions {
             timeout: DEFAULT_TIMEOUT,
             max_line: protocol::DEFAULT_MAX_LINE,
             workspace: None,
+            operator: OperatorPolicy::default(),
         }
     }
 }
@@ -66,8 +70,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(dir: &Path, entry: &Entry, max_line: usize) -> Result<Worker> {
-        let spawned = worker::start(dir, entry, confinement(), None)?;
+    fn start(ext: &Prepared, max_line: usize) -> Result<Worker> {
+        let spawned = worker::start(&ext.dir, &ext.entry, &ext.policy, None)?;
         let pending: Arc<Pending> = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let kill_reason: Arc<Mutex<Option<String>>> = Arc::default();
@@ -80,10 +84,10 @@ impl Worker {
             stderr: spawned.stderr,
             max_line,
         };
-        let (child, stdout, scratch) = (spawned.child, spawned.stdout, spawned.scratch);
+        let (child, stdout, resources) = (spawned.child, spawned.stdout, spawned.resources);
         tokio::spawn(async move {
             reader.run(child, stdout).await;
-            drop(scratch);
+            drop(resources);
             let _ = done_tx.send(true);
         });
         Ok(Worker {
@@ -200,10 +204,52 @@ impl Reader {
     }
 }
 
-/// The confinement every worker gets (the kernel layers come from the policy).
-pub fn confinement() -> Confinement {
-    Confinement {
-        parent_death_signal: Some(libc::SIGKILL),
+/// An extension with everything decided and nothing started: its folder,
+/// manifest, entry program and derived policy.
+pub struct Prepared {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub entry: Entry,
+    pub policy: Policy,
+}
+
+impl Prepared {
+    /// Reads the manifest in `dir`, resolves the entry and derives the policy.
+    pub fn new(dir: &Path, options: &HostOptions) -> Result<Prepared> {
+        Self::with_manifest(dir, Manifest::load(dir)?, options)
+    }
+
+    pub fn with_manifest(
+        dir: &Path,
+        manifest: Manifest,
+        options: &HostOptions,
+    ) -> Result<Prepared> {
+        let dir = std::path::absolute(dir)
+            .map_err(|e| Error::manifest(format!("{}: {e}", dir.display()), None))?;
+        let entry =
+            Entry::for_extension(&dir, &manifest, || Interpreter::resolve(&options.python))?;
+        let workspace = match &options.workspace {
+            Some(w) => Some(
+                std::fs::canonicalize(w)
+                    .map_err(|e| Error::sandbox(format!("workspace {}: {e}", w.display())))?,
+            ),
+            None => None,
+        };
+        let program = entry.program_facts(&dir);
+        let policy = policy::derive(&policy::Inputs {
+            manifest: &manifest,
+            extension_dir: &dir,
+            workspace: workspace.as_deref(),
+            operator: &options.operator,
+            program: &program,
+            probe: Probe::cached(),
+        })?;
+        Ok(Prepared {
+            dir,
+            manifest,
+            entry,
+            policy,
+        })
     }
 }
 
@@ -223,11 +269,9 @@ pub fn describe(manifest: &Manifest, loaded: bool) -> Value {
 
 /// One loaded extension.
 pub struct ExtensionHost {
-    dir: PathBuf,
-    manifest: Manifest,
+    ext: Prepared,
     gate: CapabilityGate,
     options: HostOptions,
-    entry: Entry,
     worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
     loaded: AtomicBool,
     starts: AtomicU64,
@@ -252,17 +296,12 @@ impl ExtensionHost {
 
     /// Validates everything about an extension without starting its worker.
     fn prepare(dir: &Path, manifest: Manifest, options: HostOptions) -> Result<ExtensionHost> {
-        let dir = std::path::absolute(dir)
-            .map_err(|e| Error::manifest(format!("{}: {e}", dir.display()), None))?;
-        let entry =
-            Entry::for_extension(&dir, &manifest, || Interpreter::resolve(&options.python))?;
-        let gate = CapabilityGate::new(manifest.capability_set(), Some(&manifest.name));
+        let ext = Prepared::with_manifest(dir, manifest, &options)?;
+        let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(&ext.manifest.name));
         Ok(ExtensionHost {
-            dir,
-            manifest,
+            ext,
             gate,
             options,
-            entry,
             worker: tokio::sync::Mutex::new(None),
             loaded: AtomicBool::new(true),
             starts: AtomicU64::new(0),
@@ -274,30 +313,30 @@ impl ExtensionHost {
         if let Some(w) = slot.as_ref().filter(|w| w.alive.load(Ordering::SeqCst)) {
             return Ok(w.clone());
         }
-        let w = Arc::new(Worker::start(
-            &self.dir,
-            &self.entry,
-            self.options.max_line,
-        )?);
+        let w = Arc::new(Worker::start(&self.ext, self.options.max_line)?);
         self.starts.fetch_add(1, Ordering::Relaxed);
         *slot = Some(w.clone());
         Ok(w)
     }
 
     pub fn name(&self) -> &str {
-        &self.manifest.name
+        &self.ext.manifest.name
     }
     pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+        &self.ext.manifest
     }
     pub fn gate(&self) -> &CapabilityGate {
         &self.gate
     }
     pub fn provenance(&self) -> Provenance {
-        self.manifest.provenance
+        self.ext.manifest.provenance
+    }
+    /// The policy its workers run under.
+    pub fn policy(&self) -> &Policy {
+        &self.ext.policy
     }
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.ext.dir
     }
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::SeqCst)
@@ -318,7 +357,7 @@ impl ExtensionHost {
 
     /// The reference's `describe()` view.
     pub fn describe(&self) -> Value {
-        describe(&self.manifest, self.is_loaded())
+        describe(&self.ext.manifest, self.is_loaded())
     }
 
     /// Invokes `tool` with `args_json` (a JSON string, as the reference's API takes it).

@@ -142,3 +142,29 @@ fn prefixes(exec_path: &Path, real_path: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The ELF interpreter (dynamic loader) named in `program`'s PT_INTERP header.
+pub fn elf_loader(program: &Path) -> Option<PathBuf> {
+    let data = std::fs::read(program).ok()?;
+    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?));
+    // 64-bit little-endian ELF only (what this runner supports).
+    if data.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (
+        u64_at(0x20)? as usize,
+        u16_at(0x36)? as usize,
+        u16_at(0x38)? as usize,
+    );
+    (0..phnum).find_map(|i| {
+        let ph = phoff + i * phentsize;
+        if u32::from_le_bytes(data.get(ph..ph + 4)?.try_into().ok()?) != 3 {
+            return None; // not PT_INTERP
+        }
+        let (off, size) = (u64_at(ph + 8)? as usize, u64_at(ph + 32)? as usize);
+        let raw = data.get(off..off + size)?;
+        let path = std::str::from_utf8(raw.split(|&b| b == 0).next()?).ok()?;
+        std::fs::canonicalize(path).ok()
+    })
+}

@@ -1,13 +1,25 @@
-//! Starting a worker process: everything decided (argv, environment, folders,
-//! the prepared confinement) goes in; a running child comes out. The part that
-//! runs inside the child between fork and exec is `child.rs`.
+//! Doing what the policy decided: turn a `Policy` into kernel objects before
+//! the fork (Landlock ruleset, compiled BPF, id maps, limits), then fork and
+//! exec the worker, whose child side is `child.rs`.
 
-use std::ffi::OsString;
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsString};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use landlock::{
+    Access as _, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
+    PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+};
+use seccompiler::{
+    SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
+    SeccompFilter, SeccompRule,
+};
+
 use crate::child::{self, Confinement};
 use crate::error::{Error, Result};
+use crate::policy::{Access, Condition, Limits, Mode, Policy, SyscallAction};
 
 /// A worker's private scratch folder (its TMPDIR and HOME); removed on drop.
 #[derive(Debug)]
@@ -18,8 +30,10 @@ impl ScratchDir {
     pub fn create() -> Result<ScratchDir> {
         let base = std::env::temp_dir();
         for _ in 0..16 {
-            let name = format!("nodus-ext-{}", &crate::protocol::new_request_id()[..8]);
-            let path = base.join(name);
+            let path = base.join(format!(
+                "nodus-ext-{}",
+                &crate::protocol::new_request_id()[..8]
+            ));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => return Ok(ScratchDir(path)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -48,10 +62,53 @@ impl Drop for ScratchDir {
     }
 }
 
-use std::os::unix::fs::DirBuilderExt;
+/// A pids cgroup made for one worker; removed on drop (after the worker is gone).
+#[derive(Debug)]
+pub struct PidsCgroup(PathBuf);
+
+impl PidsCgroup {
+    fn create(root: &str, max: u64) -> Result<PidsCgroup> {
+        let dir = Path::new(root).join(format!(
+            "nodus-ext-{}",
+            &crate::protocol::new_request_id()[..13]
+        ));
+        let shown = dir.display().to_string();
+        let fail = |e: std::io::Error| {
+            Error::sandbox(format!("cannot set up the pids cgroup {shown}: {e}"))
+        };
+        std::fs::create_dir(&dir).map_err(fail)?;
+        let cg = PidsCgroup(dir);
+        std::fs::write(cg.0.join("pids.max"), max.to_string()).map_err(fail)?;
+        Ok(cg)
+    }
+
+    /// Kills every process in the cgroup.
+    pub fn kill_all(&self) {
+        if let Ok(procs) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        // rmdir succeeds once the last process has been reaped; retry briefly.
+        for _ in 0..50 {
+            self.kill_all();
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
 
 /// Everything needed to start one worker.
-#[derive(Debug)]
 pub struct LaunchPlan {
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -79,4 +136,244 @@ pub fn spawn(plan: LaunchPlan) -> Result<tokio::process::Child> {
             plan.program.display()
         ))
     })
+}
+
+/// The environment of the policy with `$SCRATCH` filled in.
+pub fn environment(policy: &Policy, scratch: &Path) -> Vec<(OsString, OsString)> {
+    policy
+        .environment
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.into(),
+                if v == "$SCRATCH" {
+                    scratch.as_os_str().to_owned()
+                } else {
+                    v.into()
+                },
+            )
+        })
+        .collect()
+}
+
+/// Kernel objects built from a policy, ready for the child; plus what the
+/// parent must keep alive for the worker's lifetime.
+pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<PidsCgroup>)> {
+    let mut c = Confinement {
+        parent_death_signal: Some(libc::SIGKILL),
+        ..Default::default()
+    };
+    let cgroup = match (&policy.pids_cgroup, &policy.limits) {
+        (Some(root), Some(l)) => Some(PidsCgroup::create(root, l.processes)?),
+        _ => None,
+    };
+    if let Some(cg) = &cgroup {
+        c.cgroup_procs = Some(cstring(&cg.0.join("cgroup.procs"))?);
+    }
+    let ns = policy.namespaces;
+    for (on, flag) in [
+        (ns.user, libc::CLONE_NEWUSER),
+        (ns.pid, libc::CLONE_NEWPID),
+        (ns.net, libc::CLONE_NEWNET),
+        (ns.ipc, libc::CLONE_NEWIPC),
+        (ns.uts, libc::CLONE_NEWUTS),
+    ] {
+        if on {
+            c.unshare_flags |= flag;
+        }
+    }
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    c.uid_map = format!("{uid} {uid} 1").into_bytes();
+    c.gid_map = format!("{gid} {gid} 1").into_bytes();
+    c.pid_namespace = ns.pid;
+    if let Some(l) = &policy.limits {
+        c.rlimits = rlimits(l);
+    }
+    c.bounding = caps::all().into_iter().collect();
+    if policy.landlock.enabled {
+        c.landlock = Some(landlock(policy, scratch)?);
+    }
+    if policy
+        .layers
+        .iter()
+        .any(|l| l.layer == "seccomp" && l.wanted && l.enforceable)
+    {
+        c.seccomp = seccomp(policy)?;
+    }
+    Ok((c, cgroup))
+}
+
+fn cstring(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::sandbox(format!("path {} contains a NUL byte", p.display())))
+}
+
+fn rlimits(l: &Limits) -> Vec<(libc::__rlimit_resource_t, libc::rlim_t)> {
+    vec![
+        (libc::RLIMIT_AS, l.memory_bytes),
+        (libc::RLIMIT_CPU, l.cpu_seconds),
+        (libc::RLIMIT_NPROC, l.processes),
+        (libc::RLIMIT_NOFILE, l.open_files),
+        (libc::RLIMIT_FSIZE, l.file_size_bytes),
+        (libc::RLIMIT_CORE, l.core_bytes),
+    ]
+}
+
+const ABI_USED: ABI = ABI::V6;
+
+fn rights(access: Access) -> BitFlags<AccessFs> {
+    let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    match access {
+        Access::Read => read,
+        Access::ReadExec => read | AccessFs::Execute,
+        Access::ExecFile => AccessFs::ReadFile | AccessFs::Execute,
+        Access::ReadWriteFile => AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate,
+        Access::Write => AccessFs::from_all(ABI_USED) & !AccessFs::Execute,
+    }
+}
+
+fn landlock(policy: &Policy, scratch: &Path) -> Result<landlock::RulesetCreated> {
+    let compat = match policy.mode {
+        Mode::Strict => CompatLevel::HardRequirement,
+        Mode::BestEffort => CompatLevel::BestEffort,
+    };
+    let fail = |e: landlock::RulesetError| Error::sandbox(format!("Landlock: {e}"));
+    let ll = &policy.landlock;
+    let net = if ll.tcp_handled {
+        AccessNet::BindTcp | AccessNet::ConnectTcp
+    } else {
+        AccessNet::BindTcp.into()
+    };
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(compat)
+        .handle_access(AccessFs::from_all(ABI_USED))
+        .map_err(fail)?
+        .handle_access(net)
+        .map_err(fail)?
+        .scope(Scope::AbstractUnixSocket | Scope::Signal)
+        .map_err(fail)?
+        .create()
+        .map_err(fail)?;
+    // Rights on one path add up; a file takes only file rights.
+    let mut by_path: BTreeMap<PathBuf, BitFlags<AccessFs>> = BTreeMap::new();
+    for r in &ll.rules {
+        *by_path.entry(r.path.clone()).or_default() |= rights(r.access);
+    }
+    *by_path.entry(scratch.to_path_buf()).or_default() |= rights(Access::Write);
+    for (path, access) in by_path {
+        let fd = match PathFd::new(&path) {
+            Ok(fd) => fd,
+            Err(_) if !path.exists() => continue, // e.g. /lib32 on this distribution
+            Err(e) => {
+                return Err(Error::sandbox(format!(
+                    "Landlock rule for {}: {e}",
+                    path.display()
+                )))
+            }
+        };
+        let access = if path.is_dir() {
+            access
+        } else {
+            access & AccessFs::from_file(ABI_USED)
+        };
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(fd, access))
+            .map_err(fail)?;
+    }
+    for port in ll.tcp_connect.iter().flatten() {
+        ruleset = ruleset
+            .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+            .map_err(fail)?;
+    }
+    Ok(ruleset)
+}
+
+const NS_FLAGS: u64 = (libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWTIME) as u64;
+
+fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
+    let cond = |arg, len, op, val| {
+        Cond::new(arg, len, op, val).map_err(|e| Error::sandbox(format!("seccomp: {e}")))
+    };
+    let rule = |conds: Vec<Cond>| {
+        SeccompRule::new(conds).map_err(|e| Error::sandbox(format!("seccomp: {e}")))
+    };
+    Ok(match c {
+        // Compared as 32-bit values: the kernel ignores the high half of the request (CVE-2019-10063).
+        Condition::IoctlNotTerminalInjection => vec![rule(vec![
+            cond(1, Len::Dword, Op::Ne, libc::TIOCSTI)?,
+            cond(1, Len::Dword, Op::Ne, libc::TIOCLINUX)?,
+        ])?],
+        Condition::PrlimitSelf => vec![rule(vec![cond(0, Len::Dword, Op::Eq, 0)?])?],
+        Condition::CloneThreadOnly => vec![rule(vec![
+            cond(
+                0,
+                Len::Qword,
+                Op::MaskedEq(libc::CLONE_THREAD as u64),
+                libc::CLONE_THREAD as u64,
+            )?,
+            cond(0, Len::Qword, Op::MaskedEq(NS_FLAGS), 0)?,
+        ])?],
+        Condition::CloneNoNamespaces => {
+            vec![rule(vec![cond(0, Len::Qword, Op::MaskedEq(NS_FLAGS), 0)?])?]
+        }
+        Condition::SocketNetworkFamilies => [libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK]
+            .into_iter()
+            .map(|af| rule(vec![cond(0, Len::Dword, Op::Eq, af as u64)?]))
+            .collect::<Result<_>>()?,
+    })
+}
+
+fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
+    let arch: seccompiler::TargetArch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| Error::sandbox(format!("seccomp: unsupported architecture: {e:?}")))?;
+    let fail = |e: seccompiler::BackendError| Error::sandbox(format!("seccomp: {e}"));
+    let mut allow: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let mut enosys: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for r in &policy.seccomp {
+        let Some(nr) = crate::syscalls::number(&r.name) else {
+            continue;
+        };
+        match &r.action {
+            SyscallAction::Allow => {
+                allow.insert(nr, vec![]);
+            }
+            SyscallAction::AllowIf(c) => {
+                allow.insert(nr, conditions(*c)?);
+            }
+            SyscallAction::Errno(e) if e == "ENOSYS" => {
+                enosys.insert(nr, vec![]);
+            }
+            SyscallAction::Errno(_) => {} // the default action
+        }
+    }
+    let main = SeccompFilter::new(
+        allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        arch,
+    )
+    .map_err(fail)?;
+    let mut filters = vec![main.try_into().map_err(fail)?];
+    if !enosys.is_empty() {
+        let f = SeccompFilter::new(
+            enosys,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            arch,
+        )
+        .map_err(fail)?;
+        filters.push(f.try_into().map_err(fail)?);
+    }
+    Ok(filters)
 }

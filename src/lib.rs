@@ -13,11 +13,14 @@ pub mod host;
 pub mod interpreter;
 pub mod launch;
 pub mod manifest;
+pub mod policy;
+pub mod probe;
 pub mod protocol;
 pub mod provenance;
 pub mod proxy;
 mod pyrepr;
 pub mod registry;
+mod syscalls;
 pub mod worker;
 
 pub use capabilities::{Capability, CapabilityGate};

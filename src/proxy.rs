@@ -5,29 +5,27 @@
 //! and a worker stderr that can never fill up and block.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::host::HostOptions;
+use crate::host::{HostOptions, Prepared};
 use crate::protocol::{self, Line};
-use crate::worker::{self, Entry};
+use crate::worker;
 
 /// Relays until the host closes stdin or sends shutdown and the worker exits.
 /// Returns Ok when the worker ended as asked.
-pub async fn run(
-    dir: &Path,
-    entry: &Entry,
-    confinement: crate::child::Confinement,
-    options: &HostOptions,
-) -> Result<()> {
+pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     let (err_tx, mut err_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
-    let spawned = worker::start(dir, entry, confinement, Some(err_tx))?;
-    let (mut child, pid, tail, _scratch) =
-        (spawned.child, spawned.pid, spawned.stderr, spawned.scratch);
+    let spawned = worker::start(&ext.dir, &ext.entry, &ext.policy, Some(err_tx))?;
+    let (mut child, pid, tail, _resources) = (
+        spawned.child,
+        spawned.pid,
+        spawned.stderr,
+        spawned.resources,
+    );
     let mut worker_in = Some(spawned.stdin);
     let mut worker_out = BufReader::with_capacity(64 * 1024, spawned.stdout);
     let mut host_in = BufReader::with_capacity(64 * 1024, tokio::io::stdin());

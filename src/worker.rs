@@ -12,11 +12,11 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::child::Confinement;
 use crate::error::{Error, Result};
 use crate::interpreter::Interpreter;
-use crate::launch::{self, LaunchPlan, ScratchDir};
+use crate::launch::{self, LaunchPlan, PidsCgroup, ScratchDir};
 use crate::manifest::Manifest;
+use crate::policy::{Policy, ProgramFacts};
 
 /// How much of a worker's stderr is kept for error messages.
 pub const STDERR_TAIL: usize = 4 * 1024;
@@ -70,13 +70,34 @@ impl Entry {
     }
 }
 
-/// Builds the launch plan: argv, a scrubbed environment, the scratch folder.
-pub fn plan(
+impl Entry {
+    /// What the policy needs to know about the program we exec.
+    pub fn program_facts(&self, dir: &Path) -> ProgramFacts {
+        let (program, runtime_dirs) = match self {
+            Entry::Python { interpreter, .. } => {
+                (interpreter.real_path.clone(), interpreter.prefixes.clone())
+            }
+            Entry::Command { argv } => {
+                let p = dir.join(&argv[0]);
+                (std::fs::canonicalize(&p).unwrap_or(p), Vec::new())
+            }
+        };
+        let loader = crate::interpreter::elf_loader(&program);
+        ProgramFacts {
+            program,
+            loader,
+            runtime_dirs,
+        }
+    }
+}
+
+/// Builds the launch plan: argv, the policy's environment, the confinement.
+fn plan(
     dir: &Path,
     entry: &Entry,
+    policy: &Policy,
     scratch: &ScratchDir,
-    confinement: Confinement,
-) -> Result<LaunchPlan> {
+) -> Result<(LaunchPlan, Option<PidsCgroup>)> {
     let (program, args) = match entry {
         Entry::Python {
             interpreter,
@@ -99,25 +120,18 @@ pub fn plan(
             argv[1..].iter().map(OsString::from).collect(),
         ),
     };
-    Ok(LaunchPlan {
-        program,
-        args,
-        cwd: dir.to_path_buf(),
-        env: environment(scratch.path()),
-        confinement,
-    })
-}
-
-/// The worker's whole environment. Nothing of the host's passes through.
-pub fn environment(scratch: &Path) -> Vec<(OsString, OsString)> {
-    let s = scratch.as_os_str().to_os_string();
-    vec![
-        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-        ("HOME".into(), s.clone()),
-        ("TMPDIR".into(), s),
-        ("LANG".into(), "C.UTF-8".into()),
-        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
-    ]
+    let (confinement, cgroup) = launch::prepare(policy, scratch.path())?;
+    let env = launch::environment(policy, scratch.path());
+    Ok((
+        LaunchPlan {
+            program,
+            args,
+            cwd: dir.to_path_buf(),
+            env,
+            confinement,
+        },
+        cgroup,
+    ))
 }
 
 fn write_shim(scratch: &Path) -> Result<()> {
@@ -161,7 +175,14 @@ pub struct Spawned {
     pub stdin: ChildStdin,
     pub stdout: ChildStdout,
     pub stderr: StderrTail,
+    /// Kept until the worker is reaped: its scratch folder and pids cgroup.
+    pub resources: Resources,
+}
+
+/// What a worker holds on the host; dropped after the worker is reaped.
+pub struct Resources {
     pub scratch: ScratchDir,
+    pub cgroup: Option<PidsCgroup>,
 }
 
 /// Starts a worker. Its stderr is drained for as long as it runs (so it can
@@ -169,11 +190,11 @@ pub struct Spawned {
 pub fn start(
     dir: &Path,
     entry: &Entry,
-    confinement: Confinement,
+    policy: &Policy,
     forward: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
 ) -> Result<Spawned> {
     let scratch = ScratchDir::create()?;
-    let plan = plan(dir, entry, &scratch, confinement)?;
+    let (plan, cgroup) = plan(dir, entry, policy, &scratch)?;
     let mut child = launch::spawn(plan)?;
     let pid = child
         .id()
@@ -204,7 +225,7 @@ pub fn start(
         stdin,
         stdout,
         stderr,
-        scratch,
+        resources: Resources { scratch, cgroup },
     })
 }
 

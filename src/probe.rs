@@ -1,0 +1,114 @@
+//! Facts about this kernel and this user that the policy depends on.
+//! `ext-runner probe` prints them. Probing creates (and drops) a Landlock
+//! ruleset and forks one short-lived child to try the namespaces.
+
+use serde::Serialize;
+
+/// What this kernel offers to this user.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Probe {
+    pub kernel: String,
+    pub uid: u32,
+    pub root: bool,
+    /// Highest Landlock ABI this kernel enforces (0: none).
+    pub landlock_abi: u8,
+    pub seccomp_filter: bool,
+    pub user_namespaces: bool,
+    pub network_namespaces: bool,
+    pub pid_namespaces: bool,
+    pub ipc_namespaces: bool,
+    /// A pids cgroup we can create children in (cgroup v1 `pids` or v2 delegation).
+    pub pids_cgroup: Option<String>,
+    pub cgroup_v2_delegation: bool,
+}
+
+impl Probe {
+    /// The probe of this process, made once.
+    pub fn cached() -> &'static Probe {
+        static PROBE: std::sync::OnceLock<Probe> = std::sync::OnceLock::new();
+        PROBE.get_or_init(Probe::current)
+    }
+
+    /// Probes the running kernel.
+    pub fn current() -> Probe {
+        let uid = nix::unistd::getuid().as_raw();
+        let root = uid == 0;
+        let ns = |flags| crate::child::try_unshare(flags, root);
+        let user = ns(libc::CLONE_NEWUSER);
+        Probe {
+            kernel: nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            uid,
+            root,
+            landlock_abi: landlock_abi(),
+            seccomp_filter: seccomp_filter(),
+            user_namespaces: user,
+            network_namespaces: ns(libc::CLONE_NEWNET),
+            pid_namespaces: ns(libc::CLONE_NEWPID),
+            ipc_namespaces: ns(libc::CLONE_NEWIPC),
+            pids_cgroup: pids_cgroup(root),
+            cgroup_v2_delegation: cgroup_v2_delegation(),
+        }
+    }
+}
+
+/// The highest ABI for which a ruleset handling all its rights can be created.
+fn landlock_abi() -> u8 {
+    use landlock::{Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, ABI};
+    const ABIS: [(ABI, u8); 7] = [
+        (ABI::V7, 7),
+        (ABI::V6, 6),
+        (ABI::V5, 5),
+        (ABI::V4, 4),
+        (ABI::V3, 3),
+        (ABI::V2, 2),
+        (ABI::V1, 1),
+    ];
+    ABIS.iter()
+        .find(|(abi, _)| {
+            Ruleset::default()
+                .set_compatibility(CompatLevel::HardRequirement)
+                .handle_access(AccessFs::from_all(*abi))
+                .and_then(|r| r.create())
+                .is_ok()
+        })
+        .map_or(0, |(_, n)| *n)
+}
+
+fn seccomp_filter() -> bool {
+    // Seccomp: 2 in /proc/self/status means a filter is already active, which is fine too;
+    // the "Seccomp_filters" field exists only on kernels built with filter support.
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp_filters:"))
+}
+
+/// A pids cgroup folder this process may create children in.
+fn pids_cgroup(root: bool) -> Option<String> {
+    let v1 = "/sys/fs/cgroup/pids";
+    if root && std::path::Path::new(v1).join("pids.max").exists()
+        || root && std::path::Path::new(v1).join("cgroup.procs").exists()
+    {
+        return Some(v1.to_string());
+    }
+    None
+}
+
+fn cgroup_v2_delegation() -> bool {
+    // Delegated when our own v2 cgroup's folder is writable by us.
+    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return false;
+    };
+    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return false;
+    };
+    for mount in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let dir = format!("{mount}{path}");
+        if std::path::Path::new(&dir)
+            .join("cgroup.subtree_control")
+            .exists()
+        {
+            return nix::unistd::access(dir.as_str(), nix::unistd::AccessFlags::W_OK).is_ok();
+        }
+    }
+    false
+}
