@@ -580,7 +580,10 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         }
     }
     let limits = op.layers.limits.then_some(limits);
-    let pids_cgroup = if op.layers.limits && probe.root {
+    // RLIMIT_NPROC does not bind uid 0. Only a worker that may fork needs the
+    // pids cgroup (joining one costs an RCU grace period, ~10 ms, on cgroup v1);
+    // without subprocess.run, seccomp allows threads only and RLIMIT_AS bounds them.
+    let pids_cgroup = if op.layers.limits && probe.root && exec_granted {
         probe.pids_cgroup.clone()
     } else {
         None
@@ -621,7 +624,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
             note: if probe.root && probe.pids_cgroup.is_none() {
                 "rlimits; root: RLIMIT_NPROC does not bind uid 0 and no pids cgroup is available".into()
             } else if probe.root {
-                "rlimits; process count through a pids cgroup (RLIMIT_NPROC does not bind uid 0)".into()
+                "rlimits; root: process count through a pids cgroup when subprocess.run is declared (RLIMIT_NPROC does not bind uid 0; without subprocess.run seccomp allows threads only)".into()
             } else {
                 "rlimits (RLIMIT_NPROC counted in the worker's user namespace)".into()
             },

@@ -34,7 +34,11 @@ impl Probe {
         let uid = nix::unistd::getuid().as_raw();
         let root = uid == 0;
         let ns = |flags| crate::child::try_unshare(flags, root);
-        let user = ns(libc::CLONE_NEWUSER);
+        // One fork tries every namespace at once; only a failure is broken down.
+        let all =
+            ns(libc::CLONE_NEWNET | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS);
+        let ns = |flags| all || ns(flags);
+        let user = root || ns(libc::CLONE_NEWUSER);
         Probe {
             kernel: nix::sys::utsname::uname()
                 .map(|u| u.release().to_string_lossy().into_owned())

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use std::os::fd::AsFd;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -28,8 +30,8 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     );
     let mut worker_in = Some(spawned.stdin);
     let mut worker_out = BufReader::with_capacity(64 * 1024, spawned.stdout);
-    let mut host_in = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
-    let mut host_out = tokio::io::stdout();
+    let mut host_in = BufReader::with_capacity(64 * 1024, host_stdin());
+    let mut host_out = host_stdout();
 
     tokio::spawn(async move {
         let mut stderr = tokio::io::stderr();
@@ -116,6 +118,33 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     let _ = child.wait().await;
     let _ = host_out.flush().await;
     failure.map_or(Ok(()), Err)
+}
+
+/// Our stdin, read directly when it is a pipe (tokio's `stdin()` hands every
+/// read to a blocking thread, which costs a thread hop per line).
+fn host_stdin() -> Box<dyn AsyncRead + Unpin + Send> {
+    let pipe = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(fd)).ok());
+    match pipe {
+        Some(p) => Box::new(p),
+        None => Box::new(tokio::io::stdin()),
+    }
+}
+
+/// Our stdout, written directly when it is a pipe.
+fn host_stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
+    let pipe = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(fd)).ok());
+    match pipe {
+        Some(p) => Box::new(p),
+        None => Box::new(tokio::io::stdout()),
+    }
 }
 
 fn is_shutdown(line: &[u8]) -> bool {
