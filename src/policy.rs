@@ -754,3 +754,8 @@ impl Policy {
         s
     }
 }
+
+/// The number of a system call named in a policy, on this architecture.
+pub fn syscall_number(name: &str) -> Option<i64> {
+    crate::syscalls::number(name)
+}

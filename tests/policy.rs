@@ -1,0 +1,366 @@
+//! Derived policies, asserted directly: the dry-run is a pure function, so each
+//! capability's kernel meaning is checked here without starting anything.
+
+use std::path::{Path, PathBuf};
+
+use nodus_extension::policy::{
+    self, Access, Condition, Inputs, Mode, OperatorPolicy, Policy, ProgramFacts, SyscallAction,
+};
+use nodus_extension::probe::Probe;
+use nodus_extension::Manifest;
+
+fn probe(root: bool) -> Probe {
+    Probe {
+        kernel: "test".into(),
+        uid: if root { 0 } else { 1000 },
+        root,
+        landlock_abi: 7,
+        seccomp_filter: true,
+        user_namespaces: true,
+        network_namespaces: true,
+        pid_namespaces: true,
+        ipc_namespaces: true,
+        pids_cgroup: root.then(|| "/sys/fs/cgroup/pids".into()),
+        cgroup_v2_delegation: false,
+    }
+}
+
+fn manifest(caps: &[&str], trust: &str) -> Manifest {
+    let m = serde_json::json!({
+        "name": "t.ext", "version": "1", "description": "d", "capabilities": caps,
+        "provenance": {"trust_class": trust},
+    });
+    Manifest::parse(m.to_string().as_bytes(), "test").unwrap()
+}
+
+fn program() -> ProgramFacts {
+    ProgramFacts {
+        program: "/opt/py/bin/python3.11".into(),
+        loader: Some("/lib64/ld-linux-x86-64.so.2".into()),
+        runtime_dirs: vec!["/opt/py".into()],
+    }
+}
+
+fn derive_with(
+    caps: &[&str],
+    op: &OperatorPolicy,
+    probe: &Probe,
+    workspace: Option<&Path>,
+) -> nodus_extension::Result<Policy> {
+    let m = manifest(caps, "dev");
+    policy::derive(&Inputs {
+        manifest: &m,
+        extension_dir: Path::new("/ext"),
+        workspace,
+        operator: op,
+        program: &program(),
+        probe,
+    })
+}
+
+fn derive(caps: &[&str]) -> Policy {
+    derive_with(
+        caps,
+        &OperatorPolicy::default(),
+        &probe(false),
+        Some(Path::new("/ws")),
+    )
+    .unwrap()
+}
+
+fn rule(p: &Policy, path: &str) -> Option<Access> {
+    p.landlock
+        .rules
+        .iter()
+        .filter(|r| r.path == PathBuf::from(path))
+        .map(|r| r.access)
+        .max()
+}
+
+fn action(p: &Policy, name: &str) -> Option<SyscallAction> {
+    p.seccomp
+        .iter()
+        .find(|r| r.name == name)
+        .map(|r| r.action.clone())
+}
+
+#[test]
+fn the_policy_data_is_valid_and_every_syscall_name_resolves() {
+    let p = derive(&["filesystem.write", "network.outbound", "subprocess.run"]);
+    for r in &p.seccomp {
+        assert!(
+            policy::syscall_number(&r.name).is_some(),
+            "unknown system call in policies/: {}",
+            r.name
+        );
+    }
+    assert!(p.seccomp.len() > 200);
+}
+
+#[test]
+fn base_profile_whatever_is_declared() {
+    let p = derive(&[]);
+    assert_eq!(
+        rule(&p, "/ext"),
+        Some(Access::Read),
+        "the extension folder is read-only"
+    );
+    assert_eq!(
+        rule(&p, "/opt/py"),
+        Some(Access::Read),
+        "the interpreter prefix is read, not exec, without subprocess.run"
+    );
+    assert_eq!(rule(&p, "/opt/py/bin/python3.11"), Some(Access::ExecFile));
+    assert_eq!(
+        rule(&p, "/lib64/ld-linux-x86-64.so.2"),
+        Some(Access::ExecFile)
+    );
+    assert_eq!(rule(&p, "/ws"), None, "no workspace without filesystem.*");
+    assert_eq!(rule(&p, "/usr"), Some(Access::Read));
+    assert!(
+        p.landlock.tcp_handled && p.landlock.tcp_connect.is_none(),
+        "TCP is denied without network.outbound"
+    );
+    assert_eq!(p.landlock.scopes, vec!["abstract_unix_socket", "signal"]);
+    assert!(p.namespaces.net && p.namespaces.pid && p.namespaces.ipc && p.namespaces.user);
+    assert_eq!(
+        action(&p, "socket"),
+        Some(SyscallAction::Errno("EPERM".into()))
+    );
+    assert_eq!(
+        action(&p, "clone"),
+        Some(SyscallAction::AllowIf(Condition::CloneThreadOnly))
+    );
+    assert_eq!(
+        action(&p, "clone3"),
+        Some(SyscallAction::Errno("ENOSYS".into()))
+    );
+    assert_eq!(
+        action(&p, "fork"),
+        Some(SyscallAction::Errno("EPERM".into()))
+    );
+    assert_eq!(
+        action(&p, "ioctl"),
+        Some(SyscallAction::AllowIf(Condition::IoctlNotTerminalInjection))
+    );
+    for denied in [
+        "ptrace",
+        "mount",
+        "unshare",
+        "setns",
+        "keyctl",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "io_uring_setup",
+        "init_module",
+        "kexec_load",
+        "process_vm_readv",
+        "setsid",
+    ] {
+        assert_eq!(
+            action(&p, denied),
+            Some(SyscallAction::Errno("EPERM".into())),
+            "{denied}"
+        );
+    }
+    assert_eq!(
+        p.environment.get("TMPDIR").map(String::as_str),
+        Some("$SCRATCH")
+    );
+    assert!(!p.environment.contains_key("PYTHONPATH"));
+    assert!(p.limits.is_some());
+    assert!(p.degraded.is_empty());
+}
+
+#[test]
+fn filesystem_capabilities_open_the_workspace_only() {
+    assert_eq!(
+        rule(&derive(&["filesystem.read"]), "/ws"),
+        Some(Access::Read)
+    );
+    assert_eq!(
+        rule(&derive(&["filesystem.write"]), "/ws"),
+        Some(Access::Write)
+    );
+    let err = derive_with(
+        &["filesystem.read"],
+        &OperatorPolicy::default(),
+        &probe(false),
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--workspace"), "{err}");
+    let op = OperatorPolicy {
+        workspace_roots: vec!["/srv".into()],
+        ..Default::default()
+    };
+    let err = derive_with(
+        &["filesystem.read"],
+        &op,
+        &probe(false),
+        Some(Path::new("/ws")),
+    )
+    .unwrap_err();
+    assert_eq!(err.class(), "CapabilityError");
+}
+
+#[test]
+fn network_outbound_keeps_the_host_network_and_allows_network_sockets() {
+    let p = derive(&["network.outbound"]);
+    assert!(!p.namespaces.net);
+    assert!(
+        !p.landlock.tcp_handled,
+        "any TCP port without an operator port list"
+    );
+    assert_eq!(
+        action(&p, "socket"),
+        Some(SyscallAction::AllowIf(Condition::SocketNetworkFamilies))
+    );
+    assert_eq!(rule(&p, "/etc/resolv.conf"), Some(Access::Read));
+    let op = OperatorPolicy {
+        tcp_ports: vec![443],
+        ..Default::default()
+    };
+    let p = derive_with(&["network.outbound"], &op, &probe(false), None).unwrap();
+    assert!(p.landlock.tcp_handled);
+    assert_eq!(p.landlock.tcp_connect, Some(vec![443]));
+}
+
+#[test]
+fn subprocess_run_allows_fork_and_exec_of_system_programs() {
+    let p = derive(&["subprocess.run"]);
+    assert_eq!(action(&p, "fork"), Some(SyscallAction::Allow));
+    assert_eq!(
+        action(&p, "clone"),
+        Some(SyscallAction::AllowIf(Condition::CloneNoNamespaces))
+    );
+    assert_eq!(rule(&p, "/usr/bin"), Some(Access::ReadExec));
+    assert_eq!(rule(&p, "/opt/py"), Some(Access::ReadExec));
+    assert_eq!(p.pids_cgroup, None, "unprivileged: RLIMIT_NPROC binds");
+    let root = derive_with(
+        &["subprocess.run"],
+        &OperatorPolicy::default(),
+        &probe(true),
+        None,
+    )
+    .unwrap();
+    assert!(
+        root.pids_cgroup.is_some(),
+        "root: RLIMIT_NPROC does not bind uid 0"
+    );
+    assert!(!root.namespaces.user, "root needs no user namespace");
+}
+
+#[test]
+fn host_mediated_capabilities_grant_nothing_in_the_kernel() {
+    let base = derive(&[]);
+    let p = derive(&["tool.invoke", "memory.read", "memory.write"]);
+    assert_eq!(p.landlock, base.landlock);
+    assert_eq!(p.seccomp, base.seccomp);
+    assert_eq!(p.namespaces, base.namespaces);
+}
+
+#[test]
+fn trust_classes_cap_what_may_be_granted() {
+    let mut op = OperatorPolicy::default();
+    op.trust_classes
+        .insert("dev".into(), vec!["tool.invoke".into()]);
+    let err = derive_with(
+        &["tool.invoke", "network.outbound"],
+        &op,
+        &probe(false),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(err.class(), "CapabilityError");
+    assert!(
+        err.to_string().contains("network.outbound")
+            && err.to_string().contains("trust class 'dev'"),
+        "{err}"
+    );
+    assert!(derive_with(&["tool.invoke"], &op, &probe(false), None).is_ok());
+}
+
+#[test]
+fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
+    let mut old = probe(false);
+    old.landlock_abi = 3;
+    let err = derive_with(&[], &OperatorPolicy::default(), &old, None).unwrap_err();
+    assert_eq!(err.class(), "SandboxError");
+    assert!(err.to_string().contains("landlock"), "{err}");
+    let op = OperatorPolicy {
+        mode: Mode::BestEffort,
+        ..Default::default()
+    };
+    let p = derive_with(&[], &op, &old, None).unwrap();
+    assert!(
+        p.degraded.iter().any(|d| d.starts_with("landlock")),
+        "{:?}",
+        p.degraded
+    );
+
+    // No user namespaces: strict mode still runs, the other layers cover it, and it says so.
+    let mut no_userns = probe(false);
+    no_userns.user_namespaces = false;
+    let p = derive_with(&[], &OperatorPolicy::default(), &no_userns, None).unwrap();
+    assert!(!p.namespaces.pid && !p.namespaces.net);
+    assert!(
+        p.degraded.iter().any(|d| d.contains("Covered")),
+        "{:?}",
+        p.degraded
+    );
+}
+
+#[test]
+fn operator_layers_switch_off() {
+    let mut op = OperatorPolicy {
+        mode: Mode::BestEffort,
+        ..Default::default()
+    };
+    op.layers.landlock = false;
+    op.layers.limits = false;
+    let p = derive_with(&[], &op, &probe(false), None).unwrap();
+    assert!(!p.landlock.enabled);
+    assert!(p.limits.is_none());
+    assert!(p.degraded.iter().any(|d| d.contains("switched off")));
+}
+
+#[test]
+fn the_policy_prints() {
+    let p = derive(&["filesystem.read"]);
+    let text = p.render();
+    assert!(
+        text.contains("/ws") && text.contains("clone3") && text.contains("$SCRATCH"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&p).unwrap();
+    assert!(json["landlock"]["rules"].as_array().unwrap().len() > 5);
+}
+
+#[test]
+fn operator_policy_files_are_checked() {
+    let dir = std::env::temp_dir().join(format!("nodus-policy-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    assert!(OperatorPolicy::load(&write(
+        "ok.json",
+        r#"{"tcp_ports": [443], "limits": {"cpu_seconds": 5}}"#
+    ))
+    .is_ok());
+    for bad in [
+        r#"{"tcp_portz": []}"#,
+        r#"{"limits": {"cpu": 5}}"#,
+        r#"{"trust_classes": {"gold": []}}"#,
+        "not json",
+    ] {
+        let err = OperatorPolicy::load(&write("bad.json", bad)).unwrap_err();
+        assert_eq!(err.class(), "SandboxError", "{bad}");
+    }
+    assert!(OperatorPolicy::load(&dir.join("missing.json")).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
