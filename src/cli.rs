@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::audit::Audit;
 use crate::error::{Error, Result};
 use crate::host::{self, ExtensionHost, HostOptions, Prepared};
 use crate::manifest::Manifest;
@@ -76,6 +77,12 @@ pub struct RunOpts {
     /// The operator's policy file.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Append an audit trail (JSON lines) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+    /// The embedded memory store (default: $XDG_STATE_HOME/nodus-extension/memory.sqlite3).
+    #[arg(long, value_name = "FILE")]
+    pub memory_db: Option<PathBuf>,
     /// Longest protocol line accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = protocol::DEFAULT_MAX_LINE)]
     pub max_line: usize,
@@ -93,8 +100,16 @@ impl RunOpts {
             Some(p) => OperatorPolicy::load(p)?,
             None => OperatorPolicy::default(),
         };
+        let audit = match &self.audit {
+            Some(p) => Audit::to_file(p)?,
+            None => Audit::default(),
+        };
         Ok(HostOptions {
             operator,
+            audit,
+            memory_path: self.memory_db.clone(),
+            memory_quotas: Default::default(),
+            services: None,
             python: self.python.clone(),
             timeout: Duration::from_secs_f64(self.timeout),
             max_line: self.max_line,

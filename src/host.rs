@@ -16,14 +16,17 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
+use crate::audit::Audit;
 use crate::capabilities::{Capability, CapabilityGate};
 use crate::error::{Error, Result};
 use crate::interpreter::Interpreter;
 use crate::manifest::{provenance_json, Manifest};
+use crate::memory::Quotas;
 use crate::policy::{self, OperatorPolicy, Policy};
 use crate::probe::Probe;
 use crate::protocol::{self, Line, Response, WorkerMessage};
 use crate::provenance::Provenance;
+use crate::services::{self, LazyStore, RateLimiter, Services, StandaloneServices};
 use crate::worker::{self, Entry, StderrTail};
 
 /// Default per-invoke timeout, as in the reference.
@@ -42,6 +45,30 @@ pub struct HostOptions {
     pub workspace: Option<PathBuf>,
     /// The operator's policy (limits, ports, trust classes, mode, layers).
     pub operator: OperatorPolicy,
+    /// Memory store and tool registry for host calls; default: the embedded
+    /// store at `memory_path` and no tools (a registry supplies its own).
+    pub services: Option<Services>,
+    /// Where the embedded memory store lives (default: `memory::default_path()`).
+    pub memory_path: Option<PathBuf>,
+    /// Quotas of the embedded memory store.
+    pub memory_quotas: Quotas,
+    /// The audit trail (off unless a file or callback is set).
+    pub audit: Audit,
+}
+
+impl HostOptions {
+    /// The services host calls go to.
+    pub fn services(&self) -> Services {
+        self.services.clone().unwrap_or_else(|| {
+            let path = self
+                .memory_path
+                .clone()
+                .unwrap_or_else(crate::memory::default_path);
+            Services(Arc::new(StandaloneServices {
+                memory: LazyStore::new(path, self.memory_quotas),
+            }))
+        })
+    }
 }
 
 impl Default for HostOptions {
@@ -52,6 +79,10 @@ impl Default for HostOptions {
             max_line: protocol::DEFAULT_MAX_LINE,
             workspace: None,
             operator: OperatorPolicy::default(),
+            services: None,
+            memory_path: None,
+            memory_quotas: Quotas::default(),
+            audit: Audit::default(),
         }
     }
 }
@@ -61,7 +92,11 @@ type Pending = Mutex<HashMap<String, oneshot::Sender<Result<Response>>>>;
 /// A live worker process and its in-flight requests.
 struct Worker {
     pid: i32,
-    stdin: tokio::sync::Mutex<tokio::process::ChildStdin>,
+    /// Held by a host call from the moment it is read until it is answered, so
+    /// no invoke reaches a worker that is waiting for its host's answer.
+    stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
+    /// Denials the worker reported (newest last, bounded).
+    denials: Arc<Mutex<Vec<String>>>,
     pending: Arc<Pending>,
     alive: Arc<AtomicBool>,
     /// Set before a deliberate kill, so the reader reports why.
@@ -70,8 +105,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(ext: &Prepared, max_line: usize) -> Result<Worker> {
+    fn start(ext: &Prepared, max_line: usize, calls: Arc<CallContext>) -> Result<Worker> {
         let spawned = worker::start(&ext.dir, &ext.entry, &ext.policy, None)?;
+        let stdin = Arc::new(tokio::sync::Mutex::new(spawned.stdin));
+        let denials: Arc<Mutex<Vec<String>>> = Arc::default();
         let pending: Arc<Pending> = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let kill_reason: Arc<Mutex<Option<String>>> = Arc::default();
@@ -83,6 +120,9 @@ impl Worker {
             kill_reason: kill_reason.clone(),
             stderr: spawned.stderr,
             max_line,
+            stdin: stdin.clone(),
+            denials: denials.clone(),
+            calls,
         };
         let (child, stdout, resources) = (spawned.child, spawned.stdout, spawned.resources);
         tokio::spawn(async move {
@@ -92,7 +132,8 @@ impl Worker {
         });
         Ok(Worker {
             pid: spawned.pid,
-            stdin: tokio::sync::Mutex::new(spawned.stdin),
+            stdin,
+            denials,
             pending,
             alive,
             kill_reason,
@@ -109,12 +150,7 @@ impl Worker {
     }
 
     async fn send(&self, line: &[u8]) -> std::io::Result<()> {
-        let mut stdin = self.stdin.lock().await;
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line);
-        buf.push(b'\n');
-        stdin.write_all(&buf).await?;
-        stdin.flush().await
+        write_line(&mut *self.stdin.lock().await, line).await
     }
 
     /// Asks the worker to stop, then kills it after the grace period.
@@ -136,8 +172,31 @@ impl Worker {
     }
 }
 
+async fn write_line(stdin: &mut tokio::process::ChildStdin, line: &[u8]) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line);
+    buf.push(b'\n');
+    stdin.write_all(&buf).await?;
+    stdin.flush().await
+}
+
+/// What serving a worker's host calls needs; shared by its successive workers.
+struct CallContext {
+    extension: String,
+    gate: CapabilityGate,
+    services: Services,
+    limiter: RateLimiter,
+    audit: Audit,
+}
+
+/// How many denials a worker's record keeps.
+const DENIALS_KEPT: usize = 16;
+
 /// Reads the worker's stdout, routes responses, and reports its end.
 struct Reader {
+    stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
+    denials: Arc<Mutex<Vec<String>>>,
+    calls: Arc<CallContext>,
     pid: i32,
     pending: Arc<Pending>,
     alive: Arc<AtomicBool>,
@@ -190,18 +249,64 @@ impl Reader {
     }
 
     fn route(&self, line: &[u8]) {
-        if let WorkerMessage::Response { id, response } = protocol::decode_worker_line(line) {
-            // Lines matching no request (unsolicited, late, duplicate) are ignored, as in the reference.
-            if let Some(tx) = self
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id)
-            {
-                let _ = tx.send(Ok(response));
+        match protocol::decode_worker_line(line) {
+            WorkerMessage::Response { id, response } => {
+                // Lines matching no request (unsolicited, late, duplicate) are ignored, as in the reference.
+                let tx = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                if let Some(tx) = tx {
+                    let _ = tx.send(Ok(response));
+                }
             }
+            WorkerMessage::HostCall(call) => {
+                let (stdin, calls) = (self.stdin.clone(), self.calls.clone());
+                // Take stdin now, before anything else can be sent to the waiting worker.
+                let Ok(mut held) = stdin.clone().try_lock_owned() else {
+                    tokio::spawn(async move {
+                        let mut held = stdin.lock_owned().await;
+                        answer(&calls, &call, &mut held).await;
+                    });
+                    return;
+                };
+                tokio::spawn(async move { answer(&calls, &call, &mut held).await });
+            }
+            WorkerMessage::Denial { capability, detail } => {
+                let text = format!("denied {detail}: {capability} not declared");
+                self.calls.audit.record(
+                    "denial",
+                    &self.calls.extension,
+                    json!({"what": detail, "capability": capability, "layer": "worker"}),
+                );
+                let mut d = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+                d.push(text);
+                let excess = d.len().saturating_sub(DENIALS_KEPT);
+                d.drain(..excess);
+            }
+            WorkerMessage::Ignored => {}
         }
     }
+}
+
+/// Serves one host call and writes the answer to the worker.
+async fn answer(
+    calls: &CallContext,
+    call: &services::HostCall,
+    stdin: &mut tokio::process::ChildStdin,
+) {
+    let outcome = services::serve(
+        call,
+        &calls.extension,
+        &calls.gate,
+        &*calls.services.0,
+        &calls.limiter,
+        &calls.audit,
+    )
+    .await;
+    // A failed write means the worker is gone; the reader reports that.
+    let _ = write_line(stdin, &protocol::host_call_response(&call.id, &outcome)).await;
 }
 
 /// An extension with everything decided and nothing started: its folder,
@@ -267,9 +372,19 @@ pub fn describe(manifest: &Manifest, loaded: bool) -> Value {
     })
 }
 
+/// Adds the denials the worker reported during a failed invoke to its error,
+/// unless the message already says so.
+fn explain(msg: String, denials: &[String]) -> String {
+    match denials.last() {
+        Some(d) if !msg.contains(d.as_str()) => format!("{msg} [{d}]"),
+        _ => msg,
+    }
+}
+
 /// One loaded extension.
 pub struct ExtensionHost {
     ext: Prepared,
+    calls: Arc<CallContext>,
     gate: CapabilityGate,
     options: HostOptions,
     worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
@@ -298,8 +413,21 @@ impl ExtensionHost {
     fn prepare(dir: &Path, manifest: Manifest, options: HostOptions) -> Result<ExtensionHost> {
         let ext = Prepared::with_manifest(dir, manifest, &options)?;
         let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(&ext.manifest.name));
+        let calls = Arc::new(CallContext {
+            extension: ext.manifest.name.clone(),
+            gate: gate.clone(),
+            services: options.services(),
+            limiter: RateLimiter::default(),
+            audit: options.audit.clone(),
+        });
+        options.audit.record(
+            "load",
+            &ext.manifest.name,
+            json!({"dir": ext.dir, "capabilities": ext.manifest.capabilities, "degraded": ext.policy.degraded}),
+        );
         Ok(ExtensionHost {
             ext,
+            calls,
             gate,
             options,
             worker: tokio::sync::Mutex::new(None),
@@ -313,7 +441,11 @@ impl ExtensionHost {
         if let Some(w) = slot.as_ref().filter(|w| w.alive.load(Ordering::SeqCst)) {
             return Ok(w.clone());
         }
-        let w = Arc::new(Worker::start(&self.ext, self.options.max_line)?);
+        let w = Arc::new(Worker::start(
+            &self.ext,
+            self.options.max_line,
+            self.calls.clone(),
+        )?);
         self.starts.fetch_add(1, Ordering::Relaxed);
         *slot = Some(w.clone());
         Ok(w)
@@ -375,6 +507,21 @@ impl ExtensionHost {
 
     /// Invokes `tool` with already-decoded arguments; returns the decoded result.
     pub async fn invoke_value(&self, tool: &str, args: Value) -> Result<Value> {
+        let started = std::time::Instant::now();
+        let outcome = self.invoke_once(tool, args).await;
+        let mut fields = json!({"tool": tool, "ms": crate::audit::millis(started)});
+        match &outcome {
+            Ok(_) => fields["outcome"] = "ok".into(),
+            Err(e) => {
+                fields["outcome"] = e.class().into();
+                fields["error"] = e.to_string().into();
+            }
+        }
+        self.calls.audit.record("invoke", self.name(), fields);
+        outcome
+    }
+
+    async fn invoke_once(&self, tool: &str, args: Value) -> Result<Value> {
         if !self.is_loaded() {
             return Err(Error::sandbox("extension is not loaded; call load() first"));
         }
@@ -410,10 +557,19 @@ impl ExtensionHost {
             )));
         }
         let timeout = self.options.timeout;
+        let denials_before = worker
+            .denials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(Response::Ok(v)))) => Ok(v),
             Ok(Ok(Ok(Response::Err(msg)))) => Err(Error::Invoke {
-                msg,
+                msg: explain(
+                    msg,
+                    &worker.denials.lock().unwrap_or_else(|e| e.into_inner())
+                        [denials_before.min(DENIALS_KEPT)..],
+                ),
                 tool_name: Some(tool.to_string()),
             }),
             Ok(Ok(Err(e))) => Err(e),

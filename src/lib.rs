@@ -4,6 +4,7 @@
 //! `manifest` → `capabilities` → `policy` (decide, pure) → `launch`/`child`
 //! (apply in the child) → `protocol` → `host` and `registry`.
 
+pub mod audit;
 pub mod blocking;
 pub mod capabilities;
 mod child;
@@ -13,6 +14,7 @@ pub mod host;
 pub mod interpreter;
 pub mod launch;
 pub mod manifest;
+pub mod memory;
 pub mod policy;
 pub mod probe;
 pub mod protocol;
@@ -20,6 +22,7 @@ pub mod provenance;
 pub mod proxy;
 mod pyrepr;
 pub mod registry;
+pub mod services;
 mod syscalls;
 pub mod worker;
 

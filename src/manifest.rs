@@ -83,7 +83,7 @@ impl Manifest {
         let text = std::str::from_utf8(bytes).map_err(|e| {
             Error::manifest(format!("{path} is not valid UTF-8: {e}"), path.to_string())
         })?;
-        let raw: Value = serde_json::from_str(text).map_err(|e| {
+        let raw = parse_json(text).map_err(|e| {
             Error::manifest(format!("invalid JSON in {path}: {e}"), path.to_string())
         })?;
         let Value::Object(raw) = raw else {
@@ -143,29 +143,25 @@ impl Manifest {
             .optional_object(raw, "provenance", "")
             .map(|p| v.provenance(p));
         let tools = v.optional_object(raw, "surfaces", "").map(|s| v.tools(s));
-        let entry = match raw.get("entry") {
-            None => None,
-            Some(e) => {
-                match e.as_array().filter(|a| !a.is_empty()) {
-                    Some(items)
-                        if items
-                            .iter()
-                            .all(|i| i.as_str().is_some_and(|s| !s.is_empty())) =>
-                    {
-                        Some(
-                            items
-                                .iter()
-                                .map(|i| i.as_str().unwrap_or_default().to_string())
-                                .collect(),
-                        )
-                    }
-                    _ => {
-                        v.fail("entry", "must be a non-empty list of non-empty strings (the worker's command line)".into());
-                        None
-                    }
-                }
-            }
-        };
+        // Our extension field. Only a non-empty list of non-empty strings is an
+        // entry: any other value is an unknown field to the reference, which
+        // ignores it, so we do too (e.g. `"entry": "main.py"` as metadata), and
+        // the extension runs `extension.py` as it would under the reference.
+        let entry = raw
+            .get("entry")
+            .and_then(Value::as_array)
+            .filter(|items| {
+                !items.is_empty()
+                    && items
+                        .iter()
+                        .all(|i| i.as_str().is_some_and(|s| !s.is_empty()))
+            })
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect::<Vec<String>>()
+            });
         if !v.errors.is_empty() {
             return Err(v.errors);
         }
@@ -237,6 +233,153 @@ impl ToolSurface {
 
 pub(crate) fn provenance_json(p: &Provenance) -> Value {
     json!({"origin": p.origin.as_str(), "trust_class": p.trust_class.as_str(), "owner_class": p.owner_class.as_str()})
+}
+
+/// Deepest nesting of arrays and objects we accept. Python's `json.loads`
+/// raises RecursionError somewhere past 990 levels (the exact point depends on
+/// its stack); we refuse more than this many, before parsing, so that a deep
+/// document can never overflow our stack either.
+pub const MAX_DEPTH: usize = 900;
+
+/// Python's limit on the digits of an int literal (`sys.get_int_max_str_digits()`).
+const MAX_INT_DIGITS: usize = 4300;
+
+/// `json.loads(text)` as far as strict JSON allows, as a `Value` whose numbers
+/// are written as Python writes the objects it made of them (`-0` is `0`,
+/// `1e2` is `100.0`, `0.10` is `0.1`), so that `to_json()` is what the
+/// reference's `json.dumps(as_dict())` would print.
+///
+/// Where Python's parser is laxer than JSON we deliberately refuse the whole
+/// document: `NaN`/`Infinity` literals, lone surrogate escapes (a Rust string
+/// cannot hold them), numbers that overflow to infinity, int literals of more
+/// than 4300 digits (Python raises ValueError) and nesting deeper than
+/// `MAX_DEPTH` (Python raises RecursionError).
+fn parse_json(text: &str) -> std::result::Result<Value, String> {
+    let depth = check_depth(text.as_bytes())?;
+    let parse = || -> std::result::Result<Value, String> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        // Bounded by check_depth above instead of serde_json's 128 levels.
+        de.disable_recursion_limit();
+        let value = serde::Deserialize::deserialize(&mut de).map_err(|e| e.to_string())?;
+        de.end().map_err(|e| e.to_string())?;
+        Ok(value)
+    };
+    let mut value = if depth <= SHALLOW {
+        parse()?
+    } else {
+        // The parser recurses once per level (over 2 KiB a level in a debug
+        // build): deep documents get a thread whose stack surely holds them,
+        // whatever the caller's stack is. Only the touched pages are committed.
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("manifest-parse".into())
+                .stack_size(PARSE_STACK)
+                .spawn_scoped(s, parse)
+                .map_err(|e| format!("cannot start the parser thread: {e}"))?
+                .join()
+                .map_err(|_| "the JSON parser panicked".to_string())?
+        })?
+    };
+    normalize_numbers(&mut value)?;
+    Ok(value)
+}
+
+/// Documents up to this depth are parsed on the caller's stack.
+const SHALLOW: usize = 64;
+/// The stack for parsing deeper documents (`MAX_DEPTH` levels need about 2 MiB in a debug build).
+const PARSE_STACK: usize = 32 << 20;
+
+/// Refuses documents nested deeper than `MAX_DEPTH`. Counts brackets outside
+/// strings, as far as the text goes: up to the first syntax error this is
+/// exactly the depth the parser will reach, so it bounds the parser's recursion.
+fn check_depth(bytes: &[u8]) -> std::result::Result<usize, String> {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+                if depth > MAX_DEPTH {
+                    return Err(format!(
+                        "nesting deeper than {MAX_DEPTH} levels at byte {i}"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(max)
+}
+
+/// Rewrites every number as Python's `json.dumps` would write the int or float
+/// `json.loads` made of it. Iterative: values may be `MAX_DEPTH` deep.
+fn normalize_numbers(root: &mut Value) -> std::result::Result<(), String> {
+    let mut stack = vec![root];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Number(n) => {
+                if let Some(py) = python_number(n)? {
+                    *n = py;
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(map) => stack.extend(map.values_mut()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The Python form of one JSON number, when it differs from its text.
+fn python_number(
+    n: &serde_json::Number,
+) -> std::result::Result<Option<serde_json::Number>, String> {
+    let text = n.to_string();
+    let py = if !text.contains(['.', 'e', 'E']) {
+        let digits = text.trim_start_matches('-');
+        if digits.len() > MAX_INT_DIGITS {
+            return Err(format!(
+                "integer literal of {} digits exceeds Python's limit of {MAX_INT_DIGITS}",
+                digits.len()
+            ));
+        }
+        if digits == "0" {
+            "0".to_string()
+        } else {
+            return Ok(None);
+        }
+    } else {
+        let f: f64 = text.parse().map_err(|e| format!("number {text}: {e}"))?;
+        if !f.is_finite() {
+            return Err(format!(
+                "number {} is out of range (it would be {} in Python)",
+                if text.len() > 40 {
+                    format!("{}...", &text[..40])
+                } else {
+                    text.clone()
+                },
+                pyrepr::float(f)
+            ));
+        }
+        pyrepr::float(f)
+    };
+    if py == text {
+        return Ok(None);
+    }
+    serde_json::from_str(&py)
+        .map(Some)
+        .map_err(|e| format!("number {py}: {e}"))
 }
 
 /// `type(x).__name__` of what `json.loads` returns.
@@ -613,6 +756,68 @@ mod tests {
         assert!(!is_dotted("a..b"));
         assert!(!is_dotted("a.b\n\n"));
         assert!(!is_dotted("my-app.tool"));
+    }
+
+    #[test]
+    fn entry_is_ours_only_when_it_is_a_command_line() {
+        let m = |entry: &str| {
+            Manifest::parse(
+                format!(r#"{{"name": "x", "version": "1", "description": "d", "entry": {entry}}}"#)
+                    .as_bytes(),
+                "m",
+            )
+            .map(|m| m.entry)
+        };
+        assert_eq!(
+            m(r#"["bin/w", "-v"]"#).unwrap(),
+            Some(vec!["bin/w".to_string(), "-v".to_string()])
+        );
+        // Anything else is an unknown field, ignored as the reference ignores it.
+        for other in [r#""main.py""#, "[]", r#"[""]"#, "[1]", "null", "{}"] {
+            assert_eq!(m(other).unwrap(), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn numbers_read_as_python_writes_them() {
+        let m = Manifest::parse(
+            br#"{"name": "x", "version": "1", "description": "d", "surfaces": {"tools": [
+                {"name": "a.b", "description": "d", "schema": {"a": -0, "b": 1E2, "c": 0.10, "d": 1e16, "e": 12345678901234567890123}}]}}"#,
+            "m",
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&m.tools[0].schema).unwrap(),
+            r#"{"a":0,"b":100.0,"c":0.1,"d":1e+16,"e":12345678901234567890123}"#
+        );
+        for bad in ["1e400", "-1e999", "NaN", "Infinity", &"9".repeat(4301)] {
+            let doc = format!(r#"{{"name": "x", "version": "1", "description": "d", "z": {bad}}}"#);
+            let err = Manifest::parse(doc.as_bytes(), "m").unwrap_err();
+            assert_eq!(err.class(), "ManifestError", "{bad}");
+        }
+        let doc = format!(
+            r#"{{"name": "x", "version": "1", "description": "d", "z": {}}}"#,
+            "9".repeat(4300)
+        );
+        Manifest::parse(doc.as_bytes(), "m").unwrap();
+    }
+
+    #[test]
+    fn depth_limit() {
+        let doc = |n: usize| {
+            format!(
+                r#"{{"name": "x", "version": "1", "description": "d", "z": {}{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(Manifest::parse(doc(MAX_DEPTH - 1).as_bytes(), "m").is_ok());
+        let err = Manifest::parse(doc(MAX_DEPTH).as_bytes(), "m").unwrap_err();
+        assert_eq!(err.class(), "ManifestError");
+        // Brackets in strings (after escaped backslashes and quotes) do not count.
+        let text = br#"{"a": "[[[{{{\\", "b": "\"[[", "c": [[]]}"#;
+        assert!(serde_json::from_slice::<Value>(text).is_ok());
+        assert_eq!(check_depth(text), Ok(3));
     }
 
     #[test]

@@ -592,6 +592,15 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     let mut environment = base.environment.clone();
     environment.insert("HOME".into(), "$SCRATCH".into());
     environment.insert("TMPDIR".into(), "$SCRATCH".into());
+    // Information for the worker's own module, which explains denials; enforcement is the kernel's.
+    environment.insert(
+        "NODUS_EXTENSION_CAPABILITIES".into(),
+        declared
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
 
     // What this kernel can enforce, and what strict mode requires.
     let layers = vec![

@@ -75,21 +75,57 @@ pub enum Response {
     Err(String),
 }
 
+/// A host call from a worker, as decoded from its line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostCall {
+    pub id: String,
+    pub call: String,
+    pub params: Value,
+}
+
 /// What a line from the worker says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerMessage {
     /// A response to the request with this id.
     Response { id: String, response: Response },
+    /// A request to the host: `{"op": "host_call", "id": ID, "call": NAME, "params": {...}}`.
+    HostCall(HostCall),
+    /// A notice that the worker was refused something: `{"op": "denial", "capability": C, "detail": D}`.
+    Denial { capability: String, detail: String },
     /// Anything else: blank, not JSON, not an object, no id. The reference ignores these.
     Ignored,
 }
 
-/// Decodes one line from a worker as the reference's host does: `ok` truthy →
-/// `result` (missing means `null`), else `error` (missing means "unknown error").
+/// Decodes one line from a worker. Responses are read as the reference's host
+/// reads them: `ok` truthy → `result` (missing means `null`), else `error`
+/// (missing means "unknown error").
 pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
     let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(trim_ascii(line)) else {
         return WorkerMessage::Ignored;
     };
+    let text = |k: &str| msg.get(k).and_then(Value::as_str).map(str::to_string);
+    match msg.get("op").and_then(Value::as_str) {
+        Some("host_call") => {
+            return match (text("id"), text("call")) {
+                (Some(id), Some(call)) => WorkerMessage::HostCall(HostCall {
+                    id,
+                    call,
+                    params: msg
+                        .get("params")
+                        .cloned()
+                        .unwrap_or_else(|| Value::Object(Map::new())),
+                }),
+                _ => WorkerMessage::Ignored,
+            }
+        }
+        Some("denial") => {
+            return WorkerMessage::Denial {
+                capability: text("capability").unwrap_or_default(),
+                detail: text("detail").unwrap_or_default(),
+            }
+        }
+        _ => {}
+    }
     let id = match msg.get("id") {
         Some(Value::String(s)) => s.clone(),
         _ => return WorkerMessage::Ignored,
@@ -104,6 +140,22 @@ pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
         })
     };
     WorkerMessage::Response { id, response }
+}
+
+/// The host's answer to a host call (without the newline). An error names the
+/// capability it lacked, when that was the reason.
+pub fn host_call_response(id: &str, outcome: &crate::Result<Value>) -> Vec<u8> {
+    let msg = match outcome {
+        Ok(v) => serde_json::json!({"id": id, "ok": true, "result": v}),
+        Err(e) => {
+            let mut m = serde_json::json!({"id": id, "ok": false, "error": e.to_string(), "error_class": e.class()});
+            if let crate::Error::Capability { capability, .. } = e {
+                m["capability"] = capability.clone().into();
+            }
+            m
+        }
+    };
+    dumps(&msg)
 }
 
 /// Python truthiness of a JSON value.

@@ -12,9 +12,11 @@ use std::os::fd::AsFd;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
+use crate::capabilities::CapabilityGate;
 use crate::error::{Error, Result};
 use crate::host::{HostOptions, Prepared};
 use crate::protocol::{self, Line};
+use crate::services::{self, RateLimiter};
 use crate::worker;
 
 /// Relays until the host closes stdin or sends shutdown and the worker exits.
@@ -40,6 +42,10 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
         }
     });
 
+    let name = ext.manifest.name.as_str();
+    let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(name));
+    let host_services = options.services();
+    let limiter = RateLimiter::default();
     let mut deadlines: HashMap<String, Instant> = HashMap::new();
     let mut stopping: Option<Instant> = None; // set once the host said shutdown or closed stdin
     let far = Duration::from_secs(86400 * 365);
@@ -83,8 +89,31 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
             line = protocol::read_line(&mut worker_out, max) => {
                 match line {
                     Ok(Line::Complete(mut l)) => {
-                        if let protocol::WorkerMessage::Response { id, .. } = protocol::decode_worker_line(&l) {
-                            deadlines.remove(&id);
+                        match protocol::decode_worker_line(&l) {
+                            protocol::WorkerMessage::Response { id, .. } => {
+                                deadlines.remove(&id);
+                            }
+                            // Host calls are served here (the host may not speak them); the
+                            // host's next lines wait until the worker has its answer.
+                            protocol::WorkerMessage::HostCall(call) => {
+                                let outcome = services::serve(&call, name, &gate, &*host_services.0, &limiter, &options.audit).await;
+                                let stdin = worker_in.as_mut();
+                                let mut answer = protocol::host_call_response(&call.id, &outcome);
+                                answer.push(b'\n');
+                                if let Some(stdin) = stdin {
+                                    if stdin.write_all(&answer).await.is_err() || stdin.flush().await.is_err() {
+                                        worker_in = None;
+                                    }
+                                }
+                                continue;
+                            }
+                            protocol::WorkerMessage::Denial { capability, detail } => {
+                                options.audit.record("denial", name, serde_json::json!({"what": detail, "capability": capability, "layer": "worker"}));
+                                let note = format!("ext-runner: denied {detail}: {capability} not declared\n");
+                                let _ = tokio::io::stderr().write_all(note.as_bytes()).await;
+                                continue;
+                            }
+                            protocol::WorkerMessage::Ignored => {}
                         }
                         l.push(b'\n');
                         if host_out.write_all(&l).await.is_err() || host_out.flush().await.is_err() {

@@ -74,14 +74,23 @@ fn number(n: &serde_json::Number) -> String {
     let text = n.to_string();
     // JSON integers stay integers in Python; anything with a fraction or exponent is a float.
     if !text.contains(['.', 'e', 'E']) {
-        return text;
+        // Arbitrary precision: the digits as written, except that `-0` is the int 0.
+        return if text.trim_start_matches('-') == "0" {
+            "0".into()
+        } else {
+            text
+        };
     }
     let f: f64 = text.parse().unwrap_or(f64::NAN);
     float(f)
 }
 
-/// Python's `repr(float)`: shortest round-trip digits, exponent form outside 1e-4..1e16.
-fn float(f: f64) -> String {
+/// Python's `repr(float)`: the shortest digits that round-trip, positional
+/// when the decimal exponent is in -4..16, else `d.ddde±XX`.
+pub(crate) fn float(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
     if f.is_infinite() {
         return if f > 0.0 { "inf".into() } else { "-inf".into() };
     }
@@ -92,7 +101,10 @@ fn float(f: f64) -> String {
             "0.0".into()
         };
     }
-    let exp = f.abs().log10().floor() as i32;
+    // Rust's `{:e}` and `{}` both print the shortest round-trip digits.
+    let sci = format!("{f:e}"); // e.g. "1e16", "-1.5e-7"
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
     if (-4..16).contains(&exp) {
         let s = format!("{f}");
         if s.contains('.') {
@@ -101,10 +113,11 @@ fn float(f: f64) -> String {
             format!("{s}.0")
         }
     } else {
-        let s = format!("{f:e}"); // e.g. "1e16", "1.5e-7"
-        let (mantissa, e) = s.split_once('e').unwrap_or((&s, "0"));
-        let e: i32 = e.parse().unwrap_or(0);
-        format!("{mantissa}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+        format!(
+            "{mantissa}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        )
     }
 }
 
@@ -125,5 +138,22 @@ mod tests {
         assert_eq!(display(&json!(0.00001)), "1e-05");
         assert_eq!(display(&json!(["1", 2])), "['1', 2]");
         assert_eq!(display(&json!({"a": "b"})), "{'a': 'b'}");
+        let num = |t: &str| display(&serde_json::from_str::<serde_json::Value>(t).unwrap());
+        assert_eq!(num("-0"), "0");
+        assert_eq!(num("-0.0"), "-0.0");
+        assert_eq!(num("1e2"), "100.0");
+        assert_eq!(num("1E-2"), "0.01");
+        assert_eq!(num("0.0001"), "0.0001");
+        assert_eq!(num("0.00001"), "1e-05");
+        assert_eq!(num("9999999999999998.0"), "9999999999999998.0");
+        assert_eq!(num("1e16"), "1e+16");
+        assert_eq!(num("1.5e300"), "1.5e+300");
+        assert_eq!(num("5e-324"), "5e-324");
+        assert_eq!(num("1e400"), "inf");
+        assert_eq!(
+            num("123456789012345678901234567890"),
+            "123456789012345678901234567890"
+        );
+        assert_eq!(float(f64::NAN), "nan");
     }
 }

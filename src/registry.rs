@@ -9,11 +9,15 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::host::{ExtensionHost, HostOptions};
 use crate::manifest::Manifest;
+use crate::memory::MemoryBackend;
+use crate::services::{BoxFuture, HostServices, LazyStore, Services, WaitGraph};
+
+type Hosts = tokio::sync::RwLock<BTreeMap<String, Arc<ExtensionHost>>>;
 
 /// Loaded extensions by name. Safe to share between tasks.
 pub struct ExtensionRegistry {
     options: HostOptions,
-    hosts: tokio::sync::RwLock<BTreeMap<String, Arc<ExtensionHost>>>,
+    hosts: Arc<Hosts>,
     /// Serializes loads so that two loads of one name cannot both start.
     loading: tokio::sync::Mutex<()>,
 }
@@ -25,10 +29,24 @@ impl Default for ExtensionRegistry {
 }
 
 impl ExtensionRegistry {
-    pub fn new(options: HostOptions) -> Self {
+    /// A registry; unless `options.services` is set, its extensions' host
+    /// calls reach the embedded memory store and each other's tools.
+    pub fn new(mut options: HostOptions) -> Self {
+        let hosts: Arc<Hosts> = Arc::default();
+        if options.services.is_none() {
+            let path = options
+                .memory_path
+                .clone()
+                .unwrap_or_else(crate::memory::default_path);
+            options.services = Some(Services(Arc::new(RegistryServices {
+                hosts: Arc::downgrade(&hosts),
+                memory: LazyStore::new(path, options.memory_quotas),
+                waits: WaitGraph::default(),
+            })));
+        }
         ExtensionRegistry {
             options,
-            hosts: Default::default(),
+            hosts,
             loading: Default::default(),
         }
     }
@@ -107,5 +125,43 @@ impl ExtensionRegistry {
         for h in hosts {
             h.unload().await;
         }
+    }
+}
+
+/// The default services of a registry: the embedded store, and the tools of
+/// the other extensions loaded in it.
+struct RegistryServices {
+    hosts: std::sync::Weak<Hosts>,
+    memory: LazyStore,
+    waits: WaitGraph,
+}
+
+impl HostServices for RegistryServices {
+    fn memory(&self) -> Result<&dyn MemoryBackend> {
+        self.memory.get()
+    }
+
+    fn invoke_tool<'a>(
+        &'a self,
+        caller: &'a str,
+        tool: &'a str,
+        args: Value,
+    ) -> BoxFuture<'a, Result<Value>> {
+        Box::pin(async move {
+            let unknown = || Error::Invoke {
+                msg: format!("no loaded extension provides tool '{tool}'"),
+                tool_name: Some(tool.to_string()),
+            };
+            let hosts = self.hosts.upgrade().ok_or_else(unknown)?;
+            let target = hosts
+                .read()
+                .await
+                .values()
+                .find(|h| h.manifest().tool(tool).is_some())
+                .cloned()
+                .ok_or_else(unknown)?;
+            let _waiting = self.waits.enter(caller, target.name())?;
+            target.invoke_value(tool, args).await
+        })
     }
 }

@@ -26,6 +26,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const SHIM_BOOT: &str = include_str!("../python/shim/boot.py");
 const SHIM_INIT: &str = include_str!("../python/shim/nodus_extension/__init__.py");
 const SHIM_WORKER: &str = include_str!("../python/shim/nodus_extension/worker.py");
+const SHIM_HOST: &str = include_str!("../python/shim/nodus_extension_host.py");
 
 /// Where the worker's program comes from.
 #[derive(Debug, Clone)]
@@ -146,6 +147,7 @@ fn write_shim(scratch: &Path) -> Result<()> {
     std::fs::write(scratch.join(".nodus/boot.py"), SHIM_BOOT).map_err(io)?;
     std::fs::write(dir.join("__init__.py"), SHIM_INIT).map_err(io)?;
     std::fs::write(dir.join("worker.py"), SHIM_WORKER).map_err(io)?;
+    std::fs::write(scratch.join(".nodus/nodus_extension_host.py"), SHIM_HOST).map_err(io)?;
     Ok(())
 }
 

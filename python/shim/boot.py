@@ -23,4 +23,41 @@ def _boot():
     return code, g
 
 
+def _explain_denials():
+    """Fail operations the manifest does not grant with a PermissionError that
+    says which capability is missing, and tell the host (audit trail). The
+    kernel enforces the same rules; this only makes its EPERM readable."""
+    import os
+    caps = frozenset(os.environ.get("NODUS_EXTENSION_CAPABILITIES", "").split(","))
+    watched = frozenset(("socket.__new__", "socket.connect", "os.fork", "os.forkpty", "os.exec",
+                         "os.posix_spawn", "subprocess.Popen", "os.system"))
+    network = "network.outbound" in caps
+    spawn = "subprocess.run" in caps
+    out = sys.stdout
+
+    def deny(detail, capability):
+        try:
+            out.write('{"op": "denial", "capability": "%s", "detail": "%s"}\n' % (capability, detail.replace('"', "'")))
+            out.flush()
+        except Exception:
+            pass
+        raise PermissionError(1, f"denied {detail}: {capability} not declared")
+
+    def hook(event, args):
+        if event not in watched:
+            return
+        if event == "socket.__new__":
+            if args[1] in (2, 10) and not network:  # AF_INET, AF_INET6
+                deny(f"socket({'AF_INET' if args[1] == 2 else 'AF_INET6'})", "network.outbound")
+        elif event == "socket.connect":
+            if isinstance(args[1], (str, bytes)):
+                deny(f"connect(unix:{args[1]!r})", "local IPC (never granted)")
+        elif not spawn:
+            deny(event.replace("subprocess.", "").replace("os.", "") + "()", "subprocess.run")
+
+    sys.addaudithook(hook)
+
+
+_explain_denials()
+del _explain_denials
 exec(*_boot())  # _boot() empties this module's namespace; exec was looked up before

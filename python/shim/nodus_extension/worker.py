@@ -29,7 +29,7 @@ def run_loop(*, stdin=None, stdout=None):
     _in = stdin if stdin is not None else sys.stdin
     _out = stdout if stdout is not None else sys.stdout
 
-    for line in _in:
+    for line in _lines(_in):
         line = line.strip()
         if not line:
             continue
@@ -60,6 +60,18 @@ def run_loop(*, stdin=None, stdout=None):
         else:
             msg_id = msg.get("id", "")
             _send(_out, {"id": msg_id, "ok": False, "error": f"unknown op: {op!r}"})
+
+
+def _lines(_in):
+    """Input lines, after any that a host call read while waiting for its answer."""
+    stash = sys.modules.get("nodus_extension_host")
+    stash = getattr(stash, "_stash", None)
+    for line in _in:
+        while stash:
+            yield stash.pop(0)
+        yield line
+    while stash:
+        yield stash.pop(0)
 
 
 def _send(out, obj):

@@ -1,0 +1,189 @@
+//! The embedded default memory store: SQLite, one namespace per extension,
+//! with quotas. Used when the host brings no memory backend of its own.
+//!
+//! Durability: every put is its own transaction in WAL mode with
+//! `synchronous=FULL`; once a put is acknowledged it survives the runner being
+//! killed (and the machine losing power, as far as the disk keeps its word).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Storage of the `memory.*` host calls. Implement it to bring your own.
+pub trait MemoryBackend: Send + Sync {
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>>;
+    fn put(&self, namespace: &str, key: &str, value: &Value) -> Result<()>;
+    /// Whether the key existed.
+    fn delete(&self, namespace: &str, key: &str) -> Result<bool>;
+    fn keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>>;
+}
+
+/// Size limits of the default store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_total_bytes: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            max_key_bytes: 1024,
+            max_value_bytes: 1024 * 1024,
+            max_total_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The default store's location: `$XDG_STATE_HOME/nodus-extension/memory.sqlite3`,
+/// else `~/.local/state/nodus-extension/memory.sqlite3`.
+pub fn default_path() -> PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"))
+                .join(".local/state")
+        });
+    state.join("nodus-extension").join("memory.sqlite3")
+}
+
+/// SQLite-backed memory.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    quotas: Quotas,
+    path: PathBuf,
+}
+
+fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::sandbox(format!("memory store {}: {e}", path.display()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path, quotas: Quotas) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::sandbox(format!("memory store {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(db_err(path))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS memory (
+                 namespace TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 value TEXT NOT NULL,
+                 PRIMARY KEY (namespace, key)
+             ) WITHOUT ROWID;",
+        )
+        .map_err(db_err(path))?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            quotas,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl MemoryBackend for SqliteStore {
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT value FROM memory WHERE namespace = ?1 AND key = ?2",
+                params![namespace, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err(&self.path))?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| {
+                Error::sandbox(format!("memory store: corrupt value for '{key}': {e}"))
+            })
+        })
+        .transpose()
+    }
+
+    fn put(&self, namespace: &str, key: &str, value: &Value) -> Result<()> {
+        let q = self.quotas;
+        if key.is_empty() || key.len() > q.max_key_bytes {
+            return Err(Error::Invoke {
+                msg: format!(
+                    "memory key must be 1 to {} bytes, got {}",
+                    q.max_key_bytes,
+                    key.len()
+                ),
+                tool_name: None,
+            });
+        }
+        let text = value.to_string();
+        if text.len() > q.max_value_bytes {
+            return Err(Error::Invoke {
+                msg: format!(
+                    "memory value of {} bytes is over the {} byte quota per value",
+                    text.len(),
+                    q.max_value_bytes
+                ),
+                tool_name: None,
+            });
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err(&self.path))?;
+        let used: i64 = tx
+            .query_row(
+                "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB))), 0) FROM memory WHERE namespace = ?1 AND key != ?2",
+                params![namespace, key],
+                |r| r.get(0),
+            )
+            .map_err(db_err(&self.path))?;
+        let total = used as u64 + (key.len() + text.len()) as u64;
+        if total > q.max_total_bytes {
+            return Err(Error::Invoke {
+                msg: format!("memory quota exceeded: {total} bytes would be stored, the quota per extension is {}", q.max_total_bytes),
+                tool_name: None,
+            });
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO memory (namespace, key, value) VALUES (?1, ?2, ?3)",
+            params![namespace, key, text],
+        )
+        .map_err(db_err(&self.path))?;
+        tx.commit().map_err(db_err(&self.path))
+    }
+
+    fn delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM memory WHERE namespace = ?1 AND key = ?2",
+                params![namespace, key],
+            )
+            .map_err(db_err(&self.path))?;
+        Ok(n > 0)
+    }
+
+    fn keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT key FROM memory WHERE namespace = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key")
+            .map_err(db_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![namespace, prefix], |r| r.get(0))
+            .map_err(db_err(&self.path))?;
+        rows.collect::<std::result::Result<Vec<String>, _>>()
+            .map_err(db_err(&self.path))
+    }
+}

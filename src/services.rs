@@ -1,0 +1,335 @@
+//! Host-mediated capabilities: what a worker may ask its host for
+//! (`memory.*`, `tool.invoke`), and the runner's gate in front of them.
+//!
+//! A host call whose capability the manifest does not declare is answered with
+//! an error naming the capability and never reaches the backend. Calls are
+//! bounded in size (the protocol's line limit, the store's quotas), rate
+//! (per worker) and nesting (a tool that calls a tool that calls the first is
+//! refused instead of deadlocking).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::audit::Audit;
+use crate::capabilities::{Capability, CapabilityGate};
+use crate::error::{Error, Result};
+use crate::memory::{MemoryBackend, Quotas, SqliteStore};
+pub use crate::protocol::HostCall;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What an embedding runtime supplies: its memory store and tool registry.
+pub trait HostServices: Send + Sync {
+    /// The memory backend, or an error saying why there is none.
+    fn memory(&self) -> Result<&dyn MemoryBackend>;
+    /// Invokes `tool` on behalf of extension `caller`.
+    fn invoke_tool<'a>(
+        &'a self,
+        caller: &'a str,
+        tool: &'a str,
+        args: Value,
+    ) -> BoxFuture<'a, Result<Value>>;
+}
+
+/// Shared handle to host services.
+#[derive(Clone)]
+pub struct Services(pub Arc<dyn HostServices>);
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Services(..)")
+    }
+}
+
+/// The embedded SQLite store, opened on first use (most workers never call it).
+pub struct LazyStore {
+    path: PathBuf,
+    quotas: Quotas,
+    store: OnceLock<std::result::Result<SqliteStore, String>>,
+}
+
+impl LazyStore {
+    pub fn new(path: PathBuf, quotas: Quotas) -> LazyStore {
+        LazyStore {
+            path,
+            quotas,
+            store: OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> Result<&dyn MemoryBackend> {
+        match self
+            .store
+            .get_or_init(|| SqliteStore::open(&self.path, self.quotas).map_err(|e| e.to_string()))
+        {
+            Ok(s) => Ok(s),
+            Err(e) => Err(Error::sandbox(e.clone())),
+        }
+    }
+}
+
+/// Services without a registry: the embedded memory store, no tools.
+pub struct StandaloneServices {
+    pub memory: LazyStore,
+}
+
+impl HostServices for StandaloneServices {
+    fn memory(&self) -> Result<&dyn MemoryBackend> {
+        self.memory.get()
+    }
+    fn invoke_tool<'a>(
+        &'a self,
+        _caller: &'a str,
+        tool: &'a str,
+        _args: Value,
+    ) -> BoxFuture<'a, Result<Value>> {
+        Box::pin(async move {
+            Err(Error::Invoke {
+                msg: format!("no tool registry here to invoke '{tool}': tool calls need a host registry (load the extensions into one ExtensionRegistry)"),
+                tool_name: Some(tool.to_string()),
+            })
+        })
+    }
+}
+
+/// Host calls allowed per worker per second.
+pub const RATE_PER_SECOND: u32 = 500;
+/// Longest chain of tool calls between extensions (A calls B calls C …).
+pub const MAX_NESTING: usize = 4;
+
+/// A fixed-window counter of host calls per worker.
+#[derive(Debug)]
+pub struct RateLimiter {
+    window: Mutex<(Instant, u32)>,
+    per_second: u32,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        RateLimiter {
+            window: Mutex::new((Instant::now(), 0)),
+            per_second: RATE_PER_SECOND,
+        }
+    }
+}
+
+impl RateLimiter {
+    fn admit(&self) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.0.elapsed() >= Duration::from_secs(1) {
+            *w = (Instant::now(), 0);
+        }
+        w.1 += 1;
+        w.1 <= self.per_second
+    }
+}
+
+/// The capability a host call needs.
+pub fn required_capability(call: &str) -> Option<Capability> {
+    match call {
+        "memory.get" | "memory.keys" => Some(Capability::MemoryRead),
+        "memory.put" | "memory.delete" => Some(Capability::MemoryWrite),
+        "tool.invoke" => Some(Capability::ToolInvoke),
+        _ => None,
+    }
+}
+
+fn string_param(call: &HostCall, name: &str) -> Result<String> {
+    match call.params.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None if name == "prefix" => Ok(String::new()),
+        _ => Err(Error::Invoke {
+            msg: format!(
+                "host call {}: parameter '{name}' must be a string",
+                call.call
+            ),
+            tool_name: None,
+        }),
+    }
+}
+
+/// Serves one host call of extension `ext` through the gate, and audits it.
+pub async fn serve(
+    call: &HostCall,
+    ext: &str,
+    gate: &CapabilityGate,
+    services: &dyn HostServices,
+    limiter: &RateLimiter,
+    audit: &Audit,
+) -> Result<Value> {
+    let started = Instant::now();
+    let outcome = gatekeep(call, ext, gate, services, limiter).await;
+    let mut fields = json!({"call": call.call, "ms": crate::audit::millis(started)});
+    if call.call.starts_with("memory.") {
+        fields["key"] = call
+            .params
+            .get("key")
+            .or_else(|| call.params.get("prefix"))
+            .cloned()
+            .unwrap_or(Value::Null);
+    } else if call.call == "tool.invoke" {
+        fields["tool"] = call.params.get("name").cloned().unwrap_or(Value::Null);
+    }
+    match &outcome {
+        Ok(_) => fields["outcome"] = "ok".into(),
+        Err(Error::Capability { capability, .. }) => {
+            fields["outcome"] = "denied".into();
+            fields["capability"] = capability.clone().into();
+            audit.record("denial", ext, json!({"what": format!("host call {}", call.call), "capability": capability, "layer": "protocol"}));
+        }
+        Err(e) => {
+            fields["outcome"] = e.class().into();
+            fields["error"] = e.to_string().into();
+        }
+    }
+    audit.record("host_call", ext, fields);
+    outcome
+}
+
+async fn gatekeep(
+    call: &HostCall,
+    ext: &str,
+    gate: &CapabilityGate,
+    services: &dyn HostServices,
+    limiter: &RateLimiter,
+) -> Result<Value> {
+    let cap = required_capability(&call.call).ok_or_else(|| Error::Invoke {
+        msg: format!("unknown host call '{}' (known: memory.get, memory.put, memory.delete, memory.keys, tool.invoke)", call.call),
+        tool_name: None,
+    })?;
+    gate.require(cap)?;
+    if !limiter.admit() {
+        return Err(Error::Invoke {
+            msg: format!("host call rate limit: more than {RATE_PER_SECOND} calls per second"),
+            tool_name: None,
+        });
+    }
+    match call.call.as_str() {
+        "memory.get" => Ok(services
+            .memory()?
+            .get(ext, &string_param(call, "key")?)?
+            .unwrap_or(Value::Null)),
+        "memory.keys" => Ok(json!(services
+            .memory()?
+            .keys(ext, &string_param(call, "prefix")?)?)),
+        "memory.put" => {
+            let value = call.params.get("value").cloned().unwrap_or(Value::Null);
+            services
+                .memory()?
+                .put(ext, &string_param(call, "key")?, &value)?;
+            Ok(Value::Null)
+        }
+        "memory.delete" => Ok(json!(services
+            .memory()?
+            .delete(ext, &string_param(call, "key")?)?)),
+        "tool.invoke" => {
+            let name = string_param(call, "name")?;
+            let args = call
+                .params
+                .get("args")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            services.invoke_tool(ext, &name, args).await
+        }
+        _ => unreachable!("required_capability covers every call"),
+    }
+}
+
+/// Who is waiting on whom through tool calls, to refuse cycles and deep chains.
+#[derive(Debug, Default)]
+pub struct WaitGraph {
+    edges: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl WaitGraph {
+    /// Records that `from` waits on `to`, unless that closes a cycle or makes
+    /// a chain longer than `MAX_NESTING`. The edge goes when the guard drops.
+    pub fn enter<'a>(&'a self, from: &str, to: &str) -> Result<WaitGuard<'a>> {
+        let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+        if from == to || reaches(&edges, to, from) {
+            return Err(Error::Invoke {
+                msg: format!("tool call from '{from}' to '{to}' refused: '{to}' is already waiting on '{from}' (the call would deadlock)"),
+                tool_name: None,
+            });
+        }
+        let depth = depth_into(&edges, from) + 1 + depth_from(&edges, to);
+        if depth > MAX_NESTING {
+            return Err(Error::Invoke {
+                msg: format!(
+                    "tool call from '{from}' to '{to}' refused: nesting deeper than {MAX_NESTING}"
+                ),
+                tool_name: None,
+            });
+        }
+        edges
+            .entry(from.to_string())
+            .or_default()
+            .push(to.to_string());
+        Ok(WaitGuard {
+            graph: self,
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+    }
+}
+
+fn reaches(edges: &HashMap<String, Vec<String>>, start: &str, goal: &str) -> bool {
+    let mut stack = vec![start];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(n) = stack.pop() {
+        if n == goal {
+            return true;
+        }
+        if seen.insert(n) {
+            stack.extend(edges.get(n).into_iter().flatten().map(String::as_str));
+        }
+    }
+    false
+}
+
+/// Longest chain of waits ending at `node`.
+fn depth_into(edges: &HashMap<String, Vec<String>>, node: &str) -> usize {
+    edges
+        .iter()
+        .filter(|(_, tos)| tos.iter().any(|t| t == node))
+        .map(|(from, _)| 1 + depth_into(edges, from))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Longest chain of waits starting at `node`.
+fn depth_from(edges: &HashMap<String, Vec<String>>, node: &str) -> usize {
+    edges
+        .get(node)
+        .into_iter()
+        .flatten()
+        .map(|to| 1 + depth_from(edges, to))
+        .max()
+        .unwrap_or(0)
+}
+
+pub struct WaitGuard<'a> {
+    graph: &'a WaitGraph,
+    from: String,
+    to: String,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let mut edges = self.graph.edges.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tos) = edges.get_mut(&self.from) {
+            if let Some(i) = tos.iter().position(|t| *t == self.to) {
+                tos.swap_remove(i);
+            }
+            if tos.is_empty() {
+                edges.remove(&self.from);
+            }
+        }
+    }
+}
