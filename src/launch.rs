@@ -21,6 +21,19 @@ use crate::child::{self, Confinement};
 use crate::error::{Error, Result};
 use crate::policy::{Access, Condition, Limits, Mode, Policy, SyscallAction};
 
+/// `nodus-ext-<pid>-<n>-<random>`: unique among this host's workers, and hard
+/// to guess for anyone else's.
+fn unique_name() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = crate::protocol::new_request_id();
+    format!(
+        "nodus-ext-{}-{n}-{}",
+        std::process::id(),
+        &id[id.len() - 6..]
+    )
+}
+
 /// A worker's private scratch folder (its TMPDIR and HOME); removed on drop.
 #[derive(Debug)]
 pub struct ScratchDir(PathBuf);
@@ -30,10 +43,7 @@ impl ScratchDir {
     pub fn create() -> Result<ScratchDir> {
         let base = std::env::temp_dir();
         for _ in 0..16 {
-            let path = base.join(format!(
-                "nodus-ext-{}",
-                &crate::protocol::new_request_id()[..8]
-            ));
+            let path = base.join(unique_name());
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => return Ok(ScratchDir(path)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -68,10 +78,7 @@ pub struct PidsCgroup(PathBuf);
 
 impl PidsCgroup {
     fn create(root: &str, max: u64) -> Result<PidsCgroup> {
-        let dir = Path::new(root).join(format!(
-            "nodus-ext-{}",
-            &crate::protocol::new_request_id()[..13]
-        ));
+        let dir = Path::new(root).join(unique_name());
         let shown = dir.display().to_string();
         let fail = |e: std::io::Error| {
             Error::sandbox(format!("cannot set up the pids cgroup {shown}: {e}"))

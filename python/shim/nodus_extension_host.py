@@ -32,7 +32,7 @@ class HostCallError(Exception):
         self.error_class = error_class
 
 
-def call(name, **params):
+def call(name, /, **params):
     """Send host call `name` with `params` and wait for its answer."""
     call_id = f"hc-{next(_ids)}"
     sys.stdout.write(json.dumps({"op": "host_call", "id": call_id, "call": name, "params": params}) + "\n")

@@ -1,0 +1,438 @@
+//! Host-mediated capabilities with real workers: memory and tool calls gated
+//! by the manifest, isolation between extensions, quotas, nesting, durability
+//! under SIGKILL, the audit trail and explained denials.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::{ext, options, TempDir};
+use nodus_extension::audit::Audit;
+use nodus_extension::memory::Quotas;
+use nodus_extension::{ExtensionRegistry, HostOptions};
+use serde_json::{json, Value};
+
+fn worker_src(tool: &str) -> String {
+    format!(
+        "from nodus_extension.worker import register_tool, run_loop\nimport nodus_extension_host as host\n\n\
+         def run(args):\n    ns = {{'host': host, 'memory': host.memory, 'invoke_tool': host.invoke_tool}}\n    exec(args['code'], ns)\n    return ns.get('result')\n\n\
+         register_tool('{tool}', run)\nrun_loop()\n"
+    )
+}
+
+struct Setup {
+    _dirs: Vec<TempDir>,
+    _state: TempDir,
+    registry: ExtensionRegistry,
+    events: Arc<Mutex<Vec<Value>>>,
+    db: std::path::PathBuf,
+}
+
+/// A registry with its own store and an audit callback; one extension per (name, caps).
+async fn setup(exts: &[(&str, &[&str])], quotas: Quotas) -> Setup {
+    let state = TempDir::new("state");
+    let db = state.join("memory.sqlite3");
+    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = events.clone();
+    let opts = HostOptions {
+        memory_path: Some(db.clone()),
+        memory_quotas: quotas,
+        audit: Audit::default().with_callback(move |e| sink.lock().unwrap().push(e.clone())),
+        ..options()
+    };
+    let registry = ExtensionRegistry::new(opts);
+    let mut dirs = Vec::new();
+    for (name, caps) in exts {
+        let tool = format!("{name}.run");
+        let d = ext(name, caps, &[&tool], &worker_src(&tool));
+        registry.load(d.path()).await.unwrap();
+        dirs.push(d);
+    }
+    Setup {
+        _dirs: dirs,
+        _state: state,
+        registry,
+        events,
+        db,
+    }
+}
+
+async fn run(s: &Setup, ext: &str, code: &str) -> nodus_extension::Result<Value> {
+    s.registry
+        .invoke(
+            ext,
+            &format!("{ext}.run"),
+            &json!({ "code": code }).to_string(),
+        )
+        .await
+}
+
+const ALL: &[&str] = &["tool.invoke", "memory.read", "memory.write"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_memory_call_is_allowed_with_its_capability_and_refused_without() {
+    let s = setup(
+        &[
+            ("t.rw", ALL),
+            ("t.ro", &["tool.invoke", "memory.read"]),
+            ("t.wo", &["tool.invoke", "memory.write"]),
+            ("t.none", &["tool.invoke"]),
+        ],
+        Quotas::default(),
+    )
+    .await;
+    let v = run(&s, "t.rw", "memory.put('k', {'n': 1}); result = [memory.get('k'), memory.keys(), memory.delete('k'), memory.get('k')]").await.unwrap();
+    assert_eq!(v, json!([{"n": 1}, ["k"], true, null]));
+
+    // Refusals name the capability, raise in the worker, and never reach the store.
+    let probe = "try:\n    {call}\n    result = 'allowed'\nexcept host.HostCallError as e:\n    result = [e.capability, str(e)]";
+    for (ext, call, cap) in [
+        ("t.ro", "memory.put('x', 1)", "memory.write"),
+        ("t.ro", "memory.delete('x')", "memory.write"),
+        ("t.wo", "memory.get('x')", "memory.read"),
+        ("t.wo", "memory.keys()", "memory.read"),
+        ("t.none", "memory.get('x')", "memory.read"),
+        ("t.none", "memory.put('x', 1)", "memory.write"),
+    ] {
+        let v = run(&s, ext, &probe.replace("{call}", call)).await.unwrap();
+        assert_eq!(v[0], json!(cap), "{ext} {call}: {v}");
+        assert!(v[1].as_str().unwrap().contains(cap), "{v}");
+    }
+    assert_eq!(
+        run(&s, "t.ro", "result = memory.keys()").await.unwrap(),
+        json!([]),
+        "refused puts stored nothing"
+    );
+    assert_eq!(
+        run(&s, "t.wo", "memory.put('w', 2); result = 1")
+            .await
+            .unwrap(),
+        json!(1)
+    );
+    assert_eq!(
+        run(&s, "t.ro", "result = memory.get('w')").await.unwrap(),
+        Value::Null,
+        "namespaces are per extension"
+    );
+
+    let events = s.events.lock().unwrap().clone();
+    let denials: Vec<_> = events.iter().filter(|e| e["event"] == "denial").collect();
+    assert_eq!(denials.len(), 6, "{denials:?}");
+    assert!(denials
+        .iter()
+        .all(|d| d["layer"] == "protocol"
+            && d["capability"].as_str().unwrap().starts_with("memory.")));
+    for kind in ["load", "invoke", "host_call"] {
+        assert!(
+            events.iter().any(|e| e["event"] == kind),
+            "no {kind} event in {events:?}"
+        );
+    }
+    let invoke = events.iter().find(|e| e["event"] == "invoke").unwrap();
+    assert!(
+        invoke["ms"].as_f64().unwrap() > 0.0
+            && invoke["tool"] == "t.rw.run"
+            && invoke["outcome"] == "ok",
+        "{invoke}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extensions_cannot_read_or_overwrite_each_others_keys() {
+    let s = setup(&[("t.alice", ALL), ("t.mallory", ALL)], Quotas::default()).await;
+    run(
+        &s,
+        "t.alice",
+        "memory.put('secret', 'alice-only-7731'); result = 1",
+    )
+    .await
+    .unwrap();
+    let v = run(&s, "t.mallory", "memory.put('secret', 'pwned'); result = [memory.get('secret'), memory.keys(), memory.delete('secret')]").await.unwrap();
+    assert_eq!(
+        v,
+        json!(["pwned", ["secret"], true]),
+        "mallory only sees its own namespace"
+    );
+    assert_eq!(
+        run(&s, "t.alice", "result = memory.get('secret')")
+            .await
+            .unwrap(),
+        json!("alice-only-7731")
+    );
+    // Keys that look like paths or SQL stay keys of the caller's namespace.
+    let v = run(
+        &s,
+        "t.mallory",
+        "memory.put(\"x' OR '1'='1\", 1); result = memory.keys()",
+    )
+    .await
+    .unwrap();
+    assert_eq!(v, json!(["x' OR '1'='1"]));
+    assert_eq!(
+        run(&s, "t.alice", "result = memory.keys()").await.unwrap(),
+        json!(["secret"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quotas_give_clear_errors() {
+    let q = Quotas {
+        max_key_bytes: 16,
+        max_value_bytes: 100,
+        max_total_bytes: 300,
+    };
+    let s = setup(&[("t.q", ALL)], q).await;
+    let probe = "try:\n    {call}\n    result = 'stored'\nexcept host.HostCallError as e:\n    result = str(e)";
+    let big = run(
+        &s,
+        "t.q",
+        &probe.replace("{call}", "memory.put('k', 'x' * 200)"),
+    )
+    .await
+    .unwrap();
+    assert!(big.as_str().unwrap().contains("quota per value"), "{big}");
+    let key = run(
+        &s,
+        "t.q",
+        &probe.replace("{call}", "memory.put('k' * 40, 1)"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        key.as_str().unwrap().contains("memory key must be"),
+        "{key}"
+    );
+    let fill = "for i in range(10):\n    memory.put('k%d' % i, 'y' * 50)";
+    let total = run(
+        &s,
+        "t.q",
+        &probe
+            .replace("{call}", fill)
+            .replace("\n    memory", "\n        memory"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        total.as_str().unwrap().contains("memory quota exceeded"),
+        "{total}"
+    );
+    let kept = run(&s, "t.q", "result = len(memory.keys())").await.unwrap();
+    assert!(
+        kept.as_u64().unwrap() < 10,
+        "the store stopped at the quota: {kept}"
+    );
+    // Overwriting a key within quota still works once full.
+    assert_eq!(
+        run(&s, "t.q", &probe.replace("{call}", "memory.put('k0', 'z')"))
+            .await
+            .unwrap(),
+        json!("stored")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_calls_between_extensions_nest_and_cycles_are_refused() {
+    let s = setup(
+        &[
+            ("t.a", ALL),
+            ("t.b", ALL),
+            ("t.c", ALL),
+            ("t.nocall", &["memory.read"]),
+        ],
+        Quotas::default(),
+    )
+    .await;
+    // A → B → C, each answering with its own name.
+    let v = run(&s, "t.a", "result = ['a', invoke_tool('t.b.run', {'code': \"result = ['b', invoke_tool('t.c.run', {'code': \\\"result = 'c'\\\"})]\"})]").await.unwrap();
+    assert_eq!(v, json!(["a", ["b", "c"]]));
+    // A → B → A would deadlock (A is busy waiting): refused quickly with an error, not a timeout.
+    let started = std::time::Instant::now();
+    let v = run(&s, "t.a", "try:\n    invoke_tool('t.b.run', {'code': \"result = invoke_tool('t.a.run', {'code': 'result = 1'})\"})\n    result = 'no error'\nexcept host.HostCallError as e:\n    result = str(e)").await.unwrap();
+    assert!(v.as_str().unwrap().contains("deadlock"), "{v}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Calling itself is the shortest cycle.
+    let v = run(&s, "t.a", "try:\n    invoke_tool('t.a.run', {'code': 'result = 1'})\nexcept host.HostCallError as e:\n    result = str(e)").await.unwrap();
+    assert!(v.as_str().unwrap().contains("deadlock"), "{v}");
+    // Unknown tools and a caller without tool.invoke.
+    let v = run(
+        &s,
+        "t.a",
+        "try:\n    invoke_tool('t.zzz.run')\nexcept host.HostCallError as e:\n    result = str(e)",
+    )
+    .await
+    .unwrap();
+    assert!(
+        v.as_str()
+            .unwrap()
+            .contains("no loaded extension provides tool"),
+        "{v}"
+    );
+    // The extensions still serve after all this.
+    assert_eq!(
+        run(&s, "t.c", "result = 'still here'").await.unwrap(),
+        json!("still here")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_without_tool_invoke_cannot_reach_other_tools() {
+    // tool.invoke gates both being invoked and invoking: a worker reached through
+    // another route (here: its own module at start-up) is refused.
+    let state = TempDir::new("state");
+    let src = "from nodus_extension.worker import register_tool, run_loop\nimport nodus_extension_host as host\n\
+               try:\n    host.invoke_tool('t.b.run', {'code': 'result = 1'})\n    open(__import__('os').environ['TMPDIR'] + '/x', 'w')\nexcept host.HostCallError as e:\n    import sys; sys.stderr.write('REFUSED:' + str(e.capability) + '\\n'); sys.stderr.flush()\n\
+               register_tool('t.q.run', lambda a: 1)\nrun_loop()\n";
+    let q = ext("t.q", &["memory.read"], &["t.q.run"], src);
+    let b = ext("t.b", ALL, &["t.b.run"], &worker_src("t.b.run"));
+    let calls = Arc::new(Mutex::new(0usize));
+    let seen = calls.clone();
+    let opts = HostOptions {
+        memory_path: Some(state.join("m.db")),
+        audit: Audit::default().with_callback(move |e| {
+            if e["event"] == "invoke" && e["extension"] == "t.b" {
+                *seen.lock().unwrap() += 1;
+            }
+        }),
+        ..options()
+    };
+    let registry = ExtensionRegistry::new(opts);
+    registry.load(b.path()).await.unwrap();
+    let host = registry.load(q.path()).await.unwrap();
+    // Its invoke is refused by the gate (no tool.invoke); its start-up call was refused too.
+    let err = registry.invoke("t.q", "t.q.run", "{}").await.unwrap_err();
+    assert_eq!(err.class(), "CapabilityError");
+    drop(host);
+    assert_eq!(*calls.lock().unwrap(), 0, "t.b was never invoked");
+}
+
+#[test]
+fn an_acknowledged_put_survives_sigkill_of_the_runner() {
+    let state = TempDir::new("state");
+    let db = state.join("memory.sqlite3");
+    let e = ext(
+        "t.durable",
+        ALL,
+        &["t.durable.run"],
+        &worker_src("t.durable.run"),
+    );
+    let mut child = Command::new(common::ext_runner())
+        .arg("run")
+        .arg(e.path())
+        .arg("--python")
+        .arg(common::python())
+        .arg("--memory-db")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for i in 0..20 {
+        let req = json!({"id": format!("r{i}"), "op": "invoke", "name": "t.durable.run", "args": {"code": format!("memory.put('k{i}', {i}); result = {i}")}});
+        writeln!(stdin, "{req}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.contains("\"ok\": true"), "{line}");
+    }
+    // Killed right after the last acknowledgement: no shutdown, no flush.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = nodus_extension::memory::SqliteStore::open(&db, Quotas::default()).unwrap();
+    use nodus_extension::memory::MemoryBackend;
+    for i in 0..20 {
+        assert_eq!(
+            store.get("t.durable", &format!("k{i}")).unwrap(),
+            Some(json!(i)),
+            "key k{i} lost"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn denials_of_network_and_process_creation_explain_themselves() {
+    let s = setup(&[("t.plain", &["tool.invoke"])], Quotas::default()).await;
+    // The worker's error names the capability...
+    for (code, detail, cap) in [
+        (
+            "import socket; socket.create_connection(('127.0.0.1', 9), timeout=1)",
+            "socket(AF_INET)",
+            "network.outbound",
+        ),
+        (
+            "import subprocess; subprocess.run(['/bin/true'])",
+            "Popen()",
+            "subprocess.run",
+        ),
+        ("import os; os.fork()", "fork()", "subprocess.run"),
+    ] {
+        let err = run(&s, "t.plain", code).await.unwrap_err();
+        assert_eq!(err.class(), "InvokeError");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("denied {detail}: {cap} not declared")),
+            "{msg}"
+        );
+    }
+    // ...and so does the audit trail.
+    let events = s.events.lock().unwrap().clone();
+    let denials: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "denial" && e["layer"] == "worker")
+        .collect();
+    assert_eq!(denials.len(), 3, "{denials:?}");
+    assert_eq!(denials[0]["capability"], "network.outbound");
+    assert_eq!(denials[1]["capability"], "subprocess.run");
+
+    // The kernel still enforces when the explanation is bypassed: a raw syscall
+    // through ctypes gets EPERM without any help from the audit hook.
+    let v = run(&s, "t.plain", "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); r = libc.socket(2, 1, 0); result = [r, ctypes.get_errno()]").await.unwrap();
+    assert_eq!(
+        v,
+        json!([-1, 1]),
+        "socket(AF_INET) through libc must fail with EPERM"
+    );
+}
+
+#[test]
+fn the_run_proxy_serves_memory_and_keeps_host_calls_from_the_host() {
+    let state = TempDir::new("state");
+    let e = ext("t.proxy", ALL, &["t.proxy.run"], &worker_src("t.proxy.run"));
+    let audit = state.join("audit.jsonl");
+    let out = Command::new(common::ext_runner())
+        .arg("run")
+        .arg(e.path())
+        .arg("--python")
+        .arg(common::python())
+        .arg("--memory-db")
+        .arg(state.join("m.db"))
+        .arg("--audit")
+        .arg(&audit)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            let mut stdin = c.stdin.take().unwrap();
+            let req = json!({"id": "1", "op": "invoke", "name": "t.proxy.run", "args": {"code": "memory.put('a', 5); result = memory.get('a')"}});
+            writeln!(stdin, "{req}\n{{\"op\": \"shutdown\"}}").unwrap();
+            drop(stdin);
+            c.wait_with_output()
+        })
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        r#"{"id": "1", "ok": true, "result": 5}"#,
+        "host calls never reach the host: {stdout}"
+    );
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        log.lines().filter(|l| l.contains("\"host_call\"")).count() == 2,
+        "{log}"
+    );
+}
