@@ -1,0 +1,247 @@
+//! `ext-runner` exit codes, one per error class, and its output conventions:
+//! results as JSON on stdout, errors as one `error: … (Class)` line on stderr.
+//!
+//! 0 success · 2 usage · 3 ManifestError · 4 AbiError · 5 CapabilityError ·
+//! 6 SandboxError · 7 InvokeError · 8 TimeoutError · 9 RegistryError.
+//!
+//! No command produces 9: every command loads at most one extension into a
+//! fresh host, so a duplicate or unknown extension name (RegistryError) can
+//! only happen through the library's `ExtensionRegistry` (tests/host.rs).
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::{ext, write_ext, TempDir};
+
+const TOOLS: &str = r#"
+import os, sys, time
+from nodus_extension.worker import register_tool, run_loop
+register_tool("cli.greet", lambda args: f"Hello, {args['name']}!")
+register_tool("cli.data", lambda args: {"name": "Zoë", "list": [1, 2.5, None, True], "nested": {"k": "v"}})
+def boom(args):
+    raise RuntimeError("boom\nsecond line")
+def hang(args):
+    time.sleep(1000)
+def die(args):
+    sys.stderr.write("one\ntwo\n")
+    sys.stderr.flush()
+    os._exit(5)
+register_tool("cli.boom", boom)
+register_tool("cli.hang", hang)
+register_tool("cli.die", die)
+run_loop()
+"#;
+
+const ALL_TOOLS: &[&str] = &["cli.greet", "cli.data", "cli.boom", "cli.hang", "cli.die"];
+
+fn tools_ext(caps: &[&str]) -> TempDir {
+    ext("cli.ext", caps, ALL_TOOLS, TOOLS)
+}
+
+fn runner(args: &[&str], dir: Option<&TempDir>) -> Output {
+    let mut cmd = Command::new(common::ext_runner());
+    let mut args = args.iter();
+    if let Some(sub) = args.next() {
+        cmd.arg(sub);
+    }
+    if let Some(d) = dir {
+        cmd.arg(d.path());
+    }
+    cmd.args(args);
+    cmd.output().expect("run ext-runner")
+}
+
+/// `ext-runner invoke DIR TOOL ARGS --python PY [extra]`.
+fn invoke(dir: &TempDir, tool: &str, args: &str, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(common::ext_runner());
+    cmd.arg("invoke")
+        .arg(dir.path())
+        .arg(tool)
+        .arg(args)
+        .arg("--python")
+        .arg(common::python())
+        .args(extra);
+    cmd.output().expect("run ext-runner")
+}
+
+/// Asserts exit `code` and a single `error: … (class)` line on stderr; returns that line.
+fn assert_error(out: &Output, code: i32, class: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(
+        err.starts_with("error: ") && err.ends_with(&format!(" ({class})\n")),
+        "{err:?}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
+    err
+}
+
+#[test]
+fn exit_0_prints_the_result_as_json() {
+    let dir = tools_ext(&["tool.invoke"]);
+    let out = invoke(&dir, "cli.greet", r#"{"name": "Ada"}"#, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "\"Hello, Ada!\"\n");
+    // Structured results are printed as json.dumps would print them.
+    let out = invoke(&dir, "cli.data", "{}", &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"name\": \"Zo\\u00eb\", \"list\": [1, 2.5, null, true], \"nested\": {\"k\": \"v\"}}\n"
+    );
+    // ARGS_JSON defaults to {}.
+    let out = Command::new(common::ext_runner())
+        .arg("invoke")
+        .arg(dir.path())
+        .arg("cli.data")
+        .arg("--python")
+        .arg(common::python())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // validate and describe print JSON.
+    let out = runner(&["validate"], Some(&dir));
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "cli.ext");
+    let out = runner(&["describe"], Some(&dir));
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["loaded"], false);
+    assert_eq!(v["tools"].as_array().map(Vec::len), Some(ALL_TOOLS.len()));
+}
+
+#[test]
+fn exit_2_for_usage_errors() {
+    let dir = tools_ext(&["tool.invoke"]);
+    let no_command = runner(&[], None);
+    assert_eq!(no_command.status.code(), Some(2));
+    for args in [
+        &["frobnicate"][..],
+        &["invoke"][..],
+        &["validate", "a", "b"][..],
+    ] {
+        let out = runner(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("error: "),
+            "{args:?}"
+        );
+    }
+    let out = invoke(&dir, "cli.greet", "{}", &["--timeout", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn exit_3_for_manifest_errors() {
+    let bad = write_ext(
+        Some(r#"{"name": "", "version": "1", "description": "d"}"#),
+        Some(TOOLS),
+    );
+    let err = assert_error(&invoke(&bad, "cli.greet", "{}", &[]), 3, "ManifestError");
+    assert!(err.contains("extension name must not be empty"), "{err}");
+    assert_error(&runner(&["validate"], Some(&bad)), 3, "ManifestError");
+    assert_error(&runner(&["describe"], Some(&bad)), 3, "ManifestError");
+    let not_json = write_ext(Some("{\"name\": \n"), Some(TOOLS));
+    assert_error(&runner(&["validate"], Some(&not_json)), 3, "ManifestError");
+    let missing = write_ext(None, Some(TOOLS));
+    let err = assert_error(
+        &invoke(&missing, "cli.greet", "{}", &[]),
+        3,
+        "ManifestError",
+    );
+    assert!(err.contains("nodus-extension.json not found"), "{err}");
+}
+
+#[test]
+fn exit_4_for_abi_errors() {
+    let abi = write_ext(
+        Some(r#"{"name": "x", "version": "1", "description": "d", "abi_version": "2"}"#),
+        Some(TOOLS),
+    );
+    let err = assert_error(&invoke(&abi, "cli.greet", "{}", &[]), 4, "AbiError");
+    assert!(err.contains("unsupported abi_version '2'"), "{err}");
+    assert_error(&runner(&["validate"], Some(&abi)), 4, "AbiError");
+}
+
+#[test]
+fn exit_5_without_tool_invoke() {
+    let dir = tools_ext(&[]);
+    let err = assert_error(
+        &invoke(&dir, "cli.greet", r#"{"name": "x"}"#, &[]),
+        5,
+        "CapabilityError",
+    );
+    assert!(err.contains("'tool.invoke'"), "{err}");
+}
+
+#[test]
+fn exit_6_for_sandbox_errors() {
+    // No extension.py.
+    let dir = write_ext(
+        Some(&common::manifest_json("cli.noentry", &["tool.invoke"], &[])),
+        None,
+    );
+    let err = assert_error(&invoke(&dir, "cli.greet", "{}", &[]), 6, "SandboxError");
+    assert!(err.contains("extension.py"), "{err}");
+    // A worker that dies: its multi-line stderr still makes one error line.
+    let dir = tools_ext(&["tool.invoke"]);
+    let err = assert_error(&invoke(&dir, "cli.die", "{}", &[]), 6, "SandboxError");
+    assert!(err.contains("one two"), "{err}");
+    // An interpreter that does not exist.
+    let err = assert_error(
+        &Command::new(common::ext_runner())
+            .arg("invoke")
+            .arg(dir.path())
+            .arg("cli.greet")
+            .args(["{}", "--python", "/nonexistent/python3"])
+            .output()
+            .unwrap(),
+        6,
+        "SandboxError",
+    );
+    assert!(err.contains("/nonexistent/python3"), "{err}");
+}
+
+#[test]
+fn exit_7_when_the_tool_raises() {
+    let dir = tools_ext(&["tool.invoke"]);
+    let err = assert_error(&invoke(&dir, "cli.boom", "{}", &[]), 7, "InvokeError");
+    assert_eq!(err, "error: boom second line (InvokeError)\n");
+    let err = assert_error(&invoke(&dir, "cli.nope", "{}", &[]), 7, "InvokeError");
+    assert_eq!(err, "error: tool not found: 'cli.nope' (InvokeError)\n");
+    // Arguments that are not JSON.
+    assert_error(&invoke(&dir, "cli.greet", "{nope", &[]), 7, "InvokeError");
+}
+
+#[test]
+fn exit_8_on_timeout() {
+    let dir = tools_ext(&["tool.invoke"]);
+    let t0 = Instant::now();
+    let err = assert_error(
+        &invoke(&dir, "cli.hang", "{}", &["--timeout", "0.5"]),
+        8,
+        "TimeoutError",
+    );
+    let took = t0.elapsed();
+    assert!(
+        err.contains("tool='cli.hang'") && err.contains("after 0.5s"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
