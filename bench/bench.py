@@ -101,6 +101,26 @@ def steady(argv, n, env=None):
     return samples
 
 
+def hostcall_rtt(n_invokes, db):
+    """p50 of an invoke making 10 memory.get host calls vs a no-op invoke, through `ext-runner run`."""
+    ext = os.path.join(ROOT, "bench", "hostcall")
+    p = subprocess.Popen([RUNNER, "run", ext, "--python", real_python(), "--memory-db", db],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ext)
+    out = {"bench.noop": [], "bench.get": []}
+    for i in range(n_invokes):
+        for tool in out:
+            line = (json.dumps({"id": str(i), "op": "invoke", "name": tool, "args": {"n": 10}}) + "\n").encode()
+            t = time.perf_counter()
+            p.stdin.write(line)
+            p.stdin.flush()
+            answer = p.stdout.readline()
+            out[tool].append(time.perf_counter() - t)
+            assert b'"ok": true' in answer, answer
+    p.stdin.close()
+    p.wait()
+    return out
+
+
 def pct(samples, q):
     s = sorted(samples)
     return s[min(len(s) - 1, int(q * len(s)))]
@@ -137,6 +157,8 @@ def main():
         st["direct"] += steady(direct_argv(py), a.invokes // 3, direct_env())
         st["run-proxy"] += steady([RUNNER, "run", EXAMPLE, "--python", py], a.invokes // 3)
 
+    hc = hostcall_rtt(max(200, a.invokes // 5), os.path.join(tmp, "m.db"))
+
     ms = lambda v: f"{v * 1000:.2f}"
     us = lambda v: f"{v * 1e6:.0f}"
     base = statistics.median(cold["direct"])
@@ -156,6 +178,13 @@ def main():
     b50 = pct(st["direct"], 0.5)
     for k, v in st.items():
         lines.append(f"| {k} | {us(pct(v, 0.5))} | {us(pct(v, 0.99))} | {pct(v, 0.5) / b50:.2f}x |")
+    noop, get = pct(hc["bench.noop"], 0.5), pct(hc["bench.get"], 0.5)
+    lines.append("")
+    lines.append("| host calls (through `ext-runner run`) | p50 µs |")
+    lines.append("|---|---:|")
+    lines.append(f"| invoke, no host call | {us(noop)} |")
+    lines.append(f"| invoke making 10 `memory.get` host calls | {us(get)} |")
+    lines.append(f"| one host call round trip (worker → runner → SQLite → worker) | {us((get - noop) / 10)} |")
     report = "\n".join(lines)
     head = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, "
             f"Python {platform.python_version()}; {a.rounds} cold rounds, {a.invokes} steady invokes, "

@@ -99,7 +99,7 @@ impl HostServices for StandaloneServices {
 }
 
 /// Host calls allowed per worker per second.
-pub const RATE_PER_SECOND: u32 = 500;
+pub const RATE_PER_SECOND: u32 = 10_000;
 /// Longest chain of tool calls between extensions (A calls B calls C …).
 pub const MAX_NESTING: usize = 4;
 
