@@ -14,6 +14,7 @@ use crate::manifest::Manifest;
 use crate::policy::OperatorPolicy;
 use crate::probe::Probe;
 use crate::protocol;
+use crate::validation::SchemaMode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,6 +84,10 @@ pub struct RunOpts {
     /// The embedded memory store (default: $XDG_STATE_HOME/nodus-extension/memory.sqlite3).
     #[arg(long, value_name = "FILE")]
     pub memory_db: Option<PathBuf>,
+    /// Check invoke arguments against the tool's schema: enforce, warn or off
+    /// (`run` always passes lines through unchecked, as the reference does).
+    #[arg(long, value_name = "MODE", default_value = "enforce", value_parser = ["enforce", "warn", "off"])]
+    pub schema: String,
     /// Longest protocol line accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = protocol::DEFAULT_MAX_LINE)]
     pub max_line: usize,
@@ -110,6 +115,12 @@ impl RunOpts {
             memory_path: self.memory_db.clone(),
             memory_quotas: Default::default(),
             services: None,
+            restart: Default::default(),
+            schema_validation: match self.schema.as_str() {
+                "warn" => SchemaMode::Warn,
+                "off" => SchemaMode::Off,
+                _ => SchemaMode::Enforce,
+            },
             python: self.python.clone(),
             timeout: Duration::from_secs_f64(self.timeout),
             max_line: self.max_line,

@@ -27,6 +27,7 @@ use crate::probe::Probe;
 use crate::protocol::{self, Line, Response, WorkerMessage};
 use crate::provenance::Provenance;
 use crate::services::{self, LazyStore, RateLimiter, Services, StandaloneServices};
+use crate::validation::{SchemaMode, ToolSchemas};
 use crate::worker::{self, Entry, StderrTail};
 
 /// Default per-invoke timeout, as in the reference.
@@ -54,6 +55,32 @@ pub struct HostOptions {
     pub memory_quotas: Quotas,
     /// The audit trail (off unless a file or callback is set).
     pub audit: Audit,
+    /// Checking invoke arguments against the tool's schema.
+    pub schema_validation: SchemaMode,
+    /// When a worker that died is started again.
+    pub restart: RestartPolicy,
+}
+
+/// When a worker that ended on its own (crash, timeout kill, bad output) is
+/// started again: on the next invoke, after a backoff that doubles with each
+/// failure, and not at all once `max_failures` happened within `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub max_failures: u32,
+    pub window: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            max_failures: 5,
+            window: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
 }
 
 impl HostOptions {
@@ -83,6 +110,8 @@ impl Default for HostOptions {
             memory_path: None,
             memory_quotas: Quotas::default(),
             audit: Audit::default(),
+            schema_validation: SchemaMode::Enforce,
+            restart: RestartPolicy::default(),
         }
     }
 }
@@ -388,6 +417,9 @@ pub struct ExtensionHost {
     gate: CapabilityGate,
     options: HostOptions,
     worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
+    /// When workers ended on their own, oldest first (for the restart policy).
+    failures: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    schemas: ToolSchemas,
     loaded: AtomicBool,
     starts: AtomicU64,
 }
@@ -412,6 +444,7 @@ impl ExtensionHost {
     /// Validates everything about an extension without starting its worker.
     fn prepare(dir: &Path, manifest: Manifest, options: HostOptions) -> Result<ExtensionHost> {
         let ext = Prepared::with_manifest(dir, manifest, &options)?;
+        let schemas = ToolSchemas::compile(&ext.manifest, options.schema_validation)?;
         let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(&ext.manifest.name));
         let calls = Arc::new(CallContext {
             extension: ext.manifest.name.clone(),
@@ -431,6 +464,8 @@ impl ExtensionHost {
             gate,
             options,
             worker: tokio::sync::Mutex::new(None),
+            failures: Mutex::default(),
+            schemas,
             loaded: AtomicBool::new(true),
             starts: AtomicU64::new(0),
         })
@@ -438,8 +473,20 @@ impl ExtensionHost {
 
     async fn start_worker(&self) -> Result<Arc<Worker>> {
         let mut slot = self.worker.lock().await;
-        if let Some(w) = slot.as_ref().filter(|w| w.alive.load(Ordering::SeqCst)) {
-            return Ok(w.clone());
+        if let Some(w) = slot.as_ref() {
+            if w.alive.load(Ordering::SeqCst) {
+                return Ok(w.clone());
+            }
+            // It ended without being asked to: a failure, counted once.
+            *slot = None;
+            self.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(std::time::Instant::now());
+        }
+        let delay = self.restart_delay()?;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         let w = Arc::new(Worker::start(
             &self.ext,
@@ -449,6 +496,29 @@ impl ExtensionHost {
         self.starts.fetch_add(1, Ordering::Relaxed);
         *slot = Some(w.clone());
         Ok(w)
+    }
+
+    /// The backoff before the next start, or the restart policy's refusal.
+    fn restart_delay(&self) -> Result<Duration> {
+        let p = self.options.restart;
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        while failures.front().is_some_and(|t| t.elapsed() > p.window) {
+            failures.pop_front();
+        }
+        let n = failures.len() as u32;
+        if n == 0 {
+            return Ok(Duration::ZERO);
+        }
+        if n >= p.max_failures {
+            return Err(Error::sandbox(format!(
+                "not restarting the worker of '{}': it failed {n} times in the last {}s (restart policy); fix the extension, then unload and load it again",
+                self.name(),
+                p.window.as_secs()
+            )));
+        }
+        Ok(p.backoff_base
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(p.backoff_max))
     }
 
     pub fn name(&self) -> &str {
@@ -505,6 +575,52 @@ impl ExtensionHost {
         self.invoke_value(tool, args).await
     }
 
+    /// Checks arguments before they reach the worker: an object, for a declared
+    /// tool, matching its schema (per `HostOptions::schema_validation`).
+    fn check_args(&self, tool: &str, args: &Value) -> Result<()> {
+        let mode = self.options.schema_validation;
+        if mode == SchemaMode::Off {
+            return Ok(());
+        }
+        let problem = if !args.is_object() {
+            Some(format!(
+                "args must be a JSON object, got {}",
+                crate::manifest::python_type_name(args)
+            ))
+        } else if self.ext.manifest.tool(tool).is_none() {
+            let declared: Vec<&str> = self
+                .ext
+                .manifest
+                .tools
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            Some(format!(
+                "tool '{tool}' is not declared by extension '{}' (declared: {})",
+                self.name(),
+                declared.join(", ")
+            ))
+        } else {
+            self.schemas.check(tool, args)
+        };
+        match (problem, mode) {
+            (None, _) => Ok(()),
+            (Some(p), SchemaMode::Warn) => {
+                eprintln!("warning: {p}");
+                self.calls.audit.record(
+                    "schema_warning",
+                    self.name(),
+                    json!({"tool": tool, "problem": p}),
+                );
+                Ok(())
+            }
+            (Some(p), _) => Err(Error::Invoke {
+                msg: p,
+                tool_name: Some(tool.to_string()),
+            }),
+        }
+    }
+
     /// Invokes `tool` with already-decoded arguments; returns the decoded result.
     pub async fn invoke_value(&self, tool: &str, args: Value) -> Result<Value> {
         let started = std::time::Instant::now();
@@ -526,6 +642,7 @@ impl ExtensionHost {
             return Err(Error::sandbox("extension is not loaded; call load() first"));
         }
         self.gate.require(Capability::ToolInvoke)?;
+        self.check_args(tool, &args)?;
         let worker = self.start_worker().await?;
         let id = protocol::new_request_id();
         let (tx, rx) = oneshot::channel();

@@ -24,6 +24,7 @@ mod pyrepr;
 pub mod registry;
 pub mod services;
 mod syscalls;
+pub mod validation;
 pub mod worker;
 
 pub use capabilities::{Capability, CapabilityGate};

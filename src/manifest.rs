@@ -383,7 +383,7 @@ fn python_number(
 }
 
 /// `type(x).__name__` of what `json.loads` returns.
-fn python_type_name(v: &Value) -> &'static str {
+pub(crate) fn python_type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "NoneType",
         Value::Bool(_) => "bool",

@@ -48,7 +48,21 @@ impl Entry {
         interpreter: impl FnOnce() -> Result<Interpreter>,
     ) -> Result<Entry> {
         if let Some(argv) = &manifest.entry {
-            let program = dir.join(&argv[0]);
+            let rel = Path::new(&argv[0]);
+            if rel.is_absolute()
+                || rel.components().any(|c| {
+                    !matches!(
+                        c,
+                        std::path::Component::Normal(_) | std::path::Component::CurDir
+                    )
+                })
+            {
+                return Err(Error::manifest(
+                    format!("manifest \"entry\" must name a program inside the extension folder, got {:?}", argv[0]),
+                    dir.join(crate::manifest::MANIFEST_FILE).display().to_string(),
+                ));
+            }
+            let program = dir.join(rel);
             if !program.is_file() {
                 return Err(Error::sandbox(format!(
                     "extension entry point not found: {} (manifest \"entry\")",
