@@ -175,7 +175,10 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert(reason);
-        worker::kill_all(self.pid);
+        // Once reaped, the pid may belong to someone else.
+        if self.alive.load(Ordering::SeqCst) {
+            worker::kill_all(self.pid);
+        }
     }
 
     async fn send(&self, line: &[u8]) -> std::io::Result<()> {
@@ -194,8 +197,7 @@ impl Worker {
                 self.kill("extension was unloaded".into());
             }
         }
-        // Whatever the worker left in its session goes with it.
-        worker::kill_all(self.pid);
+        // The reader kills what the worker left in its session, then reaps it.
         let mut done = self.done.clone();
         let _ = done.wait_for(|d| *d).await;
     }
@@ -256,9 +258,14 @@ impl Reader {
                 .unwrap_or_else(|e| e.into_inner())
                 .get_or_insert(p.clone());
         }
-        // Stdout is closed or unusable: the worker is done for. Make sure of it.
-        worker::kill_all(self.pid);
-        let status = child.wait().await.ok();
+        // Stdout is closed or unusable: the worker is done for. It may exit on its
+        // own (and say how) if it just closed stdout; otherwise it is killed.
+        let grace = if problem.is_none() {
+            worker::EXIT_GRACE
+        } else {
+            Duration::ZERO
+        };
+        let status = worker::reap(&mut child, self.pid, grace).await;
         self.alive.store(false, Ordering::SeqCst);
         let reason = self
             .kill_reason
@@ -722,7 +729,7 @@ impl ExtensionHost {
 impl Drop for ExtensionHost {
     fn drop(&mut self) {
         if let Some(w) = self.worker.get_mut().take() {
-            worker::kill_all(w.pid);
+            w.kill("extension host dropped".into());
         }
     }
 }

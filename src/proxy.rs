@@ -47,6 +47,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     let host_services = options.services();
     let limiter = RateLimiter::default();
     let mut deadlines: HashMap<String, Instant> = HashMap::new();
+    let mut reaped = false;
     let mut stopping: Option<Instant> = None; // set once the host said shutdown or closed stdin
     let far = Duration::from_secs(86400 * 365);
     let max = options.max_line;
@@ -121,9 +122,9 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                         }
                     }
                     Ok(Line::Eof(_)) => {
-                        // Stdout closed: wait for the exit status below.
-                        worker::kill_all(pid);
-                        let status = child.wait().await.ok();
+                        // Stdout closed: let it exit on its own, to report how.
+                        let status = worker::reap(&mut child, pid, worker::EXIT_GRACE).await;
+                        reaped = true;
                         if stopping.is_some() && deadlines.is_empty() {
                             break None;
                         }
@@ -143,8 +144,9 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
             }
         }
     };
-    worker::kill_all(pid);
-    let _ = child.wait().await;
+    if !reaped {
+        worker::reap(&mut child, pid, Duration::ZERO).await;
+    }
     let _ = host_out.flush().await;
     failure.map_or(Ok(()), Err)
 }

@@ -245,6 +245,37 @@ pub fn start(
     })
 }
 
+/// How long a worker that closed its stdout has to exit on its own before it
+/// is killed (its exit status is what the error reports).
+pub const EXIT_GRACE: Duration = Duration::from_millis(500);
+
+/// Waits up to `grace` for the worker to exit, kills its process group (while
+/// the leader's pid is still held, exited or not, so the id cannot have been
+/// reused), then reaps it.
+pub async fn reap(
+    child: &mut Child,
+    pid: i32,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline && !exited(pid) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    kill_all(pid);
+    child.wait().await.ok()
+}
+
+/// Whether `pid` (our unreaped child) has exited: a zombie, or gone.
+fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
 /// Kills the worker and everything in its session.
 pub fn kill_all(pid: i32) {
     // The worker leads its own session and process group (setsid in child.rs).
