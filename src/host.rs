@@ -128,6 +128,9 @@ struct Worker {
     denials: Arc<Mutex<Vec<String>>>,
     pending: Arc<Pending>,
     alive: Arc<AtomicBool>,
+    /// Killed (timeout, bad write): no new request may be sent to it, even
+    /// before the reader has seen it end.
+    doomed: AtomicBool,
     /// Set before a deliberate kill, so the reader reports why.
     kill_reason: Arc<Mutex<Option<String>>>,
     done: tokio::sync::watch::Receiver<bool>,
@@ -161,6 +164,7 @@ impl Worker {
         });
         Ok(Worker {
             pid: spawned.pid,
+            doomed: AtomicBool::new(false),
             stdin,
             denials,
             pending,
@@ -175,6 +179,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert(reason);
+        self.doomed.store(true, Ordering::SeqCst);
         // Once reaped, the pid may belong to someone else.
         if self.alive.load(Ordering::SeqCst) {
             worker::kill_all(self.pid);
@@ -481,7 +486,7 @@ impl ExtensionHost {
     async fn start_worker(&self) -> Result<Arc<Worker>> {
         let mut slot = self.worker.lock().await;
         if let Some(w) = slot.as_ref() {
-            if w.alive.load(Ordering::SeqCst) {
+            if w.alive.load(Ordering::SeqCst) && !w.doomed.load(Ordering::SeqCst) {
                 return Ok(w.clone());
             }
             // It ended without being asked to: a failure, counted once.

@@ -1,0 +1,450 @@
+//! Faults and bad input: every misbehaviour of a worker and every wrong input
+//! from the host side ends in a documented error class with a message a user
+//! can act on, with no hang, and the host keeps serving (docs/errors.md).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ext, options, write_ext, TempDir};
+use nodus_extension::host::RestartPolicy;
+use nodus_extension::validation::SchemaMode;
+use nodus_extension::{Error, ExtensionHost, ExtensionRegistry, HostOptions};
+use serde_json::json;
+
+const T: &[&str] = &["tool.invoke"];
+
+/// A worker whose tool `t.x.run` executes `body` (Python, indented by 4) with `args`.
+fn worker(body: &str) -> String {
+    format!(
+        "import json, os, sys, time\nfrom nodus_extension.worker import register_tool, run_loop\n\ndef run(args):\n{}\n\nregister_tool('t.x.run', run)\nrun_loop()\n",
+        body.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    )
+}
+
+async fn load(source: &str, opts: HostOptions) -> (TempDir, ExtensionHost) {
+    let dir = ext("t.x", T, &["t.x.run"], source);
+    let host = ExtensionHost::load(dir.path(), opts).await.unwrap();
+    (dir, host)
+}
+
+fn short(timeout_ms: u64) -> HostOptions {
+    HostOptions {
+        timeout: Duration::from_millis(timeout_ms),
+        ..options()
+    }
+}
+
+fn assert_class(
+    r: &nodus_extension::Result<serde_json::Value>,
+    class: &str,
+    needle: &str,
+) -> String {
+    let e = r.as_ref().expect_err("expected an error");
+    assert_eq!(e.class(), class, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(needle), "message lacks {needle:?}: {msg}");
+    msg
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_fails_at_start_up_says_why() {
+    let src = "import json\nimport no_such_module_xyz\n";
+    let (_d, host) = load(src, options()).await;
+    let r = host.invoke("t.x.run", "{}").await;
+    let msg = assert_class(&r, "SandboxError", "exited with status 1");
+    assert!(
+        msg.contains("No module named 'no_such_module_xyz'"),
+        "the stderr tail explains it: {msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_interpreter_or_entry_is_refused_at_load() {
+    let dir = ext("t.x", T, &["t.x.run"], &worker("return 1"));
+    let opts = HostOptions {
+        python: "/nonexistent/python3".into(),
+        ..options()
+    };
+    let err = ExtensionHost::load(dir.path(), opts)
+        .await
+        .err()
+        .expect("load must fail");
+    assert_eq!(err.class(), "SandboxError");
+    assert!(err.to_string().contains("/nonexistent/python3"), "{err}");
+
+    let no_entry = write_ext(Some(&common::manifest_json("t.x", T, &["t.x.run"])), None);
+    let err = ExtensionHost::load(no_entry.path(), options())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.class(), "SandboxError");
+    assert!(err.to_string().contains("extension.py"), "{err}");
+
+    // An entry outside the extension folder is refused...
+    for entry in [json!(["/bin/sh"]), json!(["../outside"])] {
+        let m = json!({"name": "t.x", "version": "1", "description": "d", "capabilities": T, "entry": entry});
+        let d = write_ext(Some(&m.to_string()), None);
+        let err = ExtensionHost::load(d.path(), options())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.class(), "ManifestError", "entry {entry}: {err}");
+    }
+    // ...one that is not a command line is ignored, as the reference ignores it,
+    // and the missing extension.py is what the error is about.
+    for entry in [json!([]), json!("worker")] {
+        let m = json!({"name": "t.x", "version": "1", "description": "d", "capabilities": T, "entry": entry});
+        let d = write_ext(Some(&m.to_string()), None);
+        let err = ExtensionHost::load(d.path(), options())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.class() == "SandboxError" && err.to_string().contains("extension.py"),
+            "entry {entry}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_segfault_mid_invoke_is_reported_with_its_signal() {
+    let (_d, host) = load(&worker("import ctypes\nctypes.string_at(0)"), options()).await;
+    let r = host.invoke("t.x.run", "{}").await;
+    assert_class(&r, "SandboxError", "signal 11 (SIGSEGV)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_stdout_but_running_on_is_caught_without_waiting_for_the_timeout() {
+    let body = "os.close(1)\ntime.sleep(1000)";
+    let (_d, host) = load(
+        &worker(body),
+        HostOptions {
+            timeout: Duration::from_secs(20),
+            ..options()
+        },
+    )
+    .await;
+    let pid = host.worker_pid().await.unwrap();
+    let started = Instant::now();
+    let r = host.invoke("t.x.run", "{}").await;
+    assert_class(&r, "SandboxError", "closed stdout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        common::wait_gone(pid, Duration::from_secs(5)),
+        "the silent worker was killed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_a_line_then_nothing_times_out_and_the_worker_is_killed() {
+    let body =
+        "sys.stdout.write('{\"id\": \"x\", \"ok\": tr')\nsys.stdout.flush()\ntime.sleep(1000)";
+    let (_d, host) = load(&worker(body), short(700)).await;
+    let pid = host.worker_pid().await.unwrap();
+    let r = host.invoke("t.x.run", "{}").await;
+    assert_class(&r, "TimeoutError", "after 0.7s");
+    assert!(common::wait_gone(pid, Duration::from_secs(5)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_and_duplicate_ids_are_ignored() {
+    // Answers twice (duplicate) and once with a wrong id before the real answer.
+    let src = "import json, sys\nfor line in sys.stdin:\n    m = json.loads(line)\n    if m.get('op') == 'shutdown': break\n    \
+               for i in (m['id'] + '-wrong', m['id'], m['id']):\n        sys.stdout.write(json.dumps({'id': i, 'ok': True, 'result': i}) + '\\n')\n    sys.stdout.flush()\n";
+    let (_d, host) = load(src, options()).await;
+    for _ in 0..5 {
+        let v = host.invoke("t.x.run", "{}").await.unwrap();
+        assert!(!v.as_str().unwrap().ends_with("-wrong"), "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stdout_flood_is_ignored_in_bounded_memory() {
+    // 64 MiB of non-JSON lines before each answer.
+    let body = "chunk = ('x' * 1023 + '\\n') * 1024\nfor _ in range(64):\n    sys.stdout.write(chunk)\nreturn 'after flood'";
+    let opts = HostOptions {
+        max_line: 4096,
+        ..options()
+    };
+    let (_d, host) = load(&worker(body), opts).await;
+    let before = common::peak_rss_kib();
+    assert_eq!(
+        host.invoke("t.x.run", "{}").await.unwrap(),
+        json!("after flood")
+    );
+    let grew = common::peak_rss_kib().saturating_sub(before);
+    assert!(
+        grew < 32 * 1024,
+        "host peak RSS grew {grew} KiB reading a 64 MiB flood"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_answer_after_the_timeout_is_ignored_and_the_next_invoke_is_fresh() {
+    let body = "if args.get('slow'):\n    time.sleep(1.5)\nreturn os.getpid()";
+    let (_d, host) = load(&worker(body), short(500)).await;
+    let r = host.invoke("t.x.run", r#"{"slow": true}"#).await;
+    assert_class(&r, "TimeoutError", "timed out");
+    let fresh = host.invoke("t.x.run", "{}").await.unwrap();
+    assert!(fresh.is_number(), "{fresh}");
+    assert_eq!(host.worker_starts(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flapping_worker_is_restarted_with_backoff_then_given_up() {
+    let body = "os._exit(7)";
+    let opts = HostOptions {
+        restart: RestartPolicy {
+            max_failures: 3,
+            window: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(200),
+        },
+        ..options()
+    };
+    let (_d, host) = load(&worker(body), opts).await;
+    let started = Instant::now();
+    for _ in 0..3 {
+        assert_class(
+            &host.invoke("t.x.run", "{}").await,
+            "SandboxError",
+            "exited with status 7",
+        );
+    }
+    // Failures 1 and 2 were each followed by a backoff (50 ms, 100 ms).
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = host.invoke("t.x.run", "{}").await;
+    assert_class(
+        &r,
+        "SandboxError",
+        "failed 3 times in the last 60s (restart policy)",
+    );
+    assert_eq!(host.worker_starts(), 3, "no fourth worker was started");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_misbehaving_extension_does_not_stall_the_others() {
+    let registry = ExtensionRegistry::new(short(3000));
+    let bad = ext(
+        "t.bad",
+        T,
+        &["t.bad.run"],
+        "import time\ntime.sleep(1000)\n",
+    );
+    let good = ext("t.good", T, &["t.good.run"], "from nodus_extension.worker import register_tool, run_loop\nregister_tool('t.good.run', lambda a: 'fine')\nrun_loop()\n");
+    registry.load(bad.path()).await.unwrap();
+    registry.load(good.path()).await.unwrap();
+    let stuck = registry.invoke("t.bad", "t.bad.run", "{}");
+    let quick = async {
+        let started = Instant::now();
+        for _ in 0..20 {
+            assert_eq!(
+                registry.invoke("t.good", "t.good.run", "{}").await.unwrap(),
+                json!("fine")
+            );
+        }
+        started.elapsed()
+    };
+    let (stuck, took) = tokio::join!(stuck, quick);
+    assert_eq!(stuck.unwrap_err().class(), "TimeoutError");
+    assert!(
+        took < Duration::from_secs(2),
+        "the good extension waited on the bad one: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_arguments_are_refused_before_the_worker_sees_them() {
+    let m = json!({
+        "name": "t.x", "version": "1", "description": "d", "capabilities": ["tool.invoke", "filesystem.write"],
+        "surfaces": {"tools": [{"name": "t.x.run", "description": "d", "schema": {
+            "type": "object", "required": ["n"],
+            "properties": {"n": {"type": "integer", "minimum": 0}, "tag": {"type": "string"}}
+        }}]},
+    });
+    let marker = TempDir::new("marker");
+    let body = format!(
+        "open({:?}, 'a').write('x')\nreturn args",
+        marker.join("calls").display().to_string()
+    );
+    let dir = write_ext(Some(&m.to_string()), Some(&worker(&body)));
+    let opts = || HostOptions {
+        workspace: Some(marker.path().to_path_buf()),
+        ..options()
+    };
+    let host = ExtensionHost::load(dir.path(), opts()).await.unwrap();
+    assert_class(
+        &host.invoke("t.x.run", "{not json").await,
+        "InvokeError",
+        "args is not valid JSON",
+    );
+    assert_class(
+        &host.invoke("t.x.run", "[1, 2]").await,
+        "InvokeError",
+        "args must be a JSON object, got list",
+    );
+    assert_class(
+        &host.invoke("t.x.run", r#"{"n": -1}"#).await,
+        "InvokeError",
+        "at /n",
+    );
+    assert_class(
+        &host.invoke("t.x.run", r#"{"n": 1, "tag": 5}"#).await,
+        "InvokeError",
+        "at /tag",
+    );
+    assert_class(
+        &host.invoke("t.x.run", r#"{}"#).await,
+        "InvokeError",
+        "\"n\" is a required property",
+    );
+    assert_class(
+        &host.invoke("t.x.undeclared", "{}").await,
+        "InvokeError",
+        "is not declared by extension 't.x'",
+    );
+    assert!(
+        !marker.join("calls").exists(),
+        "no bad argument reached the worker"
+    );
+    assert_eq!(
+        host.invoke("t.x.run", r#"{"n": 2}"#).await.unwrap(),
+        json!({"n": 2})
+    );
+    assert!(marker.join("calls").exists());
+
+    // Warn lets it through; off does not look.
+    for mode in [SchemaMode::Warn, SchemaMode::Off] {
+        let host = ExtensionHost::load(
+            dir.path(),
+            HostOptions {
+                schema_validation: mode,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            host.invoke("t.x.run", r#"{"n": -1}"#).await.unwrap(),
+            json!({"n": -1}),
+            "{mode:?}"
+        );
+    }
+    // An invalid schema is a ManifestError at load (unless validation is off).
+    let bad = json!({"name": "t.y", "version": "1", "description": "d", "capabilities": T,
+        "surfaces": {"tools": [{"name": "t.y.run", "description": "d", "schema": {"type": "no-such-type"}}]}});
+    let d = write_ext(Some(&bad.to_string()), Some(&worker("return 1")));
+    let err = ExtensionHost::load(d.path(), options())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.class(), "ManifestError", "{err}");
+    assert!(err.to_string().contains("t.y.run"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_misuse_gets_registry_errors() {
+    let registry = ExtensionRegistry::new(options());
+    let d = ext("t.x", T, &["t.x.run"], &worker("return 1"));
+    let unknown = registry.invoke("t.nope", "t.nope.run", "{}").await;
+    assert_class(&unknown, "RegistryError", "'t.nope' is not loaded");
+    registry.load(d.path()).await.unwrap();
+    let again = registry.load(d.path()).await.err().unwrap();
+    assert_eq!(again.class(), "RegistryError");
+    registry.unload("t.x").await.unwrap();
+    assert!(matches!(
+        registry.unload("t.x").await,
+        Err(Error::Registry { .. })
+    ));
+    assert_class(
+        &registry.invoke("t.x", "t.x.run", "{}").await,
+        "RegistryError",
+        "is not loaded",
+    );
+
+    let host = ExtensionHost::load(d.path(), options()).await.unwrap();
+    host.unload().await;
+    assert_class(
+        &host.invoke("t.x.run", "{}").await,
+        "SandboxError",
+        "not loaded",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_workspace_and_policy_files_are_clear_errors() {
+    let d = ext(
+        "t.ws",
+        &["tool.invoke", "filesystem.read"],
+        &["t.ws.run"],
+        &worker("return 1"),
+    );
+    let opts = HostOptions {
+        workspace: Some("/nonexistent/workspace".into()),
+        ..options()
+    };
+    let err = ExtensionHost::load(d.path(), opts).await.err().unwrap();
+    assert_eq!(err.class(), "SandboxError");
+    assert!(err.to_string().contains("/nonexistent/workspace"), "{err}");
+    let err = ExtensionHost::load(d.path(), options())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("--workspace"),
+        "filesystem.read without a workspace: {err}"
+    );
+
+    let policy = TempDir::new("policy");
+    std::fs::write(policy.join("p.json"), r#"{"limits": {"memory": 1}}"#).unwrap();
+    for (file, needle) in [
+        (policy.join("p.json"), "unknown limit 'memory'"),
+        (policy.join("missing.json"), "cannot read policy file"),
+    ] {
+        let out = std::process::Command::new(common::ext_runner())
+            .args(["invoke", "--policy"])
+            .arg(&file)
+            .arg(d.path())
+            .arg("t.ws.run")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(6));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("error:") && stderr.contains(needle),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_edited_after_load_grants_nothing_new() {
+    // Loaded without network; the manifest is then edited to declare it, and
+    // the worker restarted: it still runs under the policy decided at load.
+    let body = "if args.get('die'):\n    os._exit(1)\nimport socket\ntry:\n    socket.socket()\n    return 'network'\nexcept PermissionError as e:\n    return str(e)";
+    let (d, host) = load(&worker(body), options()).await;
+    let widened = common::manifest_json(
+        "t.x",
+        &["tool.invoke", "network.outbound", "subprocess.run"],
+        &["t.x.run"],
+    );
+    std::fs::write(d.join("nodus-extension.json"), widened).unwrap();
+    assert!(host.invoke("t.x.run", r#"{"die": true}"#).await.is_err());
+    let v = host.invoke("t.x.run", "{}").await.unwrap();
+    assert!(
+        v.as_str()
+            .unwrap()
+            .contains("network.outbound not declared"),
+        "{v}"
+    );
+    assert_eq!(host.manifest().capabilities, vec!["tool.invoke"]);
+}
