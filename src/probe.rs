@@ -86,15 +86,11 @@ fn seccomp_filter() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp_filters:"))
 }
 
-/// A pids cgroup folder this process may create children in.
+/// A pids cgroup folder this process may create children in (the cgroup v1
+/// `pids` controller; root only, since only root may make cgroups there).
 fn pids_cgroup(root: bool) -> Option<String> {
     let v1 = "/sys/fs/cgroup/pids";
-    if root && std::path::Path::new(v1).join("pids.max").exists()
-        || root && std::path::Path::new(v1).join("cgroup.procs").exists()
-    {
-        return Some(v1.to_string());
-    }
-    None
+    (root && std::path::Path::new(v1).join("cgroup.procs").exists()).then(|| v1.to_string())
 }
 
 fn cgroup_v2_delegation() -> bool {

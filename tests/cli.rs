@@ -29,6 +29,7 @@ def hang(args):
 def die(args):
     sys.stderr.write("one\ntwo\n")
     sys.stderr.flush()
+    time.sleep(0.2)
     os._exit(5)
 register_tool("cli.boom", boom)
 register_tool("cli.hang", hang)
@@ -36,7 +37,15 @@ register_tool("cli.die", die)
 run_loop()
 "#;
 
-const ALL_TOOLS: &[&str] = &["cli.greet", "cli.data", "cli.boom", "cli.hang", "cli.die"];
+/// `cli.nope` is declared but not registered: the worker answers "tool not found".
+const ALL_TOOLS: &[&str] = &[
+    "cli.greet",
+    "cli.data",
+    "cli.boom",
+    "cli.hang",
+    "cli.die",
+    "cli.nope",
+];
 
 fn tools_ext(caps: &[&str]) -> TempDir {
     ext("cli.ext", caps, ALL_TOOLS, TOOLS)
@@ -197,9 +206,14 @@ fn exit_6_for_sandbox_errors() {
     let err = assert_error(&invoke(&dir, "cli.greet", "{}", &[]), 6, "SandboxError");
     assert!(err.contains("extension.py"), "{err}");
     // A worker that dies: its multi-line stderr still makes one error line.
+    // (It pauses before exiting: see tests/host.rs,
+    // `death_message_has_the_last_stderr_line_right_away`.)
     let dir = tools_ext(&["tool.invoke"]);
     let err = assert_error(&invoke(&dir, "cli.die", "{}", &[]), 6, "SandboxError");
-    assert!(err.contains("one two"), "{err}");
+    assert!(
+        err.contains("worker exited with status 5; stderr: one two"),
+        "{err}"
+    );
     // An interpreter that does not exist.
     let err = assert_error(
         &Command::new(common::ext_runner())
@@ -222,6 +236,9 @@ fn exit_7_when_the_tool_raises() {
     assert_eq!(err, "error: boom second line (InvokeError)\n");
     let err = assert_error(&invoke(&dir, "cli.nope", "{}", &[]), 7, "InvokeError");
     assert_eq!(err, "error: tool not found: 'cli.nope' (InvokeError)\n");
+    // A tool the manifest does not declare is refused before it reaches the worker.
+    let err = assert_error(&invoke(&dir, "cli.undeclared", "{}", &[]), 7, "InvokeError");
+    assert!(err.contains("'cli.undeclared'"), "{err}");
     // Arguments that are not JSON.
     assert_error(&invoke(&dir, "cli.greet", "{nope", &[]), 7, "InvokeError");
 }

@@ -2,20 +2,25 @@
 //! timeouts, worker death, concurrency, hostile output. Async API and the
 //! blocking facade.
 
-// Tests hold `common::one_worker_at_a_time()` for their whole body, awaits
-// included: it only orders tests, and nothing else takes it.
-#![allow(clippy::await_holding_lock)]
-
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nodus_extension::host::RestartPolicy;
 use nodus_extension::{blocking, Error, ExtensionHost, ExtensionRegistry, HostOptions};
 use serde_json::{json, Value};
 
 use common::{ext, py_str, TempDir};
+
+/// Waits (up to 5 s) until `host` has reaped its killed worker.
+async fn no_live_worker(host: &ExtensionHost) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while host.worker_pid().await.is_some() && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// A workspace folder the worker may write to (`filesystem.write`), canonical.
 fn workspace() -> (TempDir, PathBuf) {
@@ -71,7 +76,6 @@ fn lines(path: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invoke_requires_tool_invoke_and_sends_nothing_without_it() {
-    let _serial = common::one_worker_at_a_time();
     let (_ws, ws) = workspace();
     let dir = logging_ext("cap.without", &["filesystem.write"], &ws);
     let host = ExtensionHost::load(dir.path(), with_workspace(&ws))
@@ -113,7 +117,6 @@ async fn invoke_requires_tool_invoke_and_sends_nothing_without_it() {
 
 #[test]
 fn blocking_invoke_requires_tool_invoke() {
-    let _serial = common::one_worker_at_a_time();
     let (_ws, ws) = workspace();
     let dir = logging_ext("cap.blocking", &["filesystem.write"], &ws);
     let reg = blocking::ExtensionRegistry::new(with_workspace(&ws)).unwrap();
@@ -136,7 +139,6 @@ fn blocking_invoke_requires_tool_invoke() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicate_name_is_refused_before_a_second_worker_starts() {
-    let _serial = common::one_worker_at_a_time();
     let (_ws, ws) = workspace();
     let caps = ["tool.invoke", "filesystem.write"];
     let first = logging_ext("dup.same", &caps, &ws);
@@ -169,7 +171,6 @@ async fn duplicate_name_is_refused_before_a_second_worker_starts() {
 
 #[test]
 fn blocking_duplicate_name_is_refused() {
-    let _serial = common::one_worker_at_a_time();
     let (_ws, ws) = workspace();
     let caps = ["tool.invoke", "filesystem.write"];
     let first = logging_ext("dup.blocking", &caps, &ws);
@@ -212,7 +213,6 @@ fn hanging_ext() -> TempDir {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_kills_the_worker_and_its_grandchild_then_restarts() {
-    let _serial = common::one_worker_at_a_time();
     let dir = hanging_ext();
     let options = HostOptions {
         timeout: Duration::from_millis(1500),
@@ -258,9 +258,9 @@ async fn timeout_kills_the_worker_and_its_grandchild_then_restarts() {
             "process {p} survived the timeout ({tree:?})"
         );
     }
-    // The next invoke gets a fresh worker (see `invoke_right_after_a_timeout_gets_a_fresh_worker`
-    // for the same without waiting).
-    common::previous_worker_cleaned_up();
+    // The next invoke gets a fresh worker (once the host has seen the old one
+    // die: see `invoke_right_after_a_timeout_gets_a_fresh_worker` for without).
+    no_live_worker(&host).await;
     assert_eq!(host.invoke("slow.ping", "{}").await.unwrap(), "pong");
     assert_eq!(host.worker_starts(), 2);
     let fresh = host.worker_pid().await.expect("a new worker");
@@ -268,12 +268,11 @@ async fn timeout_kills_the_worker_and_its_grandchild_then_restarts() {
     host.unload().await;
 }
 
+/// No pause between the timeout and the next invoke, which must not be handed
+/// the dying worker (it used to be: fixed by 8b61374 and 8213a18, though
+/// `invoke_value` still returns before the killed worker is reaped).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: src/host.rs invoke_value returns TimeoutError after only signalling the worker; until its Reader has reaped it, \
-            `alive` is still true, so start_worker hands the next invoke the dying worker and it fails with SandboxError \
-            'worker killed after tool ... timed out' instead of getting a fresh worker"]
 async fn invoke_right_after_a_timeout_gets_a_fresh_worker() {
-    let _serial = common::one_worker_at_a_time();
     let dir = hanging_ext();
     let options = HostOptions {
         timeout: Duration::from_millis(700),
@@ -298,7 +297,6 @@ async fn invoke_right_after_a_timeout_gets_a_fresh_worker() {
 
 #[test]
 fn blocking_timeout_then_fresh_worker() {
-    let _serial = common::one_worker_at_a_time();
     let dir = hanging_ext();
     let reg = blocking::ExtensionRegistry::new(HostOptions {
         timeout: Duration::from_millis(800),
@@ -308,22 +306,31 @@ fn blocking_timeout_then_fresh_worker() {
     let host = reg.load(dir.path()).expect("load");
     let err = reg.invoke("slow.hang", "slow.hang", "{}").unwrap_err();
     assert_eq!(err.class(), "TimeoutError");
-    common::previous_worker_cleaned_up();
+    // See `invoke_right_after_a_timeout_gets_a_fresh_worker`.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(no_live_worker(&host));
     assert_eq!(reg.invoke("slow.hang", "slow.ping", "{}").unwrap(), "pong");
     assert_eq!(host.worker_starts(), 2);
 }
 
-/// Tools that end the worker in the middle of an invoke.
+/// Tools that end the worker in the middle of an invoke, after `pause`
+/// seconds (time for the host to drain stderr: see
+/// `death_message_has_the_last_stderr_line_right_away`).
 const DYING_WORKER: &str = r#"
-import os, signal, sys
+import os, signal, sys, time
 from nodus_extension.worker import register_tool, run_loop
 def exit3(args):
     sys.stderr.write("first line\nlast words: exiting with 3\n")
     sys.stderr.flush()
+    time.sleep(args.get("pause", 0))
     os._exit(3)
 def sigkill(args):
     sys.stderr.write("last words: SIGKILL myself\n")
     sys.stderr.flush()
+    time.sleep(args.get("pause", 0))
     os.kill(os.getpid(), signal.SIGKILL)
     return "still alive after SIGKILL"
 register_tool("die.exit3", exit3)
@@ -331,6 +338,18 @@ register_tool("die.sigkill", sigkill)
 register_tool("die.ping", lambda args: "pong")
 run_loop()
 "#;
+
+/// Restarts at once and without limit: for tests that kill workers on purpose.
+fn tolerant() -> HostOptions {
+    HostOptions {
+        restart: RestartPolicy {
+            max_failures: 1000,
+            backoff_base: Duration::ZERO,
+            ..RestartPolicy::default()
+        },
+        ..common::options()
+    }
+}
 
 fn dying_ext() -> TempDir {
     ext(
@@ -343,33 +362,35 @@ fn dying_ext() -> TempDir {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_death_is_a_sandbox_error_with_the_last_stderr_line() {
-    let _serial = common::one_worker_at_a_time();
     let dir = dying_ext();
-    let host = ExtensionHost::load(dir.path(), common::options())
+    let host = ExtensionHost::load(dir.path(), tolerant())
         .await
         .expect("load");
     for _ in 0..3 {
-        let err = host.invoke("die.exit3", "{}").await.unwrap_err();
+        let err = host
+            .invoke("die.exit3", r#"{"pause": 0.2}"#)
+            .await
+            .unwrap_err();
         assert_eq!(err.class(), "SandboxError", "{err}");
         let msg = err.to_string();
         assert!(
-            msg.ends_with("last words: exiting with 3"),
+            msg.starts_with(
+                "extension worker closed stdout unexpectedly: worker exited with status 3"
+            ) && msg.ends_with("; stderr: first line\nlast words: exiting with 3"),
             "the stderr tail ends the message: {msg}"
         );
-        // And the host recovers (see `invoke_right_after_a_worker_death_gets_a_fresh_worker`).
-        common::previous_worker_cleaned_up();
+        // And the host recovers at once.
         assert_eq!(host.invoke("die.ping", "{}").await.unwrap(), "pong");
     }
     host.unload().await;
 }
 
+/// No pause between the death and the next invoke (the dead worker's folders
+/// may still exist; regression for the naming collision fixed in 11182cd).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: src/launch.rs names the scratch folder and pids cgroup after new_request_id()[..8] / [..13], constant per process; \
-            the dead worker's folder is removed only after its pending invokes were failed, so an invoke right then cannot start a worker"]
 async fn invoke_right_after_a_worker_death_gets_a_fresh_worker() {
-    let _serial = common::one_worker_at_a_time();
     let dir = dying_ext();
-    let host = ExtensionHost::load(dir.path(), common::options())
+    let host = ExtensionHost::load(dir.path(), tolerant())
         .await
         .expect("load");
     for round in 0..5 {
@@ -385,14 +406,12 @@ async fn invoke_right_after_a_worker_death_gets_a_fresh_worker() {
     host.unload().await;
 }
 
+/// Regression (fixed in 8b61374): the reader killed the pid-namespace parent
+/// before it passed the worker's exit status on, so every exit read as SIGKILL.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: src/host.rs Reader::run kills the process group (worker::kill_all) on stdout EOF before child.wait(); \
-            the pid-namespace waiter of child.rs::become_pid_one is often SIGKILLed before it can _exit with the worker's status, \
-            so an exit status is reported as 'was killed by signal 9 (SIGKILL)'"]
 async fn worker_exit_status_is_reported() {
-    let _serial = common::one_worker_at_a_time();
     let dir = dying_ext();
-    let host = ExtensionHost::load(dir.path(), common::options())
+    let host = ExtensionHost::load(dir.path(), tolerant())
         .await
         .expect("load");
     for round in 0..8 {
@@ -407,12 +426,11 @@ async fn worker_exit_status_is_reported() {
 #[ignore = "bug: src/child.rs makes the worker process 1 of its pid namespace; the kernel drops signals with default action \
             that pid 1 sends itself, so os.kill(os.getpid(), SIGKILL) (or SIGTERM) returns and the worker carries on"]
 async fn worker_killing_itself_is_reported_with_its_signal() {
-    let _serial = common::one_worker_at_a_time();
     let dir = dying_ext();
-    let host = ExtensionHost::load(dir.path(), common::options())
+    let host = ExtensionHost::load(dir.path(), tolerant())
         .await
         .expect("load");
-    let r = host.invoke("die.sigkill", "{}").await;
+    let r = host.invoke("die.sigkill", r#"{"pause": 0.2}"#).await;
     let err = r.expect_err("the worker SIGKILLed itself; it cannot answer");
     assert_eq!(err.class(), "SandboxError");
     let msg = err.to_string();
@@ -448,7 +466,6 @@ for line in sys.stdin:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_invokes_each_get_their_own_answer() {
-    let _serial = common::one_worker_at_a_time();
     let dir = ext(
         "conc.ext",
         &["tool.invoke"],
@@ -558,7 +575,6 @@ for line in sys.stdin:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unsolicited_and_garbage_lines_are_ignored() {
-    let _serial = common::one_worker_at_a_time();
     let dir = ext("noise.ext", &["tool.invoke"], &["noise.echo"], NOISY_WORKER);
     let host = ExtensionHost::load(dir.path(), common::options())
         .await
@@ -594,7 +610,6 @@ run_loop()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overlong_line_is_a_sandbox_error_and_memory_stays_bounded() {
-    let _serial = common::one_worker_at_a_time();
     let dir = ext(
         "big.ext",
         &["tool.invoke"],
@@ -632,14 +647,12 @@ async fn overlong_line_is_a_sandbox_error_and_memory_stays_bounded() {
         "the worker was not killed"
     );
     // Over the limit by a little: also refused.
-    common::previous_worker_cleaned_up();
     let err = host
         .invoke_value("big.small", json!({"size": 1100}))
         .await
         .unwrap_err();
     assert_eq!(err.class(), "SandboxError", "{err}");
     // And a fresh worker answers.
-    common::previous_worker_cleaned_up();
     let r = host
         .invoke_value("big.small", json!({"size": 10}))
         .await
@@ -655,11 +668,14 @@ import os, sys
 from nodus_extension.worker import register_tool, run_loop
 def flood(args):
     chunk = "e" * 1023 + "\n"
-    for _ in range(args.get("mib", 4) * 1024):
+    for _ in range(int(args.get("mib", 4) * 1024)):
         sys.stderr.write(chunk)
     sys.stderr.flush()
     return "done"
 def flood_die(args):
+    if args.get("big_pipe"):
+        import fcntl
+        fcntl.fcntl(2, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB of stderr may be in flight
     flood(args)
     sys.stderr.write("the very last line\n")
     sys.stderr.flush()
@@ -671,7 +687,6 @@ run_loop()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stderr_flood_does_not_block_the_worker() {
-    let _serial = common::one_worker_at_a_time();
     let dir = ext(
         "flood.ext",
         &["tool.invoke"],
@@ -695,8 +710,13 @@ async fn stderr_flood_does_not_block_the_worker() {
         "done"
     );
     assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
-    // When it dies, only a bounded tail of all that is quoted.
-    let err = host.invoke("flood.die", r#"{"mib": 1}"#).await.unwrap_err();
+    // When it dies, only a bounded tail of what it wrote is quoted. (A small
+    // flood here: after a big one the tail may be cut short, see
+    // `death_message_has_the_last_stderr_line_even_after_a_flood`.)
+    let err = host
+        .invoke("flood.die", r#"{"mib": 0.01}"#)
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.class(), "SandboxError");
     assert!(
@@ -708,11 +728,65 @@ async fn stderr_flood_does_not_block_the_worker() {
     host.unload().await;
 }
 
+/// The worker writes to stderr and exits at once: the host must read stderr
+/// to its end before it quotes the tail.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: src/launch.rs ScratchDir::create and PidsCgroup::create name folders after new_request_id()[..8] / [..13], \
-            which is constant for the whole process, so a second live worker in one process fails to start"]
+#[ignore = "bug: src/host.rs Reader::run builds the death message (worker::died reads the StderrTail) right after child.wait(), \
+            without waiting for the stderr drain task of worker::start to reach EOF, so the tail is often empty or cut short \
+            (intermittent: about 1 run in 3 with the suite running in parallel)"]
+async fn death_message_has_the_last_stderr_line_right_away() {
+    let dir = dying_ext();
+    let host = ExtensionHost::load(dir.path(), tolerant())
+        .await
+        .expect("load");
+    for round in 0..20 {
+        let msg = host
+            .invoke("die.exit3", "{}")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.ends_with("last words: exiting with 3"),
+            "round {round}: {msg}"
+        );
+    }
+    host.unload().await;
+}
+
+/// The worker enlarges its stderr pipe to 1 MiB, fills it and dies: the host
+/// must read stderr to its end before it quotes the tail.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "bug: src/host.rs Reader::run quotes the stderr tail without waiting for the drain task to reach EOF \
+            (see death_message_has_the_last_stderr_line_right_away); with a full pipe the tail stops short"]
+async fn death_message_has_the_last_stderr_line_even_after_a_flood() {
+    let dir = ext(
+        "flood.ext",
+        &["tool.invoke"],
+        &["flood.ok", "flood.die"],
+        STDERR_FLOOD_WORKER,
+    );
+    let host = ExtensionHost::load(dir.path(), common::options())
+        .await
+        .expect("load");
+    for round in 0..6 {
+        let err = host
+            .invoke("flood.die", r#"{"mib": 2, "big_pipe": true}"#)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.ends_with("the very last line"),
+            "round {round}: ...{}",
+            &msg[msg.len().saturating_sub(120)..]
+        );
+    }
+    host.unload().await;
+}
+
+/// Regression (fixed in 11182cd): scratch folder and pids cgroup names were
+/// constant per process, so a second live worker could not start.
+#[tokio::test(flavor = "multi_thread")]
 async fn two_workers_at_once_in_one_process() {
-    let _serial = common::one_worker_at_a_time();
     let a = ext("two.a", &["tool.invoke"], &["die.ping"], DYING_WORKER);
     let b = ext("two.b", &["tool.invoke"], &["die.ping"], DYING_WORKER);
     let reg = ExtensionRegistry::new(common::options());

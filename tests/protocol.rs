@@ -3,10 +3,6 @@
 //! reference's host driving a worker through `ext-runner run`, byte-exact
 //! request lines, and shutdown.
 
-// Tests hold `common::one_worker_at_a_time()` for their whole body, awaits
-// included: it only orders tests, and nothing else takes it.
-#![allow(clippy::await_holding_lock)]
-
 mod common;
 
 use std::path::PathBuf;
@@ -50,7 +46,8 @@ fn where_ext(expect_under: &str) -> TempDir {
     ext(
         "proto.where",
         &["tool.invoke"],
-        &["proto.where", "proto.fail"],
+        // proto.nope is declared but not registered: the worker answers it.
+        &["proto.where", "proto.fail", "proto.nope"],
         &WHERE_WORKER.replace("__EXPECT__", expect_under),
     )
 }
@@ -65,7 +62,6 @@ fn opts_with(python: PathBuf) -> HostOptions {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn our_host_drives_the_reference_worker_module() {
-    let _serial = common::one_worker_at_a_time();
     let Some(py) = common::require_ref_venv() else {
         return;
     };
@@ -109,7 +105,6 @@ async fn our_host_drives_the_reference_worker_module() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn our_host_drives_a_worker_on_our_shim() {
-    let _serial = common::one_worker_at_a_time();
     let py = common::python().to_path_buf();
     assert!(
         !common::has_nodus_extension(&py),
@@ -315,7 +310,6 @@ fn request_id(raw: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invoke_line_is_byte_for_byte_json_dumps() {
-    let _serial = common::one_worker_at_a_time();
     let dir = ext("proto.echo", &["tool.invoke"], &["proto.echo"], ECHO_RAW);
     let host = ExtensionHost::load(dir.path(), common::options())
         .await
@@ -353,7 +347,6 @@ async fn invoke_line_is_byte_for_byte_json_dumps() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "bug: src/protocol.rs PyFormatter::write_string_fragment writes DEL (0x7f) raw; json.dumps writes \\u007f"]
 async fn invoke_line_escapes_del_as_json_dumps_does() {
-    let _serial = common::one_worker_at_a_time();
     let dir = ext("proto.echo", &["tool.invoke"], &["proto.echo"], ECHO_RAW);
     let host = ExtensionHost::load(dir.path(), common::options())
         .await
@@ -367,7 +360,6 @@ async fn invoke_line_escapes_del_as_json_dumps_does() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "bug: src/protocol.rs dumps() writes numbers in serde_json arbitrary_precision form (1E2 as 1e+2, -0, 0.00001, 1.50); json.dumps writes Python repr (100.0, 0, 1e-05, 1.5)"]
 async fn invoke_line_writes_numbers_as_json_dumps_does() {
-    let _serial = common::one_worker_at_a_time();
     let dir = ext("proto.echo", &["tool.invoke"], &["proto.echo"], ECHO_RAW);
     let host = ExtensionHost::load(dir.path(), common::options())
         .await
@@ -400,7 +392,6 @@ with open(os.path.join(__WS__, "exited"), "w") as f:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unload_shuts_the_worker_down() {
-    let _serial = common::one_worker_at_a_time();
     let ws = TempDir::new("ws");
     let ws_real = std::fs::canonicalize(ws.path()).unwrap();
     let dir = ext(

@@ -283,34 +283,3 @@ pub fn has_nodus_extension(py: &Path) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
-
-/// Held by every test that starts workers in this process.
-///
-/// WORKAROUND for a bug in src/launch.rs (see tests/host.rs,
-/// `two_workers_at_once_in_one_process`): the scratch folder and pids cgroup
-/// names are cut from the first 8/13 characters of `protocol::new_request_id()`,
-/// which are constant for the life of a process, so a second worker started
-/// while another is alive fails ("cannot create a unique scratch folder",
-/// "cannot set up the pids cgroup ...: File exists"). Tests run in parallel
-/// threads of one process, so they take turns until that is fixed.
-pub fn one_worker_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    // A test that panicked releases the lock before its runtime has dropped its worker.
-    previous_worker_cleaned_up();
-    guard
-}
-
-/// WORKAROUND for the same src/launch.rs bug: a worker's scratch folder and
-/// cgroup are removed a moment after its death is reported, and a restart
-/// before then collides with them. Waits (up to 5 s) until they are gone.
-pub fn previous_worker_cleaned_up() {
-    let id = nodus_extension::protocol::new_request_id();
-    let scratch = std::env::temp_dir().join(format!("nodus-ext-{}", &id[..8]));
-    let cgroup = PathBuf::from(format!("/sys/fs/cgroup/pids/nodus-ext-{}", &id[..13]));
-    let end = Instant::now() + Duration::from_secs(5);
-    while (scratch.exists() || cgroup.exists()) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-pub mod sandbox;
