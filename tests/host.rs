@@ -269,8 +269,7 @@ async fn timeout_kills_the_worker_and_its_grandchild_then_restarts() {
 }
 
 /// No pause between the timeout and the next invoke, which must not be handed
-/// the dying worker (it used to be: fixed by 8b61374 and 8213a18, though
-/// `invoke_value` still returns before the killed worker is reaped).
+/// the dying worker (regression: it was, until 0f9dcd2).
 #[tokio::test(flavor = "multi_thread")]
 async fn invoke_right_after_a_timeout_gets_a_fresh_worker() {
     let dir = hanging_ext();
