@@ -77,6 +77,19 @@ fn footprint() -> (usize, usize, usize, u64) {
     (fds, kids.len() - zombies, zombies, rss)
 }
 
+/// The footprint after the work is the baseline's: nothing leaked.
+fn assert_back_to(base: (usize, usize, usize, u64), after: (usize, usize, usize, u64)) {
+    assert!(after.0 <= base.0, "file descriptors leaked");
+    assert!(
+        after.1 <= base.1 && after.2 == 0,
+        "processes or zombies left"
+    );
+    assert!(
+        after.3 < base.3 + 8 * 1024,
+        "resident memory grew by more than 8 MiB"
+    );
+}
+
 /// Waits until the footprint's process counts are back to the baseline's.
 async fn settle(base: (usize, usize, usize, u64)) -> (usize, usize, usize, u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -167,15 +180,7 @@ async fn a_thousand_load_unload_cycles_leak_nothing() {
         elapsed.as_secs_f64(),
         base.0, after.0, base.1, after.1, base.2, after.2, base.3, after.3
     );
-    assert!(after.0 <= base.0, "file descriptors leaked");
-    assert!(
-        after.1 <= base.1 && after.2 == 0,
-        "processes or zombies left"
-    );
-    assert!(
-        after.3 < base.3 + 8 * 1024,
-        "resident memory grew by more than 8 MiB"
-    );
+    assert_back_to(base, after);
     assert_eq!(
         std::fs::read_dir(std::env::temp_dir())
             .unwrap()
@@ -230,14 +235,6 @@ async fn a_thousand_worker_crashes_leak_nothing() {
         elapsed.as_secs_f64(),
         base.0, after.0, base.1, after.1, base.2, after.2, base.3, after.3, host.worker_starts()
     );
-    assert!(after.0 <= base.0, "file descriptors leaked");
-    assert!(
-        after.1 <= base.1 && after.2 == 0,
-        "processes or zombies left"
-    );
-    assert!(
-        after.3 < base.3 + 8 * 1024,
-        "resident memory grew by more than 8 MiB"
-    );
+    assert_back_to(base, after);
     assert!(host.worker_starts() >= 1021);
 }
