@@ -6,8 +6,8 @@
 //! bottom in the order the kernel sees it:
 //!
 //! 1. new session; join the pids cgroup; die with the runner
-//! 2. namespaces (user first, mapping our own ids), then a fork so that the
-//!    worker is process 1 of its pid namespace; the first child only waits
+//! 2. namespaces (user first, mapping our own ids), then two forks: a monitor
+//!    outside the pid namespace, a reaper as its process 1, the worker under it
 //! 3. resource limits
 //! 4. drop every capability
 //! 5. mark all inherited descriptors close-on-exec
@@ -83,7 +83,7 @@ pub fn enter(c: &mut Confinement) -> io::Result<()> {
         }
     }
     if c.pid_namespace {
-        become_pid_one(c)?;
+        enter_pid_namespace(c)?;
     }
 
     // 3. Resource limits, soft = hard, so the worker cannot raise them.
@@ -142,27 +142,80 @@ fn die_with_parent(c: &Confinement) -> io::Result<()> {
     Ok(())
 }
 
-/// Forks: the child goes on to exec as process 1 of the new pid namespace; this
-/// process closes every descriptor, waits for it and exits as it did.
-fn become_pid_one(c: &Confinement) -> io::Result<()> {
-    // SAFETY: fork in a single-threaded process (we are a fresh child); both
-    // sides continue with async-signal-safe calls only.
-    let pid = unsafe { libc::fork() };
-    check(pid)?;
-    if pid == 0 {
-        return die_with_parent(c);
-    }
-    // The waiting parent keeps nothing open: the host sees EOF when the worker closes.
-    // SAFETY: integer arguments only.
-    unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid || (r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
-            break;
+/// Puts the worker in the new pid namespace under a reaper. Forks twice:
+///
+/// - this process (the monitor) stays outside, waits, and exits as the worker did;
+/// - its child is process 1 of the namespace (the reaper): it reaps orphans and,
+///   when the worker ends, passes the worker's wait status up a pipe and exits,
+///   which kills whatever is left in the namespace;
+/// - the reaper's child returns to exec as the worker (process 2), so signals
+///   it sends itself act as usual (the kernel drops those process 1 sends itself).
+///
+/// Monitor and reaper close every other descriptor: the host sees EOF when the worker closes.
+fn enter_pid_namespace(c: &Confinement) -> io::Result<()> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    let [status_in, status_out] = fds;
+    // SAFETY: fork in a single-threaded process (a fresh child); both sides go
+    // on with async-signal-safe calls only.
+    let reaper = unsafe { libc::fork() };
+    check(reaper)?;
+    if reaper == 0 {
+        die_with_parent(c)?;
+        // SAFETY: as above.
+        let worker = unsafe { libc::fork() };
+        check(worker)?;
+        if worker == 0 {
+            return die_with_parent(c); // on to exec; the pipe ends are close-on-exec
+        }
+        close_all_but(status_out);
+        let status = wait_for(worker, true);
+        // SAFETY: writes 4 bytes from a live int to our own pipe, then exits.
+        unsafe {
+            libc::write(status_out, (&status as *const libc::c_int).cast(), 4);
+            libc::_exit(0)
         }
     }
+    close_all_but(status_in);
+    let reaper_status = wait_for(reaper, false);
+    let mut status: libc::c_int = 0;
+    // SAFETY: reads at most 4 bytes into a live int.
+    let n = unsafe { libc::read(status_in, (&mut status as *mut libc::c_int).cast(), 4) };
+    exit_as(if n == 4 { status } else { reaper_status })
+}
+
+/// Closes every descriptor except `keep`.
+fn close_all_but(keep: libc::c_int) {
+    let keep = keep as u32;
+    // SAFETY: integer arguments only.
+    unsafe {
+        if keep > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, keep - 1, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
+    }
+}
+
+/// Waits for `pid` and returns its wait status; when `reap_others`, also reaps
+/// any other child that ends meanwhile (process 1 inherits orphans).
+fn wait_for(pid: libc::pid_t, reap_others: bool) -> libc::c_int {
+    let target = if reap_others { -1 } else { pid };
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(target, &mut status, 0) };
+        if r == pid {
+            return status;
+        }
+        if r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 127 << 8; // nothing left to wait for: report a failure
+        }
+    }
+}
+
+/// Ends this process the way `status` says the worker ended.
+fn exit_as(status: libc::c_int) -> ! {
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         // Die of the same signal, so the host sees what killed the worker.
@@ -172,14 +225,13 @@ fn become_pid_one(c: &Confinement) -> io::Result<()> {
             libc::kill(libc::getpid(), sig);
         }
     }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128
+    };
     // SAFETY: _exit never returns and runs no destructors.
-    unsafe {
-        libc::_exit(if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            128
-        })
-    }
+    unsafe { libc::_exit(code) }
 }
 
 /// Arranges for `enter(confinement)` to run in the child of `cmd`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::audit::Audit;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::host::{self, ExtensionHost, HostOptions, Prepared};
 use crate::manifest::Manifest;
 use crate::policy::OperatorPolicy;
@@ -70,7 +70,7 @@ pub struct RunOpts {
     #[arg(long, value_name = "PATH", default_value = "python3")]
     pub python: OsString,
     /// Per-invoke timeout in seconds; the worker is killed when it passes.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = positive_seconds)]
     pub timeout: f64,
     /// Host folder that filesystem.read / filesystem.write grant.
     #[arg(long, value_name = "DIR")]
@@ -95,12 +95,6 @@ pub struct RunOpts {
 
 impl RunOpts {
     fn host_options(&self) -> Result<HostOptions> {
-        if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            return Err(Error::sandbox(format!(
-                "--timeout must be a positive number of seconds, got {}",
-                self.timeout
-            )));
-        }
         let operator = match &self.policy {
             Some(p) => OperatorPolicy::load(p)?,
             None => OperatorPolicy::default(),
@@ -126,6 +120,14 @@ impl RunOpts {
             max_line: self.max_line,
             workspace: self.workspace.clone(),
         })
+    }
+}
+
+/// A usage error (exit 2) unless the value is a positive, finite number of seconds.
+fn positive_seconds(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("must be a positive number of seconds, got '{s}'")),
     }
 }
 

@@ -271,6 +271,7 @@ impl Reader {
             Duration::ZERO
         };
         let status = worker::reap(&mut child, self.pid, grace).await;
+        self.stderr.settled(worker::EXIT_GRACE).await;
         self.alive.store(false, Ordering::SeqCst);
         let reason = self
             .kill_reason

@@ -260,6 +260,20 @@ impl serde_json::ser::Formatter for PyFormatter {
     ) -> io::Result<()> {
         separator(w, first)
     }
+    fn write_number_str<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        value: &str,
+    ) -> io::Result<()> {
+        // As Python writes the int or float it parsed: `1e2` is `100.0`, `-0` is `0`.
+        let text = match crate::pyrepr::number_text(value).as_str() {
+            "inf" => "Infinity".to_string(),
+            "-inf" => "-Infinity".to_string(),
+            "nan" => "NaN".to_string(),
+            other => other.to_string(),
+        };
+        w.write_all(text.as_bytes())
+    }
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         w.write_all(b": ")
     }
@@ -269,7 +283,8 @@ impl serde_json::ser::Formatter for PyFormatter {
         fragment: &str,
     ) -> io::Result<()> {
         for c in fragment.chars() {
-            if c.is_ascii() {
+            // ensure_ascii escapes everything outside ' '..='~', DEL included.
+            if c.is_ascii() && c != '\x7f' {
                 w.write_all(&[c as u8])?;
             } else {
                 let mut units = [0u16; 2];

@@ -71,18 +71,21 @@ pub fn display(value: &Value) -> String {
 }
 
 fn number(n: &serde_json::Number) -> String {
-    let text = n.to_string();
-    // JSON integers stay integers in Python; anything with a fraction or exponent is a float.
+    number_text(&n.to_string())
+}
+
+/// How Python prints the number `json.loads` makes of the JSON literal `text`:
+/// integers keep their digits (`-0` is `0`), anything with a fraction or an
+/// exponent is a float (`1e2` is `100.0`, `0.10` is `0.1`).
+pub(crate) fn number_text(text: &str) -> String {
     if !text.contains(['.', 'e', 'E']) {
-        // Arbitrary precision: the digits as written, except that `-0` is the int 0.
         return if text.trim_start_matches('-') == "0" {
             "0".into()
         } else {
-            text
+            text.to_string()
         };
     }
-    let f: f64 = text.parse().unwrap_or(f64::NAN);
-    float(f)
+    float(text.parse().unwrap_or(f64::NAN))
 }
 
 /// Python's `repr(float)`: the shortest digits that round-trip, positional

@@ -165,20 +165,50 @@ fn write_shim(scratch: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The last bytes a worker wrote to stderr.
+/// The last bytes a worker wrote to stderr, and whether its stderr has closed.
 #[derive(Debug, Default, Clone)]
-pub struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
+pub struct StderrTail(Arc<TailState>);
+
+#[derive(Debug, Default)]
+struct TailState {
+    bytes: Mutex<VecDeque<u8>>,
+    closed: std::sync::atomic::AtomicBool,
+    changed: tokio::sync::Notify,
+}
 
 impl StderrTail {
     fn push(&self, bytes: &[u8]) {
-        let mut tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail = self.0.bytes.lock().unwrap_or_else(|e| e.into_inner());
         tail.extend(bytes);
         let excess = tail.len().saturating_sub(STDERR_TAIL);
         tail.drain(..excess);
     }
 
+    fn close(&self) {
+        self.0
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+
+    /// Waits (at most `within`) until everything the worker wrote to stderr
+    /// has been read, so that an error quotes its last words.
+    pub async fn settled(&self, within: Duration) {
+        let closed = || self.0.closed.load(std::sync::atomic::Ordering::SeqCst);
+        let _ = tokio::time::timeout(within, async {
+            while !closed() {
+                let changed = self.0.changed.notified();
+                if closed() {
+                    break;
+                }
+                changed.await;
+            }
+        })
+        .await;
+    }
+
     pub fn text(&self) -> String {
-        let tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = self.0.bytes.lock().unwrap_or_else(|e| e.into_inner());
         let (a, b) = tail.as_slices();
         String::from_utf8_lossy(&[a, b].concat()).trim().to_string()
     }
@@ -234,6 +264,7 @@ pub fn start(
                 let _ = tx.try_send(buf[..n].to_vec()); // dropped when the reader lags
             }
         }
+        tail.close();
     });
     Ok(Spawned {
         child,

@@ -345,7 +345,6 @@ async fn invoke_line_is_byte_for_byte_json_dumps() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: src/protocol.rs PyFormatter::write_string_fragment writes DEL (0x7f) raw; json.dumps writes \\u007f"]
 async fn invoke_line_escapes_del_as_json_dumps_does() {
     let dir = ext("proto.echo", &["tool.invoke"], &["proto.echo"], ECHO_RAW);
     let host = ExtensionHost::load(dir.path(), common::options())
@@ -358,7 +357,6 @@ async fn invoke_line_escapes_del_as_json_dumps_does() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: src/protocol.rs dumps() writes numbers in serde_json arbitrary_precision form (1E2 as 1e+2, -0, 0.00001, 1.50); json.dumps writes Python repr (100.0, 0, 1e-05, 1.5)"]
 async fn invoke_line_writes_numbers_as_json_dumps_does() {
     let dir = ext("proto.echo", &["tool.invoke"], &["proto.echo"], ECHO_RAW);
     let host = ExtensionHost::load(dir.path(), common::options())
