@@ -739,9 +739,16 @@ if wd >= 0:
         let run = |launch: Option<Launch>| {
             let dir = watched.path().to_path_buf();
             let n = name.clone();
+            // Created and removed again and again while the snippet watches
+            // (however long its interpreter takes to start).
             let toucher = std::thread::spawn(move || {
-                std::thread::sleep(ms(1200));
-                std::fs::write(dir.join(&n), "x").unwrap();
+                let end = std::time::Instant::now() + Duration::from_millis(3500);
+                while std::time::Instant::now() < end {
+                    std::thread::sleep(ms(150));
+                    let _ = std::fs::write(dir.join(&n), "x");
+                    std::thread::sleep(ms(50));
+                    let _ = std::fs::remove_file(dir.join(&n));
+                }
             });
             let out = match launch {
                 Some(l) => {
@@ -1110,7 +1117,7 @@ fn attack_proc_escape_session_and_outlive_unload() {
 import subprocess
 m = @M@
 def daemon():
-    # double fork: the grandchild is reparented to the worker (pid 1 of its namespace)
+    # double fork: the grandchild is reparented inside the worker's pid namespace
     p = os.fork()
     if p == 0:
         if os.fork() == 0:
@@ -1243,8 +1250,11 @@ fn scratch_of(s: &Session) -> Option<std::path::PathBuf> {
     s.scratch()
 }
 
-/// GAP: the worker clears its parent-death signal (prctl is allowed whole), then
-/// outlives a SIGKILLed runner: pid 1 of a pid namespace does not die with its parent.
+/// GAP: the worker clears its parent-death signal (prctl is allowed whole),
+/// then outlives a SIGKILLed runner. With a pid namespace whose process 1 is
+/// the worker, nothing else kills it; without namespaces (no user namespaces
+/// for the user, or `layers.namespaces: false`) the worker's own
+/// PDEATHSIG is all there is, with any layout of the pid namespace.
 #[test]
 #[ignore = "GAP: prctl(PR_SET_PDEATHSIG, 0) is allowed; the worker then survives SIGKILL of the runner (and keeps its scratch)"]
 fn gap_proc_clear_pdeathsig_survives_runner() {
@@ -1252,29 +1262,34 @@ fn gap_proc_clear_pdeathsig_survives_runner() {
         if !require(who, FULL) {
             return;
         }
-        let mut s = Launch::new(who, &[]).start();
-        let r = s.exec(
-            r#"
+        for policy in [
+            json!({}),
+            json!({"mode": "best-effort", "layers": {"namespaces": false}}),
+        ] {
+            let mut s = Launch::new(who, &[]).policy(policy.clone()).start();
+            let r = s.exec(
+                r#"
 import threading, time
 result = ename(_libc.prctl(1, 0, 0, 0, 0))
 threading.Thread(target=time.sleep, args=(30,)).start()
 "#,
-        );
-        let worker = s.worker_pid().expect("worker pid");
-        let scratch = s.scratch();
-        s.kill_runner();
-        let gone = common::wait_gone(worker, Duration::from_secs(3));
-        if !gone {
-            // SAFETY: cleanup of the surviving worker.
-            unsafe { libc::kill(worker, libc::SIGKILL) };
+            );
+            let worker = s.worker_pid().expect("worker pid");
+            let scratch = s.scratch();
+            s.kill_runner();
+            let gone = common::wait_gone(worker, Duration::from_secs(3));
+            if !gone {
+                // SAFETY: cleanup of the surviving worker.
+                unsafe { libc::kill(worker, libc::SIGKILL) };
+            }
+            if let Some(d) = scratch {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            assert!(
+                gone,
+                "policy {policy}: the worker outlived the SIGKILLed runner after clearing PDEATHSIG: {r:?}"
+            );
         }
-        if let Some(d) = scratch {
-            let _ = std::fs::remove_dir_all(d);
-        }
-        assert!(
-            gone,
-            "the worker outlived the SIGKILLed runner after clearing PDEATHSIG: {r:?}"
-        );
     });
 }
 
@@ -2415,7 +2430,7 @@ result = {"found": found, "fd7": attempt(lambda: os.read(7, 100))}
 // ====================================================================== controls
 
 /// What every worker is, read from outside: no_new_privs, seccomp, no
-/// capabilities, pid 1 of its own pid namespace, its own net namespace
+/// capabilities, its own pid namespace, its own net namespace
 /// without network.outbound, a scratch TMPDIR that is removed after it.
 #[test]
 fn control_worker_confinement_seen_from_outside() {
@@ -2426,10 +2441,17 @@ fn control_worker_confinement_seen_from_outside() {
         let mut s = Launch::new(who, &[]).start();
         let r = s.exec(r#"result = {"pid": os.getpid(), "tmpdir": os.environ["TMPDIR"], "home": os.environ["HOME"]}"#);
         let w = s.worker_pid().expect("worker");
+        // Process 1 of its own pid namespace, or 2 under a reaper that is.
+        let inner = r.value()["pid"].as_i64().unwrap_or(0);
+        assert!(
+            (1..=2).contains(&inner),
+            "the worker is pid {inner} of its namespace"
+        );
+        let nspid = status_field(w, "NSpid").unwrap_or_default();
         assert_eq!(
-            r.value()["pid"],
-            json!(1),
-            "the worker is not pid 1 of its namespace"
+            nspid.split_whitespace().count(),
+            2,
+            "not in a nested pid namespace: NSpid {nspid}"
         );
         assert_eq!(status_field(w, "NoNewPrivs").as_deref(), Some("1"));
         assert_eq!(status_field(w, "Seccomp").as_deref(), Some("2"));
