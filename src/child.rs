@@ -27,9 +27,12 @@ pub struct Confinement {
     /// `"<uid> <uid> 1"` and `"<gid> <gid> 1"`, written when a user namespace is made.
     pub uid_map: Vec<u8>,
     pub gid_map: Vec<u8>,
-    /// Fork once more so the worker is process 1 of its new pid namespace.
+    /// Fork into the new pid namespace (under a reaper).
     pub pid_namespace: bool,
-    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)>,
+    /// In a new mount namespace: the only mounts left writable (bind mounts of these folders).
+    pub writable_mounts: Vec<std::ffi::CString>,
+    /// (resource, soft, hard).
+    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)>,
     /// Every capability to drop from the bounding set.
     pub bounding: Vec<caps::Capability>,
     pub landlock: Option<landlock::RulesetCreated>,
@@ -82,15 +85,18 @@ pub fn enter(c: &mut Confinement) -> io::Result<()> {
             write_file(c"/proc/self/gid_map", &c.gid_map)?;
         }
     }
+    if c.unshare_flags & libc::CLONE_NEWNS != 0 {
+        read_only_mounts(&c.writable_mounts)?;
+    }
     if c.pid_namespace {
         enter_pid_namespace(c)?;
     }
 
-    // 3. Resource limits, soft = hard, so the worker cannot raise them.
-    for &(resource, value) in &c.rlimits {
+    // 3. Resource limits, hard ones the worker cannot raise.
+    for &(resource, soft, hard) in &c.rlimits {
         let lim = libc::rlimit {
-            rlim_cur: value,
-            rlim_max: value,
+            rlim_cur: soft,
+            rlim_max: hard,
         };
         // SAFETY: `lim` is a valid rlimit on the stack.
         check(unsafe { libc::setrlimit(resource, &lim) })?;
@@ -130,6 +136,71 @@ pub fn enter(c: &mut Confinement) -> io::Result<()> {
     }
     for filter in &c.seccomp {
         seccompiler::apply_filter(filter).map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+    }
+    Ok(())
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+fn mount_setattr(path: &CStr, set: u64, clear: u64) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated and `attr` a live struct of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(r as libc::c_int)
+}
+
+/// In the fresh mount namespace: nothing propagates back to the host, every
+/// mount turns read-only, then bind mounts of `writable` are made writable again.
+fn read_only_mounts(writable: &[std::ffi::CString]) -> io::Result<()> {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: NUL-terminated strings and null pointers where mount(2) allows them.
+    check(unsafe {
+        libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    })?;
+    for path in writable {
+        // SAFETY: as above; a bind mount of a folder onto itself.
+        check(unsafe {
+            libc::mount(
+                path.as_ptr(),
+                path.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+        })?;
+    }
+    mount_setattr(c"/", MOUNT_ATTR_RDONLY, 0)?;
+    for path in writable {
+        mount_setattr(path, 0, MOUNT_ATTR_RDONLY)?;
     }
     Ok(())
 }

@@ -34,6 +34,37 @@ fn unique_name() -> String {
     )
 }
 
+/// Removes what runners that were killed before they could clean up left in
+/// `dir`: `nodus-ext-<pid>-…` entries of ours whose runner pid is gone. Runs
+/// once per folder per process.
+fn sweep_orphans(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if swept.iter().any(|d| d == dir) {
+        return;
+    }
+    swept.push(dir.to_path_buf());
+    let me = nix::unistd::getuid().as_raw();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("nodus-ext-"))
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| m.uid() == me);
+        if ours && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let path = entry.path();
+            // A cgroup folder only goes with rmdir; a scratch folder with its contents.
+            let _ = std::fs::remove_dir(&path).or_else(|_| std::fs::remove_dir_all(&path));
+        }
+    }
+}
+
 /// A worker's private scratch folder (its TMPDIR and HOME); removed on drop.
 #[derive(Debug)]
 pub struct ScratchDir(PathBuf);
@@ -42,6 +73,7 @@ impl ScratchDir {
     /// Creates a fresh 0700 folder under the host's temporary folder.
     pub fn create() -> Result<ScratchDir> {
         let base = std::env::temp_dir();
+        sweep_orphans(&base);
         for _ in 0..16 {
             let path = base.join(unique_name());
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
@@ -78,6 +110,7 @@ pub struct PidsCgroup(PathBuf);
 
 impl PidsCgroup {
     fn create(root: &str, max: u64) -> Result<PidsCgroup> {
+        sweep_orphans(Path::new(root));
         let dir = Path::new(root).join(unique_name());
         let shown = dir.display().to_string();
         let fail = |e: std::io::Error| {
@@ -180,6 +213,7 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
     let ns = policy.namespaces;
     for (on, flag) in [
         (ns.user, libc::CLONE_NEWUSER),
+        (ns.mount, libc::CLONE_NEWNS),
         (ns.pid, libc::CLONE_NEWPID),
         (ns.net, libc::CLONE_NEWNET),
         (ns.ipc, libc::CLONE_NEWIPC),
@@ -196,6 +230,18 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
     c.uid_map = format!("{uid} {uid} 1").into_bytes();
     c.gid_map = format!("{gid} {gid} 1").into_bytes();
     c.pid_namespace = ns.pid;
+    if ns.mount {
+        // Writable: the scratch folder, and the workspace when the policy lets it be written.
+        let writable = std::iter::once(scratch.to_path_buf()).chain(
+            policy
+                .landlock
+                .rules
+                .iter()
+                .filter(|r| r.access == Access::Write)
+                .map(|r| r.path.clone()),
+        );
+        c.writable_mounts = writable.map(|p| cstring(&p)).collect::<Result<_>>()?;
+    }
     if let Some(l) = &policy.limits {
         c.rlimits = rlimits(l);
     }
@@ -218,14 +264,20 @@ fn cstring(p: &Path) -> Result<CString> {
         .map_err(|_| Error::sandbox(format!("path {} contains a NUL byte", p.display())))
 }
 
-fn rlimits(l: &Limits) -> Vec<(libc::__rlimit_resource_t, libc::rlim_t)> {
+/// (resource, soft, hard). The CPU soft limit sends SIGXCPU a second before
+/// the hard one's SIGKILL, so the worker's end names the limit it hit.
+fn rlimits(l: &Limits) -> Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)> {
     vec![
-        (libc::RLIMIT_AS, l.memory_bytes),
-        (libc::RLIMIT_CPU, l.cpu_seconds),
-        (libc::RLIMIT_NPROC, l.processes),
-        (libc::RLIMIT_NOFILE, l.open_files),
-        (libc::RLIMIT_FSIZE, l.file_size_bytes),
-        (libc::RLIMIT_CORE, l.core_bytes),
+        (libc::RLIMIT_AS, l.memory_bytes, l.memory_bytes),
+        (
+            libc::RLIMIT_CPU,
+            l.cpu_seconds,
+            l.cpu_seconds.saturating_add(1),
+        ),
+        (libc::RLIMIT_NPROC, l.processes, l.processes),
+        (libc::RLIMIT_NOFILE, l.open_files, l.open_files),
+        (libc::RLIMIT_FSIZE, l.file_size_bytes, l.file_size_bytes),
+        (libc::RLIMIT_CORE, l.core_bytes, l.core_bytes),
     ]
 }
 
@@ -333,6 +385,16 @@ fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
         Condition::CloneNoNamespaces => {
             vec![rule(vec![cond(0, Len::Qword, Op::MaskedEq(NS_FLAGS), 0)?])?]
         }
+        Condition::SocketpairStream => [libc::SOCK_STREAM, libc::SOCK_SEQPACKET]
+            .into_iter()
+            .map(|t| rule(vec![cond(1, Len::Dword, Op::MaskedEq(0xf), t as u64)?]))
+            .collect::<Result<_>>()?,
+        Condition::PrctlNotParentDeathSignal => vec![rule(vec![cond(
+            0,
+            Len::Dword,
+            Op::Ne,
+            libc::PR_SET_PDEATHSIG as u64,
+        )?])?],
         Condition::SocketNetworkFamilies => [libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK]
             .into_iter()
             .map(|af| rule(vec![cond(0, Len::Dword, Op::Eq, af as u64)?]))

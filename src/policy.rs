@@ -197,6 +197,10 @@ pub enum Condition {
     CloneNoNamespaces,
     /// socket() of AF_INET, AF_INET6 or AF_NETLINK.
     SocketNetworkFamilies,
+    /// socketpair() of SOCK_STREAM or SOCK_SEQPACKET.
+    SocketpairStream,
+    /// prctl() of anything but PR_SET_PDEATHSIG.
+    PrctlNotParentDeathSignal,
 }
 
 /// Whether one layer is asked for and what this kernel can do.
@@ -213,6 +217,10 @@ pub struct LayerStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Namespaces {
     pub user: bool,
+    /// A mount namespace in which every mount is read-only but the scratch
+    /// folder and a writable workspace: chmod, chown and utime of host files
+    /// (which Landlock does not govern) fail with EROFS.
+    pub mount: bool,
     pub pid: bool,
     pub net: bool,
     pub ipc: bool,
@@ -493,6 +501,16 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         why: why("prlimit64"),
     });
     seccomp.push(SyscallRule {
+        name: "socketpair".into(),
+        action: SyscallAction::AllowIf(Condition::SocketpairStream),
+        why: why("socketpair"),
+    });
+    seccomp.push(SyscallRule {
+        name: "prctl".into(),
+        action: SyscallAction::AllowIf(Condition::PrctlNotParentDeathSignal),
+        why: why("prctl"),
+    });
+    seccomp.push(SyscallRule {
         name: "clone3".into(),
         action: SyscallAction::Errno("ENOSYS".into()),
         why: why("clone3"),
@@ -558,6 +576,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     let namespaces = if ns_on && userns_ok {
         Namespaces {
             user: need_userns,
+            mount: true,
             pid: true,
             net: !net,
             ipc: true,

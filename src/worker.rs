@@ -324,7 +324,12 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
         let name = nix::sys::signal::Signal::try_from(sig)
             .map(|s| s.as_str())
             .unwrap_or("?");
-        format!("was killed by signal {sig} ({name})")
+        let hint = match sig {
+            libc::SIGXCPU => ": it used up its CPU time limit (limits.cpu_seconds)",
+            libc::SIGXFSZ => ": it wrote a file over its size limit (limits.file_size_bytes)",
+            _ => "",
+        };
+        format!("was killed by signal {sig} ({name}){hint}")
     } else {
         format!("ended ({status})")
     }
