@@ -12,6 +12,7 @@
 //! 4. drop every capability
 //! 5. mark all inherited descriptors close-on-exec
 //! 6. Landlock (sets no_new_privs), then seccomp, last: exec follows
+#![allow(unsafe_code)]
 
 use std::ffi::CStr;
 use std::io;

@@ -4,6 +4,8 @@
 //! `manifest` → `capabilities` → `policy` (decide, pure) → `launch`/`child`
 //! (apply in the child) → `protocol` → `host` and `registry`.
 
+#![deny(unsafe_code)] // `child.rs` alone may use it: the code between fork and exec.
+
 pub mod audit;
 pub mod blocking;
 pub mod capabilities;

@@ -11,15 +11,10 @@
 //! harmless when the layer that should stop it is off.
 
 mod common;
-// Included by path as well as (when tests/common/mod.rs declares it) as
-// `common::sandbox`, so that this suite builds whatever mod.rs holds.
-#[path = "common/sandbox.rs"]
-#[allow(dead_code)]
-mod sandbox;
 
 use std::time::Duration;
 
-use sandbox::*;
+use common::sandbox::*;
 use serde_json::{json, Value};
 
 /// One configuration of the matrix.
@@ -362,8 +357,7 @@ result = 1
     run_once(c.launch(&["subprocess.run"], json!({})), &code);
     let left = wait_no_procs(&marker, Duration::from_secs(3));
     for p in &left {
-        // SAFETY: cleanup of a process this attack started.
-        unsafe { libc::kill(*p, libc::SIGKILL) };
+        signal(*p, nix::sys::signal::Signal::SIGKILL);
     }
     left.is_empty()
 }
@@ -387,8 +381,7 @@ fn survive_runner_sigkill(c: &Ctx) -> bool {
             .filter(|p| !common::wait_gone(*p, Duration::from_secs(2))),
     );
     for p in &survivors {
-        // SAFETY: cleanup of processes this attack started.
-        unsafe { libc::kill(*p, libc::SIGKILL) };
+        signal(*p, nix::sys::signal::Signal::SIGKILL);
     }
     // A SIGKILLed runner leaves them (see docs/security.md).
     if let Some(d) = scratch {

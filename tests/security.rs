@@ -13,17 +13,12 @@
 //! kernel feature prints `SKIP: <feature> missing`.
 
 mod common;
-// Included by path as well as (when tests/common/mod.rs declares it) as
-// `common::sandbox`, so that this suite builds whatever mod.rs holds.
-#[path = "common/sandbox.rs"]
-#[allow(dead_code)]
-mod sandbox;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use sandbox::*;
+use common::sandbox::*;
 use serde_json::json;
 
 /// Asserts that a secret appears nowhere in what the runner wrote.
@@ -948,8 +943,7 @@ result = {"kill9": attempt(lambda: os.kill(@S@, signal.SIGKILL)),
         );
         s.finish();
         // Control: a SIGURG does reach the recorder and is seen.
-        // SAFETY: kill takes integers; the recorder is our child.
-        unsafe { libc::kill(recorder.pid, libc::SIGURG) };
+        signal(recorder.pid, nix::sys::signal::Signal::SIGURG);
         let end = std::time::Instant::now() + Duration::from_secs(3);
         while !canary.exists() && std::time::Instant::now() < end {
             std::thread::sleep(ms(20));
@@ -1147,8 +1141,7 @@ result = {"setsid": attempt(os.setsid), "setpgid": attempt(lambda: os.setpgid(0,
         s.finish();
         let left = wait_no_procs(&marker, Duration::from_secs(5));
         for p in &left {
-            // SAFETY: cleaning up what the test expected to be gone.
-            unsafe { libc::kill(*p, libc::SIGKILL) };
+            signal(*p, nix::sys::signal::Signal::SIGKILL);
         }
         assert!(
             left.is_empty(),
@@ -1191,8 +1184,7 @@ result = "started"
             .filter(|p| !common::wait_gone(*p, Duration::from_secs(5)))
             .collect();
         for p in left.iter().chain(&alive) {
-            // SAFETY: cleanup of what should be gone.
-            unsafe { libc::kill(*p, libc::SIGKILL) };
+            signal(*p, nix::sys::signal::Signal::SIGKILL);
         }
         // The runner died before it could remove them (see gap_lifetime_scratch_left_after_runner_sigkill).
         if let Some(d) = scratch {
@@ -1279,8 +1271,7 @@ threading.Thread(target=time.sleep, args=(30,)).start()
             s.kill_runner();
             let gone = common::wait_gone(worker, Duration::from_secs(3));
             if !gone {
-                // SAFETY: cleanup of the surviving worker.
-                unsafe { libc::kill(worker, libc::SIGKILL) };
+                signal(worker, nix::sys::signal::Signal::SIGKILL);
             }
             if let Some(d) = scratch {
                 let _ = std::fs::remove_dir_all(d);

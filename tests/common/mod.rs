@@ -283,3 +283,4 @@ pub fn has_nodus_extension(py: &Path) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+pub mod sandbox;

@@ -126,8 +126,12 @@ impl Who {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: getuid has no preconditions.
-    unsafe { libc::getuid() == 0 }
+    nix::unistd::getuid().is_root()
+}
+
+/// Sends `sig` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
 /// Runs `f` for root and for nobody, concurrently; a failure names its identity.
@@ -793,8 +797,7 @@ impl Session {
 
     /// SIGKILLs the runner (not the worker) and reaps it.
     pub fn kill_runner(mut self) -> Transcript {
-        // SAFETY: kill takes integers; the pid is our own child, not yet reaped.
-        unsafe { libc::kill(self.runner_pid(), libc::SIGKILL) };
+        signal(self.runner_pid(), nix::sys::signal::Signal::SIGKILL);
         let status = self.child.wait().ok();
         self.stdin.take();
         Transcript {
@@ -1185,26 +1188,20 @@ pub struct Pty {
 
 impl Pty {
     pub fn open() -> Pty {
-        use std::os::fd::FromRawFd;
-        let (mut m, mut s) = (0, 0);
-        // SAFETY: openpty writes two descriptors into the out-pointers.
-        let r = unsafe {
-            libc::openpty(
-                &mut m,
-                &mut s,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(r, 0, "openpty failed");
-        // SAFETY: both descriptors were just returned to us and are owned here.
-        let (master, slave) =
-            unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) };
-        let slave_path = std::fs::read_link(format!("/proc/self/fd/{s}")).expect("pty name");
+        use std::os::fd::AsRawFd;
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let (master, slave) = (
+            std::fs::File::from(pty.master),
+            std::fs::File::from(pty.slave),
+        );
+        let slave_path =
+            std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).expect("pty name");
         chmod(&slave_path, 0o666);
-        // SAFETY: fcntl on our own descriptor.
-        unsafe { libc::fcntl(m, libc::F_SETFL, libc::O_NONBLOCK) };
+        nix::fcntl::fcntl(
+            master.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .expect("O_NONBLOCK");
         Pty {
             master,
             slave_path,
