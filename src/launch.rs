@@ -59,8 +59,13 @@ fn sweep_orphans(dir: &Path) {
         let ours = entry.metadata().is_ok_and(|m| m.uid() == me);
         if ours && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let path = entry.path();
-            // A cgroup folder only goes with rmdir; a scratch folder with its contents.
-            let _ = std::fs::remove_dir(&path).or_else(|_| std::fs::remove_dir_all(&path));
+            if path.join("cgroup.procs").exists() {
+                // The dead runner's cgroup: what is left in it is dying or
+                // orphaned; dropping it kills that and removes the folder.
+                drop(PidsCgroup(path));
+            } else {
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
     }
 }
@@ -135,9 +140,10 @@ impl PidsCgroup {
     }
 }
 
-impl Drop for PidsCgroup {
-    fn drop(&mut self) {
-        // rmdir succeeds once the last process has been reaped; retry briefly.
+impl PidsCgroup {
+    /// Kills what is in the cgroup and removes it; rmdir succeeds once the last
+    /// process has been reaped, so it is retried for up to 100 ms.
+    fn kill_all_and_remove(&self) {
         for _ in 0..50 {
             self.kill_all();
             if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
@@ -145,6 +151,12 @@ impl Drop for PidsCgroup {
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        self.kill_all_and_remove();
     }
 }
 
