@@ -1,0 +1,973 @@
+//! The properties, written once: the cargo-fuzz targets in `fuzz_targets/` and
+//! the proptest run in `tests/properties.rs` both include this file
+//! (`#[path]`), so the fuzzers and CI check the same thing.
+//!
+//! Every `check_*` function panics when its property fails; a panic inside
+//! the crate under test fails it the same way.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use nodus_extension::capabilities::Capability;
+use nodus_extension::manifest::{Manifest, TOOL_SURFACE_VERSION, VALID_EFFECTS};
+use nodus_extension::policy::{
+    self, Access, Condition, Inputs, Mode, Namespaces, OperatorPolicy, Policy, ProgramFacts,
+    SyscallAction,
+};
+use nodus_extension::probe::Probe;
+use nodus_extension::protocol::{self, Line, Response, WorkerMessage};
+use nodus_extension::validation::{SchemaMode, ToolSchemas};
+use nodus_extension::{Provenance, TrustClass};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------- manifest
+
+/// Any bytes: `Manifest::parse` returns, and what it accepts is a manifest.
+pub fn check_manifest_bytes(bytes: &[u8]) {
+    if let Ok(m) = Manifest::parse(bytes, "fuzz/nodus-extension.json") {
+        check_accepted_manifest(&m);
+    }
+}
+
+/// An accepted manifest keeps the model's promises, and its normalized form
+/// (`to_json()`, the reference's `as_dict()`) is accepted again as the same
+/// manifest, whether written by serde_json or by our `json.dumps`.
+pub fn check_accepted_manifest(m: &Manifest) {
+    assert_eq!(m.abi_version, "1");
+    assert!(!m.name.trim().is_empty(), "blank name accepted: {m:?}");
+    assert!(!m.description.trim().is_empty(), "blank description: {m:?}");
+    for c in &m.capabilities {
+        assert!(c.parse::<Capability>().is_ok(), "unknown capability {c:?}");
+    }
+    assert_eq!(
+        m.capability_set().len(),
+        m.capabilities.iter().collect::<BTreeSet<_>>().len()
+    );
+    for t in &m.tools {
+        assert!(dotted(&t.name), "tool name not dotted: {:?}", t.name);
+        assert!(!t.description.trim().is_empty(), "blank tool description");
+        assert_eq!(t.version, TOOL_SURFACE_VERSION);
+        assert!(!t.effects.is_empty());
+        assert!(t
+            .effects
+            .iter()
+            .all(|e| VALID_EFFECTS.contains(&e.as_str())));
+        assert!(t.effects.len() == 1 || !t.effects.iter().any(|e| e == "pure"));
+    }
+    if let Some(entry) = &m.entry {
+        assert!(!entry.is_empty() && entry.iter().all(|a| !a.is_empty()));
+    }
+
+    let dict = m.to_json();
+    // `as_dict()` has no `entry` (our own field).
+    let expected = Manifest {
+        entry: None,
+        ..m.clone()
+    };
+    let writers: [(&str, Vec<u8>); 2] = [
+        (
+            "serde_json",
+            serde_json::to_vec(&dict).expect("a Value serializes"),
+        ),
+        ("json.dumps", protocol::dumps(&dict)),
+    ];
+    for (how, text) in writers {
+        let again = Manifest::parse(&text, "again.json").unwrap_or_else(|e| {
+            panic!(
+                "to_json() of an accepted manifest is refused ({how}): {e}\n{}",
+                String::from_utf8_lossy(&text)
+            )
+        });
+        assert_eq!(again, expected, "to_json() re-parses differently ({how})");
+        assert_eq!(
+            again.to_json(),
+            dict,
+            "to_json() is not a fixed point ({how})"
+        );
+    }
+}
+
+/// `^[a-z0-9_]+(\.[a-z0-9_]+)+$` under Python's `re.match` (`$` also before a final newline).
+fn dotted(name: &str) -> bool {
+    let name = name.strip_suffix('\n').unwrap_or(name);
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() >= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+}
+
+// ---------------------------------------------------------------- protocol
+
+/// Any bytes as a worker's line: decoding returns, agrees with `request_id`,
+/// ignores surrounding whitespace, and what it decodes survives `dumps`.
+pub fn check_worker_line(line: &[u8]) {
+    let msg = protocol::decode_worker_line(line);
+    let id = protocol::request_id(line);
+    match &msg {
+        WorkerMessage::Response { id: rid, response } => {
+            assert_eq!(id.as_deref(), Some(rid.as_str()), "request_id disagrees");
+            if let Response::Err(e) = response {
+                let v: Value = serde_json::from_slice(line.trim_ascii()).expect("it decoded");
+                match v.get("error") {
+                    None => assert_eq!(e, "unknown error"),
+                    Some(Value::String(s)) => assert_eq!(e, s),
+                    Some(_) => {}
+                }
+            }
+        }
+        WorkerMessage::HostCall(c) => {
+            assert_eq!(id.as_deref(), Some(c.id.as_str()), "request_id disagrees");
+        }
+        WorkerMessage::Denial { .. } | WorkerMessage::Ignored => {}
+    }
+    // Surrounding ASCII whitespace and the line's framing do not change a message.
+    let mut padded = b" \t".to_vec();
+    padded.extend_from_slice(line);
+    padded.extend_from_slice(b" \r\n");
+    assert_eq!(
+        protocol::decode_worker_line(&padded),
+        msg,
+        "padding changed it"
+    );
+    assert_eq!(protocol::request_id(&padded), id);
+    // Whatever the decoder took out of the line can be written back exactly.
+    match msg {
+        WorkerMessage::Response {
+            response: Response::Ok(v),
+            ..
+        } => check_dumps(&v),
+        WorkerMessage::HostCall(c) => check_dumps(&c.params),
+        _ => {}
+    }
+}
+
+/// `dumps(v)` writes what Python's `json.dumps` writes of the object
+/// `json.loads` makes of `v`: ASCII only (DEL escaped too), numbers as Python
+/// prints the int or float (so `1e2` is `100.0`, an overflowing float is
+/// `Infinity`), and otherwise `v` itself: it parses back to the same Python
+/// value, and writing that again gives the same bytes. The request and
+/// host-call lines built with it carry `v` the same way.
+pub fn check_dumps(v: &Value) {
+    let text = protocol::dumps(v);
+    assert!(
+        text.iter().all(|b| b.is_ascii() && *b != 0x7f),
+        "dumps wrote non-ASCII or DEL"
+    );
+    let shown = || String::from_utf8_lossy(&text).into_owned();
+    if !all_finite(v) {
+        // Python writes Infinity / -Infinity / NaN, which are not JSON.
+        assert!(
+            ["Infinity", "NaN"].iter().any(|w| shown().contains(w)),
+            "an overflowing float written as {}",
+            shown()
+        );
+        return;
+    }
+    let back: Value = serde_json::from_slice(&text)
+        .unwrap_or_else(|e| panic!("dumps wrote what does not parse: {e}\n{}", shown()));
+    assert!(
+        same_python_value(&back, v),
+        "dumps changed the value: {}",
+        shown()
+    );
+    assert_eq!(protocol::dumps(&back), text, "dumps is not a fixed point");
+
+    let line = protocol::invoke_line("0-id", "a.b", v);
+    assert!(!line.contains(&b'\n'));
+    let back: Value = serde_json::from_slice(&line).expect("invoke line parses");
+    let keys: Vec<&str> = back
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(keys, ["id", "op", "name", "args"]);
+    assert!(same_python_value(&back["args"], v));
+    assert_eq!(protocol::request_id(&line).as_deref(), Some("0-id"));
+
+    let resp = protocol::host_call_response("0-id", &Ok(v.clone()));
+    let back: Value = serde_json::from_slice(&resp).expect("host call response parses");
+    assert_eq!(back["id"], "0-id");
+    assert_eq!(back["ok"], true);
+    assert!(same_python_value(&back["result"], v));
+}
+
+/// Whether every number in `v` is an int or a finite float to Python.
+pub fn all_finite(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => {
+            let t = n.to_string();
+            !is_float_literal(&t) || t.parse::<f64>().is_ok_and(f64::is_finite)
+        }
+        Value::Array(a) => a.iter().all(all_finite),
+        Value::Object(o) => o.values().all(all_finite),
+        _ => true,
+    }
+}
+
+fn is_float_literal(t: &str) -> bool {
+    t.contains(['.', 'e', 'E'])
+}
+
+/// Equality of the Python objects `json.loads` makes of `a` and `b`: ints
+/// exactly (`-0` is `0`), floats by their bits, never an int equal to a float,
+/// keys in the same order.
+pub fn same_python_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.to_string(), y.to_string());
+            match (is_float_literal(&x), is_float_literal(&y)) {
+                (false, false) => {
+                    let int = |t: &str| {
+                        if t == "-0" {
+                            "0".to_string()
+                        } else {
+                            t.to_string()
+                        }
+                    };
+                    int(&x) == int(&y)
+                }
+                (true, true) => match (x.parse::<f64>(), y.parse::<f64>()) {
+                    (Ok(x), Ok(y)) => x.to_bits() == y.to_bits(),
+                    _ => false,
+                },
+                _ => false,
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_python_value(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((kx, vx), (ky, vy))| kx == ky && same_python_value(vx, vy))
+        }
+        _ => a == b,
+    }
+}
+
+/// Reads `data` line by line with `read_line(max)` through a buffer of
+/// `capacity` bytes: no line is longer than `max`, and the lines are exactly
+/// `data` split on `\n`, up to the first piece longer than `max`, which is
+/// `TooLong` (the last piece, after the last newline, comes as `Eof`).
+pub fn check_read_line(rt: &tokio::runtime::Runtime, data: &[u8], max: usize, capacity: usize) {
+    let lines = rt.block_on(async {
+        let mut reader = tokio::io::BufReader::with_capacity(capacity.max(1), data);
+        let mut out = Vec::new();
+        loop {
+            let line = protocol::read_line(&mut reader, max)
+                .await
+                .expect("reading memory cannot fail");
+            let last = !matches!(line, Line::Complete(_));
+            out.push(line);
+            assert!(out.len() <= data.len() + 1, "read_line does not advance");
+            if last {
+                return out;
+            }
+        }
+    });
+    for l in &lines {
+        if let Line::Complete(b) | Line::Eof(b) = l {
+            assert!(
+                b.len() <= max,
+                "a line of {} bytes passed max {max}",
+                b.len()
+            );
+        }
+    }
+    let pieces: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+    let expected: Vec<Line> = match pieces.iter().position(|p| p.len() > max) {
+        Some(k) => pieces[..k]
+            .iter()
+            .map(|p| Line::Complete(p.to_vec()))
+            .chain([Line::TooLong])
+            .collect(),
+        None => {
+            let (last, whole) = pieces
+                .split_last()
+                .expect("split yields at least one piece");
+            whole
+                .iter()
+                .map(|p| Line::Complete(p.to_vec()))
+                .chain([Line::Eof(last.to_vec())])
+                .collect()
+        }
+    };
+    assert_eq!(lines, expected, "max {max}, buffer {capacity}");
+}
+
+/// A current-thread runtime for `check_read_line`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime")
+}
+
+// ---------------------------------------------------------------- policy
+
+/// Paths the policy cases are made of: nested, overlapping, relative, empty,
+/// and some that base.json and capabilities.json name themselves.
+pub const PATHS: &[&str] = &[
+    "/ws",
+    "/ws/sub",
+    "/ws/../etc",
+    "/w",
+    "/",
+    "/ext",
+    "/opt/py",
+    "/opt/py/bin/python3",
+    "/lib64/ld-linux-x86-64.so.2",
+    "/usr",
+    "/usr/bin",
+    "/etc/resolv.conf",
+    "/dev/null",
+    "/tmp",
+    "ws",
+    "",
+];
+
+pub const LIMIT_KEYS: &[&str] = &[
+    "memory_bytes",
+    "cpu_seconds",
+    "processes",
+    "open_files",
+    "file_size_bytes",
+    "core_bytes",
+    "stack_bytes",
+    "",
+];
+
+pub const TRUST_CLASS_KEYS: &[&str] = &["dev", "verified", "trusted", "root", ""];
+
+/// Capability names an operator may list for a trust class (with some it may not).
+pub const CAPABILITY_NAMES: &[&str] = &[
+    "filesystem.read",
+    "filesystem.write",
+    "network.outbound",
+    "subprocess.run",
+    "tool.invoke",
+    "memory.read",
+    "memory.write",
+    "network.inbound",
+    "",
+];
+
+/// One input of `policy::derive`.
+#[derive(Debug, Clone)]
+pub struct PolicyCase {
+    /// As declared: order and duplicates kept.
+    pub capabilities: Vec<Capability>,
+    pub trust_class: TrustClass,
+    pub operator: OperatorPolicy,
+    pub probe: Probe,
+    pub workspace: Option<PathBuf>,
+    pub extension_dir: PathBuf,
+    pub program: ProgramFacts,
+}
+
+impl PolicyCase {
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            name: "fuzz.ext".into(),
+            version: "1".into(),
+            description: "d".into(),
+            abi_version: "1".into(),
+            min_nodus_version: "4.0.0".into(),
+            capabilities: self
+                .capabilities
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
+            provenance: Provenance {
+                trust_class: self.trust_class,
+                ..Provenance::default()
+            },
+            tools: Vec::new(),
+            entry: None,
+        }
+    }
+
+    pub fn derive(&self) -> nodus_extension::Result<Policy> {
+        policy::derive(&Inputs {
+            manifest: &self.manifest(),
+            extension_dir: &self.extension_dir,
+            workspace: self.workspace.as_deref(),
+            operator: &self.operator,
+            program: &self.program,
+            probe: &self.probe,
+        })
+    }
+
+    fn declared(&self) -> BTreeSet<Capability> {
+        self.capabilities.iter().copied().collect()
+    }
+
+    fn without(&self, c: Capability) -> PolicyCase {
+        PolicyCase {
+            capabilities: self
+                .capabilities
+                .iter()
+                .copied()
+                .filter(|d| *d != c)
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
+/// `derive` refuses exactly what it must (and with the right error), and
+/// every policy it returns keeps the invariants below.
+pub fn check_policy(case: &PolicyCase) {
+    let declared = case.declared();
+    let has = |c| declared.contains(&c);
+    let op = &case.operator;
+
+    let class = case.trust_class.as_str();
+    let trust_refused = op
+        .trust_classes
+        .get(class)
+        .is_some_and(|ok| declared.iter().any(|c| !ok.iter().any(|a| a == c.as_str())));
+    let fs = has(Capability::FilesystemRead) || has(Capability::FilesystemWrite);
+    let ws_missing = fs && case.workspace.is_none();
+    let ws_outside = fs
+        && case.workspace.as_ref().is_some_and(|w| {
+            !op.workspace_roots.is_empty() && !op.workspace_roots.iter().any(|r| w.starts_with(r))
+        });
+    let strict_unenforceable = op.mode == Mode::Strict
+        && ((op.layers.landlock && case.probe.landlock_abi < policy::LANDLOCK_ABI_REQUIRED)
+            || (op.layers.seccomp && !case.probe.seccomp_filter));
+    let why = format!(
+        "trust_refused={trust_refused} ws_missing={ws_missing} ws_outside={ws_outside} strict_unenforceable={strict_unenforceable}"
+    );
+
+    let p = match case.derive() {
+        Err(e) => {
+            // The checks run in this order in `derive`.
+            let expected = if trust_refused {
+                "CapabilityError"
+            } else if ws_missing {
+                "SandboxError"
+            } else if ws_outside {
+                "CapabilityError"
+            } else if strict_unenforceable {
+                "SandboxError"
+            } else {
+                panic!("derive refused with no reason to ({why}): {e}\n{case:#?}")
+            };
+            assert_eq!(e.class(), expected, "{e} ({why})");
+            return;
+        }
+        Ok(p) => {
+            assert!(
+                !(trust_refused || ws_missing || ws_outside || strict_unenforceable),
+                "derive accepted what it must refuse ({why})\n{case:#?}"
+            );
+            p
+        }
+    };
+    check_policy_invariants(case, &declared, &p);
+}
+
+fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p: &Policy) {
+    let has = |c| declared.contains(&c);
+    let op = &case.operator;
+    let probe = &case.probe;
+    let exec = has(Capability::SubprocessRun);
+    let net = has(Capability::NetworkOutbound);
+    let ctx = || format!("{case:#?}");
+
+    // Landlock: what each access class may be granted on.
+    let devices_rw = json_paths(base_data(), "/landlock/devices/read_write");
+    for r in &p.landlock.rules {
+        match r.access {
+            Access::Write => {
+                assert!(
+                    has(Capability::FilesystemWrite),
+                    "Write without filesystem.write: {r:?}\n{}",
+                    ctx()
+                );
+                assert_eq!(
+                    Some(&r.path),
+                    case.workspace.as_ref(),
+                    "Write outside the workspace: {r:?}\n{}",
+                    ctx()
+                );
+            }
+            Access::ReadWriteFile => {
+                assert!(
+                    devices_rw.contains(&r.path),
+                    "read-write on a non-device: {r:?}"
+                )
+            }
+            Access::ReadExec => assert!(exec, "ReadExec without subprocess.run: {r:?}\n{}", ctx()),
+            Access::ExecFile => assert!(
+                r.path == case.program.program || Some(&r.path) == case.program.loader.as_ref(),
+                "ExecFile on something other than the program or its loader: {r:?}"
+            ),
+            Access::Read => {}
+        }
+    }
+    // The workspace: read with filesystem.read, written only with filesystem.write.
+    let fs = has(Capability::FilesystemRead) || has(Capability::FilesystemWrite);
+    if let (true, Some(ws)) = (fs, &case.workspace) {
+        let best = p
+            .landlock
+            .rules
+            .iter()
+            .filter(|r| &r.path == ws)
+            .map(|r| r.access)
+            .max();
+        assert!(best >= Some(Access::Read));
+        if has(Capability::FilesystemWrite) {
+            assert_eq!(best, Some(Access::Write));
+        }
+    }
+    // Paths only network.outbound adds appear without it only when another input names them.
+    if !net {
+        let mut named: BTreeSet<PathBuf> = BTreeSet::new();
+        for ptr in [
+            "/landlock/read_exec/paths",
+            "/landlock/read/paths",
+            "/landlock/devices/read_write",
+            "/landlock/devices/read",
+        ] {
+            named.extend(json_paths(base_data(), ptr));
+        }
+        named.insert(case.program.program.clone());
+        named.extend(case.program.loader.clone());
+        named.extend(case.program.runtime_dirs.iter().cloned());
+        named.insert(case.extension_dir.clone());
+        named.extend(op.read_only_paths.iter().cloned());
+        named.extend(case.workspace.clone());
+        for path in json_paths(capability_data(), "/network.outbound/read") {
+            for r in p.landlock.rules.iter().filter(|r| r.path == path) {
+                assert!(
+                    named.contains(&r.path),
+                    "network.outbound's rule without it: {r:?}"
+                );
+            }
+        }
+    }
+    for path in &op.read_only_paths {
+        assert!(p
+            .landlock
+            .rules
+            .iter()
+            .any(|r| &r.path == path && r.access == Access::Read));
+    }
+    // TCP: denied without network.outbound, the operator's ports with it, never more.
+    if net {
+        let ports = (!op.tcp_ports.is_empty()).then(|| op.tcp_ports.clone());
+        assert_eq!(p.landlock.tcp_connect, ports);
+        assert_eq!(p.landlock.tcp_handled, !op.tcp_ports.is_empty());
+    } else {
+        assert!(
+            p.landlock.tcp_handled && p.landlock.tcp_connect.is_none(),
+            "TCP open without network.outbound"
+        );
+    }
+    assert_eq!(p.landlock.enabled, op.layers.landlock);
+    assert!(p.landlock.abi_required >= policy::LANDLOCK_ABI_REQUIRED);
+    for scope in ["abstract_unix_socket", "signal"] {
+        assert!(
+            p.landlock.scopes.iter().any(|s| s == scope),
+            "scope {scope} missing"
+        );
+    }
+
+    // Seccomp: one rule a name (launch lets an Allow win over an Errno), every name known.
+    let mut seen = BTreeSet::new();
+    for r in &p.seccomp {
+        assert!(
+            seen.insert(r.name.as_str()),
+            "two seccomp rules for {}",
+            r.name
+        );
+        assert!(
+            policy::syscall_number(&r.name).is_some(),
+            "unknown system call {}",
+            r.name
+        );
+    }
+    let by_name: BTreeMap<&str, &SyscallAction> = p
+        .seccomp
+        .iter()
+        .map(|r| (r.name.as_str(), &r.action))
+        .collect();
+    let action = |name: &str| by_name.get(name).map(|a| (*a).clone());
+    let eperm = Some(SyscallAction::Errno("EPERM".into()));
+    assert_eq!(
+        action("clone3"),
+        Some(SyscallAction::Errno("ENOSYS".into())),
+        "clone3"
+    );
+    assert_eq!(
+        action("socket"),
+        if net {
+            Some(SyscallAction::AllowIf(Condition::SocketNetworkFamilies))
+        } else {
+            eperm.clone()
+        },
+        "socket is never plainly allowed"
+    );
+    assert_eq!(
+        action("clone"),
+        Some(SyscallAction::AllowIf(if exec {
+            Condition::CloneNoNamespaces
+        } else {
+            Condition::CloneThreadOnly
+        })),
+    );
+    for n in ["fork", "vfork"] {
+        assert_eq!(
+            action(n),
+            if exec {
+                Some(SyscallAction::Allow)
+            } else {
+                eperm.clone()
+            },
+            "{n}"
+        );
+    }
+    // What subprocess.run adds to seccomp is allowed only with it.
+    let caps = capability_data();
+    for n in caps["subprocess.run"]["syscalls"].as_array().unwrap() {
+        let n = n.as_str().unwrap();
+        if n == "clone" {
+            continue; // threads only without it: checked above
+        }
+        if !exec {
+            assert!(
+                action(n).as_ref().map_or(0, rank) == 0,
+                "{n} allowed without subprocess.run"
+            );
+        } else {
+            assert_eq!(
+                action(n),
+                Some(SyscallAction::Allow),
+                "{n} with subprocess.run"
+            );
+        }
+    }
+    assert_eq!(
+        action("ioctl"),
+        Some(SyscallAction::AllowIf(Condition::IoctlNotTerminalInjection))
+    );
+    assert_eq!(
+        action("prlimit64"),
+        Some(SyscallAction::AllowIf(Condition::PrlimitSelf))
+    );
+    let base = base_data();
+    for group in base["seccomp"]["deny"].as_array().unwrap() {
+        for n in group["names"].as_array().unwrap() {
+            let n = n.as_str().unwrap();
+            assert_eq!(action(n), eperm, "{n} is denied by base.json");
+        }
+    }
+    assert_eq!(p.seccomp_default, "EPERM");
+
+    // Namespaces.
+    let ns = op.layers.namespaces && (probe.user_namespaces || probe.root);
+    let expected = if ns {
+        Namespaces {
+            user: !probe.root,
+            mount: true,
+            pid: true,
+            net: !net,
+            ipc: true,
+            uts: true,
+        }
+    } else {
+        Namespaces::default()
+    };
+    assert_eq!(p.namespaces, expected);
+
+    // Limits: the defaults, overridden by the operator's known keys.
+    let mut limits = policy::default_limits();
+    for (k, v) in &op.limits {
+        match k.as_str() {
+            "memory_bytes" => limits.memory_bytes = *v,
+            "cpu_seconds" => limits.cpu_seconds = *v,
+            "processes" => limits.processes = *v,
+            "open_files" => limits.open_files = *v,
+            "file_size_bytes" => limits.file_size_bytes = *v,
+            "core_bytes" => limits.core_bytes = *v,
+            _ => {}
+        }
+    }
+    assert_eq!(p.limits, op.layers.limits.then_some(limits));
+    let pids = if op.layers.limits && probe.root && exec {
+        probe.pids_cgroup.clone()
+    } else {
+        None
+    };
+    assert_eq!(p.pids_cgroup, pids);
+
+    // What the worker is told.
+    let names: Vec<&str> = declared.iter().map(|c| c.as_str()).collect();
+    assert_eq!(p.capabilities, names);
+    assert_eq!(
+        p.environment.get("NODUS_EXTENSION_CAPABILITIES"),
+        Some(&names.join(","))
+    );
+    assert_eq!(
+        p.environment.get("HOME").map(String::as_str),
+        Some("$SCRATCH")
+    );
+    assert_eq!(
+        p.environment.get("TMPDIR").map(String::as_str),
+        Some("$SCRATCH")
+    );
+
+    // Strict mode gives up nothing but namespaces (covered by the other layers).
+    if op.mode == Mode::Strict {
+        for d in &p.degraded {
+            assert!(
+                d.starts_with("namespaces:") || d.ends_with("switched off by the operator policy"),
+                "strict mode degraded: {d}"
+            );
+        }
+    }
+    let _ = p.render();
+    serde_json::to_string(p).expect("a policy serializes");
+}
+
+/// policies/base.json, parsed once.
+fn base_data() -> &'static Value {
+    static V: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    V.get_or_init(|| serde_json::from_str(policy::BASE_JSON).expect("base.json parses"))
+}
+
+/// policies/capabilities.json, parsed once.
+fn capability_data() -> &'static Value {
+    static V: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        serde_json::from_str(policy::CAPABILITIES_JSON).expect("capabilities.json parses")
+    })
+}
+
+fn json_paths(doc: &Value, pointer: &str) -> BTreeSet<PathBuf> {
+    doc.pointer(pointer)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{pointer} in policy data"))
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().expect("a path string")))
+        .collect()
+}
+
+/// Declaring less never grants more: for every declared capability, the
+/// policy without it is accepted too, and is nowhere more permissive
+/// (Landlock, TCP, seccomp, namespaces). The capabilities with no kernel
+/// meaning (`tool.invoke`, `memory.*`) change nothing at the kernel level.
+pub fn check_capability_monotonicity(case: &PolicyCase) {
+    let Ok(with) = case.derive() else {
+        return;
+    };
+    for c in case.declared() {
+        let less = case.without(c);
+        let without = less
+            .derive()
+            .unwrap_or_else(|e| panic!("dropping {c} made derive refuse: {e}\n{case:#?}"));
+        for r in &without.landlock.rules {
+            assert!(
+                with.landlock
+                    .rules
+                    .iter()
+                    .any(|w| w.path == r.path && grants(w.access, r.access)),
+                "without {c}, {r:?} is granted that is not granted with it"
+            );
+        }
+        let tcp_rank = |p: &Policy| match (p.landlock.tcp_handled, &p.landlock.tcp_connect) {
+            (false, _) => 2,
+            (true, Some(_)) => 1,
+            (true, None) => 0,
+        };
+        assert!(
+            tcp_rank(&without) <= tcp_rank(&with),
+            "without {c}, more TCP"
+        );
+        let with_rank: BTreeMap<&str, u8> = with
+            .seccomp
+            .iter()
+            .map(|r| (r.name.as_str(), rank(&r.action)))
+            .collect();
+        for r in &without.seccomp {
+            let w = with_rank.get(r.name.as_str()).copied().unwrap_or(0);
+            assert!(
+                rank(&r.action) <= w,
+                "without {c}, {} is {:?}",
+                r.name,
+                r.action
+            );
+        }
+        let n = (with.namespaces, without.namespaces);
+        assert!(
+            (n.1.net >= n.0.net)
+                && n.1.mount == n.0.mount
+                && n.1.pid == n.0.pid
+                && n.1.ipc == n.0.ipc
+                && n.1.user == n.0.user
+                && n.1.uts == n.0.uts,
+            "without {c}, other namespaces"
+        );
+        if matches!(
+            c,
+            Capability::ToolInvoke | Capability::MemoryRead | Capability::MemoryWrite
+        ) {
+            assert_eq!(without.landlock, with.landlock, "{c} changed Landlock");
+            assert_eq!(without.seccomp, with.seccomp, "{c} changed seccomp");
+            assert_eq!(without.namespaces, with.namespaces);
+            assert_eq!(without.limits, with.limits);
+            assert_eq!(without.pids_cgroup, with.pids_cgroup);
+            assert_eq!(without.layers, with.layers);
+        }
+    }
+}
+
+/// Whether access `have` covers access `want` on the same path.
+fn grants(have: Access, want: Access) -> bool {
+    have == want || want == Access::Read
+}
+
+/// How much a seccomp action lets through (an absent rule is the default EPERM).
+fn rank(a: &SyscallAction) -> u8 {
+    match a {
+        SyscallAction::Errno(_) => 0,
+        SyscallAction::AllowIf(Condition::CloneThreadOnly) => 1,
+        SyscallAction::AllowIf(_) => 2,
+        SyscallAction::Allow => 3,
+    }
+}
+
+// ---------------------------------------------------------------- tool schemas
+
+/// Names of the tools in `schema_manifest()`.
+pub const SCHEMA_TOOLS: &[&str] = &[
+    "s.object",
+    "s.formats",
+    "s.numbers",
+    "s.recursive",
+    "s.strings",
+];
+
+/// A manifest whose tools declare schemas with most keywords, including
+/// formats, patterns, big and tiny numbers and recursion.
+pub fn schema_manifest() -> Manifest {
+    let schemas = [
+        json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 5, "pattern": "^[a-z]+$"},
+                "n": {"type": "integer", "minimum": 0, "maximum": 10, "multipleOf": 2},
+                "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": true, "maxItems": 3},
+                "kind": {"enum": ["a", 1, 1.5, null, [1], {"a": 1}]},
+            },
+            "required": ["name"],
+            "additionalProperties": false,
+            "dependentRequired": {"n": ["tags"]},
+        }),
+        json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "allOf": [
+                {"format": "email"}, {"format": "date-time"}, {"format": "date"}, {"format": "time"},
+                {"format": "ipv4"}, {"format": "ipv6"}, {"format": "hostname"}, {"format": "uri"},
+                {"format": "uri-reference"}, {"format": "iri"}, {"format": "regex"},
+                {"format": "json-pointer"}, {"format": "relative-json-pointer"}, {"format": "uuid"},
+                {"format": "idn-email"}, {"format": "idn-hostname"}, {"format": "uri-template"},
+            ],
+            "additionalProperties": {"format": "date-time"},
+            "items": {"format": "ipv4"},
+        }),
+        serde_json::from_str(
+            r#"{"anyOf": [{"multipleOf": 0.01}, {"multipleOf": 1e-300}, {"multipleOf": 123456789012345678901234567890},
+                          {"multipleOf": 7}, {"minimum": 1.5e300}, {"exclusiveMaximum": -12345678901234567890123}],
+                "not": {"const": 98765432109876543210987654321},
+                "oneOf": [{"type": "integer"}, {"type": "number", "maximum": 0.1}, {"type": ["string", "array", "object", "null", "boolean"]}],
+                "items": {"minimum": -1e308, "maximum": 1e308, "exclusiveMinimum": 5e-324}}"#,
+        )
+        .unwrap(),
+        json!({
+            "$defs": {"node": {
+                "type": ["object", "array", "string", "number", "boolean", "null"],
+                "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+                "patternProperties": {"^x-": {"type": "string"}},
+                "propertyNames": {"maxLength": 8},
+                "if": {"required": ["a"]}, "then": {"required": ["b"]}, "else": {"maxProperties": 3},
+                "contains": {"type": "integer"}, "minContains": 0, "maxContains": 2,
+                "unevaluatedProperties": {"type": ["string", "object", "array"]},
+                "unevaluatedItems": false,
+                "prefixItems": [{"type": "string"}],
+            }},
+            "$ref": "#/$defs/node",
+        }),
+        json!({
+            "type": ["string", "object"],
+            "pattern": "^(a+)+$|\\p{L}{2,}|[\\u0000-\\u001f]",
+            "minLength": 2,
+            "maxLength": 40,
+            "contentEncoding": "base64",
+            "contentMediaType": "application/json",
+            "properties": {"s": {"pattern": "(x|xx)*y$"}},
+        }),
+    ];
+    let tools: Vec<Value> = SCHEMA_TOOLS
+        .iter()
+        .zip(schemas)
+        .map(|(name, schema)| json!({"name": name, "description": "d", "schema": schema}))
+        .collect();
+    let doc =
+        json!({"name": "s", "version": "1", "description": "d", "surfaces": {"tools": tools}});
+    Manifest::parse(doc.to_string().as_bytes(), "schemas.json").expect("the schema manifest parses")
+}
+
+pub fn schemas() -> ToolSchemas {
+    ToolSchemas::compile(&schema_manifest(), SchemaMode::Enforce).expect("the schemas compile")
+}
+
+/// `check` returns for any arguments, for every tool (and none for a tool without a schema).
+pub fn check_tool_args(schemas: &ToolSchemas, args: &Value) {
+    for tool in SCHEMA_TOOLS {
+        if let Some(why) = schemas.check(tool, args) {
+            assert!(why.contains(tool));
+        }
+    }
+    assert_eq!(schemas.check("no.such_tool", args), None);
+}
+
+/// `PATHS[i % len]`.
+pub fn path(i: u8) -> PathBuf {
+    PathBuf::from(PATHS[i as usize % PATHS.len()])
+}
+
+/// Builds a limits map from (key index, value) pairs.
+pub fn limits(pairs: &[(u8, u64)]) -> BTreeMap<String, u64> {
+    pairs
+        .iter()
+        .map(|(k, v)| (LIMIT_KEYS[*k as usize % LIMIT_KEYS.len()].to_string(), *v))
+        .collect()
+}
+
+/// Builds a trust_classes map from (class index, capability indexes) pairs.
+pub fn trust_classes(pairs: &[(u8, Vec<u8>)]) -> BTreeMap<String, Vec<String>> {
+    pairs
+        .iter()
+        .map(|(k, caps)| {
+            (
+                TRUST_CLASS_KEYS[*k as usize % TRUST_CLASS_KEYS.len()].to_string(),
+                caps.iter()
+                    .map(|c| CAPABILITY_NAMES[*c as usize % CAPABILITY_NAMES.len()].to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+pub fn is_path(p: &Path) -> bool {
+    PATHS.iter().any(|q| Path::new(q) == p)
+}
