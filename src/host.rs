@@ -152,6 +152,7 @@ impl Worker {
             kill_reason: kill_reason.clone(),
             stderr: spawned.stderr,
             max_line,
+            host_calls: Arc::default(),
             stdin: stdin.clone(),
             denials: denials.clone(),
             calls,
@@ -186,14 +187,30 @@ impl Worker {
         }
     }
 
-    async fn send(&self, line: &[u8]) -> std::io::Result<()> {
-        write_line(&mut *self.stdin.lock().await, line).await
+    /// Writes one line, giving up after `within`: a worker that stops reading
+    /// its stdin must not hang the caller (or, holding the lock, everyone).
+    async fn send(&self, line: &[u8], within: Duration) -> std::io::Result<()> {
+        tokio::time::timeout(within, async {
+            write_line(&mut *self.stdin.lock().await, line).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the worker read none of its stdin for {}s",
+                    within.as_secs_f64()
+                ),
+            ))
+        })
     }
 
     /// Asks the worker to stop, then kills it after the grace period.
     async fn shutdown(&self) {
         if self.alive.load(Ordering::SeqCst) {
-            let _ = self.send(&protocol::shutdown_line()).await;
+            let _ = self
+                .send(&protocol::shutdown_line(), worker::SHUTDOWN_GRACE)
+                .await;
             let mut done = self.done.clone();
             if tokio::time::timeout(worker::SHUTDOWN_GRACE, done.wait_for(|d| *d))
                 .await
@@ -225,11 +242,24 @@ struct CallContext {
     audit: Audit,
 }
 
+/// Host calls a worker may have in flight at once.
+const MAX_HOST_CALLS_IN_FLIGHT: usize = 16;
+
+/// Counts one host call in flight until dropped.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// How many denials a worker's record keeps.
 const DENIALS_KEPT: usize = 16;
 
 /// Reads the worker's stdout, routes responses, and reports its end.
 struct Reader {
+    host_calls: Arc<std::sync::atomic::AtomicUsize>,
     stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
     denials: Arc<Mutex<Vec<String>>>,
     calls: Arc<CallContext>,
@@ -246,7 +276,11 @@ impl Reader {
         let mut out = BufReader::with_capacity(64 * 1024, stdout);
         let problem = loop {
             match protocol::read_line(&mut out, self.max_line).await {
-                Ok(Line::Complete(line)) => self.route(&line),
+                Ok(Line::Complete(line)) => {
+                    if let Some(p) = self.route(&line) {
+                        break Some(p);
+                    }
+                }
                 Ok(Line::Eof(_)) => break None,
                 Ok(Line::TooLong) => {
                     break Some(format!(
@@ -290,7 +324,8 @@ impl Reader {
         }
     }
 
-    fn route(&self, line: &[u8]) {
+    /// Routes one line; returns why the worker must be stopped, if it must.
+    fn route(&self, line: &[u8]) -> Option<String> {
         match protocol::decode_worker_line(line) {
             WorkerMessage::Response { id, response } => {
                 // Lines matching no request (unsolicited, late, duplicate) are ignored, as in the reference.
@@ -304,16 +339,29 @@ impl Reader {
                 }
             }
             WorkerMessage::HostCall(call) => {
+                // Each call in flight holds its parameters: a worker that floods
+                // calls without waiting for answers is stopped, not buffered.
+                if self.host_calls.load(Ordering::SeqCst) >= MAX_HOST_CALLS_IN_FLIGHT {
+                    return Some(format!(
+                        "worker sent more than {MAX_HOST_CALLS_IN_FLIGHT} host calls without waiting for answers"
+                    ));
+                }
+                self.host_calls.fetch_add(1, Ordering::SeqCst);
+                let counter = InFlight(self.host_calls.clone());
                 let (stdin, calls) = (self.stdin.clone(), self.calls.clone());
                 // Take stdin now, before anything else can be sent to the waiting worker.
                 let Ok(mut held) = stdin.clone().try_lock_owned() else {
                     tokio::spawn(async move {
                         let mut held = stdin.lock_owned().await;
                         answer(&calls, &call, &mut held).await;
+                        drop(counter);
                     });
-                    return;
+                    return None;
                 };
-                tokio::spawn(async move { answer(&calls, &call, &mut held).await });
+                tokio::spawn(async move {
+                    answer(&calls, &call, &mut held).await;
+                    drop(counter);
+                });
             }
             WorkerMessage::Denial { capability, detail } => {
                 let text = format!("denied {detail}: {capability} not declared");
@@ -329,6 +377,7 @@ impl Reader {
             }
             WorkerMessage::Ignored => {}
         }
+        None
     }
 }
 
@@ -675,7 +724,13 @@ impl ExtensionHost {
                 "extension worker ended before the request could be sent",
             ));
         }
-        if let Err(e) = worker.send(&protocol::invoke_line(&id, tool, &args)).await {
+        if let Err(e) = worker
+            .send(
+                &protocol::invoke_line(&id, tool, &args),
+                self.options.timeout,
+            )
+            .await
+        {
             worker
                 .pending
                 .lock()

@@ -143,6 +143,16 @@ fn prefixes(exec_path: &Path, real_path: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Folders a dynamic loader must live in to be granted execute.
+const SYSTEM_LIB_DIRS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/lib32",
+];
+
 /// The ELF interpreter (dynamic loader) named in `program`'s PT_INTERP header.
 pub fn elf_loader(program: &Path) -> Option<PathBuf> {
     let data = std::fs::read(program).ok()?;
@@ -165,6 +175,12 @@ pub fn elf_loader(program: &Path) -> Option<PathBuf> {
         let (off, size) = (u64_at(ph + 8)? as usize, u64_at(ph + 32)? as usize);
         let raw = data.get(off..off + size)?;
         let path = std::str::from_utf8(raw.split(|&b| b == 0).next()?).ok()?;
-        std::fs::canonicalize(path).ok()
+        // The program is the extension's: its loader is trusted only where the
+        // system keeps loaders, or it could name any host file to be granted.
+        let loader = std::fs::canonicalize(path).ok()?;
+        SYSTEM_LIB_DIRS
+            .iter()
+            .any(|d| loader.starts_with(d))
+            .then_some(loader)
     })
 }

@@ -400,7 +400,7 @@ pub(crate) fn python_type_name(v: &Value) -> &'static str {
 }
 
 /// Python's `str.isspace()` for one character.
-fn py_isspace(c: char) -> bool {
+pub(crate) fn py_isspace(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 

@@ -163,16 +163,21 @@ fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        // Beyond f64 (1e400, 10**400) is not zero: Python's inf and big ints are true.
+        Value::Number(n) => n.as_f64().is_none_or(|f| f != 0.0),
         Value::String(s) => !s.is_empty(),
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     }
 }
 
-/// `bytes.strip()`: Python strips ASCII whitespace around each line.
+/// What the reference host's `line.strip()` (on text) leaves of a line:
+/// Unicode whitespace as Python counts it is stripped at both ends.
 pub fn trim_ascii(line: &[u8]) -> &[u8] {
-    line.trim_ascii()
+    match std::str::from_utf8(line) {
+        Ok(text) => text.trim_matches(crate::manifest::py_isspace).as_bytes(),
+        Err(_) => line.trim_ascii(),
+    }
 }
 
 /// The request id of a host→worker line, if it has one (used by the `run` proxy).
@@ -199,24 +204,37 @@ pub enum Line {
 
 /// Reads one newline-terminated line, holding at most `max` bytes of it.
 pub async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> io::Result<Line> {
-    let mut line = Vec::new();
+    read_line_into(reader, &mut Vec::new(), max).await
+}
+
+/// `read_line` that keeps the part of a line read so far in `partial`, so it
+/// is cancel-safe: a `select!` that drops the future loses no byte, and the
+/// next call goes on where this one stopped.
+pub async fn read_line_into<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    partial: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Line> {
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
-            return Ok(Line::Eof(line));
+            return Ok(Line::Eof(std::mem::take(partial)));
         }
         let (take, done) = match buf.iter().position(|&b| b == b'\n') {
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };
-        if line.len() + take > max + usize::from(done) {
+        // The newline itself does not count against the limit.
+        if partial.len() + take - usize::from(done) > max {
+            partial.clear();
             return Ok(Line::TooLong);
         }
-        line.extend_from_slice(&buf[..take]);
+        // No await between taking bytes from the reader and keeping them.
+        partial.extend_from_slice(&buf[..take]);
         reader.consume(take);
         if done {
-            line.pop();
-            return Ok(Line::Complete(line));
+            partial.pop();
+            return Ok(Line::Complete(std::mem::take(partial)));
         }
     }
 }

@@ -48,6 +48,8 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     let limiter = RateLimiter::default();
     let mut deadlines: HashMap<String, Instant> = HashMap::new();
     let mut reaped = false;
+    // Partial lines survive select! dropping a read (protocol::read_line_into).
+    let (mut host_partial, mut worker_partial) = (Vec::new(), Vec::new());
     let mut stopping: Option<Instant> = None; // set once the host said shutdown or closed stdin
     let far = Duration::from_secs(86400 * 365);
     let max = options.max_line;
@@ -60,7 +62,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
             .min()
             .unwrap_or_else(|| Instant::now() + far);
         tokio::select! {
-            line = protocol::read_line(&mut host_in, max), if worker_in.is_some() && stopping.is_none() => {
+            line = protocol::read_line_into(&mut host_in, &mut host_partial, max), if worker_in.is_some() && stopping.is_none() => {
                 let (line, eof) = match line {
                     Ok(Line::Complete(l)) => (Some(l), false),
                     Ok(Line::Eof(tail)) => ((!tail.is_empty()).then_some(tail), true),
@@ -87,7 +89,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                     stopping = Some(Instant::now() + worker::SHUTDOWN_GRACE);
                 }
             }
-            line = protocol::read_line(&mut worker_out, max) => {
+            line = protocol::read_line_into(&mut worker_out, &mut worker_partial, max) => {
                 match line {
                     Ok(Line::Complete(mut l)) => {
                         match protocol::decode_worker_line(&l) {

@@ -417,7 +417,7 @@ proptest! {
         );
         // root, surfaces, tools, the tool, its schema: 5 levels before `nested`.
         let result = Manifest::parse(doc.as_bytes(), "deep.json");
-        prop_assert_eq!(result.is_ok(), 5 + depth < MAX_DEPTH, "depth {}", depth);
+        prop_assert_eq!(result.is_ok(), 5 + depth <= MAX_DEPTH, "depth {}", depth);
         if let Ok(m) = result {
             properties::check_accepted_manifest(&m);
         }
@@ -622,7 +622,6 @@ fn tool_schema_check_takes_any_arguments() {
 /// panics ("attempt to add with overflow"); in release it wraps to 0 and
 /// every line is TooLong. `--max-line 18446744073709551615` reaches it.
 #[test]
-#[ignore = "bug: protocol::read_line overflows computing max + 1 when max is usize::MAX"]
 fn read_line_with_the_largest_limit() {
     properties::check_read_line(&properties::runtime(), b"a\n", usize::MAX, 8);
 }
@@ -632,7 +631,6 @@ fn read_line_with_the_largest_limit() {
 /// `Number::as_f64`, which is None for a number beyond f64 under
 /// arbitrary_precision, so we report "unknown error" instead.
 #[test]
-#[ignore = "bug: protocol::truthy treats an `ok` number beyond f64 (1e400, 10**400) as false"]
 fn ok_beyond_f64_is_truthy() {
     for ok in ["1e400".to_string(), format!("1{}", "0".repeat(400))] {
         let line = format!(r#"{{"id": "req-1", "ok": {ok}, "result": 5}}"#);
@@ -652,7 +650,6 @@ fn ok_beyond_f64_is_truthy() {
 /// U+2028, ...); `trim_ascii` removes only ` \t\n\x0c\r`, so such a line is
 /// ignored here and the invoke times out.
 #[test]
-#[ignore = "bug: decode_worker_line strips less whitespace than the reference's str.strip()"]
 fn lines_padded_with_other_whitespace() {
     for pad in ["\x0b", "\x1c", "\u{85}", "\u{a0}", "\u{2028}"] {
         let line = format!(r#"{pad}{{"id": "req-1", "ok": true, "result": 1}}{pad}"#);
