@@ -137,24 +137,40 @@ pub async fn main(cli: Cli) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             let msg = e.to_string().replace('\n', " ");
-            eprintln!("error: {} ({})", msg, e.class());
+            say(&format!("error: {} ({})", msg, e.class()));
             e.exit_code()
         }
     }
 }
 
+/// One line on stderr, best effort: a full or closed stderr must not hang or
+/// panic the runner (the reference host never reads it).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// One result on stdout; a reader that went away (`| head`) is not a crash.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush());
+}
+
 /// Best-effort mode says what it gave up, once per launch.
 fn warn_degraded(policy: &crate::policy::Policy) {
     for d in &policy.degraded {
-        eprintln!("warning: sandbox degraded: {d}");
+        say(&format!("warning: sandbox degraded: {d}"));
     }
 }
 
 fn print_json(v: &serde_json::Value) {
-    println!(
-        "{}",
+    out(&format!(
+        "{}\n",
         serde_json::to_string_pretty(v).expect("JSON values serialize")
-    );
+    ));
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -171,10 +187,10 @@ async fn run(cli: Cli) -> Result<()> {
             warn_degraded(host.policy());
             let result = host.invoke(&tool, &args_json).await;
             host.unload().await;
-            println!(
-                "{}",
+            out(&format!(
+                "{}\n",
                 String::from_utf8(protocol::dumps(&result?)).expect("dumps writes ASCII")
-            );
+            ));
         }
         Command::Run { dir, opts } => {
             let options = opts.host_options()?;
@@ -187,7 +203,7 @@ async fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&serde_json::to_value(&ext.policy).expect("policies serialize"));
             } else {
-                print!("{}", ext.policy.render());
+                out(&ext.policy.render());
             }
         }
         Command::Probe { json } => {
@@ -196,7 +212,7 @@ async fn run(cli: Cli) -> Result<()> {
                 print_json(&probe);
             } else {
                 for (k, v) in probe.as_object().into_iter().flatten() {
-                    println!("{k:<22} {v}");
+                    out(&format!("{k:<22} {v}\n"));
                 }
             }
         }

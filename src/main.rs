@@ -15,6 +15,7 @@ fn main() {
         }
     };
     let code = runtime.block_on(nodus_extension::cli::main(cli));
-    drop(runtime);
+    // Tasks still blocked on a host that stopped reading are not waited for.
+    runtime.shutdown_background();
     std::process::exit(code);
 }

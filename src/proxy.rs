@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
@@ -35,10 +35,13 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     let mut host_in = BufReader::with_capacity(64 * 1024, host_stdin());
     let mut host_out = host_stdout();
 
+    // The worker's stderr goes to ours without ever blocking: a host that
+    // never reads our stderr (the reference host doesn't) loses the overflow,
+    // not its worker. A pipe on fd 2 is made non-blocking for that.
+    nonblocking_stderr();
     tokio::spawn(async move {
-        let mut stderr = tokio::io::stderr();
         while let Some(chunk) = err_rx.recv().await {
-            let _ = stderr.write_all(&chunk).await;
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &chunk);
         }
     });
 
@@ -177,6 +180,20 @@ fn host_stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
     match pipe {
         Some(p) => Box::new(p),
         None => Box::new(tokio::io::stdout()),
+    }
+}
+
+/// Sets O_NONBLOCK on our stderr when it is a pipe (its other end is the host's).
+fn nonblocking_stderr() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fd = std::io::stderr().as_fd().as_raw_fd();
+    let is_pipe =
+        nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
+    if let (true, Ok(flags)) = (is_pipe, fcntl(fd, FcntlArg::F_GETFL)) {
+        let _ = fcntl(
+            fd,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        );
     }
 }
 

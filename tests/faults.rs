@@ -447,3 +447,49 @@ async fn a_manifest_edited_after_load_grants_nothing_new() {
     );
     assert_eq!(host.manifest().capabilities, vec!["tool.invoke"]);
 }
+
+#[test]
+fn run_never_blocks_on_a_host_that_does_not_read_its_stderr() {
+    // The reference host pipes the worker's stderr and never reads it.
+    let body = "sys.stderr.write('x' * 300000)\nsys.stderr.flush()\nif args.get('die'):\n    os._exit(3)\nreturn 1";
+    let d = ext("t.x", T, &["t.x.run"], &worker(body));
+    for (die, code) in [(false, 0), (true, 6)] {
+        use std::io::{BufRead, Write};
+        let mut child = std::process::Command::new(common::ext_runner())
+            .arg("run")
+            .arg(d.path())
+            .arg("--python")
+            .arg(common::python())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            r#"{{"id": "1", "op": "invoke", "name": "t.x.run", "args": {{"die": {die}}}}}"#
+        )
+        .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.contains("\"ok\": true"), !die, "{line}");
+        if !die {
+            writeln!(stdin, r#"{{"op": "shutdown"}}"#).unwrap();
+        }
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "ext-runner hung on a full stderr"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(code));
+    }
+}
