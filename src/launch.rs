@@ -407,10 +407,23 @@ fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
             Op::Ne,
             libc::PR_SET_PDEATHSIG as u64,
         )?])?],
-        Condition::SocketNetworkFamilies => [libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK]
-            .into_iter()
-            .map(|af| rule(vec![cond(0, Len::Dword, Op::Eq, af as u64)?]))
-            .collect::<Result<_>>()?,
+        // IP sockets but MPTCP (it falls back to TCP around Landlock's port
+        // rules), and netlink for routing only (NETLINK_ROUTE: what
+        // getaddrinfo needs; sock_diag would list the host's sockets).
+        Condition::SocketNetworkFamilies => vec![
+            rule(vec![
+                cond(0, Len::Dword, Op::Eq, libc::AF_INET as u64)?,
+                cond(2, Len::Dword, Op::Ne, libc::IPPROTO_MPTCP as u64)?,
+            ])?,
+            rule(vec![
+                cond(0, Len::Dword, Op::Eq, libc::AF_INET6 as u64)?,
+                cond(2, Len::Dword, Op::Ne, libc::IPPROTO_MPTCP as u64)?,
+            ])?,
+            rule(vec![
+                cond(0, Len::Dword, Op::Eq, libc::AF_NETLINK as u64)?,
+                cond(2, Len::Dword, Op::Eq, libc::NETLINK_ROUTE as u64)?,
+            ])?,
+        ],
     })
 }
 
