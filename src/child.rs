@@ -241,6 +241,9 @@ fn enter_pid_namespace(c: &Confinement) -> io::Result<()> {
         if worker == 0 {
             return die_with_parent(c); // on to exec; the pipe ends are close-on-exec
         }
+        // Monitor and reaper are copies of the host's memory: never dumped.
+        // SAFETY: integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         close_all_but(status_out);
         let status = wait_for(worker, true);
         // SAFETY: writes 4 bytes from a live int to our own pipe, then exits.
@@ -249,6 +252,8 @@ fn enter_pid_namespace(c: &Confinement) -> io::Result<()> {
             libc::_exit(0)
         }
     }
+    // SAFETY: integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     close_all_but(status_in);
     let reaper_status = wait_for(reaper, false);
     let mut status: libc::c_int = 0;

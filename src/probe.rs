@@ -57,9 +57,13 @@ impl Probe {
     }
 }
 
-/// The highest ABI for which a ruleset handling all its rights can be created.
+/// The highest ABI for which a ruleset handling all its rights (filesystem,
+/// network, scopes) can be created. ABI 7 adds only audit flags, so a 6
+/// kernel may read as 7; the policy needs 6.
 fn landlock_abi() -> u8 {
-    use landlock::{Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, ABI};
+    use landlock::{
+        Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr, Scope, ABI,
+    };
     const ABIS: [(ABI, u8); 7] = [
         (ABI::V7, 7),
         (ABI::V6, 6),
@@ -71,9 +75,13 @@ fn landlock_abi() -> u8 {
     ];
     ABIS.iter()
         .find(|(abi, _)| {
+            // Filesystem rights alone are the same from ABI 5 on: the network
+            // rights (4) and scopes (6) tell those apart.
             Ruleset::default()
                 .set_compatibility(CompatLevel::HardRequirement)
                 .handle_access(AccessFs::from_all(*abi))
+                .and_then(|r| r.handle_access(AccessNet::from_all(*abi)))
+                .and_then(|r| r.scope(Scope::from_all(*abi)))
                 .and_then(|r| r.create())
                 .is_ok()
         })
