@@ -146,8 +146,10 @@ pub async fn main(cli: Cli) -> i32 {
 /// One line on stderr, best effort: a full or closed stderr must not hang or
 /// panic the runner (the reference host never reads it).
 fn say(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
+    crate::proxy::write_stderr(
+        format!("{line}\n").as_bytes(),
+        std::time::Duration::from_secs(2),
+    );
 }
 
 /// One result on stdout; a reader that went away (`| head`) is not a crash.

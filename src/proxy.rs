@@ -39,9 +39,16 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     // never reads our stderr (the reference host doesn't) loses the overflow,
     // not its worker. A pipe on fd 2 is made non-blocking for that.
     nonblocking_stderr();
-    tokio::spawn(async move {
-        while let Some(chunk) = err_rx.recv().await {
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), &chunk);
+    // On a thread of its own, so waiting for a slow reader never stalls the
+    // relay; once the host has stopped reading, the rest is dropped at once.
+    std::thread::spawn(move || {
+        let mut patience = Duration::from_millis(200);
+        while let Some(chunk) = err_rx.blocking_recv() {
+            patience = if write_stderr(&chunk, patience) {
+                Duration::from_millis(200)
+            } else {
+                Duration::ZERO
+            };
         }
     });
 
@@ -181,6 +188,36 @@ fn host_stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
         Some(p) => Box::new(p),
         None => Box::new(tokio::io::stdout()),
     }
+}
+
+/// Writes `bytes` to our stderr, waiting at most `patience` for a full pipe to
+/// drain (stderr may be non-blocking); what does not fit by then is dropped.
+/// Returns whether everything was written.
+pub(crate) fn write_stderr(mut bytes: &[u8], patience: Duration) -> bool {
+    use std::io::Write;
+    let deadline = std::time::Instant::now() + patience;
+    let mut err = std::io::stderr().lock();
+    while !bytes.is_empty() {
+        match err.write(bytes) {
+            Ok(0) => return false,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                let mut fds = [nix::poll::PollFd::new(
+                    err.as_fd(),
+                    nix::poll::PollFlags::POLLOUT,
+                )];
+                let ms = u16::try_from(left.as_millis().min(100)).unwrap_or(100);
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+            }
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Sets O_NONBLOCK on our stderr when it is a pipe (its other end is the host's).
