@@ -47,6 +47,25 @@ pub struct Limits {
     pub core_bytes: u64,
 }
 
+impl Limits {
+    /// These limits with the operator's (already checked) named overrides.
+    pub fn overridden_by(mut self, overrides: &BTreeMap<String, u64>) -> Limits {
+        for (k, v) in overrides {
+            let slot = match k.as_str() {
+                "memory_bytes" => &mut self.memory_bytes,
+                "cpu_seconds" => &mut self.cpu_seconds,
+                "processes" => &mut self.processes,
+                "open_files" => &mut self.open_files,
+                "file_size_bytes" => &mut self.file_size_bytes,
+                "core_bytes" => &mut self.core_bytes,
+                _ => continue, // OperatorPolicy::load refuses unknown names
+            };
+            *slot = *v;
+        }
+        self
+    }
+}
+
 /// Layers an operator may switch off (for the layer matrix, or a kernel without them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -586,19 +605,10 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         Namespaces::default()
     };
 
-    let mut limits = base.limits;
-    for (k, v) in &op.limits {
-        match k.as_str() {
-            "memory_bytes" => limits.memory_bytes = *v,
-            "cpu_seconds" => limits.cpu_seconds = *v,
-            "processes" => limits.processes = *v,
-            "open_files" => limits.open_files = *v,
-            "file_size_bytes" => limits.file_size_bytes = *v,
-            "core_bytes" => limits.core_bytes = *v,
-            _ => {}
-        }
-    }
-    let limits = op.layers.limits.then_some(limits);
+    let limits = op
+        .layers
+        .limits
+        .then(|| base.limits.overridden_by(&op.limits));
     // RLIMIT_NPROC does not bind uid 0. Only a worker that may fork needs the
     // pids cgroup (joining one costs an RCU grace period, ~10 ms, on cgroup v1);
     // without subprocess.run, seccomp allows threads only and RLIMIT_AS bounds them.
