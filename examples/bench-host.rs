@@ -397,7 +397,6 @@ fn pipe(
     }
     let total = all.elapsed();
     let procs: Vec<Value> = tree(child.id()).into_iter().map(mem_kib).collect();
-    drop(round_trip);
     let _ = stdin.write_all(b"{\"op\": \"shutdown\"}\n");
     drop(stdin);
     let _ = child.wait();

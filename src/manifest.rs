@@ -8,7 +8,7 @@
 //! Unknown fields are ignored. `abi_version` is checked before anything else.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
@@ -206,11 +206,6 @@ impl Manifest {
             "provenance": provenance_json(&self.provenance),
             "surfaces": {"tools": self.tools.iter().map(ToolSurface::to_json).collect::<Vec<_>>()},
         })
-    }
-
-    /// The worker's command line relative to `dir`, when the manifest names one.
-    pub fn entry_path(&self, dir: &Path) -> Option<PathBuf> {
-        self.entry.as_ref().map(|e| dir.join(&e[0]))
     }
 
     pub fn tool(&self, name: &str) -> Option<&ToolSurface> {

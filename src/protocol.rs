@@ -100,7 +100,7 @@ pub enum WorkerMessage {
 /// reads them: `ok` truthy → `result` (missing means `null`), else `error`
 /// (missing means "unknown error").
 pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
-    let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(trim_ascii(line)) else {
+    let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(py_strip(line)) else {
         return WorkerMessage::Ignored;
     };
     let text = |k: &str| msg.get(k).and_then(Value::as_str).map(str::to_string);
@@ -173,7 +173,7 @@ fn truthy(v: &Value) -> bool {
 
 /// What the reference host's `line.strip()` (on text) leaves of a line:
 /// Unicode whitespace as Python counts it is stripped at both ends.
-pub fn trim_ascii(line: &[u8]) -> &[u8] {
+pub fn py_strip(line: &[u8]) -> &[u8] {
     match std::str::from_utf8(line) {
         Ok(text) => text.trim_matches(crate::manifest::py_isspace).as_bytes(),
         Err(_) => line.trim_ascii(),
@@ -182,7 +182,7 @@ pub fn trim_ascii(line: &[u8]) -> &[u8] {
 
 /// The request id of a host→worker line, if it has one (used by the `run` proxy).
 pub fn request_id(line: &[u8]) -> Option<String> {
-    match serde_json::from_slice::<Map<String, Value>>(trim_ascii(line))
+    match serde_json::from_slice::<Map<String, Value>>(py_strip(line))
         .ok()?
         .get("id")?
     {

@@ -235,6 +235,6 @@ fn nonblocking_stderr() {
 }
 
 fn is_shutdown(line: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(protocol::trim_ascii(line))
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(protocol::py_strip(line))
         .is_ok_and(|m| m.get("op").and_then(|o| o.as_str()) == Some("shutdown"))
 }

@@ -27,7 +27,6 @@ struct Setup {
     _state: TempDir,
     registry: ExtensionRegistry,
     events: Arc<Mutex<Vec<Value>>>,
-    db: std::path::PathBuf,
 }
 
 /// A registry with its own store and an audit callback; one extension per (name, caps).
@@ -55,7 +54,6 @@ async fn setup(exts: &[(&str, &[&str])], quotas: Quotas) -> Setup {
         _state: state,
         registry,
         events,
-        db,
     }
 }
 

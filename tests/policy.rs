@@ -1,7 +1,7 @@
 //! Derived policies, asserted directly: the dry-run is a pure function, so each
 //! capability's kernel meaning is checked here without starting anything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nodus_extension::policy::{
     self, Access, Condition, Inputs, Mode, OperatorPolicy, Policy, ProgramFacts, SyscallAction,
@@ -72,7 +72,7 @@ fn rule(p: &Policy, path: &str) -> Option<Access> {
     p.landlock
         .rules
         .iter()
-        .filter(|r| r.path == PathBuf::from(path))
+        .filter(|r| r.path == Path::new(path))
         .map(|r| r.access)
         .max()
 }

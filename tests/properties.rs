@@ -647,8 +647,8 @@ fn ok_beyond_f64_is_truthy() {
 
 /// The reference reads worker lines as text and `line.strip()`s them, which
 /// removes any Unicode whitespace (`\x0b`, `\x1c`..`\x1f`, U+0085, U+00A0,
-/// U+2028, ...); `trim_ascii` removes only ` \t\n\x0c\r`, so such a line is
-/// ignored here and the invoke times out.
+/// U+2028, ...); `protocol::py_strip` must do the same, or such a line would
+/// be ignored and the invoke time out.
 #[test]
 fn lines_padded_with_other_whitespace() {
     for pad in ["\x0b", "\x1c", "\u{85}", "\u{a0}", "\u{2028}"] {

@@ -85,11 +85,9 @@ impl Who {
     /// Under CI a missing unprivileged setup is an error, not a skip.
     pub fn available(self) -> bool {
         static NOBODY_OK: OnceLock<Result<(), String>> = OnceLock::new();
-        if !is_root() {
-            if self == Who::Root {
-                eprintln!("SKIP: root missing (the suite runs as root to test both identities)");
-                return false;
-            }
+        if !is_root() && self == Who::Root {
+            eprintln!("SKIP: root missing (the suite runs as root to test both identities)");
+            return false;
         }
         if self == Who::Root {
             return true;
