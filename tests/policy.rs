@@ -364,3 +364,41 @@ fn operator_policy_files_are_checked() {
     assert!(OperatorPolicy::load(&dir.join("missing.json")).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An extension's own program names its dynamic loader; only a loader where
+/// the system keeps them is granted execute, or a crafted PT_INTERP could name
+/// any host file and have it opened to the worker.
+#[test]
+fn a_program_cannot_pick_its_loader_outside_the_system_libraries() {
+    use nodus_extension::interpreter::elf_loader;
+    let dir = std::env::temp_dir().join(format!("nodus-elf-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "not a loader").unwrap();
+    // A minimal ELF64 header with one PT_INTERP program header naming `secret`.
+    let interp = format!("{}\0", secret.display());
+    let mut elf = vec![0u8; 64 + 56];
+    elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    elf[64..68].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
+    elf[64 + 8..64 + 16].copy_from_slice(&((64 + 56) as u64).to_le_bytes()); // p_offset
+    elf[64 + 32..64 + 40].copy_from_slice(&(interp.len() as u64).to_le_bytes()); // p_filesz
+    elf.extend_from_slice(interp.as_bytes());
+    let crafted = dir.join("crafted");
+    std::fs::write(&crafted, &elf).unwrap();
+    assert_eq!(
+        elf_loader(&crafted),
+        None,
+        "a loader outside /lib*, /usr/lib* must not be granted"
+    );
+    // The control: a real program's loader is found, under the system libraries.
+    let real = elf_loader(Path::new("/bin/true")).expect("/bin/true has a loader");
+    assert!(
+        real.starts_with("/lib") || real.starts_with("/usr/lib"),
+        "{}",
+        real.display()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
