@@ -235,7 +235,7 @@ async fn write_line(stdin: &mut tokio::process::ChildStdin, line: &[u8]) -> std:
 
 /// What serving a worker's host calls needs; shared by its successive workers.
 struct CallContext {
-    extension: String,
+    caller: services::Caller,
     gate: CapabilityGate,
     services: Services,
     limiter: RateLimiter,
@@ -367,7 +367,7 @@ impl Reader {
                 let text = format!("denied {detail}: {capability} not declared");
                 self.calls.audit.record(
                     "denial",
-                    &self.calls.extension,
+                    &self.calls.caller.name,
                     json!({"what": detail, "capability": capability, "layer": "worker"}),
                 );
                 let mut d = self.denials.lock().unwrap_or_else(|e| e.into_inner());
@@ -389,7 +389,7 @@ async fn answer(
 ) {
     let outcome = services::serve(
         call,
-        &calls.extension,
+        &calls.caller,
         &calls.gate,
         &*calls.services.0,
         &calls.limiter,
@@ -509,7 +509,7 @@ impl ExtensionHost {
         let schemas = ToolSchemas::compile(&ext.manifest, options.schema_validation)?;
         let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(&ext.manifest.name));
         let calls = Arc::new(CallContext {
-            extension: ext.manifest.name.clone(),
+            caller: services::Caller::new(&ext.manifest.name, &ext.dir),
             gate: gate.clone(),
             services: options.services(),
             limiter: RateLimiter::default(),

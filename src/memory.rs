@@ -1,5 +1,6 @@
-//! The embedded default memory store: SQLite, one namespace per extension,
-//! with quotas. Used when the host brings no memory backend of its own.
+//! The embedded default memory store: SQLite, one namespace per extension
+//! (`services::Caller::memory_namespace`: its name and install folder), with
+//! quotas. Used when the host brings no memory backend of its own.
 //!
 //! Durability: every put is its own transaction in WAL mode with
 //! `synchronous=FULL`; once a put is acknowledged it survives the runner being

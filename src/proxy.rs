@@ -54,6 +54,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
 
     let name = ext.manifest.name.as_str();
     let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(name));
+    let caller = services::Caller::new(name, &ext.dir);
     let host_services = options.services();
     let limiter = RateLimiter::default();
     let mut deadlines: HashMap<String, Instant> = HashMap::new();
@@ -109,7 +110,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                             // Host calls are served here (the host may not speak them); the
                             // host's next lines wait until the worker has its answer.
                             protocol::WorkerMessage::HostCall(call) => {
-                                let outcome = services::serve(&call, name, &gate, &*host_services.0, &limiter, &options.audit).await;
+                                let outcome = services::serve(&call, &caller, &gate, &*host_services.0, &limiter, &options.audit).await;
                                 let stdin = worker_in.as_mut();
                                 let mut answer = protocol::host_call_response(&call.id, &outcome);
                                 answer.push(b'\n');

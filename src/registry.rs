@@ -144,22 +144,47 @@ impl HostServices for RegistryServices {
     fn invoke_tool<'a>(
         &'a self,
         caller: &'a str,
+        provider: Option<&'a str>,
         tool: &'a str,
         args: Value,
     ) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
-            let unknown = || Error::Invoke {
-                msg: format!("no loaded extension provides tool '{tool}'"),
+            let refuse = |msg: String| Error::Invoke {
+                msg,
                 tool_name: Some(tool.to_string()),
             };
-            let hosts = self.hosts.upgrade().ok_or_else(unknown)?;
-            let target = hosts
-                .read()
-                .await
-                .values()
-                .find(|h| h.manifest().tool(tool).is_some())
-                .cloned()
-                .ok_or_else(unknown)?;
+            let hosts = self
+                .hosts
+                .upgrade()
+                .ok_or_else(|| refuse("the registry is gone".into()))?;
+            let target = {
+                let hosts = hosts.read().await;
+                let providers: Vec<&Arc<ExtensionHost>> = hosts
+                    .values()
+                    .filter(|h| provider.is_none_or(|p| h.name() == p))
+                    .filter(|h| h.manifest().tool(tool).is_some())
+                    .collect();
+                match providers.as_slice() {
+                    [one] => Arc::clone(one),
+                    [] => {
+                        return Err(refuse(match provider {
+                            Some(p) => format!(
+                                "extension '{p}' is not loaded or does not provide tool '{tool}'"
+                            ),
+                            None => format!("no loaded extension provides tool '{tool}'"),
+                        }))
+                    }
+                    // Never the first that happens to match: an extension loaded
+                    // later must not capture calls meant for another.
+                    many => {
+                        let names: Vec<&str> = many.iter().map(|h| h.name()).collect();
+                        return Err(refuse(format!(
+                            "tool '{tool}' is provided by several loaded extensions ({}): name the one to call (Python: invoke_tool(name, args, extension=...))",
+                            names.join(", ")
+                        )));
+                    }
+                }
+            };
             let _waiting = self.waits.enter(caller, target.name())?;
             target.invoke_value(tool, args).await
         })

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -24,14 +24,45 @@ pub use crate::protocol::HostCall;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Who makes a host call.
+///
+/// A manifest name is only a claim: two extensions installed in different
+/// folders can both call themselves `x.y`. The memory namespace is therefore
+/// the name *and* the folder the extension is installed in (symlinks
+/// resolved), so an impostor of the same name, loaded by another host sharing
+/// the per-user store, starts from an empty namespace of its own. Updating an
+/// extension in place keeps its memory; moving it starts afresh (the old keys
+/// stay in the store under the old folder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The manifest name (audit, tool routing, the wait graph).
+    pub name: String,
+    /// The key of its memory namespace: `<name>@<canonical folder>`.
+    pub memory_namespace: String,
+}
+
+impl Caller {
+    /// The extension `name` installed in `dir`.
+    pub fn new(name: &str, dir: &Path) -> Caller {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        Caller {
+            name: name.to_string(),
+            memory_namespace: format!("{name}@{}", dir.display()),
+        }
+    }
+}
+
 /// What an embedding runtime supplies: its memory store and tool registry.
 pub trait HostServices: Send + Sync {
-    /// The memory backend, or an error saying why there is none.
+    /// The memory backend, or an error saying why there is none. The gate
+    /// passes it the caller's `memory_namespace`.
     fn memory(&self) -> Result<&dyn MemoryBackend>;
-    /// Invokes `tool` on behalf of extension `caller`.
+    /// Invokes `tool` on behalf of extension `caller`; `provider` is the
+    /// extension the caller asked for by name, if it did.
     fn invoke_tool<'a>(
         &'a self,
         caller: &'a str,
+        provider: Option<&'a str>,
         tool: &'a str,
         args: Value,
     ) -> BoxFuture<'a, Result<Value>>;
@@ -86,6 +117,7 @@ impl HostServices for StandaloneServices {
     fn invoke_tool<'a>(
         &'a self,
         _caller: &'a str,
+        _provider: Option<&'a str>,
         tool: &'a str,
         _args: Value,
     ) -> BoxFuture<'a, Result<Value>> {
@@ -143,7 +175,7 @@ pub fn required_capability(call: &str) -> Option<Capability> {
 fn string_param(call: &HostCall, name: &str) -> Result<String> {
     match call.params.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
-        None if name == "prefix" => Ok(String::new()),
+        None | Some(Value::Null) if name == "prefix" => Ok(String::new()),
         _ => Err(Error::Invoke {
             msg: format!(
                 "host call {}: parameter '{name}' must be a string",
@@ -154,17 +186,18 @@ fn string_param(call: &HostCall, name: &str) -> Result<String> {
     }
 }
 
-/// Serves one host call of extension `ext` through the gate, and audits it.
+/// Serves one host call of extension `caller` through the gate, and audits it.
 pub async fn serve(
     call: &HostCall,
-    ext: &str,
+    caller: &Caller,
     gate: &CapabilityGate,
     services: &dyn HostServices,
     limiter: &RateLimiter,
     audit: &Audit,
 ) -> Result<Value> {
     let started = Instant::now();
-    let outcome = gatekeep(call, ext, gate, services, limiter).await;
+    let ext = caller.name.as_str();
+    let outcome = gatekeep(call, caller, gate, services, limiter).await;
     let mut fields = json!({"call": call.call, "ms": crate::audit::millis(started)});
     if call.call.starts_with("memory.") {
         fields["key"] = call
@@ -194,7 +227,7 @@ pub async fn serve(
 
 async fn gatekeep(
     call: &HostCall,
-    ext: &str,
+    caller: &Caller,
     gate: &CapabilityGate,
     services: &dyn HostServices,
     limiter: &RateLimiter,
@@ -210,24 +243,25 @@ async fn gatekeep(
             tool_name: None,
         });
     }
+    let ns = caller.memory_namespace.as_str();
     match call.call.as_str() {
         "memory.get" => Ok(services
             .memory()?
-            .get(ext, &string_param(call, "key")?)?
+            .get(ns, &string_param(call, "key")?)?
             .unwrap_or(Value::Null)),
         "memory.keys" => Ok(json!(services
             .memory()?
-            .keys(ext, &string_param(call, "prefix")?)?)),
+            .keys(ns, &string_param(call, "prefix")?)?)),
         "memory.put" => {
             let value = call.params.get("value").cloned().unwrap_or(Value::Null);
             services
                 .memory()?
-                .put(ext, &string_param(call, "key")?, &value)?;
+                .put(ns, &string_param(call, "key")?, &value)?;
             Ok(Value::Null)
         }
         "memory.delete" => Ok(json!(services
             .memory()?
-            .delete(ext, &string_param(call, "key")?)?)),
+            .delete(ns, &string_param(call, "key")?)?)),
         "tool.invoke" => {
             let name = string_param(call, "name")?;
             let args = call
@@ -235,7 +269,13 @@ async fn gatekeep(
                 .get("args")
                 .cloned()
                 .unwrap_or_else(|| json!({}));
-            services.invoke_tool(ext, &name, args).await
+            let provider = match call.params.get("extension") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(string_param(call, "extension")?),
+            };
+            services
+                .invoke_tool(&caller.name, provider.as_deref(), &name, args)
+                .await
         }
         _ => unreachable!("required_capability covers every call"),
     }

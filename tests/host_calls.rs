@@ -174,6 +174,137 @@ async fn extensions_cannot_read_or_overwrite_each_others_keys() {
     );
 }
 
+/// A registry of its own (another host) on the memory store at `db`.
+fn host_on(db: &std::path::Path) -> ExtensionRegistry {
+    ExtensionRegistry::new(HostOptions {
+        memory_path: Some(db.to_path_buf()),
+        ..options()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_impostor_of_the_same_name_in_another_folder_cannot_reach_its_memory() {
+    // Two hosts of one user share the per-user store. The impostor takes the
+    // victim's manifest name but is installed in another folder.
+    let state = TempDir::new("state");
+    let db = state.join("memory.sqlite3");
+    let tool = "t.alice.run";
+    let victim = ext("t.alice", ALL, &[tool], &worker_src(tool));
+    let impostor = ext("t.alice", ALL, &[tool], &worker_src(tool));
+    async fn call(r: &ExtensionRegistry, code: &str) -> nodus_extension::Result<Value> {
+        let args = json!({ "code": code }).to_string();
+        r.invoke("t.alice", "t.alice.run", &args).await
+    }
+
+    let first = host_on(&db);
+    first.load(victim.path()).await.unwrap();
+    call(
+        &first,
+        "memory.put('secret', 'alice-only-4417'); result = 1",
+    )
+    .await
+    .unwrap();
+
+    let other = host_on(&db);
+    other.load(impostor.path()).await.unwrap();
+    let seen = call(
+        &other,
+        "result = [memory.get('secret'), memory.keys(), memory.delete('secret')]; memory.put('secret', 'pwned')",
+    )
+    .await
+    .unwrap();
+    assert!(!seen.to_string().contains("alice-only"), "{seen}");
+    assert_eq!(seen, json!([null, [], false]));
+    other.shutdown().await;
+
+    // The victim's key is intact, and the same extension loaded by a new
+    // host (through a symlink to its folder, too) still has it.
+    assert_eq!(
+        call(&first, "result = memory.get('secret')").await.unwrap(),
+        json!("alice-only-4417")
+    );
+    first.shutdown().await;
+    let link = state.join("alice-link");
+    std::os::unix::fs::symlink(victim.path(), &link).unwrap();
+    let again = host_on(&db);
+    again.load(&link).await.unwrap();
+    assert_eq!(
+        call(&again, "result = [memory.get('secret'), memory.keys()]")
+            .await
+            .unwrap(),
+        json!(["alice-only-4417", ["secret"]])
+    );
+    again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_provided_twice_is_not_routed_to_whichever_loaded_first() {
+    let provider = |me: &str| {
+        format!(
+            "from nodus_extension.worker import register_tool, run_loop\n\
+             register_tool('{me}.run', lambda a: 1)\nregister_tool('dup.tool', lambda a: '{me}')\nrun_loop()\n"
+        )
+    };
+    let state = TempDir::new("state");
+    let invoked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = invoked.clone();
+    let registry = ExtensionRegistry::new(HostOptions {
+        memory_path: Some(state.join("m.db")),
+        audit: Audit::default().with_callback(move |e| {
+            if e["event"] == "invoke" && e["tool"] == "dup.tool" {
+                sink.lock()
+                    .unwrap()
+                    .push(e["extension"].as_str().unwrap().into());
+            }
+        }),
+        ..options()
+    });
+    let caller = ext("t.a", ALL, &["t.a.run"], &worker_src("t.a.run"));
+    let b = ext("t.b", ALL, &["t.b.run", "dup.tool"], &provider("t.b"));
+    let c = ext("t.c", ALL, &["t.c.run", "dup.tool"], &provider("t.c"));
+    for d in [&caller, &b, &c] {
+        registry.load(d.path()).await.unwrap();
+    }
+    let run_a = |code: &str| {
+        let args = json!({ "code": code }).to_string();
+        let registry = &registry;
+        async move { registry.invoke("t.a", "t.a.run", &args).await }
+    };
+    let v = run_a("try:\n    result = invoke_tool('dup.tool')\nexcept host.HostCallError as e:\n    result = str(e)")
+        .await
+        .unwrap();
+    let msg = v.as_str().unwrap();
+    assert!(
+        msg.contains("several") && msg.contains("t.b") && msg.contains("t.c"),
+        "{v}"
+    );
+    assert!(invoked.lock().unwrap().is_empty(), "neither provider ran");
+    // Naming the provider picks it; naming one that lacks the tool is refused.
+    assert_eq!(
+        run_a("result = invoke_tool('dup.tool', {}, extension='t.c')")
+            .await
+            .unwrap(),
+        json!("t.c")
+    );
+    assert_eq!(*invoked.lock().unwrap(), vec!["t.c".to_string()]);
+    let v = run_a("try:\n    result = invoke_tool('dup.tool', {}, extension='t.a')\nexcept host.HostCallError as e:\n    result = str(e)")
+        .await
+        .unwrap();
+    assert!(
+        v.as_str()
+            .unwrap()
+            .contains("does not provide tool 'dup.tool'"),
+        "{v}"
+    );
+    // Once one provider is unloaded, the tool is unambiguous again.
+    registry.unload("t.b").await.unwrap();
+    assert_eq!(
+        run_a("result = invoke_tool('dup.tool')").await.unwrap(),
+        json!("t.c")
+    );
+    registry.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn quotas_give_clear_errors() {
     let q = Quotas {
@@ -342,9 +473,10 @@ fn an_acknowledged_put_survives_sigkill_of_the_runner() {
     child.wait().unwrap();
     let store = nodus_extension::memory::SqliteStore::open(&db, Quotas::default()).unwrap();
     use nodus_extension::memory::MemoryBackend;
+    let ns = nodus_extension::services::Caller::new("t.durable", e.path()).memory_namespace;
     for i in 0..20 {
         assert_eq!(
-            store.get("t.durable", &format!("k{i}")).unwrap(),
+            store.get(&ns, &format!("k{i}")).unwrap(),
             Some(json!(i)),
             "key k{i} lost"
         );

@@ -72,6 +72,11 @@ class _Memory:
 memory = _Memory()
 
 
-def invoke_tool(name, args=None):
-    """Invoke a tool of the host's registry; returns its result."""
-    return call("tool.invoke", name=name, args=args or {})
+def invoke_tool(name, args=None, extension=None):
+    """Invoke a tool of the host's registry; returns its result.
+
+    When several loaded extensions provide a tool of that name, the call is
+    refused unless ``extension`` names the one to call."""
+    if extension is None:
+        return call("tool.invoke", name=name, args=args or {})
+    return call("tool.invoke", name=name, args=args or {}, extension=extension)
