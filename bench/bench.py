@@ -1122,6 +1122,26 @@ def esc(s):
 
 # --------------------------------------------------------------------------- main
 
+def print_medians(R):
+    """--only: per method, the median (cold: seconds) or p50 (steady: ns) and its ratio to the direct row."""
+    for section, res in R.items():
+        if not isinstance(res, dict):
+            continue
+        rows = {}
+        for k, v in res.items():
+            if isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
+                rows[k] = med(v)
+            elif isinstance(v, list) and v and isinstance(v[0], dict) and "samples_ns" in v[0]:
+                rows[k] = steady_stats(v)["p50"]
+        print(f"[{section}]")
+        for k, m in rows.items():
+            kind = k.split(" ")[0]
+            base = next((rows[b] for b in rows if "direct" in b and b.split(" ")[0] == kind and
+                         ("64 KiB" in b) == ("64 KiB" in k)), None)
+            ratio = f"  {m / base:5.2f}x" if base else ""
+            print(f"  {k:40s} {m:12.6g}{ratio}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", help="write the report here (Markdown); the SVG goes beside it")
@@ -1149,6 +1169,8 @@ def main():
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="run the steady section unpinned (default: all of it on CPU 0, see the report)")
     ap.add_argument("--note", help="a line to put at the top of the report")
+    ap.add_argument("--only", help="comma-separated sections to run (cold, steady, ...); prints their medians "
+                                   "and writes no report (for iterating on one figure)")
     ap.add_argument("--from-json", help="re-render the report from a saved bench/out/results.json")
     a = ap.parse_args()
     if a.quick:
@@ -1190,6 +1212,9 @@ def main():
             sections.append(("micro", lambda: micro_section(a)))
         if not a.no_perf:
             sections.append(("profile", lambda: profile_section(a, fx)))
+        if a.only:
+            wanted = a.only.split(",")
+            sections = [(n, fn) for n, fn in sections if n in wanted]
         try:
             for name, fn in sections:
                 t = time.time()
@@ -1197,6 +1222,9 @@ def main():
                 log(f"   {name}: {time.time() - t:.0f} s")
         finally:
             fx.close()
+        if a.only:
+            print_medians(R)
+            return
         other, steal = other_load(snap, cpu_snapshot())
         ctx.update(busy_after=busy_processes(), load_after=loadavg(), seconds=time.time() - started,
                    other_cpu=other, steal=steal)

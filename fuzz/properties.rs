@@ -678,9 +678,9 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
         Namespaces {
             user: !probe.root,
             mount: true,
-            pid: true,
-            net: !net,
-            ipc: true,
+            pid: probe.pid_namespaces,
+            net: !net && probe.network_namespaces,
+            ipc: probe.ipc_namespaces,
             uts: true,
         }
     } else {

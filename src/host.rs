@@ -189,7 +189,7 @@ impl Worker {
 
     /// Writes one line, giving up after `within`: a worker that stops reading
     /// its stdin must not hang the caller (or, holding the lock, everyone).
-    async fn send(&self, line: &[u8], within: Duration) -> std::io::Result<()> {
+    async fn send(&self, line: Vec<u8>, within: Duration) -> std::io::Result<()> {
         tokio::time::timeout(within, async {
             write_line(&mut *self.stdin.lock().await, line).await
         })
@@ -209,7 +209,7 @@ impl Worker {
     async fn shutdown(&self) {
         if self.alive.load(Ordering::SeqCst) {
             let _ = self
-                .send(&protocol::shutdown_line(), worker::SHUTDOWN_GRACE)
+                .send(protocol::shutdown_line(), worker::SHUTDOWN_GRACE)
                 .await;
             let mut done = self.done.clone();
             if tokio::time::timeout(worker::SHUTDOWN_GRACE, done.wait_for(|d| *d))
@@ -225,11 +225,13 @@ impl Worker {
     }
 }
 
-async fn write_line(stdin: &mut tokio::process::ChildStdin, line: &[u8]) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(line.len() + 1);
-    buf.extend_from_slice(line);
-    buf.push(b'\n');
-    stdin.write_all(&buf).await?;
+/// Writes `line` and its newline in one write.
+async fn write_line(
+    stdin: &mut tokio::process::ChildStdin,
+    mut line: Vec<u8>,
+) -> std::io::Result<()> {
+    line.push(b'\n');
+    stdin.write_all(&line).await?;
     stdin.flush().await
 }
 
@@ -397,7 +399,7 @@ async fn answer(
     )
     .await;
     // A failed write means the worker is gone; the reader reports that.
-    let _ = write_line(stdin, &protocol::host_call_response(&call.id, &outcome)).await;
+    let _ = write_line(stdin, protocol::host_call_response(&call.id, &outcome)).await;
 }
 
 /// An extension with everything decided and nothing started: its folder,
@@ -687,6 +689,9 @@ impl ExtensionHost {
     pub async fn invoke_value(&self, tool: &str, args: Value) -> Result<Value> {
         let started = std::time::Instant::now();
         let outcome = self.invoke_once(tool, args).await;
+        if !self.calls.audit.is_on() {
+            return outcome;
+        }
         let mut fields = json!({"tool": tool, "ms": crate::audit::millis(started)});
         match &outcome {
             Ok(_) => fields["outcome"] = "ok".into(),
@@ -726,7 +731,7 @@ impl ExtensionHost {
         }
         if let Err(e) = worker
             .send(
-                &protocol::invoke_line(&id, tool, &args),
+                protocol::invoke_line(&id, tool, &args),
                 self.options.timeout,
             )
             .await

@@ -155,25 +155,38 @@ const SYSTEM_LIB_DIRS: &[&str] = &[
 
 /// The ELF interpreter (dynamic loader) named in `program`'s PT_INTERP header.
 pub fn elf_loader(program: &Path) -> Option<PathBuf> {
-    let data = std::fs::read(program).ok()?;
-    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?));
+    use std::os::unix::fs::FileExt;
+    // Three small reads (header, program headers, PT_INTERP), not the whole
+    // binary: an interpreter is megabytes and this runs on every start.
+    let file = std::fs::File::open(program).ok()?;
+    let read_at = |off: usize, len: usize| -> Option<Vec<u8>> {
+        let mut buf = vec![0; len.min(1 << 16)];
+        file.read_exact_at(&mut buf, off as u64).ok()?;
+        Some(buf)
+    };
+    let header = read_at(0, 64)?;
+    let u16_at = |d: &[u8], o: usize| Some(u16::from_le_bytes(d.get(o..o + 2)?.try_into().ok()?));
+    let u64_at = |d: &[u8], o: usize| Some(u64::from_le_bytes(d.get(o..o + 8)?.try_into().ok()?));
     // 64-bit little-endian ELF only (what this runner supports).
-    if data.get(..6)? != b"\x7fELF\x02\x01" {
+    if header.get(..6)? != b"\x7fELF\x02\x01" {
         return None;
     }
     let (phoff, phentsize, phnum) = (
-        u64_at(0x20)? as usize,
-        u16_at(0x36)? as usize,
-        u16_at(0x38)? as usize,
+        u64_at(&header, 0x20)? as usize,
+        u16_at(&header, 0x36)? as usize,
+        u16_at(&header, 0x38)? as usize,
     );
+    let phdrs = read_at(phoff, phentsize.checked_mul(phnum)?)?;
     (0..phnum).find_map(|i| {
-        let ph = phoff + i * phentsize;
-        if u32::from_le_bytes(data.get(ph..ph + 4)?.try_into().ok()?) != 3 {
+        let ph = i * phentsize;
+        if u32::from_le_bytes(phdrs.get(ph..ph + 4)?.try_into().ok()?) != 3 {
             return None; // not PT_INTERP
         }
-        let (off, size) = (u64_at(ph + 8)? as usize, u64_at(ph + 32)? as usize);
-        let raw = data.get(off..off + size)?;
+        let (off, size) = (
+            u64_at(&phdrs, ph + 8)? as usize,
+            u64_at(&phdrs, ph + 32)? as usize,
+        );
+        let raw = read_at(off, size.min(4096))?;
         let path = std::str::from_utf8(raw.split(|&b| b == 0).next()?).ok()?;
         // The program is the extension's: its loader is trusted only where the
         // system keeps loaders, or it could name any host file to be granted.

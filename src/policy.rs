@@ -596,14 +596,25 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         Namespaces {
             user: need_userns,
             mount: true,
-            pid: true,
-            net: !net,
-            ipc: true,
+            pid: probe.pid_namespaces,
+            net: !net && probe.network_namespaces,
+            ipc: probe.ipc_namespaces,
             uts: true,
         }
     } else {
         Namespaces::default()
     };
+    // Namespaces this kernel or user cannot make (for instance under
+    // `user.max_net_namespaces = 0`), though the others can be.
+    let missing_namespaces: Vec<&str> = [
+        ("net", !net && !probe.network_namespaces),
+        ("pid", !probe.pid_namespaces),
+        ("ipc", !probe.ipc_namespaces),
+    ]
+    .into_iter()
+    .filter(|&(_, missing)| ns_on && userns_ok && missing)
+    .map(|(name, _)| name)
+    .collect();
 
     let limits = op
         .layers
@@ -681,6 +692,12 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     }
     for l in layers.iter().filter(|l| !l.wanted) {
         degraded.push(format!("{}: switched off by the operator policy", l.layer));
+    }
+    if !missing_namespaces.is_empty() {
+        degraded.push(format!(
+            "namespaces: this kernel or user cannot create a {} namespace (see `ext-runner probe`); network stays denied by seccomp and Landlock, signals by the Landlock scope",
+            missing_namespaces.join(", ")
+        ));
     }
 
     Ok(Policy {

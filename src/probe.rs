@@ -1,6 +1,7 @@
 //! Facts about this kernel and this user that the policy depends on.
 //! `ext-runner probe` prints them. Probing creates (and drops) a Landlock
-//! ruleset and forks one short-lived child to try the namespaces.
+//! ruleset and forks one short-lived child to try the namespaces (the network
+//! namespace is judged from its sysctl limit: see `Probe::current`).
 
 use serde::Serialize;
 
@@ -34,9 +35,17 @@ impl Probe {
         let uid = nix::unistd::getuid().as_raw();
         let root = uid == 0;
         let ns = |flags| crate::child::try_unshare(flags, root);
-        // One fork tries every namespace at once; only a failure is broken down.
-        let all =
-            ns(libc::CLONE_NEWNET | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS);
+        // One fork tries the namespaces at once; only a failure is broken
+        // down. Not the network namespace: making and tearing one down costs
+        // half a millisecond on every CLI start, and where the others can be
+        // made its one common blocker is the `user.max_net_namespaces` limit.
+        // (Should something else refuse it, the launch fails with the reason.)
+        let all = ns(libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS);
+        let net = if all {
+            sysctl_positive("/proc/sys/user/max_net_namespaces")
+        } else {
+            ns(libc::CLONE_NEWNET)
+        };
         let ns = |flags| all || ns(flags);
         let user = root || ns(libc::CLONE_NEWUSER);
         Probe {
@@ -48,13 +57,21 @@ impl Probe {
             landlock_abi: landlock_abi(),
             seccomp_filter: seccomp_filter(),
             user_namespaces: user,
-            network_namespaces: ns(libc::CLONE_NEWNET),
+            network_namespaces: net,
             pid_namespaces: ns(libc::CLONE_NEWPID),
             ipc_namespaces: ns(libc::CLONE_NEWIPC),
             pids_cgroup: pids_cgroup(root),
             cgroup_v2_delegation: cgroup_v2_delegation(),
         }
     }
+}
+
+/// Whether a numeric sysctl file reads above zero (unreadable: assumed so).
+fn sysctl_positive(path: &str) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_none_or(|v| v > 0)
 }
 
 /// The highest ABI for which a ruleset handling all its rights (filesystem,

@@ -100,7 +100,7 @@ pub enum WorkerMessage {
 /// reads them: `ok` truthy → `result` (missing means `null`), else `error`
 /// (missing means "unknown error").
 pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
-    let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(py_strip(line)) else {
+    let Ok(Value::Object(mut msg)) = serde_json::from_slice::<Value>(py_strip(line)) else {
         return WorkerMessage::Ignored;
     };
     let text = |k: &str| msg.get(k).and_then(Value::as_str).map(str::to_string);
@@ -111,8 +111,7 @@ pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
                     id,
                     call,
                     params: msg
-                        .get("params")
-                        .cloned()
+                        .swap_remove("params")
                         .unwrap_or_else(|| Value::Object(Map::new())),
                 }),
                 _ => WorkerMessage::Ignored,
@@ -126,17 +125,18 @@ pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
         }
         _ => {}
     }
-    let id = match msg.get("id") {
-        Some(Value::String(s)) => s.clone(),
+    // Moved out of the parsed line, not copied: a result can be megabytes.
+    let id = match msg.swap_remove("id") {
+        Some(Value::String(s)) => s,
         _ => return WorkerMessage::Ignored,
     };
     let response = if msg.get("ok").is_some_and(truthy) {
-        Response::Ok(msg.get("result").cloned().unwrap_or(Value::Null))
+        Response::Ok(msg.swap_remove("result").unwrap_or(Value::Null))
     } else {
-        Response::Err(match msg.get("error") {
+        Response::Err(match msg.swap_remove("error") {
             None => "unknown error".to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => crate::pyrepr::display(other),
+            Some(Value::String(s)) => s,
+            Some(other) => crate::pyrepr::display(&other),
         })
     };
     WorkerMessage::Response { id, response }
@@ -180,15 +180,53 @@ pub fn py_strip(line: &[u8]) -> &[u8] {
     }
 }
 
-/// The request id of a host→worker line, if it has one (used by the `run` proxy).
-pub fn request_id(line: &[u8]) -> Option<String> {
-    match serde_json::from_slice::<Map<String, Value>>(py_strip(line))
-        .ok()?
-        .get("id")?
-    {
-        Value::String(s) => Some(s.clone()),
-        _ => None,
+/// What the `run` proxy needs of a host→worker line: its request id (a
+/// string), and whether it asks the worker to shut down.
+#[derive(Debug, Default, PartialEq)]
+pub struct HostLine {
+    pub id: Option<String>,
+    pub shutdown: bool,
+}
+
+/// Reads only the top-level `id` and `op` of a host line, in one pass that
+/// skips every other value without building it (the proxy does this per
+/// line). As `json.loads` reads it: the line must be one JSON object, and of a
+/// repeated key the last counts.
+pub fn host_line(line: &[u8]) -> HostLine {
+    struct Head(HostLine);
+    impl<'de> serde::Deserialize<'de> for Head {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Head, D::Error> {
+            d.deserialize_map(HeadVisitor)
+        }
     }
+    struct HeadVisitor;
+    impl<'de> serde::de::Visitor<'de> for HeadVisitor {
+        type Value = Head;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+            let mut head = HostLine::default();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match &*key {
+                    "id" => head.id = map.next_value::<Value>()?.as_str().map(str::to_string),
+                    "op" => head.shutdown = map.next_value::<Value>()?.as_str() == Some("shutdown"),
+                    _ => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(Head(head))
+        }
+    }
+    serde_json::from_slice::<Head>(py_strip(line))
+        .map(|h| h.0)
+        .unwrap_or_default()
+}
+
+/// The request id of a host→worker line, if it has one.
+pub fn request_id(line: &[u8]) -> Option<String> {
+    host_line(line).id
 }
 
 /// Outcome of reading one bounded line.
@@ -300,18 +338,19 @@ impl serde_json::ser::Formatter for PyFormatter {
         w: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        for c in fragment.chars() {
-            // ensure_ascii escapes everything outside ' '..='~', DEL included.
-            if c.is_ascii() && c != '\x7f' {
-                w.write_all(&[c as u8])?;
-            } else {
-                let mut units = [0u16; 2];
-                for u in c.encode_utf16(&mut units) {
-                    write!(w, "\\u{u:04x}")?;
-                }
+        // ensure_ascii escapes everything outside ' '..='~', DEL included;
+        // the plain runs between escapes are written whole.
+        let mut rest = fragment;
+        while let Some(at) = rest.find(|c: char| !c.is_ascii() || c == '\x7f') {
+            w.write_all(&rest.as_bytes()[..at])?;
+            let c = rest[at..].chars().next().expect("found at a char boundary");
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                write!(w, "\\u{u:04x}")?;
             }
+            rest = &rest[at + c.len_utf8()..];
         }
-        Ok(())
+        w.write_all(rest.as_bytes())
     }
 }
 

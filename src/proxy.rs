@@ -81,10 +81,11 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                     Err(e) => break Some(Error::sandbox(format!("reading stdin failed: {e}"))),
                 };
                 if let Some(mut line) = line {
-                    if let Some(id) = protocol::request_id(&line) {
+                    let head = protocol::host_line(&line);
+                    if let Some(id) = head.id {
                         deadlines.insert(id, Instant::now() + options.timeout);
                     }
-                    let shutdown = is_shutdown(&line);
+                    let shutdown = head.shutdown;
                     line.push(b'\n');
                     let stdin = worker_in.as_mut().expect("guarded by the select condition");
                     if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
@@ -233,9 +234,4 @@ fn nonblocking_stderr() {
             FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
         );
     }
-}
-
-fn is_shutdown(line: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(protocol::py_strip(line))
-        .is_ok_and(|m| m.get("op").and_then(|o| o.as_str()) == Some("shutdown"))
 }

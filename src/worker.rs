@@ -288,16 +288,34 @@ pub async fn reap(
     pid: i32,
     grace: Duration,
 ) -> Option<std::process::ExitStatus> {
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline && !exited(pid) {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    exited(pid, grace).await;
     kill_all(pid);
     child.wait().await.ok()
 }
 
+/// Waits up to `grace` for `pid` (our unreaped child) to exit, without reaping
+/// it: woken by each SIGCHLD (of any child; the check tells which), polled
+/// where no SIGCHLD stream can be had.
+async fn exited(pid: i32, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    // Listening before the first check: an exit in between still wakes us.
+    let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+    while !is_zombie(pid) {
+        let woke = match sigchld.as_mut() {
+            Some(s) => tokio::time::timeout_at(deadline, s.recv()).await.is_ok(),
+            None => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::Instant::now() < deadline
+            }
+        };
+        if !woke {
+            return;
+        }
+    }
+}
+
 /// Whether `pid` (our unreaped child) has exited: a zombie, or gone.
-fn exited(pid: i32) -> bool {
+fn is_zombie(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit(')')

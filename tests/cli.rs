@@ -262,3 +262,74 @@ fn exit_8_on_timeout() {
         "{took:?}"
     );
 }
+
+/// Runs `script` (sh) in a user namespace of our own, where the
+/// `user.max_net_namespaces` limit can be lowered without touching the host.
+fn in_own_userns(script: &str, args: &[&std::ffi::OsStr]) -> Option<Output> {
+    let probe = Command::new("unshare").args(["-U", "-r", "true"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: cannot create a user namespace here (`unshare -U -r`); the namespace-limit test needs one");
+        return None;
+    }
+    Some(
+        Command::new("unshare")
+            .args(["-U", "-r", "sh", "-c", script, "sh"])
+            .args(args)
+            .output()
+            .expect("run unshare"),
+    )
+}
+
+#[test]
+fn a_kernel_that_refuses_network_namespaces_still_runs_workers_without_network() {
+    // The probe judges the network namespace from `user.max_net_namespaces`
+    // (making one costs half a millisecond per start); at 0 it must say so,
+    // and the launch must neither fail on it nor open the network.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let src = "import socket, sys\nfrom nodus_extension.worker import register_tool, run_loop\n\
+               def dial(args):\n    s = socket.socket()\n    s.settimeout(2)\n    s.connect(('127.0.0.1', args['port']))\n    return 'connected'\n\
+               register_tool('t.dial', dial)\nrun_loop()\n";
+    let d = ext("t.nonet", &["tool.invoke"], &["t.dial"], src);
+    let runner = common::ext_runner();
+    let args = format!("{{\"port\": {port}}}");
+    let script = "limit=/proc/sys/user/max_net_namespaces; \
+                  [ \"$1\" = low ] && echo 0 > $limit; echo limit=$(cat $limit); \
+                  \"$2\" probe | grep network_namespaces; \
+                  \"$2\" invoke \"$3\" t.dial \"$4\" --python \"$5\"; echo rc=$?";
+    for (mode, net) in [("low", "false"), ("default", "true")] {
+        let Some(out) = in_own_userns(
+            script,
+            &[
+                mode.as_ref(),
+                runner.as_os_str(),
+                d.path().as_os_str(),
+                args.as_ref(),
+                common::python().as_os_str(),
+            ],
+        ) else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains(&format!("network_namespaces     {net}")),
+            "{mode}: {text}"
+        );
+        // The worker started (its invoke failed inside it, not at launch) and
+        // was refused the socket: exit 7 (InvokeError), not 6 (SandboxError).
+        assert!(text.contains("rc=7"), "{mode}: {text}");
+        assert!(
+            text.contains("network.outbound not declared"),
+            "{mode}: {text}"
+        );
+        if mode == "low" {
+            assert!(text.contains("cannot create a net namespace"), "{text}");
+        }
+    }
+    assert!(
+        listener.accept().is_err(),
+        "the loopback listener got a connection"
+    );
+}

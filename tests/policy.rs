@@ -310,6 +310,28 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
         "{:?}",
         p.degraded
     );
+
+    // One namespace refused (say `user.max_net_namespaces = 0`): only that one
+    // is left out, and it says so; with network.outbound it was not wanted.
+    let mut no_netns = probe(false);
+    no_netns.network_namespaces = false;
+    let p = derive_with(&[], &OperatorPolicy::default(), &no_netns, None).unwrap();
+    assert!(!p.namespaces.net && p.namespaces.pid && p.namespaces.user);
+    assert!(
+        p.degraded
+            .iter()
+            .any(|d| d.contains("cannot create a net namespace")),
+        "{:?}",
+        p.degraded
+    );
+    let p = derive_with(
+        &["network.outbound"],
+        &OperatorPolicy::default(),
+        &no_netns,
+        None,
+    )
+    .unwrap();
+    assert!(p.degraded.is_empty(), "{:?}", p.degraded);
 }
 
 #[test]
