@@ -14,7 +14,8 @@ baseline measured in the same rounds (machines are noisy):
                (--unshare-net --unshare-pid); under the reference Python
                package; the library in-process; the native echo worker
   steady       per-invoke latency (p50, p99) and sequential throughput over one
-               live worker: a direct pipe; `ext-runner run` as a proxy; the Rust
+               live worker: a direct pipe; `ext-runner run` as a proxy; a minimal
+               relay (bench/relay.c, the floor of any proxy process); the Rust
                library (examples/bench-host.rs); the reference Python host; the
                native echo worker through each (the runner's floor); 64 KiB
                payloads
@@ -56,6 +57,7 @@ RELEASE = os.path.join(ROOT, "target", "release")
 RUNNER = os.path.join(RELEASE, "ext-runner")
 BENCH_HOST = os.path.join(RELEASE, "examples", "bench-host")
 NATIVE_ECHO = os.path.join(RELEASE, "examples", "native-echo")
+RELAY = os.path.join(HERE, "out", "relay")  # bench/relay.c: the floor of any relay process
 EXAMPLE = os.path.join(ROOT, "examples", "hello")
 SHIM = os.path.join(ROOT, "python", "shim")
 REF_VENV = os.path.join(ROOT, ".venv-ref")
@@ -111,6 +113,11 @@ def setup(a):
     for p in (RUNNER, BENCH_HOST, NATIVE_ECHO):
         if not os.path.exists(p):
             sys.exit(f"missing {p}: run without --no-build")
+    os.makedirs(os.path.dirname(RELAY), exist_ok=True)
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc or subprocess.run([cc, "-O2", "-pthread", "-o", RELAY, os.path.join(HERE, "relay.c")],
+                                capture_output=True).returncode != 0:
+        NOTES.append("no C compiler: the minimal-relay rows (the floor of any proxy process) are skipped.")
 
 
 def ref_ok():
@@ -421,6 +428,7 @@ def steady_section(a, fx):
     methods = [
         ("py direct pipe", lambda: pipe(greet, direct_argv(py), cwd=EXAMPLE, env=env)),
         ("py ext-runner run", lambda: pipe(greet, [RUNNER, "run", EXAMPLE, "--python", py])),
+        ("py minimal relay", lambda: pipe(greet, [RELAY, *direct_argv(py)], cwd=EXAMPLE, env=env)),
         ("py library", lambda: bench_host("steady", EXAMPLE, "--n", n, "--warmup", w, "--args", dumps(GREET_ARGS), *host, pin=True)),
         ("py library, schema check off", lambda: bench_host("steady", EXAMPLE, "--n", n, "--warmup", w, "--args",
                                                             dumps(GREET_ARGS), "--schema", "off", *host, pin=True)),
@@ -428,13 +436,17 @@ def steady_section(a, fx):
                                                                   "--warmup", w, "--args", dumps(GREET_ARGS), *host, pin=True)),
         ("native direct pipe", lambda: pipe(echo, [os.path.join(nat, "native-echo")], cwd=nat)),
         ("native ext-runner run", lambda: pipe(echo, [RUNNER, "run", nat])),
+        ("native minimal relay", lambda: pipe(echo, [RELAY, os.path.join(nat, "native-echo")], cwd=nat)),
         ("native library", lambda: bench_host("steady", nat, "--n", n, "--warmup", w, "--args", dumps(GREET_ARGS), *host, pin=True)),
         ("native library, current-thread runtime", lambda: bench_host("--runtime", "current", "steady", nat, "--n", n,
                                                                       "--warmup", w, "--args", dumps(GREET_ARGS), *host, pin=True)),
         ("native 64 KiB direct pipe", lambda: pipe(big, [os.path.join(nat, "native-echo")], n=nb, cwd=nat)),
         ("native 64 KiB ext-runner run", lambda: pipe(big, [RUNNER, "run", nat], n=nb)),
+        ("native 64 KiB minimal relay", lambda: pipe(big, [RELAY, os.path.join(nat, "native-echo")], n=nb, cwd=nat)),
         ("native 64 KiB library", lambda: bench_host("steady", nat, "--n", nb, "--warmup", w, "--args", dumps(BIG_ARGS), *host, pin=True)),
     ]
+    if not os.path.exists(RELAY):
+        methods = [m for m in methods if "minimal relay" not in m[0]]
     if ref_ok():
         methods.append(("py reference host", lambda: ref_host("steady", EXAMPLE, "example.greet", dumps(GREET_ARGS), n, w, pin=True)))
     log(f"== steady: {a.blocks} blocks x {len(methods)} methods, {n} invokes each")
@@ -781,9 +793,15 @@ def report(a, info, ctx, R, svg_name):
     p50 = lambda b: pct(b["samples_ns"], 0.5)
     sd = R["steady"]
     r_run = paired(sd["py ext-runner run"], sd["py direct pipe"], p50)
+    floor = ""
+    if "py minimal relay" in sd:
+        r_relay = paired(sd["py minimal relay"], sd["py direct pipe"], p50)
+        floor = (f"; the floor of any relay process (`bench/relay.c`: two threads, blocking read/write, "
+                 f"no parsing) measures {r_relay:.2f}x, so the runner is at {r_run / r_relay:.2f}x of the floor")
     targets.append(("`ext-runner run` p50 ≤ 1.3x a direct pipe (python worker)", r_run <= 1.3,
                     f"{r_run:.2f}x paired; pooled p50 {fmt_us(st['py ext-runner run']['p50'])} vs "
-                    f"{fmt_us(st['py direct pipe']['p50'])} µs ({st['py ext-runner run']['p50'] / st['py direct pipe']['p50']:.2f}x)"))
+                    f"{fmt_us(st['py direct pipe']['p50'])} µs ({st['py ext-runner run']['p50'] / st['py direct pipe']['p50']:.2f}x)"
+                    + floor))
     r_lib = paired(sd["py library"], sd["py direct pipe"], p50)
     targets.append(("library p50 ≤ 1.1x a direct pipe (python worker)", r_lib <= 1.1,
                     f"{r_lib:.2f}x paired; pooled p50 {fmt_us(st['py library']['p50'])} vs "
@@ -867,10 +885,11 @@ def report(a, info, ctx, R, svg_name):
     add("| method | p50 µs | p99 µs | mean µs | invokes/s | block p50 range µs | p50 vs direct pipe | paired ratio |")
     add("|---|---:|---:|---:|---:|---:|---:|---:|")
     groups = [("py", "py direct pipe"), ("native 64 KiB", "native 64 KiB direct pipe"), ("native", "native direct pipe")]
-    order = ["py direct pipe", "py ext-runner run", "py library", "py library, schema check off",
+    order = ["py direct pipe", "py ext-runner run", "py minimal relay", "py library", "py library, schema check off",
              "py library, current-thread runtime", "py reference host",
-             "native direct pipe", "native ext-runner run", "native library", "native library, current-thread runtime",
-             "native 64 KiB direct pipe", "native 64 KiB ext-runner run", "native 64 KiB library"]
+             "native direct pipe", "native ext-runner run", "native minimal relay", "native library", "native library, current-thread runtime",
+             "native 64 KiB direct pipe", "native 64 KiB ext-runner run", "native 64 KiB minimal relay",
+             "native 64 KiB library"]
     for k in order:
         if k not in st:
             continue

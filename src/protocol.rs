@@ -180,20 +180,20 @@ pub fn py_strip(line: &[u8]) -> &[u8] {
     }
 }
 
-/// What the `run` proxy needs of a host→worker line: its request id (a
-/// string), and whether it asks the worker to shut down.
+/// The top-level `id` and `op` of a line, when they are strings: what the
+/// `run` proxy needs of most lines.
 #[derive(Debug, Default, PartialEq)]
-pub struct HostLine {
+pub struct LineHead {
     pub id: Option<String>,
-    pub shutdown: bool,
+    pub op: Option<String>,
 }
 
-/// Reads only the top-level `id` and `op` of a host line, in one pass that
-/// skips every other value without building it (the proxy does this per
-/// line). As `json.loads` reads it: the line must be one JSON object, and of a
-/// repeated key the last counts.
-pub fn host_line(line: &[u8]) -> HostLine {
-    struct Head(HostLine);
+/// Reads only the top-level `id` and `op` of a line, in one pass that skips
+/// every other value without building it (the proxy does this per line, and
+/// a result can be megabytes). As `json.loads` reads it: the line must be one
+/// JSON object, and of a repeated key the last counts.
+pub fn line_head(line: &[u8]) -> LineHead {
+    struct Head(LineHead);
     impl<'de> serde::Deserialize<'de> for Head {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Head, D::Error> {
             d.deserialize_map(HeadVisitor)
@@ -206,11 +206,15 @@ pub fn host_line(line: &[u8]) -> HostLine {
             f.write_str("a JSON object")
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
-            let mut head = HostLine::default();
+            let mut head = LineHead::default();
+            let text = |v: Value| match v {
+                Value::String(s) => Some(s),
+                _ => None,
+            };
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                 match &*key {
-                    "id" => head.id = map.next_value::<Value>()?.as_str().map(str::to_string),
-                    "op" => head.shutdown = map.next_value::<Value>()?.as_str() == Some("shutdown"),
+                    "id" => head.id = text(map.next_value()?),
+                    "op" => head.op = text(map.next_value()?),
                     _ => {
                         map.next_value::<serde::de::IgnoredAny>()?;
                     }
@@ -226,7 +230,7 @@ pub fn host_line(line: &[u8]) -> HostLine {
 
 /// The request id of a host→worker line, if it has one.
 pub fn request_id(line: &[u8]) -> Option<String> {
-    host_line(line).id
+    line_head(line).id
 }
 
 /// Outcome of reading one bounded line.

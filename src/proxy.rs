@@ -81,11 +81,11 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                     Err(e) => break Some(Error::sandbox(format!("reading stdin failed: {e}"))),
                 };
                 if let Some(mut line) = line {
-                    let head = protocol::host_line(&line);
+                    let head = protocol::line_head(&line);
                     if let Some(id) = head.id {
                         deadlines.insert(id, Instant::now() + options.timeout);
                     }
-                    let shutdown = head.shutdown;
+                    let shutdown = head.op.as_deref() == Some("shutdown");
                     line.push(b'\n');
                     let stdin = worker_in.as_mut().expect("guarded by the select condition");
                     if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
@@ -104,10 +104,15 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
             line = protocol::read_line_into(&mut worker_out, &mut worker_partial, max) => {
                 match line {
                     Ok(Line::Complete(mut l)) => {
-                        match protocol::decode_worker_line(&l) {
-                            protocol::WorkerMessage::Response { id, .. } => {
-                                deadlines.remove(&id);
-                            }
+                        // Responses are relayed as they are: only their id is read.
+                        let head = protocol::line_head(&l);
+                        let to_runner = matches!(head.op.as_deref(), Some("host_call" | "denial"));
+                        let message = if to_runner {
+                            protocol::decode_worker_line(&l)
+                        } else {
+                            protocol::WorkerMessage::Ignored
+                        };
+                        match message {
                             // Host calls are served here (the host may not speak them); the
                             // host's next lines wait until the worker has its answer.
                             protocol::WorkerMessage::HostCall(call) => {
@@ -128,7 +133,12 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                                 let _ = tokio::io::stderr().write_all(note.as_bytes()).await;
                                 continue;
                             }
-                            protocol::WorkerMessage::Ignored => {}
+                            // A response (any line with a string id, as decode_worker_line reads it).
+                            protocol::WorkerMessage::Response { .. } | protocol::WorkerMessage::Ignored => {
+                                if let (Some(id), false) = (&head.id, to_runner) {
+                                    deadlines.remove(id);
+                                }
+                            }
                         }
                         l.push(b'\n');
                         if host_out.write_all(&l).await.is_err() || host_out.flush().await.is_err() {
