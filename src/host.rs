@@ -537,6 +537,11 @@ impl ExtensionHost {
 
     async fn start_worker(&self) -> Result<Arc<Worker>> {
         let mut slot = self.worker.lock().await;
+        // Checked again under the slot lock: an invoke racing `unload()` must
+        // not start a worker that nobody will stop.
+        if !self.is_loaded() {
+            return Err(Error::sandbox("extension is not loaded; call load() first"));
+        }
         if let Some(w) = slot.as_ref() {
             if w.alive.load(Ordering::SeqCst) && !w.doomed.load(Ordering::SeqCst) {
                 return Ok(w.clone());
