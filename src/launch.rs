@@ -427,13 +427,29 @@ fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
     })
 }
 
+/// The number of an errno the policy may name.
+fn errno(name: &str) -> Result<i32> {
+    Ok(match name {
+        "EPERM" => libc::EPERM,
+        "ENOSYS" => libc::ENOSYS,
+        "EOPNOTSUPP" => libc::EOPNOTSUPP,
+        other => {
+            return Err(Error::sandbox(format!(
+                "seccomp: unknown errno {other} in the policy"
+            )))
+        }
+    })
+}
+
 fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
     let arch: seccompiler::TargetArch = std::env::consts::ARCH
         .try_into()
         .map_err(|e| Error::sandbox(format!("seccomp: unsupported architecture: {e:?}")))?;
     let fail = |e: seccompiler::BackendError| Error::sandbox(format!("seccomp: {e}"));
     let mut allow: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    let mut enosys: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    // Errors other than the default EPERM, each answered by a filter of its
+    // own installed after the main one (among equal actions the last wins).
+    let mut other_errors: BTreeMap<i32, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
     for r in &policy.seccomp {
         let Some(nr) = crate::syscalls::number(&r.name) else {
             continue;
@@ -445,10 +461,12 @@ fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
             SyscallAction::AllowIf(c) => {
                 allow.insert(nr, conditions(*c)?);
             }
-            SyscallAction::Errno(e) if e == "ENOSYS" => {
-                enosys.insert(nr, vec![]);
-            }
-            SyscallAction::Errno(_) => {} // the default action
+            SyscallAction::Errno(e) => match errno(e)? {
+                libc::EPERM => {} // the default action
+                n => {
+                    other_errors.entry(n).or_default().insert(nr, vec![]);
+                }
+            },
         }
     }
     let main = SeccompFilter::new(
@@ -459,11 +477,11 @@ fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
     )
     .map_err(fail)?;
     let mut filters = vec![main.try_into().map_err(fail)?];
-    if !enosys.is_empty() {
+    for (n, rules) in other_errors {
         let f = SeccompFilter::new(
-            enosys,
+            rules,
             SeccompAction::Allow,
-            SeccompAction::Errno(libc::ENOSYS as u32),
+            SeccompAction::Errno(n as u32),
             arch,
         )
         .map_err(fail)?;

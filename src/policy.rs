@@ -534,6 +534,13 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         action: SyscallAction::Errno("ENOSYS".into()),
         why: why("clone3"),
     });
+    for n in ["getxattr", "lgetxattr", "listxattr", "llistxattr"] {
+        seccomp.push(SyscallRule {
+            name: n.into(),
+            action: SyscallAction::Errno("EOPNOTSUPP".into()),
+            why: why(n),
+        });
+    }
     if exec_granted {
         seccomp.push(SyscallRule {
             name: "clone".into(),

@@ -768,6 +768,83 @@ if wd >= 0:
     });
 }
 
+/// Extended attributes of a host file, by path: Landlock does not check
+/// them, and their values are contents (an API key in `user.*`).
+#[test]
+fn attack_fs_xattr_values_of_host_file() {
+    both(|who| {
+        if !require(who, FULL) {
+            return;
+        }
+        let host = world_dir("xattr");
+        let secret = token("XATTR");
+        let f = host.join("f");
+        owned_file(who, &f, "not the secret", 0o644);
+        if let Err(e) = xattr_set(&f, "user.apikey", &secret) {
+            eprintln!("SKIP: this filesystem takes no user xattrs ({e})");
+            return;
+        }
+        // Control: a file the worker may open keeps its xattrs readable by fd.
+        let ws = owned_dir(who, "ws");
+        let mine = ws.join("mine");
+        owned_file(who, &mine, "data", 0o644);
+        xattr_set(&mine, "user.tag", "fine").unwrap();
+        let code = snippet(
+            r#"
+p = @P@
+fd = os.open(@MINE@, os.O_RDONLY)
+result = {
+  "by_fd": attempt(lambda: os.getxattr(fd, "user.tag").decode()),
+  "get": attempt(lambda: os.getxattr(p, "user.apikey").decode()),
+  "lget": attempt(lambda: os.getxattr(p, "user.apikey", follow_symlinks=False).decode()),
+  "list": attempt(lambda: os.listxattr(p)),
+  "llist": attempt(lambda: os.listxattr(p, follow_symlinks=False)),
+}
+"#,
+            &[("P", lit(&f)), ("MINE", lit(&mine))],
+        );
+        assert_control(
+            &plain(who, &code),
+            &secret,
+            "plain getxattr of the host file",
+        );
+        let (r, t) = run_once(
+            Launch::new(who, &["filesystem.read"]).workspace(ws.path()),
+            &code,
+        );
+        assert_eq!(r.field("by_fd"), "ok: 'fine'", "{r:?}");
+        assert_hidden(&t, &secret, "xattr value of a host file");
+        assert!(
+            !t.contains("user.apikey"),
+            "xattr names listed: {}",
+            t.all()
+        );
+        // EOPNOTSUPP, which Python names ENOTSUP (the same number on Linux).
+        for k in ["get", "lget", "list", "llist"] {
+            assert_eq!(r.field(k), "ENOTSUP", "{k}: {r:?}");
+        }
+    });
+}
+
+/// Sets an extended attribute as the test (root).
+fn xattr_set(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
+    let out = std::process::Command::new(common::python())
+        .args([
+            "-c",
+            "import os, sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())",
+        ])
+        .arg(path)
+        .args([name, value])
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
 /// GAP: chmod(2) of a host file by path. Landlock (ABI <= 7) cannot restrict
 /// chmod/chown/utime, and seccomp allows them; a root worker runs as uid 0 and
 /// owns every root file.
@@ -2507,7 +2584,10 @@ with concurrent.futures.ThreadPoolExecutor(4) as ex:
 with tempfile.TemporaryDirectory() as d:
     fd, p = tempfile.mkstemp(dir=d); os.write(fd, b"t"); os.close(fd)
     tmp_ok = open(p).read()
-result = {"ssl_certs": ctx.cert_store_stats()["x509_ca"] > 0, "sqlite": db.execute("select x from t").fetchone()[0],
+    import shutil
+    shutil.copy2(p, p + ".copy"); shutil.copytree(d, d + "-tree")
+    copied = open(os.path.join(d + "-tree", os.path.basename(p) + ".copy")).read()
+result = {"shutil": copied, "ssl_certs": ctx.cert_store_stats()["x509_ca"] > 0, "sqlite": db.execute("select x from t").fetchone()[0],
           "sha256": hashlib.sha256(b"x").hexdigest()[:8], "asyncio": asyncio.run(main()), "threads": squares[-1],
           "tempfile": tmp_ok, "uuid": len(str(uuid.uuid4())), "zlib": len(zlib.compress(b"a" * 100)) < 100}
 "#;
@@ -2521,6 +2601,7 @@ result = {"ssl_certs": ctx.cert_store_stats()["x509_ca"] > 0, "sqlite": db.execu
         assert_eq!(v["asyncio"], json!("ping"), "{v}");
         assert_eq!(v["threads"], json!(49), "{v}");
         assert_eq!(v["tempfile"], json!("t"), "{v}");
+        assert_eq!(v["shutil"], json!("t"), "shutil.copy2/copytree: {v}");
         assert_eq!(v["zlib"], json!(true), "{v}");
         assert_eq!(
             v["ssl_certs"],
