@@ -3,6 +3,7 @@
 
     python3 bench/bench.py --out docs/benchmarks.md      (about 6 minutes)
     python3 bench/bench.py --quick                       (a smoke run, about 1 minute)
+    python3 bench/bench.py --only cold,steady            (just those sections, medians to stdout)
 
 Everything is measured side by side in the same run, in interleaved rounds
 (the order shuffled each round), and reported as medians and ratios against a
