@@ -63,17 +63,34 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::sandbox(format!("memory store {}: {e}", path.display()))
+}
+
 fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::sandbox(format!("memory store {}: {e}", path.display()))
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`.
+    /// Folders it creates are 0700 and a new database file 0600 (SQLite gives
+    /// its `-wal`/`-shm` files the same mode): the values are the extensions'
+    /// private data, not for other users of the machine.
     pub fn open(path: &Path, quotas: Quotas) -> Result<SqliteStore> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::sandbox(format!("memory store {}: {e}", dir.display())))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io_err(dir, e))?;
         }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io_err(path, e))?;
         let conn = Connection::open(path).map_err(db_err(path))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;

@@ -82,7 +82,7 @@ impl std::fmt::Debug for Services {
 pub struct LazyStore {
     path: PathBuf,
     quotas: Quotas,
-    store: OnceLock<std::result::Result<SqliteStore, String>>,
+    store: OnceLock<SqliteStore>,
 }
 
 impl LazyStore {
@@ -94,14 +94,15 @@ impl LazyStore {
         }
     }
 
+    /// The store, opened now if it is not yet. A failure is not kept: the
+    /// next call tries again (the folder may have been made meanwhile).
     pub fn get(&self) -> Result<&dyn MemoryBackend> {
-        match self
-            .store
-            .get_or_init(|| SqliteStore::open(&self.path, self.quotas).map_err(|e| e.to_string()))
-        {
-            Ok(s) => Ok(s),
-            Err(e) => Err(Error::sandbox(e.clone())),
+        if let Some(s) = self.store.get() {
+            return Ok(s);
         }
+        let opened = SqliteStore::open(&self.path, self.quotas)?;
+        // Two first calls may race: one store is kept, the other closed.
+        Ok(self.store.get_or_init(|| opened))
     }
 }
 

@@ -566,3 +566,34 @@ fn the_run_proxy_serves_memory_and_keeps_host_calls_from_the_host() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_is_private_and_a_failed_open_is_retried() {
+    use std::os::unix::fs::PermissionsExt;
+    let state = TempDir::new("state");
+    // The store's folder is a file at first: opening fails...
+    let parent = state.join("not-yet");
+    std::fs::write(&parent, "in the way").unwrap();
+    let db = parent.join("deeper").join("memory.sqlite3");
+    let registry = ExtensionRegistry::new(HostOptions {
+        memory_path: Some(db.clone()),
+        ..options()
+    });
+    let tool = "t.priv.run";
+    let d = ext("t.priv", ALL, &[tool], &worker_src(tool));
+    registry.load(d.path()).await.unwrap();
+    let put = json!({"code": "memory.put('k', 'v'); result = memory.get('k')"}).to_string();
+    let err = registry.invoke("t.priv", tool, &put).await.unwrap_err();
+    assert!(err.to_string().contains("memory store"), "{err}");
+    // ...and works once the obstacle is gone: the failure was not kept.
+    std::fs::remove_file(&parent).unwrap();
+    assert_eq!(
+        registry.invoke("t.priv", tool, &put).await.unwrap(),
+        json!("v")
+    );
+    registry.shutdown().await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&db), 0o600, "database file");
+    assert_eq!(mode(db.parent().unwrap()), 0o700, "store folder");
+    assert_eq!(mode(&parent), 0o700, "created parent folder");
+}
