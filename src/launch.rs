@@ -64,7 +64,7 @@ fn sweep_orphans(dir: &Path) {
                 // orphaned; dropping it kills that and removes the folder.
                 drop(PidsCgroup(path));
             } else {
-                let _ = std::fs::remove_dir_all(&path);
+                remove_tree(&path);
             }
         }
     }
@@ -105,7 +105,44 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        remove_tree(&self.0);
+    }
+}
+
+/// Removes a folder the worker had to itself, even where the worker took the
+/// permissions away from its own subfolders (`chmod 000 x`): then every
+/// folder is given back to its owner (opened without following links, so a
+/// link cannot turn this into a chmod of a host path) and removal is retried.
+fn remove_tree(path: &Path) {
+    if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return;
+    }
+    open_up(path);
+    let _ = std::fs::remove_dir_all(path);
+}
+
+fn open_up(dir: &Path) {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::unix::fs::PermissionsExt;
+    // O_PATH opens a folder whatever its own mode; chmod through
+    // /proc/self/fd reaches exactly that inode.
+    let Ok(fd) = open(
+        dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let _ = std::fs::set_permissions(
+        format!("/proc/self/fd/{fd}"),
+        std::fs::Permissions::from_mode(0o700),
+    );
+    let _ = nix::unistd::close(fd);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&entry.path());
+        }
     }
 }
 

@@ -624,6 +624,50 @@ result = {"read": attempt(lambda: open(p).read()), "list": attempt(lambda: os.li
     });
 }
 
+/// A worker takes its own scratch subfolders away from its owner (mode 000,
+/// a link to a host folder beside them): the data must still go when the
+/// worker does, and the cleanup must not touch what the link points to.
+#[test]
+fn attack_fs_scratch_made_unremovable() {
+    both(|who| {
+        if !require(who, FULL) {
+            return;
+        }
+        let host = world_dir("target");
+        let outside = host.join("keep");
+        owned_file(who, &outside, "host file", 0o600);
+        let code = snippet(
+            r#"
+d = os.environ["TMPDIR"]
+os.makedirs(os.path.join(d, "x", "y", "z"))
+open(os.path.join(d, "x", "y", "z", "data"), "w").write("left behind")
+os.symlink(@H@, os.path.join(d, "x", "link"))
+os.chmod(os.path.join(d, "x", "y"), 0)
+os.chmod(os.path.join(d, "x"), 0)
+result = d
+"#,
+            &[("H", lit(host.path()))],
+        );
+        let (r, t) = run_once(Launch::new(who, &[]), &code);
+        let dir = std::path::PathBuf::from(
+            r.value()
+                .as_str()
+                .unwrap_or_else(|| panic!("{r:?} {}", t.all())),
+        );
+        assert!(
+            wait_removed(&dir, Duration::from_secs(5)),
+            "scratch {} left behind",
+            dir.display()
+        );
+        let mode = std::fs::metadata(host.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o755,
+            "the cleanup changed a host folder through the link"
+        );
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host file");
+    });
+}
+
 /// /proc/PID of a host process: its command line holds a secret.
 #[test]
 fn attack_fs_proc_of_host_process() {
