@@ -241,6 +241,7 @@ struct CallContext {
     gate: CapabilityGate,
     services: Services,
     limiter: RateLimiter,
+    denial_log: services::DenialLog,
     audit: Audit,
 }
 
@@ -366,12 +367,13 @@ impl Reader {
                 });
             }
             WorkerMessage::Denial { capability, detail } => {
-                let text = format!("denied {detail}: {capability} not declared");
-                self.calls.audit.record(
-                    "denial",
-                    &self.calls.caller.name,
-                    json!({"what": detail, "capability": capability, "layer": "worker"}),
-                );
+                let c = &self.calls;
+                let Some(text) =
+                    c.denial_log
+                        .record(&c.audit, &c.caller.name, &capability, &detail)
+                else {
+                    return None;
+                };
                 let mut d = self.denials.lock().unwrap_or_else(|e| e.into_inner());
                 d.push(text);
                 let excess = d.len().saturating_sub(DENIALS_KEPT);
@@ -515,6 +517,7 @@ impl ExtensionHost {
             gate: gate.clone(),
             services: options.services(),
             limiter: RateLimiter::default(),
+            denial_log: Default::default(),
             audit: options.audit.clone(),
         });
         options.audit.record(

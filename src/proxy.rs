@@ -57,6 +57,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     let caller = services::Caller::new(name, &ext.dir);
     let host_services = options.services();
     let limiter = RateLimiter::default();
+    let denials = services::DenialLog::default();
     let mut deadlines: HashMap<String, Instant> = HashMap::new();
     let mut reaped = false;
     // Partial lines survive select! dropping a read (protocol::read_line_into).
@@ -128,9 +129,9 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                                 continue;
                             }
                             protocol::WorkerMessage::Denial { capability, detail } => {
-                                options.audit.record("denial", name, serde_json::json!({"what": detail, "capability": capability, "layer": "worker"}));
-                                let note = format!("ext-runner: denied {detail}: {capability} not declared\n");
-                                let _ = tokio::io::stderr().write_all(note.as_bytes()).await;
+                                if let Some(text) = denials.record(&options.audit, name, &capability, &detail) {
+                                    let _ = tokio::io::stderr().write_all(format!("ext-runner: {text}\n").as_bytes()).await;
+                                }
                                 continue;
                             }
                             // A response (any line with a string id, as decode_worker_line reads it).

@@ -145,14 +145,18 @@ pub struct RateLimiter {
 
 impl Default for RateLimiter {
     fn default() -> Self {
-        RateLimiter {
-            window: Mutex::new((Instant::now(), 0)),
-            per_second: RATE_PER_SECOND,
-        }
+        RateLimiter::per_second(RATE_PER_SECOND)
     }
 }
 
 impl RateLimiter {
+    pub fn per_second(per_second: u32) -> RateLimiter {
+        RateLimiter {
+            window: Mutex::new((Instant::now(), 0)),
+            per_second,
+        }
+    }
+
     fn admit(&self) -> bool {
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         if w.0.elapsed() >= Duration::from_secs(1) {
@@ -160,6 +164,52 @@ impl RateLimiter {
         }
         w.1 += 1;
         w.1 <= self.per_second
+    }
+}
+
+/// Denial notices recorded per worker per second: a worker that floods them
+/// must not fill the disk through the audit trail (or the host's stderr).
+pub const DENIALS_PER_SECOND: u32 = 100;
+
+/// Records the denial notices a worker sends, at most `DENIALS_PER_SECOND`;
+/// the ones over the rate are counted and the count goes with the next entry.
+#[derive(Debug)]
+pub struct DenialLog {
+    rate: RateLimiter,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Default for DenialLog {
+    fn default() -> Self {
+        DenialLog {
+            rate: RateLimiter::per_second(DENIALS_PER_SECOND),
+            dropped: Default::default(),
+        }
+    }
+}
+
+impl DenialLog {
+    /// Audits one denial the worker reported; returns its explanation
+    /// ("denied …: … not declared"), or None when over the rate.
+    pub fn record(
+        &self,
+        audit: &Audit,
+        ext: &str,
+        capability: &str,
+        detail: &str,
+    ) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        if !self.rate.admit() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let mut fields = json!({"what": detail, "capability": capability, "layer": "worker"});
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            fields["dropped_before"] = dropped.into();
+        }
+        audit.record("denial", ext, fields);
+        Some(format!("denied {detail}: {capability} not declared"))
     }
 }
 

@@ -597,3 +597,25 @@ async fn the_store_is_private_and_a_failed_open_is_retried() {
     assert_eq!(mode(db.parent().unwrap()), 0o700, "store folder");
     assert_eq!(mode(&parent), 0o700, "created parent folder");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_denial_notices_is_bounded_in_the_audit_trail() {
+    let s = setup(&[("t.flood", &["tool.invoke"])], Quotas::default()).await;
+    let flood = "import sys\nfor i in range(5000):\n    sys.stdout.write('{\"op\": \"denial\", \"capability\": \"network.outbound\", \"detail\": \"socket(AF_INET)\"}\\n')\nsys.stdout.flush()\nresult = 'still answering'";
+    assert_eq!(
+        run(&s, "t.flood", flood).await.unwrap(),
+        json!("still answering")
+    );
+    let denials = s
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "denial")
+        .count();
+    let cap = 2 * nodus_extension::services::DENIALS_PER_SECOND as usize;
+    assert!(
+        (1..=cap).contains(&denials),
+        "{denials} denial entries for 5000 notices"
+    );
+}
