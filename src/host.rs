@@ -368,12 +368,10 @@ impl Reader {
             }
             WorkerMessage::Denial { capability, detail } => {
                 let c = &self.calls;
-                let Some(text) =
-                    c.denial_log
-                        .record(&c.audit, &c.caller.name, &capability, &detail)
-                else {
-                    return None;
-                };
+                // Over the rate, a notice is only counted (see DenialLog).
+                let text = c
+                    .denial_log
+                    .record(&c.audit, &c.caller.name, &capability, &detail)?;
                 let mut d = self.denials.lock().unwrap_or_else(|e| e.into_inner());
                 d.push(text);
                 let excess = d.len().saturating_sub(DENIALS_KEPT);
