@@ -121,6 +121,8 @@ type Pending = Mutex<HashMap<String, oneshot::Sender<Result<Response>>>>;
 /// A live worker process and its in-flight requests.
 struct Worker {
     pid: i32,
+    /// Its process group, signalled only until the reader reaps it.
+    group: Arc<worker::Group>,
     /// Held by a host call from the moment it is read until it is answered, so
     /// no invoke reaches a worker that is waiting for its host's answer.
     stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
@@ -145,8 +147,9 @@ impl Worker {
         let alive = Arc::new(AtomicBool::new(true));
         let kill_reason: Arc<Mutex<Option<String>>> = Arc::default();
         let (done_tx, done) = tokio::sync::watch::channel(false);
+        let group = Arc::new(worker::Group::new(spawned.pid));
         let reader = Reader {
-            pid: spawned.pid,
+            group: group.clone(),
             pending: pending.clone(),
             alive: alive.clone(),
             kill_reason: kill_reason.clone(),
@@ -165,6 +168,7 @@ impl Worker {
         });
         Ok(Worker {
             pid: spawned.pid,
+            group,
             doomed: AtomicBool::new(false),
             stdin,
             denials,
@@ -181,10 +185,7 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert(reason);
         self.doomed.store(true, Ordering::SeqCst);
-        // Once reaped, the pid may belong to someone else.
-        if self.alive.load(Ordering::SeqCst) {
-            worker::kill_all(self.pid);
-        }
+        self.group.kill();
     }
 
     /// Writes one line, giving up after `within`: a worker that stops reading
@@ -266,7 +267,7 @@ struct Reader {
     stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
     denials: Arc<Mutex<Vec<String>>>,
     calls: Arc<CallContext>,
-    pid: i32,
+    group: Arc<worker::Group>,
     pending: Arc<Pending>,
     alive: Arc<AtomicBool>,
     kill_reason: Arc<Mutex<Option<String>>>,
@@ -307,7 +308,7 @@ impl Reader {
         } else {
             Duration::ZERO
         };
-        let status = worker::reap(&mut child, self.pid, grace).await;
+        let status = worker::reap(&mut child, &self.group, grace).await;
         self.stderr.settled(worker::EXIT_GRACE).await;
         self.alive.store(false, Ordering::SeqCst);
         let reason = self

@@ -24,9 +24,9 @@ use crate::worker;
 pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     let (err_tx, mut err_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
     let spawned = worker::start(&ext.dir, &ext.entry, &ext.policy, Some(err_tx))?;
-    let (mut child, pid, tail, _resources) = (
+    let (mut child, group, tail, _resources) = (
         spawned.child,
-        spawned.pid,
+        worker::Group::new(spawned.pid),
         spawned.stderr,
         spawned.resources,
     );
@@ -148,7 +148,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                     }
                     Ok(Line::Eof(_)) => {
                         // Stdout closed: let it exit on its own, to report how.
-                        let status = worker::reap(&mut child, pid, worker::EXIT_GRACE).await;
+                        let status = worker::reap(&mut child, &group, worker::EXIT_GRACE).await;
                         reaped = true;
                         if stopping.is_some() && deadlines.is_empty() {
                             break None;
@@ -170,7 +170,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
         }
     };
     if !reaped {
-        worker::reap(&mut child, pid, Duration::ZERO).await;
+        worker::reap(&mut child, &group, Duration::ZERO).await;
     }
     let _ = host_out.flush().await;
     failure.map_or(Ok(()), Err)

@@ -285,12 +285,47 @@ pub const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// reused), then reaps it.
 pub async fn reap(
     child: &mut Child,
-    pid: i32,
+    group: &Group,
     grace: Duration,
 ) -> Option<std::process::ExitStatus> {
-    exited(pid, grace).await;
-    kill_all(pid);
+    exited(group.pid, grace).await;
+    group.kill_and_retire();
     child.wait().await.ok()
+}
+
+/// The worker's process group, which is signalled only while its leader is
+/// not yet reaped: after that its id may be someone else's.
+#[derive(Debug)]
+pub struct Group {
+    pid: i32,
+    retired: Mutex<bool>,
+}
+
+impl Group {
+    pub fn new(pid: i32) -> Group {
+        Group {
+            pid,
+            retired: Mutex::new(false),
+        }
+    }
+
+    /// Kills the worker and everything in its session, unless already reaped.
+    pub fn kill(&self) {
+        let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        if !*retired {
+            kill_all(self.pid);
+        }
+    }
+
+    /// A last kill, after which no other is sent (the leader is about to be
+    /// reaped); under the same lock, so no `kill` can fall in between.
+    fn kill_and_retire(&self) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        if !*retired {
+            kill_all(self.pid);
+            *retired = true;
+        }
+    }
 }
 
 /// Waits up to `grace` for `pid` (our unreaped child) to exit, without reaping
@@ -325,8 +360,8 @@ fn is_zombie(pid: i32) -> bool {
     }
 }
 
-/// Kills the worker and everything in its session.
-pub fn kill_all(pid: i32) {
+/// Kills the worker and everything in its session (see `Group`).
+fn kill_all(pid: i32) {
     // The worker leads its own session and process group (setsid in child.rs).
     let _ = nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(pid),
