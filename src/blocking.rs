@@ -16,8 +16,6 @@ pub struct ExtensionRegistry {
 
 impl ExtensionRegistry {
     pub fn new(options: HostOptions) -> Result<Self> {
-        // Workers are started on the runtime's long-lived threads: their
-        // parent-death signal is tied to the thread that forked them.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

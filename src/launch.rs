@@ -207,8 +207,40 @@ pub struct LaunchPlan {
     pub confinement: Confinement,
 }
 
-/// Forks and execs the worker with piped stdio; the confinement is applied in the child.
+/// Forks and execs the worker with piped stdio; the confinement is applied in
+/// the child. The fork happens on one long-lived launcher thread: a worker's
+/// parent-death signal fires when the *thread* that forked it ends, and the
+/// thread that asks for a worker (a caller's short-lived thread, a blocking
+/// pool thread) may end long before the worker should.
 pub fn spawn(plan: LaunchPlan) -> Result<tokio::process::Child> {
+    type Job = Box<dyn FnOnce() + Send>;
+    static LAUNCHER: std::sync::OnceLock<std::io::Result<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let launcher = LAUNCHER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("nodus-launcher".into())
+                .spawn(move || rx.into_iter().for_each(|job| job()))
+                .map(|_| tx)
+        })
+        .as_ref()
+        .map_err(|e| Error::sandbox(format!("cannot start the launcher thread: {e}")))?;
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| Error::sandbox(format!("workers are started from a tokio runtime: {e}")))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let job: Job = Box::new(move || {
+        let _runtime = runtime.enter(); // the child is registered with the caller's runtime
+        let _ = tx.send(spawn_here(plan));
+    });
+    launcher
+        .send(job)
+        .map_err(|_| Error::sandbox("the launcher thread is gone"))?;
+    rx.recv()
+        .map_err(|_| Error::sandbox("the launcher thread is gone"))?
+}
+
+fn spawn_here(plan: LaunchPlan) -> Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(&plan.program);
     cmd.args(&plan.args)
         .current_dir(&plan.cwd)

@@ -2,8 +2,8 @@ use clap::Parser;
 
 fn main() {
     let cli = nodus_extension::cli::Cli::parse();
-    // One thread: workers are forked from the main thread, which outlives them
-    // (their parent-death signal is tied to the forking thread).
+    // One thread for the protocol; workers are forked on the launcher thread
+    // (launch::spawn), which lives as long as the process.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

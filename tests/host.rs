@@ -790,3 +790,39 @@ async fn two_workers_at_once_in_one_process() {
     assert_eq!(reg.invoke("two.b", "die.ping", "{}").await.unwrap(), "pong");
     reg.shutdown().await;
 }
+
+#[test]
+fn a_worker_outlives_the_thread_that_started_it() {
+    // The parent-death signal of a worker fires when the *thread* that forked
+    // it ends; workers are forked on the launcher thread, not the caller's.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let d = ext(
+        "t.thread",
+        &["tool.invoke"],
+        &["t.pid"],
+        "import os\nfrom nodus_extension.worker import register_tool, run_loop\nregister_tool('t.pid', lambda a: os.getpid())\nrun_loop()\n",
+    );
+    let handle = runtime.handle().clone();
+    let dir = d.path().to_path_buf();
+    // Loaded (and its worker forked) on a thread that then ends.
+    let host = std::thread::spawn(move || {
+        handle.block_on(async { ExtensionHost::load(&dir, common::options()).await.unwrap() })
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = runtime.block_on(host.worker_pid()).expect("a worker");
+    assert!(
+        common::pid_alive(pid),
+        "the worker died with the thread that started it"
+    );
+    runtime.block_on(async {
+        host.invoke("t.pid", "{}").await.unwrap();
+        assert_eq!(host.worker_starts(), 1, "the worker was restarted");
+        host.unload().await;
+    });
+}
