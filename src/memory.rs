@@ -63,6 +63,36 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+/// Bytes stored in `namespace` (keys and values).
+fn usage(tx: &rusqlite::Transaction, namespace: &str) -> rusqlite::Result<i64> {
+    tx.query_row(
+        "SELECT bytes FROM usage WHERE namespace = ?1",
+        params![namespace],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(|b| b.unwrap_or(0))
+}
+
+fn set_usage(tx: &rusqlite::Transaction, namespace: &str, bytes: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO usage (namespace, bytes) VALUES (?1, ?2)",
+        params![namespace, bytes],
+    )
+    .map(|_| ())
+}
+
+/// Bytes of one entry (0 if absent).
+fn entry_bytes(tx: &rusqlite::Transaction, namespace: &str, key: &str) -> rusqlite::Result<i64> {
+    tx.query_row(
+        "SELECT LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)) FROM memory WHERE namespace = ?1 AND key = ?2",
+        params![namespace, key],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(|b| b.unwrap_or(0))
+}
+
 fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::sandbox(format!("memory store {}: {e}", path.display()))
 }
@@ -101,7 +131,19 @@ impl SqliteStore {
                  key TEXT NOT NULL,
                  value TEXT NOT NULL,
                  PRIMARY KEY (namespace, key)
-             ) WITHOUT ROWID;",
+             ) WITHOUT ROWID;
+             BEGIN IMMEDIATE;
+             -- Bytes stored per namespace, kept with every write, so a put
+             -- checks its quota without summing the namespace. Made from
+             -- the rows on first open of a store that predates it.
+             CREATE TABLE IF NOT EXISTS usage (
+                 namespace TEXT PRIMARY KEY,
+                 bytes INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             INSERT OR IGNORE INTO usage
+                 SELECT namespace, SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)))
+                 FROM memory WHERE NOT EXISTS (SELECT 1 FROM usage) GROUP BY namespace;
+             COMMIT;",
         )
         .map_err(db_err(path))?;
         Ok(SqliteStore {
@@ -159,16 +201,16 @@ impl MemoryBackend for SqliteStore {
             });
         }
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db_err(&self.path))?;
-        let used: i64 = tx
-            .query_row(
-                "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB))), 0) FROM memory WHERE namespace = ?1 AND key != ?2",
-                params![namespace, key],
-                |r| r.get(0),
-            )
+        // IMMEDIATE: the write lock from the start, so two hosts sharing the
+        // store cannot both pass the quota check on the same usage.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err(&self.path))?;
-        let total = used as u64 + (key.len() + text.len()) as u64;
-        if total > q.max_total_bytes {
+        let used = usage(&tx, namespace).map_err(db_err(&self.path))?;
+        let old = entry_bytes(&tx, namespace, key).map_err(db_err(&self.path))?;
+        let new = (key.len() + text.len()) as i64;
+        let total = used - old + new;
+        if total as u64 > q.max_total_bytes {
             return Err(Error::Invoke {
                 msg: format!("memory quota exceeded: {total} bytes would be stored, the quota per extension is {}", q.max_total_bytes),
                 tool_name: None,
@@ -178,18 +220,28 @@ impl MemoryBackend for SqliteStore {
             "INSERT OR REPLACE INTO memory (namespace, key, value) VALUES (?1, ?2, ?3)",
             params![namespace, key, text],
         )
+        .and_then(|_| set_usage(&tx, namespace, total))
         .map_err(db_err(&self.path))?;
         tx.commit().map_err(db_err(&self.path))
     }
 
     fn delete(&self, namespace: &str, key: &str) -> Result<bool> {
-        let n = self
-            .conn()
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err(&self.path))?;
+        let old = entry_bytes(&tx, namespace, key).map_err(db_err(&self.path))?;
+        let n = tx
             .execute(
                 "DELETE FROM memory WHERE namespace = ?1 AND key = ?2",
                 params![namespace, key],
             )
             .map_err(db_err(&self.path))?;
+        if n > 0 {
+            let used = usage(&tx, namespace).map_err(db_err(&self.path))?;
+            set_usage(&tx, namespace, used - old).map_err(db_err(&self.path))?;
+        }
+        tx.commit().map_err(db_err(&self.path))?;
         Ok(n > 0)
     }
 

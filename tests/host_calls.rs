@@ -619,3 +619,45 @@ async fn a_flood_of_denial_notices_is_bounded_in_the_audit_trail() {
         "{denials} denial entries for 5000 notices"
     );
 }
+
+#[test]
+fn quota_usage_is_kept_per_write_and_made_for_an_older_store() {
+    use nodus_extension::memory::{MemoryBackend, SqliteStore};
+    let state = TempDir::new("state");
+    let db = state.join("m.sqlite3");
+    // A store as the first version wrote it: rows, no usage table.
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE memory (namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (namespace, key)) WITHOUT ROWID;
+             INSERT INTO memory VALUES ('ns', 'old', '\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"');",
+        )
+        .unwrap();
+    }
+    let q = Quotas {
+        max_key_bytes: 16,
+        max_value_bytes: 100,
+        max_total_bytes: 100,
+    };
+    let store = SqliteStore::open(&db, q).unwrap();
+    // 'old' holds 3 + 48 bytes: 51 more do not fit, 49 do.
+    let v = |n: usize| json!("y".repeat(n - 2)); // the JSON text has two quotes
+    let err = store.put("ns", "k", &v(50)).unwrap_err();
+    assert!(err.to_string().contains("memory quota exceeded"), "{err}");
+    store.put("ns", "k", &v(48)).unwrap();
+    // Replacing a value counts the difference; deleting frees its bytes.
+    store.put("ns", "k", &v(40)).unwrap();
+    store.put("ns", "k2", &v(6)).unwrap();
+    assert!(store.put("ns", "k3", &v(10)).is_err());
+    assert!(store.delete("ns", "old").unwrap());
+    store.put("ns", "k3", &v(10)).unwrap();
+    // Other namespaces are counted apart.
+    store.put("other", "k", &v(90)).unwrap();
+    drop(store);
+    // Reopened: the usage is what the rows hold (k 41 + k2 8 + k3 12 = 61
+    // bytes), so a 2 + 37 byte entry fills the quota exactly and one more
+    // byte does not fit.
+    let store = SqliteStore::open(&db, q).unwrap();
+    assert!(store.put("ns", "k4", &v(38)).is_err());
+    store.put("ns", "k4", &v(37)).unwrap();
+}
