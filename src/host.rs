@@ -369,10 +369,10 @@ impl Reader {
             }
             WorkerMessage::Denial { capability, detail } => {
                 let c = &self.calls;
-                // Over the rate, a notice is only counted (see DenialLog).
-                let text = c
-                    .denial_log
-                    .record(&c.audit, &c.caller.name, &capability, &detail)?;
+                // Kept for the invoke's error even when over the audit rate.
+                let (text, _audited) =
+                    c.denial_log
+                        .record(&c.audit, &c.caller.name, &capability, &detail);
                 let mut d = self.denials.lock().unwrap_or_else(|e| e.into_inner());
                 d.push(text);
                 let excess = d.len().saturating_sub(DENIALS_KEPT);

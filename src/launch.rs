@@ -213,31 +213,67 @@ pub struct LaunchPlan {
 /// thread that asks for a worker (a caller's short-lived thread, a blocking
 /// pool thread) may end long before the worker should.
 pub fn spawn(plan: LaunchPlan) -> Result<tokio::process::Child> {
-    type Job = Box<dyn FnOnce() + Send>;
-    static LAUNCHER: std::sync::OnceLock<std::io::Result<std::sync::mpsc::Sender<Job>>> =
-        std::sync::OnceLock::new();
-    let launcher = LAUNCHER
-        .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<Job>();
-            std::thread::Builder::new()
-                .name("nodus-launcher".into())
-                .spawn(move || rx.into_iter().for_each(|job| job()))
-                .map(|_| tx)
-        })
-        .as_ref()
-        .map_err(|e| Error::sandbox(format!("cannot start the launcher thread: {e}")))?;
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|e| Error::sandbox(format!("workers are started from a tokio runtime: {e}")))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let job: Job = Box::new(move || {
-        let _runtime = runtime.enter(); // the child is registered with the caller's runtime
-        let _ = tx.send(spawn_here(plan));
-    });
-    launcher
-        .send(job)
-        .map_err(|_| Error::sandbox("the launcher thread is gone"))?;
+    launcher_run(Box::new(move || {
+        // A panic (say, a runtime built without I/O) is the caller's error,
+        // and the launcher lives on.
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _runtime = runtime.enter(); // the child is registered with the caller's runtime
+            spawn_here(plan)
+        }))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::sandbox(format!("starting the worker failed: {why}")))
+        });
+        let _ = tx.send(started);
+    }))?;
     rx.recv()
-        .map_err(|_| Error::sandbox("the launcher thread is gone"))?
+        .map_err(|_| Error::sandbox("the launcher thread ended before answering"))?
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the launcher thread, (re)starting it when there is none in
+/// this process (first use, or a `fork` of the host left it behind).
+fn launcher_run(job: Job) -> Result<()> {
+    struct Launcher {
+        pid: u32,
+        jobs: std::sync::mpsc::Sender<Job>,
+    }
+    static LAUNCHER: std::sync::Mutex<Option<Launcher>> = std::sync::Mutex::new(None);
+    let start = || -> Result<Launcher> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("nodus-launcher".into())
+            .spawn(move || rx.into_iter().for_each(|job| job()))
+            .map_err(|e| Error::sandbox(format!("cannot start the launcher thread: {e}")))?;
+        Ok(Launcher {
+            pid: std::process::id(),
+            jobs,
+        })
+    };
+    let mut launcher = LAUNCHER.lock().unwrap_or_else(|e| e.into_inner());
+    let current = match launcher.take() {
+        Some(l) if l.pid == std::process::id() => l,
+        _ => start()?,
+    };
+    let sent = current.jobs.send(job);
+    *launcher = Some(current);
+    match sent {
+        Ok(()) => Ok(()),
+        Err(std::sync::mpsc::SendError(job)) => {
+            let fresh = start()?;
+            let sent = fresh.jobs.send(job);
+            *launcher = Some(fresh);
+            sent.map_err(|_| Error::sandbox("the launcher thread is gone"))
+        }
+    }
 }
 
 fn spawn_here(plan: LaunchPlan) -> Result<tokio::process::Child> {

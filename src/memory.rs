@@ -74,12 +74,46 @@ fn usage(tx: &rusqlite::Transaction, namespace: &str) -> rusqlite::Result<i64> {
     .map(|b| b.unwrap_or(0))
 }
 
-fn set_usage(tx: &rusqlite::Transaction, namespace: &str, bytes: i64) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT OR REPLACE INTO usage (namespace, bytes) VALUES (?1, ?2)",
-        params![namespace, bytes],
+/// Schema version 1: the per-namespace `usage` table, kept by triggers on
+/// every write of any writer (an operator's `UPDATE` included), so a put
+/// checks its quota without summing the namespace. Counted from the rows once,
+/// when a store is first opened by this version.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= 1 {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS usage (
+             namespace TEXT PRIMARY KEY,
+             bytes INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         DELETE FROM usage;
+         INSERT INTO usage
+             SELECT namespace, SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)))
+             FROM memory GROUP BY namespace;
+         CREATE TRIGGER IF NOT EXISTS memory_added AFTER INSERT ON memory BEGIN
+             INSERT INTO usage (namespace, bytes) VALUES (NEW.namespace, 0)
+                 ON CONFLICT (namespace) DO NOTHING;
+             UPDATE usage SET bytes = bytes + LENGTH(CAST(NEW.key AS BLOB)) + LENGTH(CAST(NEW.value AS BLOB))
+                 WHERE namespace = NEW.namespace;
+         END;
+         CREATE TRIGGER IF NOT EXISTS memory_removed AFTER DELETE ON memory BEGIN
+             UPDATE usage SET bytes = bytes - LENGTH(CAST(OLD.key AS BLOB)) - LENGTH(CAST(OLD.value AS BLOB))
+                 WHERE namespace = OLD.namespace;
+         END;
+         CREATE TRIGGER IF NOT EXISTS memory_changed AFTER UPDATE ON memory BEGIN
+             UPDATE usage SET bytes = bytes - LENGTH(CAST(OLD.key AS BLOB)) - LENGTH(CAST(OLD.value AS BLOB))
+                 WHERE namespace = OLD.namespace;
+             INSERT INTO usage (namespace, bytes) VALUES (NEW.namespace, 0)
+                 ON CONFLICT (namespace) DO NOTHING;
+             UPDATE usage SET bytes = bytes + LENGTH(CAST(NEW.key AS BLOB)) + LENGTH(CAST(NEW.value AS BLOB))
+                 WHERE namespace = NEW.namespace;
+         END;
+         PRAGMA user_version = 1;
+         COMMIT;",
     )
-    .map(|_| ())
 }
 
 /// Bytes of one entry (0 if absent).
@@ -91,6 +125,16 @@ fn entry_bytes(tx: &rusqlite::Transaction, namespace: &str, key: &str) -> rusqli
     )
     .optional()
     .map(|b| b.unwrap_or(0))
+}
+
+/// Takes group and other access away from a file of ours.
+fn private(file: &std::fs::File) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if let Ok(m) = file.metadata() {
+        if m.uid() == nix::unistd::getuid().as_raw() && m.mode() & 0o077 != 0 {
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o700));
+        }
+    }
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
@@ -115,12 +159,22 @@ impl SqliteStore {
                 .create(dir)
                 .map_err(|e| io_err(dir, e))?;
         }
-        std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(path)
             .map_err(|e| io_err(path, e))?;
+        // A store made before it was private (or by hand) is made so, with
+        // its WAL files, when it is ours.
+        private(&file);
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            if let Ok(f) = std::fs::File::open(&side) {
+                private(&f);
+            }
+        }
         let conn = Connection::open(path).map_err(db_err(path))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
@@ -132,20 +186,10 @@ impl SqliteStore {
                  value TEXT NOT NULL,
                  PRIMARY KEY (namespace, key)
              ) WITHOUT ROWID;
-             BEGIN IMMEDIATE;
-             -- Bytes stored per namespace, kept with every write, so a put
-             -- checks its quota without summing the namespace. Made from
-             -- the rows on first open of a store that predates it.
-             CREATE TABLE IF NOT EXISTS usage (
-                 namespace TEXT PRIMARY KEY,
-                 bytes INTEGER NOT NULL
-             ) WITHOUT ROWID;
-             INSERT OR IGNORE INTO usage
-                 SELECT namespace, SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)))
-                 FROM memory WHERE NOT EXISTS (SELECT 1 FROM usage) GROUP BY namespace;
-             COMMIT;",
+             PRAGMA recursive_triggers=ON;",
         )
         .map_err(db_err(path))?;
+        migrate(&conn).map_err(db_err(path))?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             quotas,
@@ -208,40 +252,31 @@ impl MemoryBackend for SqliteStore {
             .map_err(db_err(&self.path))?;
         let used = usage(&tx, namespace).map_err(db_err(&self.path))?;
         let old = entry_bytes(&tx, namespace, key).map_err(db_err(&self.path))?;
-        let new = (key.len() + text.len()) as i64;
-        let total = used - old + new;
-        if total as u64 > q.max_total_bytes {
+        let total = used.max(old) - old + (key.len() + text.len()) as i64;
+        if total > i64::try_from(q.max_total_bytes).unwrap_or(i64::MAX) {
             return Err(Error::Invoke {
                 msg: format!("memory quota exceeded: {total} bytes would be stored, the quota per extension is {}", q.max_total_bytes),
                 tool_name: None,
             });
         }
+        // An upsert, not INSERT OR REPLACE: the usage triggers see an update.
         tx.execute(
-            "INSERT OR REPLACE INTO memory (namespace, key, value) VALUES (?1, ?2, ?3)",
+            "INSERT INTO memory (namespace, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
             params![namespace, key, text],
         )
-        .and_then(|_| set_usage(&tx, namespace, total))
         .map_err(db_err(&self.path))?;
         tx.commit().map_err(db_err(&self.path))
     }
 
     fn delete(&self, namespace: &str, key: &str) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_err(&self.path))?;
-        let old = entry_bytes(&tx, namespace, key).map_err(db_err(&self.path))?;
-        let n = tx
+        let n = self
+            .conn()
             .execute(
                 "DELETE FROM memory WHERE namespace = ?1 AND key = ?2",
                 params![namespace, key],
             )
             .map_err(db_err(&self.path))?;
-        if n > 0 {
-            let used = usage(&tx, namespace).map_err(db_err(&self.path))?;
-            set_usage(&tx, namespace, used - old).map_err(db_err(&self.path))?;
-        }
-        tx.commit().map_err(db_err(&self.path))?;
         Ok(n > 0)
     }
 

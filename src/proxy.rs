@@ -129,12 +129,12 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                                 continue;
                             }
                             protocol::WorkerMessage::Denial { capability, detail } => {
-                                if let Some(text) = denials.record(&options.audit, name, &capability, &detail) {
+                                if let (text, true) = denials.record(&options.audit, name, &capability, &detail) {
                                     let _ = tokio::io::stderr().write_all(format!("ext-runner: {text}\n").as_bytes()).await;
                                 }
                                 continue;
                             }
-                            // A response (any line with a string id, as decode_worker_line reads it).
+                            // A response: any line with a string id.
                             protocol::WorkerMessage::Response { .. } | protocol::WorkerMessage::Ignored => {
                                 if let (Some(id), false) = (&head.id, to_runner) {
                                     deadlines.remove(id);

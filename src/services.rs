@@ -37,17 +37,32 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Caller {
     /// The manifest name (audit, tool routing, the wait graph).
     pub name: String,
-    /// The key of its memory namespace: `<name>@<canonical folder>`.
+    /// The key of its memory namespace: `<length of name>:<name>@<canonical
+    /// folder>` (the length keeps `a@/x` in `/y` apart from `a` in `/x@/y`; a
+    /// folder that is not UTF-8 is written `hex:<bytes>`, which no absolute
+    /// path can be).
     pub memory_namespace: String,
 }
 
 impl Caller {
     /// The extension `name` installed in `dir`.
     pub fn new(name: &str, dir: &Path) -> Caller {
+        use std::os::unix::ffi::OsStrExt;
         let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let folder = match dir.to_str() {
+            Some(text) => text.to_string(),
+            None => format!(
+                "hex:{}",
+                dir.as_os_str()
+                    .as_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ),
+        };
         Caller {
             name: name.to_string(),
-            memory_namespace: format!("{name}@{}", dir.display()),
+            memory_namespace: format!("{}:{name}@{folder}", name.len()),
         }
     }
 }
@@ -167,12 +182,13 @@ impl RateLimiter {
     }
 }
 
-/// Denial notices recorded per worker per second: a worker that floods them
-/// must not fill the disk through the audit trail (or the host's stderr).
+/// Denial notices audited per extension per second: a worker that floods
+/// them must not fill the disk through the audit trail (or the host's stderr).
 pub const DENIALS_PER_SECOND: u32 = 100;
 
-/// Records the denial notices a worker sends, at most `DENIALS_PER_SECOND`;
-/// the ones over the rate are counted and the count goes with the next entry.
+/// Audits the denial notices an extension's workers send, at most
+/// `DENIALS_PER_SECOND`; the ones over the rate are counted and the count goes
+/// with the next entry.
 #[derive(Debug)]
 pub struct DenialLog {
     rate: RateLimiter,
@@ -189,19 +205,20 @@ impl Default for DenialLog {
 }
 
 impl DenialLog {
-    /// Audits one denial the worker reported; returns its explanation
-    /// ("denied …: … not declared"), or None when over the rate.
+    /// The explanation of one denial ("denied …: … not declared"), and
+    /// whether it was audited (false: over the rate, only counted).
     pub fn record(
         &self,
         audit: &Audit,
         ext: &str,
         capability: &str,
         detail: &str,
-    ) -> Option<String> {
+    ) -> (String, bool) {
         use std::sync::atomic::Ordering;
+        let text = format!("denied {detail}: {capability} not declared");
         if !self.rate.admit() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return (text, false);
         }
         let mut fields = json!({"what": detail, "capability": capability, "layer": "worker"});
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
@@ -209,7 +226,7 @@ impl DenialLog {
             fields["dropped_before"] = dropped.into();
         }
         audit.record("denial", ext, fields);
-        Some(format!("denied {detail}: {capability} not declared"))
+        (text, true)
     }
 }
 

@@ -337,7 +337,14 @@ async fn exited(pid: i32, grace: Duration) {
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
     while !is_zombie(pid) {
         let woke = match sigchld.as_mut() {
-            Some(s) => tokio::time::timeout_at(deadline, s.recv()).await.is_ok(),
+            Some(s) => match tokio::time::timeout_at(deadline, s.recv()).await {
+                Ok(Some(())) => true,
+                Ok(None) => {
+                    sigchld = None; // the signal driver is gone: poll instead
+                    true
+                }
+                Err(_) => false,
+            },
             None => {
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 tokio::time::Instant::now() < deadline

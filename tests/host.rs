@@ -826,3 +826,31 @@ fn a_worker_outlives_the_thread_that_started_it() {
         host.unload().await;
     });
 }
+
+#[test]
+fn a_runtime_without_io_gets_an_error_and_the_launcher_lives_on() {
+    let d = ext(
+        "t.noio",
+        &["tool.invoke"],
+        &["t.one"],
+        "from nodus_extension.worker import register_tool, run_loop\nregister_tool('t.one', lambda a: 1)\nrun_loop()\n",
+    );
+    let bare = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let err = match bare.block_on(ExtensionHost::load(d.path(), common::options())) {
+        Ok(_) => panic!("a worker started on a runtime without I/O"),
+        Err(e) => e,
+    };
+    assert_eq!(err.class(), "SandboxError", "{err}");
+    // The launcher thread survived the panic inside it.
+    let full = tokio::runtime::Runtime::new().unwrap();
+    full.block_on(async {
+        let host = ExtensionHost::load(d.path(), common::options())
+            .await
+            .unwrap();
+        assert_eq!(host.invoke("t.one", "{}").await.unwrap(), json!(1));
+        host.unload().await;
+    });
+}

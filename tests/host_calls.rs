@@ -639,7 +639,15 @@ fn quota_usage_is_kept_per_write_and_made_for_an_older_store() {
         max_value_bytes: 100,
         max_total_bytes: 100,
     };
+    std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let store = SqliteStore::open(&db, q).unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "an older world-readable store is made private"
+    );
     // 'old' holds 3 + 48 bytes: 51 more do not fit, 49 do.
     let v = |n: usize| json!("y".repeat(n - 2)); // the JSON text has two quotes
     let err = store.put("ns", "k", &v(50)).unwrap_err();
@@ -660,4 +668,17 @@ fn quota_usage_is_kept_per_write_and_made_for_an_older_store() {
     let store = SqliteStore::open(&db, q).unwrap();
     assert!(store.put("ns", "k4", &v(38)).is_err());
     store.put("ns", "k4", &v(37)).unwrap();
+    // An operator moves the keys to another namespace by hand: the usage
+    // moves with them (triggers), never going negative or stale.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE memory SET namespace = 'moved' WHERE namespace = 'ns'",
+            [],
+        )
+        .unwrap();
+    assert!(store.put("moved", "k5", &v(2)).is_err(), "'moved' is full");
+    assert!(store.delete("moved", "k").unwrap());
+    store.put("moved", "k5", &v(30)).unwrap();
+    store.put("ns", "big", &v(97)).unwrap(); // 'ns' is empty now
 }
