@@ -121,28 +121,53 @@ fn remove_tree(path: &Path) {
     let _ = std::fs::remove_dir_all(path);
 }
 
-fn open_up(dir: &Path) {
-    use nix::fcntl::{open, OFlag};
+/// Gives every folder from `root` down back to its owner (u+rwx). Walks by
+/// descriptor, one `openat(parent, name, O_NOFOLLOW)` per folder: a folder
+/// swapped for a link meanwhile is not followed, and depth is not bounded by
+/// the length of a path. Holds a descriptor per folder found but not yet
+/// listed (one per level for a chain).
+fn open_up(root: &Path) {
+    use nix::dir::{Dir, Type};
+    use nix::fcntl::{openat, OFlag};
     use nix::sys::stat::Mode;
     use std::os::unix::fs::PermissionsExt;
-    // O_PATH opens a folder whatever its own mode; chmod through
-    // /proc/self/fd reaches exactly that inode.
-    let Ok(fd) = open(
-        dir,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) else {
+    let folder = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // chmod through /proc/self/fd reaches exactly the inode the O_PATH
+    // descriptor holds, whatever the folder's own mode.
+    let give_back = |fd: i32| {
+        let _ = std::fs::set_permissions(
+            format!("/proc/self/fd/{fd}"),
+            std::fs::Permissions::from_mode(0o700),
+        );
+    };
+    let Ok(top) = openat(None, root, folder, Mode::empty()) else {
         return;
     };
-    let _ = std::fs::set_permissions(
-        format!("/proc/self/fd/{fd}"),
-        std::fs::Permissions::from_mode(0o700),
-    );
-    let _ = nix::unistd::close(fd);
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            open_up(&entry.path());
+    give_back(top);
+    let mut pending = vec![top];
+    while let Some(fd) = pending.pop() {
+        if let Ok(mut dir) = Dir::openat(
+            Some(fd),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            for entry in dir.iter().flatten() {
+                let name = entry.file_name();
+                if name == c"." || name == c".." {
+                    continue;
+                }
+                if !matches!(entry.file_type(), Some(Type::Directory) | None) {
+                    continue;
+                }
+                // O_NOFOLLOW|O_DIRECTORY: a link or a non-folder is refused here.
+                if let Ok(child) = openat(Some(fd), name, folder, Mode::empty()) {
+                    give_back(child);
+                    pending.push(child);
+                }
+            }
         }
+        let _ = nix::unistd::close(fd);
     }
 }
 

@@ -625,8 +625,9 @@ result = {"read": attempt(lambda: open(p).read()), "list": attempt(lambda: os.li
 }
 
 /// A worker takes its own scratch subfolders away from its owner (mode 000,
-/// a link to a host folder beside them): the data must still go when the
-/// worker does, and the cleanup must not touch what the link points to.
+/// a link to a host folder beside them, a chain of folders too deep for any
+/// path): the data must still go when the worker does, and the cleanup must
+/// not touch what the link points to.
 #[test]
 fn attack_fs_scratch_made_unremovable() {
     both(|who| {
@@ -644,6 +645,13 @@ open(os.path.join(d, "x", "y", "z", "data"), "w").write("left behind")
 os.symlink(@H@, os.path.join(d, "x", "link"))
 os.chmod(os.path.join(d, "x", "y"), 0)
 os.chmod(os.path.join(d, "x"), 0)
+# A chain deeper than any path can name, its last folder closed as well.
+os.chdir(d)
+for _ in range(2100):
+    os.mkdir("q"); os.chdir("q")
+open("data", "w").write("deep")
+os.chdir(".."); os.chmod("q", 0)
+os.chdir(d)
 result = d
 "#,
             &[("H", lit(host.path()))],
