@@ -311,10 +311,19 @@ fn spawn_here(plan: LaunchPlan) -> Result<tokio::process::Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let namespaces = plan.confinement.unshare_flags != 0;
     child::install(&mut cmd, plan.confinement);
     cmd.spawn().map_err(|e| {
+        // unshare(2) says ENOSPC when a namespace count limit is reached, in
+        // this user namespace or any enclosing one (which the probe, reading
+        // this one's sysctls, cannot see from inside a container).
+        let hint = if namespaces && e.raw_os_error() == Some(libc::ENOSPC) {
+            ": the kernel refused to create the worker's namespaces (a user.max_*_namespaces limit is reached here or in an enclosing user namespace); raise the limit, or set \"layers\": {\"namespaces\": false} in the operator policy (the other layers still apply)"
+        } else {
+            ""
+        };
         Error::sandbox(format!(
-            "failed to start worker {}: {e}",
+            "failed to start worker {}: {e}{hint}",
             plan.program.display()
         ))
     })

@@ -332,4 +332,27 @@ fn a_kernel_that_refuses_network_namespaces_still_runs_workers_without_network()
         listener.accept().is_err(),
         "the loopback listener got a connection"
     );
+
+    // In a nested user namespace the limit of the enclosing one binds, but
+    // this one's sysctl reads as unlimited: the launch fails, and says why.
+    let nested = "echo 0 > /proc/sys/user/max_net_namespaces; \
+                  unshare -U -r \"$1\" invoke \"$2\" t.dial \"$3\" --python \"$4\"; echo rc=$?";
+    let Some(out) = in_own_userns(
+        nested,
+        &[
+            runner.as_os_str(),
+            d.path().as_os_str(),
+            args.as_ref(),
+            common::python().as_os_str(),
+        ],
+    ) else {
+        return;
+    };
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("rc=6"), "{text}");
+    assert!(
+        text.contains("user.max_*_namespaces limit") && text.contains("\"namespaces\": false"),
+        "the error does not say what to do: {text}"
+    );
 }
