@@ -373,6 +373,48 @@ mod tests {
     }
 
     #[test]
+    fn escapes_like_python_in_runs() {
+        // DEL, an astral character (a surrogate pair), Latin-1, and the
+        // escapes serde_json writes itself, between plain runs.
+        let line = dumps(&json!({"s": "a\u{7f}b\u{1F600}c\u{e9}dd\n\""}));
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            r#"{"s": "a\u007fb\ud83d\ude00c\u00e9dd\n\""}"#
+        );
+    }
+
+    #[test]
+    fn line_head_reads_as_json_loads() {
+        let head = |l: &str| line_head(l.as_bytes());
+        let h = head(r#"{"op": "invoke", "id": "a", "args": {"id": "inner"}, "id": "b"}"#);
+        assert_eq!(
+            (h.id.as_deref(), h.op.as_deref()),
+            (Some("b"), Some("invoke")),
+            "last key wins, nested ids ignored"
+        );
+        assert_eq!(
+            head(r#"{"id": 7, "op": null}"#),
+            LineHead::default(),
+            "non-string id/op"
+        );
+        assert_eq!(head(r#"["id", "x"]"#), LineHead::default(), "not an object");
+        assert_eq!(
+            head(r#"{"id": "x"} trailing"#),
+            LineHead::default(),
+            "one value per line"
+        );
+        assert_eq!(
+            head("  {\"id\": \"x\"}\u{2003}").id.as_deref(),
+            Some("x"),
+            "Python's strip()"
+        );
+        assert_eq!(
+            head(r#"{"op": "shutdown"}"#).op.as_deref(),
+            Some("shutdown")
+        );
+    }
+
+    #[test]
     fn decodes_like_reference() {
         assert_eq!(
             decode_worker_line(br#"{"id": "x", "ok": true}"#),
