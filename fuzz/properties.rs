@@ -441,7 +441,11 @@ pub fn check_policy(case: &PolicyCase) {
         });
     let strict_unenforceable = op.mode == Mode::Strict
         && ((op.layers.landlock && case.probe.landlock_abi < policy::LANDLOCK_ABI_REQUIRED)
-            || (op.layers.seccomp && !case.probe.seccomp_filter));
+            || (op.layers.seccomp && !case.probe.seccomp_filter)
+            || (op.layers.limits
+                && case.probe.root
+                && has(Capability::SubprocessRun)
+                && case.probe.pids_cgroup.is_none()));
     let why = format!(
         "trust_refused={trust_refused} ws_missing={ws_missing} ws_outside={ws_outside} strict_unenforceable={strict_unenforceable}"
     );

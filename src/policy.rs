@@ -676,9 +676,15 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         LayerStatus {
             layer: "limits".into(),
             wanted: op.layers.limits,
-            enforceable: true,
+            // Root is not bound by RLIMIT_NPROC: a root worker that may fork
+            // needs the pids cgroup for any process limit at all.
+            enforceable: !(probe.root && exec_granted && probe.pids_cgroup.is_none()),
             note: if probe.root && probe.pids_cgroup.is_none() {
-                "rlimits; root: RLIMIT_NPROC does not bind uid 0 and no pids cgroup is available".into()
+                if exec_granted {
+                    "no process limit: the worker runs as root, which RLIMIT_NPROC does not bind, may fork (subprocess.run), and no pids cgroup is available (cgroup v1 `pids` is not mounted); run the host as a non-root user, mount the pids controller, or set \"mode\": \"best-effort\"".into()
+                } else {
+                    "rlimits; root: RLIMIT_NPROC does not bind uid 0 and no pids cgroup is available (without subprocess.run seccomp allows threads only)".into()
+                }
             } else if probe.root {
                 "rlimits; root: process count through a pids cgroup when subprocess.run is declared (RLIMIT_NPROC does not bind uid 0; without subprocess.run seccomp allows threads only)".into()
             } else {

@@ -332,6 +332,38 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
     )
     .unwrap();
     assert!(p.degraded.is_empty(), "{:?}", p.degraded);
+
+    // Root, allowed to fork, and no pids cgroup: nothing bounds its process
+    // count. Strict mode refuses, saying what to do; best effort says so.
+    let mut root_v2 = probe(true);
+    root_v2.pids_cgroup = None;
+    let fork = &["subprocess.run"];
+    let err = derive_with(fork, &OperatorPolicy::default(), &root_v2, None).unwrap_err();
+    assert!(err.to_string().contains("no process limit"), "{err}");
+    let best = OperatorPolicy {
+        mode: Mode::BestEffort,
+        ..Default::default()
+    };
+    let p = derive_with(fork, &best, &root_v2, None).unwrap();
+    assert!(
+        p.degraded
+            .iter()
+            .any(|d| d.starts_with("limits: no process limit")),
+        "{:?}",
+        p.degraded
+    );
+    let p = derive_with(&[], &OperatorPolicy::default(), &root_v2, None).unwrap();
+    assert!(
+        p.degraded.is_empty(),
+        "without subprocess.run: {:?}",
+        p.degraded
+    );
+    let p = derive_with(fork, &OperatorPolicy::default(), &probe(true), None).unwrap();
+    assert!(
+        p.degraded.is_empty(),
+        "with a pids cgroup: {:?}",
+        p.degraded
+    );
 }
 
 #[test]
