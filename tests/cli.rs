@@ -264,20 +264,20 @@ fn exit_8_on_timeout() {
 }
 
 /// Runs `script` (sh) in a user namespace of our own, where the
-/// `user.max_net_namespaces` limit can be lowered without touching the host.
-fn in_own_userns(script: &str, args: &[&std::ffi::OsStr]) -> Option<Output> {
+/// `user.max_net_namespaces` limit can be lowered without touching the host;
+/// returns its stdout and stderr.
+fn in_own_userns(script: &str, args: &[&std::ffi::OsStr]) -> Option<String> {
     let probe = Command::new("unshare").args(["-U", "-r", "true"]).output();
     if !probe.is_ok_and(|o| o.status.success()) {
         eprintln!("SKIP: cannot create a user namespace here (`unshare -U -r`); the namespace-limit test needs one");
         return None;
     }
-    Some(
-        Command::new("unshare")
-            .args(["-U", "-r", "sh", "-c", script, "sh"])
-            .args(args)
-            .output()
-            .expect("run unshare"),
-    )
+    let out = Command::new("unshare")
+        .args(["-U", "-r", "sh", "-c", script, "sh"])
+        .args(args)
+        .output()
+        .expect("run unshare");
+    Some(String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]
@@ -299,7 +299,7 @@ fn a_kernel_that_refuses_network_namespaces_still_runs_workers_without_network()
                   \"$2\" probe | grep network_namespaces; \
                   \"$2\" invoke \"$3\" t.dial \"$4\" --python \"$5\"; echo rc=$?";
     for (mode, net) in [("low", "false"), ("default", "true")] {
-        let Some(out) = in_own_userns(
+        let Some(text) = in_own_userns(
             script,
             &[
                 mode.as_ref(),
@@ -311,8 +311,6 @@ fn a_kernel_that_refuses_network_namespaces_still_runs_workers_without_network()
         ) else {
             return;
         };
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
         assert!(
             text.contains(&format!("network_namespaces     {net}")),
             "{mode}: {text}"
@@ -337,7 +335,7 @@ fn a_kernel_that_refuses_network_namespaces_still_runs_workers_without_network()
     // this one's sysctl reads as unlimited: the launch fails, and says why.
     let nested = "echo 0 > /proc/sys/user/max_net_namespaces; \
                   unshare -U -r \"$1\" invoke \"$2\" t.dial \"$3\" --python \"$4\"; echo rc=$?";
-    let Some(out) = in_own_userns(
+    let Some(text) = in_own_userns(
         nested,
         &[
             runner.as_os_str(),
@@ -348,8 +346,6 @@ fn a_kernel_that_refuses_network_namespaces_still_runs_workers_without_network()
     ) else {
         return;
     };
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("rc=6"), "{text}");
     assert!(
         text.contains("user.max_*_namespaces limit") && text.contains("\"namespaces\": false"),
