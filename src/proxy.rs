@@ -66,13 +66,18 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     let far = Duration::from_secs(86400 * 365);
     let max = options.max_line;
 
+    // One timer for the whole relay, moved only to an earlier time: a wake-up
+    // with nothing due is harmless (checked below), while registering a
+    // timer per line costs a good part of the relay's own time.
+    let alarm = tokio::time::sleep(far);
+    tokio::pin!(alarm);
     let failure: Option<Error> = loop {
         let next_deadline = deadlines.values().min().copied();
-        let wake = [next_deadline, stopping]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or_else(|| Instant::now() + far);
+        if let Some(wake) = [next_deadline, stopping].into_iter().flatten().min() {
+            if wake < alarm.deadline() {
+                alarm.as_mut().reset(wake);
+            }
+        }
         tokio::select! {
             line = protocol::read_line_into(&mut host_in, &mut host_partial, max), if worker_in.is_some() && stopping.is_none() => {
                 let (line, eof) = match line {
@@ -159,13 +164,15 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                     Err(e) => break Some(Error::sandbox(format!("reading worker stdout failed: {e}"))),
                 }
             }
-            _ = tokio::time::sleep_until(wake) => {
-                if stopping.is_some_and(|s| Instant::now() >= s) {
+            _ = &mut alarm => {
+                let now = Instant::now();
+                if stopping.is_some_and(|s| now >= s) {
                     break None; // grace period over: killed below
                 }
-                if deadlines.values().any(|d| Instant::now() >= *d) {
+                if deadlines.values().any(|d| now >= *d) {
                     break Some(Error::Timeout { tool_name: None, timeout: Some(options.timeout) });
                 }
+                alarm.as_mut().reset(now + far); // set again from the table above
             }
         }
     };

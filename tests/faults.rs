@@ -493,3 +493,56 @@ fn run_never_blocks_on_a_host_that_does_not_read_its_stderr() {
         assert_eq!(status.code(), Some(code));
     }
 }
+
+#[test]
+fn run_times_out_each_request_on_its_own_deadline() {
+    // A quick invoke, then one that hangs, half a timeout later: the hang is
+    // killed once *its* deadline passes (not the first one's), with exit 8.
+    use std::io::{BufRead, Write};
+    let body = "if args.get('hang'):\n    time.sleep(60)\nreturn 'quick'";
+    let d = ext("t.x", T, &["t.x.run"], &worker(body));
+    let mut child = std::process::Command::new(common::ext_runner())
+        .arg("run")
+        .arg(d.path())
+        .args(["--python"])
+        .arg(common::python())
+        .args(["--timeout", "2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    writeln!(
+        stdin,
+        r#"{{"id": "1", "op": "invoke", "name": "t.x.run", "args": {{}}}}"#
+    )
+    .unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("quick"), "{line}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let sent = Instant::now();
+    writeln!(
+        stdin,
+        r#"{{"id": "2", "op": "invoke", "name": "t.x.run", "args": {{"hang": true}}}}"#
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "the hung request was never timed out"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(8), "TimeoutError");
+    assert!(
+        sent.elapsed() >= Duration::from_secs(2),
+        "killed {:?} after the request, before its 2 s timeout",
+        sent.elapsed()
+    );
+}
