@@ -125,7 +125,8 @@ fn remove_tree(path: &Path) {
 /// descriptor, one `openat(parent, name, O_NOFOLLOW)` per folder: a folder
 /// swapped for a link meanwhile is not followed, and depth is not bounded by
 /// the length of a path. Holds a descriptor per folder found but not yet
-/// listed (one per level for a chain).
+/// listed: one or two for a chain, one per sibling for a wide folder (a
+/// known limit: a very wide tree can run into the descriptor limit).
 fn open_up(root: &Path) {
     use nix::dir::{Dir, Type};
     use nix::fcntl::{openat, OFlag};

@@ -448,6 +448,37 @@ async fn a_manifest_edited_after_load_grants_nothing_new() {
     assert_eq!(host.manifest().capabilities, vec!["tool.invoke"]);
 }
 
+/// `ext-runner run DIR` with the test interpreter and `extra` arguments, all stdio piped.
+fn spawn_run(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(common::ext_runner())
+        .arg("run")
+        .arg(dir)
+        .arg("--python")
+        .arg(common::python())
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` to exit, failing with `why` if it takes longer than `limit`.
+fn exit_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    why: &str,
+) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(started.elapsed() < limit, "{why}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn run_never_blocks_on_a_host_that_does_not_read_its_stderr() {
     // The reference host pipes the worker's stderr and never reads it.
@@ -455,16 +486,7 @@ fn run_never_blocks_on_a_host_that_does_not_read_its_stderr() {
     let d = ext("t.x", T, &["t.x.run"], &worker(body));
     for (die, code) in [(false, 0), (true, 6)] {
         use std::io::{BufRead, Write};
-        let mut child = std::process::Command::new(common::ext_runner())
-            .arg("run")
-            .arg(d.path())
-            .arg("--python")
-            .arg(common::python())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_run(d.path(), &[]);
         let mut stdin = child.stdin.take().unwrap();
         writeln!(
             stdin,
@@ -479,17 +501,11 @@ fn run_never_blocks_on_a_host_that_does_not_read_its_stderr() {
         if !die {
             writeln!(stdin, r#"{{"op": "shutdown"}}"#).unwrap();
         }
-        let started = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "ext-runner hung on a full stderr"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = exit_within(
+            &mut child,
+            Duration::from_secs(5),
+            "ext-runner hung on a full stderr",
+        );
         assert_eq!(status.code(), Some(code));
     }
 }
@@ -501,17 +517,7 @@ fn run_times_out_each_request_on_its_own_deadline() {
     use std::io::{BufRead, Write};
     let body = "if args.get('hang'):\n    time.sleep(60)\nreturn 'quick'";
     let d = ext("t.x", T, &["t.x.run"], &worker(body));
-    let mut child = std::process::Command::new(common::ext_runner())
-        .arg("run")
-        .arg(d.path())
-        .args(["--python"])
-        .arg(common::python())
-        .args(["--timeout", "2"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(d.path(), &["--timeout", "2"]);
     let mut stdin = child.stdin.take().unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     writeln!(
@@ -529,16 +535,11 @@ fn run_times_out_each_request_on_its_own_deadline() {
         r#"{{"id": "2", "op": "invoke", "name": "t.x.run", "args": {{"hang": true}}}}"#
     )
     .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(20),
-            "the hung request was never timed out"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(20),
+        "the hung request was never timed out",
+    );
     assert_eq!(status.code(), Some(8), "TimeoutError");
     assert!(
         sent.elapsed() >= Duration::from_secs(2),
