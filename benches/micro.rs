@@ -8,13 +8,13 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use nodus_extension::host::{HostOptions, Prepared};
-use nodus_extension::launch;
-use nodus_extension::manifest::Manifest;
+use nodus_extension::internals::extension::manifest::Manifest;
+use nodus_extension::internals::extension::validation::{SchemaMode, ToolSchemas};
+use nodus_extension::internals::protocol;
+use nodus_extension::internals::sandbox::launch;
+use nodus_extension::policy::Probe;
 use nodus_extension::policy::{self, Inputs, OperatorPolicy};
-use nodus_extension::probe::Probe;
-use nodus_extension::protocol;
-use nodus_extension::validation::{SchemaMode, ToolSchemas};
+use nodus_extension::{internals::host::Prepared, HostOptions};
 use serde_json::json;
 
 fn example() -> PathBuf {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use nodus_extension::policy::OperatorPolicy;
-use nodus_extension::validation::SchemaMode;
+use nodus_extension::SchemaMode;
 use nodus_extension::{ExtensionRegistry, HostOptions, Manifest};
 use serde_json::{json, Value};
 

@@ -10,15 +10,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use nodus_extension::capabilities::Capability;
-use nodus_extension::manifest::{Manifest, TOOL_SURFACE_VERSION, VALID_EFFECTS};
+use nodus_extension::internals::extension::manifest::{
+    Manifest, TOOL_SURFACE_VERSION, VALID_EFFECTS,
+};
+use nodus_extension::internals::extension::validation::{SchemaMode, ToolSchemas};
+use nodus_extension::internals::protocol::{self, Line, Response, WorkerMessage};
+use nodus_extension::policy::Probe;
 use nodus_extension::policy::{
     self, Access, Condition, Inputs, Mode, Namespaces, OperatorPolicy, Policy, ProgramFacts,
     SyscallAction,
 };
-use nodus_extension::probe::Probe;
-use nodus_extension::protocol::{self, Line, Response, WorkerMessage};
-use nodus_extension::validation::{SchemaMode, ToolSchemas};
+use nodus_extension::Capability;
 use nodus_extension::{Provenance, TrustClass};
 use serde_json::{json, Value};
 

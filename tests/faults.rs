@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ext, options, write_ext, TempDir};
-use nodus_extension::host::RestartPolicy;
-use nodus_extension::validation::SchemaMode;
+use nodus_extension::RestartPolicy;
+use nodus_extension::SchemaMode;
 use nodus_extension::{Error, ExtensionHost, ExtensionRegistry, HostOptions};
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nodus_extension::host::RestartPolicy;
+use nodus_extension::RestartPolicy;
 use nodus_extension::{blocking, Error, ExtensionHost, ExtensionRegistry, HostOptions};
 use serde_json::{json, Value};
 

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use common::{ext, options, TempDir};
-use nodus_extension::audit::Audit;
 use nodus_extension::memory::Quotas;
+use nodus_extension::Audit;
 use nodus_extension::{ExtensionRegistry, HostOptions};
 use serde_json::{json, Value};
 
@@ -473,7 +473,8 @@ fn an_acknowledged_put_survives_sigkill_of_the_runner() {
     child.wait().unwrap();
     let store = nodus_extension::memory::SqliteStore::open(&db, Quotas::default()).unwrap();
     use nodus_extension::memory::MemoryBackend;
-    let ns = nodus_extension::services::Caller::new("t.durable", e.path()).memory_namespace;
+    let ns = nodus_extension::internals::host::services::Caller::new("t.durable", e.path())
+        .memory_namespace;
     for i in 0..20 {
         assert_eq!(
             store.get(&ns, &format!("k{i}")).unwrap(),
@@ -613,7 +614,7 @@ async fn a_flood_of_denial_notices_is_bounded_in_the_audit_trail() {
         .iter()
         .filter(|e| e["event"] == "denial")
         .count();
-    let cap = 2 * nodus_extension::services::DENIALS_PER_SECOND as usize;
+    let cap = 2 * nodus_extension::internals::host::services::DENIALS_PER_SECOND as usize;
     assert!(
         (1..=cap).contains(&denials),
         "{denials} denial entries for 5000 notices"

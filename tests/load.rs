@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{options, TempDir};
-use nodus_extension::host::RestartPolicy;
+use nodus_extension::RestartPolicy;
 use nodus_extension::{ExtensionHost, ExtensionRegistry, HostOptions};
 use serde_json::json;
 

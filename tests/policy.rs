@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
+use nodus_extension::policy::Probe;
 use nodus_extension::policy::{
     self, Access, Condition, Inputs, Mode, OperatorPolicy, Policy, ProgramFacts, SyscallAction,
 };
-use nodus_extension::probe::Probe;
 use nodus_extension::Manifest;
 
 fn probe(root: bool) -> Probe {
@@ -424,7 +424,7 @@ fn operator_policy_files_are_checked() {
 /// any host file and have it opened to the worker.
 #[test]
 fn a_program_cannot_pick_its_loader_outside_the_system_libraries() {
-    use nodus_extension::interpreter::elf_loader;
+    use nodus_extension::internals::sandbox::interpreter::elf_loader;
     let dir = std::env::temp_dir().join(format!("nodus-elf-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let secret = dir.join("secret");

@@ -6,11 +6,11 @@
 
 use std::cell::Cell;
 
-use nodus_extension::capabilities::Capability;
-use nodus_extension::manifest::{Manifest, MAX_DEPTH, VALID_EFFECTS};
+use nodus_extension::internals::extension::manifest::{Manifest, MAX_DEPTH, VALID_EFFECTS};
+use nodus_extension::internals::protocol::{self, Line, Response, WorkerMessage};
+use nodus_extension::policy::Probe;
 use nodus_extension::policy::{Layers, Mode, OperatorPolicy, ProgramFacts};
-use nodus_extension::probe::Probe;
-use nodus_extension::protocol::{self, Line, Response, WorkerMessage};
+use nodus_extension::Capability;
 use nodus_extension::TrustClass;
 use proptest::collection::vec;
 use proptest::prelude::*;

@@ -6,9 +6,9 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use nodus_extension::capabilities::Capability;
+use nodus_extension::Capability;
 use nodus_extension::policy::{Layers, Mode, OperatorPolicy, ProgramFacts};
-use nodus_extension::probe::Probe;
+use nodus_extension::policy::Probe;
 use nodus_extension::TrustClass;
 
 #[path = "../properties.rs"]

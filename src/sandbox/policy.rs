@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::capabilities::Capability;
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
-use crate::probe::Probe;
-use crate::provenance::TrustClass;
+use crate::extension::capabilities::Capability;
+use crate::extension::manifest::Manifest;
+use crate::extension::provenance::TrustClass;
+use crate::sandbox::probe::Probe;
 
-pub const BASE_JSON: &str = include_str!("../policies/base.json");
-pub const CAPABILITIES_JSON: &str = include_str!("../policies/capabilities.json");
+pub const BASE_JSON: &str = include_str!("../../policies/base.json");
+pub const CAPABILITIES_JSON: &str = include_str!("../../policies/capabilities.json");
 
 /// Landlock ABI needed for every rule we derive: 6 adds the abstract-socket and signal scopes.
 pub const LANDLOCK_ABI_REQUIRED: u8 = 6;
@@ -825,5 +825,5 @@ impl Policy {
 
 /// The number of a system call named in a policy, on this architecture.
 pub fn syscall_number(name: &str) -> Option<i64> {
-    crate::syscalls::number(name)
+    crate::sandbox::syscalls::number(name)
 }

@@ -1,6 +1,6 @@
 //! One running worker process: started from a launch plan, its stderr drained
 //! into a bounded tail, its end described in words a user can act on. The host
-//! (`host.rs`) and the `run` proxy (`proxy.rs`) both drive workers through this.
+//! (`extension_host.rs`) and the `run` proxy (`proxy.rs`) both drive workers through this.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -13,20 +13,20 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::error::{Error, Result};
-use crate::interpreter::Interpreter;
-use crate::launch::{self, LaunchPlan, PidsCgroup, ScratchDir};
-use crate::manifest::Manifest;
-use crate::policy::{Policy, ProgramFacts};
+use crate::extension::manifest::Manifest;
+use crate::sandbox::interpreter::Interpreter;
+use crate::sandbox::launch::{self, LaunchPlan, PidsCgroup, ScratchDir};
+use crate::sandbox::policy::{Policy, ProgramFacts};
 
 /// How much of a worker's stderr is kept for error messages.
 pub const STDERR_TAIL: usize = 4 * 1024;
 /// How long a worker has to exit after `{"op": "shutdown"}` before it is killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-const SHIM_BOOT: &str = include_str!("../python/shim/boot.py");
-const SHIM_INIT: &str = include_str!("../python/shim/nodus_extension/__init__.py");
-const SHIM_WORKER: &str = include_str!("../python/shim/nodus_extension/worker.py");
-const SHIM_HOST: &str = include_str!("../python/shim/nodus_extension_host.py");
+const SHIM_BOOT: &str = include_str!("../../python/shim/boot.py");
+const SHIM_INIT: &str = include_str!("../../python/shim/nodus_extension/__init__.py");
+const SHIM_WORKER: &str = include_str!("../../python/shim/nodus_extension/worker.py");
+const SHIM_HOST: &str = include_str!("../../python/shim/nodus_extension_host.py");
 
 /// Where the worker's program comes from.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ impl Entry {
             {
                 return Err(Error::manifest(
                     format!("manifest \"entry\" must name a program inside the extension folder, got {:?}", argv[0]),
-                    dir.join(crate::manifest::MANIFEST_FILE).display().to_string(),
+                    dir.join(crate::extension::manifest::MANIFEST_FILE).display().to_string(),
                 ));
             }
             let program = dir.join(rel);
@@ -97,7 +97,7 @@ impl Entry {
                 (std::fs::canonicalize(&p).unwrap_or(p), Vec::new())
             }
         };
-        let loader = crate::interpreter::elf_loader(&program);
+        let loader = crate::sandbox::interpreter::elf_loader(&program);
         ProgramFacts {
             program,
             loader,

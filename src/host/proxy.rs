@@ -12,12 +12,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
-use crate::capabilities::CapabilityGate;
 use crate::error::{Error, Result};
+use crate::extension::capabilities::CapabilityGate;
+use crate::host::services::{self, RateLimiter};
+use crate::host::worker;
 use crate::host::{HostOptions, Prepared};
 use crate::protocol::{self, Line};
-use crate::services::{self, RateLimiter};
-use crate::worker;
 
 /// Relays until the host closes stdin or sends shutdown and the worker exits.
 /// Returns Ok when the worker ended as asked.

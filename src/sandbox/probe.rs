@@ -34,7 +34,7 @@ impl Probe {
     pub fn current() -> Probe {
         let uid = nix::unistd::getuid().as_raw();
         let root = uid == 0;
-        let ns = |flags| crate::child::try_unshare(flags, root);
+        let ns = |flags| crate::sandbox::child::try_unshare(flags, root);
         // One fork tries the namespaces at once; only a failure is broken
         // down. Not the network namespace: making and tearing one down costs
         // half a millisecond on every CLI start, and where the others can be

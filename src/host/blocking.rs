@@ -11,7 +11,7 @@ use crate::host::{ExtensionHost, HostOptions};
 /// `ExtensionRegistry` with blocking methods; owns its own runtime.
 pub struct ExtensionRegistry {
     runtime: tokio::runtime::Runtime,
-    inner: Arc<crate::registry::ExtensionRegistry>,
+    inner: Arc<crate::host::registry::ExtensionRegistry>,
 }
 
 impl ExtensionRegistry {
@@ -23,7 +23,7 @@ impl ExtensionRegistry {
             .map_err(|e| Error::sandbox(format!("cannot start the host runtime: {e}")))?;
         Ok(ExtensionRegistry {
             runtime,
-            inner: Arc::new(crate::registry::ExtensionRegistry::new(options)),
+            inner: Arc::new(crate::host::registry::ExtensionRegistry::new(options)),
         })
     }
 
@@ -65,7 +65,7 @@ impl ExtensionRegistry {
     }
 
     /// The async registry behind this facade.
-    pub fn registry(&self) -> &crate::registry::ExtensionRegistry {
+    pub fn registry(&self) -> &crate::host::registry::ExtensionRegistry {
         &self.inner
     }
 }

@@ -17,16 +17,16 @@ use seccompiler::{
     SeccompFilter, SeccompRule,
 };
 
-use crate::child::{self, Confinement};
 use crate::error::{Error, Result};
-use crate::policy::{Access, Condition, Limits, Mode, Policy, SyscallAction};
+use crate::sandbox::child::{self, Confinement};
+use crate::sandbox::policy::{Access, Condition, Limits, Mode, Policy, SyscallAction};
 
 /// `nodus-ext-<pid>-<n>-<random>`: unique among this host's workers, and hard
 /// to guess for anyone else's.
 fn unique_name() -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let id = crate::protocol::new_request_id();
+    let id = crate::support::unique_id();
     format!(
         "nodus-ext-{}-{n}-{}",
         std::process::id(),
@@ -591,7 +591,7 @@ fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
     // own installed after the main one (among equal actions the last wins).
     let mut other_errors: BTreeMap<i32, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
     for r in &policy.seccomp {
-        let Some(nr) = crate::syscalls::number(&r.name) else {
+        let Some(nr) = crate::sandbox::syscalls::number(&r.name) else {
             continue;
         };
         match &r.action {

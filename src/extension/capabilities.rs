@@ -66,8 +66,8 @@ impl FromStr for Capability {
             .ok_or_else(|| {
                 format!(
                     "unknown capability: {}; supported: {}",
-                    crate::pyrepr::str(s),
-                    crate::pyrepr::str_list(&Capability::supported_names())
+                    crate::support::pyrepr::str(s),
+                    crate::support::pyrepr::str_list(&Capability::supported_names())
                 )
             })
     }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::extension::manifest::Manifest;
+use crate::host::memory::MemoryBackend;
+use crate::host::services::{BoxFuture, HostServices, LazyStore, Services, WaitGraph};
 use crate::host::{ExtensionHost, HostOptions};
-use crate::manifest::Manifest;
-use crate::memory::MemoryBackend;
-use crate::services::{BoxFuture, HostServices, LazyStore, Services, WaitGraph};
 
 type Hosts = tokio::sync::RwLock<BTreeMap<String, Arc<ExtensionHost>>>;
 
@@ -37,7 +37,7 @@ impl ExtensionRegistry {
             let path = options
                 .memory_path
                 .clone()
-                .unwrap_or_else(crate::memory::default_path);
+                .unwrap_or_else(crate::host::memory::default_path);
             options.services = Some(Services(Arc::new(RegistryServices {
                 hosts: Arc::downgrade(&hosts),
                 memory: LazyStore::new(path, options.memory_quotas),

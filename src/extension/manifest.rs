@@ -12,10 +12,10 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use crate::capabilities::Capability;
 use crate::error::{Error, Result};
-use crate::provenance::{Origin, OwnerClass, Provenance, TrustClass};
-use crate::pyrepr;
+use crate::extension::capabilities::Capability;
+use crate::extension::provenance::{Origin, OwnerClass, Provenance, TrustClass};
+use crate::support::{py_isspace, pyrepr};
 
 pub const MANIFEST_FILE: &str = "nodus-extension.json";
 pub const SUPPORTED_ABI_VERSIONS: &[&str] = &["1"];
@@ -392,11 +392,6 @@ pub(crate) fn python_type_name(v: &Value) -> &'static str {
         Value::Array(_) => "list",
         Value::Object(_) => "dict",
     }
-}
-
-/// Python's `str.isspace()` for one character.
-pub(crate) fn py_isspace(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 /// The reference's `^[a-z0-9_]+(\.[a-z0-9_]+)+$` under `re.match`; Python's `$`

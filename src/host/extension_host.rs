@@ -6,8 +6,7 @@
 //! naming its exit and stderr tail; the next invoke starts a fresh worker.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,105 +15,18 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
-use crate::audit::Audit;
-use crate::capabilities::{Capability, CapabilityGate};
 use crate::error::{Error, Result};
-use crate::interpreter::Interpreter;
-use crate::manifest::{provenance_json, Manifest};
-use crate::memory::Quotas;
-use crate::policy::{self, OperatorPolicy, Policy};
-use crate::probe::Probe;
+use crate::extension::capabilities::{Capability, CapabilityGate};
+use crate::extension::manifest::{provenance_json, Manifest};
+use crate::extension::provenance::Provenance;
+use crate::extension::validation::{SchemaMode, ToolSchemas};
+use crate::host::audit::Audit;
+use crate::host::options::HostOptions;
+use crate::host::prepared::Prepared;
+use crate::host::services::{self, RateLimiter, Services};
+use crate::host::worker::{self, StderrTail};
 use crate::protocol::{self, Line, Response, WorkerMessage};
-use crate::provenance::Provenance;
-use crate::services::{self, LazyStore, RateLimiter, Services, StandaloneServices};
-use crate::validation::{SchemaMode, ToolSchemas};
-use crate::worker::{self, Entry, StderrTail};
-
-/// Default per-invoke timeout, as in the reference.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How a host starts and talks to workers.
-#[derive(Debug, Clone)]
-pub struct HostOptions {
-    /// Interpreter for `extension.py` workers: a name looked up on PATH, or a path.
-    pub python: OsString,
-    /// Per-invoke deadline; the worker is killed when it passes.
-    pub timeout: Duration,
-    /// Longest line accepted from a worker.
-    pub max_line: usize,
-    /// The host folder `filesystem.read`/`filesystem.write` grant.
-    pub workspace: Option<PathBuf>,
-    /// The operator's policy (limits, ports, trust classes, mode, layers).
-    pub operator: OperatorPolicy,
-    /// Memory store and tool registry for host calls; default: the embedded
-    /// store at `memory_path` and no tools (a registry supplies its own).
-    pub services: Option<Services>,
-    /// Where the embedded memory store lives (default: `memory::default_path()`).
-    pub memory_path: Option<PathBuf>,
-    /// Quotas of the embedded memory store.
-    pub memory_quotas: Quotas,
-    /// The audit trail (off unless a file or callback is set).
-    pub audit: Audit,
-    /// Checking invoke arguments against the tool's schema.
-    pub schema_validation: SchemaMode,
-    /// When a worker that died is started again.
-    pub restart: RestartPolicy,
-}
-
-/// When a worker that ended on its own (crash, timeout kill, bad output) is
-/// started again: on the next invoke, after a backoff that doubles with each
-/// failure, and not at all once `max_failures` happened within `window`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RestartPolicy {
-    pub max_failures: u32,
-    pub window: Duration,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        RestartPolicy {
-            max_failures: 5,
-            window: Duration::from_secs(60),
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-        }
-    }
-}
-
-impl HostOptions {
-    /// The services host calls go to.
-    pub fn services(&self) -> Services {
-        self.services.clone().unwrap_or_else(|| {
-            let path = self
-                .memory_path
-                .clone()
-                .unwrap_or_else(crate::memory::default_path);
-            Services(Arc::new(StandaloneServices {
-                memory: LazyStore::new(path, self.memory_quotas),
-            }))
-        })
-    }
-}
-
-impl Default for HostOptions {
-    fn default() -> Self {
-        HostOptions {
-            python: "python3".into(),
-            timeout: DEFAULT_TIMEOUT,
-            max_line: protocol::DEFAULT_MAX_LINE,
-            workspace: None,
-            operator: OperatorPolicy::default(),
-            services: None,
-            memory_path: None,
-            memory_quotas: Quotas::default(),
-            audit: Audit::default(),
-            schema_validation: SchemaMode::Enforce,
-            restart: RestartPolicy::default(),
-        }
-    }
-}
+use crate::sandbox::policy::Policy;
 
 type Pending = Mutex<HashMap<String, oneshot::Sender<Result<Response>>>>;
 
@@ -403,55 +315,6 @@ async fn answer(
     let _ = write_line(stdin, protocol::host_call_response(&call.id, &outcome)).await;
 }
 
-/// An extension with everything decided and nothing started: its folder,
-/// manifest, entry program and derived policy.
-pub struct Prepared {
-    pub dir: PathBuf,
-    pub manifest: Manifest,
-    pub entry: Entry,
-    pub policy: Policy,
-}
-
-impl Prepared {
-    /// Reads the manifest in `dir`, resolves the entry and derives the policy.
-    pub fn new(dir: &Path, options: &HostOptions) -> Result<Prepared> {
-        Self::with_manifest(dir, Manifest::load(dir)?, options)
-    }
-
-    pub fn with_manifest(
-        dir: &Path,
-        manifest: Manifest,
-        options: &HostOptions,
-    ) -> Result<Prepared> {
-        let dir = std::path::absolute(dir)
-            .map_err(|e| Error::manifest(format!("{}: {e}", dir.display()), None))?;
-        let entry =
-            Entry::for_extension(&dir, &manifest, || Interpreter::resolve(&options.python))?;
-        let workspace = match &options.workspace {
-            Some(w) => Some(
-                std::fs::canonicalize(w)
-                    .map_err(|e| Error::sandbox(format!("workspace {}: {e}", w.display())))?,
-            ),
-            None => None,
-        };
-        let program = entry.program_facts(&dir);
-        let policy = policy::derive(&policy::Inputs {
-            manifest: &manifest,
-            extension_dir: &dir,
-            workspace: workspace.as_deref(),
-            operator: &options.operator,
-            program: &program,
-            probe: Probe::cached(),
-        })?;
-        Ok(Prepared {
-            dir,
-            manifest,
-            entry,
-            policy,
-        })
-    }
-}
-
 /// The reference's `ExtensionHost.describe()` of a manifest.
 pub fn describe(manifest: &Manifest, loaded: bool) -> Value {
     json!({
@@ -656,7 +519,7 @@ impl ExtensionHost {
         let problem = if !args.is_object() {
             Some(format!(
                 "args must be a JSON object, got {}",
-                crate::manifest::python_type_name(args)
+                crate::extension::manifest::python_type_name(args)
             ))
         } else if self.ext.manifest.tool(tool).is_none() {
             let declared: Vec<&str> = self
@@ -699,7 +562,7 @@ impl ExtensionHost {
         if !self.calls.audit.is_on() {
             return outcome;
         }
-        let mut fields = json!({"tool": tool, "ms": crate::audit::millis(started)});
+        let mut fields = json!({"tool": tool, "ms": crate::host::audit::millis(started)});
         match &outcome {
             Ok(_) => fields["outcome"] = "ok".into(),
             Err(e) => {

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::audit::Audit;
-use crate::capabilities::{Capability, CapabilityGate};
 use crate::error::{Error, Result};
-use crate::memory::{MemoryBackend, Quotas, SqliteStore};
+use crate::extension::capabilities::{Capability, CapabilityGate};
+use crate::host::audit::Audit;
+use crate::host::memory::{MemoryBackend, Quotas, SqliteStore};
 pub use crate::protocol::HostCall;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -266,7 +266,7 @@ pub async fn serve(
     let started = Instant::now();
     let ext = caller.name.as_str();
     let outcome = gatekeep(call, caller, gate, services, limiter).await;
-    let mut fields = json!({"call": call.call, "ms": crate::audit::millis(started)});
+    let mut fields = json!({"call": call.call, "ms": crate::host::audit::millis(started)});
     if call.call.starts_with("memory.") {
         fields["key"] = call
             .params

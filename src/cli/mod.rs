@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::audit::Audit;
 use crate::error::Result;
+use crate::extension::manifest::Manifest;
+use crate::extension::validation::SchemaMode;
+use crate::host::audit::Audit;
 use crate::host::{self, ExtensionHost, HostOptions, Prepared};
-use crate::manifest::Manifest;
-use crate::policy::OperatorPolicy;
-use crate::probe::Probe;
 use crate::protocol;
-use crate::validation::SchemaMode;
+use crate::sandbox::policy::OperatorPolicy;
+use crate::sandbox::probe::Probe;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -146,7 +146,7 @@ pub async fn main(cli: Cli) -> i32 {
 /// One line on stderr, best effort: a full or closed stderr must not hang or
 /// panic the runner (the reference host never reads it).
 fn say(line: &str) {
-    crate::proxy::write_stderr(
+    crate::host::proxy::write_stderr(
         format!("{line}\n").as_bytes(),
         std::time::Duration::from_secs(2),
     );
@@ -162,7 +162,7 @@ fn out(text: &str) {
 }
 
 /// Best-effort mode says what it gave up, once per launch.
-fn warn_degraded(policy: &crate::policy::Policy) {
+fn warn_degraded(policy: &crate::sandbox::policy::Policy) {
     for d in &policy.degraded {
         say(&format!("warning: sandbox degraded: {d}"));
     }
@@ -198,7 +198,7 @@ async fn run(cli: Cli) -> Result<()> {
             let options = opts.host_options()?;
             let ext = Prepared::new(&dir, &options)?;
             warn_degraded(&ext.policy);
-            crate::proxy::run(&ext, &options).await?;
+            crate::host::proxy::run(&ext, &options).await?;
         }
         Command::Policy { dir, json, opts } => {
             let ext = Prepared::new(&dir, &opts.host_options()?)?;

@@ -17,33 +17,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 /// Default limit on one line from a worker: 16 MiB.
 pub const DEFAULT_MAX_LINE: usize = 16 * 1024 * 1024;
 
-/// A request id shaped as the reference makes them (`str(uuid.uuid4())`):
-/// random per process, then a counter, so ids never repeat within a host.
+/// A request id shaped as the reference makes them (`str(uuid.uuid4())`).
 pub fn new_request_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static SEED: OnceLock<(u64, u64)> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let (hi, lo) = *SEED.get_or_init(|| {
-        let state = std::collections::hash_map::RandomState::new();
-        let mut a = state.build_hasher();
-        a.write_u32(std::process::id());
-        let mut b = state.build_hasher();
-        b.write_u64(a.finish());
-        (a.finish(), b.finish())
-    });
-    let lo = lo ^ COUNTER.fetch_add(1, Ordering::Relaxed);
-    let hi = (hi & !0xf000) | 0x4000; // version 4
-    let lo = (lo & !(0xc0 << 56)) | (0x80 << 56); // variant 1
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
+    crate::support::unique_id()
 }
 
 /// The invoke request line (without the newline).
@@ -136,7 +112,7 @@ pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
         Response::Err(match msg.swap_remove("error") {
             None => "unknown error".to_string(),
             Some(Value::String(s)) => s,
-            Some(other) => crate::pyrepr::display(&other),
+            Some(other) => crate::support::pyrepr::display(&other),
         })
     };
     WorkerMessage::Response { id, response }
@@ -175,7 +151,7 @@ fn truthy(v: &Value) -> bool {
 /// Unicode whitespace as Python counts it is stripped at both ends.
 pub fn py_strip(line: &[u8]) -> &[u8] {
     match std::str::from_utf8(line) {
-        Ok(text) => text.trim_matches(crate::manifest::py_isspace).as_bytes(),
+        Ok(text) => text.trim_matches(crate::support::py_isspace).as_bytes(),
         Err(_) => line.trim_ascii(),
     }
 }
@@ -326,7 +302,7 @@ impl serde_json::ser::Formatter for PyFormatter {
         value: &str,
     ) -> io::Result<()> {
         // As Python writes the int or float it parsed: `1e2` is `100.0`, `-0` is `0`.
-        let text = match crate::pyrepr::number_text(value).as_str() {
+        let text = match crate::support::pyrepr::number_text(value).as_str() {
             "inf" => "Infinity".to_string(),
             "-inf" => "-Infinity".to_string(),
             "nan" => "NaN".to_string(),

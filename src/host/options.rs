@@ -1,0 +1,100 @@
+//! How a host starts and talks to workers: the options every host, the
+//! registry and the `run` proxy share.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::extension::validation::SchemaMode;
+use crate::host::audit::Audit;
+use crate::host::memory::Quotas;
+use crate::host::services::{LazyStore, Services, StandaloneServices};
+use crate::protocol;
+use crate::sandbox::policy::OperatorPolicy;
+
+/// Default per-invoke timeout, as in the reference.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a host starts and talks to workers.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Interpreter for `extension.py` workers: a name looked up on PATH, or a path.
+    pub python: OsString,
+    /// Per-invoke deadline; the worker is killed when it passes.
+    pub timeout: Duration,
+    /// Longest line accepted from a worker.
+    pub max_line: usize,
+    /// The host folder `filesystem.read`/`filesystem.write` grant.
+    pub workspace: Option<PathBuf>,
+    /// The operator's policy (limits, ports, trust classes, mode, layers).
+    pub operator: OperatorPolicy,
+    /// Memory store and tool registry for host calls; default: the embedded
+    /// store at `memory_path` and no tools (a registry supplies its own).
+    pub services: Option<Services>,
+    /// Where the embedded memory store lives (default: `memory::default_path()`).
+    pub memory_path: Option<PathBuf>,
+    /// Quotas of the embedded memory store.
+    pub memory_quotas: Quotas,
+    /// The audit trail (off unless a file or callback is set).
+    pub audit: Audit,
+    /// Checking invoke arguments against the tool's schema.
+    pub schema_validation: SchemaMode,
+    /// When a worker that died is started again.
+    pub restart: RestartPolicy,
+}
+
+/// When a worker that ended on its own (crash, timeout kill, bad output) is
+/// started again: on the next invoke, after a backoff that doubles with each
+/// failure, and not at all once `max_failures` happened within `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub max_failures: u32,
+    pub window: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            max_failures: 5,
+            window: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HostOptions {
+    /// The services host calls go to.
+    pub fn services(&self) -> Services {
+        self.services.clone().unwrap_or_else(|| {
+            let path = self
+                .memory_path
+                .clone()
+                .unwrap_or_else(crate::host::memory::default_path);
+            Services(Arc::new(StandaloneServices {
+                memory: LazyStore::new(path, self.memory_quotas),
+            }))
+        })
+    }
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            python: "python3".into(),
+            timeout: DEFAULT_TIMEOUT,
+            max_line: protocol::DEFAULT_MAX_LINE,
+            workspace: None,
+            operator: OperatorPolicy::default(),
+            services: None,
+            memory_path: None,
+            memory_quotas: Quotas::default(),
+            audit: Audit::default(),
+            schema_validation: SchemaMode::Enforce,
+            restart: RestartPolicy::default(),
+        }
+    }
+}

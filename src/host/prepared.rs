@@ -1,0 +1,61 @@
+//! An extension with everything decided and nothing started: the stage the
+//! host and the `run` proxy both begin from.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::extension::manifest::Manifest;
+use crate::host::options::HostOptions;
+use crate::host::worker::Entry;
+use crate::sandbox::interpreter::Interpreter;
+use crate::sandbox::policy::{self, Policy};
+use crate::sandbox::probe::Probe;
+
+/// An extension with everything decided and nothing started: its folder,
+/// manifest, entry program and derived policy.
+pub struct Prepared {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub entry: Entry,
+    pub policy: Policy,
+}
+
+impl Prepared {
+    /// Reads the manifest in `dir`, resolves the entry and derives the policy.
+    pub fn new(dir: &Path, options: &HostOptions) -> Result<Prepared> {
+        Self::with_manifest(dir, Manifest::load(dir)?, options)
+    }
+
+    pub fn with_manifest(
+        dir: &Path,
+        manifest: Manifest,
+        options: &HostOptions,
+    ) -> Result<Prepared> {
+        let dir = std::path::absolute(dir)
+            .map_err(|e| Error::manifest(format!("{}: {e}", dir.display()), None))?;
+        let entry =
+            Entry::for_extension(&dir, &manifest, || Interpreter::resolve(&options.python))?;
+        let workspace = match &options.workspace {
+            Some(w) => Some(
+                std::fs::canonicalize(w)
+                    .map_err(|e| Error::sandbox(format!("workspace {}: {e}", w.display())))?,
+            ),
+            None => None,
+        };
+        let program = entry.program_facts(&dir);
+        let policy = policy::derive(&policy::Inputs {
+            manifest: &manifest,
+            extension_dir: &dir,
+            workspace: workspace.as_deref(),
+            operator: &options.operator,
+            program: &program,
+            probe: Probe::cached(),
+        })?;
+        Ok(Prepared {
+            dir,
+            manifest,
+            entry,
+            policy,
+        })
+    }
+}

@@ -1,0 +1,40 @@
+//! Leaf helpers any stage may use: Python's own spellings of values and
+//! whitespace, so that messages read as the reference's do. They touch
+//! nothing but memory.
+
+pub(crate) mod pyrepr;
+
+/// Python's `str.isspace()` for one character.
+pub(crate) fn py_isspace(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// A unique id shaped as Python's `str(uuid.uuid4())`: random per process,
+/// then a counter, so ids never repeat within a process. Request ids and the
+/// names of scratch folders use it.
+pub(crate) fn unique_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<(u64, u64)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (hi, lo) = *SEED.get_or_init(|| {
+        let state = std::collections::hash_map::RandomState::new();
+        let mut a = state.build_hasher();
+        a.write_u32(std::process::id());
+        let mut b = state.build_hasher();
+        b.write_u64(a.finish());
+        (a.finish(), b.finish())
+    });
+    let lo = lo ^ COUNTER.fetch_add(1, Ordering::Relaxed);
+    let hi = (hi & !0xf000) | 0x4000; // version 4
+    let lo = (lo & !(0xc0 << 56)) | (0x80 << 56); // variant 1
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
