@@ -52,20 +52,11 @@ fn echo_ext(name: &str) -> TempDir {
 fn footprint() -> (usize, usize, usize, u64) {
     let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
     let me = std::process::id() as i32;
-    let kids = common::processes()
+    let kids = common::procfs::all()
         .into_iter()
-        .filter(|(_, ppid, _)| *ppid == me)
+        .filter(|p| p.ppid == me)
         .collect::<Vec<_>>();
-    let zombies = kids
-        .iter()
-        .filter(|(pid, _, _)| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z'))
-            })
-        })
-        .count();
+    let zombies = kids.iter().filter(|p| p.state == 'Z').count();
     let rss = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()

@@ -408,7 +408,7 @@ async fn unload_shuts_the_worker_down() {
     assert_eq!(host.invoke("proto.ping", "{}").await.unwrap(), "pong");
     let pid = host.worker_pid().await.expect("a running worker");
     let tree: Vec<i32> = std::iter::once(pid)
-        .chain(common::descendants(pid).into_iter().map(|d| d.0))
+        .chain(common::procfs::descendants(pid).into_iter().map(|d| d.pid))
         .collect();
     assert!(tree.iter().all(|&p| common::pid_alive(p)));
     let t0 = Instant::now();

@@ -157,16 +157,7 @@ pub fn options() -> HostOptions {
 /// Whether `pid` is a live process. A zombie (exited, not yet reaped) counts
 /// as gone: it runs no code and holds nothing but its exit status.
 pub fn pid_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => {
-            // "pid (comm) S ..." — comm may contain spaces and parentheses.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X") | None)
-        }
-    }
+    procfs::alive(pid)
 }
 
 /// Polls until `pid` is gone or `within` passes; returns whether it is gone.
@@ -201,55 +192,14 @@ pub fn py_str(s: impl AsRef<std::ffi::OsStr>) -> String {
     serde_json::to_string(s).expect("string serializes")
 }
 
-/// `(pid, parent pid, command name)` of every process, from /proc.
-pub fn processes() -> Vec<(i32, i32, String)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let mut rest = stat[close + 1..].split_whitespace();
-        let ppid = rest.nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-        out.push((pid, ppid, comm));
-    }
-    out
-}
-
-/// Every live descendant of `pid`: `(pid, command name)`.
-pub fn descendants(pid: i32) -> Vec<(i32, String)> {
-    let all = processes();
-    let mut found = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(parent) = frontier.pop() {
-        for (p, pp, comm) in &all {
-            if *pp == parent && pid_alive(*p) {
-                found.push((*p, comm.clone()));
-                frontier.push(*p);
-            }
-        }
-    }
-    found
-}
-
 /// Polls until a descendant of `pid` named `comm` appears; returns all descendants then.
 pub fn wait_descendant(pid: i32, comm: &str, within: Duration) -> Option<Vec<(i32, String)>> {
     let end = Instant::now() + within;
     loop {
-        let d = descendants(pid);
+        let d: Vec<(i32, String)> = procfs::descendants(pid)
+            .into_iter()
+            .map(|p| (p.pid, p.comm))
+            .collect();
         if d.iter().any(|(_, c)| c == comm) {
             return Some(d);
         }
@@ -283,4 +233,5 @@ pub fn has_nodus_extension(py: &Path) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+pub mod procfs;
 pub mod sandbox;

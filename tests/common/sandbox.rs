@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::TempDir;
+use crate::common::{procfs, TempDir};
 
 /// The unprivileged identity of the suite (`nobody` on Debian).
 pub const NOBODY: u32 = 65534;
@@ -192,6 +192,16 @@ pub enum Feature {
     NetNamespace,
     /// A pids cgroup (root only; unprivileged runs count processes with RLIMIT_NPROC).
     PidsCgroup,
+}
+
+/// Runs `f` for root and for nobody (as `both`), each only where it has every
+/// one of `features` (a missing one prints `SKIP: <feature> missing`).
+pub fn confined(features: &[Feature], f: impl Fn(Who) + Sync) {
+    both(|who| {
+        if require(who, features) {
+            f(who)
+        }
+    });
 }
 
 /// Whether `who` has every feature; prints `SKIP: <feature> missing` when not.
@@ -834,54 +844,22 @@ pub fn signal_name(status: &ExitStatus) -> Option<String> {
 
 // ---------------------------------------------------------------- /proc
 
-/// pid → ppid of every process.
-pub fn parents() -> HashMap<i32, i32> {
-    let mut m = HashMap::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            if let Some((_, rest)) = stat.rsplit_once(')') {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                if f.first().is_some_and(|s| *s != "Z" && *s != "X") {
-                    if let Some(pp) = f.get(1).and_then(|s| s.parse().ok()) {
-                        m.insert(pid, pp);
-                    }
-                }
-            }
-        }
-    }
-    m
-}
-
-/// Live (non-zombie) descendants of `pid`.
+/// Live descendants of `pid`.
 pub fn descendants(pid: i32) -> Vec<i32> {
-    let parents = parents();
-    let mut out = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for (c, pp) in &parents {
-            if *pp == p && !out.contains(c) {
-                out.push(*c);
-                frontier.push(*c);
-            }
-        }
-    }
-    out
+    procfs::descendants(pid)
+        .into_iter()
+        .map(|p| p.pid)
+        .collect()
 }
 
-pub fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
+pub use crate::common::procfs::cmdline;
 
 /// Live processes whose command line contains `marker`.
 pub fn procs_with(marker: &str) -> Vec<i32> {
-    parents()
-        .keys()
-        .copied()
+    procfs::all()
+        .into_iter()
+        .filter(|p| p.live())
+        .map(|p| p.pid)
         .filter(|p| cmdline(*p).contains(marker))
         .collect()
 }

@@ -1,0 +1,373 @@
+//! The kernel surface: system calls the seccomp allowlist refuses, their arguments, and the kernel interfaces reachable through them.
+
+use super::*;
+
+/// Runs `real` (attacks with their outside checks) and `probe` (the same calls
+/// with arguments the kernel rejects with something else than EPERM) in the
+/// worker, and `probe` outside: every probed call must fail with `expect` in
+/// the sandbox, and root's plain run proves the probe reaches the kernel.
+fn syscall_attack(who: Who, caps: &[&str], probe_code: &str, expect: &[(&str, &str)]) -> Reply {
+    let (r, _) = run_once(Launch::new(who, caps), probe_code);
+    let base = plain(who, probe_code);
+    for (k, want) in expect {
+        assert_eq!(&r.field(k), want, "{k} in the sandbox: {r:?}");
+        if who == Who::Root {
+            assert_ne!(base["result"][k].as_str(), Some(*want), "control: {k} gives {want} outside the sandbox too ({base}); the probe proves nothing");
+        }
+    }
+    r
+}
+
+#[test]
+fn attack_kernel_mount_family() {
+    confined(FULL, |who| {
+        let probe = r#"
+n = b"/nonexistent-nodus-sec"
+result = {"mount": ename(sys_call(165, b"none", n, b"tmpfs", 0, 0)), "umount2": ename(sys_call(166, n, 0)),
+          "chroot": ename(sys_call(161, n)), "pivot_root": ename(sys_call(155, n, n)),
+          "fsopen": ename(sys_call(430, b"nodus-no-such-fs", 0)), "open_tree": ename(sys_call(428, -100, n, 0)),
+          "move_mount": ename(sys_call(429, -1, b"", -1, b"", 0)), "mount_setattr": ename(sys_call(442, -1, b"", 0, 0, 0))}
+"#;
+        let e = "EPERM";
+        syscall_attack(
+            who,
+            &[],
+            probe,
+            &[
+                ("mount", e),
+                ("umount2", e),
+                ("chroot", e),
+                ("pivot_root", e),
+                ("fsopen", e),
+                ("open_tree", e),
+                ("move_mount", e),
+                ("mount_setattr", e),
+            ],
+        );
+        // The real thing: a tmpfs over the worker's scratch, seen (or not) in the host's mount table.
+        let (r, _) = run_once(
+            Launch::new(who, &[]),
+            r#"t = os.environ["TMPDIR"].encode(); result = {"mount": ename(sys_call(165, b"none", t, b"tmpfs", 0, 0)), "tmpdir": t.decode()}"#,
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(&r.field("tmpdir")),
+            "a mount appeared on the host: {r:?}"
+        );
+    });
+}
+
+#[test]
+fn attack_kernel_unshare_and_setns() {
+    confined(FULL, |who| {
+        let probe = r#"result = {"unshare": ename(sys_call(272, 0)), "setns": ename(sys_call(308, -1, 0))}"#;
+        syscall_attack(
+            who,
+            &["subprocess.run"],
+            probe,
+            &[("unshare", "EPERM"), ("setns", "EPERM")],
+        );
+        // The real thing: new namespaces, judged by the worker's /proc/PID/ns from outside.
+        let mut s = Launch::new(who, &["subprocess.run"]).start();
+        s.exec("result = 1");
+        let w = s.worker_pid().expect("worker");
+        let before: Vec<String> = ["user", "mnt", "net", "pid", "uts", "ipc", "cgroup"]
+            .iter()
+            .map(|k| ns(w, k))
+            .collect();
+        let r = s.exec(r#"result = {"unshare": ename(sys_call(272, 0x10000000 | 0x20000 | 0x40000000)), "clone": ename(sys_call(56, 0x10000000 | 0x20000 | 17, 0, 0, 0, 0))}"#);
+        let after: Vec<String> = ["user", "mnt", "net", "pid", "uts", "ipc", "cgroup"]
+            .iter()
+            .map(|k| ns(w, k))
+            .collect();
+        s.finish();
+        assert_eq!(before, after, "the worker changed namespaces: {r:?}");
+        assert_eq!(r.field("unshare"), "EPERM", "{r:?}");
+        assert_eq!(r.field("clone"), "EPERM", "{r:?}");
+    });
+}
+
+#[test]
+fn attack_kernel_keyrings() {
+    confined(FULL, |who| {
+        let desc = token("nodus-sec-key");
+        let probe = snippet(
+            r#"result = {"keyctl": ename(sys_call(250, 9999, 0, 0, 0, 0)), "add_key": ename(sys_call(248, 0, 0, 0, 0, 0)), "request_key": ename(sys_call(249, 0, 0, 0, 0))}"#,
+            &[],
+        );
+        syscall_attack(
+            who,
+            &[],
+            &probe,
+            &[
+                ("keyctl", "EPERM"),
+                ("add_key", "EPERM"),
+                ("request_key", "EPERM"),
+            ],
+        );
+        let (r, _) = run_once(
+            Launch::new(who, &[]),
+            &snippet(
+                r#"result = ename(sys_call(248, b"user", @D@.encode(), b"x", 1, (1 << 64) - 4))"#,
+                &[("D", lit(&desc))],
+            ),
+        );
+        let keys = std::fs::read_to_string("/proc/keys").unwrap_or_default();
+        assert!(!keys.contains(&desc), "a key was added: {r:?}");
+        assert_eq!(r.text(), "\"EPERM\"");
+    });
+}
+
+#[test]
+fn attack_kernel_bpf() {
+    confined(FULL, |who| {
+        let probe = r#"
+import ctypes
+attr = (ctypes.c_uint32 * 32)(2, 4, 4, 1)
+result = {"bpf": ename(sys_call(321, 9999, 0, 0)), "map_create": ename(sys_call(321, 0, ctypes.addressof(attr), 72))}
+"#;
+        syscall_attack(
+            who,
+            &[],
+            probe,
+            &[("bpf", "EPERM"), ("map_create", "EPERM")],
+        );
+    });
+}
+
+#[test]
+fn attack_kernel_perf_event_open() {
+    confined(FULL, |who| {
+        let probe = r#"
+import ctypes
+attr = (ctypes.c_uint8 * 128)()
+ctypes.memmove(attr, (ctypes.c_uint32 * 2)(1, 128), 8)   # PERF_TYPE_SOFTWARE, size
+result = {"null": ename(sys_call(298, 0, 0, -1, -1, 0)), "cpu_clock": ename(sys_call(298, ctypes.addressof(attr), 0, -1, -1, 0))}
+"#;
+        syscall_attack(
+            who,
+            &[],
+            probe,
+            &[("null", "EPERM"), ("cpu_clock", "EPERM")],
+        );
+    });
+}
+
+#[test]
+fn attack_kernel_userfaultfd() {
+    confined(FULL, |who| {
+        let probe = r#"result = {"bad_flags": ename(sys_call(323, 0xffff)), "user_mode": ename(sys_call(323, 1 | 0x80000))}"#;
+        syscall_attack(
+            who,
+            &[],
+            probe,
+            &[("bad_flags", "EPERM"), ("user_mode", "EPERM")],
+        );
+    });
+}
+
+#[test]
+fn attack_kernel_io_uring() {
+    confined(FULL, |who| {
+        let probe = r#"
+import ctypes
+params = (ctypes.c_uint8 * 120)()
+result = {"setup_null": ename(sys_call(425, 4, 0)), "setup": ename(sys_call(425, 4, ctypes.addressof(params))),
+          "enter": ename(sys_call(426, -1, 0, 0, 0, 0, 0)), "register": ename(sys_call(427, -1, 0, 0, 0))}
+"#;
+        let r = syscall_attack(
+            who,
+            &["network.outbound"],
+            probe,
+            &[
+                ("setup_null", "EPERM"),
+                ("setup", "EPERM"),
+                ("enter", "EPERM"),
+                ("register", "EPERM"),
+            ],
+        );
+        let _ = r;
+    });
+}
+
+/// clone3 must fail with ENOSYS (not EPERM), so that glibc falls back to clone,
+/// whose flags seccomp can inspect; threads and subprocess still work.
+#[test]
+fn attack_kernel_clone3_is_enosys() {
+    confined(FULL, |who| {
+        let probe = r#"
+import threading, subprocess
+t = []; th = threading.Thread(target=lambda: t.append(1)); th.start(); th.join()
+result = {"clone3": ename(sys_call(435, 0, 0)), "thread": len(t),
+          "subprocess": attempt(lambda: subprocess.run(["/bin/echo", "via-clone"], capture_output=True).stdout)}
+"#;
+        for caps in [&[][..], &["subprocess.run"][..]] {
+            let r = syscall_attack(who, caps, probe, &[("clone3", "ENOSYS")]);
+            assert_eq!(r.field("thread"), "1", "{r:?}");
+            if !caps.is_empty() {
+                assert!(r.field("subprocess").contains("via-clone"), "{r:?}");
+            }
+        }
+    });
+}
+
+#[test]
+fn attack_kernel_personality() {
+    confined(FULL, |who| {
+        let probe = r#"result = {"query": ename(sys_call(135, 0xffffffff)), "no_aslr": ename(sys_call(135, 0x0040000))}"#;
+        let mut s = Launch::new(who, &[]).start();
+        let r = s.exec(probe);
+        let w = s.worker_pid().expect("worker");
+        let persona = std::fs::read_to_string(format!("/proc/{w}/personality")).unwrap_or_default();
+        s.finish();
+        assert_eq!(r.field("no_aslr"), "EPERM", "{r:?}");
+        assert_eq!(persona.trim(), "00000000", "personality changed: {r:?}");
+        syscall_attack(who, &[], probe, &[("query", "EPERM")]);
+    });
+}
+
+#[test]
+fn attack_kernel_module_and_kexec() {
+    confined(FULL, |who| {
+        let probe = r#"
+result = {"init_module": ename(sys_call(175, 0, 0, b"")), "finit_module": ename(sys_call(313, -1, b"", 0)),
+          "delete_module": ename(sys_call(176, b"nodus_sec_no_such_module", 0x800)),
+          "kexec_load": ename(sys_call(246, 0, 0, 0, 0xdead0000)), "kexec_file_load": ename(sys_call(320, -1, -1, 0, 0, 0xdead0000))}
+"#;
+        let e = "EPERM";
+        syscall_attack(
+            who,
+            &[],
+            probe,
+            &[
+                ("init_module", e),
+                ("finit_module", e),
+                ("delete_module", e),
+                ("kexec_load", e),
+                ("kexec_file_load", e),
+            ],
+        );
+    });
+}
+
+/// open_by_handle_at / name_to_handle_at (the "shocker" escape), pidfd_getfd, kcmp.
+#[test]
+fn attack_kernel_handles_and_pidfd() {
+    confined(FULL, |who| {
+        let probe = r#"
+result = {"name_to_handle_at": ename(sys_call(303, -100, b"/nonexistent-nodus-sec", 0, 0, 0)),
+          "open_by_handle_at": ename(sys_call(304, -1, 0, 0)), "pidfd_getfd": ename(sys_call(438, -1, 0, 0)),
+          "pidfd_open": ename(sys_call(434, 1, 0)), "kcmp": ename(sys_call(312, os.getpid(), os.getpid(), 0, 0, 0))}
+"#;
+        let e = "EPERM";
+        syscall_attack(
+            who,
+            &[],
+            probe,
+            &[
+                ("name_to_handle_at", e),
+                ("open_by_handle_at", e),
+                ("pidfd_getfd", e),
+                ("pidfd_open", e),
+            ],
+        );
+    });
+}
+
+/// Identity, clock, host name, kernel log, I/O ports, swap.
+#[test]
+fn attack_kernel_identity_clock_host() {
+    confined(FULL, |who| {
+        let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let probe = r#"
+result = {"setuid": ename(sys_call(105, os.getuid())), "setgroups": ename(sys_call(116, 0, 0)), "capset": ename(sys_call(126, 0, 0)),
+          "sethostname": ename(sys_call(170, 0, 100)), "syslog": ename(sys_call(103, 10, 0, 0)), "iopl": ename(sys_call(172, 0)),
+          "ioperm": ename(sys_call(173, 0, 0, 0)), "swapon": ename(sys_call(167, 0, 0)), "clock_settime": ename(sys_call(227, 0, 0)),
+          "settimeofday": ename(sys_call(164, 0, 0)), "acct": ename(sys_call(163, b"/nonexistent-nodus-sec")), "setpriority": ename(sys_call(141, 0, 0, 0))}
+"#;
+        let e = "EPERM";
+        syscall_attack(
+            who,
+            &[],
+            probe,
+            &[
+                ("setuid", e),
+                ("capset", e),
+                ("sethostname", e),
+                ("syslog", e),
+                ("iopl", e),
+                ("ioperm", e),
+                ("swapon", e),
+                ("clock_settime", e),
+                ("settimeofday", e),
+                ("acct", e),
+                ("setpriority", e),
+            ],
+        );
+        let (r, _) = run_once(
+            Launch::new(who, &[]),
+            r#"result = ename(sys_call(170, b"pwned", 5))"#,
+        );
+        assert_eq!(
+            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+            host_name,
+            "{r:?}"
+        );
+    });
+}
+
+/// TIOCSTI / TIOCLINUX on a pty the test owns (reachable through the
+/// operator's read_only_paths), with and without the high bits of
+/// CVE-2019-10063: the injected characters must not appear.
+#[test]
+fn attack_kernel_tiocsti_on_test_pty() {
+    confined(FULL, |who| {
+        let mut pty = Pty::open();
+        let slave = pty.slave_path.clone();
+        let code = snippet(
+            r#"
+import fcntl, termios, ctypes
+try:
+    fd = os.open(@T@, os.O_RDONLY)
+except OSError as e:
+    raise SystemExit(f"the operator-granted pty cannot be opened: {e}")
+c = ctypes.c_char(b"Q")
+d = ctypes.c_char(b"W")
+result = {"open": fd,
+          "tiocsti": attempt(lambda: fcntl.ioctl(fd, termios.TIOCSTI, b"Z")),
+          "raw": ename(sys_call(16, fd, 0x5412, ctypes.addressof(c))),
+          "high_bits": ename(sys_call(16, fd, (1 << 32) | 0x5412, ctypes.addressof(d))),
+          "tioclinux": ename(sys_call(16, fd, 0x541C, ctypes.addressof(c)))}
+"#,
+            &[("T", lit(&slave))],
+        );
+        // Control: a plain process with the pty as controlling terminal injects.
+        let control = snippet(
+            r#"
+import fcntl, termios
+os.setsid()
+fd = os.open(@T@, os.O_RDWR)
+fcntl.ioctl(fd, termios.TIOCSTI, b"K")
+result = "injected"
+"#,
+            &[("T", lit(&slave))],
+        );
+        let base = plain(who, &control);
+        let echoed = pty.drain(ms(300));
+        assert!(
+            echoed.contains('K'),
+            "control: plain TIOCSTI did not show on the master ({base}): {echoed:?}"
+        );
+        let (r, _) = run_once(
+            Launch::new(who, &[]).policy(json!({"read_only_paths": [slave]})),
+            &code,
+        );
+        let echoed = pty.drain(ms(300));
+        assert!(
+            !echoed.contains('Z') && !echoed.contains('Q') && !echoed.contains('W'),
+            "injected: {echoed:?} {r:?}"
+        );
+        assert_eq!(r.field("high_bits"), "EPERM", "{r:?}");
+        assert_eq!(r.field("raw"), "EPERM", "{r:?}");
+    });
+}
