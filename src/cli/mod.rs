@@ -136,7 +136,8 @@ pub async fn main(cli: Cli) -> i32 {
     match run(cli).await {
         Ok(()) => 0,
         Err(e) => {
-            let msg = e.to_string().replace('\n', " ");
+            // It may quote the worker (a tool's error, its stderr): escaped.
+            let msg = crate::support::terminal::escape(&e.to_string().replace('\n', " "));
             say(&format!("error: {} ({})", msg, e.class()));
             e.exit_code()
         }

@@ -18,12 +18,18 @@ use crate::host::services::{self, RateLimiter};
 use crate::host::worker;
 use crate::host::{HostOptions, Prepared};
 use crate::protocol::{self, Line};
+use crate::support::terminal;
 
 /// Relays until the host closes stdin or sends shutdown and the worker exits.
 /// Returns Ok when the worker ended as asked.
 pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
-    let (err_tx, mut err_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
-    let spawned = worker::start(&ext.dir, &ext.entry, &ext.policy, Some(err_tx))?;
+    let (err_tx, err_rx) = tokio::sync::mpsc::channel::<ErrOut>(256);
+    let spawned = worker::start(
+        &ext.dir,
+        &ext.entry,
+        &ext.policy,
+        Some(forward(err_tx.clone())),
+    )?;
     let (mut child, group, tail, _resources) = (
         spawned.child,
         worker::Group::new(spawned.pid),
@@ -39,18 +45,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     // never reads our stderr (the reference host doesn't) loses the overflow,
     // not its worker. A pipe on fd 2 is made non-blocking for that.
     nonblocking_stderr();
-    // On a thread of its own, so waiting for a slow reader never stalls the
-    // relay; once the host has stopped reading, the rest is dropped at once.
-    std::thread::spawn(move || {
-        let mut patience = Duration::from_millis(200);
-        while let Some(chunk) = err_rx.blocking_recv() {
-            patience = if write_stderr(&chunk, patience) {
-                Duration::from_millis(200)
-            } else {
-                Duration::ZERO
-            };
-        }
-    });
+    let stderr_done = spawn_stderr_writer(err_rx);
 
     let name = ext.manifest.name.as_str();
     let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(name));
@@ -135,7 +130,8 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                             }
                             protocol::WorkerMessage::Denial { capability, detail } => {
                                 if let (text, true) = denials.record(&options.audit, name, &capability, &detail) {
-                                    let _ = tokio::io::stderr().write_all(format!("ext-runner: {text}\n").as_bytes()).await;
+                                    // In line with the worker's stderr, on a line of its own; dropped if that lags.
+                                    let _ = err_tx.try_send(ErrOut::Runner(format!("ext-runner: {}\n", terminal::escape_line(&text))));
                                 }
                                 continue;
                             }
@@ -180,7 +176,74 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
         worker::reap(&mut child, &group, Duration::ZERO).await;
     }
     let _ = host_out.flush().await;
+    // What the worker wrote to stderr is out before our own last words (a
+    // descendant that escaped the kill could hold its stderr open: bounded).
+    drop(err_tx);
+    let _ = tokio::time::timeout(worker::EXIT_GRACE, stderr_done).await;
     failure.map_or(Ok(()), Err)
+}
+
+/// What the stderr writer prints: the worker's bytes (escaped on the way),
+/// a note that some of them were dropped, or a line of the runner's own.
+enum ErrOut {
+    Worker(Vec<u8>),
+    Lost,
+    Runner(String),
+}
+
+/// Hands the worker's stderr chunks to the writer; never waits (a chunk the
+/// writer has no room for is dropped, and the writer told so).
+fn forward(tx: tokio::sync::mpsc::Sender<ErrOut>) -> worker::Forward {
+    let mut lost = false;
+    Box::new(move |chunk: &[u8]| {
+        if lost {
+            lost = tx.try_send(ErrOut::Lost).is_err();
+        }
+        if !lost {
+            lost = tx.try_send(ErrOut::Worker(chunk.to_vec())).is_err();
+        }
+    })
+}
+
+/// Writes the worker's stderr, escaped for a terminal, and the runner's
+/// notes to our stderr, in order, on a thread of its own: waiting for a slow
+/// reader never stalls the relay, and once the host has stopped reading, the
+/// rest is dropped at once. The receiver is told when all is written.
+fn spawn_stderr_writer(
+    mut rx: tokio::sync::mpsc::Receiver<ErrOut>,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut escaper = terminal::Escaper::new();
+        let mut patience = Duration::from_millis(200);
+        let mut write = |text: &str, escaper: &mut terminal::Escaper| {
+            if text.is_empty() {
+                return;
+            }
+            patience = if write_stderr(text.as_bytes(), patience) {
+                Duration::from_millis(200)
+            } else {
+                // Part of it may be lost, a line break included.
+                escaper.at_line_start();
+                Duration::ZERO
+            };
+        };
+        while let Some(out) = rx.blocking_recv() {
+            let text = match out {
+                ErrOut::Worker(bytes) => escaper.push(&bytes),
+                ErrOut::Lost => {
+                    escaper.at_line_start();
+                    continue;
+                }
+                ErrOut::Runner(line) => escaper.break_line() + &line,
+            };
+            write(&text, &mut escaper);
+        }
+        let rest = escaper.break_line();
+        write(&rest, &mut escaper);
+        let _ = done_tx.send(());
+    });
+    done
 }
 
 /// Our stdin, read directly when it is a pipe (tokio's `stdin()` hands every

@@ -207,10 +207,14 @@ impl StderrTail {
         .await;
     }
 
+    /// The tail as text safe to print (`support::terminal::escape`: no
+    /// control reaches a terminal, line breaks kept), trimmed.
     pub fn text(&self) -> String {
         let tail = self.0.bytes.lock().unwrap_or_else(|e| e.into_inner());
         let (a, b) = tail.as_slices();
-        String::from_utf8_lossy(&[a, b].concat()).trim().to_string()
+        crate::support::terminal::escape_bytes(&[a, b].concat())
+            .trim()
+            .to_string()
     }
 }
 
@@ -231,13 +235,18 @@ pub struct Resources {
     pub cgroup: Option<PidsCgroup>,
 }
 
+/// Receives each chunk a worker writes to its stderr, raw (escape it with
+/// `support::terminal` before printing it). It must not block: the drain
+/// waits for it.
+pub type Forward = Box<dyn FnMut(&[u8]) + Send>;
+
 /// Starts a worker. Its stderr is drained for as long as it runs (so it can
 /// never block on a full pipe); `forward` also receives each chunk.
 pub fn start(
     dir: &Path,
     entry: &Entry,
     policy: &Policy,
-    forward: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    mut forward: Option<Forward>,
 ) -> Result<Spawned> {
     let scratch = ScratchDir::create()?;
     let (plan, cgroup) = plan(dir, entry, policy, &scratch)?;
@@ -260,8 +269,8 @@ pub fn start(
                 break;
             }
             tail.push(&buf[..n]);
-            if let Some(tx) = &forward {
-                let _ = tx.try_send(buf[..n].to_vec()); // dropped when the reader lags
+            if let Some(forward) = forward.as_mut() {
+                forward(&buf[..n]);
             }
         }
         tail.close();

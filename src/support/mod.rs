@@ -1,8 +1,9 @@
 //! Leaf helpers any stage may use: Python's own spellings of values and
-//! whitespace, so that messages read as the reference's do. They touch
-//! nothing but memory.
+//! whitespace, so that messages read as the reference's do, and worker text
+//! made safe for a terminal (`terminal`). They touch nothing but memory.
 
 pub(crate) mod pyrepr;
+pub(crate) mod terminal;
 
 /// Python's `str.isspace()` for one character.
 pub(crate) fn py_isspace(c: char) -> bool {
