@@ -234,4 +234,5 @@ pub fn has_nodus_extension(py: &Path) -> bool {
         .unwrap_or(false)
 }
 pub mod procfs;
+pub mod envs;
 pub mod sandbox;

@@ -1,0 +1,190 @@
+//! Each deployment environment the suite builds on this machine is what it
+//! claims: the same facts script runs outside (the control: the check can
+//! fail) and inside, and the difference is exactly the environment's.
+
+mod common;
+
+use common::envs::{facts, Env};
+use common::sandbox::Who;
+use serde_json::{json, Value};
+
+fn ready(env: Env, who: Who) -> bool {
+    env.available() && who.available()
+}
+
+fn host(who: Who) -> Value {
+    facts(Env::Host, who)
+}
+
+#[test]
+fn docker_like_refuses_namespaces_mounts_and_clone3_and_drops_cap_sys_admin() {
+    if !ready(Env::DockerLike, Who::Root) {
+        return;
+    }
+    let (out, inside) = (host(Who::Root), facts(Env::DockerLike, Who::Root));
+    for k in ["unshare_user", "unshare_mount", "unshare_user_mount"] {
+        assert_eq!(out[k], "ok", "control {k}: {out}");
+        assert_eq!(inside[k], "EPERM", "{k}: {inside}");
+    }
+    assert_ne!(out["clone3"], "ENOSYS", "control: {out}");
+    assert_eq!(inside["clone3"], "ENOSYS", "{inside}");
+    assert_eq!(out["cap_sys_admin"], true, "control: {out}");
+    assert_eq!(inside["cap_sys_admin"], false, "{inside}");
+    // Landlock stays (moby allows its calls), as does root.
+    assert_eq!(inside["landlock_version"], out["landlock_version"]);
+    assert_eq!(inside["uid"], 0);
+}
+
+#[test]
+fn apparmor_userns_allows_a_bare_user_namespace_and_nothing_in_it() {
+    if !ready(Env::AppArmorUserns, Who::Nobody) {
+        return;
+    }
+    let (out, inside) = (host(Who::Nobody), facts(Env::AppArmorUserns, Who::Nobody));
+    for k in ["unshare_user", "unshare_user_mount", "user_with_map"] {
+        assert_eq!(out[k], "ok", "control {k}: {out}");
+    }
+    assert_eq!(inside["unshare_user"], "ok", "{inside}");
+    assert_eq!(inside["unshare_user_mount"], "EPERM", "{inside}");
+    assert_eq!(inside["user_with_map"], "EPERM", "{inside}");
+    assert_eq!(inside["uid"], 65534);
+}
+
+#[test]
+fn landlock_abi_n_is_answered_and_newer_rights_are_refused() {
+    if !ready(Env::LandlockAbi(1), Who::Root) {
+        return;
+    }
+    let out = host(Who::Root);
+    let real = out["landlock_version"].as_u64().unwrap_or(0);
+    if real < 6 {
+        eprintln!("SKIP: the ABI-faking supervisor needs a kernel with Landlock ABI 6 or later (this one: {real})");
+        return;
+    }
+    for k in 1..=6 {
+        assert_eq!(
+            out["landlock_rulesets"][k.to_string()],
+            "ok",
+            "control: {out}"
+        );
+    }
+    for n in 1..=6u64 {
+        let inside = facts(Env::LandlockAbi(n as u8), Who::Root);
+        assert_eq!(inside["landlock_version"], n, "{inside}");
+        for k in 1..=6u64 {
+            let got = &inside["landlock_rulesets"][k.to_string()];
+            if k <= n {
+                assert_eq!(got, "ok", "ABI {n}, rights of {k}: {inside}");
+            } else {
+                // A field the ABI-n struct lacks, set: E2BIG; unknown rights: EINVAL.
+                assert!(
+                    *got == json!("EINVAL") || *got == json!("E2BIG"),
+                    "ABI {n}, rights of {k}: {inside}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ubuntu_2404_is_the_apparmor_restriction_with_landlock_4() {
+    if !ready(Env::Ubuntu2404, Who::Nobody) {
+        return;
+    }
+    let inside = facts(Env::Ubuntu2404, Who::Nobody);
+    assert_eq!(inside["landlock_version"], 4, "{inside}");
+    assert_eq!(inside["unshare_user"], "ok", "{inside}");
+    assert_eq!(inside["unshare_user_mount"], "EPERM", "{inside}");
+    assert_eq!(inside["user_with_map"], "EPERM", "{inside}");
+    assert_eq!(inside["landlock_rulesets"]["4"], "ok", "{inside}");
+    assert_ne!(inside["landlock_rulesets"]["5"], "ok", "{inside}");
+}
+
+#[test]
+fn no_landlock_answers_enosys() {
+    if !ready(Env::NoLandlock, Who::Root) {
+        return;
+    }
+    let (out, inside) = (host(Who::Root), facts(Env::NoLandlock, Who::Root));
+    assert!(out["landlock_version"].is_u64(), "control: {out}");
+    assert_eq!(inside["landlock_version"], "ENOSYS", "{inside}");
+    assert_eq!(inside["landlock_rulesets"]["1"], "ENOSYS", "{inside}");
+}
+
+#[test]
+fn nested_user_namespace_with_zero_limits_refuses_every_namespace() {
+    if !ready(Env::UsernsLimits, Who::Root) || !Who::Nobody.available() {
+        return;
+    }
+    let out = host(Who::Root);
+    assert_ne!(out["max_user_namespaces"], "0", "control: {out}");
+    assert_eq!(out["unshare_mount"], "ok", "control: {out}");
+    for who in Who::BOTH {
+        let inside = facts(Env::UsernsLimits, who);
+        assert_eq!(inside["max_user_namespaces"], "0", "{inside}");
+        assert_eq!(
+            inside["unshare_user"],
+            "ENOSPC",
+            "{}: {inside}",
+            who.label()
+        );
+        assert_eq!(
+            inside["unshare_user_mount"],
+            "ENOSPC",
+            "{}: {inside}",
+            who.label()
+        );
+        assert_eq!(inside["uid"], who.uid());
+    }
+    // Root of the namespace, with every capability in it, is still refused.
+    let root = facts(Env::UsernsLimits, Who::Root);
+    assert_eq!(root["unshare_mount"], "ENOSPC", "{root}");
+}
+
+#[test]
+fn cgroup_views_show_v2_only_nothing_or_read_only_mounts() {
+    if !ready(Env::CgroupV2, Who::Root) {
+        return;
+    }
+    let out = host(Who::Root);
+    let mounts = out["cgroup_mounts"].as_array().cloned().unwrap_or_default();
+    assert!(!mounts.is_empty(), "control: no cgroup mounts here: {out}");
+
+    let v2 = facts(Env::CgroupV2, Who::Root);
+    assert_eq!(
+        v2["cgroup_mounts"],
+        json!([["/sys/fs/cgroup", "cgroup2", "rw"]]),
+        "{v2}"
+    );
+    let none = facts(Env::CgroupNone, Who::Root);
+    assert_eq!(none["cgroup_mounts"], json!([]), "{none}");
+    assert_eq!(none["cgroup_mkdir"], "ENOENT", "{none}");
+
+    let ro = facts(Env::CgroupRo, Who::Root);
+    let ro_mounts = ro["cgroup_mounts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ro_mounts.len(), mounts.len(), "{ro}");
+    assert!(ro_mounts.iter().all(|m| m[2] == "ro"), "{ro}");
+    if out["cgroup_mkdir"] == "ok" {
+        assert_eq!(ro["cgroup_mkdir"], "EROFS", "{ro}");
+    } else {
+        eprintln!("NOTE: no writable v1 pids hierarchy here ({}); the read-only view is judged by its mounts", out["cgroup_mkdir"]);
+    }
+    // The views are private: the host's mounts are as they were.
+    assert_eq!(host(Who::Root)["cgroup_mounts"], out["cgroup_mounts"]);
+}
+
+#[test]
+fn a_real_docker_container_has_the_default_profile() {
+    if !ready(Env::Docker, Who::Root) {
+        return;
+    }
+    let inside = facts(Env::Docker, Who::Root);
+    assert_eq!(inside["uid"], 0, "{inside}");
+    assert_eq!(inside["cap_sys_admin"], false, "{inside}");
+    assert_eq!(inside["unshare_user"], "EPERM", "{inside}");
+    assert_eq!(inside["unshare_mount"], "EPERM", "{inside}");
+    let nobody = facts(Env::Docker, Who::Nobody);
+    assert_eq!(nobody["uid"], 65534, "{nobody}");
+    assert_eq!(nobody["unshare_user"], "EPERM", "{nobody}");
+    println!("Docker container facts: {inside}");
+}
