@@ -233,6 +233,6 @@ pub fn has_nodus_extension(py: &Path) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
-pub mod procfs;
 pub mod envs;
+pub mod procfs;
 pub mod sandbox;
