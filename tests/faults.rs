@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ext, options, write_ext, TempDir};
+use nodus_extension::error::SandboxKind;
 use nodus_extension::RestartPolicy;
 use nodus_extension::SchemaMode;
 use nodus_extension::{Error, ExtensionHost, ExtensionRegistry, HostOptions};
@@ -72,6 +73,12 @@ async fn a_missing_interpreter_or_entry_is_refused_at_load() {
         .expect("load must fail");
     assert_eq!(err.class(), "SandboxError");
     assert!(err.to_string().contains("/nonexistent/python3"), "{err}");
+    assert_eq!(err.sandbox_kind(), Some(SandboxKind::Interpreter));
+    let source = std::error::Error::source(&err).expect("the io::Error is kept");
+    assert_eq!(
+        source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+        Some(std::io::ErrorKind::NotFound)
+    );
 
     let no_entry = write_ext(Some(&common::manifest_json("t.x", T, &["t.x.run"])), None);
     let err = ExtensionHost::load(no_entry.path(), options())
@@ -80,6 +87,7 @@ async fn a_missing_interpreter_or_entry_is_refused_at_load() {
         .unwrap();
     assert_eq!(err.class(), "SandboxError");
     assert!(err.to_string().contains("extension.py"), "{err}");
+    assert_eq!(err.sandbox_kind(), Some(SandboxKind::EntryPoint));
 
     // An entry outside the extension folder is refused; one that is not a
     // command line is ignored, as the reference ignores it, and the missing

@@ -431,4 +431,8 @@ async fn unload_shuts_the_worker_down() {
     // An unloaded host refuses invokes.
     let err = host.invoke("proto.ping", "{}").await.unwrap_err();
     assert_eq!(err.class(), "SandboxError");
+    assert_eq!(
+        err.sandbox_kind(),
+        Some(nodus_extension::error::SandboxKind::NotLoaded)
+    );
 }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SandboxKind};
 
 type Callback = Arc<dyn Fn(&Value) + Send + Sync>;
 
@@ -37,7 +37,13 @@ impl Audit {
             .append(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| Error::sandbox(format!("audit log {}: {e}", path.display())))?;
+            .map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Audit,
+                    format!("audit log {}: {e}", path.display()),
+                    e,
+                )
+            })?;
         Ok(Audit {
             file: Some(Arc::new(Mutex::new(file))),
             callback: None,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SandboxKind};
 use crate::host::{ExtensionHost, HostOptions};
 
 /// `ExtensionRegistry` with blocking methods; owns its own runtime.
@@ -20,7 +20,13 @@ impl ExtensionRegistry {
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| Error::sandbox(format!("cannot start the host runtime: {e}")))?;
+            .map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Runtime,
+                    format!("cannot start the host runtime: {e}"),
+                    e,
+                )
+            })?;
         Ok(ExtensionRegistry {
             runtime,
             inner: Arc::new(crate::host::registry::ExtensionRegistry::new(options)),

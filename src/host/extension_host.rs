@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SandboxKind};
 use crate::extension::capabilities::{Capability, CapabilityGate};
 use crate::extension::manifest::{provenance_json, Manifest};
 use crate::extension::provenance::Provenance;
@@ -405,7 +405,10 @@ impl ExtensionHost {
         // Checked again under the slot lock: an invoke racing `unload()` must
         // not start a worker that nobody will stop.
         if !self.is_loaded() {
-            return Err(Error::sandbox("extension is not loaded; call load() first"));
+            return Err(Error::sandbox(
+                SandboxKind::NotLoaded,
+                "extension is not loaded; call load() first",
+            ));
         }
         if let Some(w) = slot.as_ref() {
             if w.alive.load(Ordering::SeqCst) && !w.doomed.load(Ordering::SeqCst) {
@@ -444,7 +447,7 @@ impl ExtensionHost {
             return Ok(Duration::ZERO);
         }
         if n >= p.max_failures {
-            return Err(Error::sandbox(format!(
+            return Err(Error::sandbox(SandboxKind::RestartRefused, format!(
                 "not restarting the worker of '{}': it failed {n} times in the last {}s (restart policy); fix the extension, then unload and load it again",
                 self.name(),
                 p.window.as_secs()
@@ -576,7 +579,10 @@ impl ExtensionHost {
 
     async fn invoke_once(&self, tool: &str, args: Value) -> Result<Value> {
         if !self.is_loaded() {
-            return Err(Error::sandbox("extension is not loaded; call load() first"));
+            return Err(Error::sandbox(
+                SandboxKind::NotLoaded,
+                "extension is not loaded; call load() first",
+            ));
         }
         self.gate.require(Capability::ToolInvoke)?;
         self.check_args(tool, &args)?;
@@ -596,6 +602,7 @@ impl ExtensionHost {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
             return Err(Error::sandbox(
+                SandboxKind::WorkerDied,
                 "extension worker ended before the request could be sent",
             ));
         }
@@ -612,9 +619,11 @@ impl ExtensionHost {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
             worker.kill(format!("failed to send invoke request: {e}"));
-            return Err(Error::sandbox(format!(
-                "failed to send invoke request to the worker: {e}"
-            )));
+            return Err(Error::sandbox_io(
+                SandboxKind::WorkerIo,
+                format!("failed to send invoke request to the worker: {e}"),
+                e,
+            ));
         }
         let timeout = self.options.timeout;
         let denials_before = worker
@@ -633,7 +642,10 @@ impl ExtensionHost {
                 tool_name: Some(tool.to_string()),
             }),
             Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err(Error::sandbox("extension worker ended without answering")),
+            Ok(Err(_)) => Err(Error::sandbox(
+                SandboxKind::WorkerDied,
+                "extension worker ended without answering",
+            )),
             Err(_) => {
                 worker
                     .pending

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SandboxKind};
 
 /// Storage of the `memory.*` host calls. Implement it to bring your own.
 pub trait MemoryBackend: Send + Sync {
@@ -138,11 +138,20 @@ fn private(file: &std::fs::File) {
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::sandbox(format!("memory store {}: {e}", path.display()))
+    Error::sandbox_io(
+        SandboxKind::Memory,
+        format!("memory store {}: {e}", path.display()),
+        e,
+    )
 }
 
 fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| Error::sandbox(format!("memory store {}: {e}", path.display()))
+    move |e| {
+        Error::sandbox(
+            SandboxKind::Memory,
+            format!("memory store {}: {e}", path.display()),
+        )
+    }
 }
 
 impl SqliteStore {
@@ -215,7 +224,10 @@ impl MemoryBackend for SqliteStore {
             .map_err(db_err(&self.path))?;
         text.map(|t| {
             serde_json::from_str(&t).map_err(|e| {
-                Error::sandbox(format!("memory store: corrupt value for '{key}': {e}"))
+                Error::sandbox(
+                    SandboxKind::Memory,
+                    format!("memory store: corrupt value for '{key}': {e}"),
+                )
             })
         })
         .transpose()

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SandboxKind};
 use crate::extension::manifest::Manifest;
 use crate::host::options::HostOptions;
 use crate::host::worker::Entry;
@@ -36,10 +36,13 @@ impl Prepared {
         let entry =
             Entry::for_extension(&dir, &manifest, || Interpreter::resolve(&options.python))?;
         let workspace = match &options.workspace {
-            Some(w) => Some(
-                std::fs::canonicalize(w)
-                    .map_err(|e| Error::sandbox(format!("workspace {}: {e}", w.display())))?,
-            ),
+            Some(w) => Some(std::fs::canonicalize(w).map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Workspace,
+                    format!("workspace {}: {e}", w.display()),
+                    e,
+                )
+            })?),
             None => None,
         };
         let program = entry.program_facts(&dir);

@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SandboxKind};
 use crate::extension::capabilities::CapabilityGate;
 use crate::host::services::{self, RateLimiter};
 use crate::host::worker;
@@ -78,8 +78,8 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                 let (line, eof) = match line {
                     Ok(Line::Complete(l)) => (Some(l), false),
                     Ok(Line::Eof(tail)) => ((!tail.is_empty()).then_some(tail), true),
-                    Ok(Line::TooLong) => break Some(Error::sandbox(format!("host sent a line longer than the {max} byte limit"))),
-                    Err(e) => break Some(Error::sandbox(format!("reading stdin failed: {e}"))),
+                    Ok(Line::TooLong) => break Some(Error::sandbox(SandboxKind::WorkerIo, format!("host sent a line longer than the {max} byte limit"))),
+                    Err(e) => break Some(Error::sandbox_io(SandboxKind::WorkerIo, format!("reading stdin failed: {e}"), e)),
                 };
                 if let Some(mut line) = line {
                     let head = protocol::line_head(&line);
@@ -144,7 +144,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                         }
                         l.push(b'\n');
                         if host_out.write_all(&l).await.is_err() || host_out.flush().await.is_err() {
-                            break Some(Error::sandbox("the host closed our stdout"));
+                            break Some(Error::sandbox(SandboxKind::WorkerIo, "the host closed our stdout"));
                         }
                     }
                     Ok(Line::Eof(_)) => {
@@ -156,8 +156,8 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                         }
                         break Some(worker::died("extension worker closed stdout unexpectedly", status, &tail));
                     }
-                    Ok(Line::TooLong) => break Some(Error::sandbox(format!("worker wrote a line longer than the {max} byte limit"))),
-                    Err(e) => break Some(Error::sandbox(format!("reading worker stdout failed: {e}"))),
+                    Ok(Line::TooLong) => break Some(Error::sandbox(SandboxKind::WorkerIo, format!("worker wrote a line longer than the {max} byte limit"))),
+                    Err(e) => break Some(Error::sandbox_io(SandboxKind::WorkerIo, format!("reading worker stdout failed: {e}"), e)),
                 }
             }
             _ = &mut alarm => {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SandboxKind};
 use crate::extension::manifest::Manifest;
 use crate::sandbox::interpreter::Interpreter;
 use crate::sandbox::launch::{self, LaunchPlan, PidsCgroup, ScratchDir};
@@ -64,19 +64,25 @@ impl Entry {
             }
             let program = dir.join(rel);
             if !program.is_file() {
-                return Err(Error::sandbox(format!(
-                    "extension entry point not found: {} (manifest \"entry\")",
-                    program.display()
-                )));
+                return Err(Error::sandbox(
+                    SandboxKind::EntryPoint,
+                    format!(
+                        "extension entry point not found: {} (manifest \"entry\")",
+                        program.display()
+                    ),
+                ));
             }
             return Ok(Entry::Command { argv: argv.clone() });
         }
         let script = dir.join("extension.py");
         if !script.is_file() {
-            return Err(Error::sandbox(format!(
+            return Err(Error::sandbox(
+                SandboxKind::EntryPoint,
+                format!(
                 "extension entry point not found: {}. Extension must have an extension.py file.",
                 script.display()
-            )));
+            ),
+            ));
         }
         Ok(Entry::Python {
             interpreter: interpreter()?,
@@ -152,10 +158,11 @@ fn plan(
 fn write_shim(scratch: &Path) -> Result<()> {
     let dir = scratch.join(".nodus/nodus_extension");
     let io = |e: std::io::Error| {
-        Error::sandbox(format!(
-            "cannot write the worker shim to {}: {e}",
-            scratch.display()
-        ))
+        Error::sandbox_io(
+            SandboxKind::Scratch,
+            format!("cannot write the worker shim to {}: {e}", scratch.display()),
+            e,
+        )
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
     std::fs::write(scratch.join(".nodus/boot.py"), SHIM_BOOT).map_err(io)?;
@@ -251,14 +258,19 @@ pub fn start(
     let scratch = ScratchDir::create()?;
     let (plan, cgroup) = plan(dir, entry, policy, &scratch)?;
     let mut child = launch::spawn(plan)?;
-    let pid = child
-        .id()
-        .map(|p| p as i32)
-        .ok_or_else(|| Error::sandbox("worker exited before it could be supervised"))?;
+    let pid = child.id().map(|p| p as i32).ok_or_else(|| {
+        Error::sandbox(
+            SandboxKind::WorkerDied,
+            "worker exited before it could be supervised",
+        )
+    })?;
     let (Some(stdin), Some(stdout), Some(mut err)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(Error::sandbox("worker pipes were not set up"));
+        return Err(Error::sandbox(
+            SandboxKind::Spawn,
+            "worker pipes were not set up",
+        ));
     };
     let stderr = StderrTail::default();
     let tail = stderr.clone();
@@ -411,8 +423,11 @@ pub fn died(what: &str, status: Option<std::process::ExitStatus>, stderr: &Stder
         .unwrap_or_else(|| "is gone".into());
     let tail = stderr.text();
     if tail.is_empty() {
-        Error::sandbox(format!("{what}: worker {how}"))
+        Error::sandbox(SandboxKind::WorkerDied, format!("{what}: worker {how}"))
     } else {
-        Error::sandbox(format!("{what}: worker {how}; stderr: {tail}"))
+        Error::sandbox(
+            SandboxKind::WorkerDied,
+            format!("{what}: worker {how}; stderr: {tail}"),
+        )
     }
 }

@@ -17,6 +17,74 @@
 use std::ffi::CStr;
 use std::io;
 
+/// Declares [`Step`]: one line per step, `Variant = "what the kernel was asked"`.
+macro_rules! steps {
+    ($($(#[$doc:meta])* $step:ident = $call:literal,)*) => {
+        /// A confinement step of the worker's process between fork and exec,
+        /// in the order `enter` takes them. The one that failed travels to
+        /// the parent as a byte (the same binary writes and reads it, so a new
+        /// step can go anywhere in the list).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        #[non_exhaustive]
+        pub enum Step {
+            $($(#[$doc])* $step,)*
+        }
+
+        impl Step {
+            /// The system call (or check) the step is, e.g. `"unshare"`.
+            pub fn call(self) -> &'static str {
+                match self {
+                    $(Step::$step => $call,)*
+                }
+            }
+        }
+    };
+}
+
+steps! {
+    /// A session of its own.
+    Setsid = "setsid",
+    /// Joining the worker's pids cgroup (writing `cgroup.procs`).
+    JoinCgroup = "join the pids cgroup",
+    /// `PR_SET_PDEATHSIG`.
+    ParentDeathSignal = "prctl(PR_SET_PDEATHSIG)",
+    /// Making the namespaces.
+    Unshare = "unshare",
+    /// `/proc/self/setgroups`.
+    Setgroups = "write /proc/self/setgroups",
+    /// `/proc/self/uid_map`.
+    UidMap = "write /proc/self/uid_map",
+    /// `/proc/self/gid_map`.
+    GidMap = "write /proc/self/gid_map",
+    /// Making every mount private (nothing propagates back to the host).
+    MountPrivate = "mount(/, MS_REC|MS_PRIVATE)",
+    /// Bind-mounting a writable folder onto itself.
+    BindWritable = "mount(MS_BIND|MS_REC)",
+    /// Turning every mount read-only.
+    ReadOnly = "mount_setattr(/, MOUNT_ATTR_RDONLY)",
+    /// Making a writable folder's bind mount writable again.
+    Writable = "mount_setattr(clear MOUNT_ATTR_RDONLY)",
+    /// The pipe and forks that put the worker in its pid namespace.
+    PidNamespace = "fork into the pid namespace",
+    /// A resource limit.
+    Rlimit = "setrlimit",
+    /// Dropping a capability from the bounding set.
+    DropBounding = "prctl(PR_CAPBSET_DROP)",
+    /// Clearing the ambient capabilities.
+    ClearAmbient = "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
+    /// Clearing the permitted, effective and inheritable capabilities.
+    Capset = "capset",
+    /// Marking inherited descriptors close-on-exec.
+    CloseOnExec = "close_range(CLOSE_RANGE_CLOEXEC)",
+    /// Landlock's `restrict_self`.
+    Landlock = "landlock_restrict_self",
+    /// Landlock enforced less than the policy expects.
+    LandlockStatus = "Landlock status check",
+    /// Installing a seccomp filter.
+    Seccomp = "seccomp(SECCOMP_SET_MODE_FILTER)",
+}
+
 /// What the child applies to itself, fully prepared before the fork.
 #[derive(Default)]
 pub struct Confinement {

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SandboxKind};
 
 /// A resolved worker interpreter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,26 +31,44 @@ impl Interpreter {
         let given = Path::new(name_or_path);
         let found = if given.components().count() == 1 && !given.is_absolute() {
             which(given).ok_or_else(|| {
-                Error::sandbox(format!(
-                    "interpreter {} not found on PATH; pass --python /path/to/python3",
-                    given.display()
-                ))
+                Error::sandbox(
+                    SandboxKind::Interpreter,
+                    format!(
+                        "interpreter {} not found on PATH; pass --python /path/to/python3",
+                        given.display()
+                    ),
+                )
             })?
         } else {
-            std::path::absolute(given)
-                .map_err(|e| Error::sandbox(format!("interpreter {}: {e}", given.display())))?
+            std::path::absolute(given).map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Interpreter,
+                    format!("interpreter {}: {e}", given.display()),
+                    e,
+                )
+            })?
         };
-        let real = std::fs::canonicalize(&found)
-            .map_err(|e| Error::sandbox(format!("interpreter {}: {e}", found.display())))?;
+        let real = std::fs::canonicalize(&found).map_err(|e| {
+            Error::sandbox_io(
+                SandboxKind::Interpreter,
+                format!("interpreter {}: {e}", found.display()),
+                e,
+            )
+        })?;
         let (exec_path, real_path) = if is_elf(&real) {
             (found, real)
         } else {
             // A launcher script: ask it which interpreter it starts.
             let asked = ask_executable(&found)?;
-            let real = std::fs::canonicalize(&asked)
-                .map_err(|e| Error::sandbox(format!("interpreter {}: {e}", asked.display())))?;
+            let real = std::fs::canonicalize(&asked).map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Interpreter,
+                    format!("interpreter {}: {e}", asked.display()),
+                    e,
+                )
+            })?;
             if !is_elf(&real) {
-                return Err(Error::sandbox(format!(
+                return Err(Error::sandbox(SandboxKind::Interpreter, format!(
                     "{} is a script that starts {}, which is not an executable binary either; pass --python with the real interpreter",
                     found.display(),
                     real.display()
@@ -102,19 +120,23 @@ fn ask_executable(launcher: &Path) -> Result<PathBuf> {
         .stderr(Stdio::piped())
         .output()
         .map_err(|e| {
-            Error::sandbox(format!(
-                "cannot run interpreter {}: {e}",
-                launcher.display()
-            ))
+            Error::sandbox_io(
+                SandboxKind::Interpreter,
+                format!("cannot run interpreter {}: {e}", launcher.display()),
+                e,
+            )
         })?;
     let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() || exe.is_empty() {
-        return Err(Error::sandbox(format!(
-            "interpreter {} did not report sys.executable ({}): {}",
-            launcher.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::sandbox(
+            SandboxKind::Interpreter,
+            format!(
+                "interpreter {} did not report sys.executable ({}): {}",
+                launcher.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
     }
     Ok(PathBuf::from(exe))
 }

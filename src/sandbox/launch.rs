@@ -17,7 +17,7 @@ use seccompiler::{
     SeccompFilter, SeccompRule,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SandboxKind};
 use crate::sandbox::child::{self, Confinement};
 use crate::sandbox::policy::{Access, Condition, Limits, Mode, Policy, SyscallAction};
 
@@ -85,17 +85,21 @@ impl ScratchDir {
                 Ok(()) => return Ok(ScratchDir(path)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => {
-                    return Err(Error::sandbox(format!(
-                        "cannot create a scratch folder in {}: {e}",
-                        base.display()
-                    )))
+                    return Err(Error::sandbox_io(
+                        SandboxKind::Scratch,
+                        format!("cannot create a scratch folder in {}: {e}", base.display()),
+                        e,
+                    ))
                 }
             }
         }
-        Err(Error::sandbox(format!(
-            "cannot create a unique scratch folder in {}",
-            base.display()
-        )))
+        Err(Error::sandbox(
+            SandboxKind::Scratch,
+            format!(
+                "cannot create a unique scratch folder in {}",
+                base.display()
+            ),
+        ))
     }
 
     pub fn path(&self) -> &Path {
@@ -182,7 +186,11 @@ impl PidsCgroup {
         let dir = Path::new(root).join(unique_name());
         let shown = dir.display().to_string();
         let fail = |e: std::io::Error| {
-            Error::sandbox(format!("cannot set up the pids cgroup {shown}: {e}"))
+            Error::sandbox_io(
+                SandboxKind::Cgroup,
+                format!("cannot set up the pids cgroup {shown}: {e}"),
+                e,
+            )
         };
         std::fs::create_dir(&dir).map_err(fail)?;
         let cg = PidsCgroup(dir);
@@ -239,8 +247,12 @@ pub struct LaunchPlan {
 /// thread that asks for a worker (a caller's short-lived thread, a blocking
 /// pool thread) may end long before the worker should.
 pub fn spawn(plan: LaunchPlan) -> Result<tokio::process::Child> {
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|e| Error::sandbox(format!("workers are started from a tokio runtime: {e}")))?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+        Error::sandbox(
+            SandboxKind::Runtime,
+            format!("workers are started from a tokio runtime: {e}"),
+        )
+    })?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     launcher_run(Box::new(move || {
         // A panic (say, a runtime built without I/O) is the caller's error,
@@ -255,12 +267,19 @@ pub fn spawn(plan: LaunchPlan) -> Result<tokio::process::Child> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Err(Error::sandbox(format!("starting the worker failed: {why}")))
+            Err(Error::sandbox(
+                SandboxKind::Spawn,
+                format!("starting the worker failed: {why}"),
+            ))
         });
         let _ = tx.send(started);
     }))?;
-    rx.recv()
-        .map_err(|_| Error::sandbox("the launcher thread ended before answering"))?
+    rx.recv().map_err(|_| {
+        Error::sandbox(
+            SandboxKind::Runtime,
+            "the launcher thread ended before answering",
+        )
+    })?
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -278,7 +297,13 @@ fn launcher_run(job: Job) -> Result<()> {
         std::thread::Builder::new()
             .name("nodus-launcher".into())
             .spawn(move || rx.into_iter().for_each(|job| job()))
-            .map_err(|e| Error::sandbox(format!("cannot start the launcher thread: {e}")))?;
+            .map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Runtime,
+                    format!("cannot start the launcher thread: {e}"),
+                    e,
+                )
+            })?;
         Ok(Launcher {
             pid: std::process::id(),
             jobs,
@@ -297,7 +322,7 @@ fn launcher_run(job: Job) -> Result<()> {
             let fresh = start()?;
             let sent = fresh.jobs.send(job);
             *launcher = Some(fresh);
-            sent.map_err(|_| Error::sandbox("the launcher thread is gone"))
+            sent.map_err(|_| Error::sandbox(SandboxKind::Runtime, "the launcher thread is gone"))
         }
     }
 }
@@ -323,10 +348,8 @@ fn spawn_here(plan: LaunchPlan) -> Result<tokio::process::Child> {
         } else {
             ""
         };
-        Error::sandbox(format!(
-            "failed to start worker {}: {e}{hint}",
-            plan.program.display()
-        ))
+        let msg = format!("failed to start worker {}: {e}{hint}", plan.program.display());
+        Error::sandbox_io(SandboxKind::Spawn, msg, e)
     })
 }
 
@@ -412,8 +435,12 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
 }
 
 fn cstring(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|_| Error::sandbox(format!("path {} contains a NUL byte", p.display())))
+    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
+        Error::sandbox(
+            SandboxKind::Prepare,
+            format!("path {} contains a NUL byte", p.display()),
+        )
+    })
 }
 
 /// (resource, soft, hard). The CPU soft limit sends SIGXCPU a second before
@@ -451,7 +478,8 @@ fn landlock(policy: &Policy, scratch: &Path) -> Result<landlock::RulesetCreated>
         Mode::Strict => CompatLevel::HardRequirement,
         Mode::BestEffort => CompatLevel::BestEffort,
     };
-    let fail = |e: landlock::RulesetError| Error::sandbox(format!("Landlock: {e}"));
+    let fail =
+        |e: landlock::RulesetError| Error::sandbox(SandboxKind::Prepare, format!("Landlock: {e}"));
     let ll = &policy.landlock;
     let net = if ll.tcp_handled {
         AccessNet::BindTcp | AccessNet::ConnectTcp
@@ -479,10 +507,10 @@ fn landlock(policy: &Policy, scratch: &Path) -> Result<landlock::RulesetCreated>
             Ok(fd) => fd,
             Err(_) if !path.exists() => continue, // e.g. /lib32 on this distribution
             Err(e) => {
-                return Err(Error::sandbox(format!(
-                    "Landlock rule for {}: {e}",
-                    path.display()
-                )))
+                return Err(Error::sandbox(
+                    SandboxKind::Prepare,
+                    format!("Landlock rule for {}: {e}", path.display()),
+                ))
             }
         };
         let access = if path.is_dir() {
@@ -513,10 +541,12 @@ const NS_FLAGS: u64 = (libc::CLONE_NEWUSER
 
 fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
     let cond = |arg, len, op, val| {
-        Cond::new(arg, len, op, val).map_err(|e| Error::sandbox(format!("seccomp: {e}")))
+        Cond::new(arg, len, op, val)
+            .map_err(|e| Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}")))
     };
     let rule = |conds: Vec<Cond>| {
-        SeccompRule::new(conds).map_err(|e| Error::sandbox(format!("seccomp: {e}")))
+        SeccompRule::new(conds)
+            .map_err(|e| Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}")))
     };
     Ok(match c {
         // Compared as 32-bit values: the kernel ignores the high half of the request (CVE-2019-10063).
@@ -574,18 +604,24 @@ fn errno(name: &str) -> Result<i32> {
         "ENOSYS" => libc::ENOSYS,
         "EOPNOTSUPP" => libc::EOPNOTSUPP,
         other => {
-            return Err(Error::sandbox(format!(
-                "seccomp: unknown errno {other} in the policy"
-            )))
+            return Err(Error::sandbox(
+                SandboxKind::Prepare,
+                format!("seccomp: unknown errno {other} in the policy"),
+            ))
         }
     })
 }
 
 fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
-    let arch: seccompiler::TargetArch = std::env::consts::ARCH
-        .try_into()
-        .map_err(|e| Error::sandbox(format!("seccomp: unsupported architecture: {e:?}")))?;
-    let fail = |e: seccompiler::BackendError| Error::sandbox(format!("seccomp: {e}"));
+    let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().map_err(|e| {
+        Error::sandbox(
+            SandboxKind::Prepare,
+            format!("seccomp: unsupported architecture: {e:?}"),
+        )
+    })?;
+    let fail = |e: seccompiler::BackendError| {
+        Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}"))
+    };
     let mut allow: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     // Errors other than the default EPERM, each answered by a filter of its
     // own installed after the main one (among equal actions the last wins).

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SandboxKind};
 use crate::extension::capabilities::Capability;
 use crate::extension::manifest::Manifest;
 use crate::extension::provenance::TrustClass;
@@ -109,32 +109,48 @@ impl OperatorPolicy {
     /// Reads and checks a policy file.
     pub fn load(path: &Path) -> Result<OperatorPolicy> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::sandbox(format!("cannot read policy file {}: {e}", path.display()))
+            Error::sandbox_io(
+                SandboxKind::OperatorPolicy,
+                format!("cannot read policy file {}: {e}", path.display()),
+                e,
+            )
         })?;
         let policy: OperatorPolicy = serde_json::from_str(&text).map_err(|e| {
-            Error::sandbox(format!("policy file {} is invalid: {e}", path.display()))
+            Error::sandbox(
+                SandboxKind::OperatorPolicy,
+                format!("policy file {} is invalid: {e}", path.display()),
+            )
         })?;
         for key in policy.limits.keys() {
             if !LIMIT_NAMES.contains(&key.as_str()) {
-                return Err(Error::sandbox(format!(
-                    "policy file {}: unknown limit '{key}' (known: {})",
-                    path.display(),
-                    LIMIT_NAMES.join(", ")
-                )));
+                return Err(Error::sandbox(
+                    SandboxKind::OperatorPolicy,
+                    format!(
+                        "policy file {}: unknown limit '{key}' (known: {})",
+                        path.display(),
+                        LIMIT_NAMES.join(", ")
+                    ),
+                ));
             }
         }
         for (class, caps) in &policy.trust_classes {
             if TrustClass::parse(class).is_none() {
-                return Err(Error::sandbox(format!(
+                return Err(Error::sandbox(
+                    SandboxKind::OperatorPolicy,
+                    format!(
                     "policy file {}: unknown trust class '{class}' (known: dev, verified, trusted)",
                     path.display()
-                )));
+                ),
+                ));
             }
             if let Some(bad) = caps.iter().find(|c| c.parse::<Capability>().is_err()) {
-                return Err(Error::sandbox(format!(
-                    "policy file {}: unknown capability '{bad}' for trust class '{class}'",
-                    path.display()
-                )));
+                return Err(Error::sandbox(
+                    SandboxKind::OperatorPolicy,
+                    format!(
+                        "policy file {}: unknown capability '{bad}' for trust class '{class}'",
+                        path.display()
+                    ),
+                ));
             }
         }
         Ok(policy)
@@ -446,7 +462,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         None
     };
     if let Some((access, c)) = workspace_access {
-        let ws = inp.workspace.ok_or_else(|| Error::sandbox(format!(
+        let ws = inp.workspace.ok_or_else(|| Error::sandbox(SandboxKind::Workspace, format!(
             "'{}' declares {c} but no workspace was given: pass --workspace DIR (the host folder it may {})",
             m.name,
             if access == Access::Write { "read and write" } else { "read" }
@@ -696,7 +712,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     for l in layers.iter().filter(|l| l.wanted && !l.enforceable) {
         // Namespaces are covered by the other layers (see the note), so strict mode does not need them.
         if op.mode == Mode::Strict && l.layer != "namespaces" {
-            return Err(Error::sandbox(format!(
+            return Err(Error::sandbox(SandboxKind::KernelLacks, format!(
                 "strict mode: this kernel cannot enforce the {} layer ({}); run on a kernel with it, or set \"mode\": \"best-effort\" in the policy file",
                 l.layer, l.note
             )));
