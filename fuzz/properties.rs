@@ -66,6 +66,7 @@ pub fn check_accepted_manifest(m: &Manifest) {
     // `as_dict()` has no `entry` (our own field).
     let expected = Manifest {
         entry: None,
+        egress: None,
         ..m.clone()
     };
     let writers: [(&str, Vec<u8>); 2] = [
@@ -392,6 +393,7 @@ impl PolicyCase {
             },
             tools: Vec::new(),
             entry: None,
+            egress: None,
         }
     }
 

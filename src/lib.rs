@@ -35,6 +35,9 @@ pub mod error;
 /// [`derive`](policy::derive) over the manifest, the operator's policy and the
 /// facts of this kernel ([`Probe`](policy::Probe)).
 pub mod policy {
+    pub use crate::sandbox::egress::{
+        EgressLimitOverrides, EgressLimits, EgressPlan, EgressSection,
+    };
     pub use crate::sandbox::policy::*;
     pub use crate::sandbox::probe::Probe;
 }

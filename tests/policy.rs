@@ -456,3 +456,134 @@ fn a_program_cannot_pick_its_loader_outside_the_system_libraries() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn egress_op(allow: &[&str]) -> OperatorPolicy {
+    OperatorPolicy {
+        egress: Some(serde_json::from_value(serde_json::json!({"allow": allow})).unwrap()),
+        tcp_ports: vec![443],
+        ..Default::default()
+    }
+}
+
+fn derive_manifest(
+    m: serde_json::Value,
+    op: &OperatorPolicy,
+    probe: &Probe,
+) -> nodus_extension::Result<Policy> {
+    let m = Manifest::parse(m.to_string().as_bytes(), "test").unwrap();
+    policy::derive(&Inputs {
+        manifest: &m,
+        extension_dir: Path::new("/ext"),
+        workspace: None,
+        operator: op,
+        program: &program(),
+        probe,
+    })
+}
+
+#[test]
+fn egress_puts_the_worker_in_its_own_network_with_the_proxy_port_only() {
+    let op = egress_op(&["api.example.com:443"]);
+    let p = derive_with(&["network.outbound"], &op, &probe(false), None).unwrap();
+    assert!(
+        p.namespaces.net,
+        "egress needs the worker's own network namespace"
+    );
+    let e = p.egress.as_ref().expect("an egress plan");
+    assert_eq!(e.allow.len(), 1);
+    // Landlock: the proxy's port only (tcp_ports is the proxy's business now).
+    assert!(p.landlock.tcp_handled);
+    assert_eq!(p.landlock.tcp_connect, Some(vec![e.proxy.port()]));
+    // seccomp still lets it make the IP socket it reaches the proxy with.
+    assert_eq!(
+        action(&p, "socket"),
+        Some(SyscallAction::AllowIf(Condition::SocketNetworkFamilies))
+    );
+    assert_eq!(p.environment["HTTPS_PROXY"], format!("http://{}", e.proxy));
+    assert_eq!(p.environment["no_proxy"], "");
+    assert!(
+        p.render().contains("granted: api.example.com:443"),
+        "{}",
+        p.render()
+    );
+    // Root too.
+    let p = derive_with(&["network.outbound"], &op, &probe(true), None).unwrap();
+    assert!(p.namespaces.net && p.egress.is_some());
+}
+
+#[test]
+fn without_egress_or_without_network_outbound_nothing_changes() {
+    let p = derive_with(
+        &["network.outbound"],
+        &OperatorPolicy::default(),
+        &probe(false),
+        None,
+    )
+    .unwrap();
+    assert!(!p.namespaces.net && p.egress.is_none());
+    assert!(!p.environment.contains_key("HTTP_PROXY"));
+    let op = egress_op(&["api.example.com:443"]);
+    let p = derive_with(&["tool.invoke"], &op, &probe(false), None).unwrap();
+    assert!(p.namespaces.net && p.egress.is_none());
+    assert_eq!(
+        action(&p, "socket"),
+        Some(SyscallAction::Errno("EPERM".into()))
+    );
+}
+
+#[test]
+fn egress_without_a_network_namespace_is_refused_in_both_modes() {
+    let mut no_netns = probe(false);
+    no_netns.network_namespaces = false;
+    let mut no_userns = probe(false);
+    no_userns.user_namespaces = false;
+    for mode in [Mode::Strict, Mode::BestEffort] {
+        let mut op = egress_op(&["api.example.com:443"]);
+        op.mode = mode;
+        for pr in [&no_netns, &no_userns] {
+            let e = derive_with(&["network.outbound"], &op, pr, None).unwrap_err();
+            assert_eq!(e.class(), "SandboxError");
+            assert!(e.to_string().contains("refused in every mode"), "{e}");
+        }
+        op.layers.namespaces = false;
+        let e = derive_with(&["network.outbound"], &op, &probe(true), None).unwrap_err();
+        assert!(e.to_string().contains("namespaces layer off"), "{e}");
+    }
+}
+
+#[test]
+fn the_manifest_request_narrows_the_grant_and_a_malformed_one_is_refused() {
+    let op = egress_op(&["api.example.com:443", "*.example.org:*"]);
+    let m = |egress: serde_json::Value| {
+        serde_json::json!({"name": "t.ext", "version": "1", "description": "d",
+            "capabilities": ["network.outbound"], "egress": egress})
+    };
+    let p = derive_manifest(
+        m(serde_json::json!(["cdn.example.org:443", "evil.com:443"])),
+        &op,
+        &probe(false),
+    )
+    .unwrap();
+    let e = p.egress.unwrap();
+    assert_eq!(
+        e.allow.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        ["cdn.example.org:443"]
+    );
+    assert_eq!(e.not_granted, ["evil.com:443"]);
+    assert_eq!(e.requested.unwrap().len(), 2);
+    let err = derive_manifest(
+        m(serde_json::json!("api.example.com:443")),
+        &op,
+        &probe(false),
+    )
+    .unwrap_err();
+    assert_eq!(err.class(), "ManifestError", "{err}");
+    // Without an operator allowlist the request changes nothing (network.outbound as today).
+    let p = derive_manifest(
+        m(serde_json::json!(["api.example.com:443"])),
+        &OperatorPolicy::default(),
+        &probe(false),
+    )
+    .unwrap();
+    assert!(p.egress.is_none() && !p.namespaces.net);
+}

@@ -295,6 +295,7 @@ fn policy_case() -> BoxedStrategy<PolicyCase> {
                     namespaces: layers[2],
                     limits: layers[3],
                 },
+                egress: None,
             },
         );
     let probe = (

@@ -44,6 +44,10 @@ pub struct Manifest {
     /// Our extension: the worker's command line, relative to the extension folder,
     /// instead of `python extension.py`. The reference ignores unknown fields.
     pub entry: Option<Vec<String>>,
+    /// Our extension: the hosts the extension asks to reach (`"egress":
+    /// ["api.example.com:443"]`), as written; checked when the policy is
+    /// derived (`sandbox/egress.rs`). The reference ignores unknown fields.
+    pub egress: Option<Value>,
 }
 
 /// One `surfaces.tools[]` entry (`tool/v1alpha1`).
@@ -183,6 +187,7 @@ impl Manifest {
             provenance: provenance.flatten().unwrap_or_default(),
             tools: tools.flatten().unwrap_or_default(),
             entry,
+            egress: raw.get("egress").cloned(),
         })
     }
 

@@ -10,6 +10,7 @@
 //!   exec. `syscalls` maps the policy's system call names to numbers.
 
 pub(crate) mod child;
+pub mod egress;
 pub mod interpreter;
 pub mod launch;
 pub mod policy;

@@ -16,6 +16,7 @@ use crate::error::{Error, Result, SandboxKind};
 use crate::extension::capabilities::Capability;
 use crate::extension::manifest::Manifest;
 use crate::extension::provenance::TrustClass;
+use crate::sandbox::egress::{self, EgressPlan, EgressSection};
 use crate::sandbox::probe::Probe;
 
 pub const BASE_JSON: &str = include_str!("../../policies/base.json");
@@ -103,9 +104,17 @@ pub struct OperatorPolicy {
     /// Capabilities each trust class may be granted; a missing class may have all.
     pub trust_classes: BTreeMap<String, Vec<String>>,
     pub layers: Layers,
+    /// Egress by host name for `network.outbound` (`src/sandbox/egress.rs`):
+    /// with it, the worker's only way out is the runner's proxy.
+    pub egress: Option<EgressSection>,
 }
 
 impl OperatorPolicy {
+    /// The egress section that applies to extension `name`.
+    pub fn egress_for(&self, _name: &str) -> Option<&EgressSection> {
+        self.egress.as_ref()
+    }
+
     /// Reads and checks a policy file.
     pub fn load(path: &Path) -> Result<OperatorPolicy> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -152,6 +161,10 @@ impl OperatorPolicy {
                     ),
                 ));
             }
+        }
+        if let Some(e) = &policy.egress {
+            egress::check_section(e)
+                .map_err(|e| Error::sandbox(format!("policy file {}: {e}", path.display())))?;
         }
         Ok(policy)
     }
@@ -280,6 +293,9 @@ pub struct Policy {
     pub layers: Vec<LayerStatus>,
     /// What best-effort mode gave up, in words.
     pub degraded: Vec<String>,
+    /// Egress by host name through the runner's proxy (`network.outbound`
+    /// with an operator `egress` section); `None`: as the other fields say.
+    pub egress: Option<EgressPlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -504,12 +520,19 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     }
     // The scratch folder is added at launch (its path is only known then).
     let net = has(Capability::NetworkOutbound);
+    let egress = egress_plan(inp, net)?;
+    // With egress, the proxy's port in the worker's namespace is the one TCP
+    // port it may connect to (tcp_ports is for the proxy's rules to say).
+    let tcp_ports = match &egress {
+        Some(e) => vec![e.proxy.port()],
+        None => op.tcp_ports.clone(),
+    };
     let landlock = LandlockPolicy {
         enabled: op.layers.landlock,
         abi_required: LANDLOCK_ABI_REQUIRED,
         rules,
-        tcp_connect: net.then(|| op.tcp_ports.clone()).filter(|p| !p.is_empty()),
-        tcp_handled: !net || !op.tcp_ports.is_empty(),
+        tcp_connect: net.then(|| tcp_ports.clone()).filter(|p| !p.is_empty()),
+        tcp_handled: !net || !tcp_ports.is_empty(),
         scopes: base.landlock.scopes.clone(),
     };
 
@@ -615,12 +638,18 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     let ns_on = op.layers.namespaces;
     let need_userns = !probe.root;
     let userns_ok = probe.user_namespaces || probe.root;
+    // A network namespace of its own: without network.outbound (nothing to
+    // reach), and with egress (only the proxy to reach).
+    let own_net = !net || egress.is_some();
+    if let Some(e) = &egress {
+        egress_enforceable(&m.name, e, ns_on, userns_ok, probe)?;
+    }
     let namespaces = if ns_on && userns_ok {
         Namespaces {
             user: need_userns,
             mount: true,
             pid: probe.pid_namespaces,
-            net: !net && probe.network_namespaces,
+            net: own_net && probe.network_namespaces,
             ipc: probe.ipc_namespaces,
             uts: true,
         }
@@ -630,7 +659,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     // Namespaces this kernel or user cannot make (for instance under
     // `user.max_net_namespaces = 0`), though the others can be.
     let missing_namespaces: Vec<&str> = [
-        ("net", !net && !probe.network_namespaces),
+        ("net", own_net && !probe.network_namespaces),
         ("pid", !probe.pid_namespaces),
         ("ipc", !probe.ipc_namespaces),
     ]
@@ -664,6 +693,9 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
             .collect::<Vec<_>>()
             .join(","),
     );
+    if let Some(e) = &egress {
+        environment.extend(e.environment());
+    }
 
     // What this kernel can enforce, and what strict mode requires.
     let layers = vec![
@@ -742,7 +774,60 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         environment,
         layers,
         degraded,
+        egress,
     })
+}
+
+/// The egress plan of a worker: `network.outbound` and an operator `egress`
+/// section (the manifest's request narrows it; a malformed one is refused).
+fn egress_plan(inp: &Inputs, net: bool) -> Result<Option<EgressPlan>> {
+    let m = inp.manifest;
+    let Some(section) = inp.operator.egress_for(&m.name) else {
+        return Ok(None);
+    };
+    if !net {
+        return Ok(None);
+    }
+    // The operator's section was checked when it was loaded; a library
+    // caller's is checked here, before the request is looked at.
+    let operator =
+        egress::plan(section, None).map_err(|e| Error::sandbox(format!("operator policy: {e}")))?;
+    let Some(request) = &m.egress else {
+        return Ok(Some(operator));
+    };
+    egress::plan(section, Some(request)).map(Some).map_err(|e| {
+        let path = inp
+            .extension_dir
+            .join(crate::extension::manifest::MANIFEST_FILE);
+        Error::manifest(
+            format!("'{}': {e}", m.name),
+            Some(path.display().to_string()),
+        )
+    })
+}
+
+/// An allowlist is enforced by a network namespace whose only way out is the
+/// proxy; where none can be made it cannot be enforced, and no mode starts
+/// the worker (falling back to the host's network would be failing open).
+fn egress_enforceable(
+    name: &str,
+    _plan: &EgressPlan,
+    ns_on: bool,
+    userns_ok: bool,
+    probe: &Probe,
+) -> Result<()> {
+    let why = if !ns_on {
+        "the operator policy switches the namespaces layer off"
+    } else if !userns_ok {
+        "user namespaces are not available to this user"
+    } else if !probe.network_namespaces {
+        "this kernel or user cannot create a network namespace (see `ext-runner probe`; user.max_net_namespaces)"
+    } else {
+        return Ok(());
+    };
+    Err(Error::sandbox(format!(
+        "'{name}' declares network.outbound and the operator policy has an egress allowlist, which needs a network namespace whose only way out is the runner's proxy: {why}. This is refused in every mode; remove the egress section to give the worker the host's network, or run where network namespaces can be made"
+    )))
 }
 
 fn check_trust_class(
@@ -832,6 +917,9 @@ impl Policy {
             s += &format!("pids cgroup: under {c}\n");
         }
         s += &format!("environment: {:?}\n", self.environment);
+        if let Some(e) = &self.egress {
+            s += &e.render();
+        }
         for d in &self.degraded {
             s += &format!("DEGRADED: {d}\n");
         }
