@@ -163,8 +163,12 @@ impl OperatorPolicy {
             }
         }
         if let Some(e) = &policy.egress {
-            egress::check_section(e)
-                .map_err(|e| Error::sandbox(format!("policy file {}: {e}", path.display())))?;
+            egress::check_section(e).map_err(|e| {
+                Error::sandbox(
+                    SandboxKind::OperatorPolicy,
+                    format!("policy file {}: {e}", path.display()),
+                )
+            })?;
         }
         Ok(policy)
     }
@@ -790,8 +794,9 @@ fn egress_plan(inp: &Inputs, net: bool) -> Result<Option<EgressPlan>> {
     }
     // The operator's section was checked when it was loaded; a library
     // caller's is checked here, before the request is looked at.
-    let operator =
-        egress::plan(section, None).map_err(|e| Error::sandbox(format!("operator policy: {e}")))?;
+    let operator = egress::plan(section, None).map_err(|e| {
+        Error::sandbox(SandboxKind::OperatorPolicy, format!("operator policy: {e}"))
+    })?;
     let Some(request) = &m.egress else {
         return Ok(Some(operator));
     };
@@ -825,7 +830,7 @@ fn egress_enforceable(
     } else {
         return Ok(());
     };
-    Err(Error::sandbox(format!(
+    Err(Error::sandbox(SandboxKind::KernelLacks, format!(
         "'{name}' declares network.outbound and the operator policy has an egress allowlist, which needs a network namespace whose only way out is the runner's proxy: {why}. This is refused in every mode; remove the egress section to give the worker the host's network, or run where network namespaces can be made"
     )))
 }
