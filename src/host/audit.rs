@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, SandboxKind};
+use crate::support::LockExt;
 
 type Callback = Arc<dyn Fn(&Value) + Send + Sync>;
 
@@ -81,10 +82,7 @@ impl Audit {
             let mut line = event.to_string();
             line.push('\n');
             // One write per line on an O_APPEND file: lines never interleave.
-            let _ = file
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .write_all(line.as_bytes());
+            let _ = file.locked().write_all(line.as_bytes());
         }
         if let Some(cb) = &self.callback {
             cb(&event);

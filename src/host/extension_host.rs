@@ -27,6 +27,7 @@ use crate::host::services::{self, RateLimiter, Services};
 use crate::host::worker::{self, StderrTail};
 use crate::protocol::{self, Line, Response, WorkerMessage};
 use crate::sandbox::policy::Policy;
+use crate::support::LockExt;
 
 type Pending = Mutex<HashMap<String, oneshot::Sender<Result<Response>>>>;
 
@@ -92,10 +93,7 @@ impl Worker {
     }
 
     fn kill(&self, reason: String) {
-        self.kill_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(reason);
+        self.kill_reason.locked().get_or_insert(reason);
         self.doomed.store(true, Ordering::SeqCst);
         self.group.kill();
     }
@@ -208,10 +206,7 @@ impl Reader {
             }
         };
         if let Some(p) = &problem {
-            self.kill_reason
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_or_insert(p.clone());
+            self.kill_reason.locked().get_or_insert(p.clone());
         }
         // Stdout is closed or unusable: the worker is done for. It may exit on its
         // own (and say how) if it just closed stdout; otherwise it is killed.
@@ -223,18 +218,9 @@ impl Reader {
         let status = worker::reap(&mut child, &self.group, grace).await;
         self.stderr.settled(worker::EXIT_GRACE).await;
         self.alive.store(false, Ordering::SeqCst);
-        let reason = self
-            .kill_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let reason = self.kill_reason.locked().clone();
         let what = reason.unwrap_or_else(|| "extension worker closed stdout unexpectedly".into());
-        let pending: Vec<_> = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .collect();
+        let pending: Vec<_> = self.pending.locked().drain().collect();
         for (_, tx) in pending {
             let _ = tx.send(Err(worker::died(&what, status, &self.stderr)));
         }
@@ -245,11 +231,7 @@ impl Reader {
         match protocol::decode_worker_line(line) {
             WorkerMessage::Response { id, response } => {
                 // Lines matching no request (unsolicited, late, duplicate) are ignored, as in the reference.
-                let tx = self
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                let tx = self.pending.locked().remove(&id);
                 if let Some(tx) = tx {
                     let _ = tx.send(Ok(response));
                 }
@@ -285,7 +267,7 @@ impl Reader {
                 let (text, _audited) =
                     c.denial_log
                         .record(&c.audit, &c.caller.name, &capability, &detail);
-                let mut d = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+                let mut d = self.denials.locked();
                 d.push(text);
                 let excess = d.len().saturating_sub(DENIALS_KEPT);
                 d.drain(..excess);
@@ -416,10 +398,7 @@ impl ExtensionHost {
             }
             // It ended without being asked to: a failure, counted once.
             *slot = None;
-            self.failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(std::time::Instant::now());
+            self.failures.locked().push_back(std::time::Instant::now());
         }
         let delay = self.restart_delay()?;
         if !delay.is_zero() {
@@ -438,7 +417,7 @@ impl ExtensionHost {
     /// The backoff before the next start, or the restart policy's refusal.
     fn restart_delay(&self) -> Result<Duration> {
         let p = self.options.restart;
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = self.failures.locked();
         while failures.front().is_some_and(|t| t.elapsed() > p.window) {
             failures.pop_front();
         }
@@ -589,18 +568,10 @@ impl ExtensionHost {
         let worker = self.start_worker().await?;
         let id = protocol::new_request_id();
         let (tx, rx) = oneshot::channel();
-        worker
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), tx);
+        worker.pending.locked().insert(id.clone(), tx);
         if !worker.alive.load(Ordering::SeqCst) {
             // The reader may have finished between start_worker and insert: it will not drain us.
-            worker
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            worker.pending.locked().remove(&id);
             return Err(Error::sandbox(
                 SandboxKind::WorkerDied,
                 "extension worker ended before the request could be sent",
@@ -613,11 +584,7 @@ impl ExtensionHost {
             )
             .await
         {
-            worker
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            worker.pending.locked().remove(&id);
             worker.kill(format!("failed to send invoke request: {e}"));
             return Err(Error::sandbox_io(
                 SandboxKind::WorkerIo,
@@ -626,18 +593,13 @@ impl ExtensionHost {
             ));
         }
         let timeout = self.options.timeout;
-        let denials_before = worker
-            .denials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
+        let denials_before = worker.denials.locked().len();
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(Response::Ok(v)))) => Ok(v),
             Ok(Ok(Ok(Response::Err(msg)))) => Err(Error::Invoke {
                 msg: explain(
                     msg,
-                    &worker.denials.lock().unwrap_or_else(|e| e.into_inner())
-                        [denials_before.min(DENIALS_KEPT)..],
+                    &worker.denials.locked()[denials_before.min(DENIALS_KEPT)..],
                 ),
                 tool_name: Some(tool.to_string()),
             }),
@@ -647,11 +609,7 @@ impl ExtensionHost {
                 "extension worker ended without answering",
             )),
             Err(_) => {
-                worker
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                worker.pending.locked().remove(&id);
                 worker.kill(format!(
                     "worker killed after tool '{tool}' timed out after {}s",
                     timeout.as_secs_f64()

@@ -13,6 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use crate::error::{Error, Result, SandboxKind};
+use crate::support::LockExt;
 
 /// Storage of the `memory.*` host calls. Implement it to bring your own.
 pub trait MemoryBackend: Send + Sync {
@@ -207,7 +208,7 @@ impl SqliteStore {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        self.conn.locked()
     }
 }
 

@@ -21,6 +21,7 @@ use crate::extension::capabilities::{Capability, CapabilityGate};
 use crate::host::audit::Audit;
 use crate::host::memory::{MemoryBackend, Quotas, SqliteStore};
 pub use crate::protocol::HostCall;
+use crate::support::LockExt;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -173,7 +174,7 @@ impl RateLimiter {
     }
 
     fn admit(&self) -> bool {
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.window.locked();
         if w.0.elapsed() >= Duration::from_secs(1) {
             *w = (Instant::now(), 0);
         }
@@ -359,7 +360,7 @@ impl WaitGraph {
     /// Records that `from` waits on `to`, unless that closes a cycle or makes
     /// a chain longer than `MAX_NESTING`. The edge goes when the guard drops.
     pub fn enter<'a>(&'a self, from: &str, to: &str) -> Result<WaitGuard<'a>> {
-        let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+        let mut edges = self.edges.locked();
         if from == to || reaches(&edges, to, from) {
             return Err(Error::Invoke {
                 msg: format!("tool call from '{from}' to '{to}' refused: '{to}' is already waiting on '{from}' (the call would deadlock)"),
@@ -430,7 +431,7 @@ pub struct WaitGuard<'a> {
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        let mut edges = self.graph.edges.lock().unwrap_or_else(|e| e.into_inner());
+        let mut edges = self.graph.edges.locked();
         if let Some(tos) = edges.get_mut(&self.from) {
             if let Some(i) = tos.iter().position(|t| *t == self.to) {
                 tos.swap_remove(i);

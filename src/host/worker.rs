@@ -17,6 +17,7 @@ use crate::extension::manifest::Manifest;
 use crate::sandbox::interpreter::Interpreter;
 use crate::sandbox::launch::{self, LaunchPlan, PidsCgroup, ScratchDir};
 use crate::sandbox::policy::{Policy, ProgramFacts};
+use crate::support::LockExt;
 
 /// How much of a worker's stderr is kept for error messages.
 pub const STDERR_TAIL: usize = 4 * 1024;
@@ -185,7 +186,7 @@ struct TailState {
 
 impl StderrTail {
     fn push(&self, bytes: &[u8]) {
-        let mut tail = self.0.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail = self.0.bytes.locked();
         tail.extend(bytes);
         let excess = tail.len().saturating_sub(STDERR_TAIL);
         tail.drain(..excess);
@@ -217,7 +218,7 @@ impl StderrTail {
     /// The tail as text safe to print (`support::terminal::escape`: no
     /// control reaches a terminal, line breaks kept), trimmed.
     pub fn text(&self) -> String {
-        let tail = self.0.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = self.0.bytes.locked();
         let (a, b) = tail.as_slices();
         crate::support::terminal::escape_bytes(&[a, b].concat())
             .trim()
@@ -332,7 +333,7 @@ impl Group {
 
     /// Kills the worker and everything in its session, unless already reaped.
     pub fn kill(&self) {
-        let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let retired = self.retired.locked();
         if !*retired {
             kill_all(self.pid);
         }
@@ -341,7 +342,7 @@ impl Group {
     /// A last kill, after which no other is sent (the leader is about to be
     /// reaped); under the same lock, so no `kill` can fall in between.
     fn kill_and_retire(&self) {
-        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let mut retired = self.retired.locked();
         if !*retired {
             kill_all(self.pid);
             *retired = true;

@@ -20,6 +20,7 @@ use seccompiler::{
 use crate::error::{Error, Result, SandboxKind};
 use crate::sandbox::child::{self, Confinement};
 use crate::sandbox::policy::{Access, Condition, Limits, Mode, Policy, SyscallAction};
+use crate::support::LockExt;
 
 /// `nodus-ext-<pid>-<n>-<random>`: unique among this host's workers, and hard
 /// to guess for anyone else's.
@@ -40,7 +41,7 @@ fn unique_name() -> String {
 fn sweep_orphans(dir: &Path) {
     use std::os::unix::fs::MetadataExt;
     static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut swept = SWEPT.locked();
     if swept.iter().any(|d| d == dir) {
         return;
     }
@@ -309,7 +310,7 @@ fn launcher_run(job: Job) -> Result<()> {
             jobs,
         })
     };
-    let mut launcher = LAUNCHER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut launcher = LAUNCHER.locked();
     let current = match launcher.take() {
         Some(l) if l.pid == std::process::id() => l,
         _ => start()?,

@@ -1,6 +1,7 @@
 //! Leaf helpers any stage may use: Python's own spellings of values and
 //! whitespace, so that messages read as the reference's do, and worker text
-//! made safe for a terminal (`terminal`). They touch nothing but memory.
+//! made safe for a terminal (`terminal`), a poison-proof `Mutex::lock`
+//! (`LockExt`). They touch nothing but memory.
 
 pub(crate) mod pyrepr;
 pub(crate) mod terminal;
@@ -38,4 +39,17 @@ pub(crate) fn unique_id() -> String {
         lo >> 48,
         lo & 0xffff_ffff_ffff
     )
+}
+
+/// `Mutex::lock` that takes over a lock poisoned by a panic: everything kept
+/// under these locks (maps, counters, buffers) is changed in single steps, so
+/// a panic elsewhere leaves it consistent, and the runner keeps serving.
+pub(crate) trait LockExt<T: ?Sized> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T>;
+}
+
+impl<T: ?Sized> LockExt<T> for std::sync::Mutex<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
