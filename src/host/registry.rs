@@ -1,16 +1,17 @@
 //! `ExtensionRegistry`: the loaded extensions of one host, by name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::extension::manifest::Manifest;
 use crate::host::memory::MemoryBackend;
-use crate::host::services::{BoxFuture, HostServices, LazyStore, Services, WaitGraph};
+use crate::host::services::{BoxFuture, HostServices, LazyStore, Services, MAX_NESTING};
 use crate::host::{ExtensionHost, HostOptions};
+use crate::support::LockExt;
 
 type Hosts = tokio::sync::RwLock<BTreeMap<String, Arc<ExtensionHost>>>;
 
@@ -188,5 +189,98 @@ impl HostServices for RegistryServices {
             let _waiting = self.waits.enter(caller, target.name())?;
             target.invoke_value(tool, args).await
         })
+    }
+}
+
+/// Who is waiting on whom through tool calls, to refuse cycles and deep chains.
+#[derive(Debug, Default)]
+struct WaitGraph {
+    edges: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl WaitGraph {
+    /// Records that `from` waits on `to`, unless that closes a cycle or makes
+    /// a chain longer than `MAX_NESTING`. The edge goes when the guard drops.
+    fn enter<'a>(&'a self, from: &str, to: &str) -> Result<WaitGuard<'a>> {
+        let mut edges = self.edges.locked();
+        if from == to || reaches(&edges, to, from) {
+            return Err(Error::Invoke {
+                msg: format!("tool call from '{from}' to '{to}' refused: '{to}' is already waiting on '{from}' (the call would deadlock)"),
+                tool_name: None,
+            });
+        }
+        let depth = depth_into(&edges, from) + 1 + depth_from(&edges, to);
+        if depth > MAX_NESTING {
+            return Err(Error::Invoke {
+                msg: format!(
+                    "tool call from '{from}' to '{to}' refused: nesting deeper than {MAX_NESTING}"
+                ),
+                tool_name: None,
+            });
+        }
+        edges
+            .entry(from.to_string())
+            .or_default()
+            .push(to.to_string());
+        Ok(WaitGuard {
+            graph: self,
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+    }
+}
+
+fn reaches(edges: &HashMap<String, Vec<String>>, start: &str, goal: &str) -> bool {
+    let mut stack = vec![start];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(n) = stack.pop() {
+        if n == goal {
+            return true;
+        }
+        if seen.insert(n) {
+            stack.extend(edges.get(n).into_iter().flatten().map(String::as_str));
+        }
+    }
+    false
+}
+
+/// Longest chain of waits ending at `node`.
+fn depth_into(edges: &HashMap<String, Vec<String>>, node: &str) -> usize {
+    edges
+        .iter()
+        .filter(|(_, tos)| tos.iter().any(|t| t == node))
+        .map(|(from, _)| 1 + depth_into(edges, from))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Longest chain of waits starting at `node`.
+fn depth_from(edges: &HashMap<String, Vec<String>>, node: &str) -> usize {
+    edges
+        .get(node)
+        .into_iter()
+        .flatten()
+        .map(|to| 1 + depth_from(edges, to))
+        .max()
+        .unwrap_or(0)
+}
+
+struct WaitGuard<'a> {
+    graph: &'a WaitGraph,
+    from: String,
+    to: String,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let mut edges = self.graph.edges.locked();
+        if let Some(tos) = edges.get_mut(&self.from) {
+            if let Some(i) = tos.iter().position(|t| *t == self.to) {
+                tos.swap_remove(i);
+            }
+            if tos.is_empty() {
+                edges.remove(&self.from);
+            }
+        }
     }
 }
