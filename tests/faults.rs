@@ -555,3 +555,102 @@ fn run_times_out_each_request_on_its_own_deadline() {
         sent.elapsed()
     );
 }
+
+/// Kills the runner if a test fails while it still runs (its worker dies with
+/// it: parent-death signal).
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A tool that sends host calls as fast as it can, never reads their
+/// answers, and then sleeps: the answers fill its stdin pipe.
+const HOST_CALL_FLOOD: &str = "for i in range(20000):\n    sys.stdout.write(json.dumps({'op': 'host_call', 'id': f'hc-{i}', 'call': 'memory.get', 'params': {'key': 'k'}}) + '\\n')\nsys.stdout.flush()\ntime.sleep(120)\nreturn 1";
+
+/// Starts `run` on the flooding tool and sends the invoke; returns the runner
+/// and the worker's processes (as the kernel lists them from outside).
+fn start_flood(timeout: &str) -> (TempDir, Reap, Vec<i32>) {
+    use std::io::Write;
+    let d = ext("t.x", T, &["t.x.run"], &worker(HOST_CALL_FLOOD));
+    let mut child = Reap(spawn_run(d.path(), &["--timeout", timeout]));
+    let stdin = child.0.stdin.as_mut().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"id": "1", "op": "invoke", "name": "t.x.run", "args": {{}}}}"#
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    // Time to flood (the control: the worker is there and stays).
+    std::thread::sleep(Duration::from_millis(1500));
+    let workers: Vec<i32> = common::procfs::descendants(child.0.id() as i32)
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+    assert!(!workers.is_empty(), "the worker runs");
+    assert!(child.0.try_wait().unwrap().is_none(), "the runner serves");
+    (d, child, workers)
+}
+
+#[test]
+fn run_times_out_a_request_while_its_worker_floods_host_calls_and_reads_nothing() {
+    let (_d, mut child, workers) = start_flood("3");
+    let status = exit_within(
+        &mut child.0,
+        Duration::from_secs(15),
+        "the proxy froze writing host-call answers: the request's 3 s timeout never fired",
+    );
+    assert_eq!(status.code(), Some(8), "TimeoutError");
+    for pid in workers {
+        assert!(
+            common::wait_gone(pid, Duration::from_secs(5)),
+            "worker {pid} lives"
+        );
+    }
+}
+
+#[test]
+fn run_shuts_down_on_host_eof_while_its_worker_floods_host_calls_and_reads_nothing() {
+    let (_d, mut child, workers) = start_flood("60");
+    drop(child.0.stdin.take()); // the host closes our stdin
+    exit_within(
+        &mut child.0,
+        Duration::from_secs(10),
+        "the proxy froze writing host-call answers: it never saw the host close stdin",
+    );
+    for pid in workers {
+        assert!(
+            common::wait_gone(pid, Duration::from_secs(5)),
+            "worker {pid} lives"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_never_reads_the_answers_to_its_host_calls_is_stopped() {
+    // At start-up, before it serves anything: ten host calls whose answers
+    // (errors quoting the 100 KB call name) overflow its stdin pipe; no
+    // invoke follows, so only a deadline on the answers can end it.
+    let src = "import json, sys, time\nfor i in range(10):\n    sys.stdout.write(json.dumps({'op': 'host_call', 'id': str(i), 'call': 'x' * 100000, 'params': {}}) + '\\n')\nsys.stdout.flush()\ntime.sleep(120)\n";
+    let (_d, host) = load(src, short(2000)).await;
+    let pid = host.worker_pid().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(common::pid_alive(pid), "control: the worker is there");
+    let started = Instant::now();
+    let gone = tokio::task::spawn_blocking(move || common::wait_gone(pid, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(
+        gone,
+        "a worker that reads none of its answers still runs {:?} later",
+        started.elapsed()
+    );
+    let end = Instant::now() + Duration::from_secs(5);
+    while host.worker_pid().await.is_some() && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(host.worker_pid().await.is_none(), "the host knows");
+}

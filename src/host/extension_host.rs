@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result, SandboxKind};
 use crate::extension::capabilities::{Capability, CapabilityGate};
@@ -25,105 +25,147 @@ use crate::host::options::HostOptions;
 use crate::host::prepared::Prepared;
 use crate::host::services::{self, RateLimiter, Services};
 use crate::host::worker::{self, StderrTail};
-use crate::protocol::{self, Line, Response, WorkerMessage};
+use crate::protocol::{self, Line, Response, Routed};
 use crate::sandbox::policy::Policy;
 use crate::support::LockExt;
 
 type Pending = Mutex<HashMap<String, oneshot::Sender<Result<Response>>>>;
 
+/// Where a worker is in its life: one value that only moves forward
+/// (`Running` → `Doomed` → `Ended`, or `Running` → `Ended`), watched by the
+/// invokes, the reader and `shutdown`.
+#[derive(Debug, Clone, PartialEq)]
+enum WorkerState {
+    /// Serving requests.
+    Running,
+    /// Being stopped (an invoke timed out, a write failed, bad output,
+    /// unload): no new request may be sent to it, even before the reader has
+    /// seen it end. The first reason is what its pending invokes are told.
+    Doomed { reason: String },
+    /// Reaped, its scratch folder and cgroup released; the requests still
+    /// pending are failed right after this is set (never before, so a request
+    /// registered while it was not yet set is always answered).
+    Ended {
+        status: Option<std::process::ExitStatus>,
+    },
+}
+
+/// A worker's state and its process group: what may stop it.
+struct Control {
+    state: watch::Sender<WorkerState>,
+    /// Signalled only until the reader reaps the worker.
+    group: worker::Group,
+}
+
+impl Control {
+    /// Marks the worker doomed for `reason`, unless it already is (or ended).
+    fn doom(&self, reason: String) {
+        self.state.send_if_modified(|s| match s {
+            WorkerState::Running => {
+                *s = WorkerState::Doomed { reason };
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Dooms the worker and kills it and everything in its session.
+    fn kill(&self, reason: String) {
+        self.doom(reason);
+        self.group.kill();
+    }
+
+    fn is_running(&self) -> bool {
+        *self.state.borrow() == WorkerState::Running
+    }
+
+    fn has_ended(&self) -> bool {
+        matches!(*self.state.borrow(), WorkerState::Ended { .. })
+    }
+
+    /// Waits until the reader has reaped the worker and released its resources.
+    async fn ended(&self) {
+        let mut state = self.state.subscribe();
+        let _ = state
+            .wait_for(|s| matches!(s, WorkerState::Ended { .. }))
+            .await;
+    }
+
+    /// Sets `Ended`; returns the reason the worker was doomed for, if it was.
+    fn end(&self, status: Option<std::process::ExitStatus>) -> Option<String> {
+        let mut reason = None;
+        self.state.send_modify(|s| {
+            if let WorkerState::Doomed { reason: r } =
+                std::mem::replace(s, WorkerState::Ended { status })
+            {
+                reason = Some(r);
+            }
+        });
+        reason
+    }
+}
+
 /// A live worker process and its in-flight requests.
 struct Worker {
     pid: i32,
-    /// Its process group, signalled only until the reader reaps it.
-    group: Arc<worker::Group>,
+    control: Arc<Control>,
     /// Held by a host call from the moment it is read until it is answered, so
     /// no invoke reaches a worker that is waiting for its host's answer.
     stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
     /// Denials the worker reported (newest last, bounded).
     denials: Arc<Mutex<Vec<String>>>,
     pending: Arc<Pending>,
-    alive: Arc<AtomicBool>,
-    /// Killed (timeout, bad write): no new request may be sent to it, even
-    /// before the reader has seen it end.
-    doomed: AtomicBool,
-    /// Set before a deliberate kill, so the reader reports why.
-    kill_reason: Arc<Mutex<Option<String>>>,
-    done: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Worker {
-    fn start(ext: &Prepared, max_line: usize, calls: Arc<CallContext>) -> Result<Worker> {
+    fn start(ext: &Prepared, options: &HostOptions, calls: Arc<CallContext>) -> Result<Worker> {
         let spawned = worker::start(&ext.dir, &ext.entry, &ext.policy, None)?;
         let stdin = Arc::new(tokio::sync::Mutex::new(spawned.stdin));
         let denials: Arc<Mutex<Vec<String>>> = Arc::default();
         let pending: Arc<Pending> = Arc::default();
-        let alive = Arc::new(AtomicBool::new(true));
-        let kill_reason: Arc<Mutex<Option<String>>> = Arc::default();
-        let (done_tx, done) = tokio::sync::watch::channel(false);
-        let group = Arc::new(worker::Group::new(spawned.pid));
+        let control = Arc::new(Control {
+            state: watch::Sender::new(WorkerState::Running),
+            group: worker::Group::new(spawned.pid),
+        });
         let reader = Reader {
-            group: group.clone(),
+            control: control.clone(),
             pending: pending.clone(),
-            alive: alive.clone(),
-            kill_reason: kill_reason.clone(),
             stderr: spawned.stderr,
-            max_line,
+            max_line: options.max_line,
+            write_deadline: options.timeout,
             host_calls: Arc::default(),
             stdin: stdin.clone(),
             denials: denials.clone(),
             calls,
         };
         let (child, stdout, resources) = (spawned.child, spawned.stdout, spawned.resources);
-        tokio::spawn(async move {
-            reader.run(child, stdout).await;
-            drop(resources);
-            let _ = done_tx.send(true);
-        });
+        tokio::spawn(reader.run(child, stdout, resources));
         Ok(Worker {
             pid: spawned.pid,
-            group,
-            doomed: AtomicBool::new(false),
+            control,
             stdin,
             denials,
             pending,
-            alive,
-            kill_reason,
-            done,
         })
     }
 
     fn kill(&self, reason: String) {
-        self.kill_reason.locked().get_or_insert(reason);
-        self.doomed.store(true, Ordering::SeqCst);
-        self.group.kill();
+        self.control.kill(reason);
     }
 
     /// Writes one line, giving up after `within`: a worker that stops reading
     /// its stdin must not hang the caller (or, holding the lock, everyone).
     async fn send(&self, line: Vec<u8>, within: Duration) -> std::io::Result<()> {
-        tokio::time::timeout(within, async {
-            write_line(&mut *self.stdin.lock().await, line).await
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "the worker read none of its stdin for {}s",
-                    within.as_secs_f64()
-                ),
-            ))
-        })
+        write_within(&mut *self.stdin.lock().await, line, within).await
     }
 
     /// Asks the worker to stop, then kills it after the grace period.
     async fn shutdown(&self) {
-        if self.alive.load(Ordering::SeqCst) {
+        if !self.control.has_ended() {
             let _ = self
                 .send(protocol::shutdown_line(), worker::SHUTDOWN_GRACE)
                 .await;
-            let mut done = self.done.clone();
-            if tokio::time::timeout(worker::SHUTDOWN_GRACE, done.wait_for(|d| *d))
+            if tokio::time::timeout(worker::SHUTDOWN_GRACE, self.control.ended())
                 .await
                 .is_err()
             {
@@ -131,19 +173,31 @@ impl Worker {
             }
         }
         // The reader kills what the worker left in its session, then reaps it.
-        let mut done = self.done.clone();
-        let _ = done.wait_for(|d| *d).await;
+        self.control.ended().await;
     }
 }
 
-/// Writes `line` and its newline in one write.
-async fn write_line(
+/// Writes `line` and its newline in one write, giving up after `within`.
+async fn write_within(
     stdin: &mut tokio::process::ChildStdin,
     mut line: Vec<u8>,
+    within: Duration,
 ) -> std::io::Result<()> {
     line.push(b'\n');
-    stdin.write_all(&line).await?;
-    stdin.flush().await
+    tokio::time::timeout(within, async {
+        stdin.write_all(&line).await?;
+        stdin.flush().await
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the worker read none of its stdin for {}s",
+                within.as_secs_f64()
+            ),
+        ))
+    })
 }
 
 /// What serving a worker's host calls needs; shared by its successive workers.
@@ -173,20 +227,25 @@ const DENIALS_KEPT: usize = 16;
 
 /// Reads the worker's stdout, routes responses, and reports its end.
 struct Reader {
+    control: Arc<Control>,
     host_calls: Arc<std::sync::atomic::AtomicUsize>,
     stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
     denials: Arc<Mutex<Vec<String>>>,
     calls: Arc<CallContext>,
-    group: Arc<worker::Group>,
     pending: Arc<Pending>,
-    alive: Arc<AtomicBool>,
-    kill_reason: Arc<Mutex<Option<String>>>,
     stderr: StderrTail,
     max_line: usize,
+    /// How long the answer to a host call may wait for the worker to read it.
+    write_deadline: Duration,
 }
 
 impl Reader {
-    async fn run(self, mut child: tokio::process::Child, stdout: tokio::process::ChildStdout) {
+    async fn run(
+        self,
+        mut child: tokio::process::Child,
+        stdout: tokio::process::ChildStdout,
+        resources: worker::Resources,
+    ) {
         let mut out = BufReader::with_capacity(64 * 1024, stdout);
         let problem = loop {
             match protocol::read_line(&mut out, self.max_line).await {
@@ -206,7 +265,7 @@ impl Reader {
             }
         };
         if let Some(p) = &problem {
-            self.kill_reason.locked().get_or_insert(p.clone());
+            self.control.doom(p.clone());
         }
         // Stdout is closed or unusable: the worker is done for. It may exit on its
         // own (and say how) if it just closed stdout; otherwise it is killed.
@@ -215,10 +274,10 @@ impl Reader {
         } else {
             Duration::ZERO
         };
-        let status = worker::reap(&mut child, &self.group, grace).await;
+        let status = worker::reap(&mut child, &self.control.group, grace).await;
         self.stderr.settled(worker::EXIT_GRACE).await;
-        self.alive.store(false, Ordering::SeqCst);
-        let reason = self.kill_reason.locked().clone();
+        drop(resources);
+        let reason = self.control.end(status);
         let what = reason.unwrap_or_else(|| "extension worker closed stdout unexpectedly".into());
         let pending: Vec<_> = self.pending.locked().drain().collect();
         for (_, tx) in pending {
@@ -228,15 +287,20 @@ impl Reader {
 
     /// Routes one line; returns why the worker must be stopped, if it must.
     fn route(&self, line: &[u8]) -> Option<String> {
-        match protocol::decode_worker_line(line) {
-            WorkerMessage::Response { id, response } => {
-                // Lines matching no request (unsolicited, late, duplicate) are ignored, as in the reference.
+        match protocol::route(line) {
+            Routed::Response { id } => {
+                // Lines matching no request (unsolicited, late, duplicate) are
+                // ignored, as in the reference, and not even decoded.
+                if !self.pending.locked().contains_key(&id) {
+                    return None;
+                }
+                let response = protocol::decode_response(line)?;
                 let tx = self.pending.locked().remove(&id);
                 if let Some(tx) = tx {
                     let _ = tx.send(Ok(response));
                 }
             }
-            WorkerMessage::HostCall(call) => {
+            Routed::HostCall(call) => {
                 // Each call in flight holds its parameters: a worker that floods
                 // calls without waiting for answers is stopped, not buffered.
                 if self.host_calls.load(Ordering::SeqCst) >= MAX_HOST_CALLS_IN_FLIGHT {
@@ -247,21 +311,22 @@ impl Reader {
                 self.host_calls.fetch_add(1, Ordering::SeqCst);
                 let counter = InFlight(self.host_calls.clone());
                 let (stdin, calls) = (self.stdin.clone(), self.calls.clone());
+                let (control, within) = (self.control.clone(), self.write_deadline);
                 // Take stdin now, before anything else can be sent to the waiting worker.
                 let Ok(mut held) = stdin.clone().try_lock_owned() else {
                     tokio::spawn(async move {
                         let mut held = stdin.lock_owned().await;
-                        answer(&calls, &call, &mut held).await;
+                        answer(&calls, &call, &mut held, &control, within).await;
                         drop(counter);
                     });
                     return None;
                 };
                 tokio::spawn(async move {
-                    answer(&calls, &call, &mut held).await;
+                    answer(&calls, &call, &mut held, &control, within).await;
                     drop(counter);
                 });
             }
-            WorkerMessage::Denial { capability, detail } => {
+            Routed::Denial { capability, detail } => {
                 let c = &self.calls;
                 // Kept for the invoke's error even when over the audit rate.
                 let (text, _audited) =
@@ -272,17 +337,21 @@ impl Reader {
                 let excess = d.len().saturating_sub(DENIALS_KEPT);
                 d.drain(..excess);
             }
-            WorkerMessage::Ignored => {}
+            Routed::Other => {}
         }
         None
     }
 }
 
-/// Serves one host call and writes the answer to the worker.
+/// Serves one host call and writes the answer to the worker; a worker that
+/// has not read it within `within` is stopped (it would hold its stdin, and
+/// every invoke, forever).
 async fn answer(
     calls: &CallContext,
     call: &services::HostCall,
     stdin: &mut tokio::process::ChildStdin,
+    control: &Control,
+    within: Duration,
 ) {
     let outcome = services::serve(
         call,
@@ -293,8 +362,15 @@ async fn answer(
         &calls.audit,
     )
     .await;
-    // A failed write means the worker is gone; the reader reports that.
-    let _ = write_line(stdin, protocol::host_call_response(&call.id, &outcome)).await;
+    let line = protocol::host_call_response(&call.id, &outcome);
+    // Any other failed write means the worker is gone; the reader reports that.
+    if let Err(e) = write_within(stdin, line, within).await {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            control.kill(format!(
+                "worker did not read the answer to its host call: {e}"
+            ));
+        }
+    }
 }
 
 /// The reference's `ExtensionHost.describe()` of a manifest.
@@ -393,7 +469,7 @@ impl ExtensionHost {
             ));
         }
         if let Some(w) = slot.as_ref() {
-            if w.alive.load(Ordering::SeqCst) && !w.doomed.load(Ordering::SeqCst) {
+            if w.control.is_running() {
                 return Ok(w.clone());
             }
             // It ended without being asked to: a failure, counted once.
@@ -404,11 +480,7 @@ impl ExtensionHost {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let w = Arc::new(Worker::start(
-            &self.ext,
-            self.options.max_line,
-            self.calls.clone(),
-        )?);
+        let w = Arc::new(Worker::start(&self.ext, &self.options, self.calls.clone())?);
         self.starts.fetch_add(1, Ordering::Relaxed);
         *slot = Some(w.clone());
         Ok(w)
@@ -469,7 +541,7 @@ impl ExtensionHost {
             .lock()
             .await
             .as_ref()
-            .filter(|w| w.alive.load(Ordering::SeqCst))
+            .filter(|w| !w.control.has_ended())
             .map(|w| w.pid)
     }
 
@@ -569,7 +641,7 @@ impl ExtensionHost {
         let id = protocol::new_request_id();
         let (tx, rx) = oneshot::channel();
         worker.pending.locked().insert(id.clone(), tx);
-        if !worker.alive.load(Ordering::SeqCst) {
+        if worker.control.has_ended() {
             // The reader may have finished between start_worker and insert: it will not drain us.
             worker.pending.locked().remove(&id);
             return Err(Error::sandbox(

@@ -4,12 +4,13 @@
 //! the worker (the reference host never kills a hung worker), bounded lines,
 //! and a worker stderr that can never fill up and block.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use std::os::fd::{AsFd, AsRawFd};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::ChildStdin;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result, SandboxKind};
@@ -17,7 +18,7 @@ use crate::extension::capabilities::CapabilityGate;
 use crate::host::services::{self, RateLimiter};
 use crate::host::worker;
 use crate::host::{HostOptions, Prepared};
-use crate::protocol::{self, Line};
+use crate::protocol::{self, Line, Routed};
 use crate::support::terminal;
 
 /// Relays until the host closes stdin or sends shutdown and the worker exits.
@@ -36,7 +37,6 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
         spawned.stderr,
         spawned.resources,
     );
-    let mut worker_in = Some(spawned.stdin);
     let mut worker_out = BufReader::with_capacity(64 * 1024, spawned.stdout);
     let mut host_in = BufReader::with_capacity(64 * 1024, host_stdin());
     let mut host_out = host_stdout();
@@ -60,6 +60,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     let mut stopping: Option<Instant> = None; // set once the host said shutdown or closed stdin
     let far = Duration::from_secs(86400 * 365);
     let max = options.max_line;
+    let mut to_worker = Outbox::new(spawned.stdin);
 
     // One timer for the whole relay, moved only to an earlier time: a wake-up
     // with nothing due is harmless (checked below), while registering a
@@ -68,79 +69,73 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     tokio::pin!(alarm);
     let failure: Option<Error> = loop {
         let next_deadline = deadlines.values().min().copied();
-        if let Some(wake) = [next_deadline, stopping].into_iter().flatten().min() {
+        let stalled = to_worker.stalled_since.map(|t| t + options.timeout);
+        if let Some(wake) = [next_deadline, stopping, stalled]
+            .into_iter()
+            .flatten()
+            .min()
+        {
             if wake < alarm.deadline() {
                 alarm.as_mut().reset(wake);
             }
         }
         tokio::select! {
-            line = protocol::read_line_into(&mut host_in, &mut host_partial, max), if worker_in.is_some() && stopping.is_none() => {
+            // The host's lines, unless too much waits for the worker already
+            // (then the host waits, as it would on a plain pipe).
+            line = protocol::read_line_into(&mut host_in, &mut host_partial, max),
+                if to_worker.is_open() && stopping.is_none() && to_worker.bytes < 2 * OUTBOX_LIMIT => {
                 let (line, eof) = match line {
                     Ok(Line::Complete(l)) => (Some(l), false),
                     Ok(Line::Eof(tail)) => ((!tail.is_empty()).then_some(tail), true),
                     Ok(Line::TooLong) => break Some(Error::sandbox(SandboxKind::WorkerIo, format!("host sent a line longer than the {max} byte limit"))),
                     Err(e) => break Some(Error::sandbox_io(SandboxKind::WorkerIo, format!("reading stdin failed: {e}"), e)),
                 };
-                if let Some(mut line) = line {
+                if let Some(line) = line {
                     let head = protocol::line_head(&line);
                     if let Some(id) = head.id {
                         deadlines.insert(id, Instant::now() + options.timeout);
                     }
                     let shutdown = head.op.as_deref() == Some("shutdown");
-                    line.push(b'\n');
-                    let stdin = worker_in.as_mut().expect("guarded by the select condition");
-                    if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
-                        // The worker is gone; its exit is reported below.
-                        worker_in = None;
-                    }
+                    // A failed write means the worker is gone; its exit is reported below.
+                    to_worker.push(line).await;
                     if shutdown {
                         stopping = Some(Instant::now() + worker::SHUTDOWN_GRACE);
                     }
                 }
                 if eof {
-                    worker_in = None; // the worker sees EOF on its stdin, as under a plain pipe
+                    // The worker sees EOF on its stdin, as under a plain pipe,
+                    // once it has what was sent before.
+                    to_worker.close();
                     stopping = Some(Instant::now() + worker::SHUTDOWN_GRACE);
                 }
             }
-            line = protocol::read_line_into(&mut worker_out, &mut worker_partial, max) => {
+            // What waits for the worker, as its stdin takes it.
+            written = to_worker.write_some(), if to_worker.is_waiting() => to_worker.wrote(written),
+            // The worker's lines, unless the answers to its host calls pile
+            // up unread (then it waits for its stdout, and its deadlines run).
+            line = protocol::read_line_into(&mut worker_out, &mut worker_partial, max), if to_worker.bytes < OUTBOX_LIMIT => {
                 match line {
                     Ok(Line::Complete(mut l)) => {
-                        // Responses are relayed as they are: only their id is read.
-                        let head = protocol::line_head(&l);
-                        let to_runner = matches!(head.op.as_deref(), Some("host_call" | "denial"));
-                        let message = if to_runner {
-                            protocol::decode_worker_line(&l)
-                        } else {
-                            protocol::WorkerMessage::Ignored
-                        };
-                        match message {
+                        match protocol::route(&l) {
                             // Host calls are served here (the host may not speak them); the
                             // host's next lines wait until the worker has its answer.
-                            protocol::WorkerMessage::HostCall(call) => {
+                            Routed::HostCall(call) => {
                                 let outcome = services::serve(&call, &caller, &gate, &*host_services.0, &limiter, &options.audit).await;
-                                let stdin = worker_in.as_mut();
-                                let mut answer = protocol::host_call_response(&call.id, &outcome);
-                                answer.push(b'\n');
-                                if let Some(stdin) = stdin {
-                                    if stdin.write_all(&answer).await.is_err() || stdin.flush().await.is_err() {
-                                        worker_in = None;
-                                    }
-                                }
+                                to_worker.push(protocol::host_call_response(&call.id, &outcome)).await;
                                 continue;
                             }
-                            protocol::WorkerMessage::Denial { capability, detail } => {
+                            Routed::Denial { capability, detail } => {
                                 if let (text, true) = denials.record(&options.audit, name, &capability, &detail) {
                                     // In line with the worker's stderr, on a line of its own; dropped if that lags.
                                     let _ = err_tx.try_send(ErrOut::Runner(format!("ext-runner: {}\n", terminal::escape_line(&text))));
                                 }
                                 continue;
                             }
-                            // A response: any line with a string id.
-                            protocol::WorkerMessage::Response { .. } | protocol::WorkerMessage::Ignored => {
-                                if let (Some(id), false) = (&head.id, to_runner) {
-                                    deadlines.remove(id);
-                                }
+                            // Relayed as they are: only a response's id is read.
+                            Routed::Response { id } => {
+                                deadlines.remove(&id);
                             }
+                            Routed::Other => {}
                         }
                         l.push(b'\n');
                         if host_out.write_all(&l).await.is_err() || host_out.flush().await.is_err() {
@@ -168,6 +163,12 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                 if deadlines.values().any(|d| now >= *d) {
                     break Some(Error::Timeout { tool_name: None, timeout: Some(options.timeout) });
                 }
+                if to_worker.stalled_since.is_some_and(|t| now >= t + options.timeout) {
+                    break Some(Error::sandbox(SandboxKind::WorkerIo, format!(
+                        "the worker read none of its stdin for {}s (killed)",
+                        options.timeout.as_secs_f64()
+                    )));
+                }
                 alarm.as_mut().reset(now + far); // set again from the table above
             }
         }
@@ -181,6 +182,126 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     drop(err_tx);
     let _ = tokio::time::timeout(worker::EXIT_GRACE, stderr_done).await;
     failure.map_or(Ok(()), Err)
+}
+
+/// Bytes waiting for the worker's stdin above which the worker's stdout is no
+/// longer read (no more host-call answers pile up); at twice this, the host's
+/// stdin is not read either.
+const OUTBOX_LIMIT: usize = 1 << 20;
+
+/// Lines on their way to the worker's stdin, written as the pipe takes them
+/// and never waited on: a worker that stops reading cannot stall the relay
+/// (its deadlines and the host's shutdown still run), it is stopped once it
+/// has read nothing for `--timeout`, and what waits is bounded
+/// (`OUTBOX_LIMIT`).
+struct Outbox {
+    stdin: Option<ChildStdin>,
+    /// Each with its newline; the first is written up to `written`.
+    lines: VecDeque<Vec<u8>>,
+    written: usize,
+    /// Bytes waiting, in all lines.
+    bytes: usize,
+    /// Since when the worker has taken nothing of what waits.
+    stalled_since: Option<Instant>,
+    /// Close stdin once everything waiting is written (the host closed ours).
+    close_when_sent: bool,
+}
+
+impl Outbox {
+    fn new(stdin: ChildStdin) -> Outbox {
+        Outbox {
+            stdin: Some(stdin),
+            lines: VecDeque::new(),
+            written: 0,
+            bytes: 0,
+            stalled_since: None,
+            close_when_sent: false,
+        }
+    }
+
+    /// Whether the worker's stdin is still open to us.
+    fn is_open(&self) -> bool {
+        self.stdin.is_some()
+    }
+
+    /// Whether something waits to be written.
+    fn is_waiting(&self) -> bool {
+        self.stdin.is_some() && !self.lines.is_empty()
+    }
+
+    /// Queues `line` and writes what the pipe takes now (most often all of it,
+    /// with no extra turn of the relay). Dropped if the worker's stdin is closed.
+    async fn push(&mut self, mut line: Vec<u8>) {
+        if self.stdin.is_none() || self.close_when_sent {
+            return;
+        }
+        line.push(b'\n');
+        if self.lines.is_empty() {
+            self.stalled_since = Some(Instant::now());
+        }
+        self.bytes += line.len();
+        self.lines.push_back(line);
+        self.write_now().await;
+    }
+
+    /// Writes what the pipe takes without waiting (each write polled once).
+    async fn write_now(&mut self) {
+        while let (Some(stdin), Some(line)) = (self.stdin.as_mut(), self.lines.front()) {
+            let mut stdin = std::pin::Pin::new(stdin);
+            let once = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(stdin.as_mut().poll_write(cx, &line[self.written..]))
+            })
+            .await;
+            match once {
+                std::task::Poll::Ready(r) => self.wrote(r),
+                std::task::Poll::Pending => break,
+            }
+        }
+    }
+
+    /// Writes some of the first line, when the pipe takes it (for `select!`:
+    /// dropped before it completes, it has written nothing).
+    async fn write_some(&mut self) -> std::io::Result<usize> {
+        match (self.stdin.as_mut(), self.lines.front()) {
+            (Some(stdin), Some(line)) => stdin.write(&line[self.written..]).await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Accounts for a write; a failed one means the worker is gone.
+    fn wrote(&mut self, result: std::io::Result<usize>) {
+        match result {
+            Ok(n) if n > 0 => {
+                self.written += n;
+                self.bytes -= n;
+                if self.written == self.lines[0].len() {
+                    self.lines.pop_front();
+                    self.written = 0;
+                }
+                self.stalled_since = (!self.lines.is_empty()).then(Instant::now);
+                if self.lines.is_empty() && self.close_when_sent {
+                    self.stdin = None;
+                }
+            }
+            _ => self.gone(),
+        }
+    }
+
+    /// Closes the worker's stdin once what waits is written.
+    fn close(&mut self) {
+        self.close_when_sent = true;
+        if self.lines.is_empty() {
+            self.stdin = None;
+        }
+    }
+
+    fn gone(&mut self) {
+        self.stdin = None;
+        self.lines.clear();
+        self.written = 0;
+        self.bytes = 0;
+        self.stalled_since = None;
+    }
 }
 
 /// What the stderr writer prints: the worker's bytes (escaped on the way),

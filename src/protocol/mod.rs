@@ -118,6 +118,49 @@ pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
     WorkerMessage::Response { id, response }
 }
 
+/// Where a line from a worker goes: decided here once, for the library host
+/// and for the `run` proxy alike.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Routed {
+    /// A request to the host, which the runner serves (never the host program).
+    HostCall(HostCall),
+    /// A denial notice, which the runner records.
+    Denial { capability: String, detail: String },
+    /// For whoever sent request `id`: an invoke of the library (decode it
+    /// with `decode_response`), the host program under `run` (relayed as it is).
+    Response { id: String },
+    /// Anything else: blank, not JSON, not an object, no string id, a host
+    /// call without its id or name. The library ignores it, as the reference
+    /// does; `run` relays it, since the host program may read it.
+    Other,
+}
+
+/// Routes one line from a worker. Only its top-level `id` and `op` are read,
+/// unless it is a host call or denial: a response (which can be megabytes) is
+/// decoded only by whoever wants it.
+pub fn route(line: &[u8]) -> Routed {
+    let head = line_head(line);
+    match head.op.as_deref() {
+        Some("host_call" | "denial") => match decode_worker_line(line) {
+            WorkerMessage::HostCall(call) => Routed::HostCall(call),
+            WorkerMessage::Denial { capability, detail } => Routed::Denial { capability, detail },
+            WorkerMessage::Response { .. } | WorkerMessage::Ignored => Routed::Other,
+        },
+        _ => match head.id {
+            Some(id) => Routed::Response { id },
+            None => Routed::Other,
+        },
+    }
+}
+
+/// The response a line routed as `Routed::Response` carries.
+pub fn decode_response(line: &[u8]) -> Option<Response> {
+    match decode_worker_line(line) {
+        WorkerMessage::Response { response, .. } => Some(response),
+        _ => None,
+    }
+}
+
 /// The host's answer to a host call (without the newline). An error names the
 /// capability it lacked, when that was the reason.
 pub fn host_call_response(id: &str, outcome: &crate::Result<Value>) -> Vec<u8> {
@@ -408,6 +451,48 @@ mod tests {
         );
         assert_eq!(decode_worker_line(b"garbage"), WorkerMessage::Ignored);
         assert_eq!(decode_worker_line(b"[1]"), WorkerMessage::Ignored);
+    }
+
+    #[test]
+    fn routes_as_both_hosts_did() {
+        let r = |l: &str| route(l.as_bytes());
+        assert_eq!(
+            r(r#"{"op": "host_call", "id": "h", "call": "memory.get", "params": {"key": "k"}}"#),
+            Routed::HostCall(HostCall {
+                id: "h".into(),
+                call: "memory.get".into(),
+                params: serde_json::json!({"key": "k"})
+            })
+        );
+        assert_eq!(
+            r(r#"{"op": "denial", "capability": "network.outbound"}"#),
+            Routed::Denial {
+                capability: "network.outbound".into(),
+                detail: String::new()
+            }
+        );
+        assert_eq!(
+            r(r#"{"id": "x", "ok": true, "result": {"id": "inner"}}"#),
+            Routed::Response { id: "x".into() }
+        );
+        assert_eq!(
+            r(r#"{"id": "x", "op": "other"}"#),
+            Routed::Response { id: "x".into() },
+            "an unknown op with an id is a response, as the reference reads it"
+        );
+        for other in [
+            r#"{"op": "host_call", "id": "h"}"#,
+            r#"{"id": 5, "ok": true}"#,
+            "not json",
+            "",
+            "[1]",
+        ] {
+            assert_eq!(r(other), Routed::Other, "{other}");
+        }
+        assert_eq!(
+            decode_response(br#"{"id": "x", "ok": false}"#),
+            Some(Response::Err("unknown error".into()))
+        );
     }
 
     #[tokio::test]
