@@ -199,3 +199,25 @@ return 'done'"#;
         assert!(err.contains(shown), "{shown:?} missing: {err}");
     }
 }
+
+#[test]
+fn a_manifests_text_is_printed_as_ascii_json() {
+    // The manifest is the extension author's too: validate and describe
+    // print it as the reference does (json.dumps, ensure_ascii).
+    let nasty = "\u{1b}]52;c;cHduZWQ=\u{7}\u{9b}2J\u{202e}\u{7f}";
+    let m = serde_json::json!({"name": "t.x", "version": "1", "description": nasty,
+        "capabilities": T, "surfaces": {"tools": [{"name": "t.x.run", "description": nasty}]}});
+    let d = common::write_ext(Some(&m.to_string()), Some("pass\n"));
+    for sub in ["validate", "describe"] {
+        let out = Command::new(common::ext_runner())
+            .arg(sub)
+            .arg(d.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{sub}: {out:?}");
+        assert!(out.stdout.is_ascii(), "{sub}");
+        assert_eq!(findings(&out.stdout, &[]), Vec::<String>::new(), "{sub}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["description"], nasty, "{sub}: the text itself is kept");
+    }
+}

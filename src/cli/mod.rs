@@ -169,11 +169,10 @@ fn warn_degraded(policy: &crate::sandbox::policy::Policy) {
     }
 }
 
+/// As the reference's CLI prints JSON (`json.dumps(v, indent=2)`): ASCII
+/// only, so a manifest's text cannot reach the terminal raw.
 fn print_json(v: &serde_json::Value) {
-    out(&format!(
-        "{}\n",
-        serde_json::to_string_pretty(v).expect("JSON values serialize")
-    ));
+    out(&format!("{}\n", protocol::dumps_pretty(v)));
 }
 
 async fn run(cli: Cli) -> Result<()> {

@@ -311,6 +311,76 @@ pub fn dumps<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     out
 }
 
+/// `json.dumps(value, indent=2)`, as text: what the reference's CLI prints.
+/// Only ASCII comes out (controls, DEL and everything beyond ASCII as
+/// `\uXXXX`), so nothing in a manifest can reach a terminal raw.
+pub fn dumps_pretty<T: Serialize + ?Sized>(value: &T) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        PyPretty(serde_json::ser::PrettyFormatter::with_indent(b"  ")),
+    );
+    value
+        .serialize(&mut ser)
+        .expect("JSON serialization into memory");
+    String::from_utf8(out).expect("ensure_ascii writes ASCII")
+}
+
+/// `PyFormatter` with `indent=2`: serde_json's pretty layout is Python's.
+struct PyPretty<'a>(serde_json::ser::PrettyFormatter<'a>);
+
+impl serde_json::ser::Formatter for PyPretty<'_> {
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_value(w)
+    }
+    fn write_number_str<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        value: &str,
+    ) -> io::Result<()> {
+        PyFormatter.write_number_str(w, value)
+    }
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        PyFormatter.write_string_fragment(w, fragment)
+    }
+}
+
 /// serde_json formatter reproducing `json.dumps` defaults: `", "` and `": "`
 /// separators, `ensure_ascii=True`.
 struct PyFormatter;
@@ -399,6 +469,16 @@ mod tests {
         assert_eq!(
             String::from_utf8(line).unwrap(),
             r#"{"s": "a\u007fb\ud83d\ude00c\u00e9dd\n\""}"#
+        );
+    }
+
+    #[test]
+    fn dumps_pretty_like_python_indent_2() {
+        // json.dumps({"a": [1, {}], "b": "Zo\u00eb\x1b\x7f\u009b", "c": []}, indent=2)
+        let v = serde_json::json!({"a": [1, {}], "b": "Zo\u{eb}\u{1b}\u{7f}\u{9b}", "c": []});
+        assert_eq!(
+            dumps_pretty(&v),
+            "{\n  \"a\": [\n    1,\n    {}\n  ],\n  \"b\": \"Zo\\u00eb\\u001b\\u007f\\u009b\",\n  \"c\": []\n}"
         );
     }
 
