@@ -119,7 +119,7 @@ struct Worker {
 
 impl Worker {
     fn start(ext: &Prepared, options: &HostOptions, calls: Arc<CallContext>) -> Result<Worker> {
-        let spawned = worker::start(&ext.dir, &ext.entry, &ext.policy, None)?;
+        let spawned = worker::start(&ext.dir, &ext.entry, &ext.policy, &calls.audit, None)?;
         let stdin = Arc::new(tokio::sync::Mutex::new(spawned.stdin));
         let denials: Arc<Mutex<Vec<String>>> = Arc::default();
         let pending: Arc<Pending> = Arc::default();

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod blocking;
+pub(crate) mod egress;
 mod extension_host;
 pub mod memory;
 mod options;

@@ -29,6 +29,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
         &ext.dir,
         &ext.entry,
         &ext.policy,
+        &options.audit,
         Some(forward(err_tx.clone())),
     )?;
     let (mut child, group, tail, _resources) = (

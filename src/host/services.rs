@@ -172,7 +172,7 @@ impl RateLimiter {
         }
     }
 
-    fn admit(&self) -> bool {
+    pub(crate) fn admit(&self) -> bool {
         let mut w = self.window.locked();
         if w.0.elapsed() >= Duration::from_secs(1) {
             *w = (Instant::now(), 0);

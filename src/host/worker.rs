@@ -14,8 +14,10 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::error::{Error, Result, SandboxKind};
 use crate::extension::manifest::Manifest;
+use crate::host::audit::Audit;
+use crate::host::egress::EgressProxy;
 use crate::sandbox::interpreter::Interpreter;
-use crate::sandbox::launch::{self, LaunchPlan, PidsCgroup, ScratchDir};
+use crate::sandbox::launch::{self, EgressChannel, LaunchPlan, PidsCgroup, ScratchDir};
 use crate::sandbox::policy::{Policy, ProgramFacts};
 use crate::support::LockExt;
 
@@ -119,7 +121,7 @@ fn plan(
     entry: &Entry,
     policy: &Policy,
     scratch: &ScratchDir,
-) -> Result<(LaunchPlan, Option<PidsCgroup>)> {
+) -> Result<(LaunchPlan, Option<PidsCgroup>, Option<EgressChannel>)> {
     let (program, args) = match entry {
         Entry::Python {
             interpreter,
@@ -142,7 +144,8 @@ fn plan(
             argv[1..].iter().map(OsString::from).collect(),
         ),
     };
-    let (confinement, cgroup) = launch::prepare(policy, scratch.path())?;
+    let (mut confinement, cgroup) = launch::prepare(policy, scratch.path())?;
+    let egress = launch::egress_channel(policy, &mut confinement)?;
     let env = launch::environment(policy, scratch.path());
     Ok((
         LaunchPlan {
@@ -153,6 +156,7 @@ fn plan(
             confinement,
         },
         cgroup,
+        egress,
     ))
 }
 
@@ -241,6 +245,8 @@ pub struct Spawned {
 pub struct Resources {
     pub scratch: ScratchDir,
     pub cgroup: Option<PidsCgroup>,
+    /// The worker's egress proxy (with an allowlist); stops when dropped.
+    pub egress: Option<EgressProxy>,
 }
 
 /// Receives each chunk a worker writes to its stderr, raw (escape it with
@@ -254,11 +260,23 @@ pub fn start(
     dir: &Path,
     entry: &Entry,
     policy: &Policy,
+    audit: &Audit,
     mut forward: Option<Forward>,
 ) -> Result<Spawned> {
     let scratch = ScratchDir::create()?;
-    let (plan, cgroup) = plan(dir, entry, policy, &scratch)?;
+    let (plan, cgroup, egress) = plan(dir, entry, policy, &scratch)?;
     let mut child = launch::spawn(plan)?;
+    // The worker's process made the proxy's socket in its network namespace
+    // before it exec'd; from here on it is served from outside.
+    let egress = match (egress, &policy.egress) {
+        (Some(channel), Some(plan)) => Some(crate::host::egress::serve(
+            channel.receive()?,
+            plan.clone(),
+            audit.clone(),
+            &policy.extension,
+        )?),
+        _ => None,
+    };
     let pid = child.id().map(|p| p as i32).ok_or_else(|| {
         Error::sandbox(
             SandboxKind::WorkerDied,
@@ -294,7 +312,11 @@ pub fn start(
         stdin,
         stdout,
         stderr,
-        resources: Resources { scratch, cgroup },
+        resources: Resources {
+            scratch,
+            cgroup,
+            egress,
+        },
     })
 }
 

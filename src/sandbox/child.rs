@@ -65,6 +65,9 @@ steps! {
     ReadOnly = "mount_setattr(/, MOUNT_ATTR_RDONLY)",
     /// Making a writable folder's bind mount writable again.
     Writable = "mount_setattr(clear MOUNT_ATTR_RDONLY)",
+    /// Bringing up loopback in the worker's network namespace, binding the
+    /// egress proxy's socket there and handing it to the runner.
+    EgressSocket = "make the egress proxy's socket in the network namespace",
     /// The pipe and forks that put the worker in its pid namespace.
     PidNamespace = "fork into the pid namespace",
     /// A resource limit.
@@ -107,6 +110,18 @@ pub struct Confinement {
     pub landlock: Option<landlock::RulesetCreated>,
     /// Installed in order; the last one wins among equal actions (clone3's ENOSYS).
     pub seccomp: Vec<seccompiler::BpfProgram>,
+    /// With an egress allowlist: the proxy's socket is made in the new network namespace.
+    pub egress: Option<EgressSocket>,
+}
+
+/// The egress proxy's listening socket, made by the child in its fresh
+/// network namespace (so that it is bound there) and sent to the runner,
+/// which serves it from outside: the worker's only way out.
+pub struct EgressSocket {
+    /// The child's end of a socketpair whose other end the runner keeps.
+    pub channel: std::os::fd::OwnedFd,
+    /// The port on 127.0.0.1 inside the namespace.
+    pub port: u16,
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {
@@ -156,6 +171,11 @@ pub fn enter(c: &mut Confinement) -> io::Result<()> {
     }
     if c.unshare_flags & libc::CLONE_NEWNS != 0 {
         read_only_mounts(&c.writable_mounts)?;
+    }
+    // Still with the capabilities of the new user namespace (or root's):
+    // bringing up loopback needs CAP_NET_ADMIN over the network namespace.
+    if let Some(e) = &c.egress {
+        egress_socket(e)?;
     }
     if c.pid_namespace {
         enter_pid_namespace(c)?;
@@ -207,6 +227,123 @@ pub fn enter(c: &mut Confinement) -> io::Result<()> {
         seccompiler::apply_filter(filter).map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
     }
     Ok(())
+}
+
+/// Brings up loopback in the (new, empty) network namespace, binds and
+/// listens on 127.0.0.1:`port` there, and sends that socket to the runner over
+/// `channel`; keeps no descriptor of it. Stack buffers only.
+fn egress_socket(e: &EgressSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: integer arguments.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    check(s)?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    ifr.ifr_name[0] = b'l' as libc::c_char;
+    ifr.ifr_name[1] = b'o' as libc::c_char;
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads a live ifreq on the stack.
+    let up = unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr as *const libc::ifreq) };
+    let err = io::Error::last_os_error();
+    // SAFETY: closes the socket made above, once.
+    unsafe { libc::close(s) };
+    if up == -1 {
+        return Err(err);
+    }
+    // SAFETY: integer arguments.
+    let l = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    check(l)?;
+    let sent = bind_listen_send(l, e.port, e.channel.as_raw_fd());
+    // SAFETY: `l` is ours; the runner holds its own copy once it is sent.
+    unsafe { libc::close(l) };
+    sent
+}
+
+fn bind_listen_send(l: libc::c_int, port: u16, channel: libc::c_int) -> io::Result<()> {
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is a live sockaddr_in of the length passed.
+    check(unsafe {
+        libc::bind(
+            l,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: integer arguments.
+    check(unsafe { libc::listen(l, 128) })?;
+    // One data byte carrying the descriptor (SCM_RIGHTS).
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic on a constant.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+    // SAFETY: `msg` points at `control`, 8-aligned and larger than
+    // CMSG_SPACE(4), so the first header and its 4 data bytes lie inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), l);
+    }
+    // SAFETY: `msg` and everything it points at are live for the call.
+    let n = unsafe { libc::sendmsg(channel, &msg, libc::MSG_NOSIGNAL) };
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The runner's side of `egress_socket` (after the spawn, not in the child):
+/// takes the listening socket the child sent over `channel`, non-blocking.
+pub fn receive_egress_socket(channel: &std::os::fd::OwnedFd) -> io::Result<std::net::TcpListener> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!(libc::c_int);
+    let msg = recvmsg::<()>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(f) = c {
+            fds.extend(f);
+        }
+    }
+    // SAFETY: each descriptor was just installed in this process by the
+    // kernel (SCM_RIGHTS) and nothing else refers to it; each is owned once.
+    let mut owned = fds
+        .into_iter()
+        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    let fd = owned.next().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "no descriptor in the message")
+    })?;
+    drop(owned.collect::<Vec<_>>()); // any extra is closed
+    let listener = std::net::TcpListener::from(fd);
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// `struct mount_attr` of mount_setattr(2).

@@ -666,3 +666,57 @@ fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
     }
     Ok(filters)
 }
+
+/// The runner's end of the channel on which the worker's process sends the
+/// egress proxy's listening socket, made in its own network namespace.
+#[derive(Debug)]
+pub struct EgressChannel(std::os::fd::OwnedFd);
+
+/// With an egress plan: a socketpair whose one end goes into the confinement
+/// (the child binds the proxy's socket in its network namespace and sends it),
+/// the other is returned. Refuses a plan without a network namespace: egress
+/// is never enforced on the host's network.
+pub fn egress_channel(policy: &Policy, c: &mut Confinement) -> Result<Option<EgressChannel>> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let Some(plan) = &policy.egress else {
+        return Ok(None);
+    };
+    if c.unshare_flags & libc::CLONE_NEWNET == 0 {
+        return Err(Error::sandbox(
+            SandboxKind::KernelLacks,
+            "an egress allowlist needs the worker's own network namespace, and the policy has none",
+        ));
+    }
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| {
+        Error::sandbox_io(
+            SandboxKind::Prepare,
+            "cannot make the egress proxy's channel",
+            e.into(),
+        )
+    })?;
+    c.egress = Some(crate::sandbox::child::EgressSocket {
+        channel: theirs,
+        port: plan.proxy.port(),
+    });
+    Ok(Some(EgressChannel(ours)))
+}
+
+impl EgressChannel {
+    /// The listening socket the worker's process sent before it exec'd (it
+    /// is already there once the spawn has returned).
+    pub fn receive(self) -> Result<std::net::TcpListener> {
+        crate::sandbox::child::receive_egress_socket(&self.0).map_err(|e| {
+            Error::sandbox_io(
+                SandboxKind::Confinement(crate::sandbox::child::Step::EgressSocket),
+                "the worker's egress proxy socket did not arrive",
+                e,
+            )
+        })
+    }
+}
