@@ -233,6 +233,7 @@ pub fn has_nodus_extension(py: &Path) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+pub mod egress;
 pub mod envs;
 pub mod procfs;
 pub mod sandbox;

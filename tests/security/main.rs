@@ -17,6 +17,7 @@
 mod common;
 
 mod controls;
+mod egress;
 mod environment;
 mod fs;
 mod kernel;
