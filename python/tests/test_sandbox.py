@@ -308,6 +308,70 @@ def test_network_outbound_does_reach_the_listener(installed, registry, tmp_path)
     assert listener.received == [b"LEAKED granted"]
 
 
+FETCH_TOOL = """
+import urllib.request, urllib.error
+try:
+    return "GOT " + urllib.request.urlopen(args["url"], timeout=5).read().decode()
+except urllib.error.HTTPError as exc:
+    return "REFUSED %d %s" % (exc.code, exc.reason)
+"""
+
+
+class WebServer:
+    """A loopback HTTP server that answers 'hello' and records request paths."""
+
+    def __init__(self):
+        import http.server
+
+        paths = self.paths = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "5")
+                self.end_headers()
+                self.wfile.write(b"hello")
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_egress_allowlist_through_the_adapter(installed, registry, tmp_path):
+    """An operator egress section, through install(policy=...): the allowed
+    host answers through the runner's proxy, another host is refused with its
+    reason, and a raw connection to a loopback listener (which, without the
+    egress section, network.outbound reaches: see the test above) gets nothing."""
+    web, listener = WebServer(), Listener()
+    ext = make_extension(tmp_path, "egress", ["tool.invoke", "network.outbound"],
+                         {"fetch": FETCH_TOOL, "connect": CONNECT_TOOL})
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"egress": {"allow": [f"api.test:{web.port}"],
+                                             "resolve": {"api.test": "127.0.0.1"}}}))
+    installed(policy=str(policy))
+    try:
+        registry.load(str(ext))
+        ok = registry.invoke("t.egress", "t.egress.fetch", {"url": f"http://api.test:{web.port}/allowed"})
+        other = registry.invoke("t.egress", "t.egress.fetch", {"url": f"http://other.test:{web.port}/x"})
+        raw = registry.invoke("t.egress", "t.egress.connect", {"port": listener.port, "msg": "egress"})
+    finally:
+        listener.close()
+        web.close()
+    assert ok == "GOT hello"
+    assert other.startswith("REFUSED 403 egress denied: other.test:") and "not in the egress allowlist" in other
+    assert raw.startswith("DENIED"), raw
+    assert web.paths == ["/allowed"]
+    assert listener.received == []
+
+
 # --- a timeout kills the worker ---------------------------------------------
 
 
