@@ -352,3 +352,22 @@ fn ext_runner_invoke_and_policy_show_and_enforce_it() {
     }
     assert_eq!(web.hits(), 1);
 }
+
+/// The operator guide's example policy is a valid policy file, and its
+/// manifest example a valid request.
+#[test]
+fn the_guides_examples_load() {
+    let doc = std::fs::read_to_string(common::root().join("docs/egress.md")).unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```json\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    let d = TempDir::new("egress-doc");
+    let f = d.path().join("policy.json");
+    std::fs::write(&f, blocks[0]).unwrap();
+    let op = OperatorPolicy::load(&f).expect("docs/egress.md's policy loads");
+    assert_eq!(op.egress.unwrap().allow.len(), 4);
+    let m: Value = serde_json::from_str(blocks[1]).unwrap();
+    assert_eq!(m["egress"], json!(["api.weather.example:443"]));
+}
