@@ -17,8 +17,8 @@ use nodus_extension::internals::extension::validation::{SchemaMode, ToolSchemas}
 use nodus_extension::internals::protocol::{self, Line, Response, WorkerMessage};
 use nodus_extension::policy::Probe;
 use nodus_extension::policy::{
-    self, Access, Condition, Inputs, Mode, Namespaces, OperatorPolicy, Policy, ProgramFacts,
-    SyscallAction,
+    self, Access, Condition, Errno, Inputs, Layer, LimitOverrides, Mode, Namespaces,
+    OperatorPolicy, Policy, ProgramFacts, Requirement, SeccompPolicy, SyscallAction,
 };
 use nodus_extension::Capability;
 use nodus_extension::{Provenance, TrustClass};
@@ -40,9 +40,6 @@ pub fn check_accepted_manifest(m: &Manifest) {
     assert_eq!(m.abi_version, "1");
     assert!(!m.name.trim().is_empty(), "blank name accepted: {m:?}");
     assert!(!m.description.trim().is_empty(), "blank description: {m:?}");
-    for c in &m.capabilities {
-        assert!(c.parse::<Capability>().is_ok(), "unknown capability {c:?}");
-    }
     assert_eq!(
         m.capability_set().len(),
         m.capabilities.iter().collect::<BTreeSet<_>>().len()
@@ -335,31 +332,12 @@ pub const PATHS: &[&str] = &[
     "",
 ];
 
-pub const LIMIT_KEYS: &[&str] = &[
-    "memory_bytes",
-    "cpu_seconds",
-    "processes",
-    "open_files",
-    "file_size_bytes",
-    "core_bytes",
-    "stack_bytes",
-    "",
-];
+/// Which limit each (key index, value) pair of a fuzz case overrides; the
+/// last two indexes override nothing.
+pub const LIMIT_KEYS: usize = 8;
 
-pub const TRUST_CLASS_KEYS: &[&str] = &["dev", "verified", "trusted", "root", ""];
-
-/// Capability names an operator may list for a trust class (with some it may not).
-pub const CAPABILITY_NAMES: &[&str] = &[
-    "filesystem.read",
-    "filesystem.write",
-    "network.outbound",
-    "subprocess.run",
-    "tool.invoke",
-    "memory.read",
-    "memory.write",
-    "network.inbound",
-    "",
-];
+/// Capabilities an operator may list for a trust class.
+pub const CAPABILITIES: &[Capability] = &Capability::ALL;
 
 /// One input of `policy::derive`.
 #[derive(Debug, Clone)]
@@ -382,11 +360,7 @@ impl PolicyCase {
             description: "d".into(),
             abi_version: "1".into(),
             min_nodus_version: "4.0.0".into(),
-            capabilities: self
-                .capabilities
-                .iter()
-                .map(|c| c.as_str().to_string())
-                .collect(),
+            capabilities: self.capabilities.clone(),
             provenance: Provenance {
                 trust_class: self.trust_class,
                 ..Provenance::default()
@@ -432,11 +406,10 @@ pub fn check_policy(case: &PolicyCase) {
     let has = |c| declared.contains(&c);
     let op = &case.operator;
 
-    let class = case.trust_class.as_str();
     let trust_refused = op
         .trust_classes
-        .get(class)
-        .is_some_and(|ok| declared.iter().any(|c| !ok.iter().any(|a| a == c.as_str())));
+        .get(&case.trust_class)
+        .is_some_and(|ok| declared.iter().any(|c| !ok.contains(c)));
     let fs = has(Capability::FilesystemRead) || has(Capability::FilesystemWrite);
     let ws_missing = fs && case.workspace.is_none();
     let ws_outside = fs
@@ -490,9 +463,9 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
     let net = has(Capability::NetworkOutbound);
     let ctx = || format!("{case:#?}");
 
-    // Landlock: what each access class may be granted on.
+    // Filesystem: what each access class may be granted on.
     let devices_rw = json_paths(base_data(), "/landlock/devices/read_write");
-    for r in &p.landlock.rules {
+    for r in &p.filesystem {
         match r.access {
             Access::Write => {
                 assert!(
@@ -525,8 +498,7 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
     let fs = has(Capability::FilesystemRead) || has(Capability::FilesystemWrite);
     if let (true, Some(ws)) = (fs, &case.workspace) {
         let best = p
-            .landlock
-            .rules
+            .filesystem
             .iter()
             .filter(|r| &r.path == ws)
             .map(|r| r.access)
@@ -554,7 +526,7 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
         named.extend(op.read_only_paths.iter().cloned());
         named.extend(case.workspace.clone());
         for path in json_paths(capability_data(), "/network.outbound/read") {
-            for r in p.landlock.rules.iter().filter(|r| r.path == path) {
+            for r in p.filesystem.iter().filter(|r| r.path == path) {
                 assert!(
                     named.contains(&r.path),
                     "network.outbound's rule without it: {r:?}"
@@ -564,34 +536,163 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
     }
     for path in &op.read_only_paths {
         assert!(p
-            .landlock
-            .rules
+            .filesystem
             .iter()
             .any(|r| &r.path == path && r.access == Access::Read));
     }
-    // TCP: denied without network.outbound, the operator's ports with it, never more.
-    if net {
-        let ports = (!op.tcp_ports.is_empty()).then(|| op.tcp_ports.clone());
-        assert_eq!(p.landlock.tcp_connect, ports);
-        assert_eq!(p.landlock.tcp_handled, !op.tcp_ports.is_empty());
+
+    // Landlock: on as the operator says; TCP denied without network.outbound,
+    // the operator's ports with it, never more.
+    assert_eq!(p.landlock.is_some(), op.layers.landlock);
+    if let Some(ll) = &p.landlock {
+        if net {
+            let ports = (!op.tcp_ports.is_empty()).then(|| op.tcp_ports.clone());
+            assert_eq!(ll.tcp_connect, ports);
+            assert_eq!(ll.tcp_handled, !op.tcp_ports.is_empty());
+        } else {
+            assert!(
+                ll.tcp_handled && ll.tcp_connect.is_none(),
+                "TCP open without network.outbound"
+            );
+        }
+        assert!(ll.abi_required >= policy::LANDLOCK_ABI_REQUIRED);
+        for scope in ["abstract_unix_socket", "signal"] {
+            assert!(
+                ll.scopes.iter().any(|s| s == scope),
+                "scope {scope} missing"
+            );
+        }
+        assert_eq!(ll.requirement, Requirement::of(op.mode, Layer::Landlock));
+    }
+
+    // Seccomp: on only when wanted and the kernel filters; one rule a name
+    // (launch lets an Allow win over an Errno), every name known.
+    assert_eq!(
+        p.seccomp.is_some(),
+        op.layers.seccomp && probe.seccomp_filter,
+        "seccomp on/off"
+    );
+    if let Some(sc) = &p.seccomp {
+        check_seccomp(sc, exec, net);
+    }
+
+    // Namespaces: none when off or impossible; a user namespace exactly when
+    // not root; a net namespace with network.outbound only behind the egress
+    // proxy; none the probe says cannot be made.
+    let ns = p.namespaces;
+    let any = ns.user || ns.mount || ns.pid || ns.net || ns.ipc || ns.uts;
+    if !op.layers.namespaces || !(probe.user_namespaces || probe.root) {
+        assert_eq!(
+            ns,
+            Namespaces::default(),
+            "namespaces when off or impossible"
+        );
     } else {
         assert!(
-            p.landlock.tcp_handled && p.landlock.tcp_connect.is_none(),
-            "TCP open without network.outbound"
+            ns.mount && ns.uts,
+            "mount and uts whenever namespaces are on"
+        );
+        assert_eq!(
+            ns.user, !probe.root,
+            "a user namespace exactly when not root"
+        );
+        assert_eq!(ns.pid, probe.pid_namespaces);
+        assert_eq!(ns.ipc, probe.ipc_namespaces);
+        assert_eq!(
+            ns.net,
+            (!net || p.egress.is_some()) && probe.network_namespaces
         );
     }
-    assert_eq!(p.landlock.enabled, op.layers.landlock);
-    assert!(p.landlock.abi_required >= policy::LANDLOCK_ABI_REQUIRED);
-    for scope in ["abstract_unix_socket", "signal"] {
+    assert!(
+        !(ns.net && net) || p.egress.is_some(),
+        "a net namespace with network.outbound (and no egress proxy)"
+    );
+    assert!(!any || op.layers.namespaces);
+
+    // Limits: each the operator's override where it gives one, else the default.
+    assert_eq!(p.limits.is_some(), op.layers.limits);
+    if let Some(l) = p.limits {
+        let d = policy::default_limits();
+        let o = op.limits;
+        for (name, got, over, default) in [
+            (
+                "memory_bytes",
+                l.memory_bytes,
+                o.memory_bytes,
+                d.memory_bytes,
+            ),
+            ("cpu_seconds", l.cpu_seconds, o.cpu_seconds, d.cpu_seconds),
+            ("processes", l.processes, o.processes, d.processes),
+            ("open_files", l.open_files, o.open_files, d.open_files),
+            (
+                "file_size_bytes",
+                l.file_size_bytes,
+                o.file_size_bytes,
+                d.file_size_bytes,
+            ),
+            ("core_bytes", l.core_bytes, o.core_bytes, d.core_bytes),
+        ] {
+            assert_eq!(got, over.unwrap_or(default), "limit {name}");
+        }
+    }
+    // A pids cgroup only for a root worker that may fork, and then the probe's.
+    if let Some(c) = &p.pids_cgroup {
+        assert!(probe.root && exec && op.layers.limits, "pids cgroup {c}");
+        assert_eq!(Some(c), probe.pids_cgroup.as_ref());
+    } else {
         assert!(
-            p.landlock.scopes.iter().any(|s| s == scope),
-            "scope {scope} missing"
+            !(probe.root && exec && op.layers.limits && probe.pids_cgroup.is_some()),
+            "no pids cgroup for a root worker that may fork"
         );
     }
 
-    // Seccomp: one rule a name (launch lets an Allow win over an Errno), every name known.
+    // What the worker is told.
+    let names: Vec<&str> = declared.iter().map(|c| c.as_str()).collect();
+    assert_eq!(p.capabilities, declared.iter().copied().collect::<Vec<_>>());
+    assert_eq!(
+        p.environment.get("NODUS_EXTENSION_CAPABILITIES"),
+        Some(&names.join(","))
+    );
+    assert_eq!(
+        p.environment.get("HOME").map(String::as_str),
+        Some("$SCRATCH")
+    );
+    assert_eq!(
+        p.environment.get("TMPDIR").map(String::as_str),
+        Some("$SCRATCH")
+    );
+
+    // Every layer reported once, in order, with the requirement its mode gives it.
+    assert_eq!(
+        p.layers.iter().map(|l| l.layer).collect::<Vec<_>>(),
+        Layer::ALL
+    );
+    for l in &p.layers {
+        assert_eq!(l.requirement, Requirement::of(op.mode, l.layer));
+        assert_eq!(l.wanted, op.layers.on(l.layer));
+        // A hard requirement that cannot be kept is refused, never degraded.
+        assert!(
+            !(l.requirement == Requirement::Hard && l.wanted && !l.enforceable),
+            "{l:?} accepted"
+        );
+    }
+    // Strict mode gives up nothing but namespaces (covered by the other layers).
+    if op.mode == Mode::Strict {
+        for d in &p.degraded {
+            assert!(
+                d.starts_with("namespaces:") || d.ends_with("switched off by the operator policy"),
+                "strict mode degraded: {d}"
+            );
+        }
+    }
+    let _ = p.render();
+    serde_json::to_string(p).expect("a policy serializes");
+}
+
+/// The system call rules keep their promises whatever else was declared.
+fn check_seccomp(sc: &SeccompPolicy, exec: bool, net: bool) {
     let mut seen = BTreeSet::new();
-    for r in &p.seccomp {
+    for r in &sc.rules {
         assert!(
             seen.insert(r.name.as_str()),
             "two seccomp rules for {}",
@@ -603,16 +704,11 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
             r.name
         );
     }
-    let by_name: BTreeMap<&str, &SyscallAction> = p
-        .seccomp
-        .iter()
-        .map(|r| (r.name.as_str(), &r.action))
-        .collect();
-    let action = |name: &str| by_name.get(name).map(|a| (*a).clone());
-    let eperm = Some(SyscallAction::Errno("EPERM".into()));
+    let action = |name: &str| sc.rule(name).map(|r| r.action.clone());
+    let eperm = Some(SyscallAction::Errno(Errno::Perm));
     assert_eq!(
         action("clone3"),
-        Some(SyscallAction::Errno("ENOSYS".into())),
+        Some(SyscallAction::Errno(Errno::NoSys)),
         "clone3"
     );
     assert_eq!(
@@ -678,72 +774,7 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
             assert_eq!(action(n), eperm, "{n} is denied by base.json");
         }
     }
-    assert_eq!(p.seccomp_default, "EPERM");
-
-    // Namespaces.
-    let ns = op.layers.namespaces && (probe.user_namespaces || probe.root);
-    let expected = if ns {
-        Namespaces {
-            user: !probe.root,
-            mount: true,
-            pid: probe.pid_namespaces,
-            net: !net && probe.network_namespaces,
-            ipc: probe.ipc_namespaces,
-            uts: true,
-        }
-    } else {
-        Namespaces::default()
-    };
-    assert_eq!(p.namespaces, expected);
-
-    // Limits: the defaults, overridden by the operator's known keys.
-    let mut limits = policy::default_limits();
-    for (k, v) in &op.limits {
-        match k.as_str() {
-            "memory_bytes" => limits.memory_bytes = *v,
-            "cpu_seconds" => limits.cpu_seconds = *v,
-            "processes" => limits.processes = *v,
-            "open_files" => limits.open_files = *v,
-            "file_size_bytes" => limits.file_size_bytes = *v,
-            "core_bytes" => limits.core_bytes = *v,
-            _ => {}
-        }
-    }
-    assert_eq!(p.limits, op.layers.limits.then_some(limits));
-    let pids = if op.layers.limits && probe.root && exec {
-        probe.pids_cgroup.clone()
-    } else {
-        None
-    };
-    assert_eq!(p.pids_cgroup, pids);
-
-    // What the worker is told.
-    let names: Vec<&str> = declared.iter().map(|c| c.as_str()).collect();
-    assert_eq!(p.capabilities, names);
-    assert_eq!(
-        p.environment.get("NODUS_EXTENSION_CAPABILITIES"),
-        Some(&names.join(","))
-    );
-    assert_eq!(
-        p.environment.get("HOME").map(String::as_str),
-        Some("$SCRATCH")
-    );
-    assert_eq!(
-        p.environment.get("TMPDIR").map(String::as_str),
-        Some("$SCRATCH")
-    );
-
-    // Strict mode gives up nothing but namespaces (covered by the other layers).
-    if op.mode == Mode::Strict {
-        for d in &p.degraded {
-            assert!(
-                d.starts_with("namespaces:") || d.ends_with("switched off by the operator policy"),
-                "strict mode degraded: {d}"
-            );
-        }
-    }
-    let _ = p.render();
-    serde_json::to_string(p).expect("a policy serializes");
+    assert_eq!(sc.default, Errno::Perm);
 }
 
 /// policies/base.json, parsed once.
@@ -771,7 +802,7 @@ fn json_paths(doc: &Value, pointer: &str) -> BTreeSet<PathBuf> {
 
 /// Declaring less never grants more: for every declared capability, the
 /// policy without it is accepted too, and is nowhere more permissive
-/// (Landlock, TCP, seccomp, namespaces). The capabilities with no kernel
+/// (filesystem, TCP, seccomp, namespaces). The capabilities with no kernel
 /// meaning (`tool.invoke`, `memory.*`) change nothing at the kernel level.
 pub fn check_capability_monotonicity(case: &PolicyCase) {
     let Ok(with) = case.derive() else {
@@ -782,37 +813,42 @@ pub fn check_capability_monotonicity(case: &PolicyCase) {
         let without = less
             .derive()
             .unwrap_or_else(|e| panic!("dropping {c} made derive refuse: {e}\n{case:#?}"));
-        for r in &without.landlock.rules {
+        for r in &without.filesystem {
             assert!(
-                with.landlock
-                    .rules
+                with.filesystem
                     .iter()
                     .any(|w| w.path == r.path && grants(w.access, r.access)),
                 "without {c}, {r:?} is granted that is not granted with it"
             );
         }
-        let tcp_rank = |p: &Policy| match (p.landlock.tcp_handled, &p.landlock.tcp_connect) {
-            (false, _) => 2,
-            (true, Some(_)) => 1,
-            (true, None) => 0,
+        let tcp_rank = |p: &Policy| match &p.landlock {
+            None => 3,
+            Some(ll) => match (ll.tcp_handled, &ll.tcp_connect) {
+                (false, _) => 2,
+                (true, Some(_)) => 1,
+                (true, None) => 0,
+            },
         };
         assert!(
             tcp_rank(&without) <= tcp_rank(&with),
             "without {c}, more TCP"
         );
-        let with_rank: BTreeMap<&str, u8> = with
-            .seccomp
-            .iter()
-            .map(|r| (r.name.as_str(), rank(&r.action)))
-            .collect();
-        for r in &without.seccomp {
-            let w = with_rank.get(r.name.as_str()).copied().unwrap_or(0);
-            assert!(
-                rank(&r.action) <= w,
-                "without {c}, {} is {:?}",
-                r.name,
-                r.action
-            );
+        assert_eq!(without.seccomp.is_some(), with.seccomp.is_some());
+        if let (Some(w), Some(wo)) = (&with.seccomp, &without.seccomp) {
+            let with_rank: BTreeMap<&str, u8> = w
+                .rules
+                .iter()
+                .map(|r| (r.name.as_str(), rank(&r.action)))
+                .collect();
+            for r in &wo.rules {
+                let w = with_rank.get(r.name.as_str()).copied().unwrap_or(0);
+                assert!(
+                    rank(&r.action) <= w,
+                    "without {c}, {} is {:?}",
+                    r.name,
+                    r.action
+                );
+            }
         }
         let n = (with.namespaces, without.namespaces);
         assert!(
@@ -828,6 +864,7 @@ pub fn check_capability_monotonicity(case: &PolicyCase) {
             c,
             Capability::ToolInvoke | Capability::MemoryRead | Capability::MemoryWrite
         ) {
+            assert_eq!(without.filesystem, with.filesystem, "{c} changed files");
             assert_eq!(without.landlock, with.landlock, "{c} changed Landlock");
             assert_eq!(without.seccomp, with.seccomp, "{c} changed seccomp");
             assert_eq!(without.namespaces, with.namespaces);
@@ -953,23 +990,34 @@ pub fn path(i: u8) -> PathBuf {
     PathBuf::from(PATHS[i as usize % PATHS.len()])
 }
 
-/// Builds a limits map from (key index, value) pairs.
-pub fn limits(pairs: &[(u8, u64)]) -> BTreeMap<String, u64> {
-    pairs
-        .iter()
-        .map(|(k, v)| (LIMIT_KEYS[*k as usize % LIMIT_KEYS.len()].to_string(), *v))
-        .collect()
+/// Builds limit overrides from (key index, value) pairs; an index past the
+/// six limits overrides nothing.
+pub fn limits(pairs: &[(u8, u64)]) -> LimitOverrides {
+    let mut o = LimitOverrides::default();
+    for (k, v) in pairs {
+        let slot = match *k as usize % LIMIT_KEYS {
+            0 => &mut o.memory_bytes,
+            1 => &mut o.cpu_seconds,
+            2 => &mut o.processes,
+            3 => &mut o.open_files,
+            4 => &mut o.file_size_bytes,
+            5 => &mut o.core_bytes,
+            _ => continue,
+        };
+        *slot = Some(*v);
+    }
+    o
 }
 
 /// Builds a trust_classes map from (class index, capability indexes) pairs.
-pub fn trust_classes(pairs: &[(u8, Vec<u8>)]) -> BTreeMap<String, Vec<String>> {
+pub fn trust_classes(pairs: &[(u8, Vec<u8>)]) -> BTreeMap<TrustClass, Vec<Capability>> {
     pairs
         .iter()
         .map(|(k, caps)| {
             (
-                TRUST_CLASS_KEYS[*k as usize % TRUST_CLASS_KEYS.len()].to_string(),
+                TrustClass::ALL[*k as usize % TrustClass::ALL.len()],
                 caps.iter()
-                    .map(|c| CAPABILITY_NAMES[*c as usize % CAPABILITY_NAMES.len()].to_string())
+                    .map(|c| CAPABILITIES[*c as usize % CAPABILITIES.len()])
                     .collect(),
             )
         })

@@ -453,7 +453,10 @@ async fn a_manifest_edited_after_load_grants_nothing_new() {
             .contains("network.outbound not declared"),
         "{v}"
     );
-    assert_eq!(host.manifest().capabilities, vec!["tool.invoke"]);
+    assert_eq!(
+        host.manifest().capabilities,
+        vec![nodus_extension::Capability::ToolInvoke]
+    );
 }
 
 /// `ext-runner run DIR` with the test interpreter and `extra` arguments, all stdio piped.

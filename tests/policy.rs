@@ -5,9 +5,11 @@ use std::path::Path;
 
 use nodus_extension::policy::Probe;
 use nodus_extension::policy::{
-    self, Access, Condition, Inputs, Mode, OperatorPolicy, Policy, ProgramFacts, SyscallAction,
+    self, Access, Condition, Errno, Inputs, Mode, OperatorPolicy, Policy, ProgramFacts,
+    SyscallAction,
 };
 use nodus_extension::Manifest;
+use nodus_extension::{Capability, TrustClass};
 
 fn probe(root: bool) -> Probe {
     Probe {
@@ -69,8 +71,7 @@ fn derive(caps: &[&str]) -> Policy {
 }
 
 fn rule(p: &Policy, path: &str) -> Option<Access> {
-    p.landlock
-        .rules
+    p.filesystem
         .iter()
         .filter(|r| r.path == Path::new(path))
         .map(|r| r.access)
@@ -79,22 +80,24 @@ fn rule(p: &Policy, path: &str) -> Option<Access> {
 
 fn action(p: &Policy, name: &str) -> Option<SyscallAction> {
     p.seccomp
-        .iter()
-        .find(|r| r.name == name)
+        .as_ref()
+        .expect("seccomp is on")
+        .rule(name)
         .map(|r| r.action.clone())
 }
 
 #[test]
 fn the_policy_data_is_valid_and_every_syscall_name_resolves() {
     let p = derive(&["filesystem.write", "network.outbound", "subprocess.run"]);
-    for r in &p.seccomp {
+    let seccomp = p.seccomp.as_ref().unwrap();
+    for r in &seccomp.rules {
         assert!(
             policy::syscall_number(&r.name).is_some(),
             "unknown system call in policies/: {}",
             r.name
         );
     }
-    assert!(p.seccomp.len() > 200);
+    assert!(seccomp.rules.len() > 200);
 }
 
 #[test]
@@ -117,15 +120,16 @@ fn base_profile_whatever_is_declared() {
     );
     assert_eq!(rule(&p, "/ws"), None, "no workspace without filesystem.*");
     assert_eq!(rule(&p, "/usr"), Some(Access::Read));
+    let ll = p.landlock.as_ref().unwrap();
     assert!(
-        p.landlock.tcp_handled && p.landlock.tcp_connect.is_none(),
+        ll.tcp_handled && ll.tcp_connect.is_none(),
         "TCP is denied without network.outbound"
     );
-    assert_eq!(p.landlock.scopes, vec!["abstract_unix_socket", "signal"]);
+    assert_eq!(ll.scopes, vec!["abstract_unix_socket", "signal"]);
     assert!(p.namespaces.net && p.namespaces.pid && p.namespaces.ipc && p.namespaces.user);
     assert_eq!(
         action(&p, "socket"),
-        Some(SyscallAction::Errno("EPERM".into()))
+        Some(SyscallAction::Errno(Errno::Perm))
     );
     assert_eq!(
         action(&p, "clone"),
@@ -133,12 +137,9 @@ fn base_profile_whatever_is_declared() {
     );
     assert_eq!(
         action(&p, "clone3"),
-        Some(SyscallAction::Errno("ENOSYS".into()))
+        Some(SyscallAction::Errno(Errno::NoSys))
     );
-    assert_eq!(
-        action(&p, "fork"),
-        Some(SyscallAction::Errno("EPERM".into()))
-    );
+    assert_eq!(action(&p, "fork"), Some(SyscallAction::Errno(Errno::Perm)));
     assert_eq!(
         action(&p, "ioctl"),
         Some(SyscallAction::AllowIf(Condition::IoctlNotTerminalInjection))
@@ -160,7 +161,7 @@ fn base_profile_whatever_is_declared() {
     ] {
         assert_eq!(
             action(&p, denied),
-            Some(SyscallAction::Errno("EPERM".into())),
+            Some(SyscallAction::Errno(Errno::Perm)),
             "{denied}"
         );
     }
@@ -210,7 +211,7 @@ fn network_outbound_keeps_the_host_network_and_allows_network_sockets() {
     let p = derive(&["network.outbound"]);
     assert!(!p.namespaces.net);
     assert!(
-        !p.landlock.tcp_handled,
+        !p.landlock.as_ref().unwrap().tcp_handled,
         "any TCP port without an operator port list"
     );
     assert_eq!(
@@ -223,8 +224,9 @@ fn network_outbound_keeps_the_host_network_and_allows_network_sockets() {
         ..Default::default()
     };
     let p = derive_with(&["network.outbound"], &op, &probe(false), None).unwrap();
-    assert!(p.landlock.tcp_handled);
-    assert_eq!(p.landlock.tcp_connect, Some(vec![443]));
+    let ll = p.landlock.unwrap();
+    assert!(ll.tcp_handled);
+    assert_eq!(ll.tcp_connect, Some(vec![443]));
 }
 
 #[test]
@@ -256,6 +258,7 @@ fn subprocess_run_allows_fork_and_exec_of_system_programs() {
 fn host_mediated_capabilities_grant_nothing_in_the_kernel() {
     let base = derive(&[]);
     let p = derive(&["tool.invoke", "memory.read", "memory.write"]);
+    assert_eq!(p.filesystem, base.filesystem);
     assert_eq!(p.landlock, base.landlock);
     assert_eq!(p.seccomp, base.seccomp);
     assert_eq!(p.namespaces, base.namespaces);
@@ -265,7 +268,7 @@ fn host_mediated_capabilities_grant_nothing_in_the_kernel() {
 fn trust_classes_cap_what_may_be_granted() {
     let mut op = OperatorPolicy::default();
     op.trust_classes
-        .insert("dev".into(), vec!["tool.invoke".into()]);
+        .insert(TrustClass::Dev, vec![Capability::ToolInvoke]);
     let err = derive_with(
         &["tool.invoke", "network.outbound"],
         &op,
@@ -375,7 +378,7 @@ fn operator_layers_switch_off() {
     op.layers.landlock = false;
     op.layers.limits = false;
     let p = derive_with(&[], &op, &probe(false), None).unwrap();
-    assert!(!p.landlock.enabled);
+    assert!(p.landlock.is_none());
     assert!(p.limits.is_none());
     assert!(p.degraded.iter().any(|d| d.contains("switched off")));
 }
@@ -389,7 +392,7 @@ fn the_policy_prints() {
         "{text}"
     );
     let json = serde_json::to_value(&p).unwrap();
-    assert!(json["landlock"]["rules"].as_array().unwrap().len() > 5);
+    assert!(json["filesystem"].as_array().unwrap().len() > 5);
 }
 
 #[test]
@@ -492,8 +495,9 @@ fn egress_puts_the_worker_in_its_own_network_with_the_proxy_port_only() {
     let e = p.egress.as_ref().expect("an egress plan");
     assert_eq!(e.allow.len(), 1);
     // Landlock: the proxy's port only (tcp_ports is the proxy's business now).
-    assert!(p.landlock.tcp_handled);
-    assert_eq!(p.landlock.tcp_connect, Some(vec![e.proxy.port()]));
+    let ll = p.landlock.as_ref().unwrap();
+    assert!(ll.tcp_handled);
+    assert_eq!(ll.tcp_connect, Some(vec![e.proxy.port()]));
     // seccomp still lets it make the IP socket it reaches the proxy with.
     assert_eq!(
         action(&p, "socket"),
@@ -527,7 +531,7 @@ fn without_egress_or_without_network_outbound_nothing_changes() {
     assert!(p.namespaces.net && p.egress.is_none());
     assert_eq!(
         action(&p, "socket"),
-        Some(SyscallAction::Errno("EPERM".into()))
+        Some(SyscallAction::Errno(Errno::Perm))
     );
 }
 

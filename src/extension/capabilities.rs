@@ -1,5 +1,5 @@
 //! The seven capabilities a manifest may declare, and the gate that checks them.
-//! What each one grants at the kernel level is decided in `policy.rs`.
+//! What each one grants at the kernel level is decided in `sandbox/policy/`.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -54,6 +54,19 @@ impl Capability {
 impl fmt::Display for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Capability {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Capability {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

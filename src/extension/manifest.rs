@@ -38,7 +38,7 @@ pub struct Manifest {
     pub abi_version: String,
     pub min_nodus_version: String,
     /// As declared (order and duplicates kept, as the reference keeps them).
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<Capability>,
     pub provenance: Provenance,
     pub tools: Vec<ToolSurface>,
     /// Our extension: the worker's command line, relative to the extension folder,
@@ -170,13 +170,12 @@ impl Manifest {
             return Err(v.errors);
         }
         // Everything typed; now the model validator: unknown capabilities.
-        let capabilities = capabilities.unwrap_or_default();
-        if let Some(bad) = capabilities
+        let capabilities = capabilities
+            .unwrap_or_default()
             .iter()
-            .find(|c| c.parse::<Capability>().is_err())
-        {
-            return Err(vec![bad.parse::<Capability>().unwrap_err()]);
-        }
+            .map(|c| c.parse::<Capability>())
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| vec![e])?;
         Ok(Manifest {
             name: name.flatten().unwrap_or_default(),
             version: version.unwrap_or_default(),
@@ -193,10 +192,7 @@ impl Manifest {
 
     /// The declared capabilities as a set.
     pub fn capability_set(&self) -> BTreeSet<Capability> {
-        self.capabilities
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect()
+        self.capabilities.iter().copied().collect()
     }
 
     /// The reference's `ExtensionManifest.as_dict()`, field for field, in its order.

@@ -19,7 +19,10 @@ use seccompiler::{
 
 use crate::error::{Error, Result, SandboxKind};
 use crate::sandbox::child::{self, Confinement};
-use crate::sandbox::policy::{Access, Condition, Limits, Mode, Policy, SyscallAction};
+use crate::sandbox::policy::{
+    Access, Condition, Errno, LandlockPolicy, Limits, Policy, Requirement, SeccompPolicy,
+    SyscallAction,
+};
 use crate::support::LockExt;
 
 /// `nodus-ext-<pid>-<n>-<random>`: unique among this host's workers, and hard
@@ -410,8 +413,7 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
         // Writable: the scratch folder, and the workspace when the policy lets it be written.
         let writable = std::iter::once(scratch.to_path_buf()).chain(
             policy
-                .landlock
-                .rules
+                .filesystem
                 .iter()
                 .filter(|r| r.access == Access::Write)
                 .map(|r| r.path.clone()),
@@ -422,15 +424,11 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
         c.rlimits = rlimits(l);
     }
     c.bounding = caps::all().into_iter().collect();
-    if policy.landlock.enabled {
-        c.landlock = Some(landlock(policy, scratch)?);
+    if let Some(ll) = &policy.landlock {
+        c.landlock = Some(landlock(policy, ll, scratch)?);
     }
-    if policy
-        .layers
-        .iter()
-        .any(|l| l.layer == "seccomp" && l.wanted && l.enforceable)
-    {
-        c.seccomp = seccomp(policy)?;
+    if let Some(sc) = &policy.seccomp {
+        c.seccomp = seccomp(sc)?;
     }
     Ok((c, cgroup))
 }
@@ -474,14 +472,18 @@ fn rights(access: Access) -> BitFlags<AccessFs> {
     }
 }
 
-fn landlock(policy: &Policy, scratch: &Path) -> Result<landlock::RulesetCreated> {
-    let compat = match policy.mode {
-        Mode::Strict => CompatLevel::HardRequirement,
-        Mode::BestEffort => CompatLevel::BestEffort,
+fn landlock(
+    policy: &Policy,
+    ll: &LandlockPolicy,
+    scratch: &Path,
+) -> Result<landlock::RulesetCreated> {
+    let compat = match ll.requirement {
+        Requirement::Hard => CompatLevel::HardRequirement,
+        Requirement::Soft => CompatLevel::SoftRequirement,
+        _ => CompatLevel::BestEffort,
     };
     let fail =
         |e: landlock::RulesetError| Error::sandbox(SandboxKind::Prepare, format!("Landlock: {e}"));
-    let ll = &policy.landlock;
     let net = if ll.tcp_handled {
         AccessNet::BindTcp | AccessNet::ConnectTcp
     } else {
@@ -499,7 +501,7 @@ fn landlock(policy: &Policy, scratch: &Path) -> Result<landlock::RulesetCreated>
         .map_err(fail)?;
     // Rights on one path add up; a file takes only file rights.
     let mut by_path: BTreeMap<PathBuf, BitFlags<AccessFs>> = BTreeMap::new();
-    for r in &ll.rules {
+    for r in &policy.filesystem {
         *by_path.entry(r.path.clone()).or_default() |= rights(r.access);
     }
     *by_path.entry(scratch.to_path_buf()).or_default() |= rights(Access::Write);
@@ -598,22 +600,7 @@ fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
     })
 }
 
-/// The number of an errno the policy may name.
-fn errno(name: &str) -> Result<i32> {
-    Ok(match name {
-        "EPERM" => libc::EPERM,
-        "ENOSYS" => libc::ENOSYS,
-        "EOPNOTSUPP" => libc::EOPNOTSUPP,
-        other => {
-            return Err(Error::sandbox(
-                SandboxKind::Prepare,
-                format!("seccomp: unknown errno {other} in the policy"),
-            ))
-        }
-    })
-}
-
-fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
+fn seccomp(policy: &SeccompPolicy) -> Result<Vec<seccompiler::BpfProgram>> {
     let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().map_err(|e| {
         Error::sandbox(
             SandboxKind::Prepare,
@@ -626,8 +613,8 @@ fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
     let mut allow: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     // Errors other than the default EPERM, each answered by a filter of its
     // own installed after the main one (among equal actions the last wins).
-    let mut other_errors: BTreeMap<i32, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
-    for r in &policy.seccomp {
+    let mut other_errors: BTreeMap<Errno, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
+    for r in &policy.rules {
         let Some(nr) = crate::sandbox::syscalls::number(&r.name) else {
             continue;
         };
@@ -638,17 +625,15 @@ fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
             SyscallAction::AllowIf(c) => {
                 allow.insert(nr, conditions(*c)?);
             }
-            SyscallAction::Errno(e) => match errno(e)? {
-                libc::EPERM => {} // the default action
-                n => {
-                    other_errors.entry(n).or_default().insert(nr, vec![]);
-                }
-            },
+            SyscallAction::Errno(e) if *e == policy.default => {}
+            SyscallAction::Errno(e) => {
+                other_errors.entry(*e).or_default().insert(nr, vec![]);
+            }
         }
     }
     let main = SeccompFilter::new(
         allow,
-        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Errno(policy.default.raw() as u32),
         SeccompAction::Allow,
         arch,
     )
@@ -658,7 +643,7 @@ fn seccomp(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>> {
         let f = SeccompFilter::new(
             rules,
             SeccompAction::Allow,
-            SeccompAction::Errno(n as u32),
+            SeccompAction::Errno(n.raw() as u32),
             arch,
         )
         .map_err(fail)?;

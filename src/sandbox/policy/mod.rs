@@ -1,0 +1,508 @@
+//! Deciding, separate from doing: the confinement of one worker as a pure
+//! function of (manifest, operator policy, facts about the entry program and
+//! the kernel). Nothing here touches the system; `ext-runner policy` prints the
+//! result, and `launch.rs` turns it into kernel objects.
+//!
+//! The capability → rule mapping itself is data: `policies/base.json` and
+//! `policies/capabilities.json`, built into the binary and parsed once
+//! (`data.rs`). `derive` is a short sequence of steps (`steps.rs`), each a
+//! small pure function with its own table tests; `render.rs` prints a policy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, SandboxKind};
+use crate::extension::capabilities::Capability;
+use crate::extension::manifest::Manifest;
+use crate::extension::provenance::TrustClass;
+use crate::sandbox::egress::{self, EgressPlan, EgressSection};
+use crate::sandbox::probe::Probe;
+
+mod data;
+mod render;
+mod steps;
+
+pub use data::{BASE_JSON, CAPABILITIES_JSON};
+
+/// Landlock ABI needed for every rule we derive: 6 adds the abstract-socket and signal scopes.
+pub const LANDLOCK_ABI_REQUIRED: u8 = 6;
+
+/// How missing kernel features are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Mode {
+    /// A worker does not start when a layer its policy needs is missing.
+    #[default]
+    Strict,
+    /// Start with what the kernel has; say what is degraded.
+    BestEffort,
+}
+
+/// The four independent confinement layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Layer {
+    /// Filesystem, TCP port and scope rules.
+    Landlock,
+    /// The system call allowlist.
+    Seccomp,
+    /// User, mount, pid, net, ipc and uts namespaces.
+    Namespaces,
+    /// rlimits and the pids cgroup.
+    Limits,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 4] = [
+        Layer::Landlock,
+        Layer::Seccomp,
+        Layer::Namespaces,
+        Layer::Limits,
+    ];
+
+    /// The name used in policy files and reports, e.g. `"seccomp"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Landlock => "landlock",
+            Layer::Seccomp => "seccomp",
+            Layer::Namespaces => "namespaces",
+            Layer::Limits => "limits",
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// How much one layer is needed, in the spirit of rust-landlock's
+/// `CompatLevel`: what happens when this kernel cannot enforce it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Requirement {
+    /// Use what the kernel offers (possibly part of the layer, possibly
+    /// nothing) and report what is lost.
+    BestEffort,
+    /// Wanted, but what it keeps is also kept by other layers: start
+    /// without it and report the loss.
+    Soft,
+    /// The worker does not start without it.
+    Hard,
+}
+
+impl Requirement {
+    pub const ALL: [Requirement; 3] = [
+        Requirement::BestEffort,
+        Requirement::Soft,
+        Requirement::Hard,
+    ];
+
+    /// What `mode` asks of `layer`. Strict mode needs every layer but the
+    /// namespaces, whose guarantees the others cover (see their note).
+    pub fn of(mode: Mode, layer: Layer) -> Requirement {
+        match (mode, layer) {
+            (Mode::BestEffort, _) => Requirement::BestEffort,
+            (Mode::Strict, Layer::Namespaces) => Requirement::Soft,
+            (Mode::Strict, _) => Requirement::Hard,
+        }
+    }
+}
+
+/// Resource limits (rlimits; the process limit also through a pids cgroup when root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub cpu_seconds: u64,
+    pub processes: u64,
+    pub open_files: u64,
+    pub file_size_bytes: u64,
+    pub core_bytes: u64,
+}
+
+/// The operator's overrides of the default [`Limits`], each optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_size_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_bytes: Option<u64>,
+}
+
+impl Limits {
+    /// These limits with the operator's overrides.
+    pub fn overridden_by(self, o: &LimitOverrides) -> Limits {
+        Limits {
+            memory_bytes: o.memory_bytes.unwrap_or(self.memory_bytes),
+            cpu_seconds: o.cpu_seconds.unwrap_or(self.cpu_seconds),
+            processes: o.processes.unwrap_or(self.processes),
+            open_files: o.open_files.unwrap_or(self.open_files),
+            file_size_bytes: o.file_size_bytes.unwrap_or(self.file_size_bytes),
+            core_bytes: o.core_bytes.unwrap_or(self.core_bytes),
+        }
+    }
+}
+
+/// Layers an operator may switch off (for the layer matrix, or a kernel without them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Layers {
+    pub landlock: bool,
+    pub seccomp: bool,
+    pub namespaces: bool,
+    pub limits: bool,
+}
+
+impl Default for Layers {
+    fn default() -> Self {
+        Layers {
+            landlock: true,
+            seccomp: true,
+            namespaces: true,
+            limits: true,
+        }
+    }
+}
+
+impl Layers {
+    /// Whether the operator leaves `layer` on.
+    pub fn on(&self, layer: Layer) -> bool {
+        match layer {
+            Layer::Landlock => self.landlock,
+            Layer::Seccomp => self.seccomp,
+            Layer::Namespaces => self.namespaces,
+            Layer::Limits => self.limits,
+        }
+    }
+}
+
+/// The operator's policy file (`--policy FILE`). Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorPolicy {
+    /// Folders a `--workspace` must lie in (when set, any other workspace is refused).
+    pub workspace_roots: Vec<PathBuf>,
+    /// Extra host folders every worker may read.
+    pub read_only_paths: Vec<PathBuf>,
+    /// TCP ports `network.outbound` may connect to; empty means any.
+    pub tcp_ports: Vec<u16>,
+    /// Overrides of the default limits.
+    pub limits: LimitOverrides,
+    pub mode: Mode,
+    /// Capabilities each trust class may be granted; a missing class may have all.
+    pub trust_classes: BTreeMap<TrustClass, Vec<Capability>>,
+    pub layers: Layers,
+    /// Egress by host name for `network.outbound` (`src/sandbox/egress.rs`):
+    /// with it, the worker's only way out is the runner's proxy.
+    pub egress: Option<EgressSection>,
+}
+
+impl OperatorPolicy {
+    /// The egress section that applies to extension `name`.
+    pub fn egress_for(&self, _name: &str) -> Option<&EgressSection> {
+        self.egress.as_ref()
+    }
+
+    /// Reads and checks a policy file: an unknown field, limit, trust class
+    /// or capability is refused, and so is a malformed egress section.
+    pub fn load(path: &Path) -> Result<OperatorPolicy> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::sandbox_io(
+                SandboxKind::OperatorPolicy,
+                format!("cannot read policy file {}: {e}", path.display()),
+                e,
+            )
+        })?;
+        let policy: OperatorPolicy = serde_json::from_str(&text).map_err(|e| {
+            Error::sandbox(
+                SandboxKind::OperatorPolicy,
+                format!("policy file {} is invalid: {e}", path.display()),
+            )
+        })?;
+        if let Some(e) = &policy.egress {
+            egress::check_section(e).map_err(|e| {
+                Error::sandbox(
+                    SandboxKind::OperatorPolicy,
+                    format!("policy file {}: {e}", path.display()),
+                )
+            })?;
+        }
+        Ok(policy)
+    }
+}
+
+/// Facts the derivation needs about the worker's program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramFacts {
+    /// The file exec'd (interpreter or native entry), canonical.
+    pub program: PathBuf,
+    /// Its ELF interpreter (dynamic loader), if any.
+    pub loader: Option<PathBuf>,
+    /// Folders the program reads its runtime from (interpreter prefix, venv).
+    pub runtime_dirs: Vec<PathBuf>,
+}
+
+/// One filesystem grant (a Landlock path rule; a writable bind in the mount namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FsRule {
+    pub path: PathBuf,
+    pub access: Access,
+    pub why: String,
+}
+
+/// Access classes, each a fixed set of Landlock rights (see `launch.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Read files and list folders.
+    Read,
+    /// Read, and execute files (only where exec is granted).
+    ReadExec,
+    /// Execute this one file (and read it).
+    ExecFile,
+    /// Read and write one device file.
+    ReadWriteFile,
+    /// Everything inside the folder: create, write, remove, rename within.
+    Write,
+}
+
+/// A seccomp decision about one system call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyscallRule {
+    pub name: String,
+    pub action: SyscallAction,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyscallAction {
+    Allow,
+    /// Allowed when its arguments pass the named condition.
+    AllowIf(Condition),
+    /// Fails with this errno.
+    Errno(Errno),
+}
+
+/// The errnos a seccomp rule may answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Errno {
+    /// Denied (the default for any call not allowed).
+    #[serde(rename = "EPERM")]
+    Perm,
+    /// "No such call": makes a library fall back to an older call.
+    #[serde(rename = "ENOSYS")]
+    NoSys,
+    /// "Not supported": what callers treat as a feature the file system lacks.
+    #[serde(rename = "EOPNOTSUPP")]
+    OpNotSupp,
+}
+
+impl Errno {
+    /// The C name, e.g. `"EPERM"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Errno::Perm => "EPERM",
+            Errno::NoSys => "ENOSYS",
+            Errno::OpNotSupp => "EOPNOTSUPP",
+        }
+    }
+
+    /// The number on this system.
+    pub fn raw(self) -> i32 {
+        match self {
+            Errno::Perm => libc::EPERM,
+            Errno::NoSys => libc::ENOSYS,
+            Errno::OpNotSupp => libc::EOPNOTSUPP,
+        }
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// ioctl request (low 32 bits) is neither TIOCSTI nor TIOCLINUX.
+    IoctlNotTerminalInjection,
+    /// prlimit64 on pid 0 (the caller).
+    PrlimitSelf,
+    /// clone with CLONE_THREAD and no namespace flags.
+    CloneThreadOnly,
+    /// clone without namespace flags.
+    CloneNoNamespaces,
+    /// socket() of AF_INET, AF_INET6 or AF_NETLINK.
+    SocketNetworkFamilies,
+    /// socketpair() of SOCK_STREAM or SOCK_SEQPACKET.
+    SocketpairStream,
+    /// prctl() of anything but PR_SET_PDEATHSIG.
+    PrctlNotParentDeathSignal,
+}
+
+/// One layer: how much it is needed, whether the operator wants it, and what
+/// this kernel can do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerReport {
+    pub layer: Layer,
+    pub requirement: Requirement,
+    pub wanted: bool,
+    pub enforceable: bool,
+    /// What is lost when it is missing, and which other layer covers it.
+    pub note: String,
+}
+
+/// The namespaces the worker is put in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Namespaces {
+    pub user: bool,
+    /// A mount namespace in which every mount is read-only but the scratch
+    /// folder and a writable workspace: chmod, chown and utime of host files
+    /// (which Landlock does not govern) fail with EROFS.
+    pub mount: bool,
+    pub pid: bool,
+    pub net: bool,
+    pub ipc: bool,
+    pub uts: bool,
+}
+
+/// Everything decided about one worker. Printable; applied by `launch.rs`.
+/// A layer that is `None` is not applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Policy {
+    pub extension: String,
+    pub mode: Mode,
+    /// The declared capabilities, each once, sorted.
+    pub capabilities: Vec<Capability>,
+    /// What the worker may reach in the host's file system: Landlock's path
+    /// rules, and the writable binds of the mount namespace.
+    pub filesystem: Vec<FsRule>,
+    pub landlock: Option<LandlockPolicy>,
+    pub seccomp: Option<SeccompPolicy>,
+    pub namespaces: Namespaces,
+    pub limits: Option<Limits>,
+    /// A pids cgroup to put the worker in (root: RLIMIT_NPROC does not bind uid 0).
+    pub pids_cgroup: Option<String>,
+    /// The worker's environment; `$SCRATCH` stands for its private scratch folder.
+    pub environment: BTreeMap<String, String>,
+    pub layers: Vec<LayerReport>,
+    /// What best-effort mode gave up, in words.
+    pub degraded: Vec<String>,
+    /// Egress by host name through the runner's proxy (`network.outbound`
+    /// with an operator `egress` section); `None`: as the other fields say.
+    pub egress: Option<EgressPlan>,
+}
+
+/// Landlock beyond the path rules (`Policy::filesystem`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LandlockPolicy {
+    /// Hard: the ruleset must be fully enforced; otherwise what the kernel has.
+    pub requirement: Requirement,
+    pub abi_required: u8,
+    /// TCP ports connect() may reach; None means any (network.outbound without a port list).
+    pub tcp_connect: Option<Vec<u16>>,
+    /// Whether TCP is handled at all (false: any TCP connect is allowed by Landlock).
+    pub tcp_handled: bool,
+    pub scopes: Vec<String>,
+}
+
+/// The system call filter: one rule per named call, `default` for the rest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeccompPolicy {
+    pub default: Errno,
+    pub rules: Vec<SyscallRule>,
+}
+
+impl SeccompPolicy {
+    /// The rule for system call `name`, if the policy names it.
+    pub fn rule(&self, name: &str) -> Option<&SyscallRule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// Everything `derive` reads.
+pub struct Inputs<'a> {
+    pub manifest: &'a Manifest,
+    pub extension_dir: &'a Path,
+    pub workspace: Option<&'a Path>,
+    pub operator: &'a OperatorPolicy,
+    pub program: &'a ProgramFacts,
+    pub probe: &'a Probe,
+}
+
+/// The default limits of `policies/base.json`.
+pub fn default_limits() -> Limits {
+    data::DATA.base.limits
+}
+
+/// Derives the worker's policy. Refuses (CapabilityError) a manifest that asks
+/// for more than its trust class allows, and (SandboxError) a policy this
+/// kernel cannot enforce where a layer is a hard requirement.
+pub fn derive(inp: &Inputs) -> Result<Policy> {
+    let m = inp.manifest;
+    let op = inp.operator;
+    let declared = m.capability_set();
+    steps::check_trust_class(m, &declared, op)?;
+    let filesystem = steps::fs_rules(inp, &declared)?;
+    let egress = steps::egress_plan(inp, &declared)?;
+    if egress.is_some() {
+        steps::egress_enforceable(&m.name, op.layers.namespaces, inp.probe)?;
+    }
+    let layers = steps::layer_reports(op, inp.probe, &declared);
+    let (namespaces, missing_namespaces) =
+        steps::namespaces(inp.probe, &declared, op.layers.namespaces, egress.is_some());
+    let degraded = steps::enforce_requirements(&layers, &missing_namespaces)?;
+    let report = |l: Layer| steps::report(&layers, l);
+    let (limits, pids_cgroup) = steps::limits(op, inp.probe, &declared);
+    Ok(Policy {
+        extension: m.name.clone(),
+        mode: op.mode,
+        capabilities: declared.iter().copied().collect(),
+        filesystem,
+        // Landlock in best effort: whatever part of the ruleset this kernel has.
+        landlock: report(Layer::Landlock).wanted.then(|| {
+            let requirement = report(Layer::Landlock).requirement;
+            steps::landlock(op, &declared, requirement, egress.as_ref())
+        }),
+        // Seccomp is all or nothing: a kernel without filters gets none.
+        seccomp: (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
+            .then(|| steps::seccomp(&declared)),
+        namespaces,
+        limits,
+        pids_cgroup,
+        environment: steps::environment(&declared, egress.as_ref()),
+        layers,
+        degraded,
+        egress,
+    })
+}
+
+/// The declared capabilities as the derivation sees them.
+pub(crate) type Declared = BTreeSet<Capability>;
+
+/// The number of a system call named in a policy, on this architecture.
+pub fn syscall_number(name: &str) -> Option<i64> {
+    crate::sandbox::syscalls::number(name)
+}

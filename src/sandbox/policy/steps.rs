@@ -1,0 +1,470 @@
+//! The steps of `derive`, each a small pure function of its inputs, with
+//! table tests below.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result, SandboxKind};
+use crate::extension::capabilities::Capability;
+use crate::extension::manifest::Manifest;
+use crate::sandbox::egress::{self, EgressPlan};
+use crate::sandbox::policy::data::DATA;
+#[cfg(test)]
+use crate::sandbox::policy::Mode;
+use crate::sandbox::policy::{
+    Access, Condition, Declared, Errno, FsRule, Inputs, LandlockPolicy, Layer, LayerReport, Limits,
+    Namespaces, OperatorPolicy, Requirement, SeccompPolicy, SyscallAction, SyscallRule,
+    LANDLOCK_ABI_REQUIRED,
+};
+use crate::sandbox::probe::Probe;
+
+/// A manifest may declare only what the operator grants its trust class.
+pub(super) fn check_trust_class(
+    m: &Manifest,
+    declared: &Declared,
+    op: &OperatorPolicy,
+) -> Result<()> {
+    let class = m.provenance.trust_class;
+    let Some(allowed) = op.trust_classes.get(&class) else {
+        return Ok(());
+    };
+    if let Some(c) = declared.iter().find(|c| !allowed.contains(c)) {
+        return Err(Error::capability(
+            c.as_str(),
+            Some(&m.name),
+            Some(format!(
+                "the operator policy does not grant it to trust class '{}'",
+                class.as_str()
+            )),
+        ));
+    }
+    Ok(())
+}
+
+/// The filesystem grants: base.json's system folders and devices, the
+/// program and its runtime, the extension folder, the operator's read-only
+/// paths, the workspace, and what the declared capabilities add. The scratch
+/// folder is added at launch (its path is only known then).
+pub(super) fn fs_rules(inp: &Inputs, declared: &Declared) -> Result<Vec<FsRule>> {
+    let base = &DATA.base.landlock;
+    let exec = declared.contains(&Capability::SubprocessRun);
+    let runtime = if exec { Access::ReadExec } else { Access::Read };
+    let rule = |path: &std::path::Path, access, why: &str| FsRule {
+        path: path.to_path_buf(),
+        access,
+        why: why.to_string(),
+    };
+    let mut rules = Vec::new();
+    rules.extend(
+        base.read_exec
+            .paths
+            .iter()
+            .map(|p| rule(p, runtime, &base.read_exec.why)),
+    );
+    rules.extend(
+        base.read
+            .paths
+            .iter()
+            .map(|p| rule(p, Access::Read, &base.read.why)),
+    );
+    let devices = &base.devices;
+    rules.extend(
+        devices
+            .read_write
+            .iter()
+            .map(|p| rule(p, Access::ReadWriteFile, &devices.why)),
+    );
+    rules.extend(
+        devices
+            .read
+            .iter()
+            .map(|p| rule(p, Access::Read, &devices.why)),
+    );
+    let prefix = "the interpreter's own prefix (standard library, packages)";
+    rules.extend(
+        inp.program
+            .runtime_dirs
+            .iter()
+            .map(|d| rule(d, runtime, prefix)),
+    );
+    rules.push(rule(
+        &inp.program.program,
+        Access::ExecFile,
+        "the worker's program",
+    ));
+    if let Some(l) = &inp.program.loader {
+        rules.push(rule(l, Access::ExecFile, "the program's dynamic loader"));
+    }
+    rules.push(rule(
+        inp.extension_dir,
+        Access::Read,
+        "the extension's own folder",
+    ));
+    let ro = "operator policy: read_only_paths";
+    rules.extend(
+        inp.operator
+            .read_only_paths
+            .iter()
+            .map(|p| rule(p, Access::Read, ro)),
+    );
+    rules.extend(workspace_rule(inp, declared)?);
+    if declared.contains(&Capability::NetworkOutbound) {
+        let why = "name resolution (network.outbound)";
+        let paths = &DATA.cap(Capability::NetworkOutbound).read;
+        rules.extend(paths.iter().map(|p| rule(p, Access::Read, why)));
+    }
+    if exec {
+        let why = "programs subprocess.run may execute";
+        let paths = &DATA.cap(Capability::SubprocessRun).exec;
+        rules.extend(paths.iter().map(|p| rule(p, Access::ReadExec, why)));
+    }
+    Ok(rules)
+}
+
+/// The workspace, read with `filesystem.read`, written with
+/// `filesystem.write`: it must be given, and lie in the operator's roots.
+fn workspace_rule(inp: &Inputs, declared: &Declared) -> Result<Option<FsRule>> {
+    let (access, c) = if declared.contains(&Capability::FilesystemWrite) {
+        (Access::Write, Capability::FilesystemWrite)
+    } else if declared.contains(&Capability::FilesystemRead) {
+        (Access::Read, Capability::FilesystemRead)
+    } else {
+        return Ok(None);
+    };
+    let name = &inp.manifest.name;
+    let ws = inp.workspace.ok_or_else(|| Error::sandbox(SandboxKind::Workspace, format!(
+        "'{name}' declares {c} but no workspace was given: pass --workspace DIR (the host folder it may {})",
+        if access == Access::Write { "read and write" } else { "read" }
+    )))?;
+    let roots = &inp.operator.workspace_roots;
+    if !roots.is_empty() && !roots.iter().any(|r| ws.starts_with(r)) {
+        return Err(Error::capability(
+            c.as_str(),
+            Some(name),
+            Some(format!(
+                "workspace {} is outside the operator's workspace_roots",
+                ws.display()
+            )),
+        ));
+    }
+    Ok(Some(FsRule {
+        path: ws.to_path_buf(),
+        access,
+        why: DATA.cap(c).why.clone(),
+    }))
+}
+
+/// Landlock's TCP rules and scopes: TCP denied without `network.outbound`,
+/// the operator's ports with it (any port when it lists none).
+pub(super) fn landlock(
+    op: &OperatorPolicy,
+    declared: &Declared,
+    requirement: Requirement,
+    egress: Option<&EgressPlan>,
+) -> LandlockPolicy {
+    let net = declared.contains(&Capability::NetworkOutbound);
+    // With egress, the proxy's port in the worker's namespace is the one TCP
+    // port it may connect to (tcp_ports is for the proxy's rules to say).
+    let ports = match egress {
+        Some(e) => vec![e.proxy.port()],
+        None => op.tcp_ports.clone(),
+    };
+    LandlockPolicy {
+        requirement,
+        abi_required: LANDLOCK_ABI_REQUIRED,
+        tcp_handled: !net || !ports.is_empty(),
+        tcp_connect: net.then_some(ports).filter(|p| !p.is_empty()),
+        scopes: DATA.base.landlock.scopes.clone(),
+    }
+}
+
+/// The system call rules: base.json's allowlist, the conditional calls, what
+/// the capabilities add, and base.json's denials.
+pub(super) fn seccomp(declared: &Declared) -> SeccompPolicy {
+    let base = &DATA.base.seccomp;
+    let exec = declared.contains(&Capability::SubprocessRun);
+    let net = declared.contains(&Capability::NetworkOutbound);
+    let rule = |name: &str, action, why: &str| SyscallRule {
+        name: name.to_string(),
+        action,
+        why: why.to_string(),
+    };
+    let why = |k: &str| base.conditional.get(k).map_or("", String::as_str);
+    let mut rules: Vec<SyscallRule> = base
+        .allow
+        .iter()
+        .map(|n| rule(n, SyscallAction::Allow, &base.allow_why))
+        .collect();
+    for (name, c) in [
+        ("ioctl", Condition::IoctlNotTerminalInjection),
+        ("prlimit64", Condition::PrlimitSelf),
+        ("socketpair", Condition::SocketpairStream),
+        ("prctl", Condition::PrctlNotParentDeathSignal),
+    ] {
+        rules.push(rule(name, SyscallAction::AllowIf(c), why(name)));
+    }
+    rules.push(rule(
+        "clone3",
+        SyscallAction::Errno(Errno::NoSys),
+        why("clone3"),
+    ));
+    for n in ["getxattr", "lgetxattr", "listxattr", "llistxattr"] {
+        rules.push(rule(n, SyscallAction::Errno(Errno::OpNotSupp), why(n)));
+    }
+    if exec {
+        let clone = SyscallAction::AllowIf(Condition::CloneNoNamespaces);
+        rules.push(rule("clone", clone, why("clone")));
+        let sub = DATA.cap(Capability::SubprocessRun);
+        for n in sub.syscalls.iter().filter(|n| *n != "clone") {
+            rules.push(rule(n, SyscallAction::Allow, &sub.why));
+        }
+    } else {
+        let clone = SyscallAction::AllowIf(Condition::CloneThreadOnly);
+        rules.push(rule("clone", clone, why("clone")));
+        for n in ["fork", "vfork"] {
+            let deny = SyscallAction::Errno(Errno::Perm);
+            rules.push(rule(n, deny, "subprocess.run not declared"));
+        }
+    }
+    rules.push(if net {
+        let socket = SyscallAction::AllowIf(Condition::SocketNetworkFamilies);
+        rule("socket", socket, why("socket"))
+    } else {
+        rule(
+            "socket",
+            SyscallAction::Errno(Errno::Perm),
+            "network.outbound not declared; unix sockets by path are never allowed",
+        )
+    });
+    for g in &base.deny {
+        for n in &g.names {
+            rules.push(rule(n, SyscallAction::Errno(Errno::Perm), &g.why));
+        }
+    }
+    SeccompPolicy {
+        default: Errno::Perm,
+        rules,
+    }
+}
+
+/// The egress plan of a worker: `network.outbound` and an operator `egress`
+/// section (the manifest's request narrows it; a malformed one is refused).
+pub(super) fn egress_plan(inp: &Inputs, declared: &Declared) -> Result<Option<EgressPlan>> {
+    let m = inp.manifest;
+    let Some(section) = inp.operator.egress_for(&m.name) else {
+        return Ok(None);
+    };
+    if !declared.contains(&Capability::NetworkOutbound) {
+        return Ok(None);
+    }
+    // The operator's section was checked when it was loaded; a library
+    // caller's is checked here, before the request is looked at.
+    let operator = egress::plan(section, None).map_err(|e| {
+        Error::sandbox(SandboxKind::OperatorPolicy, format!("operator policy: {e}"))
+    })?;
+    let Some(request) = &m.egress else {
+        return Ok(Some(operator));
+    };
+    egress::plan(section, Some(request)).map(Some).map_err(|e| {
+        let path = inp
+            .extension_dir
+            .join(crate::extension::manifest::MANIFEST_FILE);
+        Error::manifest(
+            format!("'{}': {e}", m.name),
+            Some(path.display().to_string()),
+        )
+    })
+}
+
+/// An allowlist is enforced by a network namespace whose only way out is the
+/// proxy; where none can be made it cannot be enforced, and no mode starts
+/// the worker (falling back to the host's network would be failing open).
+pub(super) fn egress_enforceable(name: &str, ns_on: bool, probe: &Probe) -> Result<()> {
+    let why = if !ns_on {
+        "the operator policy switches the namespaces layer off"
+    } else if !userns_ok(probe) {
+        "user namespaces are not available to this user"
+    } else if !probe.network_namespaces {
+        "this kernel or user cannot create a network namespace (see `ext-runner probe`; user.max_net_namespaces)"
+    } else {
+        return Ok(());
+    };
+    Err(Error::sandbox(SandboxKind::KernelLacks, format!(
+        "'{name}' declares network.outbound and the operator policy has an egress allowlist, which needs a network namespace whose only way out is the runner's proxy: {why}. This is refused in every mode; remove the egress section to give the worker the host's network, or run where network namespaces can be made"
+    )))
+}
+
+/// The namespaces the worker gets (a user namespace where one is needed to
+/// create the others), and those this kernel or user cannot make (for
+/// instance under `user.max_net_namespaces = 0`) though the others can be.
+pub(super) fn namespaces(
+    probe: &Probe,
+    declared: &Declared,
+    on: bool,
+    egress: bool,
+) -> (Namespaces, Vec<&'static str>) {
+    // A network namespace of its own: without network.outbound (nothing to
+    // reach), and with egress (only the proxy to reach).
+    let own_net = !declared.contains(&Capability::NetworkOutbound) || egress;
+    if !on || !userns_ok(probe) {
+        return (Namespaces::default(), Vec::new());
+    }
+    let ns = Namespaces {
+        user: !probe.root,
+        mount: true,
+        pid: probe.pid_namespaces,
+        net: own_net && probe.network_namespaces,
+        ipc: probe.ipc_namespaces,
+        uts: true,
+    };
+    let missing = [
+        ("net", own_net && !probe.network_namespaces),
+        ("pid", !probe.pid_namespaces),
+        ("ipc", !probe.ipc_namespaces),
+    ]
+    .into_iter()
+    .filter(|&(_, missing)| missing)
+    .map(|(name, _)| name)
+    .collect();
+    (ns, missing)
+}
+
+/// Whether the namespaces can be made at all: root makes them directly,
+/// anyone else from a user namespace.
+fn userns_ok(probe: &Probe) -> bool {
+    probe.user_namespaces || probe.root
+}
+
+/// The limits (base.json's, with the operator's overrides), and the pids
+/// cgroup: RLIMIT_NPROC does not bind uid 0, and only a worker that may fork
+/// needs one (joining costs an RCU grace period, ~10 ms, on cgroup v1);
+/// without subprocess.run, seccomp allows threads only and RLIMIT_AS bounds them.
+pub(super) fn limits(
+    op: &OperatorPolicy,
+    probe: &Probe,
+    declared: &Declared,
+) -> (Option<Limits>, Option<String>) {
+    if !op.layers.limits {
+        return (None, None);
+    }
+    let limits = DATA.base.limits.overridden_by(&op.limits);
+    let cgroup = (probe.root && declared.contains(&Capability::SubprocessRun))
+        .then(|| probe.pids_cgroup.clone())
+        .flatten();
+    (Some(limits), cgroup)
+}
+
+/// The worker's whole environment: base.json's, HOME and TMPDIR in the
+/// scratch folder, and the declared capabilities for the worker's own module
+/// (which explains denials; enforcement is the kernel's).
+pub(super) fn environment(
+    declared: &Declared,
+    egress: Option<&EgressPlan>,
+) -> BTreeMap<String, String> {
+    let mut env = DATA.base.environment.clone();
+    env.insert("HOME".into(), "$SCRATCH".into());
+    env.insert("TMPDIR".into(), "$SCRATCH".into());
+    let names: Vec<&str> = declared.iter().map(|c| c.as_str()).collect();
+    env.insert("NODUS_EXTENSION_CAPABILITIES".into(), names.join(","));
+    if let Some(e) = egress {
+        env.extend(e.environment());
+    }
+    env
+}
+
+/// Each layer in `Layer::ALL` order: how much it is needed, whether the
+/// operator wants it, whether this kernel can enforce it, and what is lost
+/// without it.
+pub(super) fn layer_reports(
+    op: &OperatorPolicy,
+    probe: &Probe,
+    declared: &Declared,
+) -> Vec<LayerReport> {
+    let exec = declared.contains(&Capability::SubprocessRun);
+    Layer::ALL
+        .into_iter()
+        .map(|layer| {
+            let (enforceable, note) = match layer {
+                Layer::Landlock => (
+                    probe.landlock_abi >= LANDLOCK_ABI_REQUIRED,
+                    format!("filesystem, TCP and scope rules need Landlock ABI {LANDLOCK_ABI_REQUIRED}; this kernel has {}", probe.landlock_abi),
+                ),
+                Layer::Seccomp => (probe.seccomp_filter, "system call allowlist".into()),
+                Layer::Namespaces => (userns_ok(probe), namespaces_note(probe)),
+                // Root is not bound by RLIMIT_NPROC: a root worker that may fork
+                // needs the pids cgroup for any process limit at all.
+                Layer::Limits => (
+                    !(probe.root && exec && probe.pids_cgroup.is_none()),
+                    limits_note(probe, exec),
+                ),
+            };
+            LayerReport {
+                layer,
+                requirement: Requirement::of(op.mode, layer),
+                wanted: op.layers.on(layer),
+                enforceable,
+                note,
+            }
+        })
+        .collect()
+}
+
+fn namespaces_note(probe: &Probe) -> String {
+    if userns_ok(probe) {
+        "pid, ipc, uts and (without network.outbound) net namespaces".into()
+    } else {
+        "user namespaces are not available to this user: no pid/net/ipc namespace. Covered: network by seccomp (socket) and Landlock (TCP); signals and abstract sockets by Landlock scopes; process lifetime by setsid and the setsid/setpgid denial. Lost: a worker's orphaned children outlive a SIGKILLed runner".into()
+    }
+}
+
+fn limits_note(probe: &Probe, exec: bool) -> String {
+    if probe.root && probe.pids_cgroup.is_none() {
+        if exec {
+            "no process limit: the worker runs as root, which RLIMIT_NPROC does not bind, may fork (subprocess.run), and no pids cgroup is available (cgroup v1 `pids` is not mounted); run the host as a non-root user, mount the pids controller, or set \"mode\": \"best-effort\"".into()
+        } else {
+            "rlimits; root: RLIMIT_NPROC does not bind uid 0 and no pids cgroup is available (without subprocess.run seccomp allows threads only)".into()
+        }
+    } else if probe.root {
+        "rlimits; root: process count through a pids cgroup when subprocess.run is declared (RLIMIT_NPROC does not bind uid 0; without subprocess.run seccomp allows threads only)".into()
+    } else {
+        "rlimits (RLIMIT_NPROC counted in the worker's user namespace)".into()
+    }
+}
+
+/// The report of `layer`.
+pub(super) fn report(layers: &[LayerReport], layer: Layer) -> &LayerReport {
+    layers
+        .iter()
+        .find(|l| l.layer == layer)
+        .expect("layer_reports reports every layer")
+}
+
+/// Refuses a wanted layer this kernel cannot enforce where it is a hard
+/// requirement; otherwise says, in words, what is given up.
+pub(super) fn enforce_requirements(
+    layers: &[LayerReport],
+    missing_namespaces: &[&str],
+) -> Result<Vec<String>> {
+    let mut degraded = Vec::new();
+    for l in layers.iter().filter(|l| l.wanted && !l.enforceable) {
+        if l.requirement == Requirement::Hard {
+            return Err(Error::sandbox(SandboxKind::KernelLacks, format!(
+                "strict mode: this kernel cannot enforce the {} layer ({}); run on a kernel with it, or set \"mode\": \"best-effort\" in the policy file",
+                l.layer, l.note
+            )));
+        }
+        degraded.push(format!("{}: {}", l.layer, l.note));
+    }
+    for l in layers.iter().filter(|l| !l.wanted) {
+        degraded.push(format!("{}: switched off by the operator policy", l.layer));
+    }
+    if !missing_namespaces.is_empty() {
+        degraded.push(format!(
+            "namespaces: this kernel or user cannot create a {} namespace (see `ext-runner probe`); network stays denied by seccomp and Landlock, signals by the Landlock scope",
+            missing_namespaces.join(", ")
+        ));
+    }
+    Ok(degraded)
+}
+
+#[cfg(test)]
+mod tests;
