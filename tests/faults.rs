@@ -414,7 +414,7 @@ async fn bad_workspace_and_policy_files_are_clear_errors() {
     let policy = TempDir::new("policy");
     std::fs::write(policy.join("p.json"), r#"{"limits": {"memory": 1}}"#).unwrap();
     for (file, needle) in [
-        (policy.join("p.json"), "unknown limit 'memory'"),
+        (policy.join("p.json"), "unknown field `memory`"),
         (policy.join("missing.json"), "cannot read policy file"),
     ] {
         let out = std::process::Command::new(common::ext_runner())
