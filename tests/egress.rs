@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::egress::{self_signed, Sink, TlsServer, Web};
+use common::egress::{echo_server, self_signed, Sink, TlsServer, Web};
 use common::{ext, options, TempDir};
 use nodus_extension::policy::{OperatorPolicy, Probe};
 use nodus_extension::{Audit, ExtensionHost, HostOptions};
@@ -244,6 +244,53 @@ result = [first.decode().split("\r\n")[0], second.decode().split("\r\n")[0], idl
         ends.contains(&"byte limit") && ends.contains(&"idle"),
         "{events:#?}"
     );
+}
+
+/// Both directions of a tunnel at full speed at once (a sender and a reader
+/// thread against an echo server): neither direction waits for the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_duplex_tunnel_does_not_stall() {
+    if !can_run() {
+        return;
+    }
+    let echo = echo_server();
+    let d = ext(
+        "t.eg",
+        &["tool.invoke", "network.outbound"],
+        &["t.eg.run"],
+        SRC,
+    );
+    let op = operator(
+        json!({"egress": {"allow": [format!("echo.test:{echo}")], "resolve": {"echo.test": "127.0.0.1"}}}),
+    );
+    let host = load(&d, op, Audit::default(), None).await;
+    let v = host
+        .invoke(
+            "t.eg.run",
+            &code(&format!(
+                r#"
+import socket, threading
+s = socket.create_connection(("127.0.0.1", 3128), 5)
+s.sendall(b"CONNECT echo.test:{echo} HTTP/1.1\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+s.settimeout(10)
+N = 16 << 20
+threading.Thread(target=lambda: s.sendall(b"x" * N), daemon=True).start()
+got = 0
+while got < N:
+    k = len(s.recv(1 << 16))
+    if not k:
+        break
+    got += k
+result = got
+"#
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, json!(16 << 20));
 }
 
 #[tokio::test(flavor = "multi_thread")]

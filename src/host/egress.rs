@@ -451,8 +451,10 @@ struct Counts {
 }
 
 /// Relays both ways until both sides are done, the connection is idle for
-/// too long or it has carried its byte limit. For plain HTTP
-/// (`rewrite_response`), the response head is given `Connection: close`.
+/// too long or it has carried its byte limit. The two directions run
+/// independently (a side that stops reading never stalls the other one).
+/// For plain HTTP (`rewrite_response`), the response head is given
+/// `Connection: close`, and the end of the response ends the connection.
 /// Returns how it ended.
 async fn relay(
     client: &mut TcpStream,
@@ -461,78 +463,94 @@ async fn relay(
     counts: &mut Counts,
     plan: &EgressPlan,
 ) -> &'static str {
+    use std::sync::atomic::{AtomicU64, Ordering};
     let idle = Duration::from_secs(plan.limits.idle_seconds);
     let cap = plan.limits.bytes_per_connection;
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
-    let mut a = vec![0u8; BUFFER];
-    let mut b = vec![0u8; BUFFER];
-    // The response head, collected until complete (plain HTTP only).
-    let mut head: Option<Vec<u8>> = rewrite_response.then(Vec::new);
-    let (mut client_open, mut upstream_open) = (true, true);
-    let timer = tokio::time::sleep(idle);
-    tokio::pin!(timer);
-    while client_open || upstream_open {
-        enum Got {
-            Up(std::io::Result<usize>),
-            Down(std::io::Result<usize>),
+    let start = tokio::time::Instant::now();
+    // Bytes so far (both ways), and the time of the last byte, in ms since `start`.
+    let total = AtomicU64::new(counts.up + counts.down);
+    let last = AtomicU64::new(0);
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let take = |n: usize, dir: &AtomicU64| -> std::result::Result<(), &'static str> {
+        if total.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > cap {
+            return Err("byte limit");
         }
-        let got = tokio::select! {
-            r = cr.read(&mut a), if client_open => Got::Up(r),
-            r = ur.read(&mut b), if upstream_open => Got::Down(r),
-            _ = &mut timer => return "idle",
-        };
-        timer.as_mut().reset(tokio::time::Instant::now() + idle);
-        match got {
-            Got::Up(Ok(0)) | Got::Up(Err(_)) => {
-                client_open = false;
-                let _ = uw.shutdown().await;
-            }
-            Got::Up(Ok(n)) => {
-                if counts.up + counts.down + n as u64 > cap {
-                    return "byte limit";
-                }
-                if uw.write_all(&a[..n]).await.is_err() {
-                    return "closed";
-                }
-                counts.up += n as u64;
-            }
-            Got::Down(Ok(0)) | Got::Down(Err(_)) => {
-                upstream_open = false;
-                if let Some(h) = head.take() {
-                    let _ = cw.write_all(&h).await; // a truncated head, as it came
-                }
-                let _ = cw.shutdown().await;
-                if rewrite_response {
-                    return "closed"; // one response per connection
+        dir.fetch_add(n as u64, Ordering::Relaxed);
+        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        Ok(())
+    };
+    let upward = async {
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    take(n, &up)?;
+                    uw.write_all(&buf[..n]).await.map_err(|_| "closed")?;
                 }
             }
-            Got::Down(Ok(n)) => {
-                if counts.up + counts.down + n as u64 > cap {
-                    return "byte limit";
-                }
-                let out: std::borrow::Cow<[u8]> = match head.as_mut() {
-                    None => (&b[..n]).into(),
-                    Some(h) => {
-                        h.extend_from_slice(&b[..n]);
-                        match close_response(h) {
-                            Some(rewritten) => {
-                                head = None;
-                                rewritten.into()
-                            }
-                            None if h.len() < MAX_HEAD => continue,
-                            None => head.take().unwrap_or_default().into(),
+        }
+        let _ = uw.shutdown().await;
+        Ok::<(), &'static str>(())
+    };
+    let downward = async {
+        let mut buf = vec![0u8; BUFFER];
+        // The response head, collected until complete (plain HTTP only).
+        let mut head: Option<Vec<u8>> = rewrite_response.then(Vec::new);
+        loop {
+            let n = match ur.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let out: std::borrow::Cow<[u8]> = match head.as_mut() {
+                None => (&buf[..n]).into(),
+                Some(h) => {
+                    h.extend_from_slice(&buf[..n]);
+                    match close_response(h) {
+                        Some(rewritten) => {
+                            head = None;
+                            rewritten.into()
                         }
+                        None if h.len() < MAX_HEAD => continue,
+                        None => head.take().unwrap_or_default().into(),
                     }
-                };
-                if cw.write_all(&out).await.is_err() {
-                    return "closed";
                 }
-                counts.down += out.len() as u64;
-            }
+            };
+            take(out.len(), &down)?;
+            cw.write_all(&out).await.map_err(|_| "closed")?;
         }
-    }
-    "closed"
+        if let Some(h) = head.take() {
+            let _ = cw.write_all(&h).await; // a truncated head, as it came
+        }
+        let _ = cw.shutdown().await;
+        // Plain HTTP: one response per connection, whatever the client still sends.
+        if rewrite_response {
+            Err("closed")
+        } else {
+            Ok(())
+        }
+    };
+    let watchdog = async {
+        loop {
+            let due = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+            if tokio::time::Instant::now() >= due {
+                return "idle";
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    };
+    let end = tokio::select! {
+        r = async { tokio::try_join!(upward, downward) } => match r {
+            Ok(_) => "closed",
+            Err(e) => e,
+        },
+        e = watchdog => e,
+    };
+    counts.up += up.load(Ordering::Relaxed);
+    counts.down += down.load(Ordering::Relaxed);
+    end
 }
 
 /// When `buf` holds a complete response head: the head with `Connection:

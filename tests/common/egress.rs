@@ -269,3 +269,23 @@ impl Drop for TlsServer {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP echo server on 127.0.0.1 (each connection echoes until EOF). Its
+/// port; it lives as long as the test process.
+pub fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
