@@ -351,4 +351,11 @@ fn a_kernel_that_refuses_network_namespaces_still_runs_workers_without_network()
         text.contains("user.max_*_namespaces limit") && text.contains("\"namespaces\": false"),
         "the error does not say what to do: {text}"
     );
+    // It names the step and the errno, not "No space left on device" alone.
+    assert!(
+        text.contains("confinement step unshare(CLONE_NEW")
+            && text.contains("CLONE_NEWNET")
+            && text.contains("failed: ENOSPC (No space left on device)"),
+        "the error does not name the failed step: {text}"
+    );
 }

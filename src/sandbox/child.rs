@@ -11,10 +11,18 @@
 //! 3. resource limits
 //! 4. drop every capability
 //! 5. mark all inherited descriptors close-on-exec
-//! 6. Landlock (sets no_new_privs), then seccomp, last: exec follows
+//! 6. Landlock (sets no_new_privs) and its status checked, then seccomp,
+//!    last: exec follows
+//!
+//! Each system call is a [`Step`]. When one fails, the child writes a
+//! [`Failure`] (step, errno, one number of detail: 12 bytes from the stack)
+//! to a close-on-exec pipe the parent opened before the fork, so the error
+//! names the step instead of an errno alone. The calls go through the [`Sys`]
+//! trait, statically dispatched: [`Kernel`] makes them, and the unit tests
+//! record them to check the order without a kernel.
 #![allow(unsafe_code)]
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 
 /// Declares [`Step`]: one line per step, `Variant = "what the kernel was asked"`.
@@ -32,6 +40,13 @@ macro_rules! steps {
         }
 
         impl Step {
+            const ALL: &'static [Step] = &[$(Step::$step),*];
+
+            /// The step a report byte names.
+            fn from_u8(b: u8) -> Option<Step> {
+                Step::ALL.get(b as usize).copied()
+            }
+
             /// The system call (or check) the step is, e.g. `"unshare"`.
             pub fn call(self) -> &'static str {
                 match self {
@@ -72,6 +87,8 @@ steps! {
     PidNamespace = "fork into the pid namespace",
     /// A resource limit.
     Rlimit = "setrlimit",
+    /// Reading the effective capabilities (can the bounding set be changed?).
+    Capget = "capget",
     /// Dropping a capability from the bounding set.
     DropBounding = "prctl(PR_CAPBSET_DROP)",
     /// Clearing the ambient capabilities.
@@ -91,9 +108,11 @@ steps! {
 /// What the child applies to itself, fully prepared before the fork.
 #[derive(Default)]
 pub struct Confinement {
+    /// The write end of the failure report pipe (close-on-exec).
+    pub report_fd: Option<libc::c_int>,
     pub parent_death_signal: Option<i32>,
     /// `cgroup.procs` of the worker's pids cgroup, to join.
-    pub cgroup_procs: Option<std::ffi::CString>,
+    pub cgroup_procs: Option<CString>,
     /// `unshare` flags (CLONE_NEW*), user namespace included when needed.
     pub unshare_flags: libc::c_int,
     /// `"<uid> <uid> 1"` and `"<gid> <gid> 1"`, written when a user namespace is made.
@@ -102,12 +121,13 @@ pub struct Confinement {
     /// Fork into the new pid namespace (under a reaper).
     pub pid_namespace: bool,
     /// In a new mount namespace: the only mounts left writable (bind mounts of these folders).
-    pub writable_mounts: Vec<std::ffi::CString>,
+    pub writable_mounts: Vec<CString>,
     /// (resource, soft, hard).
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)>,
-    /// Every capability to drop from the bounding set.
-    pub bounding: Vec<caps::Capability>,
     pub landlock: Option<landlock::RulesetCreated>,
+    /// The policy expects Landlock fully enforced (this kernel has the ABI it
+    /// needs): anything less is a failed step, not a silent degradation.
+    pub landlock_full: bool,
     /// Installed in order; the last one wins among equal actions (clone3's ENOSYS).
     pub seccomp: Vec<seccompiler::BpfProgram>,
     /// With an egress allowlist: the proxy's socket is made in the new network namespace.
@@ -124,119 +144,117 @@ pub struct EgressSocket {
     pub port: u16,
 }
 
-fn check(ret: libc::c_int) -> io::Result<()> {
+/// The step that failed, its errno (0 for a check that is no system call)
+/// and one number saying which instance (the flags, the resource, the index
+/// of the folder or filter, the capability; see [`Step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub step: Step,
+    pub errno: i32,
+    pub detail: u32,
+}
+
+/// `Failure::detail` of `Step::LandlockStatus`: how much was enforced.
+pub const LANDLOCK_NOT_ENFORCED: u32 = 0;
+pub const LANDLOCK_PARTIALLY_ENFORCED: u32 = 1;
+
+impl Failure {
+    /// Bytes on the report pipe: step, three zero bytes, errno, detail.
+    pub const LEN: usize = 12;
+
+    fn encode(&self) -> [u8; Failure::LEN] {
+        let mut b = [0u8; Failure::LEN];
+        b[0] = self.step as u8;
+        b[4..8].copy_from_slice(&self.errno.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.detail.to_ne_bytes());
+        b
+    }
+
+    /// The failure a report names, if it is a whole, valid one.
+    pub fn decode(b: &[u8]) -> Option<Failure> {
+        if b.len() != Failure::LEN {
+            return None;
+        }
+        let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        Some(Failure {
+            step: Step::from_u8(b[0])?,
+            errno: i32::from_ne_bytes(word(4)),
+            detail: u32::from_ne_bytes(word(8)),
+        })
+    }
+}
+
+/// A system call's errno.
+type SysResult<T = ()> = Result<T, i32>;
+
+/// The system calls the child makes, so that a test can record them. Each
+/// returns the errno on failure; [`Kernel`] makes the real calls.
+pub trait Sys {
+    fn setsid(&self) -> SysResult;
+    /// Open, write all of `data`, close.
+    fn write_file(&self, path: &CStr, data: &[u8]) -> SysResult;
+    fn set_parent_death_signal(&self, sig: i32) -> SysResult;
+    fn unshare(&self, flags: libc::c_int) -> SysResult;
+    /// mount(2) with no file system type and no data.
+    fn mount(&self, source: Option<&CStr>, target: &CStr, flags: libc::c_ulong) -> SysResult;
+    /// mount_setattr(2) on `path` and everything under it.
+    fn mount_setattr(&self, path: &CStr, set: u64, clear: u64) -> SysResult;
+    /// Makes the egress proxy's socket in the network namespace and sends it
+    /// to the runner (see `egress_socket`).
+    fn egress_socket(&self, e: &EgressSocket) -> Result<(), Failure>;
+    /// Continues as the worker in a new pid namespace (see `enter_pid_namespace`).
+    fn enter_pid_namespace(&self, parent_death_signal: Option<i32>) -> Result<(), Failure>;
+    fn setrlimit(
+        &self,
+        resource: libc::__rlimit_resource_t,
+        soft: libc::rlim_t,
+        hard: libc::rlim_t,
+    ) -> SysResult;
+    /// The effective capability set, as a bit mask.
+    fn effective_capabilities(&self) -> SysResult<u64>;
+    /// prctl(PR_CAPBSET_DROP, cap).
+    fn drop_bounding(&self, cap: u32) -> SysResult;
+    /// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL).
+    fn clear_ambient(&self) -> SysResult;
+    /// capset(2) with every set empty.
+    fn clear_capabilities(&self) -> SysResult;
+    /// close_range(first, ~0, CLOSE_RANGE_CLOEXEC).
+    fn cloexec_from(&self, first: u32) -> SysResult;
+    /// Landlock's restrict_self: the status the ruleset was enforced with.
+    fn landlock_restrict_self(
+        &self,
+        ruleset: landlock::RulesetCreated,
+    ) -> SysResult<landlock::RulesetStatus>;
+    fn seccomp(&self, filter: &seccompiler::BpfProgram) -> SysResult;
+}
+
+/// The real system calls.
+pub struct Kernel;
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EPERM)
+}
+
+fn check(ret: libc::c_int) -> SysResult {
     if ret == -1 {
-        Err(io::Error::last_os_error())
+        Err(errno())
     } else {
         Ok(())
     }
-}
-
-/// Writes `data` to the file at `path` (open, write, close).
-fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
-    // SAFETY: `path` is a valid NUL-terminated string; flags are constants.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    check(fd)?;
-    // SAFETY: `data` is a live slice for the duration of the call; `fd` is ours.
-    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-    let err = io::Error::last_os_error();
-    // SAFETY: `fd` was opened above and is closed once.
-    unsafe { libc::close(fd) };
-    if n == data.len() as isize {
-        Ok(())
-    } else {
-        Err(err)
-    }
-}
-
-/// Applies `c` to the calling, freshly forked process. Runs between fork and exec.
-pub fn enter(c: &mut Confinement) -> io::Result<()> {
-    // 1. A session of its own: off the host's terminal, one process group to kill.
-    // SAFETY: setsid takes no arguments.
-    check(unsafe { libc::setsid() })?;
-    if let Some(procs) = &c.cgroup_procs {
-        write_file(procs, b"0")?;
-    }
-    die_with_parent(c)?;
-
-    // 2. Namespaces.
-    if c.unshare_flags != 0 {
-        // SAFETY: unshare takes integer flags.
-        check(unsafe { libc::unshare(c.unshare_flags) })?;
-        if c.unshare_flags & libc::CLONE_NEWUSER != 0 {
-            write_file(c"/proc/self/setgroups", b"deny")?;
-            write_file(c"/proc/self/uid_map", &c.uid_map)?;
-            write_file(c"/proc/self/gid_map", &c.gid_map)?;
-        }
-    }
-    if c.unshare_flags & libc::CLONE_NEWNS != 0 {
-        read_only_mounts(&c.writable_mounts)?;
-    }
-    // Still with the capabilities of the new user namespace (or root's):
-    // bringing up loopback needs CAP_NET_ADMIN over the network namespace.
-    if let Some(e) = &c.egress {
-        egress_socket(e)?;
-    }
-    if c.pid_namespace {
-        enter_pid_namespace(c)?;
-    }
-
-    // 3. Resource limits, hard ones the worker cannot raise.
-    for &(resource, soft, hard) in &c.rlimits {
-        let lim = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard,
-        };
-        // SAFETY: `lim` is a valid rlimit on the stack.
-        check(unsafe { libc::setrlimit(resource, &lim) })?;
-    }
-
-    // 4. Capabilities: none in any set, none to regain.
-    for cap in &c.bounding {
-        // EINVAL: a capability this kernel does not know; nothing to drop.
-        if let Err(e) = caps::drop(None, caps::CapSet::Bounding, *cap) {
-            let _ = e;
-        }
-    }
-    for set in [
-        caps::CapSet::Ambient,
-        caps::CapSet::Inheritable,
-        caps::CapSet::Permitted,
-    ] {
-        caps::clear(None, set).map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
-    }
-
-    // 5. Descriptors above stderr close at exec, whoever opened them.
-    // SAFETY: close_range takes integers; CLOSE_RANGE_CLOEXEC only sets flags.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    } as libc::c_int)?;
-
-    // 6. Landlock, then seccomp: the last things before exec.
-    if let Some(ruleset) = c.landlock.take() {
-        ruleset
-            .restrict_self()
-            .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
-    }
-    for filter in &c.seccomp {
-        seccompiler::apply_filter(filter).map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
-    }
-    Ok(())
 }
 
 /// Brings up loopback in the (new, empty) network namespace, binds and
 /// listens on 127.0.0.1:`port` there, and sends that socket to the runner over
-/// `channel`; keeps no descriptor of it. Stack buffers only.
-fn egress_socket(e: &EgressSocket) -> io::Result<()> {
+/// `channel`; keeps no descriptor of it. Stack buffers only. A failure's
+/// detail is the index of the call in [`EGRESS_CALLS`].
+fn egress_socket(e: &EgressSocket) -> Result<(), Failure> {
     use std::os::fd::AsRawFd;
+    let fail = |call: u32| at(Step::EgressSocket, call);
     // SAFETY: integer arguments.
     let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    check(s)?;
+    check(s).map_err(fail(0))?;
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     ifr.ifr_name[0] = b'l' as libc::c_char;
@@ -244,22 +262,34 @@ fn egress_socket(e: &EgressSocket) -> io::Result<()> {
     ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads a live ifreq on the stack.
     let up = unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr as *const libc::ifreq) };
-    let err = io::Error::last_os_error();
+    let err = errno();
     // SAFETY: closes the socket made above, once.
     unsafe { libc::close(s) };
     if up == -1 {
-        return Err(err);
+        return Err(fail(1)(err));
     }
     // SAFETY: integer arguments.
     let l = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    check(l)?;
-    let sent = bind_listen_send(l, e.port, e.channel.as_raw_fd());
+    check(l).map_err(fail(2))?;
+    let sent = bind_listen_send(l, e.port, e.channel.as_raw_fd())
+        .map_err(|(call, errno)| fail(call)(errno));
     // SAFETY: `l` is ours; the runner holds its own copy once it is sent.
     unsafe { libc::close(l) };
     sent
 }
 
-fn bind_listen_send(l: libc::c_int, port: u16, channel: libc::c_int) -> io::Result<()> {
+/// The calls of `egress_socket`, in order (a failure's detail).
+pub const EGRESS_CALLS: [&str; 6] = [
+    "socket(AF_INET, SOCK_DGRAM)",
+    "ioctl(lo, SIOCSIFFLAGS, IFF_UP)",
+    "socket(AF_INET, SOCK_STREAM)",
+    "bind(127.0.0.1)",
+    "listen",
+    "sendmsg(SCM_RIGHTS) to the runner",
+];
+
+/// Errors: (index in `EGRESS_CALLS`, errno).
+fn bind_listen_send(l: libc::c_int, port: u16, channel: libc::c_int) -> Result<(), (u32, i32)> {
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
@@ -275,9 +305,10 @@ fn bind_listen_send(l: libc::c_int, port: u16, channel: libc::c_int) -> io::Resu
             (&addr as *const libc::sockaddr_in).cast(),
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         )
-    })?;
+    })
+    .map_err(|e| (3, e))?;
     // SAFETY: integer arguments.
-    check(unsafe { libc::listen(l, 128) })?;
+    check(unsafe { libc::listen(l, 128) }).map_err(|e| (4, e))?;
     // One data byte carrying the descriptor (SCM_RIGHTS).
     #[repr(C, align(8))]
     struct Control([u8; 64]);
@@ -308,7 +339,7 @@ fn bind_listen_send(l: libc::c_int, port: u16, channel: libc::c_int) -> io::Resu
     if n == 1 {
         Ok(())
     } else {
-        Err(io::Error::last_os_error())
+        Err((5, errno()))
     }
 }
 
@@ -357,64 +388,325 @@ struct MountAttr {
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 
-fn mount_setattr(path: &CStr, set: u64, clear: u64) -> io::Result<()> {
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clear,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `path` is NUL-terminated and `attr` a live struct of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::AT_RECURSIVE as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    check(r as libc::c_int)
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
 }
 
-/// In the fresh mount namespace: nothing propagates back to the host, every
-/// mount turns read-only, then bind mounts of `writable` are made writable again.
-fn read_only_mounts(writable: &[std::ffi::CString]) -> io::Result<()> {
-    let none = std::ptr::null::<libc::c_char>();
-    // SAFETY: NUL-terminated strings and null pointers where mount(2) allows them.
-    check(unsafe {
-        libc::mount(
-            none,
-            c"/".as_ptr(),
-            none,
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    })?;
-    for path in writable {
-        // SAFETY: as above; a bind mount of a folder onto itself.
-        check(unsafe {
-            libc::mount(
-                path.as_ptr(),
-                path.as_ptr(),
-                none,
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            )
-        })?;
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+impl Sys for Kernel {
+    fn setsid(&self) -> SysResult {
+        // SAFETY: setsid takes no arguments.
+        check(unsafe { libc::setsid() })
     }
-    mount_setattr(c"/", MOUNT_ATTR_RDONLY, 0)?;
-    for path in writable {
-        mount_setattr(path, 0, MOUNT_ATTR_RDONLY)?;
+
+    fn write_file(&self, path: &CStr, data: &[u8]) -> SysResult {
+        // SAFETY: `path` is a valid NUL-terminated string; flags are constants.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        check(fd)?;
+        // SAFETY: `data` is a live slice for the duration of the call; `fd` is ours.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        let err = errno();
+        // SAFETY: `fd` was opened above and is closed once.
+        unsafe { libc::close(fd) };
+        if n == data.len() as isize {
+            Ok(())
+        } else if n >= 0 {
+            Err(libc::EIO) // a short write: the kernel took part of the map
+        } else {
+            Err(err)
+        }
+    }
+
+    fn set_parent_death_signal(&self, sig: i32) -> SysResult {
+        // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
+        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })
+    }
+
+    fn unshare(&self, flags: libc::c_int) -> SysResult {
+        // SAFETY: unshare takes integer flags.
+        check(unsafe { libc::unshare(flags) })
+    }
+
+    fn mount(&self, source: Option<&CStr>, target: &CStr, flags: libc::c_ulong) -> SysResult {
+        let none = std::ptr::null::<libc::c_char>();
+        let source = source.map_or(none, CStr::as_ptr);
+        // SAFETY: NUL-terminated strings and null pointers where mount(2) allows them.
+        check(unsafe { libc::mount(source, target.as_ptr(), none, flags, std::ptr::null()) })
+    }
+
+    fn mount_setattr(&self, path: &CStr, set: u64, clear: u64) -> SysResult {
+        let attr = MountAttr {
+            attr_set: set,
+            attr_clr: clear,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: `path` is NUL-terminated and `attr` a live struct of the size passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::AT_RECURSIVE as libc::c_uint,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        check(r as libc::c_int)
+    }
+
+    fn egress_socket(&self, e: &EgressSocket) -> Result<(), Failure> {
+        egress_socket(e)
+    }
+
+    fn enter_pid_namespace(&self, parent_death_signal: Option<i32>) -> Result<(), Failure> {
+        enter_pid_namespace(self, parent_death_signal)
+    }
+
+    fn setrlimit(
+        &self,
+        resource: libc::__rlimit_resource_t,
+        soft: libc::rlim_t,
+        hard: libc::rlim_t,
+    ) -> SysResult {
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: `lim` is a valid rlimit on the stack.
+        check(unsafe { libc::setrlimit(resource, &lim) })
+    }
+
+    fn effective_capabilities(&self) -> SysResult<u64> {
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let mut data = [CapData::default(); 2];
+        // SAFETY: a v3 header and the two data structs v3 fills, both live on the stack.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_capget,
+                &mut header as *mut CapHeader,
+                data.as_mut_ptr(),
+            )
+        };
+        check(r as libc::c_int)?;
+        Ok(u64::from(data[1].effective) << 32 | u64::from(data[0].effective))
+    }
+
+    fn drop_bounding(&self, cap: u32) -> SysResult {
+        // SAFETY: integer arguments only.
+        check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) })
+    }
+
+    fn clear_ambient(&self) -> SysResult {
+        // SAFETY: integer arguments only.
+        check(unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        })
+    }
+
+    fn clear_capabilities(&self) -> SysResult {
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData::default(); 2];
+        // SAFETY: a v3 header and two zeroed data structs, live on the stack.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_capset,
+                &mut header as *mut CapHeader,
+                data.as_ptr(),
+            )
+        };
+        check(r as libc::c_int)
+    }
+
+    fn cloexec_from(&self, first: u32) -> SysResult {
+        // SAFETY: close_range takes integers; CLOSE_RANGE_CLOEXEC only sets flags.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        } as libc::c_int)
+    }
+
+    fn landlock_restrict_self(
+        &self,
+        ruleset: landlock::RulesetCreated,
+    ) -> SysResult<landlock::RulesetStatus> {
+        use landlock::{RestrictSelfError, RulesetError};
+        // The crate's error paths carry an io::Error from errno: no allocation.
+        match ruleset.restrict_self() {
+            Ok(status) => Ok(status.ruleset),
+            Err(RulesetError::RestrictSelf(
+                RestrictSelfError::SetNoNewPrivsCall { source, .. }
+                | RestrictSelfError::RestrictSelfCall { source, .. },
+            )) => Err(source.raw_os_error().unwrap_or(libc::EPERM)),
+            Err(_) => Err(libc::EPERM),
+        }
+    }
+
+    fn seccomp(&self, filter: &seccompiler::BpfProgram) -> SysResult {
+        match seccompiler::apply_filter(filter) {
+            Ok(()) => Ok(()),
+            Err(seccompiler::Error::Prctl(e) | seccompiler::Error::Seccomp(e)) => {
+                Err(e.raw_os_error().unwrap_or(libc::EPERM))
+            }
+            Err(seccompiler::Error::EmptyFilter) => Err(libc::EINVAL),
+            Err(_) => Err(libc::EPERM),
+        }
+    }
+}
+
+/// `map_err` for a step: the errno becomes that step's failure.
+fn at(step: Step, detail: u32) -> impl Fn(i32) -> Failure {
+    move |errno| Failure {
+        step,
+        errno,
+        detail,
+    }
+}
+
+const CAP_SETPCAP: u32 = 8;
+/// Capabilities are numbered below 64 (two 32-bit words in capset); the
+/// bounding set refuses a number this kernel does not know with EINVAL.
+const CAP_LIMIT: u32 = 64;
+
+/// Applies `c` to the calling, freshly forked process. Runs between fork and exec.
+pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
+    // 1. A session of its own: off the host's terminal, one process group to kill.
+    s.setsid().map_err(at(Step::Setsid, 0))?;
+    if let Some(procs) = &c.cgroup_procs {
+        s.write_file(procs, b"0").map_err(at(Step::JoinCgroup, 0))?;
+    }
+    if let Some(sig) = c.parent_death_signal {
+        s.set_parent_death_signal(sig)
+            .map_err(at(Step::ParentDeathSignal, 0))?;
+    }
+
+    // 2. Namespaces.
+    let flags = c.unshare_flags;
+    if flags != 0 {
+        s.unshare(flags).map_err(at(Step::Unshare, flags as u32))?;
+        if flags & libc::CLONE_NEWUSER != 0 {
+            s.write_file(c"/proc/self/setgroups", b"deny")
+                .map_err(at(Step::Setgroups, 0))?;
+            s.write_file(c"/proc/self/uid_map", &c.uid_map)
+                .map_err(at(Step::UidMap, 0))?;
+            s.write_file(c"/proc/self/gid_map", &c.gid_map)
+                .map_err(at(Step::GidMap, 0))?;
+        }
+    }
+    if flags & libc::CLONE_NEWNS != 0 {
+        read_only_mounts(s, &c.writable_mounts)?;
+    }
+    // Still with the capabilities of the new user namespace (or root's):
+    // bringing up loopback needs CAP_NET_ADMIN over the network namespace.
+    if let Some(e) = &c.egress {
+        s.egress_socket(e)?;
+    }
+    if c.pid_namespace {
+        s.enter_pid_namespace(c.parent_death_signal)?;
+    }
+
+    // 3. Resource limits, hard ones the worker cannot raise.
+    for &(resource, soft, hard) in &c.rlimits {
+        s.setrlimit(resource, soft, hard)
+            .map_err(at(Step::Rlimit, resource))?;
+    }
+
+    // 4. Capabilities: none in any set, none to regain. Without CAP_SETPCAP
+    // (an unprivileged runner given no user namespace) the bounding set
+    // cannot change; it only limits what executing a set-uid or file-capability
+    // program could gain, which no_new_privs (set by Landlock and seccomp) stops.
+    let effective = s.effective_capabilities().map_err(at(Step::Capget, 0))?;
+    if effective & (1 << CAP_SETPCAP) != 0 {
+        for cap in 0..CAP_LIMIT {
+            match s.drop_bounding(cap) {
+                Ok(()) | Err(libc::EINVAL) => {} // EINVAL: a number this kernel does not know
+                Err(e) => return Err(at(Step::DropBounding, cap)(e)),
+            }
+        }
+    }
+    match s.clear_ambient() {
+        Ok(()) | Err(libc::EINVAL) => {} // EINVAL: a kernel without ambient capabilities (< 4.3)
+        Err(e) => return Err(at(Step::ClearAmbient, 0)(e)),
+    }
+    s.clear_capabilities().map_err(at(Step::Capset, 0))?;
+
+    // 5. Descriptors above stderr close at exec, whoever opened them.
+    s.cloexec_from(3).map_err(at(Step::CloseOnExec, 0))?;
+
+    // 6. Landlock, then seccomp: the last things before exec.
+    if let Some(ruleset) = c.landlock.take() {
+        let status = s
+            .landlock_restrict_self(ruleset)
+            .map_err(at(Step::Landlock, 0))?;
+        check_landlock(status, c.landlock_full)?;
+    }
+    for (i, filter) in c.seccomp.iter().enumerate() {
+        s.seccomp(filter).map_err(at(Step::Seccomp, i as u32))?;
     }
     Ok(())
 }
 
-fn die_with_parent(c: &Confinement) -> io::Result<()> {
-    if let Some(sig) = c.parent_death_signal {
-        // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
-        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })?;
+/// Landlock enforced as much as the policy expects: fully when the kernel
+/// has the ABI the policy needs (best effort on an older kernel takes what
+/// there is; the policy already says what it lost).
+fn check_landlock(status: landlock::RulesetStatus, full_expected: bool) -> Result<(), Failure> {
+    use landlock::RulesetStatus;
+    let detail = match status {
+        RulesetStatus::FullyEnforced => return Ok(()),
+        _ if !full_expected => return Ok(()),
+        RulesetStatus::PartiallyEnforced => LANDLOCK_PARTIALLY_ENFORCED,
+        _ => LANDLOCK_NOT_ENFORCED,
+    };
+    Err(Failure {
+        step: Step::LandlockStatus,
+        errno: 0,
+        detail,
+    })
+}
+
+/// In the fresh mount namespace: nothing propagates back to the host, every
+/// mount turns read-only, then bind mounts of `writable` are made writable again.
+fn read_only_mounts<S: Sys>(s: &S, writable: &[CString]) -> Result<(), Failure> {
+    s.mount(None, c"/", libc::MS_REC | libc::MS_PRIVATE)
+        .map_err(at(Step::MountPrivate, 0))?;
+    for (i, path) in writable.iter().enumerate() {
+        // A bind mount of a folder onto itself.
+        s.mount(Some(path), path, libc::MS_BIND | libc::MS_REC)
+            .map_err(at(Step::BindWritable, i as u32))?;
+    }
+    s.mount_setattr(c"/", MOUNT_ATTR_RDONLY, 0)
+        .map_err(at(Step::ReadOnly, 0))?;
+    for (i, path) in writable.iter().enumerate() {
+        s.mount_setattr(path, 0, MOUNT_ATTR_RDONLY)
+            .map_err(at(Step::Writable, i as u32))?;
     }
     Ok(())
 }
@@ -428,32 +720,45 @@ fn die_with_parent(c: &Confinement) -> io::Result<()> {
 /// - the reaper's child returns to exec as the worker (process 2), so signals
 ///   it sends itself act as usual (the kernel drops those process 1 sends itself).
 ///
-/// Monitor and reaper close every other descriptor: the host sees EOF when the worker closes.
-fn enter_pid_namespace(c: &Confinement) -> io::Result<()> {
+/// Monitor and reaper close every other descriptor: the host sees EOF when the
+/// worker closes (and the report pipe is the worker's alone).
+fn enter_pid_namespace(k: &Kernel, parent_death_signal: Option<i32>) -> Result<(), Failure> {
+    let die_with_parent = || match parent_death_signal {
+        Some(sig) => k
+            .set_parent_death_signal(sig)
+            .map_err(at(Step::ParentDeathSignal, 0)),
+        None => Ok(()),
+    };
+    const STATUS_LEN: usize = std::mem::size_of::<libc::c_int>();
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` is a valid array of two ints.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
+        .map_err(at(Step::PidNamespace, 0))?;
     let [status_in, status_out] = fds;
     // SAFETY: fork in a single-threaded process (a fresh child); both sides go
     // on with async-signal-safe calls only.
     let reaper = unsafe { libc::fork() };
-    check(reaper)?;
+    check(reaper).map_err(at(Step::PidNamespace, 1))?;
     if reaper == 0 {
-        die_with_parent(c)?;
+        die_with_parent()?;
         // SAFETY: as above.
         let worker = unsafe { libc::fork() };
-        check(worker)?;
+        check(worker).map_err(at(Step::PidNamespace, 2))?;
         if worker == 0 {
-            return die_with_parent(c); // on to exec; the pipe ends are close-on-exec
+            return die_with_parent(); // on to exec; the pipe ends are close-on-exec
         }
         // Monitor and reaper are copies of the host's memory: never dumped.
         // SAFETY: integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         close_all_but(status_out);
         let status = wait_for(worker, true);
-        // SAFETY: writes 4 bytes from a live int to our own pipe, then exits.
+        // SAFETY: writes one int from a live int to our own pipe, then exits.
         unsafe {
-            libc::write(status_out, (&status as *const libc::c_int).cast(), 4);
+            libc::write(
+                status_out,
+                (&status as *const libc::c_int).cast(),
+                STATUS_LEN,
+            );
             libc::_exit(0)
         }
     }
@@ -462,9 +767,19 @@ fn enter_pid_namespace(c: &Confinement) -> io::Result<()> {
     close_all_but(status_in);
     let reaper_status = wait_for(reaper, false);
     let mut status: libc::c_int = 0;
-    // SAFETY: reads at most 4 bytes into a live int.
-    let n = unsafe { libc::read(status_in, (&mut status as *mut libc::c_int).cast(), 4) };
-    exit_as(if n == 4 { status } else { reaper_status })
+    // SAFETY: reads at most one int into a live int.
+    let n = unsafe {
+        libc::read(
+            status_in,
+            (&mut status as *mut libc::c_int).cast(),
+            STATUS_LEN,
+        )
+    };
+    exit_as(if n == STATUS_LEN as isize {
+        status
+    } else {
+        reaper_status
+    })
 }
 
 /// Closes every descriptor except `keep`.
@@ -490,7 +805,7 @@ fn wait_for(pid: libc::pid_t, reap_others: bool) -> libc::c_int {
         if r == pid {
             return status;
         }
-        if r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+        if r == -1 && errno() != libc::EINTR {
             return 127 << 8; // nothing left to wait for: report a failure
         }
     }
@@ -516,12 +831,29 @@ fn exit_as(status: libc::c_int) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Writes `f` to the report pipe: one write of 12 bytes from the stack (a
+/// pipe takes up to PIPE_BUF bytes at once), errors ignored (the errno still
+/// reaches the parent through `pre_exec`).
+fn report(fd: Option<libc::c_int>, f: &Failure) {
+    if let Some(fd) = fd {
+        let bytes = f.encode();
+        // SAFETY: a live array of the length passed, to our own descriptor.
+        unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    }
+}
+
 /// Arranges for `enter(confinement)` to run in the child of `cmd`.
 pub fn install(cmd: &mut tokio::process::Command, mut confinement: Confinement) {
     // SAFETY: `enter` only makes async-signal-safe system calls on data prepared
-    // before the fork, and neither allocates nor locks, as `pre_exec` requires.
+    // before the fork, and neither allocates nor locks, as `pre_exec` requires;
+    // so does the failure path (a stack array, one write, an io::Error from an errno).
     unsafe {
-        cmd.pre_exec(move || enter(&mut confinement));
+        cmd.pre_exec(move || {
+            enter(&Kernel, &mut confinement).map_err(|f| {
+                report(confinement.report_fd, &f);
+                io::Error::from_raw_os_error(if f.errno != 0 { f.errno } else { libc::EPERM })
+            })
+        });
     }
 }
 
@@ -546,4 +878,373 @@ pub fn try_unshare(flags: libc::c_int, root: bool) -> bool {
     // SAFETY: `status` is a valid out-pointer for our own child.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
     r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    //! The order of the steps, checked by recording the calls instead of
+    //! making them (youki's `TestHelperSyscall`): no kernel, no root.
+    use super::*;
+    use landlock::RulesetStatus;
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    struct Recorder {
+        calls: RefCell<Vec<String>>,
+        /// The first call whose name starts with this fails with that errno.
+        fail: Option<(&'static str, i32)>,
+        effective: u64,
+        /// What restrict_self answers: 0 not, 1 partially, 2 fully enforced.
+        landlock: u8,
+    }
+
+    fn status(n: u8) -> RulesetStatus {
+        match n {
+            0 => RulesetStatus::NotEnforced,
+            1 => RulesetStatus::PartiallyEnforced,
+            _ => RulesetStatus::FullyEnforced,
+        }
+    }
+
+    impl Recorder {
+        fn new() -> Recorder {
+            Recorder {
+                effective: u64::MAX,
+                landlock: 2,
+                ..Default::default()
+            }
+        }
+        fn failing(call: &'static str, errno: i32) -> Recorder {
+            Recorder {
+                fail: Some((call, errno)),
+                ..Recorder::new()
+            }
+        }
+        fn call(&self, name: String) -> SysResult {
+            let fails = self.fail.is_some_and(|(f, _)| name.starts_with(f));
+            self.calls.borrow_mut().push(name);
+            match self.fail {
+                Some((_, errno)) if fails => Err(errno),
+                _ => Ok(()),
+            }
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.borrow().clone()
+        }
+        /// Where `name` (a prefix) first appears in the calls.
+        fn at(&self, name: &str) -> usize {
+            self.calls
+                .borrow()
+                .iter()
+                .position(|c| c.starts_with(name))
+                .unwrap_or_else(|| panic!("{name} was not called: {:?}", self.calls()))
+        }
+    }
+
+    impl Sys for Recorder {
+        fn setsid(&self) -> SysResult {
+            self.call("setsid".into())
+        }
+        fn write_file(&self, path: &CStr, data: &[u8]) -> SysResult {
+            let data = String::from_utf8_lossy(data);
+            self.call(format!("write {} {data}", path.to_string_lossy()))
+        }
+        fn set_parent_death_signal(&self, sig: i32) -> SysResult {
+            self.call(format!("pdeathsig {sig}"))
+        }
+        fn unshare(&self, flags: libc::c_int) -> SysResult {
+            self.call(format!("unshare {flags:#x}"))
+        }
+        fn mount(&self, source: Option<&CStr>, target: &CStr, flags: libc::c_ulong) -> SysResult {
+            let source = source.map(|s| s.to_string_lossy().into_owned());
+            self.call(format!(
+                "mount {source:?} {} {flags:#x}",
+                target.to_string_lossy()
+            ))
+        }
+        fn mount_setattr(&self, path: &CStr, set: u64, clear: u64) -> SysResult {
+            self.call(format!(
+                "mount_setattr {} +{set} -{clear}",
+                path.to_string_lossy()
+            ))
+        }
+        fn egress_socket(&self, e: &EgressSocket) -> Result<(), Failure> {
+            self.call(format!("egress socket {}", e.port))
+                .map_err(at(Step::EgressSocket, 0))
+        }
+        fn enter_pid_namespace(&self, _: Option<i32>) -> Result<(), Failure> {
+            self.call("pid namespace".into())
+                .map_err(at(Step::PidNamespace, 0))
+        }
+        fn setrlimit(
+            &self,
+            resource: libc::__rlimit_resource_t,
+            soft: libc::rlim_t,
+            hard: libc::rlim_t,
+        ) -> SysResult {
+            self.call(format!("setrlimit {resource} {soft} {hard}"))
+        }
+        fn effective_capabilities(&self) -> SysResult<u64> {
+            self.call("capget".into()).map(|()| self.effective)
+        }
+        fn drop_bounding(&self, cap: u32) -> SysResult {
+            // Like a kernel with 41 capabilities.
+            self.call(format!("capbset_drop {cap}"))?;
+            if cap > 40 {
+                Err(libc::EINVAL)
+            } else {
+                Ok(())
+            }
+        }
+        fn clear_ambient(&self) -> SysResult {
+            self.call("ambient_clear_all".into())
+        }
+        fn clear_capabilities(&self) -> SysResult {
+            self.call("capset 0".into())
+        }
+        fn cloexec_from(&self, first: u32) -> SysResult {
+            self.call(format!("cloexec_from {first}"))
+        }
+        fn landlock_restrict_self(
+            &self,
+            ruleset: landlock::RulesetCreated,
+        ) -> SysResult<RulesetStatus> {
+            drop(ruleset); // not applied: this is the test process
+            self.call("landlock_restrict_self".into())
+                .map(|()| status(self.landlock))
+        }
+        fn seccomp(&self, filter: &seccompiler::BpfProgram) -> SysResult {
+            self.call(format!("seccomp {}", filter.len()))
+        }
+    }
+
+    fn ruleset() -> landlock::RulesetCreated {
+        use landlock::{Access, AccessFs, Ruleset, RulesetAttr, ABI};
+        // Best effort (the default): made on any kernel, never applied here.
+        Ruleset::default()
+            .handle_access(AccessFs::from_all(ABI::V1))
+            .unwrap()
+            .create()
+            .unwrap()
+    }
+
+    /// Everything on: cgroup, every namespace, two writable folders, limits,
+    /// Landlock and two seccomp filters.
+    fn full() -> Confinement {
+        let nop = || seccompiler::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x7fff_0000,
+        };
+        Confinement {
+            report_fd: Some(9),
+            parent_death_signal: Some(libc::SIGKILL),
+            cgroup_procs: Some(c"/sys/fs/cgroup/w/cgroup.procs".into()),
+            unshare_flags: libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID,
+            uid_map: b"1000 1000 1".to_vec(),
+            gid_map: b"1000 1000 1".to_vec(),
+            pid_namespace: true,
+            writable_mounts: vec![c"/scratch".into(), c"/work".into()],
+            rlimits: vec![(libc::RLIMIT_AS, 1, 1), (libc::RLIMIT_NOFILE, 64, 64)],
+            landlock: Some(ruleset()),
+            landlock_full: true,
+            seccomp: vec![vec![nop(), nop(), nop()], vec![nop()]],
+            egress: Some(EgressSocket {
+                channel: std::os::unix::net::UnixStream::pair().unwrap().0.into(),
+                port: 3128,
+            }),
+        }
+    }
+
+    #[test]
+    fn steps_run_in_the_documented_order() {
+        let r = Recorder::new();
+        let mut c = full();
+        enter(&r, &mut c).unwrap();
+        let order = [
+            "setsid",
+            "write /sys/fs/cgroup/w/cgroup.procs 0",
+            "pdeathsig 9",
+            "unshare",
+            "write /proc/self/setgroups deny",
+            "write /proc/self/uid_map 1000 1000 1",
+            "write /proc/self/gid_map 1000 1000 1",
+            "mount None / ",
+            "mount Some(\"/scratch\") /scratch",
+            "mount Some(\"/work\") /work",
+            "mount_setattr / +1 -0",
+            "mount_setattr /scratch +0 -1",
+            "mount_setattr /work +0 -1",
+            "egress socket 3128",
+            "pid namespace",
+            "setrlimit 9 1 1",
+            "setrlimit 7 64 64",
+            "capget",
+            "capbset_drop 0",
+            "capbset_drop 63",
+            "ambient_clear_all",
+            "capset 0",
+            "cloexec_from 3",
+            "landlock_restrict_self",
+            "seccomp 3",
+            "seccomp 1",
+        ];
+        let at: Vec<usize> = order.iter().map(|c| r.at(c)).collect();
+        assert!(
+            at.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {:?}",
+            r.calls()
+        );
+        assert_eq!(r.calls().len(), order.len() + 62, "{:?}", r.calls());
+        assert!(c.landlock.is_none(), "the ruleset was handed over");
+    }
+
+    #[test]
+    fn a_failing_step_stops_the_sequence_and_names_itself() {
+        let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+        for (call, errno, step, detail) in [
+            ("setsid", libc::EPERM, Step::Setsid, 0),
+            ("write /sys/fs/cgroup", libc::EACCES, Step::JoinCgroup, 0),
+            ("unshare", libc::ENOSPC, Step::Unshare, flags as u32),
+            (
+                "write /proc/self/setgroups",
+                libc::EACCES,
+                Step::Setgroups,
+                0,
+            ),
+            ("write /proc/self/gid_map", libc::EPERM, Step::GidMap, 0),
+            ("mount None", libc::EPERM, Step::MountPrivate, 0),
+            ("mount Some(\"/work\")", libc::ENOENT, Step::BindWritable, 1),
+            ("mount_setattr / ", libc::EPERM, Step::ReadOnly, 0),
+            ("mount_setattr /work", libc::EPERM, Step::Writable, 1),
+            ("egress socket", libc::EPERM, Step::EgressSocket, 0),
+            ("pid namespace", libc::EAGAIN, Step::PidNamespace, 0),
+            (
+                "setrlimit 7",
+                libc::EPERM,
+                Step::Rlimit,
+                libc::RLIMIT_NOFILE,
+            ),
+            ("capget", libc::EFAULT, Step::Capget, 0),
+            ("capbset_drop 12", libc::EPERM, Step::DropBounding, 12),
+            ("ambient", libc::EPERM, Step::ClearAmbient, 0),
+            ("capset", libc::EPERM, Step::Capset, 0),
+            ("cloexec", libc::ENOSYS, Step::CloseOnExec, 0),
+            ("landlock", libc::EPERM, Step::Landlock, 0),
+            ("seccomp 1", libc::EACCES, Step::Seccomp, 1),
+        ] {
+            let r = Recorder::failing(call, errno);
+            let failure = enter(&r, &mut full()).unwrap_err();
+            assert_eq!(
+                failure,
+                Failure {
+                    step,
+                    errno,
+                    detail
+                },
+                "{call}"
+            );
+            let calls = r.calls();
+            assert!(
+                calls.last().unwrap().starts_with(call),
+                "{call}: calls went on after the failure: {calls:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn capabilities_unknown_to_the_kernel_and_missing_ambient_support_are_not_failures() {
+        // drop_bounding answers EINVAL above 40; ambient EINVAL (kernel < 4.3).
+        let r = Recorder::failing("ambient", libc::EINVAL);
+        enter(&r, &mut full()).unwrap();
+        assert!(r.at("capset 0") > r.at("capbset_drop 63"));
+    }
+
+    #[test]
+    fn without_cap_setpcap_the_bounding_set_is_left_but_the_sets_are_cleared() {
+        let r = Recorder {
+            effective: 0,
+            ..Recorder::new()
+        };
+        enter(&r, &mut full()).unwrap();
+        assert!(!r.calls().iter().any(|c| c.starts_with("capbset_drop")));
+        r.at("capset 0");
+    }
+
+    #[test]
+    fn landlock_enforced_less_than_expected_is_a_failed_step_before_seccomp() {
+        for (got_status, full_expected, outcome) in [
+            (2, true, None),
+            (1, true, Some(LANDLOCK_PARTIALLY_ENFORCED)),
+            (0, true, Some(LANDLOCK_NOT_ENFORCED)),
+            // Best effort on a kernel without the ABI: the policy said so already.
+            (1, false, None),
+            (0, false, None),
+        ] {
+            let r = Recorder {
+                landlock: got_status,
+                ..Recorder::new()
+            };
+            let mut c = Confinement {
+                landlock_full: full_expected,
+                ..full()
+            };
+            let got = enter(&r, &mut c);
+            match outcome {
+                None => assert!(got.is_ok(), "{got_status} {full_expected}: {got:?}"),
+                Some(detail) => {
+                    assert_eq!(
+                        got,
+                        Err(Failure {
+                            step: Step::LandlockStatus,
+                            errno: 0,
+                            detail
+                        })
+                    );
+                    assert!(
+                        !r.calls().iter().any(|c| c.starts_with("seccomp")),
+                        "seccomp after a failed Landlock check: {:?}",
+                        r.calls()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_asked_nothing_done_but_the_basics() {
+        let r = Recorder::new();
+        enter(&r, &mut Confinement::default()).unwrap();
+        let calls = r.calls();
+        assert_eq!(calls[0], "setsid");
+        assert!(!calls.iter().any(|c| c.starts_with("unshare")
+            || c.starts_with("mount")
+            || c.starts_with("seccomp")));
+        r.at("capset 0");
+        r.at("cloexec_from 3");
+    }
+
+    #[test]
+    fn a_report_decodes_to_what_was_encoded_and_nothing_else_decodes() {
+        for &step in Step::ALL {
+            let f = Failure {
+                step,
+                errno: libc::ENOSPC,
+                detail: 0xdead_beef,
+            };
+            assert_eq!(Failure::decode(&f.encode()), Some(f));
+        }
+        let bytes = Failure {
+            step: Step::Seccomp,
+            errno: 1,
+            detail: 2,
+        }
+        .encode();
+        assert_eq!(Failure::decode(&bytes[..11]), None, "a short read");
+        assert_eq!(Failure::decode(&[]), None, "no report");
+        let mut unknown = bytes;
+        unknown[0] = Step::ALL.len() as u8;
+        assert_eq!(Failure::decode(&unknown), None, "an unknown step");
+    }
 }

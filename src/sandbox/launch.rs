@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,15 +13,16 @@ use landlock::{
     Access as _, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
     PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
+use nix::fcntl::OFlag;
 use seccompiler::{
     SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
     SeccompFilter, SeccompRule,
 };
 
 use crate::error::{Error, Result, SandboxKind};
-use crate::sandbox::child::{self, Confinement};
+use crate::sandbox::child::{self, Confinement, Failure, Step};
 use crate::sandbox::policy::{
-    Access, Condition, Errno, LandlockPolicy, Limits, Policy, Requirement, SeccompPolicy,
+    Access, Condition, Errno, LandlockPolicy, Layer, Limits, Policy, Requirement, SeccompPolicy,
     SyscallAction,
 };
 use crate::support::LockExt;
@@ -331,7 +333,7 @@ fn launcher_run(job: Job) -> Result<()> {
     }
 }
 
-fn spawn_here(plan: LaunchPlan) -> Result<tokio::process::Child> {
+fn spawn_here(mut plan: LaunchPlan) -> Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(&plan.program);
     cmd.args(&plan.args)
         .current_dir(&plan.cwd)
@@ -341,20 +343,165 @@ fn spawn_here(plan: LaunchPlan) -> Result<tokio::process::Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let namespaces = plan.confinement.unshare_flags != 0;
+    // The child reports the step that failed here. Non-blocking: the report,
+    // if any, is written before the errno std's own pipe carries, so it is
+    // there when spawn returns; a copy of the write end that some other fork
+    // of this process holds for a moment cannot make the read wait.
+    let (report_in, report_out) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(|e| {
+            Error::sandbox_io(
+                SandboxKind::Spawn,
+                format!("cannot make the worker's report pipe: {e}"),
+                e.into(),
+            )
+        })?;
+    plan.confinement.report_fd = Some(report_out.as_raw_fd());
+    let context = StepContext {
+        writable_mounts: plan.confinement.writable_mounts.clone(),
+        cgroup_procs: plan.confinement.cgroup_procs.clone(),
+    };
     child::install(&mut cmd, plan.confinement);
-    cmd.spawn().map_err(|e| {
+    let spawned = cmd.spawn();
+    drop(report_out);
+    spawned.map_err(|e| {
+        let mut buf = [0u8; Failure::LEN];
+        let failure = match nix::unistd::read(report_in.as_raw_fd(), &mut buf) {
+            Ok(n) => Failure::decode(&buf[..n]),
+            Err(_) => None,
+        };
+        let program = plan.program.display();
+        match failure {
+            Some(f) => {
+                let msg = format!("failed to start worker {program}: {}", context.describe(&f));
+                let source = std::io::Error::from_raw_os_error(if f.errno != 0 {
+                    f.errno
+                } else {
+                    e.raw_os_error().unwrap_or(libc::EPERM)
+                });
+                Error::sandbox_io(SandboxKind::Confinement(f.step), msg, source)
+            }
+            None => {
+                let msg = format!("failed to start worker {program}: {e}");
+                Error::sandbox_io(SandboxKind::Spawn, msg, e)
+            }
+        }
+    })
+}
+
+/// What the parent knows of a confinement to put a failed step in words.
+struct StepContext {
+    writable_mounts: Vec<CString>,
+    cgroup_procs: Option<CString>,
+}
+
+impl StepContext {
+    /// `confinement step unshare(CLONE_NEWUSER|CLONE_NEWNS) failed: ENOSPC (No space left on device)`,
+    /// and what to do where that is known.
+    fn describe(&self, f: &Failure) -> String {
+        let path = |p: Option<&CString>| {
+            p.map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "?".into())
+        };
+        let call = match f.step {
+            Step::Unshare => format!("unshare({})", clone_flags(f.detail as libc::c_int)),
+            Step::JoinCgroup => format!("write 0 to {}", path(self.cgroup_procs.as_ref())),
+            Step::BindWritable => format!(
+                "mount({0}, {0}, MS_BIND|MS_REC)",
+                path(self.writable_mounts.get(f.detail as usize))
+            ),
+            Step::Writable => format!(
+                "mount_setattr({}, clear MOUNT_ATTR_RDONLY)",
+                path(self.writable_mounts.get(f.detail as usize))
+            ),
+            Step::Rlimit => format!("setrlimit({})", rlimit_name(f.detail)),
+            Step::DropBounding => format!("prctl(PR_CAPBSET_DROP, {})", f.detail),
+            Step::Seccomp => format!("{} (filter {})", f.step.call(), f.detail + 1),
+            Step::EgressSocket => child::EGRESS_CALLS.get(f.detail as usize).map_or_else(
+                || f.step.call().to_string(),
+                |c| format!("{c} for the egress proxy"),
+            ),
+            Step::PidNamespace => ["pipe2", "fork (reaper)", "fork (worker)"]
+                .get(f.detail as usize)
+                .map_or_else(
+                    || f.step.call().to_string(),
+                    |c| format!("{c} for the pid namespace"),
+                ),
+            step => step.call().to_string(),
+        };
+        if f.step == Step::LandlockStatus {
+            let got = if f.detail == child::LANDLOCK_PARTIALLY_ENFORCED {
+                "partially enforced"
+            } else {
+                "not enforced"
+            };
+            return format!(
+                "confinement step {call} failed: Landlock was {got} although this kernel has the ABI the policy needs (fully enforced expected)"
+            );
+        }
+        let errno = nix::errno::Errno::from_raw(f.errno);
+        let mut msg = format!(
+            "confinement step {call} failed: {errno:?} ({})",
+            errno.desc()
+        );
         // unshare(2) says ENOSPC when a namespace count limit is reached, in
         // this user namespace or any enclosing one (which the probe, reading
         // this one's sysctls, cannot see from inside a container).
-        let hint = if namespaces && e.raw_os_error() == Some(libc::ENOSPC) {
-            ": the kernel refused to create the worker's namespaces (a user.max_*_namespaces limit is reached here or in an enclosing user namespace); raise the limit, or set \"layers\": {\"namespaces\": false} in the operator policy (the other layers still apply)"
-        } else {
-            ""
-        };
-        let msg = format!("failed to start worker {}: {e}{hint}", plan.program.display());
-        Error::sandbox_io(SandboxKind::Spawn, msg, e)
-    })
+        if f.step == Step::Rlimit && f.errno == libc::EPERM {
+            let key = match f.detail {
+                libc::RLIMIT_AS => "memory_bytes",
+                libc::RLIMIT_CPU => "cpu_seconds",
+                libc::RLIMIT_NPROC => "processes",
+                libc::RLIMIT_NOFILE => "open_files",
+                libc::RLIMIT_FSIZE => "file_size_bytes",
+                _ => "core_bytes",
+            };
+            msg += &format!(": the runner's own hard limit is lower than the policy's, and only a privileged process may raise one (a container's --ulimit, a service's Limit* setting); raise it for the runner, or lower \"limits\": {{\"{key}\": ...}} in the operator policy");
+        }
+        if f.step == Step::Unshare && f.errno == libc::ENOSPC {
+            msg += ": the kernel refused to create the worker's namespaces (a user.max_*_namespaces limit is reached here or in an enclosing user namespace); raise the limit, or set \"layers\": {\"namespaces\": false} in the operator policy (the other layers still apply)";
+        }
+        msg
+    }
+}
+
+/// `CLONE_NEWUSER|CLONE_NEWNS|...`
+fn clone_flags(flags: libc::c_int) -> String {
+    let names = [
+        (libc::CLONE_NEWUSER, "CLONE_NEWUSER"),
+        (libc::CLONE_NEWNS, "CLONE_NEWNS"),
+        (libc::CLONE_NEWPID, "CLONE_NEWPID"),
+        (libc::CLONE_NEWNET, "CLONE_NEWNET"),
+        (libc::CLONE_NEWIPC, "CLONE_NEWIPC"),
+        (libc::CLONE_NEWUTS, "CLONE_NEWUTS"),
+        (libc::CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
+        (libc::CLONE_NEWTIME, "CLONE_NEWTIME"),
+    ];
+    let mut shown: Vec<String> = names
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .map(|(_, n)| n.to_string())
+        .collect();
+    let known = names.iter().fold(0, |a, (f, _)| a | f);
+    if flags & !known != 0 {
+        shown.push(format!("{:#x}", flags & !known));
+    }
+    shown.join("|")
+}
+
+fn rlimit_name(resource: u32) -> String {
+    let name = match resource {
+        libc::RLIMIT_AS => "RLIMIT_AS",
+        libc::RLIMIT_CPU => "RLIMIT_CPU",
+        libc::RLIMIT_NPROC => "RLIMIT_NPROC",
+        libc::RLIMIT_NOFILE => "RLIMIT_NOFILE",
+        libc::RLIMIT_FSIZE => "RLIMIT_FSIZE",
+        libc::RLIMIT_CORE => "RLIMIT_CORE",
+        libc::RLIMIT_STACK => "RLIMIT_STACK",
+        libc::RLIMIT_DATA => "RLIMIT_DATA",
+        libc::RLIMIT_MEMLOCK => "RLIMIT_MEMLOCK",
+        other => return format!("resource {other}"),
+    };
+    name.to_string()
 }
 
 /// The environment of the policy with `$SCRATCH` filled in.
@@ -423,9 +570,14 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
     if let Some(l) = &policy.limits {
         c.rlimits = rlimits(l);
     }
-    c.bounding = caps::all().into_iter().collect();
     if let Some(ll) = &policy.landlock {
         c.landlock = Some(landlock(policy, ll, scratch)?);
+        // On a kernel with the ABI the policy needs, anything less than full
+        // enforcement is a failure of the launch, whatever the requirement.
+        c.landlock_full = policy
+            .layers
+            .iter()
+            .any(|l| l.layer == Layer::Landlock && l.wanted && l.enforceable);
     }
     if let Some(sc) = &policy.seccomp {
         c.seccomp = seccomp(sc)?;
