@@ -77,15 +77,21 @@ fn invoke(dir: &TempDir, tool: &str, args: &str, extra: &[&str]) -> Output {
     cmd.output().expect("run ext-runner")
 }
 
-/// Asserts exit `code` and a single `error: … (class)` line on stderr; returns that line.
+/// Asserts exit `code` and an `error: … (class)` line on stderr, any further
+/// lines of the message indented below it; returns the whole text.
 fn assert_error(out: &Output, code: i32, class: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    let first = err.lines().next().unwrap_or_default();
     assert!(
-        err.starts_with("error: ") && err.ends_with(&format!(" ({class})\n")),
+        first.starts_with("error: ") && first.ends_with(&format!(" ({class})")),
         "{err:?}"
     );
-    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(
+        err.lines().skip(1).all(|l| l.starts_with("  ")),
+        "later lines indented: {err:?}"
+    );
+    assert!(err.ends_with('\n'), "{err:?}");
     assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
     err
 }
@@ -205,13 +211,13 @@ fn exit_6_for_sandbox_errors() {
     );
     let err = assert_error(&invoke(&dir, "cli.greet", "{}", &[]), 6, "SandboxError");
     assert!(err.contains("extension.py"), "{err}");
-    // A worker that dies: its multi-line stderr still makes one error line.
+    // A worker that dies: its multi-line stderr keeps its lines, indented.
     // (It pauses before exiting: see tests/host.rs,
     // `death_message_has_the_last_stderr_line_right_away`.)
     let dir = tools_ext(&["tool.invoke"]);
     let err = assert_error(&invoke(&dir, "cli.die", "{}", &[]), 6, "SandboxError");
     assert!(
-        err.contains("worker exited with status 5; stderr: one two"),
+        err.contains("worker exited with status 5 (SandboxError)\n  stderr:\n    one\n    two\n"),
         "{err}"
     );
     // An interpreter that does not exist.
@@ -233,14 +239,17 @@ fn exit_6_for_sandbox_errors() {
 fn exit_7_when_the_tool_raises() {
     let dir = tools_ext(&["tool.invoke"]);
     let err = assert_error(&invoke(&dir, "cli.boom", "{}", &[]), 7, "InvokeError");
-    assert_eq!(err, "error: boom second line (InvokeError)\n");
+    assert_eq!(err, "error: boom (InvokeError)\n  second line\n");
     let err = assert_error(&invoke(&dir, "cli.nope", "{}", &[]), 7, "InvokeError");
     assert_eq!(err, "error: tool not found: 'cli.nope' (InvokeError)\n");
     // A tool the manifest does not declare is refused before it reaches the worker.
     let err = assert_error(&invoke(&dir, "cli.undeclared", "{}", &[]), 7, "InvokeError");
     assert!(err.contains("'cli.undeclared'"), "{err}");
-    // Arguments that are not JSON.
-    assert_error(&invoke(&dir, "cli.greet", "{nope", &[]), 7, "InvokeError");
+    // Arguments that are not JSON are a usage error (tests/authoring.rs).
+    assert_eq!(
+        invoke(&dir, "cli.greet", "{nope", &[]).status.code(),
+        Some(2)
+    );
 }
 
 #[test]

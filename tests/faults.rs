@@ -406,8 +406,10 @@ async fn bad_workspace_and_policy_files_are_clear_errors() {
         .await
         .err()
         .unwrap();
+    // The library names its own option, not a command-line flag.
     assert!(
-        err.to_string().contains("--workspace"),
+        err.to_string().contains("set HostOptions::workspace")
+            && !err.to_string().contains("--workspace"),
         "filesystem.read without a workspace: {err}"
     );
 

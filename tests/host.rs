@@ -375,8 +375,8 @@ async fn worker_death_is_a_sandbox_error_with_the_last_stderr_line() {
         assert!(
             msg.starts_with(
                 "extension worker closed stdout unexpectedly: worker exited with status 3"
-            ) && msg.ends_with("; stderr: first line\nlast words: exiting with 3"),
-            "the stderr tail ends the message: {msg}"
+            ) && msg.ends_with("\nstderr:\n  first line\n  last words: exiting with 3"),
+            "the stderr tail ends the message, its lines indented: {msg}"
         );
         // And the host recovers at once.
         assert_eq!(host.invoke("die.ping", "{}").await.unwrap(), "pong");

@@ -94,11 +94,14 @@ fn a_tools_error_string_is_escaped() {
         Vec::<String>::new(),
         "{err}"
     );
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // One error line; the message's other lines (issue 14: line breaks kept)
+    // indented under it, so none can start like the runner's.
+    let first = err.lines().next().unwrap_or_default();
     assert!(
-        err.starts_with("error: ") && err.ends_with("(InvokeError)\n"),
+        first.starts_with("error: ") && first.ends_with("(InvokeError)"),
         "{err}"
     );
+    assert!(err.lines().skip(1).all(|l| l.starts_with("  ")), "{err}");
     assert!(
         err.contains(r"\x1b]52;c;cHduZWQ=\x07") && err.contains(r"\u009b31m"),
         "escaped, still readable: {err}"
@@ -121,7 +124,7 @@ fn a_stderr_tail_is_escaped() {
         Vec::<String>::new(),
         "{err}"
     );
-    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.lines().skip(1).all(|l| l.starts_with("  ")), "{err}");
     assert!(
         err.contains("exited with status 3") && err.contains(r"\x1b[2J"),
         "{err}"

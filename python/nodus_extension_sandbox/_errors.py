@@ -44,12 +44,20 @@ class ExtRunnerNotFound(SandboxError):
 
 
 def error_line(stderr: str, cls: str | None) -> str | None:
-    """The message of the last ``error: ... (cls)`` line (any class if cls is None)."""
+    """The message of the last ``error: ... (cls)`` line (any class if cls is
+    None), with the lines ext-runner indented below it (a worker's stderr
+    tail, a multi-line tool error) joined back on, their indent removed."""
     found = None
-    for line in stderr.splitlines():
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines):
         m = _ERROR_LINE.match(line.strip())
         if m and (cls is None or m.group("cls") == cls):
-            found = m.group("msg")
+            more = []
+            for follow in lines[i + 1:]:
+                if not follow.startswith("  "):
+                    break
+                more.append(follow[2:])
+            found = "\n".join([m.group("msg"), *more])
     return found
 
 

@@ -15,7 +15,11 @@ run unchanged on top. What is added:
   not "closed stdout unexpectedly");
 - after a timeout (ext-runner killed the worker) the next invoke starts a
   fresh worker, so a host keeps working as it did when the hung worker was
-  left running.
+  left running;
+- a tool that failed because ext-runner refused one of its host calls for a
+  missing capability raises CapabilityError (not InvokeError): ext-runner
+  marks such a response with ``"error_class": "CapabilityError"`` (it removes
+  any such field a worker writes itself, so the worker cannot choose it).
 """
 from __future__ import annotations
 
@@ -30,7 +34,12 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable
 
-from nodus_extension.errors import SandboxError, TimeoutError as ExtTimeoutError
+from nodus_extension.errors import (
+    CapabilityError,
+    InvokeError,
+    SandboxError,
+    TimeoutError as ExtTimeoutError,
+)
 from nodus_extension.manifest import ExtensionManifest
 from nodus_extension.runner.subprocess import SubprocessRunner as _ReferenceSubprocessRunner
 
@@ -189,6 +198,8 @@ class ExtRunnerRunner(_ReferenceSubprocessRunner):
         self._ended: dict[int, tuple[int, str]] = {}  # pid -> (returncode, stderr)
         self._timed_out: set[int] = set()  # pids of runners that ended by a timeout
         self._life = threading.RLock()
+        # The last response ext-runner marked with an error class (see _readline_with_timeout).
+        self._marked: dict | None = None
 
     # -- command line -------------------------------------------------------
 
@@ -206,14 +217,18 @@ class ExtRunnerRunner(_ReferenceSubprocessRunner):
             t = 10 * 365 * 86400.0  # "never", in what ext-runner accepts
         return repr(float(t))
 
-    def _options_argv(self) -> list[str]:
-        argv = ["--python", str(self._python), "--timeout", self._runner_timeout()]
+    def _options_argv(self, subcommand: str) -> list[str]:
+        # `policy` takes only what decides the confinement; `run` also how the
+        # worker is driven, and the extra (run) options.
+        argv = ["--python", str(self._python)]
         if self._opts["policy"] is not None:
             argv += ["--policy", os.path.abspath(os.fspath(self._opts["policy"]))]
         if self._opts["workspace"] is not None:
             argv += ["--workspace", os.path.abspath(os.fspath(self._opts["workspace"]))]
-        extra: Iterable[str] = self._opts["extra_args"] or ()
-        argv += [str(a) for a in extra]
+        if subcommand == "run":
+            argv += ["--timeout", self._runner_timeout()]
+            extra: Iterable[str] = self._opts["extra_args"] or ()
+            argv += [str(a) for a in extra]
         return argv
 
     def command(self, subcommand: str = "run") -> list[str]:
@@ -221,7 +236,7 @@ class ExtRunnerRunner(_ReferenceSubprocessRunner):
         argv = [self.binary, subcommand, os.path.abspath(self._dir)]
         if subcommand == "policy":
             argv.append("--json")
-        return argv + self._options_argv()
+        return argv + self._options_argv(subcommand)
 
     def _error(self, returncode: int, stderr: str, **kw: Any) -> Exception:
         return runner_error(
@@ -339,8 +354,19 @@ class ExtRunnerRunner(_ReferenceSubprocessRunner):
                         tool_name=tool_name, timeout_s=self.timeout_s,
                     )
         proc = self._proc
+        self._marked = None
         try:
             result = super().invoke(tool_name, args)
+        except InvokeError as exc:
+            marked, self._marked = self._marked, None
+            if marked is not None and marked.get("error") == str(exc) and marked.get(
+                "error_class"
+            ) == "CapabilityError":
+                cap = CapabilityError(marked.get("capability") or "?", marked.get("extension"))
+                cap.args = (str(exc),)  # the worker's message, which names the capability
+                cap.tool_name = tool_name  # type: ignore[attr-defined]
+                raise cap from None
+            raise
         except ExtTimeoutError:
             # ext-runner did not report within timeout + grace: it is wedged.
             # Kill it (its worker goes with it) and report the timeout.
@@ -360,6 +386,20 @@ class ExtRunnerRunner(_ReferenceSubprocessRunner):
             ) from exc
         _stats.bump("invokes_answered")
         return result
+
+    def _readline_with_timeout(self, proc: subprocess.Popen, timeout_s: float) -> str | None:
+        # The reference's invoke() reads each response line through here; a line
+        # ext-runner marked with an error class is kept for invoke() above (the
+        # reference reads only "ok", "result" and "error", and ignores the rest).
+        line = super()._readline_with_timeout(proc, timeout_s)
+        if line is not None and '"error_class"' in line:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                msg = None
+            if isinstance(msg, dict) and not msg.get("ok") and "error_class" in msg:
+                self._marked = msg
+        return line
 
     # -- introspection --------------------------------------------------------
 

@@ -3,6 +3,10 @@ standard-library `nodus_extension.worker` shim beside this file is importable,
 placed *after* site-packages so that an installed reference package always wins.
 
 Run as: python -s -B boot.py SCRIPT [ARGS...]   (embedded in ext-runner)
+
+Besides, it explains refusals (see _explain_denials), leaves its own frames out
+of tracebacks, and with NODUS_EXTENSION_VERBOSE=1 prints the traceback of a
+tool that raised to stderr.
 """
 import sys
 
@@ -24,40 +28,200 @@ def _boot():
 
 
 def _explain_denials():
-    """Fail operations the manifest does not grant with a PermissionError that
-    says which capability is missing, and tell the host (audit trail). The
-    kernel enforces the same rules; this only makes its EPERM readable."""
+    """Explain what the sandbox refuses, and tell the host (audit trail).
+
+    The kernel enforces every rule; this only makes its EPERM/EACCES readable.
+    Sockets and new processes of an undeclared capability are refused here, up
+    front, with a PermissionError naming it (the kernel would refuse them
+    anyway). Files and TCP ports are left to the kernel: when a tool fails with
+    the kernel's PermissionError or read-only error for a path outside the
+    grants (or a port outside the operator's tcp_ports), the error is reworded
+    to say why (`denied open('/x'): filesystem.read not declared`). The grants
+    come from `grants.json` beside this file, written by ext-runner from the
+    worker's policy."""
     import os
+    boot_dir = sys.path[0]
     caps = frozenset(os.environ.get("NODUS_EXTENSION_CAPABILITIES", "").split(","))
     watched = frozenset(("socket.__new__", "socket.connect", "os.fork", "os.forkpty", "os.exec",
-                         "os.posix_spawn", "subprocess.Popen", "os.system"))
+                         "os.posix_spawn", "subprocess.Popen", "os.system",
+                         "open", "os.listdir", "os.scandir", "os.mkdir", "os.remove", "os.rmdir",
+                         "os.rename", "os.truncate", "shutil.rmtree"))
     network = "network.outbound" in caps
     spawn = "subprocess.run" in caps
     out = sys.stdout
+    try:
+        import json
+        with open(os.path.join(boot_dir, "grants.json"), encoding="utf-8") as f:
+            grants = json.load(f)
+    except (OSError, ValueError):
+        grants = {}
+    read_roots = tuple(grants.get("read") or ())
+    write_roots = tuple(grants.get("write") or ())
+    tcp_ports = grants.get("tcp_ports")  # None: any port (or not enforced)
+    files_enforced = bool(grants.get("landlock"))
+    tried = {"path": None, "write": False, "connect": None}
 
-    def deny(detail, capability):
+    def notify(capability, detail, reason=None):
+        msg = {"op": "denial", "capability": capability, "detail": detail}
+        if reason:
+            msg["reason"] = reason
         try:
-            out.write('{"op": "denial", "capability": "%s", "detail": "%s"}\n' % (capability, detail.replace('"', "'")))
+            out.write(json.dumps(msg) + "\n")
             out.flush()
         except Exception:
             pass
+
+    def deny(detail, capability):
+        notify(capability, detail.replace('"', "'"))
         raise PermissionError(1, f"denied {detail}: {capability} not declared")
 
     def hook(event, args):
         if event not in watched:
             return
-        if event == "socket.__new__":
+        if event == "open" or event in ("os.listdir", "os.scandir"):
+            # Remembered for the explanation, never refused here.
+            path = args[0]
+            if isinstance(path, (str, bytes)):
+                write = False
+                if event == "open":
+                    mode, flags = args[1], args[2]
+                    write = bool((isinstance(mode, str) and any(c in mode for c in "wax+"))
+                                 or (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)))
+                tried["path"], tried["write"] = path, write
+        elif event.startswith(("os.", "shutil.")) and event not in ("os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.system"):
+            path = args[0]
+            if isinstance(path, (str, bytes)):
+                tried["path"], tried["write"] = path, True
+        elif event == "socket.__new__":
             if args[1] in (2, 10) and not network:  # AF_INET, AF_INET6
                 deny(f"socket({'AF_INET' if args[1] == 2 else 'AF_INET6'})", "network.outbound")
         elif event == "socket.connect":
-            if isinstance(args[1], (str, bytes)):
-                deny(f"connect(unix:{args[1]!r})", "local IPC (never granted)")
+            address = args[1]
+            if isinstance(address, (str, bytes)):
+                deny(f"connect(unix:{address!r})", "local IPC (never granted)")
+            sock = args[0]
+            if (tcp_ports is not None and isinstance(address, tuple) and len(address) >= 2
+                    and getattr(sock, "family", None) in (2, 10) and getattr(sock, "type", None) == 1):
+                tried["connect"] = (address[0], address[1]) if address[1] not in tcp_ports else None
         elif not spawn:
             deny(event.replace("subprocess.", "").replace("os.", "") + "()", "subprocess.run")
 
+    def within(path, roots):
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+    def why_file(path, write):
+        """Why the kernel refused `path`, if it was the sandbox (None: something else)."""
+        if not files_enforced or not isinstance(path, str) or not path.startswith("/"):
+            return None
+        if path.startswith(("/proc/", "/dev/", "/sys/")):
+            return None
+        real = os.path.realpath(path)
+        if within(real, write_roots if write else read_roots + write_roots):
+            return None  # granted: refused for another reason (file modes)
+        capability = "filesystem.write" if write else "filesystem.read"
+        if capability not in caps:
+            return capability, f"{capability} not declared"
+        return capability, "outside the granted paths"
+
+    def explain(exc):
+        """The kernel's refusal `exc` reworded to say why, or None."""
+        import errno
+        if not isinstance(exc, OSError):
+            return None
+        if exc.errno == errno.EACCES and exc.filename is None and tried["connect"]:
+            host, port = tried["connect"]
+            tried["connect"] = None
+            detail = f"connect({host!r}, {port})"
+            reason = f"port {port} is not in the operator's tcp_ports {sorted(tcp_ports)}"
+            notify("network.outbound", detail, reason)
+            return PermissionError(exc.errno, f"denied {detail}: {reason}")
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or exc.filename is None:
+            return None
+        path = exc.filename
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        write = exc.errno == errno.EROFS or (tried["write"] and os.fsdecode(tried["path"] or "") == path)
+        found = why_file(path, write)
+        if found is None:
+            return None
+        capability, reason = found
+        detail = f"open({path!r}{', write' if write else ''})"
+        notify(capability, detail, reason)
+        return type(exc)(exc.errno, f"denied {detail}: {reason}")
+
     sys.addaudithook(hook)
+    return explain
 
 
-_explain_denials()
-del _explain_denials
+def _wrap_tools(explain):
+    """Wraps every handler registered with nodus_extension.worker.register_tool
+    (the reference's module or ours, whichever the script imports): a refusal
+    the kernel made is reworded by `explain`, and with NODUS_EXTENSION_VERBOSE=1
+    the traceback of a handler that raised goes to stderr."""
+    import os
+    verbose = os.environ.get("NODUS_EXTENSION_VERBOSE") == "1"
+
+    def wrapped(handler):
+        def tool(args):
+            try:
+                return handler(args)
+            except Exception as exc:
+                better = explain(exc)
+                if verbose:
+                    import traceback
+                    traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next, file=sys.stderr)
+                    sys.stderr.flush()
+                if better is not None:
+                    raise better from None
+                raise
+        return tool
+
+    def patch(module):
+        register = getattr(module, "register_tool", None)
+        if register is None or getattr(register, "_nodus_wrapped", False):
+            return
+        def register_tool(name, handler):
+            return register(name, wrapped(handler))
+        register_tool.__doc__ = register.__doc__
+        register_tool._nodus_wrapped = True
+        module.register_tool = register_tool
+
+    class Finder:
+        """Patches nodus_extension.worker right after it is first imported."""
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name != "nodus_extension.worker":
+                return None
+            import importlib.machinery
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is None or spec.loader is None:
+                return spec
+            loader_exec = spec.loader.exec_module
+            def exec_module(module):
+                loader_exec(module)
+                patch(module)
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, Finder)
+
+
+def _own_frames_hidden():
+    """Tracebacks of the script start at the script, not at this file."""
+    here = sys._getframe().f_code.co_filename  # this file, as Python names it
+    default = sys.excepthook
+
+    def excepthook(kind, value, tb):
+        while tb is not None and tb.tb_frame.f_code.co_filename == here:
+            tb = tb.tb_next
+        if isinstance(value, BaseException):
+            value = value.with_traceback(tb)  # the default hook prints value's own traceback
+        default(kind, value, tb)
+
+    sys.excepthook = excepthook
+
+
+_own_frames_hidden()
+_wrap_tools(_explain_denials())
+del _explain_denials, _wrap_tools, _own_frames_hidden
 exec(*_boot())  # _boot() empties this module's namespace; exec was looked up before

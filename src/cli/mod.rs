@@ -1,13 +1,15 @@
 //! The `ext-runner` command line. Exit codes: 0 success, 2 usage, then one per
-//! error class (see `Error::exit_code`). Errors are one `error:` line on stderr.
+//! error class (see `Error::exit_code`). Errors are an `error: … (Class)` line
+//! on stderr, any further lines of the message indented below it.
 
 use std::ffi::OsString;
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::error::Result;
+use crate::error::Error;
 use crate::extension::manifest::Manifest;
 use crate::extension::validation::SchemaMode;
 use crate::host::audit::Audit;
@@ -16,11 +18,20 @@ use crate::protocol;
 use crate::sandbox::policy::OperatorPolicy;
 use crate::sandbox::probe::Probe;
 
+mod scaffold;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ext-runner",
     version,
-    about = "Run Nodus extensions confined to their declared capabilities"
+    about = "Run Nodus extensions confined to their declared capabilities",
+    long_about = "Run Nodus extensions confined to their declared capabilities.\n\n\
+        An extension is a folder with a nodus-extension.json manifest and an extension.py \
+        worker; the capabilities the manifest declares are enforced by the kernel \
+        (Landlock, seccomp, namespaces, resource limits). Start with `ext-runner new DIR`; \
+        the manifest is described in docs/extensions.md.",
+    after_help = "Exit codes: 0 success, 2 usage, 3 ManifestError, 4 AbiError, 5 CapabilityError, \
+        6 SandboxError, 7 InvokeError, 8 TimeoutError, 9 RegistryError."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,97 +40,136 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Create a working extension in DIR (a manifest and an extension.py with one tool).
+    New {
+        /// The folder to create (it must not exist, or be empty).
+        dir: PathBuf,
+        /// The extension's name (default: derived from DIR's name); its tool is NAME.hello.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
     /// Validate DIR/nodus-extension.json and print the normalized manifest.
-    Validate { dir: PathBuf },
+    Validate {
+        /// The extension folder (the one holding nodus-extension.json).
+        dir: PathBuf,
+    },
     /// Print the host's describe() view of the extension in DIR.
-    Describe { dir: PathBuf },
+    Describe {
+        /// The extension folder (the one holding nodus-extension.json).
+        dir: PathBuf,
+    },
     /// Load DIR, invoke TOOL once with ARGS_JSON, print the JSON result.
     Invoke {
+        /// The extension folder (the one holding nodus-extension.json).
         dir: PathBuf,
+        /// The tool to invoke, as declared in the manifest (e.g. myapp.greet).
         tool: String,
+        /// The tool's arguments: a JSON object, or `-` to read it from stdin.
         #[arg(default_value = "{}")]
         args_json: String,
+        /// Show the worker's stderr as it comes, and the traceback of a tool that raised.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Check ARGS_JSON against the tool's schema: enforce (refuse), warn, or off.
+        #[arg(long, value_name = "MODE", default_value = "enforce", value_parser = ["enforce", "warn", "off"])]
+        schema: String,
         #[command(flatten)]
-        opts: RunOpts,
+        worker: WorkerOpts,
+        #[command(flatten)]
+        sandbox: SandboxOpts,
     },
     /// Serve the worker protocol on stdin/stdout (a drop-in for `python extension.py`).
+    ///
+    /// Lines pass through unchecked, as under the reference host; the worker's
+    /// stderr is forwarded to ours.
     Run {
+        /// The extension folder (the one holding nodus-extension.json).
         dir: PathBuf,
         #[command(flatten)]
-        opts: RunOpts,
+        worker: WorkerOpts,
+        #[command(flatten)]
+        sandbox: SandboxOpts,
     },
     /// Print the confinement DIR's worker would get, without starting anything.
     Policy {
+        /// The extension folder (the one holding nodus-extension.json).
         dir: PathBuf,
-        /// Machine-readable output.
+        /// Print the policy as JSON (the machine-readable form).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        opts: RunOpts,
+        sandbox: SandboxOpts,
     },
     /// Print what this kernel offers: Landlock ABI, seccomp, namespaces, cgroups.
     Probe {
+        /// Print the probe as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (e.g. `ext-runner completions bash > /etc/bash_completion.d/ext-runner`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, in roff (e.g. `ext-runner man | man -l -`).
+    Man,
 }
 
+/// What decides the confinement: `invoke`, `run` and `policy` take these.
 #[derive(Args, Debug, Clone)]
-pub struct RunOpts {
+pub struct SandboxOpts {
     /// Interpreter for extension.py (default: python3 on PATH, resolved to the real binary).
     #[arg(long, value_name = "PATH", default_value = "python3")]
     pub python: OsString,
-    /// Per-invoke timeout in seconds; the worker is killed when it passes.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = positive_seconds)]
-    pub timeout: f64,
     /// Host folder that filesystem.read / filesystem.write grant.
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
-    /// The operator's policy file.
+    /// The operator's policy file (trust classes, TCP ports, limits, mode).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+}
+
+/// How a started worker is driven: `invoke` and `run` take these.
+#[derive(Args, Debug, Clone)]
+pub struct WorkerOpts {
+    /// Per-invoke timeout in seconds; the worker is killed when it passes.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub timeout: f64,
     /// Append an audit trail (JSON lines) to FILE.
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,
     /// The embedded memory store (default: $XDG_STATE_HOME/nodus-extension/memory.sqlite3).
     #[arg(long, value_name = "FILE")]
     pub memory_db: Option<PathBuf>,
-    /// Check invoke arguments against the tool's schema: enforce, warn or off
-    /// (`run` always passes lines through unchecked, as the reference does).
-    #[arg(long, value_name = "MODE", default_value = "enforce", value_parser = ["enforce", "warn", "off"])]
-    pub schema: String,
     /// Longest protocol line accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = protocol::DEFAULT_MAX_LINE)]
     pub max_line: usize,
 }
 
-impl RunOpts {
-    fn host_options(&self) -> Result<HostOptions> {
+impl SandboxOpts {
+    fn host_options(&self) -> Result<HostOptions, Failure> {
         let operator = match &self.policy {
             Some(p) => OperatorPolicy::load(p)?,
             None => OperatorPolicy::default(),
         };
-        let audit = match &self.audit {
-            Some(p) => Audit::to_file(p)?,
-            None => Audit::default(),
-        };
         Ok(HostOptions {
             operator,
-            audit,
-            memory_path: self.memory_db.clone(),
-            memory_quotas: Default::default(),
-            services: None,
-            restart: Default::default(),
-            schema_validation: match self.schema.as_str() {
-                "warn" => SchemaMode::Warn,
-                "off" => SchemaMode::Off,
-                _ => SchemaMode::Enforce,
-            },
             python: self.python.clone(),
-            timeout: Duration::from_secs_f64(self.timeout),
-            max_line: self.max_line,
             workspace: self.workspace.clone(),
+            ..HostOptions::default()
         })
+    }
+}
+
+impl WorkerOpts {
+    fn apply(&self, options: &mut HostOptions) -> Result<(), Failure> {
+        if let Some(p) = &self.audit {
+            options.audit = Audit::to_file(p)?;
+        }
+        options.memory_path = self.memory_db.clone();
+        options.timeout = Duration::from_secs_f64(self.timeout);
+        options.max_line = self.max_line;
+        Ok(())
     }
 }
 
@@ -131,24 +181,84 @@ fn positive_seconds(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// Why a command failed: the library's error (its class's exit code), or a
+/// usage error of ours (exit 2, as clap's own).
+#[derive(Debug)]
+enum Failure {
+    Usage(String),
+    Error(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Error(e)
+    }
+}
+
 /// Runs one command; returns the process exit code.
 pub async fn main(cli: Cli) -> i32 {
     match run(cli).await {
         Ok(()) => 0,
-        Err(e) => {
-            // It may quote the worker (a tool's error, its stderr): escaped.
-            let msg = crate::support::terminal::escape(&e.to_string().replace('\n', " "));
-            say(&format!("error: {} ({})", msg, e.class()));
+        Err(Failure::Usage(msg)) => {
+            say(&format!(
+                "error: {msg}\n\nFor more information, try '--help'."
+            ));
+            2
+        }
+        Err(Failure::Error(e)) => {
+            let e = in_cli_terms(e);
+            // It may quote the worker (a tool's error, its stderr): escaped,
+            // line breaks kept.
+            say(&error_text(
+                &crate::support::terminal::escape(&e.to_string()),
+                e.class(),
+            ));
             e.exit_code()
         }
     }
 }
 
-/// One line on stderr, best effort: a full or closed stderr must not hang or
+/// `error: FIRST LINE (Class)`, the message's other lines indented below it
+/// (a worker's stderr tail keeps its line breaks).
+fn error_text(msg: &str, class: &str) -> String {
+    let mut lines = msg.lines();
+    let mut text = format!(
+        "error: {} ({class})",
+        lines.next().unwrap_or_default().trim_end()
+    );
+    for l in lines {
+        text.push_str("\n  ");
+        text.push_str(l.trim_end());
+    }
+    text
+}
+
+/// The library names the option to set; here that is a flag.
+fn in_cli_terms(e: Error) -> Error {
+    const FLAGS: [(&str, &str); 2] = [
+        ("set HostOptions::workspace", "pass --workspace DIR"),
+        ("set HostOptions::python to", "pass --python with"),
+    ];
+    match e {
+        Error::Sandbox {
+            kind,
+            mut msg,
+            source,
+        } => {
+            for (library, cli) in FLAGS {
+                msg = msg.replace(library, cli);
+            }
+            Error::Sandbox { kind, msg, source }
+        }
+        other => other,
+    }
+}
+
+/// Lines on stderr, best effort: a full or closed stderr must not hang or
 /// panic the runner (the reference host never reads it).
-fn say(line: &str) {
+fn say(text: &str) {
     crate::host::proxy::write_stderr(
-        format!("{line}\n").as_bytes(),
+        format!("{text}\n").as_bytes(),
         std::time::Duration::from_secs(2),
     );
 }
@@ -175,33 +285,89 @@ fn print_json(v: &serde_json::Value) {
     out(&format!("{}\n", protocol::dumps_pretty(v)));
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// ARGS_JSON as the tool gets it: `-` reads stdin; anything that is not
+/// JSON is a usage error, before an extension is loaded.
+fn tool_args(args_json: &str) -> Result<serde_json::Value, Failure> {
+    let text = if args_json == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Failure::Usage(format!("cannot read ARGS_JSON from stdin: {e}")))?;
+        text
+    } else {
+        args_json.to_string()
+    };
+    if text.trim().is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    protocol::loads(text.trim().as_bytes()).ok_or_else(|| {
+        let why = serde_json::from_str::<serde_json::Value>(text.trim())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        Failure::Usage(format!(
+            "ARGS_JSON is not valid JSON ({why}): {}; quote it for the shell, e.g. '{{\"name\": \"Ada\"}}'",
+            short(text.trim())
+        ))
+    })
+}
+
+fn short(text: &str) -> String {
+    let mut s: String = text.chars().take(60).collect();
+    if s.len() < text.len() {
+        s.push('…');
+    }
+    format!("{s:?}")
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::New { dir, name } => {
+            let made = scaffold::create(&dir, name.as_deref()).map_err(Failure::Usage)?;
+            out(&made);
+        }
         Command::Validate { dir } => print_json(&Manifest::load(&dir)?.to_json()),
         Command::Describe { dir } => print_json(&host::describe(&Manifest::load(&dir)?, false)),
         Command::Invoke {
             dir,
             tool,
             args_json,
-            opts,
+            verbose,
+            schema,
+            worker,
+            sandbox,
         } => {
-            let host = ExtensionHost::load(&dir, opts.host_options()?).await?;
+            let args = tool_args(&args_json)?;
+            let mut options = sandbox.host_options()?;
+            worker.apply(&mut options)?;
+            options.verbose = verbose;
+            options.schema_validation = match schema.as_str() {
+                "warn" => SchemaMode::Warn,
+                "off" => SchemaMode::Off,
+                _ => SchemaMode::Enforce,
+            };
+            let host = ExtensionHost::load(&dir, options).await?;
             warn_degraded(host.policy());
-            let result = host.invoke(&tool, &args_json).await;
+            let result = host.invoke_value(&tool, args).await;
             host.unload().await;
             out(&format!(
                 "{}\n",
                 String::from_utf8(protocol::dumps(&result?)).expect("dumps writes ASCII")
             ));
         }
-        Command::Run { dir, opts } => {
-            let options = opts.host_options()?;
+        Command::Run {
+            dir,
+            worker,
+            sandbox,
+        } => {
+            let mut options = sandbox.host_options()?;
+            worker.apply(&mut options)?;
             let ext = Prepared::new(&dir, &options)?;
             warn_degraded(&ext.policy);
             crate::host::proxy::run(&ext, &options).await?;
         }
-        Command::Policy { dir, json, opts } => {
-            let ext = Prepared::new(&dir, &opts.host_options()?)?;
+        Command::Policy { dir, json, sandbox } => {
+            let ext = Prepared::new(&dir, &sandbox.host_options()?)?;
             if json {
                 print_json(&serde_json::to_value(&ext.policy).expect("policies serialize"));
             } else {
@@ -217,6 +383,18 @@ async fn run(cli: Cli) -> Result<()> {
                     out(&format!("{k:<22} {v}\n"));
                 }
             }
+        }
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ext-runner", &mut buf);
+            out(&String::from_utf8_lossy(&buf));
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut buf)
+                .map_err(|e| Failure::Usage(format!("cannot render the manual page: {e}")))?;
+            out(&String::from_utf8_lossy(&buf));
         }
     }
     Ok(())

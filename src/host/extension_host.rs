@@ -119,7 +119,32 @@ struct Worker {
 
 impl Worker {
     fn start(ext: &Prepared, options: &HostOptions, calls: Arc<CallContext>) -> Result<Worker> {
-        let spawned = worker::start(&ext.dir, &ext.entry, &ext.policy, &calls.audit, None)?;
+        // Verbose: the worker's stderr goes to ours too, escaped (it is the
+        // worker's text), on a thread of its own so a slow terminal never
+        // stalls the host, and dropped when that lags.
+        let forward = options.verbose.then(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+            std::thread::spawn(move || {
+                let mut escaper = crate::support::terminal::Escaper::new();
+                while let Some(chunk) = rx.blocking_recv() {
+                    let text = escaper.push(&chunk);
+                    crate::host::proxy::write_stderr(text.as_bytes(), Duration::from_millis(200));
+                }
+                let rest = escaper.finish();
+                crate::host::proxy::write_stderr(rest.as_bytes(), Duration::from_millis(200));
+            });
+            Box::new(move |chunk: &[u8]| {
+                let _ = tx.try_send(chunk.to_vec());
+            }) as worker::Forward
+        });
+        let spawned = worker::start(
+            &ext.dir,
+            &ext.entry,
+            &ext.policy,
+            &calls.audit,
+            forward,
+            options.verbose,
+        )?;
         let stdin = Arc::new(tokio::sync::Mutex::new(spawned.stdin));
         let denials: Arc<Mutex<Vec<String>>> = Arc::default();
         let pending: Arc<Pending> = Arc::default();
@@ -137,6 +162,7 @@ impl Worker {
             stdin: stdin.clone(),
             denials: denials.clone(),
             calls,
+            refused: Arc::default(),
         };
         let (child, stdout, resources) = (spawned.child, spawned.stdout, spawned.resources);
         tokio::spawn(reader.run(child, stdout, resources));
@@ -237,6 +263,11 @@ struct Reader {
     max_line: usize,
     /// How long the answer to a host call may wait for the worker to read it.
     write_deadline: Duration,
+    /// The capability of the last host call refused for lacking one while a
+    /// request waited, since the worker's last response: its next failed
+    /// response is that CapabilityError (a single-threaded worker answers in
+    /// order).
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 impl Reader {
@@ -288,7 +319,7 @@ impl Reader {
     /// Routes one line; returns why the worker must be stopped, if it must.
     fn route(&self, line: &[u8]) -> Option<String> {
         match protocol::route(line) {
-            Routed::Response { id } => {
+            Routed::Response { id, .. } => {
                 // Lines matching no request (unsolicited, late, duplicate) are
                 // ignored, as in the reference, and not even decoded.
                 if !self.pending.locked().contains_key(&id) {
@@ -296,8 +327,18 @@ impl Reader {
                 }
                 let response = protocol::decode_response(line)?;
                 let tx = self.pending.locked().remove(&id);
+                let refused = self.refused.locked().take();
                 if let Some(tx) = tx {
-                    let _ = tx.send(Ok(response));
+                    let _ = tx.send(match (response, refused) {
+                        (Response::Err(msg), Some(capability)) => {
+                            Err(services::refused_capability(
+                                &capability,
+                                &self.calls.caller.name,
+                                &msg,
+                            ))
+                        }
+                        (response, _) => Ok(response),
+                    });
                 }
             }
             Routed::HostCall(call) => {
@@ -312,26 +353,38 @@ impl Reader {
                 let counter = InFlight(self.host_calls.clone());
                 let (stdin, calls) = (self.stdin.clone(), self.calls.clone());
                 let (control, within) = (self.control.clone(), self.write_deadline);
+                // A refusal counts against a response only while a request
+                // waits for one (not, say, a call the worker made at start-up).
+                let refused = (!self.pending.locked().is_empty()).then(|| self.refused.clone());
+                let refused_too = refused.clone();
                 // Take stdin now, before anything else can be sent to the waiting worker.
                 let Ok(mut held) = stdin.clone().try_lock_owned() else {
                     tokio::spawn(async move {
                         let mut held = stdin.lock_owned().await;
-                        answer(&calls, &call, &mut held, &control, within).await;
+                        answer(&calls, &call, &mut held, &control, within, &refused).await;
                         drop(counter);
                     });
                     return None;
                 };
                 tokio::spawn(async move {
-                    answer(&calls, &call, &mut held, &control, within).await;
+                    answer(&calls, &call, &mut held, &control, within, &refused_too).await;
                     drop(counter);
                 });
             }
-            Routed::Denial { capability, detail } => {
+            Routed::Denial {
+                capability,
+                detail,
+                reason,
+            } => {
                 let c = &self.calls;
                 // Kept for the invoke's error even when over the audit rate.
-                let (text, _audited) =
-                    c.denial_log
-                        .record(&c.audit, &c.caller.name, &capability, &detail);
+                let (text, _audited) = c.denial_log.record(
+                    &c.audit,
+                    &c.caller.name,
+                    &capability,
+                    &detail,
+                    reason.as_deref(),
+                );
                 let mut d = self.denials.locked();
                 d.push(text);
                 let excess = d.len().saturating_sub(DENIALS_KEPT);
@@ -352,6 +405,7 @@ async fn answer(
     stdin: &mut tokio::process::ChildStdin,
     control: &Control,
     within: Duration,
+    refused: &Option<Arc<Mutex<Option<String>>>>,
 ) {
     let outcome = services::serve(
         call,
@@ -362,6 +416,10 @@ async fn answer(
         &calls.audit,
     )
     .await;
+    // Before the answer is written: the worker's response comes after it.
+    if let (Err(Error::Capability { capability, .. }), Some(refused)) = (&outcome, refused) {
+        *refused.locked() = Some(capability.clone());
+    }
     let line = protocol::host_call_response(&call.id, &outcome);
     // Any other failed write means the worker is gone; the reader reports that.
     if let Err(e) = write_within(stdin, line, within).await {

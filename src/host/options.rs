@@ -42,6 +42,10 @@ pub struct HostOptions {
     pub schema_validation: SchemaMode,
     /// When a worker that died is started again.
     pub restart: RestartPolicy,
+    /// Debugging: copy each worker's stderr to this process's stderr as it
+    /// comes, and have Python workers print the traceback of a tool that
+    /// raised (`ext-runner invoke --verbose`). Off by default.
+    pub verbose: bool,
 }
 
 /// When a worker that ended on its own (crash, timeout kill, bad output) is
@@ -95,6 +99,7 @@ impl Default for HostOptions {
             audit: Audit::default(),
             schema_validation: SchemaMode::Enforce,
             restart: RestartPolicy::default(),
+            verbose: false,
         }
     }
 }

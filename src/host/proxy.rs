@@ -31,6 +31,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
         &ext.policy,
         &options.audit,
         Some(forward(err_tx.clone())),
+        options.verbose,
     )?;
     let (mut child, group, tail, _resources) = (
         spawned.child,
@@ -55,6 +56,9 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     let limiter = RateLimiter::default();
     let denials = services::DenialLog::default();
     let mut deadlines: HashMap<String, Instant> = HashMap::new();
+    // The capability of a host call refused since the worker's last response
+    // (its next failed response is marked as a CapabilityError for the host).
+    let mut refused: Option<String> = None;
     let mut reaped = false;
     // Partial lines survive select! dropping a read (protocol::read_line_into).
     let (mut host_partial, mut worker_partial) = (Vec::new(), Vec::new());
@@ -122,19 +126,29 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                             // host's next lines wait until the worker has its answer.
                             Routed::HostCall(call) => {
                                 let outcome = services::serve(&call, &caller, &gate, &*host_services.0, &limiter, &options.audit).await;
+                                // Only while a request waits for its response.
+                                if let (Err(Error::Capability { capability, .. }), false) = (&outcome, deadlines.is_empty()) {
+                                    refused = Some(capability.clone());
+                                }
                                 to_worker.push(protocol::host_call_response(&call.id, &outcome)).await;
                                 continue;
                             }
-                            Routed::Denial { capability, detail } => {
-                                if let (text, true) = denials.record(&options.audit, name, &capability, &detail) {
+                            Routed::Denial { capability, detail, reason } => {
+                                if let (text, true) = denials.record(&options.audit, name, &capability, &detail, reason.as_deref()) {
                                     // In line with the worker's stderr, on a line of its own; dropped if that lags.
                                     let _ = err_tx.try_send(ErrOut::Runner(format!("ext-runner: {}\n", terminal::escape_line(&text))));
                                 }
                                 continue;
                             }
-                            // Relayed as they are: only a response's id is read.
-                            Routed::Response { id } => {
+                            // Relayed as they are: only a response's id is read (and,
+                            // after a refused host call or when the worker wrote
+                            // an error class of its own, the line is rewritten).
+                            Routed::Response { id, error_class } => {
                                 deadlines.remove(&id);
+                                let why = refused.take();
+                                if let Some(marked) = protocol::relayed_response(&l, error_class, why.as_deref().map(|c| (c, name))) {
+                                    l = marked;
+                                }
                             }
                             Routed::Other => {}
                         }

@@ -213,20 +213,45 @@ impl DenialLog {
         ext: &str,
         capability: &str,
         detail: &str,
+        reason: Option<&str>,
     ) -> (String, bool) {
         use std::sync::atomic::Ordering;
-        let text = format!("denied {detail}: {capability} not declared");
+        let text = match reason {
+            Some(why) => format!("denied {detail}: {why}"),
+            None => format!("denied {detail}: {capability} not declared"),
+        };
         if !self.rate.admit() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return (text, false);
         }
         let mut fields = json!({"what": detail, "capability": capability, "layer": "worker"});
+        if let Some(why) = reason {
+            fields["reason"] = why.into();
+        }
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             fields["dropped_before"] = dropped.into();
         }
         audit.record("denial", ext, fields);
         (text, true)
+    }
+}
+
+/// The error of an invoke whose tool failed with `msg` after the host refused
+/// one of its host calls for lacking `capability`: a CapabilityError, whose
+/// message is the worker's when that already says it.
+pub fn refused_capability(capability: &str, extension: &str, msg: &str) -> Error {
+    let plain = Error::capability(capability, Some(extension), None);
+    if msg == plain.to_string() {
+        plain
+    } else {
+        Error::capability(
+            capability,
+            Some(extension),
+            Some(format!(
+                "a host call was refused; the tool failed with: {msg}"
+            )),
+        )
     }
 }
 

@@ -121,13 +121,14 @@ fn plan(
     entry: &Entry,
     policy: &Policy,
     scratch: &ScratchDir,
+    verbose: bool,
 ) -> Result<(LaunchPlan, Option<PidsCgroup>, Option<EgressChannel>)> {
     let (program, args) = match entry {
         Entry::Python {
             interpreter,
             script,
         } => {
-            write_shim(scratch.path())?;
+            write_shim(scratch.path(), policy)?;
             let boot = scratch.path().join(".nodus/boot.py");
             (
                 interpreter.exec_path.clone(),
@@ -146,7 +147,10 @@ fn plan(
     };
     let (mut confinement, cgroup) = launch::prepare(policy, scratch.path())?;
     let egress = launch::egress_channel(policy, &mut confinement)?;
-    let env = launch::environment(policy, scratch.path());
+    let mut env = launch::environment(policy, scratch.path());
+    if verbose {
+        env.push(("NODUS_EXTENSION_VERBOSE".into(), "1".into()));
+    }
     Ok((
         LaunchPlan {
             program,
@@ -160,7 +164,7 @@ fn plan(
     ))
 }
 
-fn write_shim(scratch: &Path) -> Result<()> {
+fn write_shim(scratch: &Path, policy: &Policy) -> Result<()> {
     let dir = scratch.join(".nodus/nodus_extension");
     let io = |e: std::io::Error| {
         Error::sandbox_io(
@@ -174,7 +178,36 @@ fn write_shim(scratch: &Path) -> Result<()> {
     std::fs::write(dir.join("__init__.py"), SHIM_INIT).map_err(io)?;
     std::fs::write(dir.join("worker.py"), SHIM_WORKER).map_err(io)?;
     std::fs::write(scratch.join(".nodus/nodus_extension_host.py"), SHIM_HOST).map_err(io)?;
+    std::fs::write(scratch.join(".nodus/grants.json"), grants(policy, scratch)).map_err(io)?;
     Ok(())
+}
+
+/// What the worker shim needs to explain a refusal of the kernel (boot.py's
+/// `_explain_denials`): the folders Landlock lets it read and write, and the
+/// TCP ports it may connect to. Only an explanation: the kernel enforces.
+fn grants(policy: &Policy, scratch: &Path) -> Vec<u8> {
+    use crate::sandbox::policy::Access;
+    let paths = |pick: fn(Access) -> bool| -> Vec<String> {
+        policy
+            .filesystem
+            .iter()
+            .filter(|r| pick(r.access))
+            .map(|r| r.path.display().to_string())
+            .collect()
+    };
+    let mut write = paths(|a| matches!(a, Access::Write | Access::ReadWriteFile));
+    write.push(scratch.display().to_string());
+    let ll = policy.landlock.as_ref();
+    let grants = serde_json::json!({
+        "landlock": ll.is_some(),
+        "read": paths(|_| true),
+        "write": write,
+        // Under egress the only port is the proxy's, which explains its own refusals.
+        "tcp_ports": ll
+            .filter(|l| l.tcp_handled && policy.egress.is_none())
+            .and_then(|l| l.tcp_connect.clone()),
+    });
+    serde_json::to_vec(&grants).expect("JSON values serialize")
 }
 
 /// The last bytes a worker wrote to stderr, and whether its stderr has closed.
@@ -262,9 +295,10 @@ pub fn start(
     policy: &Policy,
     audit: &Audit,
     mut forward: Option<Forward>,
+    verbose: bool,
 ) -> Result<Spawned> {
     let scratch = ScratchDir::create()?;
-    let (plan, cgroup, egress) = plan(dir, entry, policy, &scratch)?;
+    let (plan, cgroup, egress) = plan(dir, entry, policy, &scratch, verbose)?;
     let mut child = launch::spawn(plan)?;
     // The worker's process made the proxy's socket in its network namespace
     // before it exec'd; from here on it is served from outside.
@@ -445,12 +479,15 @@ pub fn died(what: &str, status: Option<std::process::ExitStatus>, stderr: &Stder
         .map(describe_exit)
         .unwrap_or_else(|| "is gone".into());
     let tail = stderr.text();
+    let tail = tail.trim_end();
     if tail.is_empty() {
         Error::sandbox(SandboxKind::WorkerDied, format!("{what}: worker {how}"))
     } else {
+        // Its lines kept, indented under the message (a traceback stays readable).
+        let lines: Vec<String> = tail.lines().map(|l| format!("  {l}")).collect();
         Error::sandbox(
             SandboxKind::WorkerDied,
-            format!("{what}: worker {how}; stderr: {tail}"),
+            format!("{what}: worker {how}\nstderr:\n{}", lines.join("\n")),
         )
     }
 }

@@ -66,8 +66,15 @@ pub enum WorkerMessage {
     Response { id: String, response: Response },
     /// A request to the host: `{"op": "host_call", "id": ID, "call": NAME, "params": {...}}`.
     HostCall(HostCall),
-    /// A notice that the worker was refused something: `{"op": "denial", "capability": C, "detail": D}`.
-    Denial { capability: String, detail: String },
+    /// A notice that the worker was refused something: `{"op": "denial",
+    /// "capability": C, "detail": D}`, with `"reason": R` when the reason is
+    /// not "C not declared" (a path outside the grants, a port outside the
+    /// operator's `tcp_ports`).
+    Denial {
+        capability: String,
+        detail: String,
+        reason: Option<String>,
+    },
     /// Anything else: blank, not JSON, not an object, no id. The reference ignores these.
     Ignored,
 }
@@ -76,7 +83,7 @@ pub enum WorkerMessage {
 /// reads them: `ok` truthy → `result` (missing means `null`), else `error`
 /// (missing means "unknown error").
 pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
-    let Ok(Value::Object(mut msg)) = serde_json::from_slice::<Value>(py_strip(line)) else {
+    let Some(Value::Object(mut msg)) = loads(py_strip(line)) else {
         return WorkerMessage::Ignored;
     };
     let text = |k: &str| msg.get(k).and_then(Value::as_str).map(str::to_string);
@@ -97,6 +104,7 @@ pub fn decode_worker_line(line: &[u8]) -> WorkerMessage {
             return WorkerMessage::Denial {
                 capability: text("capability").unwrap_or_default(),
                 detail: text("detail").unwrap_or_default(),
+                reason: text("reason"),
             }
         }
         _ => {}
@@ -125,10 +133,18 @@ pub enum Routed {
     /// A request to the host, which the runner serves (never the host program).
     HostCall(HostCall),
     /// A denial notice, which the runner records.
-    Denial { capability: String, detail: String },
+    Denial {
+        capability: String,
+        detail: String,
+        reason: Option<String>,
+    },
     /// For whoever sent request `id`: an invoke of the library (decode it
     /// with `decode_response`), the host program under `run` (relayed as it is).
-    Response { id: String },
+    Response {
+        id: String,
+        /// Whether it has a top-level `error_class` key (see `relayed_response`).
+        error_class: bool,
+    },
     /// Anything else: blank, not JSON, not an object, no string id, a host
     /// call without its id or name. The library ignores it, as the reference
     /// does; `run` relays it, since the host program may read it.
@@ -143,11 +159,22 @@ pub fn route(line: &[u8]) -> Routed {
     match head.op.as_deref() {
         Some("host_call" | "denial") => match decode_worker_line(line) {
             WorkerMessage::HostCall(call) => Routed::HostCall(call),
-            WorkerMessage::Denial { capability, detail } => Routed::Denial { capability, detail },
+            WorkerMessage::Denial {
+                capability,
+                detail,
+                reason,
+            } => Routed::Denial {
+                capability,
+                detail,
+                reason,
+            },
             WorkerMessage::Response { .. } | WorkerMessage::Ignored => Routed::Other,
         },
         _ => match head.id {
-            Some(id) => Routed::Response { id },
+            Some(id) => Routed::Response {
+                id,
+                error_class: head.error_class,
+            },
             None => Routed::Other,
         },
     }
@@ -159,6 +186,125 @@ pub fn decode_response(line: &[u8]) -> Option<Response> {
         WorkerMessage::Response { response, .. } => Some(response),
         _ => None,
     }
+}
+
+/// `json.loads` of a worker's line: strict JSON, plus the `NaN`, `Infinity`
+/// and `-Infinity` that Python's `json.dumps` writes for non-finite floats
+/// (`allow_nan=True` is its default). Those become numbers whose text is that
+/// literal, so `dumps` (and serde_json) write them back as Python does
+/// (`Number::as_str().parse::<f64>()` gives the float; serde_json's
+/// `as_f64()` gives only finite ones). `None` when the line is not JSON.
+pub fn loads(text: &[u8]) -> Option<Value> {
+    match serde_json::from_slice(text) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            let (rewritten, found) = non_finite_as_sentinels(text)?;
+            let mut v = serde_json::from_slice(&rewritten).ok()?;
+            if found {
+                restore_non_finite(&mut v);
+            }
+            Some(v)
+        }
+    }
+}
+
+/// The sentinels standing for the literals while serde_json parses the line:
+/// numbers no float can be written as, checked to be absent from the line.
+const NON_FINITE: [(&str, &str); 3] = [
+    ("NaN", "1e-77777777771"),
+    ("-Infinity", "-1e-77777777772"),
+    ("Infinity", "1e-77777777772"),
+];
+
+/// The line with every `NaN`/`Infinity`/`-Infinity` outside strings replaced
+/// by its sentinel; `None` if there is none (the line is just not JSON) or a
+/// sentinel's digits already occur in it.
+fn non_finite_as_sentinels(text: &[u8]) -> Option<(Vec<u8>, bool)> {
+    // std's substring search (optimized even in a debug build): junk lines
+    // by the million must stay cheap to refuse.
+    let str_text = std::str::from_utf8(text).ok()?;
+    if !str_text.contains("NaN") && !str_text.contains("Infinity")
+        || str_text.contains("7777777777")
+    {
+        return None;
+    }
+    let (mut out, mut found) = (Vec::with_capacity(text.len() + 16), false);
+    let (mut i, mut in_string, mut escaped) = (0, false, false);
+    'scan: while i < text.len() {
+        let b = text[i];
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else {
+            for (literal, sentinel) in NON_FINITE {
+                if text[i..].starts_with(literal.as_bytes()) {
+                    out.extend_from_slice(sentinel.as_bytes());
+                    i += literal.len();
+                    found = true;
+                    continue 'scan;
+                }
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    found.then_some((out, true))
+}
+
+/// Turns the sentinels back into numbers written `NaN`, `Infinity`, `-Infinity`.
+fn restore_non_finite(root: &mut Value) {
+    let mut stack = vec![root];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Number(n) => {
+                if let Some((literal, _)) = NON_FINITE.iter().find(|(_, s)| n.as_str() == *s) {
+                    // serde_json has no other way to hold a number outside JSON;
+                    // with arbitrary_precision a Number is its text.
+                    *n = serde_json::Number::from_string_unchecked(literal.to_string());
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(map) => stack.extend(map.values_mut()),
+            _ => {}
+        }
+    }
+}
+
+/// A response line as `ext-runner run` relays it: without the `error_class`,
+/// `capability` and `extension` keys the worker may have written, and, when
+/// `refused` names a capability the runner refused a host call for and the
+/// response is a failure, with them set to say it was a CapabilityError.
+/// `None` when the line needs no change.
+pub fn relayed_response(
+    line: &[u8],
+    has_error_class: bool,
+    refused: Option<(&str, &str)>,
+) -> Option<Vec<u8>> {
+    if !has_error_class && refused.is_none() {
+        return None;
+    }
+    let Some(Value::Object(mut msg)) = loads(py_strip(line)) else {
+        return None;
+    };
+    let failed = !msg.get("ok").is_some_and(truthy);
+    if !has_error_class && !failed {
+        return None;
+    }
+    for key in ["error_class", "capability", "extension"] {
+        msg.shift_remove(key);
+    }
+    if let (true, Some((capability, extension))) = (failed, refused) {
+        msg.insert("error_class".into(), "CapabilityError".into());
+        msg.insert("capability".into(), capability.into());
+        msg.insert("extension".into(), extension.into());
+    }
+    Some(dumps(&msg))
 }
 
 /// The host's answer to a host call (without the newline). An error names the
@@ -205,6 +351,9 @@ pub fn py_strip(line: &[u8]) -> &[u8] {
 pub struct LineHead {
     pub id: Option<String>,
     pub op: Option<String>,
+    /// Whether the line has a top-level `error_class` key (which only the
+    /// runner may put on a response it relays).
+    pub error_class: bool,
 }
 
 /// Reads only the top-level `id` and `op` of a line, in one pass that skips
@@ -234,6 +383,10 @@ pub fn line_head(line: &[u8]) -> LineHead {
                 match &*key {
                     "id" => head.id = text(map.next_value()?),
                     "op" => head.op = text(map.next_value()?),
+                    "error_class" => {
+                        head.error_class = true;
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
                     _ => {
                         map.next_value::<serde::de::IgnoredAny>()?;
                     }
@@ -242,9 +395,15 @@ pub fn line_head(line: &[u8]) -> LineHead {
             Ok(Head(head))
         }
     }
-    serde_json::from_slice::<Head>(py_strip(line))
-        .map(|h| h.0)
-        .unwrap_or_default()
+    let line = py_strip(line);
+    match serde_json::from_slice::<Head>(line) {
+        Ok(h) => h.0,
+        // A response with NaN or Infinity in it (the rewrite keeps strings as they are).
+        Err(_) => non_finite_as_sentinels(line)
+            .and_then(|(rewritten, _)| serde_json::from_slice::<Head>(&rewritten).ok())
+            .map(|h| h.0)
+            .unwrap_or_default(),
+    }
 }
 
 /// The request id of a host→worker line, if it has one.
@@ -548,16 +707,23 @@ mod tests {
             r(r#"{"op": "denial", "capability": "network.outbound"}"#),
             Routed::Denial {
                 capability: "network.outbound".into(),
-                detail: String::new()
+                detail: String::new(),
+                reason: None
             }
         );
         assert_eq!(
             r(r#"{"id": "x", "ok": true, "result": {"id": "inner"}}"#),
-            Routed::Response { id: "x".into() }
+            Routed::Response {
+                id: "x".into(),
+                error_class: false
+            }
         );
         assert_eq!(
             r(r#"{"id": "x", "op": "other"}"#),
-            Routed::Response { id: "x".into() },
+            Routed::Response {
+                id: "x".into(),
+                error_class: false
+            },
             "an unknown op with an id is a response, as the reference reads it"
         );
         for other in [

@@ -34,7 +34,7 @@ impl Interpreter {
                 Error::sandbox(
                     SandboxKind::Interpreter,
                     format!(
-                        "interpreter {} not found on PATH; pass --python /path/to/python3",
+                        "interpreter {} not found on PATH; set HostOptions::python to the path of a python3",
                         given.display()
                     ),
                 )
@@ -69,7 +69,7 @@ impl Interpreter {
             })?;
             if !is_elf(&real) {
                 return Err(Error::sandbox(SandboxKind::Interpreter, format!(
-                    "{} is a script that starts {}, which is not an executable binary either; pass --python with the real interpreter",
+                    "{} is a script that starts {}, which is not an executable binary either; set HostOptions::python to the real interpreter",
                     found.display(),
                     real.display()
                 )));

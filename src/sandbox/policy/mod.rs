@@ -492,7 +492,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         namespaces,
         limits,
         pids_cgroup,
-        environment: steps::environment(&declared, egress.as_ref()),
+        environment: steps::environment(&declared, egress.as_ref(), inp.workspace),
         layers,
         degraded,
         egress,

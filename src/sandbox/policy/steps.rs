@@ -132,7 +132,7 @@ fn workspace_rule(inp: &Inputs, declared: &Declared) -> Result<Option<FsRule>> {
     };
     let name = &inp.manifest.name;
     let ws = inp.workspace.ok_or_else(|| Error::sandbox(SandboxKind::Workspace, format!(
-        "'{name}' declares {c} but no workspace was given: pass --workspace DIR (the host folder it may {})",
+        "'{name}' declares {c} but no workspace was given: set HostOptions::workspace (the host folder it may {})",
         if access == Access::Write { "read and write" } else { "read" }
     )))?;
     let roots = &inp.operator.workspace_roots;
@@ -354,15 +354,22 @@ pub(super) fn limits(
 }
 
 /// The worker's whole environment: base.json's, HOME and TMPDIR in the
-/// scratch folder, and the declared capabilities for the worker's own module
-/// (which explains denials; enforcement is the kernel's).
+/// scratch folder, the granted workspace's path (NODUS_WORKSPACE, the same
+/// inside the sandbox), and the declared capabilities for the worker's own
+/// module (which explains denials; enforcement is the kernel's).
 pub(super) fn environment(
     declared: &Declared,
     egress: Option<&EgressPlan>,
+    workspace: Option<&std::path::Path>,
 ) -> BTreeMap<String, String> {
     let mut env = DATA.base.environment.clone();
     env.insert("HOME".into(), "$SCRATCH".into());
     env.insert("TMPDIR".into(), "$SCRATCH".into());
+    let granted = declared.contains(&Capability::FilesystemRead)
+        || declared.contains(&Capability::FilesystemWrite);
+    if let (Some(ws), true) = (workspace, granted) {
+        env.insert("NODUS_WORKSPACE".into(), ws.display().to_string());
+    }
     let names: Vec<&str> = declared.iter().map(|c| c.as_str()).collect();
     env.insert("NODUS_EXTENSION_CAPABILITIES".into(), names.join(","));
     if let Some(e) = egress {

@@ -448,7 +448,7 @@ fn environment_per_capability() {
             "filesystem.read,subprocess.run",
         ),
     ] {
-        let env = environment(&caps(&declared), None);
+        let env = environment(&caps(&declared), None, None);
         assert_eq!(env["NODUS_EXTENSION_CAPABILITIES"], listed);
         assert_eq!(env["HOME"], "$SCRATCH");
         assert_eq!(env["TMPDIR"], "$SCRATCH");
