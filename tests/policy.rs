@@ -191,7 +191,10 @@ fn filesystem_capabilities_open_the_workspace_only() {
         None,
     )
     .unwrap_err();
-    assert!(err.to_string().contains("--workspace"), "{err}");
+    assert!(
+        err.to_string().contains("set HostOptions::workspace"),
+        "{err}"
+    );
     let op = OperatorPolicy {
         workspace_roots: vec!["/srv".into()],
         ..Default::default()
