@@ -393,6 +393,90 @@ fn survive_runner_sigkill(c: &Ctx) -> bool {
     survivors.is_empty()
 }
 
+fn tcp_fast_open(c: &Ctx) -> bool {
+    let (allowed, other) = (Trap::tcp(), Trap::tcp());
+    let code = snippet(
+        "import socket\ns = socket.socket()\ntry: s.sendto(b'x', 0x20000000, ('127.0.0.1', @O@))\nexcept OSError: pass\nresult = 1",
+        &[("O", other.port.to_string())],
+    );
+    run_once(
+        c.launch(&["network.outbound"], json!({"tcp_ports": [allowed.port]})),
+        &code,
+    );
+    other.hits_after(Duration::from_millis(300)) == 0
+}
+
+/// A raw bind (the worker shim explains a Python-level one first).
+const RAW_BIND: &str = "def raw_bind(s, family, addr):\n    sa = ctypes.create_string_buffer(_sockaddr(family, addr))\n    return sys_call(49, s.fileno(), ctypes.addressof(sa), len(sa.raw) - 1)\n";
+
+fn udp_bind(c: &Ctx) -> bool {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let code = format!("import socket, sys\n{RAW_BIND}s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); sys.keep = s\nresult = raw_bind(s, 2, ('127.0.0.1', {port}))");
+    let mut s = c.launch(&["network.outbound"], json!({})).start();
+    s.exec(&code);
+    let free = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+    s.finish();
+    free
+}
+
+fn abstract_bind(c: &Ctx) -> bool {
+    use std::os::linux::net::SocketAddrExt;
+    let name = token("nodus-matrix-squat");
+    let code = format!(
+        "import socket, sys\n{RAW_BIND}a, b = socket.socketpair(); sys.keep = (a, b)\nresult = raw_bind(a, 1, '\\0' + {})",
+        lit(&name)
+    );
+    let mut s = c.launch(&["network.outbound"], json!({})).start();
+    s.exec(&code);
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let free = std::os::unix::net::UnixListener::bind_addr(&addr).is_ok();
+    s.finish();
+    free
+}
+
+fn setuid_in_workspace(c: &Ctx) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = world_dir("ws");
+    chown(ws.path(), c.who.uid());
+    let code = snippet(
+        "p = os.path.join(@W@, 'f'); open(p, 'w').close()\nresult = sys_call(90, p.encode(), 0o4755)",
+        &[("W", lit(ws.path()))],
+    );
+    run_once(
+        c.launch(&["filesystem.write"], json!({}))
+            .workspace(ws.path()),
+        &code,
+    );
+    std::fs::metadata(ws.join("f")).is_ok_and(|m| m.permissions().mode() & 0o6000 == 0)
+}
+
+fn lease_on_workspace_file(c: &Ctx) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ws = world_dir("ws");
+    std::fs::write(ws.join("f"), "x").unwrap();
+    chmod(&ws.join("f"), 0o644);
+    chown(&ws.join("f"), c.who.uid());
+    let code = snippet(
+        "import sys\nfd = os.open(os.path.join(@W@, 'f'), os.O_RDONLY); sys.keep = fd\nresult = sys_call(72, fd, 1024, 0)",
+        &[("W", lit(ws.path()))],
+    );
+    let mut s = c
+        .launch(&["filesystem.read"], json!({}))
+        .workspace(ws.path())
+        .start();
+    s.exec(&code);
+    let open = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(ws.join("f"))
+        .is_ok();
+    s.finish();
+    open
+}
+
 const ATTACKS: &[(&str, Attack)] = &[
     ("read a host file outside the grants", read_host_file),
     ("write a file outside the scratch folder", write_outside),
@@ -413,6 +497,12 @@ const ATTACKS: &[(&str, Attack)] = &[
         tcp_without_capability,
     ),
     ("TCP to a port outside tcp_ports", tcp_port_not_allowed),
+    ("TCP Fast Open to a port outside tcp_ports", tcp_fast_open),
+    ("bind a UDP port (with network.outbound)", udp_bind),
+    (
+        "bind an abstract name on a socketpair socket (with network.outbound)",
+        abstract_bind,
+    ),
     (
         "unix stream socket by path (docker.sock)",
         unix_socket_by_path,
@@ -433,6 +523,11 @@ const ATTACKS: &[(&str, Attack)] = &[
         inherited_descriptor,
     ),
     ("chmod a host file", chmod_host_file),
+    ("setuid bit on a workspace file", setuid_in_workspace),
+    (
+        "lease on a workspace file holds the host's open",
+        lease_on_workspace_file,
+    ),
     ("fork bomb (limit 16, bounded at 100)", fork_bomb),
     ("memory bomb (limit 256 MiB, bounded at 512)", memory_bomb),
     ("busy loop (cpu_seconds 1, bounded at 4 s)", busy_loop),

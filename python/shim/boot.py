@@ -42,11 +42,14 @@ def _explain_denials():
     import os
     boot_dir = sys.path[0]
     caps = frozenset(os.environ.get("NODUS_EXTENSION_CAPABILITIES", "").split(","))
-    watched = frozenset(("socket.__new__", "socket.connect", "os.fork", "os.forkpty", "os.exec",
-                         "os.posix_spawn", "subprocess.Popen", "os.system",
+    watched = frozenset(("socket.__new__", "socket.connect", "socket.bind", "os.chmod", "fcntl.fcntl",
+                         "os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "subprocess.Popen",
+                         "os.system",
                          "open", "os.listdir", "os.scandir", "os.mkdir", "os.remove", "os.rmdir",
                          "os.rename", "os.truncate", "shutil.rmtree"))
+    fcntl_refused = {1024: "F_SETLEASE", 1026: "F_NOTIFY", 1036: "F_SET_RW_HINT", 1038: "F_SET_FILE_RW_HINT"}
     network = "network.outbound" in caps
+    host_network = os.environ.get("NODUS_EXTENSION_HOST_NETWORK") == "1"
     spawn = "subprocess.run" in caps
     out = sys.stdout
     try:
@@ -71,9 +74,9 @@ def _explain_denials():
         except Exception:
             pass
 
-    def deny(detail, capability):
+    def deny(detail, capability, why=None):
         notify(capability, detail.replace('"', "'"))
-        raise PermissionError(1, f"denied {detail}: {capability} not declared")
+        raise PermissionError(1, f"denied {detail}: {why or capability + ' not declared'}")
 
     def hook(event, args):
         if event not in watched:
@@ -88,6 +91,9 @@ def _explain_denials():
                     write = bool((isinstance(mode, str) and any(c in mode for c in "wax+"))
                                  or (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)))
                 tried["path"], tried["write"] = path, write
+        elif event == "os.chmod" and isinstance(args[1], int) and args[1] & 0o6000:
+            deny(f"chmod({args[0]!r}, {args[1]:#o})", "setuid/setgid bits (never granted)",
+                 "no worker may make a setuid or setgid file")
         elif event.startswith(("os.", "shutil.")) and event not in ("os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.system"):
             path = args[0]
             if isinstance(path, (str, bytes)):
@@ -103,6 +109,16 @@ def _explain_denials():
             if (tcp_ports is not None and isinstance(address, tuple) and len(address) >= 2
                     and getattr(sock, "family", None) in (2, 10) and getattr(sock, "type", None) == 1):
                 tried["connect"] = (address[0], address[1]) if address[1] not in tcp_ports else None
+        elif event == "socket.bind":
+            # Sharing the host's network namespace (network.outbound without
+            # an egress allowlist), a bound port or abstract name is the host's.
+            if host_network:
+                deny(f"bind({args[1]!r})", "inbound endpoint (never granted)",
+                     "network access is outbound only: a bound port or abstract name would be the host's")
+        elif event == "fcntl.fcntl":
+            if args[1] in fcntl_refused:
+                deny(f"fcntl({fcntl_refused[args[1]]})", "other processes' file access (never granted)",
+                     "a worker may not act on other processes' access to a file")
         elif not spawn:
             deny(event.replace("subprocess.", "").replace("os.", "") + "()", "subprocess.run")
 

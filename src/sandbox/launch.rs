@@ -653,8 +653,14 @@ fn landlock(
         .map_err(fail)?;
     // Rights on one path add up; a file takes only file rights.
     let mut by_path: BTreeMap<PathBuf, BitFlags<AccessFs>> = BTreeMap::new();
+    // Unix sockets are made in the scratch folder only: one in a folder the
+    // host shares (the workspace) would be an endpoint others can reach. No
+    // FIFO or device node there either (a FIFO blocks the host's open of it;
+    // seccomp refuses mknod as well).
+    let special =
+        AccessFs::MakeSock | AccessFs::MakeFifo | AccessFs::MakeChar | AccessFs::MakeBlock;
     for r in &policy.filesystem {
-        *by_path.entry(r.path.clone()).or_default() |= rights(r.access);
+        *by_path.entry(r.path.clone()).or_default() |= rights(r.access) & !special;
     }
     *by_path.entry(scratch.to_path_buf()).or_default() |= rights(Access::Write);
     for (path, access) in by_path {
@@ -694,6 +700,44 @@ const NS_FLAGS: u64 = (libc::CLONE_NEWUSER
     | libc::CLONE_NEWCGROUP
     | libc::CLONE_NEWTIME) as u64;
 
+/// `SO_PASSPIDFD` (Linux 6.5; not in every libc): like SO_PASSCRED it makes a unix socket autobind.
+const SO_PASSPIDFD: u64 = 76;
+
+/// The fcntl commands a worker may use: its own descriptors' flags, duplication,
+/// advisory locks (POSIX, OFD), SIGIO ownership (signals to others are
+/// Landlock's signal scope and the pid namespace), pipe sizes, seals, queries.
+/// Not F_SETLEASE (1024), F_NOTIFY (1026), F_CANCELLK (1029) or the inode
+/// write hints F_SET_RW_HINT (1036) and F_SET_FILE_RW_HINT (1038).
+const FCNTL_ALLOWED: &[i32] = &[
+    libc::F_DUPFD,
+    libc::F_GETFD,
+    libc::F_SETFD,
+    libc::F_GETFL,
+    libc::F_SETFL,
+    libc::F_GETLK,
+    libc::F_SETLK,
+    libc::F_SETLKW,
+    libc::F_SETOWN,
+    libc::F_GETOWN,
+    10, // F_SETSIG
+    11, // F_GETSIG
+    15, // F_SETOWN_EX
+    16, // F_GETOWN_EX
+    libc::F_OFD_GETLK,
+    libc::F_OFD_SETLK,
+    libc::F_OFD_SETLKW,
+    libc::F_GETLEASE,
+    1027, // F_DUPFD_QUERY
+    1028, // F_CREATED_QUERY
+    libc::F_DUPFD_CLOEXEC,
+    libc::F_SETPIPE_SZ,
+    libc::F_GETPIPE_SZ,
+    libc::F_ADD_SEALS,
+    libc::F_GET_SEALS,
+    1035, // F_GET_RW_HINT
+    1037, // F_GET_FILE_RW_HINT
+];
+
 fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
     let cond = |arg, len, op, val| {
         Cond::new(arg, len, op, val)
@@ -732,21 +776,50 @@ fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
             Op::Ne,
             libc::PR_SET_PDEATHSIG as u64,
         )?])?],
-        // IP sockets but MPTCP (it falls back to TCP around Landlock's port
-        // rules), and netlink for routing only (NETLINK_ROUTE: what
+        // IP sockets of TCP and UDP only (MPTCP falls back to TCP around
+        // Landlock's port rules; SCTP connects from sendmsg and is not TCP
+        // to Landlock), and netlink for routing only (NETLINK_ROUTE: what
         // getaddrinfo needs; sock_diag would list the host's sockets).
-        Condition::SocketNetworkFamilies => vec![
-            rule(vec![
-                cond(0, Len::Dword, Op::Eq, libc::AF_INET as u64)?,
-                cond(2, Len::Dword, Op::Ne, libc::IPPROTO_MPTCP as u64)?,
-            ])?,
-            rule(vec![
-                cond(0, Len::Dword, Op::Eq, libc::AF_INET6 as u64)?,
-                cond(2, Len::Dword, Op::Ne, libc::IPPROTO_MPTCP as u64)?,
-            ])?,
-            rule(vec![
+        Condition::SocketNetworkFamilies => {
+            let mut rules = Vec::new();
+            for family in [libc::AF_INET, libc::AF_INET6] {
+                for protocol in [0, libc::IPPROTO_TCP, libc::IPPROTO_UDP] {
+                    rules.push(rule(vec![
+                        cond(0, Len::Dword, Op::Eq, family as u64)?,
+                        cond(2, Len::Dword, Op::Eq, protocol as u64)?,
+                    ])?);
+                }
+            }
+            rules.push(rule(vec![
                 cond(0, Len::Dword, Op::Eq, libc::AF_NETLINK as u64)?,
                 cond(2, Len::Dword, Op::Eq, libc::NETLINK_ROUTE as u64)?,
+            ])?);
+            rules
+        }
+        Condition::BitsClear { arg, mask } => vec![rule(vec![cond(
+            arg,
+            Len::Dword,
+            Op::MaskedEq(mask as u64),
+            0,
+        )?])?],
+        // An allowlist, so that a command added to a later kernel is refused
+        // until it is looked at. Compared as 32 bits (the kernel's cmd is unsigned int).
+        Condition::FcntlOwnDescriptors => FCNTL_ALLOWED
+            .iter()
+            .map(|&c| rule(vec![cond(1, Len::Dword, Op::Eq, c as u64)?]))
+            .collect::<Result<_>>()?,
+        Condition::ArgNotIn { arg, values } => vec![rule(
+            values
+                .iter()
+                .map(|&v| cond(arg, Len::Dword, Op::Ne, v as u64))
+                .collect::<Result<_>>()?,
+        )?],
+        Condition::SetsockoptNoAutobind => vec![
+            rule(vec![cond(1, Len::Dword, Op::Ne, libc::SOL_SOCKET as u64)?])?,
+            rule(vec![
+                cond(1, Len::Dword, Op::Eq, libc::SOL_SOCKET as u64)?,
+                cond(2, Len::Dword, Op::Ne, libc::SO_PASSCRED as u64)?,
+                cond(2, Len::Dword, Op::Ne, SO_PASSPIDFD)?,
             ])?,
         ],
     })

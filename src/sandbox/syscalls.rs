@@ -58,6 +58,7 @@ pub fn number(name: &str) -> Option<i64> {
         "fchdir" => libc::SYS_fchdir,
         "fchmod" => libc::SYS_fchmod,
         "fchmodat" => libc::SYS_fchmodat,
+        "fchmodat2" => libc::SYS_fchmodat2,
         "fchown" => libc::SYS_fchown,
         "fchownat" => libc::SYS_fchownat,
         "fcntl" => libc::SYS_fcntl,

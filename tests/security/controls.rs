@@ -223,3 +223,111 @@ fn control_hello_example() {
         assert_host_healthy(who, &[]);
     });
 }
+
+/// Client sockets keep working where the worker shares the host's network
+/// namespace and may bind nothing: a DNS-style UDP exchange (connected and
+/// unconnected, and through asyncio), a TLS client verifying a loopback
+/// server's certificate, name resolution. Their local ports come from the
+/// kernel's implicit bind on connect and sendto.
+#[test]
+fn control_network_outbound_clients_bind_implicitly() {
+    confined(FULL, |who| {
+        let ws = world_dir("tls");
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+            ])
+            .arg("-keyout")
+            .arg(ws.join("key.pem"))
+            .arg("-out")
+            .arg(ws.join("cert.pem"))
+            .output();
+        if !made.as_ref().is_ok_and(|o| o.status.success()) {
+            eprintln!("SKIP: openssl missing: {made:?}");
+            return;
+        }
+        chmod(&ws.join("cert.pem"), 0o644);
+        let tls = Victim::python(
+            Who::Root,
+            &format!(
+                r#"
+import socket, ssl
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain({cert}, {key})
+l = socket.create_server(("127.0.0.1", 0)); print(l.getsockname()[1], flush=True)
+c, _ = l.accept()
+with ctx.wrap_socket(c, server_side=True) as t:
+    t.sendall(b"tls-ok:" + t.recv(10))
+"#,
+                cert = lit(ws.join("cert.pem")),
+                key = lit(ws.join("key.pem")),
+            ),
+        );
+        let dns = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dns_port = dns.local_addr().unwrap().port();
+        let responder = std::thread::spawn(move || {
+            dns.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut buf = [0u8; 512];
+            for _ in 0..3 {
+                let Ok((n, from)) = dns.recv_from(&mut buf) else {
+                    return;
+                };
+                let _ = dns.send_to(&[b"answer:", &buf[..n]].concat(), from);
+            }
+        });
+        let code = snippet(
+            r#"
+import asyncio, socket, ssl
+def connected():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+    u.connect(("127.0.0.1", @D@)); u.send(b"q1"); return u.recv(100).decode()
+def unconnected():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+    u.sendto(b"q2", ("127.0.0.1", @D@)); return u.recvfrom(100)[0].decode()
+async def datagram():
+    loop = asyncio.get_running_loop(); got = loop.create_future()
+    class P(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr): got.set_result(data.decode())
+    t, _ = await loop.create_datagram_endpoint(P, remote_addr=("127.0.0.1", @D@))
+    t.sendto(b"q3"); r = await asyncio.wait_for(got, 5); t.close(); return r
+def tls():
+    ctx = ssl.create_default_context(cafile=@C@)
+    with socket.create_connection(("127.0.0.1", @T@), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            t.sendall(b"hi"); return t.recv(100).decode()
+result = {"connected": attempt(connected), "unconnected": attempt(unconnected),
+          "asyncio": attempt(lambda: asyncio.run(datagram())), "tls": attempt(tls),
+          "resolve": attempt(lambda: socket.getaddrinfo("localhost", 443, type=socket.SOCK_STREAM)[0][4][0])}
+"#,
+            &[
+                ("D", dns_port.to_string()),
+                ("T", tls.line.clone()),
+                ("C", lit(ws.join("cert.pem"))),
+            ],
+        );
+        let (r, t) = run_once(
+            Launch::new(who, &["network.outbound", "filesystem.read"]).workspace(ws.path()),
+            &code,
+        );
+        let _ = responder.join();
+        let v = match &r {
+            Reply::Value(v) => v.clone(),
+            other => panic!("{other:?}\n{}", t.all()),
+        };
+        assert_eq!(v["connected"], json!("ok: 'answer:q1'"), "{v}");
+        assert_eq!(v["unconnected"], json!("ok: 'answer:q2'"), "{v}");
+        assert_eq!(v["asyncio"], json!("ok: 'answer:q3'"), "{v}");
+        assert_eq!(v["tls"], json!("ok: 'tls-ok:hi'"), "{v}");
+        assert!(
+            v["resolve"]
+                .as_str()
+                .is_some_and(|a| a.contains("127.0.0.1") || a.contains("::1")),
+            "{v}"
+        );
+    });
+}

@@ -1,6 +1,8 @@
 //! The kernel surface: system calls the seccomp allowlist refuses, their arguments, and the kernel interfaces reachable through them.
 
 use super::*;
+use serde_json::Value;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// Runs `real` (attacks with their outside checks) and `probe` (the same calls
 /// with arguments the kernel rejects with something else than EPERM) in the
@@ -369,5 +371,194 @@ result = "injected"
         );
         assert_eq!(r.field("high_bits"), "EPERM", "{r:?}");
         assert_eq!(r.field("raw"), "EPERM", "{r:?}");
+    });
+}
+
+/// Nothing a worker does blocks or slows the host's own access to a file it
+/// may read: a lease (F_SETLEASE) would make the host's open for writing
+/// wait up to `lease-break-time` (45 s) and a non-blocking one fail with
+/// EWOULDBLOCK; a directory notification (F_NOTIFY) reports the host's
+/// activity in a folder, as inotify would. Advisory locks (flock, POSIX and
+/// OFD locks) stay allowed: they bind only processes that ask for the same
+/// lock, never the host's open, read or write (mandatory locking is gone
+/// from Linux since 5.15). Judged from outside: the host's non-blocking open
+/// for writing and its read, while the worker holds what it got. Control: with
+/// the seccomp layer off the lease is taken and the host's open fails.
+#[test]
+fn attack_kernel_block_host_file_access() {
+    confined(FULL, |who| {
+        let attack = |policy: Value| {
+            let ws = owned_dir(who, "lease-ws");
+            owned_file(who, &ws.join("data"), "host data", 0o644);
+            let code = snippet(
+                r#"
+import fcntl, signal, sys
+keep = sys.__dict__.setdefault("nodus_keep", [])
+seen = sys.__dict__.setdefault("nodus_seen", [])
+# fcntl as a raw system call: the worker shim's audit hook explains (refuses) these first.
+def lease():
+    fd = os.open(os.path.join(@W@, "data"), os.O_RDONLY); keep.append(fd)
+    return ename(sys_call(72, fd, 1024, fcntl.F_RDLCK))   # F_SETLEASE
+def notify():
+    signal.signal(signal.SIGUSR1, lambda *a: seen.append(1))
+    fd = os.open(@W@, os.O_RDONLY); keep.append(fd)
+    fcntl.fcntl(fd, 10, signal.SIGUSR1)   # F_SETSIG: not SIGIO, which a lease break sends
+    return ename(sys_call(72, fd, 1026, fcntl.DN_CREATE | fcntl.DN_MULTISHOT))   # F_NOTIFY
+def explained():
+    try: fcntl.fcntl(os.open(os.path.join(@W@, "data"), os.O_RDONLY), fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except PermissionError as e: return str(e)
+def locks():
+    fd = os.open(os.path.join(@W@, "data"), os.O_RDONLY); keep.append(fd)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    fd2 = os.open(os.path.join(@W@, "data"), os.O_RDONLY); keep.append(fd2)
+    fcntl.lockf(fd2, fcntl.LOCK_SH)
+    return "locked"
+result = {"lease": attempt(lease), "notify": attempt(notify), "locks": attempt(locks), "explained": explained()}
+"#,
+                &[("W", lit(ws.path()))],
+            );
+            let mut s = Launch::new(who, &["filesystem.read"])
+                .workspace(ws.path())
+                .policy(policy)
+                .start();
+            let r = s.exec(&code);
+            // The host's own access, while the worker holds its descriptors.
+            let open_for_write = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(ws.join("data"))
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let read = std::fs::read_to_string(ws.join("data")).unwrap_or_default();
+            std::fs::write(ws.join("created-by-host"), "x").unwrap();
+            std::thread::sleep(ms(200));
+            let seen = s.exec("result = len(sys.nodus_seen)");
+            s.finish();
+            (r, open_for_write, read, seen.text())
+        };
+        let (r, open, _, seen) =
+            attack(json!({"mode": "best-effort", "layers": {"seccomp": false}}));
+        assert!(
+            open.is_err(),
+            "control: without seccomp the worker's lease holds the host's open: {r:?}"
+        );
+        assert_ne!(
+            seen, "0",
+            "control: without seccomp F_NOTIFY reports the host's file: {r:?}"
+        );
+        let (r, open, read, seen) = attack(json!({}));
+        assert_eq!(
+            open,
+            Ok(()),
+            "the host's open for writing was held by the worker: {r:?}"
+        );
+        assert_eq!(read, "host data", "{r:?}");
+        assert_eq!(
+            seen, "0",
+            "the worker was told of the host's new file: {r:?}"
+        );
+        assert_eq!(r.field("lease"), "ok: 'EPERM'", "{r:?}");
+        assert_eq!(r.field("notify"), "ok: 'EPERM'", "{r:?}");
+        assert!(
+            r.field("explained").contains("other processes' access"),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.field("locks"),
+            "ok: 'locked'",
+            "advisory locks are allowed: {r:?}"
+        );
+    });
+}
+
+/// The page cache is the host's too: POSIX_FADV_DONTNEED and MADV_PAGEOUT on
+/// a file the worker may only read would push it out, and every host read of
+/// it would go to the disk again. Judged from outside: `fincore` (the pages
+/// of the file in memory) after the worker's advice. Control: with the
+/// seccomp layer off, the file leaves the cache.
+#[test]
+fn attack_kernel_evict_host_page_cache() {
+    confined(FULL, |who| {
+        if std::process::Command::new("fincore")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIP: fincore (util-linux) missing");
+            return;
+        }
+        let resident = |p: &Path| -> u64 {
+            let out = std::process::Command::new("fincore")
+                .args(["--raw", "--noheadings", "--output", "PAGES"])
+                .arg(p)
+                .output()
+                .expect("fincore");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0)
+        };
+        let attack = |policy: Value| {
+            let ws = world_dir("cache-ws");
+            let mut pages = Vec::new();
+            for n in ["fadvise", "pageout"] {
+                let f = ws.join(n);
+                let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+                std::fs::write(&f, &data).unwrap();
+                std::fs::File::open(&f).unwrap().sync_all().unwrap();
+                let _ = std::fs::read(&f).unwrap();
+                chmod(&f, 0o644);
+                pages.push(resident(&f));
+            }
+            assert!(
+                pages.iter().all(|p| *p > 900),
+                "the test's files are not cached: {pages:?}"
+            );
+            let code = snippet(
+                r#"
+import mmap
+def fadvise():
+    fd = os.open(os.path.join(@W@, "fadvise"), os.O_RDONLY)
+    try: return os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally: os.close(fd)
+def pageout():
+    with open(os.path.join(@W@, "pageout"), "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        sum(m[i] for i in range(0, len(m), 4096))
+        return m.madvise(21)   # MADV_PAGEOUT
+result = {"fadvise": attempt(fadvise), "pageout": attempt(pageout)}
+"#,
+                &[("W", lit(ws.path()))],
+            );
+            let (r, _) = run_once(
+                Launch::new(who, &["filesystem.read"])
+                    .workspace(ws.path())
+                    .policy(policy),
+                &code,
+            );
+            let after: Vec<u64> = ["fadvise", "pageout"]
+                .iter()
+                .map(|n| resident(&ws.join(n)))
+                .collect();
+            (r, after)
+        };
+        let (r, after) = attack(json!({"mode": "best-effort", "layers": {"seccomp": false}}));
+        assert!(
+            after[0] < 100,
+            "control: without seccomp POSIX_FADV_DONTNEED empties the cache: {after:?} {r:?}"
+        );
+        if who == Who::Root {
+            // MADV_PAGEOUT of a file needs its owner (or write access): root's worker owns it.
+            assert!(
+                after[1] < 100,
+                "control: without seccomp MADV_PAGEOUT: {after:?} {r:?}"
+            );
+        }
+        let (r, after) = attack(json!({}));
+        assert!(
+            after.iter().all(|p| *p > 900),
+            "the worker pushed the host's file out of the page cache: {after:?} pages left: {r:?}"
+        );
+        assert_eq!(r.field("fadvise"), "EPERM", "{r:?}");
     });
 }

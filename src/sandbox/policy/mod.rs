@@ -359,6 +359,16 @@ pub enum Condition {
     SocketpairStream,
     /// prctl() of anything but PR_SET_PDEATHSIG.
     PrctlNotParentDeathSignal,
+    /// Argument `arg` (its low 32 bits) has none of the bits of `mask`: a
+    /// mode without S_ISUID/S_ISGID, send flags without MSG_FASTOPEN.
+    BitsClear { arg: u8, mask: u32 },
+    /// fcntl() of the commands on the caller's own descriptors, locks and
+    /// pipes: not F_SETLEASE, F_NOTIFY or the inode write hints.
+    FcntlOwnDescriptors,
+    /// setsockopt() of anything but SO_PASSCRED and SO_PASSPIDFD (unix autobind).
+    SetsockoptNoAutobind,
+    /// Argument `arg` (its low 32 bits) is none of `values`.
+    ArgNotIn { arg: u8, values: &'static [u32] },
 }
 
 /// One layer: how much it is needed, whether the operator wants it, and what
@@ -488,11 +498,11 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         }),
         // Seccomp is all or nothing: a kernel without filters gets none.
         seccomp: (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
-            .then(|| steps::seccomp(&declared)),
+            .then(|| steps::seccomp(&declared, namespaces.net)),
         namespaces,
         limits,
         pids_cgroup,
-        environment: steps::environment(&declared, egress.as_ref(), inp.workspace),
+        environment: steps::environment(&declared, egress.as_ref(), inp.workspace, namespaces.net),
         layers,
         degraded,
         egress,

@@ -177,9 +177,28 @@ pub(super) fn landlock(
     }
 }
 
+/// The set-id bits of a mode.
+const SET_ID: u32 = libc::S_ISUID | libc::S_ISGID;
+
+/// System calls allowed when one argument has none of some bits: (name,
+/// argument, bits). Their reasons are in `policies/base.json`.
+const BITS_CLEAR: &[(&str, u8, u32)] = &[
+    ("chmod", 1, SET_ID),
+    ("fchmod", 1, SET_ID),
+    ("fchmodat", 2, SET_ID),
+    ("fchmodat2", 2, SET_ID),
+    ("open", 2, SET_ID),
+    ("openat", 3, SET_ID),
+    ("creat", 1, SET_ID),
+    ("sendto", 3, libc::MSG_FASTOPEN as u32),
+    ("sendmsg", 2, libc::MSG_FASTOPEN as u32),
+    ("sendmmsg", 3, libc::MSG_FASTOPEN as u32),
+];
+
 /// The system call rules: base.json's allowlist, the conditional calls, what
-/// the capabilities add, and base.json's denials.
-pub(super) fn seccomp(declared: &Declared) -> SeccompPolicy {
+/// the capabilities add, and base.json's denials. `own_net`: the worker has a
+/// network namespace of its own, where nothing it binds is the host's.
+pub(super) fn seccomp(declared: &Declared, own_net: bool) -> SeccompPolicy {
     let base = &DATA.base.seccomp;
     let exec = declared.contains(&Capability::SubprocessRun);
     let net = declared.contains(&Capability::NetworkOutbound);
@@ -201,6 +220,40 @@ pub(super) fn seccomp(declared: &Declared) -> SeccompPolicy {
         ("prctl", Condition::PrctlNotParentDeathSignal),
     ] {
         rules.push(rule(name, SyscallAction::AllowIf(c), why(name)));
+    }
+    for &(name, arg, mask) in BITS_CLEAR {
+        let c = Condition::BitsClear { arg, mask };
+        rules.push(rule(name, SyscallAction::AllowIf(c), why(name)));
+    }
+    // Page-cache eviction of files the host reads too.
+    for (name, arg, values) in [
+        ("fadvise64", 3, &[libc::POSIX_FADV_DONTNEED as u32][..]),
+        (
+            "madvise",
+            2,
+            &[libc::MADV_COLD as u32, libc::MADV_PAGEOUT as u32][..],
+        ),
+    ] {
+        let c = Condition::ArgNotIn { arg, values };
+        rules.push(rule(name, SyscallAction::AllowIf(c), why(name)));
+    }
+    let fcntl = SyscallAction::AllowIf(Condition::FcntlOwnDescriptors);
+    rules.push(rule("fcntl", fcntl, why("fcntl")));
+    rules.push(rule(
+        "openat2",
+        SyscallAction::Errno(Errno::NoSys),
+        why("openat2"),
+    ));
+    // Endpoints: in its own network namespace nothing a worker binds is
+    // reachable from outside; sharing the host's, it binds nothing.
+    if own_net {
+        rules.push(rule("bind", SyscallAction::Allow, why("bind")));
+        let own = "the worker's own network namespace";
+        rules.push(rule("setsockopt", SyscallAction::Allow, own));
+    } else {
+        rules.push(rule("bind", SyscallAction::Errno(Errno::Perm), why("bind")));
+        let c = SyscallAction::AllowIf(Condition::SetsockoptNoAutobind);
+        rules.push(rule("setsockopt", c, why("setsockopt")));
     }
     rules.push(rule(
         "clone3",
@@ -361,6 +414,7 @@ pub(super) fn environment(
     declared: &Declared,
     egress: Option<&EgressPlan>,
     workspace: Option<&std::path::Path>,
+    own_net: bool,
 ) -> BTreeMap<String, String> {
     let mut env = DATA.base.environment.clone();
     env.insert("HOME".into(), "$SCRATCH".into());
@@ -374,6 +428,10 @@ pub(super) fn environment(
     env.insert("NODUS_EXTENSION_CAPABILITIES".into(), names.join(","));
     if let Some(e) = egress {
         env.extend(e.environment());
+    }
+    // For the same module: binds are refused in the host's network namespace.
+    if !own_net {
+        env.insert("NODUS_EXTENSION_HOST_NETWORK".into(), "1".into());
     }
     env
 }

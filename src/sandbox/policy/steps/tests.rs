@@ -237,6 +237,23 @@ fn seccomp_actions_per_capability() {
             AllowIf(Condition::IoctlNotTerminalInjection),
         ),
         (vec![], "prlimit64", AllowIf(Condition::PrlimitSelf)),
+        (
+            vec![],
+            "chmod",
+            AllowIf(Condition::BitsClear {
+                arg: 1,
+                mask: 0o6000,
+            }),
+        ),
+        (vec![], "fcntl", AllowIf(Condition::FcntlOwnDescriptors)),
+        (vec![], "openat2", Errno(super::Errno::NoSys)),
+        (vec![], "bind", Allow),
+        (vec![NetworkOutbound], "bind", eperm.clone()),
+        (
+            vec![NetworkOutbound],
+            "setsockopt",
+            AllowIf(Condition::SetsockoptNoAutobind),
+        ),
         (vec![], "ptrace", eperm.clone()),
         (
             vec![SubprocessRun, NetworkOutbound],
@@ -244,7 +261,7 @@ fn seccomp_actions_per_capability() {
             eperm.clone(),
         ),
     ] {
-        let sc = seccomp(&caps(&declared));
+        let sc = seccomp(&caps(&declared), !declared.contains(&NetworkOutbound));
         assert_eq!(
             sc.rule(name).map(|r| r.action.clone()),
             Some(expected),
@@ -252,7 +269,7 @@ fn seccomp_actions_per_capability() {
         );
         assert_eq!(sc.default, super::Errno::Perm);
     }
-    let none = seccomp(&caps(&[]));
+    let none = seccomp(&caps(&[]), true);
     assert!(
         none.rule("execveat").is_none(),
         "execveat only with subprocess.run"
@@ -448,7 +465,7 @@ fn environment_per_capability() {
             "filesystem.read,subprocess.run",
         ),
     ] {
-        let env = environment(&caps(&declared), None, None);
+        let env = environment(&caps(&declared), None, None, true);
         assert_eq!(env["NODUS_EXTENSION_CAPABILITIES"], listed);
         assert_eq!(env["HOME"], "$SCRATCH");
         assert_eq!(env["TMPDIR"], "$SCRATCH");
