@@ -547,3 +547,88 @@ fn completions_man_page_and_help_on_every_argument() {
         }
     }
 }
+
+#[test]
+fn policy_is_written_for_people_and_json_stays_the_machine_form() {
+    let dir = ext(
+        "pol.ext",
+        &["tool.invoke", "filesystem.read", "subprocess.run"],
+        &["pol.x"],
+        "",
+    );
+    let ws = TempDir::new("ws");
+    let real = std::fs::canonicalize(ws.path()).unwrap();
+    let out = runner()
+        .arg("policy")
+        .arg(dir.path())
+        .arg("--python")
+        .arg(common::python())
+        .arg("--workspace")
+        .arg(ws.path())
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let text = text(&out.stdout);
+    // No Rust Debug output.
+    for debug in [
+        "AllowIf(",
+        "Errno(",
+        "Namespaces {",
+        "Limits {",
+        "Some(",
+        "wanted=",
+        "{\"",
+        "ReadWriteFile",
+        "ExecFile",
+        "Strict",
+    ] {
+        assert!(!text.contains(debug), "{debug:?} in:\n{text}");
+    }
+    // Grouped by capability: what each declared one grants, and what is not declared.
+    assert!(
+        text.contains(&format!(
+            "  filesystem.read   reads the workspace {}",
+            real.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("  subprocess.run    starts processes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not declared: filesystem.write, network.outbound"),
+        "{text}"
+    );
+    // Each reason once.
+    let reasons: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('(') && l.ends_with(')'))
+        .collect();
+    for r in &reasons {
+        assert_eq!(
+            reasons.iter().filter(|x| *x == r).count(),
+            1,
+            "{r} twice in:\n{text}"
+        );
+    }
+    assert!(reasons.len() > 10, "{text}");
+    assert!(text.contains("1 GiB of memory"), "{text}");
+    // --json is the machine form, as before.
+    let out = runner()
+        .arg("policy")
+        .arg(dir.path())
+        .arg("--python")
+        .arg(common::python())
+        .arg("--workspace")
+        .arg(ws.path())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["extension"], "pol.ext");
+    assert!(v["seccomp"]["rules"].is_array(), "{v}");
+    assert!(v["filesystem"].is_array(), "{v}");
+}

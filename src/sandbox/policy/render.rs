@@ -1,9 +1,16 @@
 //! The human rendering of a policy (`ext-runner policy`), in one place.
 //! `--json` is the `Serialize` form instead.
+//!
+//! Written for people: what each declared capability grants, then what the
+//! worker may touch (files, network, system calls, processes), each reason
+//! said once, in words; no Rust `Debug` output.
 
 use std::fmt::{self, Write as _};
 
-use crate::sandbox::policy::{Condition, Policy, SyscallAction, LANDLOCK_ABI_REQUIRED};
+use crate::extension::capabilities::Capability;
+use crate::sandbox::policy::{
+    Access, Condition, Errno, Limits, Mode, Namespaces, Policy, Requirement, SyscallAction,
+};
 
 impl Policy {
     /// A human-readable rendering for `ext-runner policy` (the `Display` form).
@@ -12,84 +19,304 @@ impl Policy {
     }
 }
 
+/// What a capability grants, in words (the details follow in the sections).
+fn grants(c: Capability, p: &Policy) -> String {
+    let ws = p.environment.get("NODUS_WORKSPACE");
+    match c {
+        Capability::ToolInvoke => {
+            "may be invoked, and may call other extensions' tools through the host".into()
+        }
+        Capability::FilesystemRead => match ws {
+            Some(w) => format!("reads the workspace {w}"),
+            None => "reads the workspace".into(),
+        },
+        Capability::FilesystemWrite => match ws {
+            Some(w) => format!("reads and writes the workspace {w}"),
+            None => "reads and writes the workspace".into(),
+        },
+        Capability::NetworkOutbound => match &p.egress {
+            Some(_) => "connects out through the runner's egress proxy only (see egress)".into(),
+            None => match p.landlock.as_ref().and_then(|l| l.tcp_connect.as_ref()) {
+                Some(ports) => format!(
+                    "connects out over TCP to ports {} (the operator's tcp_ports) and UDP; never listens",
+                    join(ports)
+                ),
+                None => "connects out over TCP (any port) and UDP; never listens".into(),
+            },
+        },
+        Capability::SubprocessRun => {
+            "starts processes: fork and exec of the system's programs, under the same confinement"
+                .into()
+        }
+        Capability::MemoryRead => "reads its namespace of the host's memory store".into(),
+        Capability::MemoryWrite => "writes its namespace of the host's memory store".into(),
+    }
+}
+
+fn join<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Paths under one reason, by access.
+type PathsByAccess = Vec<(Access, Vec<String>)>;
+
+fn access_words(a: Access) -> &'static str {
+    match a {
+        Access::Read => "read",
+        Access::ReadExec => "read, run",
+        Access::ExecFile => "run",
+        Access::ReadWriteFile => "read, write",
+        Access::Write => "read, write",
+    }
+}
+
+fn condition_words(c: Condition) -> &'static str {
+    match c {
+        Condition::IoctlNotTerminalInjection => "unless it injects terminal input",
+        Condition::PrlimitSelf => "on the worker itself only",
+        Condition::CloneThreadOnly => "for threads only",
+        Condition::CloneNoNamespaces => "without new namespaces",
+        Condition::SocketNetworkFamilies => "for network sockets only",
+        Condition::SocketpairStream => "for stream pairs only",
+        Condition::PrctlNotParentDeathSignal => "unless it changes the parent-death signal",
+        Condition::BitsClear { .. } => "unless it sets a flag the policy forbids",
+        Condition::FcntlOwnDescriptors => "on its own descriptors only",
+        Condition::SetsockoptNoAutobind => "unless it asks for unix autobind",
+        Condition::ArgNotIn { .. } => "unless an argument is one the policy forbids",
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if n >= size && n % size == 0 {
+            return format!("{} {unit}", n / size);
+        }
+    }
+    format!("{n} bytes")
+}
+
+fn limits_words(l: &Limits) -> String {
+    let core = if l.core_bytes == 0 {
+        "no core dumps".to_string()
+    } else {
+        format!("core dumps up to {}", bytes(l.core_bytes))
+    };
+    format!(
+        "{} of memory, {} s of CPU time, {} processes, {} open files, files up to {}, {core}",
+        bytes(l.memory_bytes),
+        l.cpu_seconds,
+        l.processes,
+        l.open_files,
+        bytes(l.file_size_bytes)
+    )
+}
+
+fn namespaces_words(n: &Namespaces) -> String {
+    let mut v = Vec::new();
+    if n.user {
+        v.push("user");
+    }
+    if n.mount {
+        v.push("mount (every mount read-only but the scratch folder and a writable workspace)");
+    }
+    if n.pid {
+        v.push("pid (everything it starts dies with it)");
+    }
+    if n.net {
+        v.push("network (no network at all)");
+    }
+    if n.ipc {
+        v.push("ipc");
+    }
+    if n.uts {
+        v.push("uts");
+    }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.capabilities.iter().map(|c| c.as_str()).collect();
-        writeln!(f, "extension {} ({:?} mode)", self.extension, self.mode)?;
-        writeln!(f, "capabilities: {}", names.join(", "))?;
-        writeln!(f, "\nlayers:")?;
-        for l in &self.layers {
+        let mode = match self.mode {
+            Mode::Strict => "strict mode: the worker does not start without the layers it needs",
+            Mode::BestEffort => "best-effort mode: the worker starts with what this kernel has",
+        };
+        writeln!(f, "extension {} ({mode})", self.extension)?;
+
+        writeln!(f, "\ncapabilities")?;
+        for c in &self.capabilities {
+            writeln!(f, "  {:<17} {}", c.as_str(), grants(*c, self))?;
+        }
+        if self.capabilities.is_empty() {
             writeln!(
                 f,
-                "  {:<11} wanted={:<5} enforceable={:<5} {}",
-                l.layer, l.wanted, l.enforceable, l.note
+                "  (none declared: the worker can compute, but cannot even be invoked)"
             )?;
         }
-        let (abi, on) = match &self.landlock {
-            Some(ll) => (ll.abi_required, "on"),
-            None => (LANDLOCK_ABI_REQUIRED, "off"),
-        };
-        writeln!(f, "\nlandlock (ABI >= {abi}, {on}):")?;
+        let missing: Vec<&str> = Capability::ALL
+            .iter()
+            .filter(|c| !self.capabilities.contains(c))
+            .map(|c| c.as_str())
+            .collect();
+        if !missing.is_empty() {
+            writeln!(f, "  not declared: {}", missing.join(", "))?;
+        }
+
+        // Files: grouped by reason (each said once), then by access.
+        let mut groups: Vec<(&str, PathsByAccess)> = Vec::new();
         for r in &self.filesystem {
-            let access = format!("{:?}", r.access);
-            writeln!(f, "  {access:<14} {}  # {}", r.path.display(), r.why)?;
-        }
-        writeln!(f, "  write          $SCRATCH  # private scratch folder (TMPDIR, HOME), removed when the worker exits")?;
-        if let Some(ll) = &self.landlock {
-            let tcp = match (ll.tcp_handled, &ll.tcp_connect) {
-                (false, _) => "any port".to_string(),
-                (true, Some(p)) => format!("ports {p:?}"),
-                (true, None) => "denied".to_string(),
+            let path = r.path.display().to_string();
+            let at = match groups.iter().position(|(why, _)| *why == r.why) {
+                Some(i) => i,
+                None => {
+                    groups.push((&r.why, Vec::new()));
+                    groups.len() - 1
+                }
             };
-            writeln!(f, "  tcp connect: {tcp}\n  tcp bind: denied")?;
-            writeln!(f, "  scopes: {}", ll.scopes.join(", "))?;
+            let by_access = &mut groups[at].1;
+            match by_access.iter_mut().find(|(a, _)| *a == r.access) {
+                Some((_, paths)) => paths.push(path),
+                None => by_access.push((r.access, vec![path])),
+            }
         }
+        let how = if self.landlock.is_some() {
+            "Landlock; anything else is refused"
+        } else {
+            "Landlock is off: not enforced"
+        };
+        writeln!(f, "\nfiles ({how})")?;
+        for (why, by_access) in &groups {
+            for (access, paths) in by_access {
+                writeln!(f, "  {:<12} {}", access_words(*access), paths.join(" "))?;
+            }
+            writeln!(f, "  {:<12} ({why})", "")?;
+        }
+        writeln!(
+            f,
+            "  {:<12} its private scratch folder ($TMPDIR = $HOME)",
+            "read, write"
+        )?;
+        writeln!(f, "  {:<12} (removed when the worker exits)", "")?;
+
+        writeln!(f, "\nnetwork")?;
+        match (&self.egress, &self.landlock) {
+            (Some(_), _) => writeln!(f, "  only through the egress proxy (below)")?,
+            (None, Some(ll)) => {
+                let connect = match (ll.tcp_handled, &ll.tcp_connect) {
+                    (false, _) => "any port".to_string(),
+                    (true, Some(p)) => format!("ports {} only", join(p)),
+                    (true, None) => "refused".to_string(),
+                };
+                writeln!(f, "  TCP connect: {connect}; TCP listen and bind: refused")?;
+                if !ll.scopes.is_empty() {
+                    let scopes: Vec<&str> = ll
+                        .scopes
+                        .iter()
+                        .map(|s| match s.as_str() {
+                            "abstract_unix_socket" => "abstract unix sockets outside the sandbox",
+                            "signal" => "signals to processes outside the sandbox",
+                            other => other,
+                        })
+                        .collect();
+                    writeln!(f, "  out of reach: {}", scopes.join("; "))?;
+                }
+            }
+            (None, None) => writeln!(f, "  not limited by Landlock (the layer is off)")?,
+        }
+        if self.namespaces.net {
+            writeln!(
+                f,
+                "  no network namespace of the host: nothing is reachable, loopback included"
+            )?;
+        }
+
         match &self.seccomp {
             Some(sc) => {
-                writeln!(f, "\nseccomp (default: {}):", sc.default)?;
+                writeln!(
+                    f,
+                    "\nsystem calls (seccomp; any call not listed fails with {})",
+                    sc.default
+                )?;
                 let allowed: Vec<&str> = sc
                     .rules
                     .iter()
                     .filter(|r| r.action == SyscallAction::Allow)
                     .map(|r| r.name.as_str())
                     .collect();
-                writeln!(f, "  allow: {}", allowed.join(" "))?;
+                writeln!(
+                    f,
+                    "  allowed: {} calls (file I/O, memory, time, signals, polling, threads; `--json` lists them)",
+                    allowed.len()
+                )?;
+                // Conditional and refused calls, grouped by what happens, each reason once.
+                let mut seen: Vec<(String, Vec<&str>, &str)> = Vec::new();
                 for r in sc.rules.iter().filter(|r| r.action != SyscallAction::Allow) {
-                    writeln!(f, "  {:<18} {}  # {}", r.name, action(&r.action), r.why)?;
+                    let what = match &r.action {
+                        SyscallAction::AllowIf(c) => format!("allowed {}", condition_words(*c)),
+                        SyscallAction::Errno(Errno::Perm) => "refused".to_string(),
+                        SyscallAction::Errno(e) => format!("fail with {e}"),
+                        SyscallAction::Allow => unreachable!("filtered"),
+                    };
+                    // "as getxattr" repeats the reason of the call it names.
+                    let same_as = r.why.strip_prefix("as ");
+                    match seen.iter_mut().find(|(w, names, why)| {
+                        *w == what && (*why == r.why || same_as.is_some_and(|n| names.contains(&n)))
+                    }) {
+                        Some((_, names, _)) => names.push(&r.name),
+                        None => seen.push((what, vec![&r.name], &r.why)),
+                    }
+                }
+                for (what, names, why) in &seen {
+                    writeln!(f, "  {what}: {}", names.join(", "))?;
+                    writeln!(f, "    ({why})")?;
                 }
             }
-            None => writeln!(f, "\nseccomp: off")?,
+            None => writeln!(f, "\nsystem calls: not filtered (seccomp is off)")?,
         }
-        writeln!(f, "\nnamespaces: {:?}", self.namespaces)?;
+
+        writeln!(f, "\nprocess")?;
+        writeln!(f, "  namespaces: {}", namespaces_words(&self.namespaces))?;
         match &self.limits {
-            Some(l) => writeln!(f, "limits: {l:?}")?,
-            None => writeln!(f, "limits: off")?,
+            Some(l) => writeln!(f, "  limits: {}", limits_words(l))?,
+            None => writeln!(f, "  limits: none (the layer is off)")?,
         }
         if let Some(c) = &self.pids_cgroup {
-            writeln!(f, "pids cgroup: under {c}")?;
+            writeln!(f, "  process count also held by a pids cgroup under {c}")?;
         }
-        writeln!(f, "environment: {:?}", self.environment)?;
+        let env: Vec<String> = self
+            .environment
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(f, "  environment: {}", env.join(" "))?;
+
         if let Some(e) = &self.egress {
             f.write_str(&e.render())?;
+        }
+
+        writeln!(f, "\nlayers")?;
+        for l in &self.layers {
+            let state = match (l.wanted, l.enforceable) {
+                (false, _) => "off (operator policy)",
+                (true, true) => "on",
+                (true, false) if l.requirement == Requirement::Hard => "missing (refused)",
+                (true, false) => "missing (degraded)",
+            };
+            let mut line = String::new();
+            let _ = write!(line, "  {:<11} {state:<19} {}", l.layer, l.note);
+            writeln!(f, "{}", line.trim_end())?;
         }
         for d in &self.degraded {
             writeln!(f, "DEGRADED: {d}")?;
         }
         Ok(())
     }
-}
-
-/// `AllowIf(CloneThreadOnly)`, `Errno("EPERM")`.
-fn action(a: &SyscallAction) -> String {
-    let mut s = String::new();
-    let _ = match a {
-        SyscallAction::Allow => write!(s, "Allow"),
-        SyscallAction::AllowIf(c) => write!(s, "AllowIf({})", condition(*c)),
-        SyscallAction::Errno(e) => write!(s, "Errno({:?})", e.as_str()),
-    };
-    s
-}
-
-fn condition(c: Condition) -> String {
-    format!("{c:?}")
 }
