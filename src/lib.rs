@@ -20,6 +20,58 @@
 //! [`blocking`] facade, the [`policy`] dry-run, [`memory`] backends, the
 //! [`Audit`] trail and the [`Error`] type.
 
+//!
+//! # Quick start
+//!
+//! Async, on tokio: load an extension folder into a registry, invoke a tool.
+//!
+//! ```
+//! use nodus_extension::{ExtensionRegistry, HostOptions};
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> nodus_extension::Result<()> {
+//! let registry = ExtensionRegistry::new(HostOptions::default());
+//! let host = registry.load("examples/hello").await?;   // starts its confined worker
+//! assert_eq!(host.name(), "example.hello");
+//!
+//! let greeting = registry
+//!     .invoke_value("example.hello", "example.greet", json!({"name": "Ada"}))
+//!     .await?;
+//! assert_eq!(greeting, "Hello, Ada!");
+//!
+//! // The reference's API takes the arguments as a JSON string.
+//! let words = registry
+//!     .invoke("example.hello", "example.count_words", r#"{"text": "one two three"}"#)
+//!     .await?;
+//! assert_eq!(words, 3);
+//! registry.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Blocking, for a host without a runtime ([`blocking`] owns one):
+//!
+//! ```
+//! use nodus_extension::{blocking, Error, HostOptions};
+//!
+//! let registry = blocking::ExtensionRegistry::new(HostOptions::default())?;
+//! registry.load("examples/hello")?;
+//! let greeting = registry.invoke("example.hello", "example.greet", r#"{"name": "Ada"}"#)?;
+//! assert_eq!(greeting, "Hello, Ada!");
+//!
+//! // Failures are typed, with the reference's classes.
+//! let err = registry.invoke("example.hello", "example.nope", "{}").unwrap_err();
+//! assert!(matches!(err, Error::Invoke { .. }));
+//! assert_eq!(err.class(), "InvokeError");
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! Dropping an invoke's future (a `select!`, a timeout of your own, an
+//! aborted task) cancels that request: the worker cannot be told to stop a
+//! running tool, so it is replaced, and the next invoke does not wait behind
+//! the abandoned one.
+
 #![deny(unsafe_code)] // `sandbox/child.rs` alone may use it: the code between fork and exec.
 
 mod cli;

@@ -632,3 +632,75 @@ fn policy_is_written_for_people_and_json_stays_the_machine_form() {
     assert!(v["seccomp"]["rules"].is_array(), "{v}");
     assert!(v["filesystem"].is_array(), "{v}");
 }
+
+const SLOW_TOOLS: &str = r#"
+import time
+from nodus_extension.worker import register_tool, run_loop
+def slow(args):
+    time.sleep(60)
+    return "slow"
+register_tool("lib.slow", slow)
+register_tool("lib.fast", lambda args: "fast")
+run_loop()
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_an_invoke_future_cancels_it() {
+    use nodus_extension::ExtensionHost;
+    let dir = ext(
+        "lib.ext",
+        &["tool.invoke"],
+        &["lib.slow", "lib.fast"],
+        SLOW_TOOLS,
+    );
+    let host = ExtensionHost::load(dir.path(), common::options())
+        .await
+        .unwrap();
+    let first = host.worker_pid().await.unwrap();
+    // The caller gives up on the slow call after 300 ms (its future is dropped).
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(300), host.invoke("lib.slow", "{}")).await;
+    assert!(gave_up.is_err());
+    // The next invoke does not wait behind it (the options' timeout is 20 s,
+    // the slow tool 60 s): a fresh worker answers.
+    let t0 = Instant::now();
+    assert_eq!(host.invoke("lib.fast", "{}").await.unwrap(), "fast");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(host.worker_starts(), 2);
+    // Outside check: the worker that ran the cancelled call is gone.
+    assert!(
+        common::wait_gone(first, Duration::from_secs(5)),
+        "worker {first} still runs"
+    );
+    // Control: an invoke that is not dropped is not cancelled.
+    assert_eq!(host.invoke("lib.fast", "{}").await.unwrap(), "fast");
+    assert_eq!(host.worker_starts(), 2);
+    host.unload().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_blocking_facade_inside_a_runtime_is_an_error_not_a_panic() {
+    use nodus_extension::blocking;
+    let dir = ext("lib.blk", &["tool.invoke"], &["lib.fast"], SLOW_TOOLS);
+    let registry = blocking::ExtensionRegistry::new(common::options()).unwrap();
+    let err = registry.load(dir.path()).err().expect("refused");
+    assert_eq!(err.class(), "SandboxError");
+    assert!(err.to_string().contains("async"), "{err}");
+    let err = registry.invoke("lib.blk", "lib.fast", "{}").unwrap_err();
+    assert_eq!(err.class(), "SandboxError");
+    // Lookups work, and dropping it here does not panic either.
+    assert!(registry.get("lib.blk").is_none());
+    assert!(registry.list_all().is_empty());
+    drop(registry);
+    // Control: the same facade outside a runtime loads and invokes.
+    let path = dir.path().to_path_buf();
+    let answer = std::thread::spawn(move || {
+        let registry = blocking::ExtensionRegistry::new(common::options()).unwrap();
+        registry.load(&path).unwrap();
+        registry.invoke_value("lib.blk", "lib.fast", serde_json::json!({}))
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    assert_eq!(answer, "fast");
+}

@@ -454,6 +454,29 @@ fn explain(msg: String, denials: &[String]) -> String {
     }
 }
 
+/// A request sent (or being sent) to a worker, until its invoke future ends.
+/// Dropped with the request still pending, i.e. the future was dropped before
+/// the answer came: the worker module cannot be told to stop a tool (the
+/// protocol has no cancel), and a single-threaded worker would run it to the
+/// end before reading the next request. So the worker is killed and the next
+/// invoke starts a fresh one, instead of waiting behind the cancelled call.
+/// Other requests in flight on that worker fail with a SandboxError saying so.
+struct Cancel<'a> {
+    worker: &'a Worker,
+    id: &'a str,
+}
+
+impl Drop for Cancel<'_> {
+    fn drop(&mut self) {
+        if self.worker.pending.locked().remove(self.id).is_some() {
+            self.worker.kill(
+                "an invoke was cancelled (its future was dropped) before the worker answered; the worker is replaced"
+                    .into(),
+            );
+        }
+    }
+}
+
 /// One loaded extension.
 pub struct ExtensionHost {
     ext: Prepared,
@@ -699,6 +722,12 @@ impl ExtensionHost {
         let id = protocol::new_request_id();
         let (tx, rx) = oneshot::channel();
         worker.pending.locked().insert(id.clone(), tx);
+        // From here, dropping this future (a caller's select!, timeout or
+        // abort) cancels the request: the worker is replaced (see Cancel).
+        let _cancel = Cancel {
+            worker: &worker,
+            id: &id,
+        };
         if worker.control.has_ended() {
             // The reader may have finished between start_worker and insert: it will not drain us.
             worker.pending.locked().remove(&id);

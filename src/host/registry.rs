@@ -118,6 +118,15 @@ impl ExtensionRegistry {
         host.invoke(tool, args_json).await
     }
 
+    /// Invokes `tool` in the extension `name` with already-decoded arguments.
+    pub async fn invoke_value(&self, name: &str, tool: &str, args: Value) -> Result<Value> {
+        let host = self
+            .get(name)
+            .await
+            .ok_or_else(|| Error::registry(format!("extension '{name}' is not loaded"), name))?;
+        host.invoke_value(tool, args).await
+    }
+
     /// Unloads everything.
     pub async fn shutdown(&self) {
         let hosts: Vec<_> = std::mem::take(&mut *self.hosts.write().await)
