@@ -930,3 +930,67 @@ impl EgressChannel {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(step: Step, errno: i32, detail: u32) -> String {
+        let context = StepContext {
+            writable_mounts: vec![c"/scratch".into(), c"/work".into()],
+            cgroup_procs: Some(c"/sys/fs/cgroup/x/cgroup.procs".into()),
+        };
+        context.describe(&Failure {
+            step,
+            errno,
+            detail,
+        })
+    }
+
+    #[test]
+    fn a_failed_step_is_put_in_words_with_its_errno_and_what_to_do() {
+        let flags = (libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET) as u32;
+        let m = said(Step::Unshare, libc::ENOSPC, flags);
+        assert!(
+            m.starts_with("confinement step unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET) failed: ENOSPC (No space left on device): ")
+                && m.contains("user.max_*_namespaces"),
+            "{m}"
+        );
+        assert_eq!(
+            said(Step::Unshare, libc::EPERM, flags),
+            "confinement step unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET) failed: EPERM (Operation not permitted)"
+        );
+        assert_eq!(
+            said(Step::BindWritable, libc::ENOENT, 1),
+            "confinement step mount(/work, /work, MS_BIND|MS_REC) failed: ENOENT (No such file or directory)"
+        );
+        assert_eq!(
+            said(Step::JoinCgroup, libc::EACCES, 0),
+            "confinement step write 0 to /sys/fs/cgroup/x/cgroup.procs failed: EACCES (Permission denied)"
+        );
+        let m = said(Step::Rlimit, libc::EPERM, libc::RLIMIT_NOFILE);
+        assert!(
+            m.starts_with("confinement step setrlimit(RLIMIT_NOFILE) failed: EPERM (Operation not permitted): the runner's own hard limit")
+                && m.contains("\"open_files\""),
+            "{m}"
+        );
+        assert_eq!(
+            said(Step::Seccomp, libc::EACCES, 1),
+            "confinement step seccomp(SECCOMP_SET_MODE_FILTER) (filter 2) failed: EACCES (Permission denied)"
+        );
+        assert_eq!(
+            said(Step::LandlockStatus, 0, child::LANDLOCK_PARTIALLY_ENFORCED),
+            "confinement step Landlock status check failed: Landlock was partially enforced although this kernel has the ABI the policy needs (fully enforced expected)"
+        );
+        assert_eq!(
+            said(Step::EgressSocket, libc::EPERM, 1),
+            "confinement step ioctl(lo, SIOCSIFFLAGS, IFF_UP) for the egress proxy failed: EPERM (Operation not permitted)"
+        );
+        // A detail out of range still names the step.
+        assert_eq!(
+            said(Step::BindWritable, libc::ENOENT, 9),
+            "confinement step mount(?, ?, MS_BIND|MS_REC) failed: ENOENT (No such file or directory)"
+        );
+        assert_eq!(clone_flags(libc::CLONE_NEWPID | 0x2), "CLONE_NEWPID|0x2");
+    }
+}
