@@ -518,6 +518,29 @@ async fn denials_of_network_and_process_creation_explain_themselves() {
     assert_eq!(denials.len(), 3, "{denials:?}");
     assert_eq!(denials[0]["capability"], "network.outbound");
     assert_eq!(denials[1]["capability"], "subprocess.run");
+    assert!(denials[0].get("reason").is_none(), "{denials:?}");
+
+    // What no capability grants is explained with its reason, in the error
+    // and in the audit trail alike.
+    let err = run(
+        &s,
+        "t.plain",
+        "import os; p = os.path.join(os.environ['TMPDIR'], 'f'); open(p, 'w').close(); os.chmod(p, 0o4755)",
+    )
+    .await
+    .unwrap_err();
+    let why = "no worker may make a setuid or setgid file";
+    assert!(err.to_string().contains(why), "{err}");
+    let events = s.events.lock().unwrap().clone();
+    let chmod = events
+        .iter()
+        .rfind(|e| e["event"] == "denial" && e["layer"] == "worker")
+        .expect("a denial for chmod");
+    assert_eq!(chmod["reason"], why, "{chmod}");
+    assert!(
+        chmod["what"].as_str().unwrap().starts_with("chmod("),
+        "{chmod}"
+    );
 
     // The kernel still enforces when the explanation is bypassed: a raw syscall
     // through ctypes gets EPERM without any help from the audit hook.

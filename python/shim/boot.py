@@ -75,7 +75,7 @@ def _explain_denials():
             pass
 
     def deny(detail, capability, why=None):
-        notify(capability, detail.replace('"', "'"))
+        notify(capability, detail.replace('"', "'"), why)
         raise PermissionError(1, f"denied {detail}: {why or capability + ' not declared'}")
 
     def hook(event, args):
