@@ -294,3 +294,113 @@ fn attack_limits_same_registry_stays_healthy() {
         }
     });
 }
+
+/// Every task of a worker, judged from outside: the threads of every process
+/// under the runner (`/proc/PID/task`), the runner's own excluded.
+fn tasks_under(s: &Session) -> usize {
+    s.processes()
+        .iter()
+        .map(|p| {
+            std::fs::read_dir(format!("/proc/{p}/task"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Issue 17 item 5: every task is bounded, threads included, as root too. A
+/// thread bomb (small stacks, so the address-space limit is no bound) and a
+/// fork bomb whose children start threads, as root and as uid 65534, with
+/// `limits.processes` 16: counted from outside while the tasks wait, the
+/// worker's tasks stay within the limit (plus the namespace's reaper), the
+/// worker still answers and the host still serves. The control, the same
+/// worker with a limit of 200, goes well past 16: the count can fail.
+///
+/// Open for root's thread bomb: without `subprocess.run` a root worker has no
+/// pids cgroup and `RLIMIT_NPROC` does not bind uid 0 (303 tasks under a limit
+/// of 16, measured); the deployment issue (12) bounds every task. The fork
+/// bomb (pids cgroup) and uid 65534 (`RLIMIT_NPROC`) hold.
+#[test]
+#[ignore = "gap: a root worker without subprocess.run has no task bound (issue 17 item 5, the deployment issue 12 closes it)"]
+fn gap_limits_tasks_bounded_threads_and_forks() {
+    const THREADS: &str = r#"
+import threading, builtins
+threading.stack_size(64 * 1024)
+ev = builtins._ev = threading.Event()
+n, err = 0, None
+try:
+    while n < 300:
+        threading.Thread(target=ev.wait, daemon=True).start(); n += 1
+except (RuntimeError, MemoryError) as e:
+    err = str(e)
+result = {"started": n, "error": err}
+"#;
+    const FORKS: &str = r#"
+import threading, time, builtins
+threading.stack_size(64 * 1024)
+n, err = 0, None
+kids = builtins._kids = []
+try:
+    while n < 60:
+        p = os.fork()
+        if p == 0:
+            try:
+                for _ in range(8):
+                    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+            except BaseException:
+                pass
+            time.sleep(30); os._exit(0)
+        kids.append(p); n += 1
+except OSError as e:
+    err = errno.errorcode.get(e.errno)
+time.sleep(1)
+result = {"forked": n, "error": err}
+"#;
+    const RELEASE_THREADS: &str = "import builtins; builtins._ev.set(); result = 1";
+    const RELEASE_FORKS: &str = r#"
+import builtins, signal
+for p in builtins._kids:
+    try:
+        os.kill(p, signal.SIGKILL); os.waitpid(p, 0)
+    except OSError:
+        pass
+result = 1
+"#;
+    both(|who| {
+        if !require(who, &[FULL, &[Feature::PidsCgroup]].concat()) {
+            return;
+        }
+        // The reaper (process 1 of the worker's pid namespace) is not the worker's.
+        let slack = 1;
+        let bomb = |caps: &[&str], code: &str, release: &str, limit: u64| {
+            let mut s = Launch::new(who, caps)
+                .policy(json!({"limits": {"processes": limit}}))
+                .start();
+            let r = s.exec(code);
+            let tasks = tasks_under(&s);
+            let released = s.exec(release);
+            let answers = matches!(s.exec("result = 2"), Reply::Value(_));
+            let procs = s.processes();
+            s.finish();
+            assert_host_healthy(who, &procs);
+            (tasks, r, released, answers)
+        };
+        for (what, caps, code, release) in [
+            ("thread bomb", &[][..], THREADS, RELEASE_THREADS),
+            ("fork bomb", &["subprocess.run"][..], FORKS, RELEASE_FORKS),
+        ] {
+            let (tasks, r, _, _) = bomb(caps, code, release, 200);
+            assert!(
+                tasks > 16 + slack + 8,
+                "control ({what}, limit 200): only {tasks} tasks, the count cannot fail: {r:?}"
+            );
+            let (tasks, r, released, answers) = bomb(caps, code, release, 16);
+            assert!(
+                tasks <= 16 + slack,
+                "{what}: {tasks} tasks under a limit of 16: {r:?}"
+            );
+            assert!(matches!(released, Reply::Value(_)), "{what}: {released:?}");
+            assert!(answers, "{what}: the worker stopped answering");
+        }
+    });
+}
