@@ -779,15 +779,22 @@ fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
         // IP sockets of TCP and UDP only (MPTCP falls back to TCP around
         // Landlock's port rules; SCTP connects from sendmsg and is not TCP
         // to Landlock), and netlink for routing only (NETLINK_ROUTE: what
-        // getaddrinfo needs; sock_diag would list the host's sockets).
+        // getaddrinfo needs; sock_diag would list the host's sockets). The
+        // type is checked too (its low 4 bits, SOCK_NONBLOCK/SOCK_CLOEXEC
+        // aside): protocol 0 means the first protocol registered for the
+        // type, which for SOCK_SEQPACKET is SCTP where its module is loaded
+        // (and for SOCK_DCCP, DCCP on kernels before 6.16).
         Condition::SocketNetworkFamilies => {
             let mut rules = Vec::new();
             for family in [libc::AF_INET, libc::AF_INET6] {
                 for protocol in [0, libc::IPPROTO_TCP, libc::IPPROTO_UDP] {
-                    rules.push(rule(vec![
-                        cond(0, Len::Dword, Op::Eq, family as u64)?,
-                        cond(2, Len::Dword, Op::Eq, protocol as u64)?,
-                    ])?);
+                    for kind in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
+                        rules.push(rule(vec![
+                            cond(0, Len::Dword, Op::Eq, family as u64)?,
+                            cond(1, Len::Dword, Op::MaskedEq(0xf), kind as u64)?,
+                            cond(2, Len::Dword, Op::Eq, protocol as u64)?,
+                        ])?);
+                    }
                 }
             }
             rules.push(rule(vec![

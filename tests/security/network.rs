@@ -290,7 +290,13 @@ result = {"sendto": attempt(sendto4), "mapped": attempt(sendto_mapped), "sendmsg
           "mapped_connect": attempt(mapped_connect),
           # Other protocols that open connections: SCTP (connects from sendmsg, and is not TCP
           # to Landlock; a module, often absent) and MPTCP (falls back to TCP).
-          "sctp": ename(sys_call(41, 2, 1, 132)), "mptcp": ename(sys_call(41, 2, 1, 262))}
+          "sctp": ename(sys_call(41, 2, 1, 132)), "mptcp": ename(sys_call(41, 2, 1, 262)),
+          # Protocol 0 is the type's first protocol: SCTP for SOCK_SEQPACKET where its
+          # module is loaded, DCCP for SOCK_DCCP on kernels before 6.16.
+          "seqpacket": ename(sys_call(41, 2, 5, 0)), "seqpacket6": ename(sys_call(41, 10, 5 | 0x80000, 0)),
+          "dccp": ename(sys_call(41, 2, 6, 0)),
+          # The flags beside the type stay allowed (asyncio's sockets are non-blocking).
+          "nonblock": "fd" if sys_call(41, 2, 1 | 0x800 | 0x80000, 0) >= 0 else "refused"}
 import time; time.sleep(0.3)
 "#;
 
@@ -355,6 +361,13 @@ fn attack_net_tcp_fast_open_outside_tcp_ports() {
             ("EPERM".into(), "EPERM".into()),
             "{r:?}"
         );
+        // Refused by seccomp, not by a kernel that happens to lack SCTP and
+        // DCCP (outside, the kernel answers for itself: ESOCKTNOSUPPORT here).
+        for k in ["seqpacket", "seqpacket6", "dccp"] {
+            assert_ne!(base.field(k), "EPERM", "control: {k} outside: {base:?}");
+            assert_eq!(r.field(k), "EPERM", "{k}: {r:?}");
+        }
+        assert_eq!(r.field("nonblock"), "fd", "{r:?}");
     });
 }
 

@@ -353,7 +353,7 @@ pub enum Condition {
     CloneThreadOnly,
     /// clone without namespace flags.
     CloneNoNamespaces,
-    /// socket() of AF_INET, AF_INET6 or AF_NETLINK.
+    /// socket() of AF_INET or AF_INET6 (stream or datagram, TCP or UDP) or AF_NETLINK (routing).
     SocketNetworkFamilies,
     /// socketpair() of SOCK_STREAM or SOCK_SEQPACKET.
     SocketpairStream,
