@@ -704,3 +704,78 @@ async fn the_blocking_facade_inside_a_runtime_is_an_error_not_a_panic() {
     .unwrap();
     assert_eq!(answer, "fast");
 }
+
+/// A version manager's shim is asked once which interpreter it starts: the
+/// answer is cached until the shim or a version file it reads changes.
+#[test]
+fn a_shims_answer_is_cached_until_its_inputs_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = TempDir::new("shim-cache");
+    let shim = root.join("python3");
+    let asked = root.join("asked");
+    let python = std::fs::canonicalize(common::python()).unwrap();
+    let write_shim = |extra: &str| {
+        std::fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\n# {extra}\necho asked >> '{}'\nexec '{}' \"$@\"\n",
+                asked.display(),
+                python.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write_shim("first");
+    let project = root.join("project");
+    std::fs::create_dir(&project).unwrap();
+    let cache = root.join("cache");
+    let times_asked = || {
+        std::fs::read_to_string(&asked)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let policy = || {
+        let out = runner()
+            .arg("policy")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello"))
+            .arg("--python")
+            .arg(&shim)
+            .arg("--json")
+            .env("NODUS_EXTENSION_CACHE_DIR", &cache)
+            .current_dir(&project)
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        let said = text(&out.stdout);
+        assert!(said.contains(python.to_str().unwrap()), "{said}");
+    };
+    policy();
+    assert_eq!(times_asked(), 1, "the first start asks the shim");
+    policy();
+    policy();
+    assert_eq!(times_asked(), 1, "later starts use the cached answer");
+
+    // The shim changes: asked again.
+    std::thread::sleep(Duration::from_millis(20));
+    write_shim("second, longer than the first");
+    policy();
+    assert_eq!(times_asked(), 2, "a changed shim is asked again");
+
+    // A version file appears in the current folder: asked again.
+    std::fs::write(project.join(".python-version"), "3.11\n").unwrap();
+    policy();
+    assert_eq!(times_asked(), 3, "a new .python-version is asked again");
+    policy();
+    assert_eq!(times_asked(), 3);
+
+    // A cache file others can write is not believed.
+    let file = cache.join("interpreters.json");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    policy();
+    assert_eq!(
+        times_asked(),
+        4,
+        "a group- or world-writable cache is ignored"
+    );
+}

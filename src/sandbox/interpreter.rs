@@ -13,6 +13,8 @@ use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result, SandboxKind};
 
+mod shim_cache;
+
 /// A resolved worker interpreter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interpreter {
@@ -58,8 +60,9 @@ impl Interpreter {
         let (exec_path, real_path) = if is_elf(&real) {
             (found, real)
         } else {
-            // A launcher script: ask it which interpreter it starts.
-            let asked = ask_executable(&found)?;
+            // A launcher script: ask it which interpreter it starts (once:
+            // the answer is cached while the shim and its inputs stay).
+            let asked = shim_cache::executable_for(&found, || ask_executable(&found))?;
             let real = std::fs::canonicalize(&asked).map_err(|e| {
                 Error::sandbox_io(
                     SandboxKind::Interpreter,
