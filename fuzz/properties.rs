@@ -761,7 +761,7 @@ fn check_seccomp(sc: &SeccompPolicy, exec: bool, net: bool) {
     }
     assert_eq!(
         action("ioctl"),
-        Some(SyscallAction::AllowIf(Condition::IoctlNotTerminalInjection))
+        Some(SyscallAction::AllowIf(Condition::IoctlNotRefused))
     );
     assert_eq!(
         action("prlimit64"),

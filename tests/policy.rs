@@ -142,7 +142,7 @@ fn base_profile_whatever_is_declared() {
     assert_eq!(action(&p, "fork"), Some(SyscallAction::Errno(Errno::Perm)));
     assert_eq!(
         action(&p, "ioctl"),
-        Some(SyscallAction::AllowIf(Condition::IoctlNotTerminalInjection))
+        Some(SyscallAction::AllowIf(Condition::IoctlNotRefused))
     );
     for denied in [
         "ptrace",

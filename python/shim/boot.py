@@ -42,12 +42,16 @@ def _explain_denials():
     import os
     boot_dir = sys.path[0]
     caps = frozenset(os.environ.get("NODUS_EXTENSION_CAPABILITIES", "").split(","))
-    watched = frozenset(("socket.__new__", "socket.connect", "socket.bind", "os.chmod", "fcntl.fcntl",
+    watched = frozenset(("socket.__new__", "socket.connect", "socket.bind", "os.chmod", "fcntl.fcntl", "fcntl.ioctl",
                          "os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "subprocess.Popen",
                          "os.system",
                          "open", "os.listdir", "os.scandir", "os.mkdir", "os.remove", "os.rmdir",
                          "os.rename", "os.truncate", "shutil.rmtree"))
     fcntl_refused = {1024: "F_SETLEASE", 1026: "F_NOTIFY", 1036: "F_SET_RW_HINT", 1038: "F_SET_FILE_RW_HINT"}
+    ioctl_refused = {0x40086602: "FS_IOC_SETFLAGS", 0x40046602: "FS_IOC_SETFLAGS", 0x401c5820: "FS_IOC_FSSETXATTR",
+                     0x40087602: "FS_IOC_SETVERSION", 0x40047602: "FS_IOC_SETVERSION", 0x40086604: "EXT4_IOC_SETVERSION",
+                     0x40046604: "EXT4_IOC_SETVERSION", 0x40806685: "FS_IOC_ENABLE_VERITY",
+                     0x800c6613: "FS_IOC_SET_ENCRYPTION_POLICY"}
     network = "network.outbound" in caps
     host_network = os.environ.get("NODUS_EXTENSION_HOST_NETWORK") == "1"
     spawn = "subprocess.run" in caps
@@ -119,6 +123,10 @@ def _explain_denials():
             if args[1] in fcntl_refused:
                 deny(f"fcntl({fcntl_refused[args[1]]})", "other processes' file access (never granted)",
                      "a worker may not act on other processes' access to a file")
+        elif event == "fcntl.ioctl":
+            if isinstance(args[1], int) and args[1] & 0xFFFFFFFF in ioctl_refused:
+                deny(f"ioctl({ioctl_refused[args[1] & 0xFFFFFFFF]})", "file attributes (never granted)",
+                     "a worker may not change a file's attributes for whoever uses it next")
         elif not spawn:
             deny(event.replace("subprocess.", "").replace("os.", "") + "()", "subprocess.run")
 

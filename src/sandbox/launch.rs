@@ -708,6 +708,29 @@ const SO_PASSPIDFD: u64 = 76;
 /// Landlock's signal scope and the pid namespace), pipe sizes, seals, queries.
 /// Not F_SETLEASE (1024), F_NOTIFY (1026), F_CANCELLK (1029) or the inode
 /// write hints F_SET_RW_HINT (1036) and F_SET_FILE_RW_HINT (1038).
+/// The ioctl requests no worker may make, whatever the descriptor: terminal
+/// input injection, and the changes to a file's attributes that the host
+/// lives with afterwards (Landlock does not see ioctl on regular files, and a
+/// read-only descriptor of a file the worker owns is enough).
+const IOCTL_REFUSED: &[(u32, &str)] = &[
+    (libc::TIOCSTI as u32, "TIOCSTI"),
+    (libc::TIOCLINUX as u32, "TIOCLINUX"),
+    // chattr: FS_SYNC_FL/FS_DIRSYNC_FL make every host write synchronous,
+    // FS_NODUMP_FL keeps the file out of backups, ... (both argument sizes).
+    (0x4008_6602, "FS_IOC_SETFLAGS"),
+    (0x4004_6602, "FS_IOC32_SETFLAGS"),
+    (0x401c_5820, "FS_IOC_FSSETXATTR"),
+    // The inode generation: the host's NFS handles of the file go stale.
+    (0x4008_7602, "FS_IOC_SETVERSION"),
+    (0x4004_7602, "FS_IOC32_SETVERSION"),
+    (0x4008_6604, "EXT4_IOC_SETVERSION"),
+    (0x4004_6604, "EXT4_IOC32_SETVERSION"),
+    // fs-verity makes a file read-only for good; an encryption policy on an
+    // empty folder makes the host's files there need the worker's key.
+    (0x4080_6685, "FS_IOC_ENABLE_VERITY"),
+    (0x800c_6613, "FS_IOC_SET_ENCRYPTION_POLICY"),
+];
+
 const FCNTL_ALLOWED: &[i32] = &[
     libc::F_DUPFD,
     libc::F_GETFD,
@@ -749,10 +772,12 @@ fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
     };
     Ok(match c {
         // Compared as 32-bit values: the kernel ignores the high half of the request (CVE-2019-10063).
-        Condition::IoctlNotTerminalInjection => vec![rule(vec![
-            cond(1, Len::Dword, Op::Ne, libc::TIOCSTI)?,
-            cond(1, Len::Dword, Op::Ne, libc::TIOCLINUX)?,
-        ])?],
+        Condition::IoctlNotRefused => vec![rule(
+            IOCTL_REFUSED
+                .iter()
+                .map(|&(request, _)| cond(1, Len::Dword, Op::Ne, request as u64))
+                .collect::<Result<_>>()?,
+        )?],
         Condition::PrlimitSelf => vec![rule(vec![cond(0, Len::Dword, Op::Eq, 0)?])?],
         Condition::CloneThreadOnly => vec![rule(vec![
             cond(

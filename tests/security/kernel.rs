@@ -562,3 +562,157 @@ result = {"fadvise": attempt(fadvise), "pageout": attempt(pageout)}
         assert_eq!(r.field("fadvise"), "EPERM", "{r:?}");
     });
 }
+
+/// A file's attribute flags (chattr) are the host's too, and Landlock does not
+/// see ioctl on regular files: a worker that owns a workspace file (a root
+/// worker owns every root file) could make every host write to it
+/// synchronous (`FS_SYNC_FL`), every change in the folder synchronous
+/// (`FS_DIRSYNC_FL` on the workspace itself), or keep it out of `dump`
+/// backups (`FS_NODUMP_FL`), through a read-only descriptor, with
+/// `filesystem.read` alone. Judged from outside with `lsattr`. Controls: the
+/// same snippet outside the sandbox, and in it with the seccomp layer off,
+/// sets the flags.
+#[test]
+fn attack_kernel_file_attribute_flags() {
+    const CODE: &str = r#"
+import ctypes
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+FS_SYNC_FL, FS_DIRSYNC_FL, FS_NODUMP_FL = 0x8, 0x10000, 0x40
+def setflags(path, add, directory=False):
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        flags = ctypes.c_long(0)
+        r = sys_call(16, fd, FS_IOC_GETFLAGS, ctypes.addressof(flags))
+        if r < 0:
+            return "get:" + ename(r)
+        flags.value |= add
+        return ename(sys_call(16, fd, FS_IOC_SETFLAGS, ctypes.addressof(flags)))
+    finally:
+        os.close(fd)
+def fsxattr(path):
+    # struct fsxattr: the same flags as FS_XFLAG_SYNC (0x20) through FS_IOC_FSSETXATTR.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = ctypes.create_string_buffer(28)
+        r = sys_call(16, fd, 0x801c581f, ctypes.addressof(buf))
+        if r < 0:
+            return "get:" + ename(r)
+        x = int.from_bytes(buf.raw[:4], "little") | 0x20
+        buf[:4] = x.to_bytes(4, "little")
+        return ename(sys_call(16, fd, 0x401c5820, ctypes.addressof(buf)))
+    finally:
+        os.close(fd)
+def explained():
+    # The worker shim's audit hook (only under the runner) names the refusal.
+    if "NODUS_EXTENSION_CAPABILITIES" not in os.environ:
+        return None
+    import fcntl
+    try:
+        fcntl.ioctl(os.open(@W@, os.O_RDONLY), FS_IOC_SETFLAGS, bytes(8))
+    except PermissionError as e:
+        return str(e)
+result = {"sync": setflags(os.path.join(@W@, "data"), FS_SYNC_FL | FS_NODUMP_FL),
+          "dirsync": setflags(@W@, FS_DIRSYNC_FL, True),
+          "fsxattr": fsxattr(os.path.join(@W@, "other")), "explained": explained()}
+"#;
+    if std::process::Command::new("lsattr")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: lsattr (e2fsprogs) missing");
+        return;
+    }
+    // The flag letters lsattr shows for a path.
+    let flags = |p: &Path| -> String {
+        let out = std::process::Command::new("lsattr")
+            .arg("-d")
+            .arg(p)
+            .output()
+            .expect("lsattr");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    confined(FULL, |who| {
+        let attack = |caps: &[&str], policy: Option<Value>| {
+            let ws = owned_dir(who, "attr-ws");
+            owned_file(who, &ws.join("data"), "host data", 0o644);
+            owned_file(who, &ws.join("other"), "host data", 0o644);
+            let before = [flags(&ws.join("data")), flags(ws.path())];
+            let code = snippet(CODE, &[("W", lit(ws.path()))]);
+            let r = match policy {
+                None => Reply::Value(plain(who, &code)),
+                Some(p) => run_once(Launch::new(who, caps).workspace(ws.path()).policy(p), &code).0,
+            };
+            let after = [
+                flags(&ws.join("data")),
+                flags(ws.path()),
+                flags(&ws.join("other")),
+            ];
+            (r, before, after)
+        };
+        let (r, before, after) = attack(&[], None);
+        if r.field("sync").starts_with("get:") || r.field("sync") == "ENOTTY" {
+            eprintln!("SKIP: this file system has no attribute flags: {r:?}");
+            return;
+        }
+        assert!(
+            !before[0].contains('S') && !before[1].contains('D'),
+            "{before:?}"
+        );
+        assert!(
+            after[0].contains('S') && after[0].contains('d') && after[1].contains('D'),
+            "control: outside the sandbox the flags are set: {after:?} {r:?}"
+        );
+        // With filesystem.read the workspace is also a read-only mount
+        // (EROFS): the control switches the namespaces off as well, and the
+        // attack runs with every layer on and with seccomp alone.
+        for (caps, layers_off, layers_on) in [
+            (
+                &["filesystem.write"][..],
+                json!({"seccomp": false}),
+                json!({}),
+            ),
+            (
+                &["filesystem.read"][..],
+                json!({"seccomp": false, "namespaces": false}),
+                json!({"namespaces": false}),
+            ),
+        ] {
+            let off = json!({"mode": "best-effort", "layers": layers_off});
+            let (r, _, after) = attack(caps, Some(off));
+            assert!(
+                after[0].contains('S') && after[1].contains('D'),
+                "control ({caps:?}): with the seccomp layer off the flags are set: {after:?} {r:?}"
+            );
+            let on = json!({"mode": "best-effort", "layers": layers_on});
+            let (r, _, after) = attack(caps, Some(on));
+            assert!(
+                !after[0].contains('S') && !after[1].contains('D'),
+                "{caps:?}: seccomp alone does not stop the attribute flags: {after:?} {r:?}"
+            );
+            let (r, before, after) = attack(caps, Some(json!({})));
+            assert_eq!(
+                [&after[0], &after[1]],
+                [&before[0], &before[1]],
+                "{caps:?}: the worker changed the attribute flags of the host's files: {r:?}"
+            );
+            assert!(
+                !after[2].contains('S'),
+                "{caps:?}: FS_IOC_FSSETXATTR set the sync flag: {after:?} {r:?}"
+            );
+            assert_eq!(
+                (r.field("sync"), r.field("dirsync"), r.field("fsxattr")),
+                ("EPERM".into(), "EPERM".into(), "EPERM".into()),
+                "{caps:?}: {r:?}"
+            );
+            assert!(
+                r.field("explained").contains("a file's attributes"),
+                "{caps:?}: {r:?}"
+            );
+        }
+    });
+}

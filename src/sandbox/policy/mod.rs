@@ -345,8 +345,10 @@ impl fmt::Display for Errno {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
-    /// ioctl request (low 32 bits) is neither TIOCSTI nor TIOCLINUX.
-    IoctlNotTerminalInjection,
+    /// ioctl request (low 32 bits) is none of the refused ones: TIOCSTI,
+    /// TIOCLINUX, and the requests that change a file's attributes (chattr
+    /// flags, generation, fs-verity, encryption policy).
+    IoctlNotRefused,
     /// prlimit64 on pid 0 (the caller).
     PrlimitSelf,
     /// clone with CLONE_THREAD and no namespace flags.

@@ -76,7 +76,9 @@ fn access_words(a: Access) -> &'static str {
 
 fn condition_words(c: Condition) -> &'static str {
     match c {
-        Condition::IoctlNotTerminalInjection => "unless it injects terminal input",
+        Condition::IoctlNotRefused => {
+            "unless it injects terminal input or changes a file's attributes"
+        }
         Condition::PrlimitSelf => "on the worker itself only",
         Condition::CloneThreadOnly => "for threads only",
         Condition::CloneNoNamespaces => "without new namespaces",

@@ -214,7 +214,7 @@ pub(super) fn seccomp(declared: &Declared, own_net: bool) -> SeccompPolicy {
         .map(|n| rule(n, SyscallAction::Allow, &base.allow_why))
         .collect();
     for (name, c) in [
-        ("ioctl", Condition::IoctlNotTerminalInjection),
+        ("ioctl", Condition::IoctlNotRefused),
         ("prlimit64", Condition::PrlimitSelf),
         ("socketpair", Condition::SocketpairStream),
         ("prctl", Condition::PrctlNotParentDeathSignal),

@@ -231,11 +231,7 @@ fn seccomp_actions_per_capability() {
         (vec![SubprocessRun], "execveat", Allow),
         (vec![], "clone3", Errno(super::Errno::NoSys)),
         (vec![], "getxattr", Errno(super::Errno::OpNotSupp)),
-        (
-            vec![],
-            "ioctl",
-            AllowIf(Condition::IoctlNotTerminalInjection),
-        ),
+        (vec![], "ioctl", AllowIf(Condition::IoctlNotRefused)),
         (vec![], "prlimit64", AllowIf(Condition::PrlimitSelf)),
         (
             vec![],
