@@ -637,7 +637,11 @@ fn attack_fs_truncate_host_file() {
     });
 }
 
-/// mknod/mkfifo anywhere (seccomp), here in the worker's own workspace and outside.
+/// mknod/mkfifo anywhere (seccomp), here in the worker's own workspace and
+/// outside; and the device node that needs no mknod: `renameat2` with
+/// `RENAME_WHITEOUT` leaves a 0:0 character device where the file was
+/// (unprivileged since Linux 5.8, and Landlock's rename hook does not ask for
+/// `MAKE_CHAR`). Control: outside the sandbox both kinds are made.
 #[test]
 fn attack_fs_mknod_and_fifo() {
     confined(FULL, |who| {
@@ -645,12 +649,22 @@ fn attack_fs_mknod_and_fifo() {
         let code = snippet(
             r#"
 w = @W@
+def whiteout():
+    open(os.path.join(w, "moved"), "w").write("x")
+    return ename(sys_call(316, -100, os.path.join(w, "moved").encode(), -100,
+                          os.path.join(w, "moved-to").encode(), 4))   # RENAME_WHITEOUT
 result = {"fifo": attempt(lambda: os.mkfifo(os.path.join(w, "fifo"))),
           "chr": attempt(lambda: os.mknod(os.path.join(w, "null"), 0o20666, os.makedev(1, 3))),
-          "sock": attempt(lambda: os.mknod(os.path.join(w, "s"), 0o140666))}
+          "sock": attempt(lambda: os.mknod(os.path.join(w, "s"), 0o140666)),
+          "whiteout": whiteout()}
 "#,
             &[("W", lit(ws.path()))],
         );
+        let device = |p: &Path| {
+            use std::os::unix::fs::FileTypeExt;
+            p.symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_char_device())
+        };
         let (r, _) = run_once(
             Launch::new(who, &["filesystem.write"]).workspace(ws.path()),
             &code,
@@ -659,8 +673,18 @@ result = {"fifo": attempt(lambda: os.mkfifo(os.path.join(w, "fifo"))),
             assert!(ws.join(n).symlink_metadata().is_err(), "{n} created: {r:?}");
         }
         assert_eq!(r.field("fifo"), "EPERM", "{r:?}");
-        plain(who, &code);
+        assert!(
+            !device(&ws.join("moved")),
+            "a whiteout device was left in the workspace: {r:?}"
+        );
+        assert_eq!(r.field("whiteout"), "EPERM", "{r:?}");
+        std::fs::remove_file(ws.join("moved")).unwrap();
+        let base = plain(who, &code);
         assert!(ws.join("fifo").exists(), "control: plain mkfifo failed");
+        assert!(
+            device(&ws.join("moved")),
+            "control: plain RENAME_WHITEOUT left no device: {base}"
+        );
     });
 }
 

@@ -193,6 +193,7 @@ const BITS_CLEAR: &[(&str, u8, u32)] = &[
     ("sendto", 3, libc::MSG_FASTOPEN as u32),
     ("sendmsg", 2, libc::MSG_FASTOPEN as u32),
     ("sendmmsg", 3, libc::MSG_FASTOPEN as u32),
+    ("renameat2", 4, libc::RENAME_WHITEOUT),
 ];
 
 /// The system call rules: base.json's allowlist, the conditional calls, what
