@@ -477,6 +477,43 @@ fn lease_on_workspace_file(c: &Ctx) -> bool {
     open
 }
 
+fn sync_flag_on_workspace_file(c: &Ctx) -> bool {
+    let ws = owned_dir(c.who, "ws");
+    owned_file(c.who, &ws.join("f"), "x", 0o644);
+    let code = snippet(
+        "fd = os.open(os.path.join(@W@, 'f'), os.O_RDONLY)\nflags = ctypes.c_long(0); sys_call(16, fd, 0x80086601, ctypes.addressof(flags))\nflags.value |= 0x8\nresult = sys_call(16, fd, 0x40086602, ctypes.addressof(flags))",
+        &[("W", lit(ws.path()))],
+    );
+    run_once(
+        c.launch(&["filesystem.write"], json!({}))
+            .workspace(ws.path()),
+        &code,
+    );
+    let out = std::process::Command::new("lsattr")
+        .arg(ws.join("f"))
+        .output()
+        .expect("lsattr");
+    let flags = String::from_utf8_lossy(&out.stdout);
+    !flags.split_whitespace().next().unwrap_or("").contains('S')
+}
+
+fn whiteout_in_workspace(c: &Ctx) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let ws = owned_dir(c.who, "ws");
+    let code = snippet(
+        "p = os.path.join(@W@, 'f'); open(p, 'w').close()\nresult = sys_call(316, -100, p.encode(), -100, (p + '2').encode(), 4)",
+        &[("W", lit(ws.path()))],
+    );
+    run_once(
+        c.launch(&["filesystem.write"], json!({}))
+            .workspace(ws.path()),
+        &code,
+    );
+    !ws.join("f")
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_char_device())
+}
+
 const ATTACKS: &[(&str, Attack)] = &[
     ("read a host file outside the grants", read_host_file),
     ("write a file outside the scratch folder", write_outside),
@@ -527,6 +564,14 @@ const ATTACKS: &[(&str, Attack)] = &[
     (
         "lease on a workspace file holds the host's open",
         lease_on_workspace_file,
+    ),
+    (
+        "sync flag (chattr +S) on a workspace file",
+        sync_flag_on_workspace_file,
+    ),
+    (
+        "whiteout device in the workspace (renameat2)",
+        whiteout_in_workspace,
     ),
     ("fork bomb (limit 16, bounded at 100)", fork_bomb),
     ("memory bomb (limit 256 MiB, bounded at 512)", memory_bomb),
