@@ -51,7 +51,9 @@ def _explain_denials():
     ioctl_refused = {0x40086602: "FS_IOC_SETFLAGS", 0x40046602: "FS_IOC_SETFLAGS", 0x401c5820: "FS_IOC_FSSETXATTR",
                      0x40087602: "FS_IOC_SETVERSION", 0x40047602: "FS_IOC_SETVERSION", 0x40086604: "EXT4_IOC_SETVERSION",
                      0x40046604: "EXT4_IOC_SETVERSION", 0x40806685: "FS_IOC_ENABLE_VERITY",
-                     0x800c6613: "FS_IOC_SET_ENCRYPTION_POLICY"}
+                     0x800c6613: "FS_IOC_SET_ENCRYPTION_POLICY", 0x5000940e: "BTRFS_IOC_SUBVOL_CREATE",
+                     0x50009418: "BTRFS_IOC_SUBVOL_CREATE_V2", 0x50009401: "BTRFS_IOC_SNAP_CREATE",
+                     0x50009417: "BTRFS_IOC_SNAP_CREATE_V2", 0x4008941a: "BTRFS_IOC_SUBVOL_SETFLAGS"}
     network = "network.outbound" in caps
     host_network = os.environ.get("NODUS_EXTENSION_HOST_NETWORK") == "1"
     spawn = "subprocess.run" in caps

@@ -729,6 +729,14 @@ const IOCTL_REFUSED: &[(u32, &str)] = &[
     // empty folder makes the host's files there need the worker's key.
     (0x4080_6685, "FS_IOC_ENABLE_VERITY"),
     (0x800c_6613, "FS_IOC_SET_ENCRYPTION_POLICY"),
+    // btrfs subvolumes in a workspace or scratch on btrfs: a subvolume the
+    // worker made read-only refuses the host's writes, snapshots copy a
+    // whole readable subvolume into writable space.
+    (0x5000_940e, "BTRFS_IOC_SUBVOL_CREATE"),
+    (0x5000_9418, "BTRFS_IOC_SUBVOL_CREATE_V2"),
+    (0x5000_9401, "BTRFS_IOC_SNAP_CREATE"),
+    (0x5000_9417, "BTRFS_IOC_SNAP_CREATE_V2"),
+    (0x4008_941a, "BTRFS_IOC_SUBVOL_SETFLAGS"),
 ];
 
 const FCNTL_ALLOWED: &[i32] = &[
