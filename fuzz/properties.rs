@@ -416,13 +416,19 @@ pub fn check_policy(case: &PolicyCase) {
         && case.workspace.as_ref().is_some_and(|w| {
             !op.workspace_roots.is_empty() && !op.workspace_roots.iter().any(|r| w.starts_with(r))
         });
+    // A guarantee with no carrier left, none of them switched off by the
+    // operator: file reads and exec (Landlock alone), unix sockets and
+    // process creation (seccomp alone), tcp_ports (Landlock ABI 4 alone), a
+    // root worker's tasks (a pids cgroup alone). Every other guarantee has a
+    // carrier among these or is lost only by the operator's choice.
     let strict_unenforceable = op.mode == Mode::Strict
-        && ((op.layers.landlock && case.probe.landlock_abi < policy::LANDLOCK_ABI_REQUIRED)
+        && ((op.layers.landlock && case.probe.landlock_abi == 0)
             || (op.layers.seccomp && !case.probe.seccomp_filter)
-            || (op.layers.limits
-                && case.probe.root
-                && has(Capability::SubprocessRun)
-                && case.probe.pids_cgroup.is_none()));
+            || (op.layers.landlock
+                && case.probe.landlock_abi < 4
+                && has(Capability::NetworkOutbound)
+                && !op.tcp_ports.is_empty())
+            || (op.layers.limits && case.probe.root && case.probe.pids_cgroup.is_none()));
     let why = format!(
         "trust_refused={trust_refused} ws_missing={ws_missing} ws_outside={ws_outside} strict_unenforceable={strict_unenforceable}"
     );
@@ -587,11 +593,11 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
             Namespaces::default(),
             "namespaces when off or impossible"
         );
-    } else {
-        assert!(
-            ns.mount && ns.uts,
-            "mount and uts whenever namespaces are on"
-        );
+    } else if any {
+        // What the probe could make (mount and uts included); nothing when
+        // none of them can be made.
+        assert_eq!(ns.mount, probe.mount_namespaces, "mount as probed");
+        assert_eq!(ns.uts, probe.uts_namespaces, "uts as probed");
         assert_eq!(
             ns.user, !probe.root,
             "a user namespace exactly when not root"
@@ -602,6 +608,33 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
             ns.net,
             (!net || p.egress.is_some()) && probe.network_namespaces
         );
+    } else {
+        let own_net = (!net || p.egress.is_some()) && probe.network_namespaces;
+        assert!(
+            !(probe.mount_namespaces
+                || probe.uts_namespaces
+                || probe.pid_namespaces
+                || probe.ipc_namespaces
+                || own_net),
+            "no namespace though the probe can make some"
+        );
+    }
+    // Seccomp takes over what a missing namespace carried: metadata changes
+    // without a mount namespace, signals outside the worker's own group
+    // without a pid namespace or Landlock scopes.
+    if let Some(sc) = &p.seccomp {
+        let action = |n: &str| sc.rule(n).map(|r| r.action.clone());
+        if !ns.mount {
+            assert_eq!(action("chmod"), Some(SyscallAction::Errno(Errno::Perm)));
+            assert_eq!(action("utimensat"), Some(SyscallAction::Errno(Errno::Perm)));
+        }
+        let scopes = p.landlock.as_ref().is_some_and(|l| l.abi >= 6);
+        if !ns.pid && !scopes {
+            assert_eq!(
+                action("kill"),
+                Some(SyscallAction::AllowIf(Condition::SignalOwnGroup))
+            );
+        }
     }
     assert!(
         !(ns.net && net) || p.egress.is_some(),
@@ -635,14 +668,15 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
             assert_eq!(got, over.unwrap_or(default), "limit {name}");
         }
     }
-    // A pids cgroup only for a root worker that may fork, and then the probe's.
+    // A pids cgroup for every root worker (RLIMIT_NPROC does not bind uid 0;
+    // threads count too), and then the probe's.
     if let Some(c) = &p.pids_cgroup {
-        assert!(probe.root && exec && op.layers.limits, "pids cgroup {c}");
+        assert!(probe.root && op.layers.limits, "pids cgroup {c}");
         assert_eq!(Some(c), probe.pids_cgroup.as_ref());
     } else {
         assert!(
-            !(probe.root && exec && op.layers.limits && probe.pids_cgroup.is_some()),
-            "no pids cgroup for a root worker that may fork"
+            !(probe.root && op.layers.limits && probe.pids_cgroup.is_some()),
+            "no pids cgroup for a root worker"
         );
     }
 
@@ -676,15 +710,23 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
             "{l:?} accepted"
         );
     }
-    // Strict mode gives up nothing but namespaces (covered by the other layers).
+    // Strict mode gives up only what the operator switched off.
     if op.mode == Mode::Strict {
         for d in &p.degraded {
             assert!(
-                d.starts_with("namespaces:") || d.ends_with("switched off by the operator policy"),
+                d.contains("switched off by the operator policy"),
                 "strict mode degraded: {d}"
             );
         }
     }
+    // Every degraded line but the operator's switches is a lost guarantee.
+    let lost = p.guarantees.iter().filter(|g| !g.kept()).count();
+    let switched = p
+        .degraded
+        .iter()
+        .filter(|d| d.ends_with(": switched off by the operator policy"))
+        .count();
+    assert_eq!(p.degraded.len(), lost + switched, "{:?}", p.degraded);
     let _ = p.render();
     serde_json::to_string(p).expect("a policy serializes");
 }

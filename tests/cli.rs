@@ -331,9 +331,9 @@ fn a_kernel_that_refuses_network_namespaces_still_runs_workers_without_network()
             text.contains("network.outbound not declared"),
             "{mode}: {text}"
         );
-        if mode == "low" {
-            assert!(text.contains("cannot create a net namespace"), "{text}");
-        }
+        // Without the net namespace the network stays closed by seccomp and
+        // Landlock: no guarantee is lost, so nothing is reported degraded.
+        assert!(!text.contains("sandbox degraded"), "{mode}: {text}");
     }
     assert!(
         listener.accept().is_err(),

@@ -83,16 +83,38 @@ fn a_refused_landlock_restrict_self_is_named() {
 }
 
 #[test]
-fn a_refused_read_only_remount_is_named() {
+fn a_refused_read_only_remount_is_seen_by_the_probe() {
+    // The probe takes the launch's mount steps (issue 12 item 2): a refused
+    // mount_setattr is found before any worker starts, named with its errno,
+    // and the worker starts without a mount namespace (seccomp then refuses
+    // metadata changes, tests/env_matrix.rs) instead of failing at launch.
     if !Who::Root.available() {
         return;
     }
-    fails_at(
-        Who::Root,
-        "mount_setattr",
-        "EPERM",
-        "mount_setattr(/, MOUNT_ATTR_RDONLY)",
+    let control = invoke(Who::Root, &[]);
+    assert!(control.status.success(), "control: {}", text(&control));
+    let prefix: Vec<OsString> = vec![
+        failcall().into(),
+        "mount_setattr".into(),
+        "EPERM".into(),
+        "--".into(),
+    ];
+    let probe = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg(runner(Who::Root))
+        .arg("probe")
+        .output()
+        .expect("run ext-runner probe");
+    let p = text(&probe);
+    assert!(probe.status.success(), "{p}");
+    assert!(p.contains("mount_namespaces       false"), "{p}");
+    assert!(
+        p.contains(r#"mount_setattr(\"/\", MOUNT_ATTR_RDONLY): EPERM"#),
+        "{p}"
     );
+    let out = invoke(Who::Root, &prefix);
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("42"), "{t}");
 }
 
 #[test]

@@ -188,3 +188,97 @@ fn a_real_docker_container_has_the_default_profile() {
     assert_eq!(nobody["unshare_user"], "EPERM", "{nobody}");
     println!("Docker container facts: {inside}");
 }
+
+/// `ext-runner probe --json` as `who` in `env`.
+fn runner_probe(env: Env, who: Who) -> Value {
+    let out = env
+        .command(who, common::sandbox::runner(who))
+        .args(["probe", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("ext-runner probe");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("probe in {}: {out:?}", env.label()))
+}
+
+#[test]
+fn the_probe_reports_each_environment_with_its_cause_and_a_verdict() {
+    if !ready(Env::DockerLike, Who::Root) || !Who::Nobody.available() {
+        return;
+    }
+    let host = runner_probe(Env::Host, Who::Root);
+    assert!(host["namespace_failure"].is_null(), "control: {host}");
+    assert!(
+        host["verdict"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("verdict: strict mode starts"),
+        "{host}"
+    );
+
+    // Docker's profile: unshare refused, named as a container's seccomp profile.
+    let docker = runner_probe(Env::DockerLike, Who::Root);
+    assert_eq!(docker["mount_namespaces"], false, "{docker}");
+    let why = docker["namespace_failure"].as_str().unwrap_or("");
+    assert!(
+        why.starts_with("unshare(") && why.contains("EPERM") && why.contains("seccomp profile"),
+        "{docker}"
+    );
+
+    // Ubuntu 24.04: the ABI the kernel answers, what it lacks, the AppArmor
+    // restriction named, and strict mode still starts.
+    let ubuntu = runner_probe(Env::Ubuntu2404, Who::Nobody);
+    assert_eq!(ubuntu["landlock_abi"], 4, "{ubuntu}");
+    let missing = ubuntu["landlock_missing"].to_string();
+    assert!(
+        missing.contains("IOCTL_DEV") && missing.contains("scopes"),
+        "{ubuntu}"
+    );
+    assert!(!missing.contains("TCP"), "{ubuntu}");
+    assert_eq!(ubuntu["user_namespaces"], false, "{ubuntu}");
+    assert!(
+        ubuntu["namespace_failure"]
+            .as_str()
+            .unwrap_or("")
+            .contains("AppArmor"),
+        "{ubuntu}"
+    );
+    assert!(
+        ubuntu["verdict"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("verdict: strict mode starts"),
+        "{ubuntu}"
+    );
+
+    // Every ABI from 1 to 6 is reported as such (no longer 0 below 6).
+    for n in 1..=6u8 {
+        let p = runner_probe(Env::LandlockAbi(n), Who::Root);
+        assert_eq!(p["landlock_abi"], n, "{p}");
+    }
+    let none = runner_probe(Env::NoLandlock, Who::Root);
+    assert_eq!(none["landlock_abi"], 0, "{none}");
+    assert!(
+        none["verdict"]
+            .as_str()
+            .unwrap_or("")
+            .contains("file_reads: lost"),
+        "{none}"
+    );
+
+    // A namespace limit of 0: ENOSPC, named as the limit.
+    let limited = runner_probe(Env::UsernsLimits, Who::Nobody);
+    let why = limited["namespace_failure"].as_str().unwrap_or("");
+    assert!(
+        why.contains("ENOSPC") && why.contains("user.max_*_namespaces"),
+        "{limited}"
+    );
+
+    // Read-only cgroups: no pids cgroup, and strict mode says why it refuses.
+    let ro = runner_probe(Env::CgroupRo, Who::Root);
+    assert!(ro["pids_cgroup"].is_null(), "{ro}");
+    assert!(
+        ro["verdict"].as_str().unwrap_or("").contains("tasks: lost"),
+        "{ro}"
+    );
+}

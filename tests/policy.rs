@@ -17,11 +17,15 @@ fn probe(root: bool) -> Probe {
         uid: if root { 0 } else { 1000 },
         root,
         landlock_abi: 7,
+        landlock_missing: vec![],
         seccomp_filter: true,
         user_namespaces: true,
+        mount_namespaces: true,
         network_namespaces: true,
         pid_namespaces: true,
         ipc_namespaces: true,
+        uts_namespaces: true,
+        namespace_failure: None,
         pids_cgroup: root.then(|| "/sys/fs/cgroup/pids".into()),
         cgroup_v2_delegation: false,
     }
@@ -290,86 +294,115 @@ fn trust_classes_cap_what_may_be_granted() {
 
 #[test]
 fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
-    let mut old = probe(false);
-    old.landlock_abi = 3;
-    let err = derive_with(&[], &OperatorPolicy::default(), &old, None).unwrap_err();
+    // No Landlock: file reads have no other carrier. Strict refuses naming
+    // the guarantee and Landlock; best effort starts and says what is lost.
+    let mut none = probe(false);
+    none.landlock_abi = 0;
+    let err = derive_with(&[], &OperatorPolicy::default(), &none, None).unwrap_err();
     assert_eq!(err.class(), "SandboxError");
-    assert!(err.to_string().contains("landlock"), "{err}");
-    let op = OperatorPolicy {
-        mode: Mode::BestEffort,
-        ..Default::default()
-    };
-    let p = derive_with(&[], &op, &old, None).unwrap();
+    let msg = err.to_string();
     assert!(
-        p.degraded.iter().any(|d| d.starts_with("landlock")),
-        "{:?}",
-        p.degraded
+        msg.contains("file_reads: lost") && msg.contains("no Landlock"),
+        "{msg}"
     );
-
-    // No user namespaces: strict mode still runs, the other layers cover it, and it says so.
-    let mut no_userns = probe(false);
-    no_userns.user_namespaces = false;
-    let p = derive_with(&[], &OperatorPolicy::default(), &no_userns, None).unwrap();
-    assert!(!p.namespaces.pid && !p.namespaces.net);
-    assert!(
-        p.degraded.iter().any(|d| d.contains("Covered")),
-        "{:?}",
-        p.degraded
-    );
-
-    // One namespace refused (say `user.max_net_namespaces = 0`): only that one
-    // is left out, and it says so; with network.outbound it was not wanted.
-    let mut no_netns = probe(false);
-    no_netns.network_namespaces = false;
-    let p = derive_with(&[], &OperatorPolicy::default(), &no_netns, None).unwrap();
-    assert!(!p.namespaces.net && p.namespaces.pid && p.namespaces.user);
-    assert!(
-        p.degraded
-            .iter()
-            .any(|d| d.contains("cannot create a net namespace")),
-        "{:?}",
-        p.degraded
-    );
-    let p = derive_with(
-        &["network.outbound"],
-        &OperatorPolicy::default(),
-        &no_netns,
-        None,
-    )
-    .unwrap();
-    assert!(p.degraded.is_empty(), "{:?}", p.degraded);
-
-    // Root, allowed to fork, and no pids cgroup: nothing bounds its process
-    // count. Strict mode refuses, saying what to do; best effort says so.
-    let mut root_v2 = probe(true);
-    root_v2.pids_cgroup = None;
-    let fork = &["subprocess.run"];
-    let err = derive_with(fork, &OperatorPolicy::default(), &root_v2, None).unwrap_err();
-    assert!(err.to_string().contains("no process limit"), "{err}");
     let best = OperatorPolicy {
         mode: Mode::BestEffort,
         ..Default::default()
     };
-    let p = derive_with(fork, &best, &root_v2, None).unwrap();
+    let p = derive_with(&[], &best, &none, None).unwrap();
     assert!(
-        p.degraded
-            .iter()
-            .any(|d| d.starts_with("limits: no process limit")),
+        p.degraded.iter().any(|d| d.starts_with("file_reads: lost")),
         "{:?}",
         p.degraded
     );
-    let p = derive_with(&[], &OperatorPolicy::default(), &root_v2, None).unwrap();
     assert!(
-        p.degraded.is_empty(),
-        "without subprocess.run: {:?}",
+        p.degraded.iter().any(|d| d.starts_with("exec: lost")),
+        "{:?}",
         p.degraded
     );
-    let p = derive_with(fork, &OperatorPolicy::default(), &probe(true), None).unwrap();
-    assert!(
-        p.degraded.is_empty(),
-        "with a pids cgroup: {:?}",
-        p.degraded
+
+    // An older ABI (3): the namespaces keep what its rules lack, so strict
+    // starts; the ruleset is built for ABI 3, not refused.
+    let mut old = probe(false);
+    old.landlock_abi = 3;
+    let p = derive_with(&[], &OperatorPolicy::default(), &old, None).unwrap();
+    assert!(p.degraded.is_empty(), "{:?}", p.degraded);
+    assert_eq!(p.landlock.as_ref().unwrap().abi, 3);
+    // ...but a port list needs Landlock's TCP rules (ABI 4), which nothing else carries.
+    let ports = OperatorPolicy {
+        tcp_ports: vec![443],
+        ..Default::default()
+    };
+    let err = derive_with(&["network.outbound"], &ports, &old, None).unwrap_err();
+    assert!(err.to_string().contains("tcp_ports: lost"), "{err}");
+    assert!(err.to_string().contains("ABI 4"), "{err}");
+
+    // No namespaces at all (Ubuntu's AppArmor restriction, a container):
+    // strict still runs, seccomp takes over what the namespaces carried
+    // (metadata changes refused, signals to the own process group only), and
+    // the guarantees say which layer keeps each.
+    let mut no_userns = probe(false);
+    no_userns.user_namespaces = false;
+    no_userns.landlock_abi = 4;
+    let p = derive_with(&[], &OperatorPolicy::default(), &no_userns, None).unwrap();
+    assert!(!p.namespaces.pid && !p.namespaces.net && !p.namespaces.mount);
+    assert!(p.degraded.is_empty(), "{:?}", p.degraded);
+    let rule = |n: &str| {
+        p.seccomp
+            .as_ref()
+            .and_then(|sc| sc.rule(n))
+            .map(|r| r.action.clone())
+    };
+    assert_eq!(
+        rule("chmod"),
+        Some(SyscallAction::Errno(policy::Errno::Perm))
     );
+    assert_eq!(
+        rule("kill"),
+        Some(SyscallAction::AllowIf(Condition::SignalOwnGroup))
+    );
+    let kept = |g: &str| {
+        p.guarantees
+            .iter()
+            .find(|s| serde_json::to_value(s.guarantee).unwrap() == g)
+            .map(|s| s.kept_by.clone())
+            .unwrap()
+    };
+    assert_eq!(kept("host_metadata").len(), 1);
+    assert_eq!(kept("signals").len(), 1);
+
+    // One namespace refused (say `user.max_net_namespaces = 0`): only that one
+    // is left out; the network stays closed by seccomp and Landlock.
+    let mut no_netns = probe(false);
+    no_netns.network_namespaces = false;
+    let p = derive_with(&[], &OperatorPolicy::default(), &no_netns, None).unwrap();
+    assert!(!p.namespaces.net && p.namespaces.pid && p.namespaces.user);
+    assert!(p.degraded.is_empty(), "{:?}", p.degraded);
+
+    // Root without a pids cgroup: nothing bounds its tasks (RLIMIT_NPROC does
+    // not bind uid 0), with or without subprocess.run. Strict mode refuses,
+    // saying what to do; best effort says so.
+    let mut root_v2 = probe(true);
+    root_v2.pids_cgroup = None;
+    for caps in [&["subprocess.run"][..], &[]] {
+        let err = derive_with(caps, &OperatorPolicy::default(), &root_v2, None).unwrap_err();
+        assert!(err.to_string().contains("no process limit"), "{err}");
+        let p = derive_with(caps, &best, &root_v2, None).unwrap();
+        assert!(
+            p.degraded.iter().any(|d| d.starts_with("tasks: lost")),
+            "{:?}",
+            p.degraded
+        );
+    }
+    for caps in [&["subprocess.run"][..], &[]] {
+        let p = derive_with(caps, &OperatorPolicy::default(), &probe(true), None).unwrap();
+        assert!(
+            p.degraded.is_empty(),
+            "with a pids cgroup: {:?}",
+            p.degraded
+        );
+        assert!(p.pids_cgroup.is_some());
+    }
 }
 
 #[test]

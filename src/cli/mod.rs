@@ -274,8 +274,11 @@ fn out(text: &str) {
 
 /// Best-effort mode says what it gave up, once per launch.
 fn warn_degraded(policy: &crate::sandbox::policy::Policy) {
-    for d in &policy.degraded {
-        say(&format!("warning: sandbox degraded: {d}"));
+    if !policy.degraded.is_empty() {
+        say(&format!(
+            "warning: sandbox degraded: {}",
+            policy.degraded.join("; ")
+        ));
     }
 }
 
@@ -375,13 +378,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Probe { json } => {
-            let probe = serde_json::to_value(Probe::current()).expect("probes serialize");
+            let facts = Probe::current();
+            let verdict = crate::sandbox::policy::strict_verdict(&facts);
+            let mut probe = serde_json::to_value(&facts).expect("probes serialize");
             if json {
+                probe["verdict"] = serde_json::Value::String(verdict);
                 print_json(&probe);
             } else {
                 for (k, v) in probe.as_object().into_iter().flatten() {
                     out(&format!("{k:<22} {v}\n"));
                 }
+                out(&format!("{verdict}\n"));
             }
         }
         Command::Completions { shell } => {

@@ -130,6 +130,8 @@ pub struct Confinement {
     pub landlock_full: bool,
     /// Installed in order; the last one wins among equal actions (clone3's ENOSYS).
     pub seccomp: Vec<seccompiler::BpfProgram>,
+    /// The filters compare signal targets with `PID_PLACEHOLDER`: fill in the worker's pid.
+    pub fill_in_pid: bool,
     /// With an egress allowlist: the proxy's socket is made in the new network namespace.
     pub egress: Option<EgressSocket>,
 }
@@ -668,10 +670,33 @@ pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
             .map_err(at(Step::Landlock, 0))?;
         check_landlock(status, c.landlock_full)?;
     }
+    if c.fill_in_pid {
+        fill_in_pid(&mut c.seccomp);
+    }
     for (i, filter) in c.seccomp.iter().enumerate() {
         s.seccomp(filter).map_err(at(Step::Seccomp, i as u32))?;
     }
     Ok(())
+}
+
+/// Stands for the worker's pid in a seccomp filter built before the fork.
+pub const PID_PLACEHOLDER: u32 = 0x7ffe_f00d;
+/// Stands for minus the worker's pid (its process group, to kill()).
+pub const NEG_PID_PLACEHOLDER: u32 = PID_PLACEHOLDER.wrapping_neg();
+
+/// Replaces the placeholders in the compiled filters' comparisons with this
+/// process's pid (the worker's: no pid namespace when the rule is used, and
+/// exec keeps the pid), in place: no allocation.
+fn fill_in_pid(filters: &mut [seccompiler::BpfProgram]) {
+    // SAFETY: getpid takes no arguments.
+    let pid = unsafe { libc::getpid() } as u32;
+    for insn in filters.iter_mut().flat_map(|f| f.iter_mut()) {
+        if insn.k == PID_PLACEHOLDER {
+            insn.k = pid;
+        } else if insn.k == NEG_PID_PLACEHOLDER {
+            insn.k = pid.wrapping_neg();
+        }
+    }
 }
 
 /// Landlock enforced as much as the policy expects: fully when the kernel
@@ -857,27 +882,135 @@ pub fn install(cmd: &mut tokio::process::Command, mut confinement: Confinement) 
     }
 }
 
-/// Whether a child can `unshare(flags)` (with a user namespace unless `root`).
-/// Used by the probe; the child exits at once.
-pub fn try_unshare(flags: libc::c_int, root: bool) -> bool {
+/// A step of the probe's namespace attempt (`try_namespaces`), in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeStep {
+    Unshare,
+    Setgroups,
+    UidMap,
+    GidMap,
+    /// `mount("/", MS_REC|MS_PRIVATE)`
+    MountPrivate,
+    /// `mount_setattr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY)`
+    MountReadOnly,
+}
+
+/// Tries in a forked child what a launch with `flags` would do: unshare them
+/// (with a user namespace unless `root`), write the id maps (`uid_map`,
+/// `gid_map`: `"<id> <id> 1"`), and with a mount namespace take the launch's
+/// mount steps. The child exits at once; a failure comes back as its step
+/// and errno through a pipe. Used by the probe.
+pub fn try_namespaces(
+    flags: libc::c_int,
+    root: bool,
+    uid_map: &[u8],
+    gid_map: &[u8],
+) -> Result<(), (ProbeStep, i32)> {
     let flags = if root {
         flags
     } else {
         flags | libc::CLONE_NEWUSER
     };
-    // SAFETY: the child only calls unshare and _exit, both async-signal-safe.
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err((ProbeStep::Unshare, errno()));
+    }
+    let [rd, wr] = fds;
+    // SAFETY: the child only makes async-signal-safe calls on data prepared
+    // before the fork, then _exits.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        // SAFETY: integer arguments; _exit does not return.
-        unsafe { libc::_exit(if libc::unshare(flags) == 0 { 0 } else { 1 }) }
+        let k = Kernel;
+        let steps = || -> Result<(), (ProbeStep, i32)> {
+            let at = |step| move |e| (step, e);
+            k.unshare(flags).map_err(at(ProbeStep::Unshare))?;
+            if flags & libc::CLONE_NEWUSER != 0 {
+                k.write_file(c"/proc/self/setgroups", b"deny")
+                    .map_err(at(ProbeStep::Setgroups))?;
+                k.write_file(c"/proc/self/uid_map", uid_map)
+                    .map_err(at(ProbeStep::UidMap))?;
+                k.write_file(c"/proc/self/gid_map", gid_map)
+                    .map_err(at(ProbeStep::GidMap))?;
+            }
+            if flags & libc::CLONE_NEWNS != 0 {
+                k.mount(None, c"/", libc::MS_REC | libc::MS_PRIVATE)
+                    .map_err(at(ProbeStep::MountPrivate))?;
+                k.mount_setattr(c"/", MOUNT_ATTR_RDONLY, 0)
+                    .map_err(at(ProbeStep::MountReadOnly))?;
+            }
+            Ok(())
+        };
+        let code = match steps() {
+            Ok(()) => 0,
+            Err((step, e)) => {
+                let mut msg = [0u8; 5];
+                msg[0] = step as u8;
+                msg[1..].copy_from_slice(&e.to_ne_bytes());
+                // SAFETY: writes 5 bytes of a live array to our own pipe.
+                unsafe { libc::write(wr, msg.as_ptr().cast(), msg.len()) };
+                1
+            }
+        };
+        // SAFETY: _exit does not return and runs no destructors.
+        unsafe { libc::_exit(code) }
     }
+    let fork_err = errno();
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(wr) };
+    let mut msg = [0u8; 5];
+    let n = if pid > 0 {
+        // SAFETY: reads at most 5 bytes into a live array.
+        unsafe { libc::read(rd, msg.as_mut_ptr().cast(), msg.len()) }
+    } else {
+        -1
+    };
+    // SAFETY: closing the read end we opened.
+    unsafe { libc::close(rd) };
     if pid < 0 {
-        return false;
+        return Err((ProbeStep::Unshare, fork_err));
     }
     let mut status = 0;
     // SAFETY: `status` is a valid out-pointer for our own child.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    if n == 5 {
+        let step = [
+            ProbeStep::Unshare,
+            ProbeStep::Setgroups,
+            ProbeStep::UidMap,
+            ProbeStep::GidMap,
+            ProbeStep::MountPrivate,
+            ProbeStep::MountReadOnly,
+        ]
+        .get(msg[0] as usize)
+        .copied()
+        .unwrap_or(ProbeStep::Unshare);
+        return Err((step, i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]])));
+    }
+    if r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err((ProbeStep::Unshare, 0))
+    }
+}
+
+/// The Landlock ABI version this kernel reports (0: no Landlock, whether not
+/// built in (ENOSYS) or not enabled (EOPNOTSUPP)). The landlock crate keeps
+/// its version query private (it wants callers to ask for rights and let it
+/// degrade); the probe needs the number to say which rights are kept.
+pub fn landlock_version() -> u8 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: the version query passes no pointer (NULL attributes, size 0)
+    // and creates nothing.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    v.clamp(0, 255) as u8
 }
 
 #[cfg(test)]
@@ -1050,6 +1183,7 @@ mod tests {
             landlock: Some(ruleset()),
             landlock_full: true,
             seccomp: vec![vec![nop(), nop(), nop()], vec![nop()]],
+            fill_in_pid: false,
             egress: Some(EgressSocket {
                 channel: std::os::unix::net::UnixStream::pair().unwrap().0.into(),
                 port: 3128,

@@ -457,6 +457,21 @@ impl StepContext {
             };
             msg += &format!(": the runner's own hard limit is lower than the policy's, and only a privileged process may raise one (a container's --ulimit, a service's Limit* setting); raise it for the runner, or lower \"limits\": {{\"{key}\": ...}} in the operator policy");
         }
+        if matches!(f.errno, libc::EPERM | libc::EACCES)
+            && matches!(
+                f.step,
+                Step::Unshare
+                    | Step::UidMap
+                    | Step::GidMap
+                    | Step::Setgroups
+                    | Step::MountPrivate
+                    | Step::ReadOnly
+                    | Step::BindWritable
+                    | Step::Writable
+            )
+        {
+            msg += ": the kernel refused the worker's namespaces or their mounts, though the probe could make them (a seccomp profile, an AppArmor or SELinux policy that changed, or one that refuses only some mounts); `ext-runner probe` says what works here, and \"layers\": {\"namespaces\": false} in the operator policy starts workers without them (see docs/deploy.md)";
+        }
         if f.step == Step::Unshare && f.errno == libc::ENOSPC {
             msg += ": the kernel refused to create the worker's namespaces (a user.max_*_namespaces limit is reached here or in an enclosing user namespace); raise the limit, or set \"layers\": {\"namespaces\": false} in the operator policy (the other layers still apply)";
         }
@@ -570,7 +585,9 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
     if let Some(l) = &policy.limits {
         c.rlimits = rlimits(l);
     }
-    if let Some(ll) = &policy.landlock {
+    // ABI 0: no Landlock here (strict mode has refused already; best effort
+    // runs without it and says so).
+    if let Some(ll) = policy.landlock.as_ref().filter(|ll| ll.abi > 0) {
         c.landlock = Some(landlock(policy, ll, scratch)?);
         // On a kernel with the ABI the policy needs, anything less than full
         // enforcement is a failure of the launch, whatever the requirement.
@@ -581,6 +598,10 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
     }
     if let Some(sc) = &policy.seccomp {
         c.seccomp = seccomp(sc)?;
+        c.fill_in_pid = sc
+            .rules
+            .iter()
+            .any(|r| r.action == SyscallAction::AllowIf(Condition::SignalOwnGroup));
     }
     Ok((c, cgroup))
 }
@@ -611,16 +632,16 @@ fn rlimits(l: &Limits) -> Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rl
     ]
 }
 
-const ABI_USED: ABI = ABI::V6;
-
-fn rights(access: Access) -> BitFlags<AccessFs> {
+/// The rights of an access class, as far as Landlock ABI `abi` has them.
+fn rights(access: Access, abi: ABI) -> BitFlags<AccessFs> {
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
-    match access {
+    let all = AccessFs::from_all(abi);
+    all & match access {
         Access::Read => read,
         Access::ReadExec => read | AccessFs::Execute,
         Access::ExecFile => AccessFs::ReadFile | AccessFs::Execute,
         Access::ReadWriteFile => AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate,
-        Access::Write => AccessFs::from_all(ABI_USED) & !AccessFs::Execute,
+        Access::Write => all & !AccessFs::Execute,
     }
 }
 
@@ -636,6 +657,9 @@ fn landlock(
     };
     let fail =
         |e: landlock::RulesetError| Error::sandbox(SandboxKind::Prepare, format!("Landlock: {e}"));
+    // The rights of this kernel's ABI (the probe asked it), no more: an older
+    // kernel keeps what it has, and the policy's guarantees say what is lost.
+    let abi = ABI::from(i32::from(ll.abi));
     let net = if ll.tcp_handled {
         AccessNet::BindTcp | AccessNet::ConnectTcp
     } else {
@@ -643,14 +667,17 @@ fn landlock(
     };
     let mut ruleset = Ruleset::default()
         .set_compatibility(compat)
-        .handle_access(AccessFs::from_all(ABI_USED))
-        .map_err(fail)?
-        .handle_access(net)
-        .map_err(fail)?
-        .scope(Scope::AbstractUnixSocket | Scope::Signal)
-        .map_err(fail)?
-        .create()
+        .handle_access(AccessFs::from_all(abi))
         .map_err(fail)?;
+    if ll.abi >= 4 {
+        ruleset = ruleset.handle_access(net).map_err(fail)?;
+    }
+    if ll.abi >= 6 {
+        ruleset = ruleset
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .map_err(fail)?;
+    }
+    let mut ruleset = ruleset.create().map_err(fail)?;
     // Rights on one path add up; a file takes only file rights.
     let mut by_path: BTreeMap<PathBuf, BitFlags<AccessFs>> = BTreeMap::new();
     // Unix sockets are made in the scratch folder only: one in a folder the
@@ -660,9 +687,9 @@ fn landlock(
     let special =
         AccessFs::MakeSock | AccessFs::MakeFifo | AccessFs::MakeChar | AccessFs::MakeBlock;
     for r in &policy.filesystem {
-        *by_path.entry(r.path.clone()).or_default() |= rights(r.access) & !special;
+        *by_path.entry(r.path.clone()).or_default() |= rights(r.access, abi) & !special;
     }
-    *by_path.entry(scratch.to_path_buf()).or_default() |= rights(Access::Write);
+    *by_path.entry(scratch.to_path_buf()).or_default() |= rights(Access::Write, abi);
     for (path, access) in by_path {
         let fd = match PathFd::new(&path) {
             Ok(fd) => fd,
@@ -677,13 +704,13 @@ fn landlock(
         let access = if path.is_dir() {
             access
         } else {
-            access & AccessFs::from_file(ABI_USED)
+            access & AccessFs::from_file(abi)
         };
         ruleset = ruleset
             .add_rule(PathBeneath::new(fd, access))
             .map_err(fail)?;
     }
-    for port in ll.tcp_connect.iter().flatten() {
+    for port in ll.tcp_connect.iter().flatten().filter(|_| ll.abi >= 4) {
         ruleset = ruleset
             .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
             .map_err(fail)?;
@@ -803,6 +830,18 @@ fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
             .into_iter()
             .map(|t| rule(vec![cond(1, Len::Dword, Op::MaskedEq(0xf), t as u64)?]))
             .collect::<Result<_>>()?,
+        // The worker's pid is not known yet: placeholders, filled in by the
+        // child between fork and exec (`child::fill_in_pid`).
+        Condition::SignalOwnGroup => [child::PID_PLACEHOLDER, child::NEG_PID_PLACEHOLDER, 0]
+            .into_iter()
+            .map(|v| rule(vec![cond(0, Len::Dword, Op::Eq, v as u64)?]))
+            .collect::<Result<_>>()?,
+        Condition::SignalOwnThreadGroup => vec![rule(vec![cond(
+            0,
+            Len::Dword,
+            Op::Eq,
+            child::PID_PLACEHOLDER as u64,
+        )?])?],
         Condition::PrctlNotParentDeathSignal => vec![rule(vec![cond(
             0,
             Len::Dword,
@@ -996,9 +1035,12 @@ mod tests {
                 && m.contains("user.max_*_namespaces"),
             "{m}"
         );
-        assert_eq!(
-            said(Step::Unshare, libc::EPERM, flags),
-            "confinement step unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET) failed: EPERM (Operation not permitted)"
+        let m = said(Step::Unshare, libc::EPERM, flags);
+        assert!(
+            m.starts_with("confinement step unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET) failed: EPERM (Operation not permitted): ")
+                && m.contains("ext-runner probe")
+                && m.contains("AppArmor"),
+            "{m}"
         );
         assert_eq!(
             said(Step::BindWritable, libc::ENOENT, 1),

@@ -11,6 +11,7 @@
 
 pub(crate) mod child;
 pub mod egress;
+pub mod guarantees;
 pub mod interpreter;
 pub mod launch;
 pub mod policy;

@@ -1,7 +1,8 @@
 //! Facts about this kernel and this user that the policy depends on.
-//! `ext-runner probe` prints them. Probing creates (and drops) a Landlock
-//! ruleset and forks one short-lived child to try the namespaces (the network
-//! namespace is judged from its sysctl limit: see `Probe::current`).
+//! `ext-runner probe` prints them. Probing asks the kernel for its Landlock
+//! ABI and forks one short-lived child that does what a launch does with the
+//! namespaces (more when that fails, to find what works: see
+//! `Probe::current`).
 
 use serde::Serialize;
 
@@ -11,13 +12,22 @@ pub struct Probe {
     pub kernel: String,
     pub uid: u32,
     pub root: bool,
-    /// Highest Landlock ABI this kernel enforces (0: none).
+    /// The Landlock ABI this kernel reports (0: none).
     pub landlock_abi: u8,
+    /// What the policy's Landlock rules use that this ABI lacks (empty at 6 and later).
+    pub landlock_missing: Vec<String>,
     pub seccomp_filter: bool,
+    /// A user namespace with our own ids mapped (root needs none).
     pub user_namespaces: bool,
+    /// A mount namespace whose mounts can be made private and read-only.
+    pub mount_namespaces: bool,
     pub network_namespaces: bool,
     pub pid_namespaces: bool,
     pub ipc_namespaces: bool,
+    pub uts_namespaces: bool,
+    /// Why the full namespace set could not be made (the first failing step,
+    /// its errno and what usually causes it), when it could not.
+    pub namespace_failure: Option<String>,
     /// A pids cgroup we can create children in (cgroup v1 `pids` or v2 delegation).
     pub pids_cgroup: Option<String>,
     pub cgroup_v2_delegation: bool,
@@ -32,37 +42,173 @@ impl Probe {
 
     /// Probes the running kernel.
     pub fn current() -> Probe {
+        use crate::sandbox::child::try_namespaces;
         let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
         let root = uid == 0;
-        let ns = |flags| crate::sandbox::child::try_unshare(flags, root);
-        // One fork tries the namespaces at once; only a failure is broken
-        // down. Not the network namespace: making and tearing one down costs
-        // half a millisecond on every CLI start, and where the others can be
-        // made its one common blocker is the `user.max_net_namespaces` limit.
-        // (Should something else refuse it, the launch fails with the reason.)
-        let all = ns(libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS);
-        let net = if all {
-            sysctl_positive("/proc/sys/user/max_net_namespaces")
-        } else {
-            ns(libc::CLONE_NEWNET)
-        };
-        let ns = |flags| all || ns(flags);
-        let user = root || ns(libc::CLONE_NEWUSER);
+        let (uid_map, gid_map) = (format!("{uid} {uid} 1"), format!("{gid} {gid} 1"));
+        let attempt = |flags| try_namespaces(flags, root, uid_map.as_bytes(), gid_map.as_bytes());
+        // One fork tries what a launch does (the namespaces, the id maps, the
+        // mount steps); only a failure is broken down, one namespace at a
+        // time, and what works alone is tried together (the ladder: full set,
+        // without what fails, none). Not the network namespace on the happy
+        // path: making and tearing one down costs half a millisecond on every
+        // CLI start, and where the others can be made its one common blocker
+        // is the `user.max_net_namespaces` limit (should something else refuse
+        // it, the launch fails with the reason).
+        let full = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        let mut ns = NsSet::default();
+        let mut failure = None;
+        match attempt(full) {
+            Ok(()) => {
+                ns = NsSet {
+                    user: true,
+                    mount: true,
+                    pid: true,
+                    ipc: true,
+                    uts: true,
+                    net: sysctl_positive("/proc/sys/user/max_net_namespaces"),
+                };
+            }
+            Err((step, errno)) => {
+                failure = Some(describe_failure(full, root, step, errno));
+                let alone = |flag| attempt(flag).is_ok();
+                let user = root || alone(0);
+                if user {
+                    ns = NsSet {
+                        user,
+                        mount: alone(libc::CLONE_NEWNS),
+                        pid: alone(libc::CLONE_NEWPID),
+                        ipc: alone(libc::CLONE_NEWIPC),
+                        uts: alone(libc::CLONE_NEWUTS),
+                        net: alone(libc::CLONE_NEWNET),
+                    };
+                    let together = ns.flags();
+                    if together == 0 || attempt(together).is_err() {
+                        ns = NsSet::default();
+                    }
+                    ns.user = user && ns.flags() != 0;
+                }
+            }
+        }
+        let landlock_abi = crate::sandbox::child::landlock_version();
         Probe {
             kernel: nix::sys::utsname::uname()
                 .map(|u| u.release().to_string_lossy().into_owned())
                 .unwrap_or_default(),
             uid,
             root,
-            landlock_abi: landlock_abi(),
+            landlock_abi,
+            landlock_missing: landlock_missing(landlock_abi)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             seccomp_filter: seccomp_filter(),
-            user_namespaces: user,
-            network_namespaces: net,
-            pid_namespaces: ns(libc::CLONE_NEWPID),
-            ipc_namespaces: ns(libc::CLONE_NEWIPC),
+            user_namespaces: root || ns.user,
+            mount_namespaces: ns.mount,
+            network_namespaces: ns.net,
+            pid_namespaces: ns.pid,
+            ipc_namespaces: ns.ipc,
+            uts_namespaces: ns.uts,
+            namespace_failure: failure,
             pids_cgroup: pids_cgroup(root),
             cgroup_v2_delegation: cgroup_v2_delegation(),
         }
+    }
+}
+
+/// The namespaces one attempt covers.
+#[derive(Debug, Clone, Copy, Default)]
+struct NsSet {
+    user: bool,
+    mount: bool,
+    pid: bool,
+    ipc: bool,
+    uts: bool,
+    net: bool,
+}
+
+impl NsSet {
+    /// The CLONE_NEW* flags besides the user namespace.
+    fn flags(&self) -> libc::c_int {
+        [
+            (self.mount, libc::CLONE_NEWNS),
+            (self.pid, libc::CLONE_NEWPID),
+            (self.ipc, libc::CLONE_NEWIPC),
+            (self.uts, libc::CLONE_NEWUTS),
+            (self.net, libc::CLONE_NEWNET),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |acc, (_, f)| acc | f)
+    }
+}
+
+/// What the Landlock rules of a policy use that ABI `abi` lacks, by the ABI that added it.
+pub fn landlock_missing(abi: u8) -> Vec<&'static str> {
+    if abi == 0 {
+        return vec!["Landlock itself (the kernel has none, or it is not enabled: add `landlock` to the lsm= boot parameter)"];
+    }
+    [
+        (2, "REFER (ABI 2: links and renames across folders are refused outright)"),
+        (3, "TRUNCATE (ABI 3: truncate(2) of a writable host file is not checked)"),
+        (4, "TCP bind and connect (ABI 4: network.outbound's port list cannot be enforced)"),
+        (5, "IOCTL_DEV (ABI 5: ioctl on granted device files is not checked)"),
+        (6, "scopes (ABI 6: abstract unix sockets and signals to processes outside the sandbox are not checked)"),
+    ]
+    .into_iter()
+    .filter(|(since, _)| abi < *since)
+    .map(|(_, what)| what)
+    .collect()
+}
+
+/// `unshare(CLONE_NEWUSER|CLONE_NEWNS): EPERM (hint)` for a failed attempt.
+fn describe_failure(
+    flags: libc::c_int,
+    root: bool,
+    step: crate::sandbox::child::ProbeStep,
+    errno: i32,
+) -> String {
+    use crate::sandbox::child::ProbeStep as S;
+    let names: Vec<&str> = [
+        (!root, "CLONE_NEWUSER"),
+        (flags & libc::CLONE_NEWNS != 0, "CLONE_NEWNS"),
+        (flags & libc::CLONE_NEWPID != 0, "CLONE_NEWPID"),
+        (flags & libc::CLONE_NEWIPC != 0, "CLONE_NEWIPC"),
+        (flags & libc::CLONE_NEWUTS != 0, "CLONE_NEWUTS"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| n)
+    .collect();
+    let call = match step {
+        S::Unshare => format!("unshare({})", names.join("|")),
+        S::Setgroups => "writing /proc/self/setgroups".into(),
+        S::UidMap => "writing /proc/self/uid_map".into(),
+        S::GidMap => "writing /proc/self/gid_map".into(),
+        S::MountPrivate => "mount(\"/\", MS_REC|MS_PRIVATE)".into(),
+        S::MountReadOnly => "mount_setattr(\"/\", MOUNT_ATTR_RDONLY)".into(),
+    };
+    let name = nix::errno::Errno::from_raw(errno);
+    format!("{call}: {name}: {}", namespace_hint(step, errno, root))
+}
+
+/// What usually causes a namespace step to fail with `errno`, and what to do.
+pub fn namespace_hint(
+    step: crate::sandbox::child::ProbeStep,
+    errno: i32,
+    root: bool,
+) -> &'static str {
+    use crate::sandbox::child::ProbeStep as S;
+    match (step, errno) {
+        (S::Unshare, libc::ENOSPC) => "a user.max_*_namespaces limit is reached here or in an enclosing user namespace; raise it",
+        (S::Unshare, libc::EINVAL) => "this kernel lacks one of these namespace types",
+        (S::Unshare, libc::EPERM) if root => "a container runtime's seccomp profile refuses unshare without CAP_SYS_ADMIN (Docker's default, Kubernetes' RuntimeDefault); the worker runs without namespaces (see docs/deploy.md)",
+        (S::Unshare, libc::EPERM | libc::EACCES) => "unprivileged user namespaces are refused here: a container's seccomp profile, kernel.unprivileged_userns_clone=0, or, for namespaces inside a user namespace, Ubuntu's AppArmor restriction (kernel.apparmor_restrict_unprivileged_userns=1; see docs/deploy.md)",
+        (S::Setgroups | S::UidMap | S::GidMap, libc::EPERM | libc::EACCES) => "the new user namespace grants no capability: Ubuntu 23.10+'s AppArmor restriction of unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns=1); an AppArmor profile allowing `userns` for ext-runner lifts it (see docs/deploy.md)",
+        (S::MountPrivate | S::MountReadOnly, libc::EPERM | libc::EACCES) => "mounts are refused in the new mount namespace (an AppArmor or SELinux policy, or a container without CAP_SYS_ADMIN)",
+        (S::MountReadOnly, libc::ENOSYS) => "this kernel has no mount_setattr (Linux 5.12)",
+        _ => "see docs/deploy.md",
     }
 }
 
@@ -74,37 +220,6 @@ fn sysctl_positive(path: &str) -> bool {
         .is_none_or(|v| v > 0)
 }
 
-/// The highest ABI for which a ruleset handling all its rights (filesystem,
-/// network, scopes) can be created. ABI 7 adds only audit flags, so a 6
-/// kernel may read as 7; the policy needs 6.
-fn landlock_abi() -> u8 {
-    use landlock::{
-        Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr, Scope, ABI,
-    };
-    const ABIS: [(ABI, u8); 7] = [
-        (ABI::V7, 7),
-        (ABI::V6, 6),
-        (ABI::V5, 5),
-        (ABI::V4, 4),
-        (ABI::V3, 3),
-        (ABI::V2, 2),
-        (ABI::V1, 1),
-    ];
-    ABIS.iter()
-        .find(|(abi, _)| {
-            // Filesystem rights alone are the same from ABI 5 on: the network
-            // rights (4) and scopes (6) tell those apart.
-            Ruleset::default()
-                .set_compatibility(CompatLevel::HardRequirement)
-                .handle_access(AccessFs::from_all(*abi))
-                .and_then(|r| r.handle_access(AccessNet::from_all(*abi)))
-                .and_then(|r| r.scope(Scope::from_all(*abi)))
-                .and_then(|r| r.create())
-                .is_ok()
-        })
-        .map_or(0, |(_, n)| *n)
-}
-
 fn seccomp_filter() -> bool {
     // Seccomp: 2 in /proc/self/status means a filter is already active, which is fine too;
     // the "Seccomp_filters" field exists only on kernels built with filter support.
@@ -112,10 +227,14 @@ fn seccomp_filter() -> bool {
 }
 
 /// A pids cgroup folder this process may create children in (the cgroup v1
-/// `pids` controller; root only, since only root may make cgroups there).
+/// `pids` controller; root only, since only root may make cgroups there),
+/// checked writable: a container mounts it read-only.
 fn pids_cgroup(root: bool) -> Option<String> {
     let v1 = "/sys/fs/cgroup/pids";
-    (root && std::path::Path::new(v1).join("cgroup.procs").exists()).then(|| v1.to_string())
+    let usable = root
+        && std::path::Path::new(v1).join("cgroup.procs").exists()
+        && nix::unistd::access(v1, nix::unistd::AccessFlags::W_OK).is_ok();
+    usable.then(|| v1.to_string())
 }
 
 fn cgroup_v2_delegation() -> bool {

@@ -482,6 +482,8 @@ pub struct Launch {
     pub timeout_secs: f64,
     /// Another extension folder than the generic one.
     pub ext_dir: Option<PathBuf>,
+    /// A deployment environment the runner is started in (tests/common/envs.rs).
+    pub environment: Option<crate::common::envs::Env>,
 }
 
 impl Launch {
@@ -495,7 +497,12 @@ impl Launch {
             shell_prefix: None,
             timeout_secs: 20.0,
             ext_dir: None,
+            environment: None,
         }
+    }
+    pub fn in_env(mut self, env: crate::common::envs::Env) -> Self {
+        self.environment = Some(env);
+        self
     }
     pub fn workspace(mut self, p: &Path) -> Self {
         self.workspace = Some(p.to_path_buf());
@@ -630,7 +637,10 @@ impl Session {
                 c
             }
             None => {
-                let mut c = who.command(runner(who));
+                let mut c = match launch.environment {
+                    Some(env) => env.command(who, runner(who)),
+                    None => who.command(runner(who)),
+                };
                 c.args(&args);
                 c
             }

@@ -316,13 +316,12 @@ fn tasks_under(s: &Session) -> usize {
 /// worker still answers and the host still serves. The control, the same
 /// worker with a limit of 200, goes well past 16: the count can fail.
 ///
-/// Open for root's thread bomb: without `subprocess.run` a root worker has no
-/// pids cgroup and `RLIMIT_NPROC` does not bind uid 0 (303 tasks under a limit
-/// of 16, measured); the deployment issue (12) bounds every task. The fork
-/// bomb (pids cgroup) and uid 65534 (`RLIMIT_NPROC`) hold.
+/// As root, every worker joins a writable pids cgroup (threads count
+/// there), with or without `subprocess.run` (issue 12): `RLIMIT_NPROC` does
+/// not bind uid 0. Where the runner has no writable pids cgroup, strict mode
+/// refuses a root worker (`tasks: lost`, tests/env_matrix.rs).
 #[test]
-#[ignore = "gap: a root worker without subprocess.run has no task bound (issue 17 item 5, the deployment issue 12 closes it)"]
-fn gap_limits_tasks_bounded_threads_and_forks() {
+fn limits_tasks_bounded_threads_and_forks() {
     const THREADS: &str = r#"
 import threading, builtins
 threading.stack_size(64 * 1024)

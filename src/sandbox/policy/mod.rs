@@ -19,11 +19,15 @@ use crate::extension::capabilities::Capability;
 use crate::extension::manifest::Manifest;
 use crate::extension::provenance::TrustClass;
 use crate::sandbox::egress::{self, EgressPlan, EgressSection};
+use crate::sandbox::guarantees::{self, GuaranteeStatus, Needs};
 use crate::sandbox::probe::Probe;
 
 mod data;
+mod guarantee_steps;
 mod render;
 mod steps;
+
+pub use guarantee_steps::strict_verdict;
 
 pub use data::{BASE_JSON, CAPABILITIES_JSON};
 
@@ -371,6 +375,11 @@ pub enum Condition {
     SetsockoptNoAutobind,
     /// Argument `arg` (its low 32 bits) is none of `values`.
     ArgNotIn { arg: u8, values: &'static [u32] },
+    /// kill() of the worker itself or its process group (0, -pid): the
+    /// worker's pid is filled in between fork and exec.
+    SignalOwnGroup,
+    /// tgkill()/rt_sigqueueinfo() of the worker's own thread group.
+    SignalOwnThreadGroup,
 }
 
 /// One layer: how much it is needed, whether the operator wants it, and what
@@ -420,7 +429,9 @@ pub struct Policy {
     /// The worker's environment; `$SCRATCH` stands for its private scratch folder.
     pub environment: BTreeMap<String, String>,
     pub layers: Vec<LayerReport>,
-    /// What best-effort mode gave up, in words.
+    /// Each guarantee the worker needs, and the mechanisms that keep it.
+    pub guarantees: Vec<GuaranteeStatus>,
+    /// What best-effort mode gave up, in words (from `guarantees`).
     pub degraded: Vec<String>,
     /// Egress by host name through the runner's proxy (`network.outbound`
     /// with an operator `egress` section); `None`: as the other fields say.
@@ -433,6 +444,8 @@ pub struct LandlockPolicy {
     /// Hard: the ruleset must be fully enforced; otherwise what the kernel has.
     pub requirement: Requirement,
     pub abi_required: u8,
+    /// The ABI the ruleset is built for: this kernel's, at most 6 (0: none).
+    pub abi: u8,
     /// TCP ports connect() may reach; None means any (network.outbound without a port list).
     pub tcp_connect: Option<Vec<u16>>,
     /// Whether TCP is handled at all (false: any TCP connect is allowed by Landlock).
@@ -482,30 +495,73 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     if egress.is_some() {
         steps::egress_enforceable(&m.name, op.layers.namespaces, inp.probe)?;
     }
-    let layers = steps::layer_reports(op, inp.probe, &declared);
-    let (namespaces, missing_namespaces) =
-        steps::namespaces(inp.probe, &declared, op.layers.namespaces, egress.is_some());
-    let degraded = steps::enforce_requirements(&layers, &missing_namespaces)?;
+    let probe = inp.probe;
+    let layers = steps::layer_reports(op, probe, &declared);
+    let (namespaces, _) =
+        steps::namespaces(probe, &declared, op.layers.namespaces, egress.is_some());
     let report = |l: Layer| steps::report(&layers, l);
-    let (limits, pids_cgroup) = steps::limits(op, inp.probe, &declared);
+    let (limits, pids_cgroup) = steps::limits(op, probe, &declared);
+    // Landlock in best effort: whatever part of the ruleset this kernel has.
+    let landlock = report(Layer::Landlock).wanted.then(|| {
+        let requirement = report(Layer::Landlock).requirement;
+        steps::landlock(
+            op,
+            &declared,
+            requirement,
+            egress.as_ref(),
+            probe.landlock_abi,
+        )
+    });
+    // Seccomp is all or nothing: a kernel without filters gets none.
+    let mut seccomp = (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
+        .then(|| steps::seccomp(&declared, namespaces.net));
+    let scopes = landlock.as_ref().is_some_and(|l| l.abi >= 6);
+    if let Some(sc) = seccomp.as_mut() {
+        guarantee_steps::tighten_seccomp(&mut sc.rules, &namespaces, true, scopes);
+    }
+    // Guarantees decide: strict mode starts only when each is kept.
+    let applied = guarantee_steps::applied_mechanisms(
+        probe,
+        op,
+        landlock.as_ref(),
+        &namespaces,
+        seccomp.is_some(),
+        pids_cgroup.is_some(),
+    );
+    let tcp_ports = landlock.as_ref().and_then(|l| l.tcp_connect.as_ref());
+    let net = declared.contains(&Capability::NetworkOutbound);
+    let needs = Needs {
+        network_outbound: net,
+        tcp_ports: net && (tcp_ports.is_some_and(|p| !p.is_empty()) || !op.tcp_ports.is_empty()),
+        subprocess_run: declared.contains(&Capability::SubprocessRun),
+    };
+    let guarantees = guarantees::assess(&needs, &applied);
+    if op.mode == Mode::Strict {
+        if let Some(why) = guarantees::strict_refusal(&guarantees) {
+            return Err(Error::sandbox(SandboxKind::KernelLacks, why));
+        }
+    }
+    let mut degraded: Vec<String> = guarantees
+        .iter()
+        .filter(|g| !g.kept())
+        .map(|g| g.loss())
+        .collect();
+    for l in layers.iter().filter(|l| !l.wanted) {
+        degraded.push(format!("{}: switched off by the operator policy", l.layer));
+    }
     Ok(Policy {
         extension: m.name.clone(),
         mode: op.mode,
         capabilities: declared.iter().copied().collect(),
         filesystem,
-        // Landlock in best effort: whatever part of the ruleset this kernel has.
-        landlock: report(Layer::Landlock).wanted.then(|| {
-            let requirement = report(Layer::Landlock).requirement;
-            steps::landlock(op, &declared, requirement, egress.as_ref())
-        }),
-        // Seccomp is all or nothing: a kernel without filters gets none.
-        seccomp: (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
-            .then(|| steps::seccomp(&declared, namespaces.net)),
+        landlock,
+        seccomp,
         namespaces,
         limits,
         pids_cgroup,
         environment: steps::environment(&declared, egress.as_ref(), inp.workspace, namespaces.net),
         layers,
+        guarantees,
         degraded,
         egress,
     })

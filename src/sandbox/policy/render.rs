@@ -89,6 +89,9 @@ fn condition_words(c: Condition) -> &'static str {
         Condition::FcntlOwnDescriptors => "on its own descriptors only",
         Condition::SetsockoptNoAutobind => "unless it asks for unix autobind",
         Condition::ArgNotIn { .. } => "unless an argument is one the policy forbids",
+        Condition::SignalOwnGroup | Condition::SignalOwnThreadGroup => {
+            "to the worker's own processes only"
+        }
     }
 }
 
@@ -318,6 +321,20 @@ impl fmt::Display for Policy {
         }
         for d in &self.degraded {
             writeln!(f, "DEGRADED: {d}")?;
+        }
+        writeln!(f, "\nguarantees (kept by):")?;
+        for g in &self.guarantees {
+            let by: Vec<&str> = g.kept_by.iter().map(|m| m.describe()).collect();
+            writeln!(
+                f,
+                "  {:<18} {}",
+                g.guarantee.name(),
+                if by.is_empty() {
+                    "LOST".to_string()
+                } else {
+                    by.join(", ")
+                }
+            )?;
         }
         Ok(())
     }

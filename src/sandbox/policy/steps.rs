@@ -160,6 +160,7 @@ pub(super) fn landlock(
     declared: &Declared,
     requirement: Requirement,
     egress: Option<&EgressPlan>,
+    kernel_abi: u8,
 ) -> LandlockPolicy {
     let net = declared.contains(&Capability::NetworkOutbound);
     // With egress, the proxy's port in the worker's namespace is the one TCP
@@ -171,6 +172,7 @@ pub(super) fn landlock(
     LandlockPolicy {
         requirement,
         abi_required: LANDLOCK_ABI_REQUIRED,
+        abi: kernel_abi.min(LANDLOCK_ABI_REQUIRED),
         tcp_handled: !net || !ports.is_empty(),
         tcp_connect: net.then_some(ports).filter(|p| !p.is_empty()),
         scopes: DATA.base.landlock.scopes.clone(),
@@ -362,14 +364,19 @@ pub(super) fn namespaces(
     if !on || !userns_ok(probe) {
         return (Namespaces::default(), Vec::new());
     }
-    let ns = Namespaces {
+    // Of the others, those the probe could make (with their mount steps);
+    // none when none of them can be made (a user namespace alone gives nothing).
+    let mut ns = Namespaces {
         user: !probe.root,
-        mount: true,
+        mount: probe.mount_namespaces,
         pid: probe.pid_namespaces,
         net: own_net && probe.network_namespaces,
         ipc: probe.ipc_namespaces,
-        uts: true,
+        uts: probe.uts_namespaces,
     };
+    if !(ns.mount || ns.pid || ns.net || ns.ipc || ns.uts) {
+        ns = Namespaces::default();
+    }
     let missing = [
         ("net", own_net && !probe.network_namespaces),
         ("pid", !probe.pid_namespaces),
@@ -401,9 +408,9 @@ pub(super) fn limits(
         return (None, None);
     }
     let limits = DATA.base.limits.overridden_by(&op.limits);
-    let cgroup = (probe.root && declared.contains(&Capability::SubprocessRun))
-        .then(|| probe.pids_cgroup.clone())
-        .flatten();
+    // Every root worker: RLIMIT_NPROC does not bind uid 0, and threads count too.
+    let _ = declared;
+    let cgroup = probe.root.then(|| probe.pids_cgroup.clone()).flatten();
     (Some(limits), cgroup)
 }
 
@@ -451,15 +458,26 @@ pub(super) fn layer_reports(
         .map(|layer| {
             let (enforceable, note) = match layer {
                 Layer::Landlock => (
-                    probe.landlock_abi >= LANDLOCK_ABI_REQUIRED,
-                    format!("filesystem, TCP and scope rules need Landlock ABI {LANDLOCK_ABI_REQUIRED}; this kernel has {}", probe.landlock_abi),
+                    probe.landlock_abi >= 1,
+                    if probe.landlock_missing.is_empty() {
+                        format!(
+                            "filesystem, TCP and scope rules (Landlock ABI {})",
+                            probe.landlock_abi
+                        )
+                    } else {
+                        format!(
+                            "Landlock ABI {}; it lacks: {}",
+                            probe.landlock_abi,
+                            probe.landlock_missing.join("; ")
+                        )
+                    },
                 ),
                 Layer::Seccomp => (probe.seccomp_filter, "system call allowlist".into()),
                 Layer::Namespaces => (userns_ok(probe), namespaces_note(probe)),
                 // Root is not bound by RLIMIT_NPROC: a root worker that may fork
                 // needs the pids cgroup for any process limit at all.
                 Layer::Limits => (
-                    !(probe.root && exec && probe.pids_cgroup.is_none()),
+                    !(probe.root && probe.pids_cgroup.is_none()),
                     limits_note(probe, exec),
                 ),
             };
@@ -502,34 +520,6 @@ pub(super) fn report(layers: &[LayerReport], layer: Layer) -> &LayerReport {
         .iter()
         .find(|l| l.layer == layer)
         .expect("layer_reports reports every layer")
-}
-
-/// Refuses a wanted layer this kernel cannot enforce where it is a hard
-/// requirement; otherwise says, in words, what is given up.
-pub(super) fn enforce_requirements(
-    layers: &[LayerReport],
-    missing_namespaces: &[&str],
-) -> Result<Vec<String>> {
-    let mut degraded = Vec::new();
-    for l in layers.iter().filter(|l| l.wanted && !l.enforceable) {
-        if l.requirement == Requirement::Hard {
-            return Err(Error::sandbox(SandboxKind::KernelLacks, format!(
-                "strict mode: this kernel cannot enforce the {} layer ({}); run on a kernel with it, or set \"mode\": \"best-effort\" in the policy file",
-                l.layer, l.note
-            )));
-        }
-        degraded.push(format!("{}: {}", l.layer, l.note));
-    }
-    for l in layers.iter().filter(|l| !l.wanted) {
-        degraded.push(format!("{}: switched off by the operator policy", l.layer));
-    }
-    if !missing_namespaces.is_empty() {
-        degraded.push(format!(
-            "namespaces: this kernel or user cannot create a {} namespace (see `ext-runner probe`); network stays denied by seccomp and Landlock, signals by the Landlock scope",
-            missing_namespaces.join(", ")
-        ));
-    }
-    Ok(degraded)
 }
 
 #[cfg(test)]

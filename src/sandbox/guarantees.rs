@@ -1,0 +1,361 @@
+//! Guarantees decide, not layers: what a worker is promised, and which of the
+//! mechanisms applied to it (Landlock at this ABI, seccomp rules, each
+//! namespace, rlimits, a pids cgroup) carry each promise. Built from the
+//! derived policy and the probe, in the spirit of rust-landlock's
+//! compatibility levels: facts → mechanisms applied → guarantees kept, and by
+//! how many independent layers.
+//!
+//! Strict mode starts a worker only when every guarantee its manifest needs is
+//! kept by at least one mechanism; otherwise it refuses, naming the guarantee,
+//! the missing mechanisms and what to change. Best-effort mode starts and
+//! reports exactly the guarantees lost. Every degraded message is written
+//! from this model.
+
+use serde::Serialize;
+
+/// What a worker is promised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Guarantee {
+    /// File reads limited to the grants.
+    FileReads,
+    /// File writes limited to the scratch folder and a writable workspace.
+    FileWrites,
+    /// Host files' metadata (mode, owner, times) untouched.
+    HostMetadata,
+    /// No network without `network.outbound`.
+    Network,
+    /// With `network.outbound` and `tcp_ports`: TCP only to those ports.
+    TcpPorts,
+    /// No host unix sockets (by path or abstract).
+    UnixSockets,
+    /// No signals or ptrace to processes outside the sandbox.
+    Signals,
+    /// No new processes without `subprocess.run`.
+    ProcessCreation,
+    /// No exec of other programs without `subprocess.run`.
+    Exec,
+    /// A bounded number of tasks (processes and threads).
+    Tasks,
+    /// Bounded memory and CPU time.
+    MemoryAndCpu,
+    /// Nothing the worker started outlives its unload.
+    Lifetime,
+    /// No privilege gain: no capabilities, no_new_privs, no setuid or setgid bit set.
+    NoPrivilegeGain,
+}
+
+impl Guarantee {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Guarantee::FileReads => "file reads limited to the grants",
+            Guarantee::FileWrites => {
+                "file writes limited to the scratch folder and a writable workspace"
+            }
+            Guarantee::HostMetadata => "host files' mode, owner and times untouched",
+            Guarantee::Network => "no network without network.outbound",
+            Guarantee::TcpPorts => "TCP only to the operator's tcp_ports",
+            Guarantee::UnixSockets => "no host unix sockets",
+            Guarantee::Signals => "no signals or ptrace to processes outside the sandbox",
+            Guarantee::ProcessCreation => "no new processes without subprocess.run",
+            Guarantee::Exec => "no exec of other programs without subprocess.run",
+            Guarantee::Tasks => "a bounded number of tasks (processes and threads)",
+            Guarantee::MemoryAndCpu => "bounded memory and CPU time",
+            Guarantee::Lifetime => "nothing the worker started outlives its unload",
+            Guarantee::NoPrivilegeGain => "no privilege gain (capabilities, setuid or setgid bits)",
+        }
+    }
+
+    /// Its name in messages (`file_reads`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+/// A kernel mechanism that can carry a guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Mechanism {
+    /// Landlock filesystem rules (ABI 1).
+    Landlock,
+    /// Landlock's TRUNCATE right (ABI 3).
+    LandlockTruncate,
+    /// Landlock TCP bind/connect rules (ABI 4).
+    LandlockTcp,
+    /// Landlock scopes: abstract unix sockets, signals (ABI 6).
+    LandlockScopes,
+    /// The seccomp allowlist.
+    Seccomp,
+    /// Seccomp: no chmod, chown or utime at all (applied without a mount namespace).
+    SeccompNoMetadata,
+    /// Seccomp: signals only to the worker's own process group (applied
+    /// without a pid namespace and Landlock scopes).
+    SeccompOwnSignals,
+    /// Seccomp: no mode with a setuid or setgid bit (chmod family, open, creat).
+    SeccompNoSetid,
+    /// The mount namespace with every host mount read-only.
+    MountNamespace,
+    PidNamespace,
+    NetNamespace,
+    /// Resource limits (address space, CPU time, files).
+    Rlimits,
+    /// RLIMIT_NPROC (binds every uid but 0).
+    RlimitNproc,
+    /// A pids cgroup with the process limit.
+    PidsCgroup,
+    /// A session of its own, setsid/setpgid denied, the group killed at unload.
+    ProcessGroup,
+    /// Capabilities dropped and no_new_privs.
+    NoNewPrivileges,
+}
+
+impl Mechanism {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mechanism::Landlock => "Landlock",
+            Mechanism::LandlockTruncate => "Landlock TRUNCATE (ABI 3)",
+            Mechanism::LandlockTcp => "Landlock TCP rules (ABI 4)",
+            Mechanism::LandlockScopes => "Landlock scopes (ABI 6)",
+            Mechanism::Seccomp => "the seccomp allowlist",
+            Mechanism::SeccompNoMetadata => "seccomp's metadata denial",
+            Mechanism::SeccompOwnSignals => "seccomp's own-process-group signal rule",
+            Mechanism::SeccompNoSetid => "seccomp's setuid/setgid mode denial",
+            Mechanism::MountNamespace => "a read-only mount namespace",
+            Mechanism::PidNamespace => "a pid namespace",
+            Mechanism::NetNamespace => "a network namespace",
+            Mechanism::Rlimits => "rlimits",
+            Mechanism::RlimitNproc => "RLIMIT_NPROC",
+            Mechanism::PidsCgroup => "a pids cgroup",
+            Mechanism::ProcessGroup => "the worker's own process group",
+            Mechanism::NoNewPrivileges => "dropped capabilities and no_new_privs",
+        }
+    }
+}
+
+/// One mechanism that could carry a guarantee and is not applied, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Missing {
+    pub mechanism: Mechanism,
+    pub why: String,
+    /// Missing only because the operator policy switched a layer off.
+    pub by_operator: bool,
+}
+
+/// One guarantee: kept by which mechanisms, and which others are missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuaranteeStatus {
+    pub guarantee: Guarantee,
+    pub kept_by: Vec<Mechanism>,
+    pub missing: Vec<Missing>,
+}
+
+impl GuaranteeStatus {
+    pub fn kept(&self) -> bool {
+        !self.kept_by.is_empty()
+    }
+
+    /// `signals: lost (a pid namespace: …; Landlock scopes (ABI 6): …)`.
+    pub fn loss(&self) -> String {
+        let why: Vec<String> = self
+            .missing
+            .iter()
+            .map(|m| format!("{}: {}", m.mechanism.describe(), m.why))
+            .collect();
+        format!(
+            "{}: lost, {} ({})",
+            self.guarantee.name(),
+            self.guarantee.describe(),
+            why.join("; ")
+        )
+    }
+}
+
+/// Why a mechanism is not applied, and whether the operator policy chose that.
+pub type Absence = (String, bool);
+
+/// Whether each mechanism is applied, and why not where it is not.
+pub struct Applied {
+    entries: Vec<(Mechanism, Option<Absence>)>,
+}
+
+impl Applied {
+    pub fn new() -> Applied {
+        Applied {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Records `m` as applied when `why_not` is None.
+    pub fn set(&mut self, m: Mechanism, why_not: Option<Absence>) {
+        self.entries.push((m, why_not));
+    }
+
+    fn get(&self, m: Mechanism) -> Result<(), Absence> {
+        match self.entries.iter().find(|(k, _)| *k == m) {
+            Some((_, None)) => Ok(()),
+            Some((_, Some(why))) => Err(why.clone()),
+            None => Err(("not applied".into(), false)),
+        }
+    }
+
+    /// The status of `g`, carried by any of `carriers`.
+    pub fn status(&self, g: Guarantee, carriers: &[Mechanism]) -> GuaranteeStatus {
+        let mut s = GuaranteeStatus {
+            guarantee: g,
+            kept_by: Vec::new(),
+            missing: Vec::new(),
+        };
+        for m in carriers {
+            match self.get(*m) {
+                Ok(()) => s.kept_by.push(*m),
+                Err((why, by_operator)) => s.missing.push(Missing {
+                    mechanism: *m,
+                    why,
+                    by_operator,
+                }),
+            }
+        }
+        s
+    }
+}
+
+impl Default for Applied {
+    fn default() -> Self {
+        Applied::new()
+    }
+}
+
+/// What a worker with these capabilities needs, and what carries each.
+pub struct Needs {
+    pub network_outbound: bool,
+    pub tcp_ports: bool,
+    pub subprocess_run: bool,
+}
+
+/// The guarantees `needs` asks for, each with its carriers.
+pub fn carriers(needs: &Needs) -> Vec<(Guarantee, Vec<Mechanism>)> {
+    use Guarantee as G;
+    use Mechanism as M;
+    let mut v = vec![
+        (G::FileReads, vec![M::Landlock]),
+        (G::FileWrites, vec![M::Landlock, M::MountNamespace]),
+        (
+            G::HostMetadata,
+            vec![M::MountNamespace, M::SeccompNoMetadata],
+        ),
+    ];
+    if !needs.network_outbound {
+        v.push((
+            G::Network,
+            vec![M::Seccomp, M::NetNamespace, M::LandlockTcp],
+        ));
+    } else if needs.tcp_ports {
+        v.push((G::TcpPorts, vec![M::LandlockTcp]));
+    }
+    v.push((G::UnixSockets, vec![M::Seccomp]));
+    v.push((
+        G::Signals,
+        vec![M::LandlockScopes, M::PidNamespace, M::SeccompOwnSignals],
+    ));
+    if !needs.subprocess_run {
+        v.push((G::ProcessCreation, vec![M::Seccomp]));
+        v.push((G::Exec, vec![M::Landlock]));
+    }
+    v.push((G::Tasks, vec![M::RlimitNproc, M::PidsCgroup]));
+    v.push((G::MemoryAndCpu, vec![M::Rlimits]));
+    v.push((
+        G::Lifetime,
+        vec![M::ProcessGroup, M::PidNamespace, M::PidsCgroup],
+    ));
+    v.push((
+        G::NoPrivilegeGain,
+        vec![M::NoNewPrivileges, M::SeccompNoSetid],
+    ));
+    v
+}
+
+/// Every guarantee `needs` asks for, as `applied` carries it. A guarantee
+/// needing several mechanisms at once (no privilege gain: capabilities *and*
+/// the setuid-bit rule) is listed with all of them and kept only with all.
+pub fn assess(needs: &Needs, applied: &Applied) -> Vec<GuaranteeStatus> {
+    carriers(needs)
+        .into_iter()
+        .map(|(g, ms)| {
+            let mut s = applied.status(g, &ms);
+            if g == Guarantee::NoPrivilegeGain && !s.missing.is_empty() {
+                s.kept_by.clear();
+            }
+            s
+        })
+        .collect()
+}
+
+/// Strict mode's answer: the first guarantee lost, as an error message; None
+/// when all are kept. A guarantee the operator gave up (one of its carriers
+/// switched off by the operator policy) is reported, not refused.
+pub fn strict_refusal(statuses: &[GuaranteeStatus]) -> Option<String> {
+    let lost = statuses
+        .iter()
+        .find(|s| !s.kept() && s.missing.iter().all(|m| !m.by_operator))?;
+    Some(format!(
+        "strict mode: {}; run where one of these is available, or set \"mode\": \"best-effort\" in the policy file (see docs/deploy.md)",
+        lost.loss()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guarantee_is_kept_by_any_carrier_and_lost_without_one() {
+        let mut a = Applied::new();
+        a.set(Mechanism::Landlock, None);
+        a.set(Mechanism::MountNamespace, Some(("refused".into(), false)));
+        let s = a.status(
+            Guarantee::FileWrites,
+            &[Mechanism::Landlock, Mechanism::MountNamespace],
+        );
+        assert!(s.kept());
+        assert_eq!(s.kept_by, vec![Mechanism::Landlock]);
+        let s = a.status(Guarantee::HostMetadata, &[Mechanism::MountNamespace]);
+        assert!(!s.kept());
+        assert!(s.loss().contains("host_metadata: lost"), "{}", s.loss());
+        assert!(s.loss().contains("refused"), "{}", s.loss());
+        assert!(strict_refusal(&[s]).is_some());
+    }
+
+    #[test]
+    fn a_loss_the_operator_chose_is_reported_but_not_refused() {
+        let mut a = Applied::new();
+        a.set(Mechanism::Landlock, Some(("switched off".into(), true)));
+        let s = a.status(Guarantee::FileReads, &[Mechanism::Landlock]);
+        assert!(!s.kept());
+        assert!(strict_refusal(&[s]).is_none());
+    }
+
+    #[test]
+    fn needs_follow_the_capabilities() {
+        let g = |n: &Needs| -> Vec<Guarantee> { carriers(n).into_iter().map(|(g, _)| g).collect() };
+        let none = Needs {
+            network_outbound: false,
+            tcp_ports: false,
+            subprocess_run: false,
+        };
+        assert!(g(&none).contains(&Guarantee::Network));
+        assert!(g(&none).contains(&Guarantee::Exec));
+        let net = Needs {
+            network_outbound: true,
+            tcp_ports: true,
+            subprocess_run: true,
+        };
+        assert!(!g(&net).contains(&Guarantee::Network));
+        assert!(g(&net).contains(&Guarantee::TcpPorts));
+        assert!(!g(&net).contains(&Guarantee::Exec));
+    }
+}

@@ -1,0 +1,255 @@
+//! What the guarantee model (`crate::sandbox::guarantees`) needs from the
+//! derivation: the seccomp rules that take over what a missing namespace
+//! carried, which mechanisms a policy applies (and why not the others), and
+//! the probe's verdict line.
+
+use std::path::Path;
+
+use crate::extension::manifest::Manifest;
+use crate::sandbox::guarantees::{Applied, Mechanism};
+use crate::sandbox::policy::{
+    derive, Condition, Errno, Inputs, LandlockPolicy, Namespaces, OperatorPolicy, ProgramFacts,
+    SyscallAction, SyscallRule,
+};
+use crate::sandbox::probe::Probe;
+
+/// Changes of file metadata, denied outright where no mount namespace keeps
+/// the host's mounts read-only (seccomp cannot tell a host path from the
+/// workspace: chmod, chown and utime fail everywhere then).
+const METADATA_CALLS: &[&str] = &[
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "utime",
+    "utimes",
+    "utimensat",
+    "futimesat",
+];
+
+/// Replaces the rule for `name` (or adds one).
+pub(super) fn set_rule(
+    seccomp: &mut Vec<SyscallRule>,
+    name: &str,
+    action: SyscallAction,
+    why: &str,
+) {
+    seccomp.retain(|r| r.name != name);
+    seccomp.push(SyscallRule {
+        name: name.into(),
+        action,
+        why: why.into(),
+    });
+}
+
+/// The seccomp rules that depend on what else is applied: metadata changes
+/// without a mount namespace; signals outside the worker's own process group
+/// without a pid namespace or Landlock scopes.
+pub(super) fn tighten_seccomp(
+    seccomp: &mut Vec<SyscallRule>,
+    ns: &Namespaces,
+    seccomp_on: bool,
+    scopes: bool,
+) {
+    if seccomp_on && !ns.mount {
+        for name in METADATA_CALLS {
+            set_rule(
+                seccomp,
+                name,
+                SyscallAction::Errno(Errno::Perm),
+                "no mount namespace keeps host files read-only, and Landlock does not govern metadata: chmod, chown and utime are refused everywhere",
+            );
+        }
+    }
+    if seccomp_on && !ns.pid && !scopes {
+        let why = "no pid namespace and no Landlock signal scope: signals only to the worker's own process group";
+        set_rule(
+            seccomp,
+            "kill",
+            SyscallAction::AllowIf(Condition::SignalOwnGroup),
+            why,
+        );
+        for name in ["tgkill", "rt_sigqueueinfo"] {
+            set_rule(
+                seccomp,
+                name,
+                SyscallAction::AllowIf(Condition::SignalOwnThreadGroup),
+                why,
+            );
+        }
+        set_rule(seccomp, "tkill", SyscallAction::Errno(Errno::Perm), why);
+    }
+}
+
+/// Which mechanisms this policy applies, and why each other one is not.
+pub(super) fn applied_mechanisms(
+    probe: &Probe,
+    op: &OperatorPolicy,
+    landlock: Option<&LandlockPolicy>,
+    ns: &Namespaces,
+    seccomp_on: bool,
+    pids_cgroup: bool,
+) -> Applied {
+    use Mechanism as M;
+    let off = || Some(("switched off by the operator policy".to_string(), true));
+    let mut a = Applied::new();
+    let ll = |min: u8, what: &str| {
+        if !op.layers.landlock {
+            off()
+        } else if probe.landlock_abi == 0 {
+            Some((
+                "this kernel has no Landlock (or it is not enabled)".to_string(),
+                false,
+            ))
+        } else if probe.landlock_abi < min {
+            Some((
+                format!(
+                    "this kernel has Landlock ABI {}; {what} came with ABI {min}",
+                    probe.landlock_abi
+                ),
+                false,
+            ))
+        } else {
+            None
+        }
+    };
+    a.set(M::Landlock, ll(1, "Landlock"));
+    a.set(M::LandlockTruncate, ll(3, "TRUNCATE"));
+    a.set(M::LandlockTcp, ll(4, "TCP rules"));
+    a.set(M::LandlockScopes, ll(6, "scopes"));
+    let sec = if !op.layers.seccomp {
+        off()
+    } else if !probe.seccomp_filter {
+        Some(("this kernel has no seccomp filters".to_string(), false))
+    } else {
+        None
+    };
+    a.set(M::Seccomp, sec.clone());
+    a.set(M::ProcessGroup, sec.clone());
+    a.set(M::SeccompNoSetid, sec.clone());
+    let ns_missing = |present: bool| {
+        if present {
+            None
+        } else if !op.layers.namespaces {
+            off()
+        } else {
+            Some((
+                probe.namespace_failure.clone().unwrap_or_else(|| {
+                    "this kernel or user cannot create it (see `ext-runner probe`)".into()
+                }),
+                false,
+            ))
+        }
+    };
+    a.set(M::MountNamespace, ns_missing(ns.mount));
+    a.set(M::PidNamespace, ns_missing(ns.pid));
+    a.set(M::NetNamespace, ns_missing(ns.net));
+    a.set(
+        M::SeccompNoMetadata,
+        if ns.mount {
+            Some((
+                "not needed: the mount namespace keeps host files read-only".into(),
+                false,
+            ))
+        } else {
+            sec.clone()
+        },
+    );
+    let scopes = landlock.is_some_and(|l| l.abi >= 6);
+    a.set(
+        M::SeccompOwnSignals,
+        if ns.pid || scopes {
+            Some((
+                "not needed: a pid namespace or Landlock scopes keep signals in".into(),
+                false,
+            ))
+        } else {
+            sec.clone()
+        },
+    );
+    let limits = if op.layers.limits { None } else { off() };
+    a.set(M::Rlimits, limits.clone());
+    a.set(
+        M::RlimitNproc,
+        limits.clone().or_else(|| {
+            probe.root.then(|| {
+                ("no process limit from it: the worker runs as root, which RLIMIT_NPROC does not bind".to_string(), false)
+            })
+        }),
+    );
+    a.set(
+        M::PidsCgroup,
+        if pids_cgroup {
+            None
+        } else if !op.layers.limits {
+            off()
+        } else if !probe.root {
+            Some(("not used: RLIMIT_NPROC binds a worker that is not root".into(), false))
+        } else {
+            Some(("no pids cgroup this runner can write (cgroup v1 `pids` not mounted or read-only); run the runner as a non-root user, or give it a writable pids cgroup".into(), false))
+        },
+    );
+    a.set(
+        M::NoNewPrivileges,
+        if landlock.is_some_and(|l| l.abi > 0) || seccomp_on {
+            None
+        } else {
+            Some((
+                "neither Landlock nor seccomp is applied, so no_new_privs is not set".into(),
+                !op.layers.landlock || !op.layers.seccomp,
+            ))
+        },
+    );
+    a
+}
+
+/// What strict mode does on a host with these facts, in one line: for a
+/// worker with no capabilities and one with `subprocess.run` (`ext-runner
+/// probe` ends with it).
+pub fn strict_verdict(probe: &Probe) -> String {
+    let program = ProgramFacts {
+        program: "/usr/bin/python3".into(),
+        loader: None,
+        runtime_dirs: vec!["/usr".into()],
+    };
+    let judge = |caps: &str| {
+        let m = format!(
+            r#"{{"name": "probe.verdict", "version": "1", "description": "d", "capabilities": [{caps}]}}"#
+        );
+        let manifest =
+            Manifest::parse(m.as_bytes(), "verdict").expect("the verdict's manifest parses");
+        derive(&Inputs {
+            manifest: &manifest,
+            extension_dir: Path::new("/"),
+            workspace: None,
+            operator: &OperatorPolicy::default(),
+            program: &program,
+            probe,
+        })
+    };
+    match (judge(""), judge(r#""subprocess.run""#)) {
+        (Ok(p), Ok(_)) => {
+            let single: Vec<String> = p
+                .guarantees
+                .iter()
+                .filter(|g| g.kept_by.len() == 1)
+                .map(|g| g.guarantee.name())
+                .collect();
+            format!(
+                "verdict: strict mode starts workers here; every guarantee is kept{}",
+                if single.is_empty() {
+                    " by two or more layers".to_string()
+                } else {
+                    format!(" (by one layer only: {})", single.join(", "))
+                }
+            )
+        }
+        (Ok(_), Err(e)) => {
+            format!("verdict: strict mode starts workers here, but refuses subprocess.run: {e}")
+        }
+        (Err(e), _) => format!("verdict: strict mode refuses workers here: {e}"),
+    }
+}
