@@ -321,7 +321,7 @@ fn tasks_under(s: &Session) -> usize {
 /// not bind uid 0. Where the runner has no writable pids cgroup, strict mode
 /// refuses a root worker (`tasks: lost`, tests/env_matrix.rs).
 #[test]
-fn limits_tasks_bounded_threads_and_forks() {
+fn attack_limits_tasks_bounded_threads_and_forks() {
     const THREADS: &str = r#"
 import threading, builtins
 threading.stack_size(64 * 1024)
