@@ -131,9 +131,10 @@ fn base_profile_whatever_is_declared() {
     );
     assert_eq!(ll.scopes, vec!["abstract_unix_socket", "signal"]);
     assert!(p.namespaces.net && p.namespaces.pid && p.namespaces.ipc && p.namespaces.user);
+    // Unix sockets only, in the private root.
     assert_eq!(
         action(&p, "socket"),
-        Some(SyscallAction::Errno(Errno::Perm))
+        Some(SyscallAction::AllowIf(Condition::SocketUnix))
     );
     assert_eq!(
         action(&p, "clone"),
@@ -161,7 +162,6 @@ fn base_profile_whatever_is_declared() {
         "init_module",
         "kexec_load",
         "process_vm_readv",
-        "setsid",
     ] {
         assert_eq!(
             action(&p, denied),
@@ -221,9 +221,12 @@ fn network_outbound_keeps_the_host_network_and_allows_network_sockets() {
         !p.landlock.as_ref().unwrap().tcp_handled,
         "any TCP port without an operator port list"
     );
+    // AF_UNIX too: the private root shows no host socket.
     assert_eq!(
         action(&p, "socket"),
-        Some(SyscallAction::AllowIf(Condition::SocketNetworkFamilies))
+        Some(SyscallAction::AllowIf(
+            Condition::SocketNetworkFamiliesAndUnix
+        ))
     );
     assert_eq!(rule(&p, "/etc/resolv.conf"), Some(Access::Read));
     let op = OperatorPolicy {
@@ -537,7 +540,9 @@ fn egress_puts_the_worker_in_its_own_network_with_the_proxy_port_only() {
     // seccomp still lets it make the IP socket it reaches the proxy with.
     assert_eq!(
         action(&p, "socket"),
-        Some(SyscallAction::AllowIf(Condition::SocketNetworkFamilies))
+        Some(SyscallAction::AllowIf(
+            Condition::SocketNetworkFamiliesAndUnix
+        ))
     );
     assert_eq!(p.environment["HTTPS_PROXY"], format!("http://{}", e.proxy));
     assert_eq!(p.environment["no_proxy"], "");
@@ -565,9 +570,10 @@ fn without_egress_or_without_network_outbound_nothing_changes() {
     let op = egress_op(&["api.example.com:443"]);
     let p = derive_with(&["tool.invoke"], &op, &probe(false), None).unwrap();
     assert!(p.namespaces.net && p.egress.is_none());
+    // No network socket; unix sockets only, in the private root.
     assert_eq!(
         action(&p, "socket"),
-        Some(SyscallAction::Errno(Errno::Perm))
+        Some(SyscallAction::AllowIf(Condition::SocketUnix))
     );
 }
 
@@ -626,4 +632,219 @@ fn the_manifest_request_narrows_the_grant_and_a_malformed_one_is_refused() {
     )
     .unwrap();
     assert!(p.egress.is_none() && !p.namespaces.net);
+}
+
+/// A probe without a pid namespace (and so without a private /proc).
+fn probe_without_pid_ns() -> Probe {
+    Probe {
+        pid_namespaces: false,
+        ..probe(false)
+    }
+}
+
+#[test]
+fn a_mount_namespace_brings_the_private_root() {
+    let p = derive(&[]);
+    let r = p
+        .private_root
+        .expect("a private root with a mount namespace");
+    assert!(r.proc, "a /proc of its own pid namespace");
+    assert!(!r.devpts, "no devpts without subprocess.run");
+    assert_eq!(r.shm_bytes, 64 << 20, "the default /dev/shm size");
+    let r = derive(&["subprocess.run"]).private_root.unwrap();
+    assert!(r.devpts, "a devpts with subprocess.run");
+    // shm_bytes is a limit the operator may set.
+    let op: OperatorPolicy = serde_json::from_str(r#"{"limits": {"shm_bytes": 1048576}}"#).unwrap();
+    let r = derive_with(&[], &op, &probe(true), None)
+        .unwrap()
+        .private_root
+        .unwrap();
+    assert_eq!(r.shm_bytes, 1 << 20);
+    // No pid namespace: a root without /proc.
+    let p = derive_with(
+        &[],
+        &OperatorPolicy::default(),
+        &probe_without_pid_ns(),
+        None,
+    )
+    .unwrap();
+    assert!(!p.private_root.unwrap().proc);
+    // No mount namespace: no private root, and the printed policy says who carries it.
+    let op: OperatorPolicy =
+        serde_json::from_str(r#"{"mode": "best-effort", "layers": {"namespaces": false}}"#)
+            .unwrap();
+    let p = derive_with(&[], &op, &probe(false), None).unwrap();
+    assert!(p.private_root.is_none());
+    assert!(
+        p.render().contains("Landlock alone confines files"),
+        "{}",
+        p.render()
+    );
+    assert_eq!(
+        p.environment.get("MALLOC_ARENA_MAX").map(String::as_str),
+        Some("2")
+    );
+}
+
+#[test]
+fn seccomp_relaxes_only_what_the_namespaces_make_harmless() {
+    let allow = Some(SyscallAction::Allow);
+    let eperm = Some(SyscallAction::Errno(Errno::Perm));
+    // With its own pid namespace and private root.
+    let p = derive(&[]);
+    for n in ["setsid", "setpgid", "setpriority", "listen"] {
+        assert_eq!(action(&p, n), allow, "{n}");
+    }
+    assert_eq!(
+        action(&p, "socket"),
+        Some(SyscallAction::AllowIf(Condition::SocketUnix))
+    );
+    let p = derive(&["network.outbound"]);
+    assert_eq!(
+        action(&p, "socket"),
+        Some(SyscallAction::AllowIf(
+            Condition::SocketNetworkFamiliesAndUnix
+        ))
+    );
+    assert_eq!(
+        action(&p, "listen"),
+        eperm,
+        "an inet socket could listen (autobind)"
+    );
+    // Without a pid namespace: setsid would let a process outlive the worker's group.
+    let p = derive_with(
+        &[],
+        &OperatorPolicy::default(),
+        &probe_without_pid_ns(),
+        None,
+    )
+    .unwrap();
+    for n in ["setsid", "setpgid", "setpriority"] {
+        assert_eq!(action(&p, n), eperm, "{n}");
+    }
+    // Without a mount namespace the host's sockets are in view: no AF_UNIX.
+    let op: OperatorPolicy =
+        serde_json::from_str(r#"{"mode": "best-effort", "layers": {"namespaces": false}}"#)
+            .unwrap();
+    let p = derive_with(&[], &op, &probe(false), None).unwrap();
+    assert_eq!(action(&p, "socket"), eperm);
+    assert_eq!(action(&p, "listen"), eperm);
+    let p = derive_with(&["network.outbound"], &op, &probe(false), None).unwrap();
+    assert_eq!(
+        action(&p, "socket"),
+        Some(SyscallAction::AllowIf(Condition::SocketNetworkFamilies))
+    );
+}
+
+#[test]
+fn operator_environment_and_extension_sections() {
+    let op: OperatorPolicy = serde_json::from_value(serde_json::json!({
+        "environment": {"pass": ["HTTPS_PROXY"], "set": {"TZ": "UTC", "LANG": "de_DE.UTF-8"}},
+        "read_only_paths": ["/srv/shared"],
+        "limits": {"cpu_seconds": 5, "open_files": 100},
+        "tcp_ports": [443],
+        "extensions": {
+            "t.ext": {
+                "read_only_paths": ["/srv/models"],
+                "limits": {"cpu_seconds": 30},
+                "tcp_ports": [8443],
+                "environment": {"pass": ["SSL_CERT_FILE"], "set": {"MODEL": "small"}}
+            },
+            "other.ext": {"read_only_paths": ["/srv/other"], "limits": {"cpu_seconds": 1}}
+        }
+    }))
+    .unwrap();
+    let p = derive_with(&["network.outbound"], &op, &probe(false), None).unwrap();
+    assert_eq!(p.environment.get("TZ").map(String::as_str), Some("UTC"));
+    assert_eq!(
+        p.environment.get("LANG").map(String::as_str),
+        Some("de_DE.UTF-8")
+    );
+    assert_eq!(
+        p.environment.get("MODEL").map(String::as_str),
+        Some("small")
+    );
+    assert_eq!(
+        p.environment.get("TMPDIR").map(String::as_str),
+        Some("$SCRATCH")
+    );
+    assert_eq!(p.environment_pass, vec!["HTTPS_PROXY", "SSL_CERT_FILE"]);
+    assert_eq!(rule(&p, "/srv/shared"), Some(Access::Read));
+    assert_eq!(rule(&p, "/srv/models"), Some(Access::Read));
+    assert_eq!(rule(&p, "/srv/other"), None, "another extension's section");
+    let l = p.limits.unwrap();
+    assert_eq!(
+        (l.cpu_seconds, l.open_files),
+        (30, 100),
+        "the section overrides by name"
+    );
+    assert_eq!(
+        p.landlock.as_ref().unwrap().tcp_connect,
+        Some(vec![8443]),
+        "the section's ports replace"
+    );
+    assert!(p
+        .render()
+        .contains("passed from the runner's environment: HTTPS_PROXY SSL_CERT_FILE"));
+    // An extension without a section gets the global policy.
+    let m = manifest(&["network.outbound"], "dev");
+    let m = Manifest {
+        name: "third.ext".into(),
+        ..m
+    };
+    let p = policy::derive(&Inputs {
+        manifest: &m,
+        extension_dir: Path::new("/ext"),
+        workspace: None,
+        operator: &op,
+        program: &program(),
+        probe: &probe(false),
+    })
+    .unwrap();
+    assert_eq!(p.limits.unwrap().cpu_seconds, 5);
+    assert_eq!(p.landlock.as_ref().unwrap().tcp_connect, Some(vec![443]));
+    assert!(!p.environment.contains_key("MODEL"));
+}
+
+#[test]
+fn operator_policy_refuses_proc_paths_and_runner_variables() {
+    let dir = std::env::temp_dir().join(format!("nodus-policy-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("p.json");
+    let load = |text: &str| {
+        std::fs::write(&f, text).unwrap();
+        OperatorPolicy::load(&f)
+    };
+    assert!(load(r#"{"environment": {"pass": ["TZ"], "set": {"A": "b"}}, "extensions": {"x.y": {"limits": {"shm_bytes": 1}}}}"#).is_ok());
+    for (bad, says) in [
+        (r#"{"read_only_paths": ["/proc"]}"#, "private root"),
+        (r#"{"read_only_paths": ["/proc/self"]}"#, "/proc"),
+        (r#"{"read_only_paths": ["/proc/1/root/etc"]}"#, "/proc"),
+        (
+            r#"{"extensions": {"x.y": {"read_only_paths": ["/proc/self"]}}}"#,
+            "extensions.x.y",
+        ),
+        (
+            r#"{"extensions": {"x.y": {"limits": {"cpu": 1}}}}"#,
+            "unknown field `cpu`",
+        ),
+        (r#"{"extensions": {"x.y": {"color": 1}}}"#, "unknown field"),
+        (
+            r#"{"environment": {"set": {"TMPDIR": "/x"}}}"#,
+            "set by the runner",
+        ),
+        (
+            r#"{"environment": {"pass": ["HOME"]}}"#,
+            "set by the runner",
+        ),
+        (
+            r#"{"environment": {"pass": ["A=B"]}}"#,
+            "not a variable name",
+        ),
+    ] {
+        let err = load(bad).unwrap_err();
+        assert_eq!(err.class(), "SandboxError", "{bad}");
+        assert!(err.to_string().contains(says), "{bad}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -296,6 +296,8 @@ fn policy_case() -> BoxedStrategy<PolicyCase> {
                     limits: layers[3],
                 },
                 egress: None,
+                environment: Default::default(),
+                extensions: Default::default(),
             },
         );
     let probe = (

@@ -69,6 +69,20 @@ def _explain_denials():
     tcp_ports = grants.get("tcp_ports")  # None: any port (or not enforced)
     files_enforced = bool(grants.get("landlock"))
     tried = {"path": None, "write": False, "connect": None}
+    # Unix sockets by path are for the worker's own processes (multiprocessing's
+    # forkserver and Manager): inside its scratch folder (TMPDIR) only. The
+    # kernel allows them only in a private root, where no host socket is in view.
+    scratch = os.path.realpath(os.environ.get("TMPDIR") or "/nonexistent")
+
+    def in_scratch(path):
+        if isinstance(path, bytes):
+            if path[:1] in (b"", b"\0"):
+                return False
+            path = os.fsdecode(path)
+        if path[:1] in ("", "\0"):
+            return False  # abstract: never granted
+        real = os.path.realpath(path)
+        return real == scratch or real.startswith(scratch.rstrip("/") + "/")
 
     def notify(capability, detail, reason=None):
         msg = {"op": "denial", "capability": capability, "detail": detail}
@@ -109,8 +123,8 @@ def _explain_denials():
                 deny(f"socket({'AF_INET' if args[1] == 2 else 'AF_INET6'})", "network.outbound")
         elif event == "socket.connect":
             address = args[1]
-            if isinstance(address, (str, bytes)):
-                deny(f"connect(unix:{address!r})", "local IPC (never granted)")
+            if isinstance(address, (str, bytes)) and not in_scratch(address):
+                deny(f"connect(unix:{address!r})", "local IPC outside the worker's own TMPDIR (never granted)")
             sock = args[0]
             if (tcp_ports is not None and isinstance(address, tuple) and len(address) >= 2
                     and getattr(sock, "family", None) in (2, 10) and getattr(sock, "type", None) == 1):

@@ -129,7 +129,7 @@ fn plan(
             script,
         } => {
             write_shim(scratch.path(), policy)?;
-            let boot = scratch.path().join(".nodus/boot.py");
+            let boot = launch::scratch_inside(policy, scratch.path()).join(".nodus/boot.py");
             (
                 interpreter.exec_path.clone(),
                 vec![
@@ -145,7 +145,7 @@ fn plan(
             argv[1..].iter().map(OsString::from).collect(),
         ),
     };
-    let (mut confinement, cgroup) = launch::prepare(policy, scratch.path())?;
+    let (mut confinement, cgroup) = launch::prepare_at(policy, scratch.path(), dir)?;
     let egress = launch::egress_channel(policy, &mut confinement)?;
     let mut env = launch::environment(policy, scratch.path());
     if verbose {

@@ -80,6 +80,16 @@ steps! {
     ReadOnly = "mount_setattr(/, MOUNT_ATTR_RDONLY)",
     /// Making a writable folder's bind mount writable again.
     Writable = "mount_setattr(clear MOUNT_ATTR_RDONLY)",
+    /// A mount of the private root (the skeleton onto itself, then a bind
+    /// of a grant, proc, tmpfs or devpts: the detail is its index + 1).
+    RootMount = "mount (private root)",
+    /// Pivoting into the private root and detaching the host's tree.
+    PivotRoot = "pivot_root",
+    /// The private root's mounts turned read-only and nosuid, or a writable
+    /// one made writable again (detail: its index + 1).
+    RootAttributes = "mount_setattr (private root)",
+    /// The working directory inside the private root.
+    RootChdir = "chdir (private root)",
     /// Bringing up loopback in the worker's network namespace, binding the
     /// egress proxy's socket there and handing it to the runner.
     EgressSocket = "make the egress proxy's socket in the network namespace",
@@ -122,6 +132,15 @@ pub struct Confinement {
     pub pid_namespace: bool,
     /// In a new mount namespace: the only mounts left writable (bind mounts of these folders).
     pub writable_mounts: Vec<CString>,
+    /// A fresh root to pivot into (`root.rs`), built in the worker once it is
+    /// in its pid namespace (its /proc must be of that namespace); replaces
+    /// `writable_mounts`.
+    pub private_root: Option<crate::sandbox::root::PrivateRoot>,
+    /// The runner's argv and environment strings (start, length), from its
+    /// /proc/self/stat: the reaper, a fork of the runner that the worker sees
+    /// as process 1 of its /proc, zeroes its copy, so that its command line
+    /// does not show the runner's arguments.
+    pub runner_strings: Vec<(usize, usize)>,
     /// (resource, soft, hard).
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)>,
     pub landlock: Option<landlock::RulesetCreated>,
@@ -205,7 +224,14 @@ pub trait Sys {
     /// to the runner (see `egress_socket`).
     fn egress_socket(&self, e: &EgressSocket) -> Result<(), Failure>;
     /// Continues as the worker in a new pid namespace (see `enter_pid_namespace`).
-    fn enter_pid_namespace(&self, parent_death_signal: Option<i32>) -> Result<(), Failure>;
+    /// `wipe`: memory ranges the reaper zeroes in its copy of the runner.
+    fn enter_pid_namespace(
+        &self,
+        parent_death_signal: Option<i32>,
+        wipe: &[(usize, usize)],
+    ) -> Result<(), Failure>;
+    /// Mounts the private root and pivots into it (see `build_root`).
+    fn build_root(&self, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure>;
     fn setrlimit(
         &self,
         resource: libc::__rlimit_resource_t,
@@ -389,6 +415,101 @@ struct MountAttr {
 }
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+
+/// mount_setattr(2) with the given `AT_*` flags (`AT_RECURSIVE` or none).
+fn mount_setattr_at(path: &CStr, set: u64, clear: u64, flags: libc::c_uint) -> SysResult {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated and `attr` a live struct of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(r as libc::c_int)
+}
+
+/// The pointer of an optional C string, null when absent.
+fn ptr_or_null(s: &Option<CString>) -> *const libc::c_char {
+    s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr())
+}
+
+/// Mounts the private root prepared by `root.rs` and pivots into it: the
+/// skeleton becomes `/`, the host's tree is detached, every mount turns
+/// read-only and nosuid, then the writable ones (scratch, /dev/shm, devpts,
+/// a writable workspace) are made writable again, each alone.
+fn build_root(r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure> {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY (every mount below): NUL-terminated strings prepared before the
+    // fork, or null pointers where mount(2) allows them.
+    check(unsafe {
+        libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    })
+    .map_err(at(Step::MountPrivate, 0))?;
+    // pivot_root needs the new root to be a mount of its own.
+    // SAFETY: as above.
+    check(unsafe {
+        libc::mount(
+            r.skeleton.as_ptr(),
+            r.skeleton.as_ptr(),
+            none,
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    })
+    .map_err(at(Step::RootMount, 0))?;
+    for (i, m) in r.mounts.iter().enumerate() {
+        // SAFETY: as above; `data` is a NUL-terminated option string or null.
+        check(unsafe {
+            libc::mount(
+                ptr_or_null(&m.source),
+                m.target.as_ptr(),
+                ptr_or_null(&m.fstype),
+                m.flags,
+                ptr_or_null(&m.data).cast(),
+            )
+        })
+        .map_err(at(Step::RootMount, i as u32 + 1))?;
+    }
+    // SAFETY: NUL-terminated paths; pivot_root(".", ".") stacks the old root
+    // on the new one, and the detach below removes it.
+    unsafe {
+        check(libc::chdir(r.skeleton.as_ptr())).map_err(at(Step::PivotRoot, 0))?;
+        check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)
+            .map_err(at(Step::PivotRoot, 1))?;
+        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH)).map_err(at(Step::PivotRoot, 2))?;
+        check(libc::chdir(c"/".as_ptr())).map_err(at(Step::PivotRoot, 3))?;
+    }
+    mount_setattr_at(
+        c"/",
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+        0,
+        libc::AT_RECURSIVE as libc::c_uint,
+    )
+    .map_err(at(Step::RootAttributes, 0))?;
+    for (i, path) in r.writable.iter().enumerate() {
+        mount_setattr_at(path, 0, MOUNT_ATTR_RDONLY, 0)
+            .map_err(at(Step::RootAttributes, i as u32 + 1))?;
+    }
+    // SAFETY: a NUL-terminated path prepared before the fork.
+    check(unsafe { libc::chdir(r.cwd.as_ptr()) }).map_err(at(Step::RootChdir, 0))
+}
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -473,8 +594,16 @@ impl Sys for Kernel {
         egress_socket(e)
     }
 
-    fn enter_pid_namespace(&self, parent_death_signal: Option<i32>) -> Result<(), Failure> {
-        enter_pid_namespace(self, parent_death_signal)
+    fn enter_pid_namespace(
+        &self,
+        parent_death_signal: Option<i32>,
+        wipe: &[(usize, usize)],
+    ) -> Result<(), Failure> {
+        enter_pid_namespace(self, parent_death_signal, wipe)
+    }
+
+    fn build_root(&self, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure> {
+        build_root(r)
     }
 
     fn setrlimit(
@@ -623,7 +752,7 @@ pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
                 .map_err(at(Step::GidMap, 0))?;
         }
     }
-    if flags & libc::CLONE_NEWNS != 0 {
+    if flags & libc::CLONE_NEWNS != 0 && c.private_root.is_none() {
         read_only_mounts(s, &c.writable_mounts)?;
     }
     // Still with the capabilities of the new user namespace (or root's):
@@ -632,7 +761,10 @@ pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
         s.egress_socket(e)?;
     }
     if c.pid_namespace {
-        s.enter_pid_namespace(c.parent_death_signal)?;
+        s.enter_pid_namespace(c.parent_death_signal, &c.runner_strings)?;
+    }
+    if let Some(root) = &c.private_root {
+        s.build_root(root)?;
     }
 
     // 3. Resource limits, hard ones the worker cannot raise.
@@ -747,7 +879,11 @@ fn read_only_mounts<S: Sys>(s: &S, writable: &[CString]) -> Result<(), Failure> 
 ///
 /// Monitor and reaper close every other descriptor: the host sees EOF when the
 /// worker closes (and the report pipe is the worker's alone).
-fn enter_pid_namespace(k: &Kernel, parent_death_signal: Option<i32>) -> Result<(), Failure> {
+fn enter_pid_namespace(
+    k: &Kernel,
+    parent_death_signal: Option<i32>,
+    wipe: &[(usize, usize)],
+) -> Result<(), Failure> {
     let die_with_parent = || match parent_death_signal {
         Some(sig) => k
             .set_parent_death_signal(sig)
@@ -775,6 +911,12 @@ fn enter_pid_namespace(k: &Kernel, parent_death_signal: Option<i32>) -> Result<(
         // Monitor and reaper are copies of the host's memory: never dumped.
         // SAFETY: integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        for &(start, len) in wipe {
+            // SAFETY: [start, start + len) is this process's own argv or
+            // environment area (read from /proc/self/stat by the process it
+            // was forked from): mapped, writable, and used by nothing here.
+            unsafe { std::ptr::write_bytes(start as *mut u8, 0, len) };
+        }
         close_all_but(status_out);
         let status = wait_for(worker, true);
         // SAFETY: writes one int from a live int to our own pipe, then exits.
@@ -1105,9 +1247,13 @@ mod tests {
             self.call(format!("egress socket {}", e.port))
                 .map_err(at(Step::EgressSocket, 0))
         }
-        fn enter_pid_namespace(&self, _: Option<i32>) -> Result<(), Failure> {
+        fn enter_pid_namespace(&self, _: Option<i32>, _: &[(usize, usize)]) -> Result<(), Failure> {
             self.call("pid namespace".into())
                 .map_err(at(Step::PidNamespace, 0))
+        }
+        fn build_root(&self, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure> {
+            self.call(format!("private root {}", r.skeleton.to_string_lossy()))
+                .map_err(at(Step::RootMount, 0))
         }
         fn setrlimit(
             &self,
@@ -1179,6 +1325,8 @@ mod tests {
             gid_map: b"1000 1000 1".to_vec(),
             pid_namespace: true,
             writable_mounts: vec![c"/scratch".into(), c"/work".into()],
+            private_root: None,
+            runner_strings: Vec::new(),
             rlimits: vec![(libc::RLIMIT_AS, 1, 1), (libc::RLIMIT_NOFILE, 64, 64)],
             landlock: Some(ruleset()),
             landlock_full: true,

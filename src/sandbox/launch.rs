@@ -25,6 +25,7 @@ use crate::sandbox::policy::{
     Access, Condition, Errno, LandlockPolicy, Layer, Limits, Policy, Requirement, SeccompPolicy,
     SyscallAction,
 };
+use crate::sandbox::root;
 use crate::support::LockExt;
 
 /// `nodus-ext-<pid>-<n>-<random>`: unique among this host's workers, and hard
@@ -116,6 +117,11 @@ impl ScratchDir {
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         remove_tree(&self.0);
+        // The private root's skeleton beside it (root.rs), if one was made.
+        let skeleton = root::skeleton_of(&self.0);
+        if skeleton.exists() {
+            remove_tree(&skeleton);
+        }
     }
 }
 
@@ -521,7 +527,8 @@ fn rlimit_name(resource: u32) -> String {
 
 /// The environment of the policy with `$SCRATCH` filled in.
 pub fn environment(policy: &Policy, scratch: &Path) -> Vec<(OsString, OsString)> {
-    policy
+    let scratch = scratch_inside(policy, scratch);
+    let mut env: BTreeMap<OsString, OsString> = policy
         .environment
         .iter()
         .map(|(k, v)| {
@@ -534,12 +541,38 @@ pub fn environment(policy: &Policy, scratch: &Path) -> Vec<(OsString, OsString)>
                 },
             )
         })
-        .collect()
+        .collect();
+    // The operator's `environment.pass`: the runner's own values, when set.
+    for name in &policy.environment_pass {
+        if let Some(v) = std::env::var_os(name) {
+            env.insert(name.into(), v);
+        }
+    }
+    env.into_iter().collect()
+}
+
+/// Where the worker sees its scratch folder: `/tmp` in its private root,
+/// else the host path.
+pub fn scratch_inside(policy: &Policy, scratch: &Path) -> PathBuf {
+    match policy.private_root {
+        Some(_) => PathBuf::from(root::SCRATCH_INSIDE),
+        None => scratch.to_path_buf(),
+    }
 }
 
 /// Kernel objects built from a policy, ready for the child; plus what the
 /// parent must keep alive for the worker's lifetime.
 pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<PidsCgroup>)> {
+    prepare_at(policy, scratch, Path::new("/"))
+}
+
+/// `prepare` for a worker whose working directory is `cwd` (in its private
+/// root, the same path: the extension folder is bound at its own path).
+pub fn prepare_at(
+    policy: &Policy,
+    scratch: &Path,
+    cwd: &Path,
+) -> Result<(Confinement, Option<PidsCgroup>)> {
     let mut c = Confinement {
         parent_death_signal: Some(libc::SIGKILL),
         ..Default::default()
@@ -571,7 +604,19 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
     c.uid_map = format!("{uid} {uid} 1").into_bytes();
     c.gid_map = format!("{gid} {gid} 1").into_bytes();
     c.pid_namespace = ns.pid;
-    if ns.mount {
+    if ns.pid && policy.private_root.is_some() {
+        c.runner_strings = runner_strings();
+    }
+    let mut root_rules = Vec::new();
+    if let (true, Some(_)) = (ns.mount, &policy.private_root) {
+        let skeleton = root::skeleton_of(scratch);
+        if skeleton.exists() {
+            remove_tree(&skeleton); // a second launch from one scratch folder (benches)
+        }
+        let planned = root::plan(policy, scratch, &skeleton, cwd)?;
+        root_rules = planned.landlock;
+        c.private_root = Some(planned.root);
+    } else if ns.mount {
         // Writable: the scratch folder, and the workspace when the policy lets it be written.
         let writable = std::iter::once(scratch.to_path_buf()).chain(
             policy
@@ -588,7 +633,7 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
     // ABI 0: no Landlock here (strict mode has refused already; best effort
     // runs without it and says so).
     if let Some(ll) = policy.landlock.as_ref().filter(|ll| ll.abi > 0) {
-        c.landlock = Some(landlock(policy, ll, scratch)?);
+        c.landlock = Some(landlock(policy, ll, scratch, &root_rules)?);
         // On a kernel with the ABI the policy needs, anything less than full
         // enforcement is a failure of the launch, whatever the requirement.
         c.landlock_full = policy
@@ -604,6 +649,35 @@ pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<P
             .any(|r| r.action == SyscallAction::AllowIf(Condition::SignalOwnGroup));
     }
     Ok((c, cgroup))
+}
+
+/// This process's argv and environment areas, (start, length), from fields
+/// 48 to 51 of /proc/self/stat; none when they cannot be read.
+fn runner_strings() -> Vec<(usize, usize)> {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Vec::new();
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Vec::new();
+    };
+    // `rest` starts at field 3 (the state).
+    let f: Vec<usize> = rest
+        .split_whitespace()
+        .skip(45)
+        .take(4)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match f[..] {
+        [arg_start, arg_end, env_start, env_end]
+            if arg_start <= arg_end && env_start <= env_end && arg_end > 0 =>
+        {
+            vec![
+                (arg_start, arg_end - arg_start),
+                (env_start, env_end - env_start),
+            ]
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn cstring(p: &Path) -> Result<CString> {
@@ -649,6 +723,7 @@ fn landlock(
     policy: &Policy,
     ll: &LandlockPolicy,
     scratch: &Path,
+    extra: &[(PathBuf, BitFlags<AccessFs>)],
 ) -> Result<landlock::RulesetCreated> {
     let compat = match ll.requirement {
         Requirement::Hard => CompatLevel::HardRequirement,
@@ -690,6 +765,11 @@ fn landlock(
         *by_path.entry(r.path.clone()).or_default() |= rights(r.access, abi) & !special;
     }
     *by_path.entry(scratch.to_path_buf()).or_default() |= rights(Access::Write, abi);
+    // The private root's own mounts (/proc, /dev/shm, devpts, passwd), by
+    // the folders of the skeleton they are mounted in.
+    for (path, access) in extra {
+        *by_path.entry(path.clone()).or_default() |= *access;
+    }
     for (path, access) in by_path {
         let fd = match PathFd::new(&path) {
             Ok(fd) => fd,
@@ -848,6 +928,19 @@ fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
             Op::Ne,
             libc::PR_SET_PDEATHSIG as u64,
         )?])?],
+        // Unix sockets: where they may be made is Landlock's (the scratch
+        // folder only) and the private root's (no host socket is mounted).
+        Condition::SocketUnix => vec![rule(vec![cond(
+            0,
+            Len::Dword,
+            Op::Eq,
+            libc::AF_UNIX as u64,
+        )?])?],
+        Condition::SocketNetworkFamiliesAndUnix => {
+            let mut rules = conditions(Condition::SocketNetworkFamilies)?;
+            rules.extend(conditions(Condition::SocketUnix)?);
+            rules
+        }
         // IP sockets of TCP and UDP only (MPTCP falls back to TCP around
         // Landlock's port rules; SCTP connects from sendmsg and is not TCP
         // to Landlock), and netlink for routing only (NETLINK_ROUTE: what

@@ -16,4 +16,5 @@ pub mod interpreter;
 pub mod launch;
 pub mod policy;
 pub mod probe;
+pub(crate) mod root;
 pub(crate) mod syscalls;

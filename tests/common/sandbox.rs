@@ -757,13 +757,31 @@ impl Session {
             .find(|p| cmdline(*p).contains("boot.py"))
     }
 
-    /// The worker's scratch folder, found from outside (TMPDIR in its /proc/PID/environ).
+    /// The worker's scratch folder, found from outside: TMPDIR in its
+    /// /proc/PID/environ, or, where that is `/tmp` inside its private root,
+    /// the runner's one `nodus-ext-<runner pid>-…` folder in the host's
+    /// temporary folder.
     pub fn scratch(&self) -> Option<PathBuf> {
         let pid = self.worker_pid()?;
         let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-        env.split(|b| *b == 0)
+        let tmpdir = env
+            .split(|b| *b == 0)
             .find_map(|kv| kv.strip_prefix(b"TMPDIR="))
-            .map(|v| PathBuf::from(String::from_utf8_lossy(v).into_owned()))
+            .map(|v| PathBuf::from(String::from_utf8_lossy(v).into_owned()))?;
+        if tmpdir != Path::new("/tmp") {
+            return Some(tmpdir);
+        }
+        let prefix = format!("nodus-ext-{}-", self.runner_pid());
+        let mut found: Vec<PathBuf> = scratch_dirs()
+            .into_iter()
+            .filter(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with(&prefix) && !n.ends_with("-root")
+                })
+            })
+            .collect();
+        (found.len() == 1).then(|| found.remove(0))
     }
 
     /// The worker's pids cgroup folder (root, subprocess.run), if it is in one.

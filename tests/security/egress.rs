@@ -113,9 +113,15 @@ fn attack_egress_bypass_finds_no_route() {
             "something reached the sink: {r:?}\n{}",
             t.all()
         );
-        for k in ["packet", "unix"] {
-            assert_eq!(r.field(k), "EPERM", "{k}: {r:?}");
-        }
+        assert_eq!(r.field("packet"), "EPERM", "packet: {r:?}");
+        // A unix socket is allowed in the private root, which holds no host
+        // socket to relay through (the sink above is the outside check);
+        // without a private root seccomp denies it.
+        let unix = r.field("unix");
+        assert!(
+            unix == "EPERM" || unix.parse::<i64>().is_ok_and(|fd| fd >= 0),
+            "unix: {r:?}"
+        );
         assert!(
             r.field("udp_mapped").len() > 1,
             "the snippet did not run to the end: {r:?}"

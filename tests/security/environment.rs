@@ -38,6 +38,7 @@ fn attack_env_host_secret_variable() {
                     "LANG",
                     "PATH",
                     "PYTHONDONTWRITEBYTECODE",
+                    "MALLOC_ARENA_MAX",
                     "TMPDIR",
                     "LC_CTYPE"
                 ]

@@ -285,7 +285,7 @@ fn attack_kernel_identity_clock_host() {
 result = {"setuid": ename(sys_call(105, os.getuid())), "setgroups": ename(sys_call(116, 0, 0)), "capset": ename(sys_call(126, 0, 0)),
           "sethostname": ename(sys_call(170, 0, 100)), "syslog": ename(sys_call(103, 10, 0, 0)), "iopl": ename(sys_call(172, 0)),
           "ioperm": ename(sys_call(173, 0, 0, 0)), "swapon": ename(sys_call(167, 0, 0)), "clock_settime": ename(sys_call(227, 0, 0)),
-          "settimeofday": ename(sys_call(164, 0, 0)), "acct": ename(sys_call(163, b"/nonexistent-nodus-sec")), "setpriority": ename(sys_call(141, 0, 0, 0))}
+          "settimeofday": ename(sys_call(164, 0, 0)), "acct": ename(sys_call(163, b"/nonexistent-nodus-sec"))}
 "#;
         let e = "EPERM";
         syscall_attack(
@@ -303,7 +303,6 @@ result = {"setuid": ename(sys_call(105, os.getuid())), "setgroups": ename(sys_ca
                 ("clock_settime", e),
                 ("settimeofday", e),
                 ("acct", e),
-                ("setpriority", e),
             ],
         );
         let (r, _) = run_once(

@@ -24,6 +24,7 @@ mod kernel;
 mod network;
 mod processes;
 mod resources;
+mod root;
 
 pub(crate) use std::os::unix::fs::PermissionsExt;
 pub(crate) use std::path::Path;

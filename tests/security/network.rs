@@ -79,7 +79,11 @@ result = {"connect": raw_connect(1, 1, @S@, b"GET /")}
                 before,
                 "{caps:?}: connected to the unix socket: {r:?}"
             );
-            assert_eq!(r.field("connect"), "socket:EPERM", "{r:?}");
+            // seccomp without a private root; in one, the host's socket is not in view.
+            assert!(
+                ["socket:EPERM", "connect:ENOENT"].contains(&r.field("connect").as_str()),
+                "{r:?}"
+            );
         }
     });
 }

@@ -130,6 +130,8 @@ pub struct Limits {
     pub open_files: u64,
     pub file_size_bytes: u64,
     pub core_bytes: u64,
+    /// Size of the worker's private /dev/shm (a tmpfs in its private root).
+    pub shm_bytes: u64,
 }
 
 /// The operator's overrides of the default [`Limits`], each optional.
@@ -148,6 +150,23 @@ pub struct LimitOverrides {
     pub file_size_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub core_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_bytes: Option<u64>,
+}
+
+impl LimitOverrides {
+    /// These overrides with `other`'s on top, name by name.
+    pub fn then(self, other: &LimitOverrides) -> LimitOverrides {
+        LimitOverrides {
+            memory_bytes: other.memory_bytes.or(self.memory_bytes),
+            cpu_seconds: other.cpu_seconds.or(self.cpu_seconds),
+            processes: other.processes.or(self.processes),
+            open_files: other.open_files.or(self.open_files),
+            file_size_bytes: other.file_size_bytes.or(self.file_size_bytes),
+            core_bytes: other.core_bytes.or(self.core_bytes),
+            shm_bytes: other.shm_bytes.or(self.shm_bytes),
+        }
+    }
 }
 
 impl Limits {
@@ -160,6 +179,7 @@ impl Limits {
             open_files: o.open_files.unwrap_or(self.open_files),
             file_size_bytes: o.file_size_bytes.unwrap_or(self.file_size_bytes),
             core_bytes: o.core_bytes.unwrap_or(self.core_bytes),
+            shm_bytes: o.shm_bytes.unwrap_or(self.shm_bytes),
         }
     }
 }
@@ -216,12 +236,102 @@ pub struct OperatorPolicy {
     /// Egress by host name for `network.outbound` (`src/sandbox/egress.rs`):
     /// with it, the worker's only way out is the runner's proxy.
     pub egress: Option<EgressSection>,
+    /// Variables every worker gets besides the built-in ones.
+    pub environment: EnvironmentSection,
+    /// Sections by manifest name, for one extension: its `read_only_paths`
+    /// and `environment` add to the global ones, its `limits` override them
+    /// name by name, its `tcp_ports` and `egress` replace them.
+    pub extensions: BTreeMap<String, ExtensionSection>,
 }
+
+/// The operator's `environment`: variables passed on from the runner's own
+/// environment (when set there), and variables set to a value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvironmentSection {
+    pub pass: Vec<String>,
+    pub set: BTreeMap<String, String>,
+}
+
+/// What the operator's policy says for one extension (`"extensions": {"name": {…}}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtensionSection {
+    pub read_only_paths: Vec<PathBuf>,
+    pub limits: LimitOverrides,
+    pub tcp_ports: Option<Vec<u16>>,
+    pub environment: EnvironmentSection,
+    pub egress: Option<EgressSection>,
+}
+
+/// Variables the runner itself decides: an operator may neither pass nor set them.
+const RUNNER_VARIABLES: &[&str] = &["HOME", "TMPDIR", "NODUS_EXTENSION_CAPABILITIES"];
 
 impl OperatorPolicy {
     /// The egress section that applies to extension `name`.
-    pub fn egress_for(&self, _name: &str) -> Option<&EgressSection> {
-        self.egress.as_ref()
+    pub fn egress_for(&self, name: &str) -> Option<&EgressSection> {
+        match self.extensions.get(name).and_then(|e| e.egress.as_ref()) {
+            Some(e) => Some(e),
+            None => self.egress.as_ref(),
+        }
+    }
+
+    /// The policy for extension `name`: the global one with its section
+    /// (if any) applied, and no sections left.
+    pub fn for_extension(&self, name: &str) -> OperatorPolicy {
+        let mut p = self.clone();
+        p.extensions.clear();
+        if let Some(e) = self.extensions.get(name) {
+            p.read_only_paths.extend(e.read_only_paths.iter().cloned());
+            p.limits = p.limits.then(&e.limits);
+            if let Some(ports) = &e.tcp_ports {
+                p.tcp_ports = ports.clone();
+            }
+            p.environment
+                .pass
+                .extend(e.environment.pass.iter().cloned());
+            p.environment.set.extend(
+                e.environment
+                    .set
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            if e.egress.is_some() {
+                p.egress = e.egress.clone();
+            }
+        }
+        p
+    }
+
+    /// What is wrong with one section's paths and variables.
+    fn check_parts(
+        read_only_paths: &[PathBuf],
+        env: &EnvironmentSection,
+    ) -> std::result::Result<(), String> {
+        for p in read_only_paths {
+            let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            if [p, &real].iter().any(|q| q.starts_with("/proc")) {
+                return Err(format!(
+                    "read_only_paths: {} is the host's /proc (for /proc/self, the runner's own entry): it is never granted; every worker with a mount namespace has a /proc of its own pid namespace in its private root",
+                    p.display()
+                ));
+            }
+        }
+        for name in env.pass.iter().chain(env.set.keys()) {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(format!("environment: '{name}' is not a variable name"));
+            }
+            if RUNNER_VARIABLES.contains(&name.as_str()) {
+                return Err(format!(
+                    "environment: {name} is set by the runner itself (known: {})",
+                    RUNNER_VARIABLES.join(", ")
+                ));
+            }
+        }
+        if let Some(v) = env.set.values().find(|v| v.contains('\0')) {
+            return Err(format!("environment: a value holds a NUL byte: {v:?}"));
+        }
+        Ok(())
     }
 
     /// Reads and checks a policy file: an unknown field, limit, trust class
@@ -247,6 +357,20 @@ impl OperatorPolicy {
                     format!("policy file {}: {e}", path.display()),
                 )
             })?;
+        }
+        let bad = |what: String| {
+            Error::sandbox(
+                SandboxKind::OperatorPolicy,
+                format!("policy file {}: {what}", path.display()),
+            )
+        };
+        Self::check_parts(&policy.read_only_paths, &policy.environment).map_err(bad)?;
+        for (name, e) in &policy.extensions {
+            Self::check_parts(&e.read_only_paths, &e.environment)
+                .map_err(|w| bad(format!("extensions.{name}: {w}")))?;
+            if let Some(eg) = &e.egress {
+                egress::check_section(eg).map_err(|w| bad(format!("extensions.{name}: {w}")))?;
+            }
         }
         Ok(policy)
     }
@@ -361,6 +485,10 @@ pub enum Condition {
     CloneNoNamespaces,
     /// socket() of AF_INET or AF_INET6 (stream or datagram, TCP or UDP) or AF_NETLINK (routing).
     SocketNetworkFamilies,
+    /// socket() of AF_UNIX.
+    SocketUnix,
+    /// socket() of AF_INET, AF_INET6, AF_NETLINK or AF_UNIX.
+    SocketNetworkFamiliesAndUnix,
     /// socketpair() of SOCK_STREAM or SOCK_SEQPACKET.
     SocketpairStream,
     /// prctl() of anything but PR_SET_PDEATHSIG.
@@ -408,6 +536,19 @@ pub struct Namespaces {
     pub uts: bool,
 }
 
+/// The worker's private root (`root.rs`): read-only binds of what is
+/// granted, the scratch folder at /tmp and /var/tmp, a minimal /dev, its own
+/// /proc and passwd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PrivateRootPolicy {
+    /// A procfs of the worker's own pid namespace at /proc (needs the pid namespace).
+    pub proc: bool,
+    /// A private devpts at /dev/pts with /dev/ptmx (subprocess.run).
+    pub devpts: bool,
+    /// Size of the private tmpfs at /dev/shm.
+    pub shm_bytes: u64,
+}
+
 /// Everything decided about one worker. Printable; applied by `launch.rs`.
 /// A layer that is `None` is not applied.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -423,11 +564,17 @@ pub struct Policy {
     pub landlock: Option<LandlockPolicy>,
     pub seccomp: Option<SeccompPolicy>,
     pub namespaces: Namespaces,
+    /// The fresh root the worker sees in its mount namespace (`root.rs`);
+    /// None without a mount namespace, where Landlock alone confines files.
+    pub private_root: Option<PrivateRootPolicy>,
     pub limits: Option<Limits>,
     /// A pids cgroup to put the worker in (root: RLIMIT_NPROC does not bind uid 0).
     pub pids_cgroup: Option<String>,
     /// The worker's environment; `$SCRATCH` stands for its private scratch folder.
     pub environment: BTreeMap<String, String>,
+    /// Variables passed on from the runner's environment at launch, when set
+    /// there (they win over `environment`).
+    pub environment_pass: Vec<String>,
     pub layers: Vec<LayerReport>,
     /// Each guarantee the worker needs, and the mechanisms that keep it.
     pub guarantees: Vec<GuaranteeStatus>,
@@ -487,7 +634,13 @@ pub fn default_limits() -> Limits {
 /// kernel cannot enforce where a layer is a hard requirement.
 pub fn derive(inp: &Inputs) -> Result<Policy> {
     let m = inp.manifest;
-    let op = inp.operator;
+    // The operator's global policy with this extension's section applied.
+    let merged = inp.operator.for_extension(&m.name);
+    let op = &merged;
+    let inp = &Inputs {
+        operator: op,
+        ..*inp
+    };
     let declared = m.capability_set();
     steps::check_trust_class(m, &declared, op)?;
     let filesystem = steps::fs_rules(inp, &declared)?;
@@ -501,6 +654,13 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         steps::namespaces(probe, &declared, op.layers.namespaces, egress.is_some());
     let report = |l: Layer| steps::report(&layers, l);
     let (limits, pids_cgroup) = steps::limits(op, probe, &declared);
+    // A private root (root.rs) wherever a mount namespace is made: host
+    // sockets, /proc and devices are then out of the worker's view.
+    let private_root = namespaces.mount.then(|| PrivateRootPolicy {
+        proc: namespaces.pid,
+        devpts: declared.contains(&Capability::SubprocessRun),
+        shm_bytes: data::DATA.base.limits.overridden_by(&op.limits).shm_bytes,
+    });
     // Landlock in best effort: whatever part of the ruleset this kernel has.
     let landlock = report(Layer::Landlock).wanted.then(|| {
         let requirement = report(Layer::Landlock).requirement;
@@ -514,7 +674,14 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     });
     // Seccomp is all or nothing: a kernel without filters gets none.
     let mut seccomp = (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
-        .then(|| steps::seccomp(&declared, namespaces.net));
+        .then(|| {
+            steps::seccomp(
+                &declared,
+                namespaces.net,
+                namespaces.pid,
+                private_root.is_some(),
+            )
+        });
     let scopes = landlock.as_ref().is_some_and(|l| l.abi >= 6);
     if let Some(sc) = seccomp.as_mut() {
         guarantee_steps::tighten_seccomp(&mut sc.rules, &namespaces, true, scopes);
@@ -557,9 +724,22 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         landlock,
         seccomp,
         namespaces,
+        private_root,
         limits,
         pids_cgroup,
-        environment: steps::environment(&declared, egress.as_ref(), inp.workspace, namespaces.net),
+        environment: steps::environment(
+            &declared,
+            egress.as_ref(),
+            inp.workspace,
+            namespaces.net,
+            op,
+        ),
+        environment_pass: {
+            let mut pass = op.environment.pass.clone();
+            pass.sort();
+            pass.dedup();
+            pass
+        },
         layers,
         guarantees,
         degraded,

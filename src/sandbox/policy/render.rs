@@ -83,6 +83,8 @@ fn condition_words(c: Condition) -> &'static str {
         Condition::CloneThreadOnly => "for threads only",
         Condition::CloneNoNamespaces => "without new namespaces",
         Condition::SocketNetworkFamilies => "for network sockets only",
+        Condition::SocketUnix => "for unix sockets only",
+        Condition::SocketNetworkFamiliesAndUnix => "for network and unix sockets only",
         Condition::SocketpairStream => "for stream pairs only",
         Condition::PrctlNotParentDeathSignal => "unless it changes the parent-death signal",
         Condition::BitsClear { .. } => "unless it sets a flag the policy forbids",
@@ -289,6 +291,16 @@ impl fmt::Display for Policy {
 
         writeln!(f, "\nprocess")?;
         writeln!(f, "  namespaces: {}", namespaces_words(&self.namespaces))?;
+        match &self.private_root {
+            Some(r) => writeln!(
+                f,
+                "  private root: read-only binds of the files granted above, the workspace, the scratch folder at /tmp and /var/tmp, a minimal /dev (null zero full random urandom; /dev/shm a private tmpfs of {}{}){}, /etc/passwd and /etc/group naming the worker only",
+                bytes(r.shm_bytes),
+                if r.devpts { "; /dev/pts and /dev/ptmx" } else { "" },
+                if r.proc { ", /proc of its own pid namespace" } else { ", no /proc (no pid namespace)" },
+            )?,
+            None => writeln!(f, "  private root: none (no mount namespace): Landlock alone confines files; no /proc, /dev/shm or private /tmp")?,
+        }
         match &self.limits {
             Some(l) => writeln!(f, "  limits: {}", limits_words(l))?,
             None => writeln!(f, "  limits: none (the layer is off)")?,
@@ -302,6 +314,13 @@ impl fmt::Display for Policy {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         writeln!(f, "  environment: {}", env.join(" "))?;
+        if !self.environment_pass.is_empty() {
+            writeln!(
+                f,
+                "  passed from the runner's environment: {}",
+                self.environment_pass.join(" ")
+            )?;
+        }
 
         if let Some(e) = &self.egress {
             f.write_str(&e.render())?;

@@ -200,8 +200,15 @@ const BITS_CLEAR: &[(&str, u8, u32)] = &[
 
 /// The system call rules: base.json's allowlist, the conditional calls, what
 /// the capabilities add, and base.json's denials. `own_net`: the worker has a
-/// network namespace of its own, where nothing it binds is the host's.
-pub(super) fn seccomp(declared: &Declared, own_net: bool) -> SeccompPolicy {
+/// network namespace of its own, where nothing it binds is the host's;
+/// `pid_ns`: a pid namespace of its own; `private_root`: a private root
+/// (no host socket in view).
+pub(super) fn seccomp(
+    declared: &Declared,
+    own_net: bool,
+    pid_ns: bool,
+    private_root: bool,
+) -> SeccompPolicy {
     let base = &DATA.base.seccomp;
     let exec = declared.contains(&Capability::SubprocessRun);
     let net = declared.contains(&Capability::NetworkOutbound);
@@ -281,19 +288,50 @@ pub(super) fn seccomp(declared: &Declared, own_net: bool) -> SeccompPolicy {
             rules.push(rule(n, deny, "subprocess.run not declared"));
         }
     }
-    rules.push(if net {
-        let socket = SyscallAction::AllowIf(Condition::SocketNetworkFamilies);
-        rule("socket", socket, why("socket"))
-    } else {
-        rule(
+    // Unix sockets by path only where the private root keeps the host's
+    // sockets out of view (forkserver, Manager: a socket in the scratch folder).
+    let unix = private_root;
+    let socket_why_unix = format!("{}; AF_UNIX too: the private root shows no host socket (abstract ones are out of reach by the Landlock scope)", why("socket"));
+    rules.push(match (net, unix) {
+        (true, false) => rule(
+            "socket",
+            SyscallAction::AllowIf(Condition::SocketNetworkFamilies),
+            why("socket"),
+        ),
+        (true, true) => rule(
+            "socket",
+            SyscallAction::AllowIf(Condition::SocketNetworkFamiliesAndUnix),
+            &socket_why_unix,
+        ),
+        (false, true) => rule(
+            "socket",
+            SyscallAction::AllowIf(Condition::SocketUnix),
+            "AF_UNIX only (network.outbound not declared): the private root shows no host socket, the abstract namespace is out of reach by the Landlock scope and the net namespace",
+        ),
+        (false, false) => rule(
             "socket",
             SyscallAction::Errno(Errno::Perm),
-            "network.outbound not declared; unix sockets by path are never allowed",
-        )
+            "network.outbound not declared; unix sockets by path are allowed only in a private root, which this worker has not",
+        ),
     });
+    // Relaxed where the namespaces make them harmless.
+    let relaxed = |n: &str| -> Option<&'static str> {
+        match n {
+            "setsid" | "setpgid" if pid_ns => Some("allowed: the worker has its own pid namespace, whose process 1 kills everything in it when the worker ends"),
+            "setpriority" if pid_ns => Some("allowed: in its own pid namespace the worker sees (and can renice) its own processes only; raising a priority needs CAP_SYS_NICE, which it has not"),
+            // No inet socket can exist without network.outbound (and the
+            // worker has its own net namespace), so listen() can only serve
+            // a unix socket in the private root.
+            "listen" if unix && !net => Some("allowed: without network.outbound only unix sockets exist, and by path only inside the private root"),
+            _ => None,
+        }
+    };
     for g in &base.deny {
         for n in &g.names {
-            rules.push(rule(n, SyscallAction::Errno(Errno::Perm), &g.why));
+            rules.push(match relaxed(n) {
+                Some(w) => rule(n, SyscallAction::Allow, w),
+                None => rule(n, SyscallAction::Errno(Errno::Perm), &g.why),
+            });
         }
     }
     SeccompPolicy {
@@ -423,8 +461,16 @@ pub(super) fn environment(
     egress: Option<&EgressPlan>,
     workspace: Option<&std::path::Path>,
     own_net: bool,
+    op: &OperatorPolicy,
 ) -> BTreeMap<String, String> {
     let mut env = DATA.base.environment.clone();
+    // The operator's variables (its section's included); the runner's own below win.
+    env.extend(
+        op.environment
+            .set
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     env.insert("HOME".into(), "$SCRATCH".into());
     env.insert("TMPDIR".into(), "$SCRATCH".into());
     let granted = declared.contains(&Capability::FilesystemRead)

@@ -261,7 +261,12 @@ fn seccomp_actions_per_capability() {
             eperm.clone(),
         ),
     ] {
-        let sc = seccomp(&caps(&declared), !declared.contains(&NetworkOutbound));
+        let sc = seccomp(
+            &caps(&declared),
+            !declared.contains(&NetworkOutbound),
+            false,
+            false,
+        );
         assert_eq!(
             sc.rule(name).map(|r| r.action.clone()),
             Some(expected),
@@ -269,7 +274,7 @@ fn seccomp_actions_per_capability() {
         );
         assert_eq!(sc.default, super::Errno::Perm);
     }
-    let none = seccomp(&caps(&[]), true);
+    let none = seccomp(&caps(&[]), true, false, false);
     assert!(
         none.rule("execveat").is_none(),
         "execveat only with subprocess.run"
@@ -466,7 +471,13 @@ fn environment_per_capability() {
             "filesystem.read,subprocess.run",
         ),
     ] {
-        let env = environment(&caps(&declared), None, None, true);
+        let env = environment(
+            &caps(&declared),
+            None,
+            None,
+            true,
+            &OperatorPolicy::default(),
+        );
         assert_eq!(env["NODUS_EXTENSION_CAPABILITIES"], listed);
         assert_eq!(env["HOME"], "$SCRATCH");
         assert_eq!(env["TMPDIR"], "$SCRATCH");

@@ -1,0 +1,441 @@
+//! The worker's private root, planned before the fork.
+//!
+//! In its mount namespace the worker gets a fresh root, as bubblewrap and
+//! flatpak build one, holding only:
+//!
+//! - read-only bind mounts of what the policy's Landlock rules grant (system
+//!   folders, the interpreter's prefix and venv, the extension folder, the
+//!   operator's `read_only_paths`), each at its own path; a symlink on the
+//!   way (`/lib64 -> usr/lib64`, `/etc/localtime`) is recreated as a symlink
+//!   and its target bound;
+//! - the workspace, read-only or read-write;
+//! - the scratch folder at `/tmp` and `/var/tmp`;
+//! - a procfs of the worker's own pid namespace at `/proc`;
+//! - a minimal `/dev`: `null zero full random urandom` (bound from the host),
+//!   a private size-capped tmpfs at `/dev/shm`, and with `subprocess.run` a
+//!   private devpts at `/dev/pts` with `/dev/ptmx`;
+//! - `/etc/passwd` and `/etc/group` holding only the worker's own identity.
+//!
+//! The mount points live in a skeleton folder on the host (beside the scratch
+//! folder, removed with it), so that the Landlock rules for the new mounts can
+//! be made before the fork: a rule on a mount point covers what is mounted on
+//! it (Landlock's path walk crosses mount points), and after `pivot_root` the
+//! walk ends at the new root. Everything here runs in the parent; the child
+//! (`child::build_root`) only mounts and pivots, with the strings prepared here.
+
+use std::ffi::CString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use landlock::{Access as _, AccessFs, BitFlags};
+
+use crate::error::{Error, Result, SandboxKind};
+use crate::sandbox::policy::{Access, Policy};
+
+/// One mount the child makes, target inside the skeleton.
+#[derive(Debug)]
+pub struct Mount {
+    pub source: Option<CString>,
+    pub target: CString,
+    pub fstype: Option<CString>,
+    pub flags: libc::c_ulong,
+    pub data: Option<CString>,
+}
+
+/// What `child::build_root` applies, every string prepared.
+#[derive(Debug)]
+pub struct PrivateRoot {
+    /// The skeleton folder that becomes `/`.
+    pub skeleton: CString,
+    /// In order: parents before what is mounted inside them.
+    pub mounts: Vec<Mount>,
+    /// Paths inside the new root whose mount is made writable again after
+    /// everything turned read-only (not recursive: a read-only bind inside a
+    /// writable one stays read-only).
+    pub writable: Vec<CString>,
+    /// The working directory inside the new root.
+    pub cwd: CString,
+}
+
+/// The private root, and the Landlock rules for its own mounts.
+pub struct Planned {
+    pub root: PrivateRoot,
+    /// (folder of the skeleton, rights) for what is mounted inside it.
+    pub landlock: Vec<(PathBuf, BitFlags<AccessFs>)>,
+}
+
+/// Where the scratch folder appears inside the private root.
+pub const SCRATCH_INSIDE: &str = "/tmp";
+
+/// The skeleton folder of a scratch folder: `<scratch>-root`, beside it.
+pub fn skeleton_of(scratch: &Path) -> PathBuf {
+    let mut s = scratch.as_os_str().to_owned();
+    s.push("-root");
+    PathBuf::from(s)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A bind mount of a host folder or file.
+    Bind,
+    Proc,
+    Shm,
+    Devpts,
+    /// A regular file written into the skeleton (passwd, group): no mount.
+    Synthesized,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Path inside the new root.
+    dst: PathBuf,
+    /// Host path (Bind) or content (Synthesized).
+    src: PathBuf,
+    content: String,
+    kind: Kind,
+    writable: bool,
+}
+
+fn cstring(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
+        Error::sandbox(
+            SandboxKind::Prepare,
+            format!("path {} contains a NUL byte", p.display()),
+        )
+    })
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL in a constant")
+}
+
+/// `p` without `.`/`..`/duplicate separators (the policy's paths are absolute).
+fn normal(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Resolves `p` on the host: the symlinks met on the way (path, link text),
+/// and the canonical path behind it (None when it does not exist).
+fn resolve(p: &Path) -> (Vec<(PathBuf, PathBuf)>, Option<PathBuf>) {
+    let p = normal(p);
+    let mut prefix = PathBuf::from("/");
+    for c in p.components().skip(1) {
+        prefix.push(c);
+        match std::fs::symlink_metadata(&prefix) {
+            Err(_) => return (Vec::new(), None),
+            Ok(m) if m.file_type().is_symlink() => {
+                let Ok(text) = std::fs::read_link(&prefix) else {
+                    return (Vec::new(), None);
+                };
+                let mut links = vec![(prefix.clone(), text)];
+                let Ok(real) = std::fs::canonicalize(&p) else {
+                    return (links, None);
+                };
+                // The target may itself sit behind other links (a chain).
+                let (more, _) = resolve(&std::fs::canonicalize(&prefix).unwrap_or_default());
+                links.extend(more);
+                return (links, Some(real));
+            }
+            Ok(_) => {}
+        }
+    }
+    (Vec::new(), Some(p))
+}
+
+/// The worker's entries in `/etc/passwd` and `/etc/group`: its own ids only.
+fn identity() -> (String, String) {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    let user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .filter(|n| !n.contains([':', '\n']))
+        .unwrap_or_else(|| "nodus-worker".into());
+    let group = nix::unistd::Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+        .filter(|n| !n.contains([':', '\n']))
+        .unwrap_or_else(|| user.clone());
+    (
+        format!(
+            "{user}:x:{}:{}:{user}:{SCRATCH_INSIDE}:/usr/sbin/nologin\n",
+            uid.as_raw(),
+            gid.as_raw()
+        ),
+        format!("{group}:x:{}:\n", gid.as_raw()),
+    )
+}
+
+/// Plans the private root of a worker whose policy asks for one, and lays
+/// out its skeleton (mount points, symlinks, passwd and group) at
+/// `skeleton`, which must not exist yet.
+pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Result<Planned> {
+    let Some(pr) = &policy.private_root else {
+        return Err(Error::sandbox(
+            SandboxKind::Prepare,
+            "the policy asks for no private root",
+        ));
+    };
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let bind = |dst: PathBuf, src: PathBuf, writable: bool| Entry {
+        dst,
+        src,
+        content: String::new(),
+        kind: Kind::Bind,
+        writable,
+    };
+    for r in &policy.filesystem {
+        let (l, real) = resolve(&r.path);
+        links.extend(l);
+        if let Some(real) = real {
+            entries.push(bind(real.clone(), real, r.access == Access::Write));
+        }
+    }
+    for dev in [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+    ] {
+        if Path::new(dev).exists() {
+            entries.push(bind(dev.into(), dev.into(), false));
+        }
+    }
+    for d in [SCRATCH_INSIDE, "/var/tmp"] {
+        entries.push(bind(d.into(), scratch.to_path_buf(), true));
+    }
+    let special = |dst: &str, kind| Entry {
+        dst: dst.into(),
+        src: PathBuf::new(),
+        content: String::new(),
+        kind,
+        writable: kind != Kind::Proc,
+    };
+    if pr.proc {
+        entries.push(special("/proc", Kind::Proc));
+    }
+    entries.push(special("/dev/shm", Kind::Shm));
+    if pr.devpts {
+        entries.push(special("/dev/pts", Kind::Devpts));
+        links.push(("/dev/ptmx".into(), "pts/ptmx".into()));
+    }
+    for (name, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        links.push((name.into(), target.into()));
+    }
+    let (passwd, group) = identity();
+    for (dst, content) in [("/etc/passwd", passwd), ("/etc/group", group)] {
+        entries.push(Entry {
+            dst: dst.into(),
+            src: PathBuf::new(),
+            content,
+            kind: Kind::Synthesized,
+            writable: false,
+        });
+    }
+
+    // Parents first; of two entries for one path the first wins.
+    entries.sort_by(|a, b| a.dst.cmp(&b.dst));
+    entries.dedup_by(|b, a| a.dst == b.dst);
+
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        Error::sandbox_io(
+            SandboxKind::Scratch,
+            format!("private root: cannot {what} {}: {e}", p.display()),
+            e,
+        )
+    };
+    let in_skel = |p: &Path| skeleton.join(p.strip_prefix("/").unwrap_or(p));
+    std::fs::create_dir(skeleton).map_err(|e| io("create", skeleton, e))?;
+    let _ = std::fs::set_permissions(skeleton, std::fs::Permissions::from_mode(0o755));
+    let mkdirs =
+        |p: &Path| -> Result<()> { std::fs::create_dir_all(p).map_err(|e| io("create", p, e)) };
+
+    let mut mounts = Vec::new();
+    let mut writable = Vec::new();
+    // Landlock's path walk skips mount points (it goes from the root of a
+    // mount to the parent of the folder it is mounted on), so the rules for
+    // the new mounts sit on their parents in the skeleton: read on the root
+    // (/proc, /etc/passwd and /etc/group, listing folders: everything else
+    // in this root is granted read already), and read-write on /dev (its
+    // tmpfs /dev/shm and devpts; /dev itself is a read-only folder of the
+    // skeleton, and its device nodes are null, zero, full, random, urandom).
+    let landlock = vec![
+        (
+            skeleton.to_path_buf(),
+            AccessFs::ReadFile | AccessFs::ReadDir,
+        ),
+        (
+            skeleton.join("dev"),
+            AccessFs::from_all(landlock::ABI::V6) & !AccessFs::Execute,
+        ),
+    ];
+    // Folders mounted so far: (path inside, host source, writable, ours).
+    let mut covering: Vec<(PathBuf, PathBuf, bool, bool)> = Vec::new();
+    for e in &entries {
+        let under = covering
+            .iter()
+            .rev()
+            .find(|(dst, ..)| e.dst.starts_with(dst) && e.dst != *dst)
+            .cloned();
+        let target = in_skel(&e.dst);
+        match &under {
+            Some((dst, src, w, ours)) => {
+                let rel = e.dst.strip_prefix(dst).unwrap_or(Path::new(""));
+                let host = src.join(rel);
+                // Already visible as it is through the folder bound above it.
+                if e.kind == Kind::Bind && host == e.src && *w == e.writable {
+                    continue;
+                }
+                // An operator who grants the host's /etc shows its passwd.
+                if e.kind == Kind::Synthesized {
+                    continue;
+                }
+                let is_dir = e.kind != Kind::Bind || e.src.is_dir();
+                if std::fs::symlink_metadata(&host).is_err() {
+                    // No mount point inside a host folder granted above it
+                    // (say /var/tmp where the operator granted a /var
+                    // without one): the mount is left out.
+                    if !*ours {
+                        continue;
+                    }
+                    // Inside the scratch folder (the extension or the
+                    // workspace under the host's temporary folder).
+                    if is_dir {
+                        mkdirs(&host)?;
+                    } else {
+                        if let Some(parent) = host.parent() {
+                            mkdirs(parent)?;
+                        }
+                        std::fs::write(&host, b"").map_err(|err| io("create", &host, err))?;
+                    }
+                }
+            }
+            None => {
+                if let Some(parent) = target.parent() {
+                    mkdirs(parent)?;
+                }
+                match e.kind {
+                    Kind::Synthesized => {
+                        std::fs::write(&target, &e.content)
+                            .map_err(|err| io("write", &target, err))?;
+                        let _ = std::fs::set_permissions(
+                            &target,
+                            std::fs::Permissions::from_mode(0o644),
+                        );
+                        continue;
+                    }
+                    Kind::Bind if !e.src.is_dir() => {
+                        std::fs::write(&target, b"").map_err(|err| io("create", &target, err))?
+                    }
+                    _ => mkdirs(&target)?,
+                }
+            }
+        }
+        let (source, fstype, flags, data) = match e.kind {
+            Kind::Bind => (
+                Some(cstring(&e.src)?),
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            ),
+            Kind::Proc => (
+                Some(cstr("proc")),
+                Some(cstr("proc")),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+            ),
+            Kind::Shm => (
+                Some(cstr("tmpfs")),
+                Some(cstr("tmpfs")),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(cstr(&format!("size={},mode=1777", pr.shm_bytes.max(4096)))),
+            ),
+            Kind::Devpts => (
+                Some(cstr("devpts")),
+                Some(cstr("devpts")),
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+                Some(cstr("newinstance,ptmxmode=0666,mode=0620")),
+            ),
+            Kind::Synthesized => unreachable!("written above"),
+        };
+        mounts.push(Mount {
+            source,
+            target: cstring(&target)?,
+            fstype,
+            flags,
+            data,
+        });
+        if e.writable {
+            writable.push(cstring(&e.dst)?);
+        }
+        let ours = e.kind != Kind::Bind || e.src == scratch;
+        if e.kind != Kind::Bind || e.src.is_dir() {
+            covering.push((e.dst.clone(), e.src.clone(), e.writable, ours));
+        }
+    }
+
+    // Symlinks the grants pass through, unless a bound folder already shows them.
+    links.sort();
+    links.dedup();
+    for (path, text) in links {
+        let under = covering
+            .iter()
+            .rev()
+            .find(|(dst, ..)| path.starts_with(dst))
+            .cloned();
+        let target = match under {
+            // Inside the scratch folder (a link under the host's /tmp, say
+            // an extension loaded through one): made there.
+            Some((dst, src, _, true)) if dst != src && !src.as_os_str().is_empty() => {
+                src.join(path.strip_prefix(&dst).unwrap_or(Path::new("")))
+            }
+            // Shown as it is by the host folder bound above it.
+            Some(_) => continue,
+            None => in_skel(&path),
+        };
+        if std::fs::symlink_metadata(&target).is_ok() {
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            mkdirs(parent)?;
+        }
+        std::os::unix::fs::symlink(&text, &target).map_err(|e| io("link", &target, e))?;
+    }
+
+    let cwd = if entries
+        .iter()
+        .any(|e| e.kind == Kind::Bind && cwd.starts_with(&e.dst))
+    {
+        cstring(cwd)?
+    } else {
+        cstr("/")
+    };
+    Ok(Planned {
+        root: PrivateRoot {
+            skeleton: cstring(skeleton)?,
+            mounts,
+            writable,
+            cwd,
+        },
+        landlock,
+    })
+}

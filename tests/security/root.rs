@@ -1,0 +1,162 @@
+//! The private root: what a worker with a mount namespace can see of the
+//! host (its own /proc, no host file, a /dev/shm of its own).
+
+use super::*;
+
+/// The private /proc is of the worker's own pid namespace: no host process
+/// appears there, by listing or by pid, and process 1 (the reaper, a fork of
+/// the runner) shows neither the runner's command line nor its environment.
+#[test]
+fn attack_root_proc_shows_no_host_process() {
+    confined(FULL, |who| {
+        let secret = token("HOSTPROC");
+        let v = Victim::python(
+            who,
+            &format!("import time; print('up', flush=True); time.sleep(60)  # {secret}"),
+        );
+        let code = snippet(
+            r#"
+procs = {}
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        procs[p] = attempt(lambda p=p: open("/proc/%s/cmdline" % p, "rb").read().replace(b"\0", b" ").decode())
+result = {"procs": procs, "victim": attempt(lambda: open("/proc/@V@/cmdline", "rb").read()),
+          "reaper_environ": attempt(lambda: open("/proc/1/environ", "rb").read()),
+          "self": os.getpid()}
+"#,
+            &[("V", v.pid.to_string())],
+        );
+        assert_control(&plain(who, &code), &secret, "plain listing of /proc");
+        let runner_secret = token("RUNNERENV");
+        let mut s = Launch::new(who, &[])
+            .env("NODUS_RUNNER_SECRET", &runner_secret)
+            .start();
+        let r = s.exec(&code);
+        let t = s.finish();
+        assert_hidden(&t, &secret, "a host process in the private /proc");
+        assert_hidden(
+            &t,
+            &runner_secret,
+            "the runner's environment through /proc/1",
+        );
+        let procs = r.value()["procs"].as_object().expect("procs").clone();
+        // The reaper (1), the worker (2), nothing else that runs.
+        assert!(procs.len() <= 3, "{r:?}");
+        assert!(procs.contains_key("1") && procs.contains_key("2"), "{r:?}");
+        assert_eq!(r.value()["self"], json!(2));
+        assert_eq!(r.field("victim"), "ENOENT", "{r:?}");
+        // The reaper is a fork of the runner: its command line (the runner's
+        // arguments) is wiped, its environment unreadable.
+        let reaper = procs["1"].as_str().unwrap_or_default().to_string();
+        assert!(!reaper.contains("run"), "the runner's command line: {r:?}");
+        assert_ne!(r.field("reaper_environ"), "ok: b''", "{r:?}");
+        assert!(r.field("reaper_environ").starts_with('E'), "{r:?}");
+    });
+}
+
+/// The private root holds only what the policy grants: a host file beside
+/// the grants (in the host's /tmp, /var/tmp, /etc, a home) is in no folder
+/// the worker can list, and not there by its path.
+#[test]
+fn attack_root_exposes_no_host_file() {
+    confined(FULL, |who| {
+        let secret = token("HOSTFILE");
+        let host = world_dir("host-root");
+        let f = host.join(&format!("{secret}.txt"));
+        owned_file(who, &f, &secret, 0o644);
+        let var_tmp = std::path::PathBuf::from(format!("/var/tmp/{secret}.txt"));
+        owned_file(who, &var_tmp, &secret, 0o644);
+        let code = snippet(
+            r#"
+names = []
+for top in ["/", "/tmp", "/var", "/var/tmp", "/etc", "/dev", "/root", "/home"]:
+    for d, subdirs, files in os.walk(top):
+        if d.startswith(("/proc", "/usr", "/root/.pyenv")):
+            subdirs[:] = []
+            continue
+        names.extend(os.path.join(d, n) for n in subdirs + files)
+result = {"names": sorted(set(n for n in names if @TOKEN@ in n)),
+          "host": attempt(lambda: open(@F@).read()),
+          "var_tmp": attempt(lambda: open(@VT@).read()),
+          "count": len(names)}
+"#,
+            &[
+                ("TOKEN", lit(secret.split('-').nth(1).unwrap())),
+                ("F", lit(&f)),
+                ("VT", lit(&var_tmp)),
+            ],
+        );
+        let control = snippet(
+            r#"result = [open(@F@).read(), open(@VT@).read()]"#,
+            &[("F", lit(&f)), ("VT", lit(&var_tmp))],
+        );
+        assert_control(
+            &plain(who, &control),
+            &secret,
+            "plain read of the host files",
+        );
+        let (r, t) = run_once(Launch::new(who, &[]), &code);
+        let _ = std::fs::remove_file(&var_tmp);
+        assert_hidden(&t, &secret, "a host file in the private root");
+        assert_eq!(r.value()["names"], json!([]), "{r:?}");
+        assert_eq!(r.field("host"), "ENOENT", "{r:?}");
+        assert_eq!(r.field("var_tmp"), "ENOENT", "{r:?}");
+    });
+}
+
+/// /dev/shm is a tmpfs of each worker's own: what one worker puts there
+/// reaches neither the host's /dev/shm nor another worker, and the host's
+/// segments are not in view.
+#[test]
+fn attack_root_dev_shm_shared_with_nobody() {
+    confined(FULL, |who| {
+        let secret = token("SHMSECRET");
+        let host_seg = std::path::PathBuf::from(format!("/dev/shm/{secret}-host"));
+        owned_file(who, &host_seg, &secret, 0o644);
+        let mine = format!("/dev/shm/{secret}-worker");
+        let write = snippet(
+            r#"open(@P@, "w").write("from the worker"); result = sorted(os.listdir("/dev/shm"))"#,
+            &[("P", lit(&mine))],
+        );
+        let look = snippet(
+            r#"result = {"list": sorted(os.listdir("/dev/shm")), "host": attempt(lambda: open(@H@).read()), "other": attempt(lambda: open(@P@).read())}"#,
+            &[("H", lit(&host_seg)), ("P", lit(&mine))],
+        );
+        // Control: outside, /dev/shm is shared.
+        let c = plain(who, &write);
+        assert_control(&c, &secret, "plain /dev/shm is the host's");
+        assert!(
+            Path::new(&mine).exists(),
+            "control: plain write reaches the host"
+        );
+        std::fs::remove_file(&mine).unwrap();
+
+        let mut a = Launch::new(who, &[]).start();
+        let ra = a.exec(&write);
+        let mut b = Launch::new(who, &[]).start();
+        let rb = b.exec(&look);
+        let rb_text = rb.text();
+        let (ta, tb) = (a.finish(), b.finish());
+        let _ = std::fs::remove_file(&host_seg);
+        assert!(
+            ra.value().to_string().contains(&format!("{secret}-worker")),
+            "the worker's own segment: {ra:?}"
+        );
+        assert!(
+            !ra.value().to_string().contains(&format!("{secret}-host")),
+            "the host's segment in view: {ra:?}"
+        );
+        assert!(
+            !Path::new(&mine).exists(),
+            "the worker's segment reached the host"
+        );
+        assert!(
+            !rb_text.contains("-worker"),
+            "worker b sees worker a's: {rb:?}"
+        );
+        assert_eq!(rb.field("other"), "ENOENT", "{rb:?}");
+        assert_eq!(rb.field("host"), "ENOENT", "{rb:?}");
+        assert_hidden(&tb, &secret, "the host's segment");
+        let _ = ta;
+    });
+}
