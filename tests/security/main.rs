@@ -1,5 +1,6 @@
-//! The security suite, one file per area (`fs`, `processes`, `network`,
-//! `kernel`, `resources`, `environment`, `controls`): real workers started through the real `ext-runner`,
+//! The security suite, one file per area (`fs`, `fs_modes`, `root`,
+//! `processes`, `network`, `egress`, `kernel`, `resources`, `environment`,
+//! `controls`): real workers started through the real `ext-runner`,
 //! attacked from inside with short Python snippets and judged from outside
 //! (files on the host, listeners the test opened, victims' /proc entries, the
 //! runner's whole transcript). Every attack and control runs as root and as
@@ -20,6 +21,7 @@ mod controls;
 mod egress;
 mod environment;
 mod fs;
+mod fs_modes;
 mod kernel;
 mod network;
 mod processes;
