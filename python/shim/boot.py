@@ -68,6 +68,7 @@ def _explain_denials():
     write_roots = tuple(grants.get("write") or ())
     tcp_ports = grants.get("tcp_ports")  # None: any port (or not enforced)
     files_enforced = bool(grants.get("landlock"))
+    private_root = bool(grants.get("private_root"))
     tried = {"path": None, "write": False, "connect": None}
     # Unix sockets by path are for the worker's own processes (multiprocessing's
     # forkserver and Manager): inside its scratch folder (TMPDIR) only. The
@@ -156,7 +157,10 @@ def _explain_denials():
         if path.startswith(("/proc/", "/dev/", "/sys/")):
             return None
         real = os.path.realpath(path)
-        if within(real, write_roots if write else read_roots + write_roots):
+        # The most specific grant decides (a read-only workspace under /tmp,
+        # which the private root's scratch folder covers).
+        best = max((r for r in read_roots + write_roots if within(real, (r,))), key=len, default=None)
+        if best is not None and (not write or best in write_roots):
             return None  # granted: refused for another reason (file modes)
         capability = "filesystem.write" if write else "filesystem.read"
         if capability not in caps:
@@ -175,16 +179,26 @@ def _explain_denials():
             reason = f"port {port} is not in the operator's tcp_ports {sorted(tcp_ports)}"
             notify("network.outbound", detail, reason)
             return PermissionError(exc.errno, f"denied {detail}: {reason}")
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or exc.filename is None:
+        # In a private root a path outside the grants does not exist (ENOENT),
+        # whether or not the host has it: that is a refusal too.
+        refused = (errno.EACCES, errno.EPERM, errno.EROFS) + ((errno.ENOENT,) if private_root else ())
+        if exc.errno not in refused or exc.filename is None:
             return None
         path = exc.filename
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         write = exc.errno == errno.EROFS or (tried["write"] and os.fsdecode(tried["path"] or "") == path)
+        if exc.errno == errno.ENOENT:
+            # Missing inside a grant is just missing; outside every grant the
+            # private root cannot say whether the host has it.
+            if within(os.path.realpath(path), read_roots + write_roots):
+                return None
         found = why_file(path, write)
         if found is None:
             return None
         capability, reason = found
+        if exc.errno == errno.ENOENT:
+            reason += " (the private root holds only what is granted)"
         detail = f"open({path!r}{', write' if write else ''})"
         notify(capability, detail, reason)
         return type(exc)(exc.errno, f"denied {detail}: {reason}")

@@ -197,9 +197,17 @@ fn grants(policy: &Policy, scratch: &Path) -> Vec<u8> {
     };
     let mut write = paths(|a| matches!(a, Access::Write | Access::ReadWriteFile));
     write.push(scratch.display().to_string());
+    let private_root = policy.private_root.is_some();
+    if private_root {
+        // Where the scratch folder appears inside the private root.
+        let inside = launch::scratch_inside(policy, scratch);
+        write.extend([inside.display().to_string(), "/var/tmp".to_string()]);
+    }
     let ll = policy.landlock.as_ref();
     let grants = serde_json::json!({
         "landlock": ll.is_some(),
+        // Outside the grants a path does not exist (ENOENT) rather than being refused.
+        "private_root": private_root,
         "read": paths(|_| true),
         "write": write,
         // Under egress the only port is the proxy's, which explains its own refusals.

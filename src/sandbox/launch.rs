@@ -365,6 +365,34 @@ fn spawn_here(mut plan: LaunchPlan) -> Result<tokio::process::Child> {
     let context = StepContext {
         writable_mounts: plan.confinement.writable_mounts.clone(),
         cgroup_procs: plan.confinement.cgroup_procs.clone(),
+        root_mounts: plan
+            .confinement
+            .private_root
+            .as_ref()
+            .map(|r| {
+                r.mounts
+                    .iter()
+                    .map(|m| {
+                        let text = |s: &Option<CString>| {
+                            s.as_ref()
+                                .map_or("none".into(), |s| s.to_string_lossy().into_owned())
+                        };
+                        format!(
+                            "mount({}, {}, {})",
+                            text(&m.source),
+                            m.target.to_string_lossy(),
+                            text(&m.fstype)
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        root_writable: plan
+            .confinement
+            .private_root
+            .as_ref()
+            .map(|r| r.writable.clone())
+            .unwrap_or_default(),
     };
     child::install(&mut cmd, plan.confinement);
     let spawned = cmd.spawn();
@@ -398,6 +426,10 @@ fn spawn_here(mut plan: LaunchPlan) -> Result<tokio::process::Child> {
 struct StepContext {
     writable_mounts: Vec<CString>,
     cgroup_procs: Option<CString>,
+    /// The private root's mounts, in words, in the child's order.
+    root_mounts: Vec<String>,
+    /// The private root's writable mounts (inside paths).
+    root_writable: Vec<CString>,
 }
 
 impl StepContext {
@@ -432,6 +464,23 @@ impl StepContext {
                     || f.step.call().to_string(),
                     |c| format!("{c} for the pid namespace"),
                 ),
+            Step::RootMount => match f.detail {
+                0 => "mount(skeleton, skeleton, MS_BIND) (private root)".into(),
+                i => self.root_mounts.get(i as usize - 1).map_or_else(
+                    || f.step.call().to_string(),
+                    |m| format!("{m} (private root)"),
+                ),
+            },
+            Step::PivotRoot => ["chdir(skeleton)", "pivot_root(., .)", "umount2(., MNT_DETACH)", "chdir(/)"]
+                .get(f.detail as usize)
+                .map_or_else(|| f.step.call().to_string(), |c| format!("{c} (private root)")),
+            Step::RootAttributes => match f.detail {
+                0 => "mount_setattr(/, MOUNT_ATTR_RDONLY|MOUNT_ATTR_NOSUID, AT_RECURSIVE) (private root)".into(),
+                i => format!(
+                    "mount_setattr({}, clear MOUNT_ATTR_RDONLY) (private root)",
+                    path(self.root_writable.get(i as usize - 1))
+                ),
+            },
             step => step.call().to_string(),
         };
         if f.step == Step::LandlockStatus {
@@ -764,11 +813,31 @@ fn landlock(
     for r in &policy.filesystem {
         *by_path.entry(r.path.clone()).or_default() |= rights(r.access, abi) & !special;
     }
-    *by_path.entry(scratch.to_path_buf()).or_default() |= rights(Access::Write, abi);
+    // In the private root the scratch folder is /tmp and /var/tmp, and a
+    // grant under the host's /tmp or /var/tmp is mounted inside it: Landlock's
+    // walk goes from that mount up into the scratch folder and adds its
+    // rights. The read-only mounts keep a read-only grant read-only; a
+    // writable one would get the right to make sockets, so then the scratch
+    // folder has none either (multiprocessing's forkserver and Manager fail).
+    let nested_writable = !extra.is_empty()
+        && policy.filesystem.iter().any(|r| {
+            let real = std::fs::canonicalize(&r.path).unwrap_or_else(|_| r.path.clone());
+            r.access == Access::Write
+                && [root::SCRATCH_INSIDE, "/var/tmp"]
+                    .iter()
+                    .any(|t| real.starts_with(t))
+        });
+    let scratch_rights = if nested_writable {
+        rights(Access::Write, abi) & !special
+    } else {
+        rights(Access::Write, abi)
+    };
+    *by_path.entry(scratch.to_path_buf()).or_default() |= scratch_rights;
     // The private root's own mounts (/proc, /dev/shm, devpts, passwd), by
-    // the folders of the skeleton they are mounted in.
+    // the folders of the skeleton they are mounted in; no socket, FIFO or
+    // device node there either.
     for (path, access) in extra {
-        *by_path.entry(path.clone()).or_default() |= *access;
+        *by_path.entry(path.clone()).or_default() |= *access & !special;
     }
     for (path, access) in by_path {
         let fd = match PathFd::new(&path) {
@@ -1111,6 +1180,8 @@ mod tests {
         let context = StepContext {
             writable_mounts: vec![c"/scratch".into(), c"/work".into()],
             cgroup_procs: Some(c"/sys/fs/cgroup/x/cgroup.procs".into()),
+            root_mounts: vec!["mount(proc, /s-root/proc, proc)".into()],
+            root_writable: vec![c"/tmp".into()],
         };
         context.describe(&Failure {
             step,
@@ -1148,6 +1219,14 @@ mod tests {
             m.starts_with("confinement step setrlimit(RLIMIT_NOFILE) failed: EPERM (Operation not permitted): the runner's own hard limit")
                 && m.contains("\"open_files\""),
             "{m}"
+        );
+        assert_eq!(
+            said(Step::RootMount, libc::EPERM, 1),
+            "confinement step mount(proc, /s-root/proc, proc) (private root) failed: EPERM (Operation not permitted)"
+        );
+        assert_eq!(
+            said(Step::RootAttributes, libc::EPERM, 1),
+            "confinement step mount_setattr(/tmp, clear MOUNT_ATTR_RDONLY) (private root) failed: EPERM (Operation not permitted)"
         );
         assert_eq!(
             said(Step::Seccomp, libc::EACCES, 1),

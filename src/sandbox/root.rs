@@ -197,6 +197,10 @@ pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Res
         kind: Kind::Bind,
         writable,
     };
+    // First, so that the scratch folder wins where a grant names /tmp itself.
+    for d in [SCRATCH_INSIDE, "/var/tmp"] {
+        entries.push(bind(d.into(), scratch.to_path_buf(), true));
+    }
     for r in &policy.filesystem {
         let (l, real) = resolve(&r.path);
         links.extend(l);
@@ -214,9 +218,6 @@ pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Res
         if Path::new(dev).exists() {
             entries.push(bind(dev.into(), dev.into(), false));
         }
-    }
-    for d in [SCRATCH_INSIDE, "/var/tmp"] {
-        entries.push(bind(d.into(), scratch.to_path_buf(), true));
     }
     let special = |dst: &str, kind| Entry {
         dst: dst.into(),

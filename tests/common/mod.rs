@@ -76,13 +76,18 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(label: &str) -> TempDir {
+        TempDir::new_in(&std::env::temp_dir(), label)
+    }
+
+    /// A folder under `parent` (which must exist), removed on drop.
+    pub fn new_in(parent: &Path, label: &str) -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         for _ in 0..100 {
-            let path = std::env::temp_dir().join(format!(
+            let path = parent.join(format!(
                 "nodus-test-{label}-{}-{}-{nanos}",
                 std::process::id(),
                 N.fetch_add(1, Ordering::Relaxed)

@@ -673,8 +673,8 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         )
     });
     // Seccomp is all or nothing: a kernel without filters gets none.
-    let mut seccomp = (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
-        .then(|| {
+    let mut seccomp =
+        (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable).then(|| {
             steps::seccomp(
                 &declared,
                 namespaces.net,
