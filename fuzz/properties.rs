@@ -753,10 +753,13 @@ fn check_seccomp(sc: &SeccompPolicy, exec: bool, net: bool, p: &Policy) {
         Some(SyscallAction::Errno(Errno::NoSys)),
         "clone3"
     );
-    // AF_UNIX only with a private root (no host socket in view).
-    let unix = p.private_root.is_some();
+    // AF_UNIX only with a private root (no host socket in view) and abstract
+    // names out of reach (own network namespace, or Landlock scopes).
+    let scopes = p.landlock.as_ref().is_some_and(|l| l.abi >= 6);
+    let unix = p.private_root.is_some() && (p.namespaces.net || scopes);
     assert_eq!(
-        unix, p.namespaces.mount,
+        p.private_root.is_some(),
+        p.namespaces.mount,
         "a private root with every mount namespace"
     );
     assert_eq!(

@@ -315,6 +315,55 @@ fn file_denials_explain_themselves() {
     assert!(text(&out.stderr).contains("No such file or directory"));
 }
 
+const UNIX_TOOLS: &str = r#"
+import socket
+from nodus_extension.worker import register_tool, run_loop
+def unix(args):
+    a, b = socket.socketpair()  # always allowed (stream pairs)
+    a.close(); b.close()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.close()
+    return "made"
+register_tool("ipc.unix", unix)
+run_loop()
+"#;
+
+/// socket(AF_UNIX) works in the private root; where seccomp refuses it (no
+/// mount namespace here) the error says what it needs, and socketpair still works.
+#[test]
+fn a_refused_unix_socket_says_what_it_needs() {
+    let dir = ext("ipc.unix", &["tool.invoke"], &["ipc.unix"], UNIX_TOOLS);
+    let shown = runner().arg("policy").arg(dir.path()).output().unwrap();
+    if text(&shown.stdout).contains("private root: none") {
+        eprintln!("SKIP: no mount namespace here, so no private root and no unix sockets");
+        return;
+    }
+    let out = invoke(dir.path(), "ipc.unix", "{}", &[]);
+    assert_code(&out, 0);
+    assert_eq!(text(&out.stdout), "\"made\"\n");
+    let policy = TempDir::new("policy");
+    let f = policy.join("policy.json");
+    std::fs::write(
+        &f,
+        r#"{"mode": "best-effort", "layers": {"namespaces": false}}"#,
+    )
+    .unwrap();
+    let out = invoke(
+        dir.path(),
+        "ipc.unix",
+        "{}",
+        &["--policy", f.to_str().unwrap()],
+    );
+    assert_code(&out, 7);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "[Errno 1] denied socket(AF_UNIX): unix sockets need the worker's private root"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_port_outside_tcp_ports_names_the_rule() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

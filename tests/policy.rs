@@ -734,6 +734,31 @@ fn seccomp_relaxes_only_what_the_namespaces_make_harmless() {
         action(&p, "socket"),
         Some(SyscallAction::AllowIf(Condition::SocketNetworkFamilies))
     );
+    // In the host's network namespace (network.outbound) with Landlock below
+    // ABI 6 (no abstract_unix_socket scope), the host's abstract names would
+    // be reachable: no AF_UNIX, though there is a private root. In a network
+    // namespace of its own (no network.outbound) they are not.
+    let abi5 = Probe {
+        landlock_abi: 5,
+        ..probe(false)
+    };
+    let p = derive_with(
+        &["network.outbound"],
+        &OperatorPolicy::default(),
+        &abi5,
+        None,
+    )
+    .unwrap();
+    assert!(p.private_root.is_some());
+    assert_eq!(
+        action(&p, "socket"),
+        Some(SyscallAction::AllowIf(Condition::SocketNetworkFamilies))
+    );
+    let p = derive_with(&[], &OperatorPolicy::default(), &abi5, None).unwrap();
+    assert_eq!(
+        action(&p, "socket"),
+        Some(SyscallAction::AllowIf(Condition::SocketUnix))
+    );
 }
 
 #[test]

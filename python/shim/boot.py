@@ -69,7 +69,8 @@ def _explain_denials():
     tcp_ports = grants.get("tcp_ports")  # None: any port (or not enforced)
     files_enforced = bool(grants.get("landlock"))
     private_root = bool(grants.get("private_root"))
-    tried = {"path": None, "write": False, "connect": None}
+    unix_ok = bool(grants.get("unix_sockets", True))  # False: seccomp refuses socket(AF_UNIX)
+    tried = {"path": None, "write": False, "connect": None, "unix": False}
     # Unix sockets by path are for the worker's own processes (multiprocessing's
     # forkserver and Manager): inside its scratch folder (TMPDIR) only. The
     # kernel allows them only in a private root, where no host socket is in view.
@@ -122,6 +123,10 @@ def _explain_denials():
         elif event == "socket.__new__":
             if args[1] in (2, 10) and not network:  # AF_INET, AF_INET6
                 deny(f"socket({'AF_INET' if args[1] == 2 else 'AF_INET6'})", "network.outbound")
+            elif args[1] == 1 and not unix_ok:
+                # Also raised for socketpair's sockets (allowed): remembered,
+                # explained only if the kernel refuses.
+                tried["unix"] = True
         elif event == "socket.connect":
             address = args[1]
             if isinstance(address, (str, bytes)) and not in_scratch(address):
@@ -134,8 +139,14 @@ def _explain_denials():
             # Sharing the host's network namespace (network.outbound without
             # an egress allowlist), a bound port or abstract name is the host's.
             if host_network:
-                deny(f"bind({args[1]!r})", "inbound endpoint (never granted)",
-                     "network access is outbound only: a bound port or abstract name would be the host's")
+                address = args[1]
+                if isinstance(address, (str, bytes)) and address[:1] not in ("", "\0", b"", b"\0"):
+                    why = ("sharing the host's network namespace (network.outbound) nothing is bound: "
+                           "seccomp cannot tell a socket file from an abstract name, which would be the host's; "
+                           "multiprocessing's forkserver and Manager need one (use the fork or spawn start method)")
+                else:
+                    why = "network access is outbound only: a bound port or abstract name would be the host's"
+                deny(f"bind({address!r})", "inbound endpoint (never granted)", why)
         elif event == "fcntl.fcntl":
             if args[1] in fcntl_refused:
                 deny(f"fcntl({fcntl_refused[args[1]]})", "other processes' file access (never granted)",
@@ -178,6 +189,13 @@ def _explain_denials():
             detail = f"connect({host!r}, {port})"
             reason = f"port {port} is not in the operator's tcp_ports {sorted(tcp_ports)}"
             notify("network.outbound", detail, reason)
+            return PermissionError(exc.errno, f"denied {detail}: {reason}")
+        if exc.errno == errno.EPERM and exc.filename is None and tried["unix"]:
+            tried["unix"] = False
+            detail = "socket(AF_UNIX)"
+            reason = ("unix sockets need the worker's private root (a mount namespace) with abstract names "
+                      "out of reach (a network namespace of its own, or Landlock ABI 6); see ext-runner policy")
+            notify("local IPC (never granted)", detail, reason)
             return PermissionError(exc.errno, f"denied {detail}: {reason}")
         # In a private root a path outside the grants does not exist (ENOENT),
         # whether or not the host has it: that is a refusal too.

@@ -208,6 +208,8 @@ fn grants(policy: &Policy, scratch: &Path) -> Vec<u8> {
         "landlock": ll.is_some(),
         // Outside the grants a path does not exist (ENOENT) rather than being refused.
         "private_root": private_root,
+        // Whether seccomp lets it make AF_UNIX sockets (socketpair aside).
+        "unix_sockets": unix_sockets(policy),
         "read": paths(|_| true),
         "write": write,
         // Under egress the only port is the proxy's, which explains its own refusals.
@@ -216,6 +218,24 @@ fn grants(policy: &Policy, scratch: &Path) -> Vec<u8> {
             .and_then(|l| l.tcp_connect.clone()),
     });
     serde_json::to_vec(&grants).expect("JSON values serialize")
+}
+
+/// Whether the worker may make `socket(AF_UNIX)`: seccomp off, or its
+/// `socket` rule lets unix sockets through.
+fn unix_sockets(policy: &Policy) -> bool {
+    use crate::sandbox::policy::{Condition, SyscallAction};
+    let Some(sc) = &policy.seccomp else {
+        return true;
+    };
+    sc.rules.iter().filter(|r| r.name == "socket").all(|r| {
+        matches!(
+            r.action,
+            SyscallAction::Allow
+                | SyscallAction::AllowIf(
+                    Condition::SocketUnix | Condition::SocketNetworkFamiliesAndUnix
+                )
+        )
+    })
 }
 
 /// The last bytes a worker wrote to stderr, and whether its stderr has closed.

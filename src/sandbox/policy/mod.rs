@@ -672,17 +672,14 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
             probe.landlock_abi,
         )
     });
-    // Seccomp is all or nothing: a kernel without filters gets none.
-    let mut seccomp =
-        (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable).then(|| {
-            steps::seccomp(
-                &declared,
-                namespaces.net,
-                namespaces.pid,
-                private_root.is_some(),
-            )
-        });
     let scopes = landlock.as_ref().is_some_and(|l| l.abi >= 6);
+    // Unix sockets: by path only in a private root (no host socket in view),
+    // and only where abstract names are out of reach too (a network namespace
+    // of its own, or Landlock's abstract_unix_socket scope: ABI 6).
+    let unix_sockets = private_root.is_some() && (namespaces.net || scopes);
+    // Seccomp is all or nothing: a kernel without filters gets none.
+    let mut seccomp = (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
+        .then(|| steps::seccomp(&declared, namespaces.net, namespaces.pid, unix_sockets));
     if let Some(sc) = seccomp.as_mut() {
         guarantee_steps::tighten_seccomp(&mut sc.rules, &namespaces, true, scopes);
     }

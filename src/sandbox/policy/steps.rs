@@ -201,13 +201,14 @@ const BITS_CLEAR: &[(&str, u8, u32)] = &[
 /// The system call rules: base.json's allowlist, the conditional calls, what
 /// the capabilities add, and base.json's denials. `own_net`: the worker has a
 /// network namespace of its own, where nothing it binds is the host's;
-/// `pid_ns`: a pid namespace of its own; `private_root`: a private root
-/// (no host socket in view).
+/// `pid_ns`: a pid namespace of its own; `unix_sockets`: a private root (no
+/// host socket in view by path) and abstract names out of reach (its own
+/// network namespace or Landlock's scope).
 pub(super) fn seccomp(
     declared: &Declared,
     own_net: bool,
     pid_ns: bool,
-    private_root: bool,
+    unix_sockets: bool,
 ) -> SeccompPolicy {
     let base = &DATA.base.seccomp;
     let exec = declared.contains(&Capability::SubprocessRun);
@@ -290,8 +291,8 @@ pub(super) fn seccomp(
     }
     // Unix sockets by path only where the private root keeps the host's
     // sockets out of view (forkserver, Manager: a socket in the scratch folder).
-    let unix = private_root;
-    let socket_why_unix = format!("{}; AF_UNIX too: the private root shows no host socket (abstract ones are out of reach by the Landlock scope)", why("socket"));
+    let unix = unix_sockets;
+    let socket_why_unix = format!("{}; AF_UNIX too: the private root shows no host socket, and abstract ones are out of reach (Landlock's scope)", why("socket"));
     rules.push(match (net, unix) {
         (true, false) => rule(
             "socket",
@@ -311,7 +312,7 @@ pub(super) fn seccomp(
         (false, false) => rule(
             "socket",
             SyscallAction::Errno(Errno::Perm),
-            "network.outbound not declared; unix sockets by path are allowed only in a private root, which this worker has not",
+            "network.outbound not declared; unix sockets are allowed only in a private root, with abstract names out of reach (a network namespace of its own or Landlock's scope)",
         ),
     });
     // Relaxed where the namespaces make them harmless.
