@@ -406,6 +406,36 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
         );
         assert!(p.pids_cgroup.is_some());
     }
+
+    // Root with worker_ids: each worker a uid of its own, which RLIMIT_NPROC
+    // binds: strict starts without a pids cgroup, and the policy says so.
+    let ids = policy::WorkerIds {
+        first: 1_879_048_192,
+        count: 64,
+    };
+    let with_ids = OperatorPolicy {
+        worker_ids: Some(ids),
+        ..Default::default()
+    };
+    for caps in [&["subprocess.run"][..], &[]] {
+        let p = derive_with(caps, &with_ids, &root_v2, None).unwrap();
+        assert_eq!(p.worker_ids, Some(ids));
+        assert!(p.degraded.is_empty(), "{:?}", p.degraded);
+        assert!(
+            p.to_string().contains("identity: a uid and gid of its own"),
+            "{p}"
+        );
+    }
+    // An unprivileged runner has no ids to give: the setting is not used.
+    let p = derive_with(&[], &with_ids, &probe(false), None).unwrap();
+    assert_eq!(p.worker_ids, None);
+    // A range with root's, a system account's or the overflow id is refused.
+    for (first, count) in [(0, 10), (999, 2), (65530, 10), (1000, 0), (u32::MAX - 1, 5)] {
+        assert!(
+            policy::WorkerIds { first, count }.check().is_err(),
+            "{first} {count}"
+        );
+    }
 }
 
 #[test]

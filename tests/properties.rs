@@ -289,6 +289,7 @@ fn policy_case() -> BoxedStrategy<PolicyCase> {
                     Mode::Strict
                 },
                 trust_classes: properties::trust_classes(&trust),
+                worker_ids: None,
                 layers: Layers {
                     landlock: layers[0],
                     seccomp: layers[1],

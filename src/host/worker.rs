@@ -17,7 +17,7 @@ use crate::extension::manifest::Manifest;
 use crate::host::audit::Audit;
 use crate::host::egress::EgressProxy;
 use crate::sandbox::interpreter::Interpreter;
-use crate::sandbox::launch::{self, EgressChannel, LaunchPlan, PidsCgroup, ScratchDir};
+use crate::sandbox::launch::{self, EgressChannel, LaunchPlan, ScratchDir};
 use crate::sandbox::policy::{Policy, ProgramFacts};
 use crate::support::LockExt;
 
@@ -122,7 +122,7 @@ fn plan(
     policy: &Policy,
     scratch: &ScratchDir,
     verbose: bool,
-) -> Result<(LaunchPlan, Option<PidsCgroup>, Option<EgressChannel>)> {
+) -> Result<(LaunchPlan, launch::Held, Option<EgressChannel>)> {
     let (program, args) = match entry {
         Entry::Python {
             interpreter,
@@ -145,7 +145,7 @@ fn plan(
             argv[1..].iter().map(OsString::from).collect(),
         ),
     };
-    let (mut confinement, cgroup) = launch::prepare_at(policy, scratch.path(), dir)?;
+    let (mut confinement, held) = launch::prepare_at(policy, scratch.path(), dir)?;
     let egress = launch::egress_channel(policy, &mut confinement)?;
     let mut env = launch::environment(policy, scratch.path());
     if verbose {
@@ -159,7 +159,7 @@ fn plan(
             env,
             confinement,
         },
-        cgroup,
+        held,
         egress,
     ))
 }
@@ -298,14 +298,14 @@ pub struct Spawned {
     pub stdin: ChildStdin,
     pub stdout: ChildStdout,
     pub stderr: StderrTail,
-    /// Kept until the worker is reaped: its scratch folder and pids cgroup.
+    /// Kept until the worker is reaped: its scratch folder, pids cgroup and uid lease.
     pub resources: Resources,
 }
 
 /// What a worker holds on the host; dropped after the worker is reaped.
 pub struct Resources {
     pub scratch: ScratchDir,
-    pub cgroup: Option<PidsCgroup>,
+    pub held: launch::Held,
     /// The worker's egress proxy (with an allowlist); stops when dropped.
     pub egress: Option<EgressProxy>,
 }
@@ -326,7 +326,7 @@ pub fn start(
     verbose: bool,
 ) -> Result<Spawned> {
     let scratch = ScratchDir::create()?;
-    let (plan, cgroup, egress) = plan(dir, entry, policy, &scratch, verbose)?;
+    let (plan, held, egress) = plan(dir, entry, policy, &scratch, verbose)?;
     let mut child = launch::spawn(plan)?;
     // The worker's process made the proxy's socket in its network namespace
     // before it exec'd; from here on it is served from outside.
@@ -376,7 +376,7 @@ pub fn start(
         stderr,
         resources: Resources {
             scratch,
-            cgroup,
+            held,
             egress,
         },
     })

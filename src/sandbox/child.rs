@@ -103,6 +103,9 @@ steps! {
     DropBounding = "prctl(PR_CAPBSET_DROP)",
     /// Clearing the ambient capabilities.
     ClearAmbient = "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
+    /// A root runner's worker taking its own uid and gid (setgroups,
+    /// setresgid, setresuid).
+    Identity = "setresuid/setresgid to the worker's own ids",
     /// Clearing the permitted, effective and inheritable capabilities.
     Capset = "capset",
     /// Marking inherited descriptors close-on-exec.
@@ -151,6 +154,9 @@ pub struct Confinement {
     pub seccomp: Vec<seccompiler::BpfProgram>,
     /// The filters compare signal targets with `PID_PLACEHOLDER`: fill in the worker's pid.
     pub fill_in_pid: bool,
+    /// A root runner's worker: the uid and gid it runs as (its own, from
+    /// the operator's `worker_ids`), taken after the bounding set is dropped.
+    pub identity: Option<(libc::uid_t, libc::gid_t)>,
     /// With an egress allowlist: the proxy's socket is made in the new network namespace.
     pub egress: Option<EgressSocket>,
 }
@@ -244,6 +250,8 @@ pub trait Sys {
     fn drop_bounding(&self, cap: u32) -> SysResult;
     /// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL).
     fn clear_ambient(&self) -> SysResult;
+    /// setgroups(2) to `[gid]`, setresgid(2) and setresuid(2) to `gid` and `uid`.
+    fn set_identity(&self, uid: libc::uid_t, gid: libc::gid_t) -> SysResult;
     /// capset(2) with every set empty.
     fn clear_capabilities(&self) -> SysResult;
     /// close_range(first, ~0, CLOSE_RANGE_CLOEXEC).
@@ -656,6 +664,20 @@ impl Sys for Kernel {
         })
     }
 
+    fn set_identity(&self, uid: libc::uid_t, gid: libc::gid_t) -> SysResult {
+        // Raw system calls: glibc's wrappers would broadcast to other threads
+        // under a lock (there are none after fork, but the wrapper may not know).
+        let groups = [gid];
+        // SAFETY: a one-element array of gid_t, live on the stack.
+        check(
+            unsafe { libc::syscall(libc::SYS_setgroups, 1usize, groups.as_ptr()) } as libc::c_int,
+        )?;
+        // SAFETY: integer arguments only.
+        check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) } as libc::c_int)?;
+        // SAFETY: integer arguments only.
+        check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) } as libc::c_int)
+    }
+
     fn clear_capabilities(&self) -> SysResult {
         let mut header = CapHeader {
             version: CAPABILITY_VERSION_3,
@@ -789,6 +811,11 @@ pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
     match s.clear_ambient() {
         Ok(()) | Err(libc::EINVAL) => {} // EINVAL: a kernel without ambient capabilities (< 4.3)
         Err(e) => return Err(at(Step::ClearAmbient, 0)(e)),
+    }
+    // A root runner's worker becomes its own uid and gid: no root power over
+    // files or processes, and RLIMIT_NPROC binds it (threads included).
+    if let Some((uid, gid)) = c.identity {
+        s.set_identity(uid, gid).map_err(at(Step::Identity, uid))?;
     }
     s.clear_capabilities().map_err(at(Step::Capset, 0))?;
 
@@ -1278,6 +1305,9 @@ mod tests {
         fn clear_ambient(&self) -> SysResult {
             self.call("ambient_clear_all".into())
         }
+        fn set_identity(&self, uid: libc::uid_t, gid: libc::gid_t) -> SysResult {
+            self.call(format!("set_identity {uid} {gid}"))
+        }
         fn clear_capabilities(&self) -> SysResult {
             self.call("capset 0".into())
         }
@@ -1332,6 +1362,7 @@ mod tests {
             landlock_full: true,
             seccomp: vec![vec![nop(), nop(), nop()], vec![nop()]],
             fill_in_pid: false,
+            identity: Some((1_879_048_192, 1_879_048_193)),
             egress: Some(EgressSocket {
                 channel: std::os::unix::net::UnixStream::pair().unwrap().0.into(),
                 port: 3128,
@@ -1366,6 +1397,7 @@ mod tests {
             "capbset_drop 0",
             "capbset_drop 63",
             "ambient_clear_all",
+            "set_identity 1879048192 1879048193",
             "capset 0",
             "cloexec_from 3",
             "landlock_restrict_self",
@@ -1411,6 +1443,7 @@ mod tests {
             ("capget", libc::EFAULT, Step::Capget, 0),
             ("capbset_drop 12", libc::EPERM, Step::DropBounding, 12),
             ("ambient", libc::EPERM, Step::ClearAmbient, 0),
+            ("set_identity", libc::EPERM, Step::Identity, 1_879_048_192),
             ("capset", libc::EPERM, Step::Capset, 0),
             ("cloexec", libc::ENOSYS, Step::CloseOnExec, 0),
             ("landlock", libc::EPERM, Step::Landlock, 0),

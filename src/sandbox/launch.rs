@@ -394,6 +394,7 @@ fn spawn_here(mut plan: LaunchPlan) -> Result<tokio::process::Child> {
             .map(|r| r.writable.clone())
             .unwrap_or_default(),
     };
+    let identity = plan.confinement.identity;
     child::install(&mut cmd, plan.confinement);
     let spawned = cmd.spawn();
     drop(report_out);
@@ -415,7 +416,15 @@ fn spawn_here(mut plan: LaunchPlan) -> Result<tokio::process::Child> {
                 Error::sandbox_io(SandboxKind::Confinement(f.step), msg, source)
             }
             None => {
-                let msg = format!("failed to start worker {program}: {e}");
+                // exec as the worker's own uid: a program under a folder
+                // only root may enter (/root/.pyenv, a 0700 home).
+                let hint = match (identity, e.raw_os_error()) {
+                    (Some((uid, _)), Some(libc::EACCES | libc::EPERM)) => format!(
+                        ": the worker runs as uid {uid} (worker_ids), which cannot reach the program or a folder on its way (e.g. a home folder only root may enter); install the interpreter and the extension where other users can read them, or remove \"worker_ids\" from the policy file"
+                    ),
+                    _ => String::new(),
+                };
+                let msg = format!("failed to start worker {program}: {e}{hint}");
                 Error::sandbox_io(SandboxKind::Spawn, msg, e)
             }
         }
@@ -453,6 +462,7 @@ impl StepContext {
             ),
             Step::Rlimit => format!("setrlimit({})", rlimit_name(f.detail)),
             Step::DropBounding => format!("prctl(PR_CAPBSET_DROP, {})", f.detail),
+            Step::Identity => format!("setgroups/setresgid/setresuid to uid and gid {}", f.detail),
             Step::Seccomp => format!("{} (filter {})", f.step.call(), f.detail + 1),
             Step::EgressSocket => child::EGRESS_CALLS.get(f.detail as usize).map_or_else(
                 || f.step.call().to_string(),
@@ -611,17 +621,13 @@ pub fn scratch_inside(policy: &Policy, scratch: &Path) -> PathBuf {
 
 /// Kernel objects built from a policy, ready for the child; plus what the
 /// parent must keep alive for the worker's lifetime.
-pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Option<PidsCgroup>)> {
+pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Held)> {
     prepare_at(policy, scratch, Path::new("/"))
 }
 
 /// `prepare` for a worker whose working directory is `cwd` (in its private
 /// root, the same path: the extension folder is bound at its own path).
-pub fn prepare_at(
-    policy: &Policy,
-    scratch: &Path,
-    cwd: &Path,
-) -> Result<(Confinement, Option<PidsCgroup>)> {
+pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confinement, Held)> {
     let mut c = Confinement {
         parent_death_signal: Some(libc::SIGKILL),
         ..Default::default()
@@ -633,6 +639,27 @@ pub fn prepare_at(
     if let Some(cg) = &cgroup {
         c.cgroup_procs = Some(cstring(&cg.0.join("cgroup.procs"))?);
     }
+    // A root runner's worker runs as its own uid and gid: the scratch folder
+    // becomes theirs (still 0700); the runner, root, removes it afterwards.
+    let ids = match &policy.worker_ids {
+        Some(range) => {
+            let lease = IdLease::take(range)?;
+            std::os::unix::fs::lchown(scratch, Some(lease.id), Some(lease.id)).map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Scratch,
+                    format!(
+                        "cannot give the scratch folder {} to the worker's uid {}: {e}",
+                        scratch.display(),
+                        lease.id
+                    ),
+                    e,
+                )
+            })?;
+            c.identity = Some((lease.id, lease.id));
+            Some(lease)
+        }
+        None => None,
+    };
     let ns = policy.namespaces;
     for (on, flag) in [
         (ns.user, libc::CLONE_NEWUSER),
@@ -697,7 +724,95 @@ pub fn prepare_at(
             .iter()
             .any(|r| r.action == SyscallAction::AllowIf(Condition::SignalOwnGroup));
     }
-    Ok((c, cgroup))
+    Ok((c, Held { cgroup, ids }))
+}
+
+/// What the runner keeps for a worker until it is reaped: its pids cgroup
+/// and the lease on its uid.
+#[derive(Debug)]
+pub struct Held {
+    pub cgroup: Option<PidsCgroup>,
+    pub ids: Option<IdLease>,
+}
+
+/// One uid (and the same gid) of the operator's `worker_ids` range, held by
+/// one worker of this runner. Runners on one host share the range: each
+/// uid is also locked (flock) in a root-only folder, so two runners never
+/// give one uid to two workers at once. Released on drop.
+#[derive(Debug)]
+pub struct IdLease {
+    pub id: u32,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+static IDS_TAKEN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+static IDS_NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl IdLease {
+    fn take(range: &crate::sandbox::policy::WorkerIds) -> Result<IdLease> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+        let dir = std::env::temp_dir().join("nodus-ext-worker-ids");
+        let fail = |what: String, e: std::io::Error| {
+            Error::sandbox_io(
+                SandboxKind::Scratch,
+                format!("worker_ids: {what} {}: {e}", dir.display()),
+                e,
+            )
+        };
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail("cannot create".into(), e)),
+        }
+        // Only a folder of root's that nobody else can write is believed.
+        let m = std::fs::symlink_metadata(&dir).map_err(|e| fail("cannot read".into(), e))?;
+        if !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0 {
+            return Err(Error::sandbox(
+                SandboxKind::Scratch,
+                format!(
+                    "worker_ids: {} is not a folder of root's that only root can write; remove it",
+                    dir.display()
+                ),
+            ));
+        }
+        let start = IDS_NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut taken = IDS_TAKEN.locked();
+        for i in 0..range.count {
+            let id = range.first + (start.wrapping_add(i) % range.count);
+            if taken.contains(&id) {
+                continue;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(dir.join(id.to_string()))
+                .map_err(|e| fail(format!("cannot open the lock of uid {id} in"), e))?;
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => {
+                    taken.push(id);
+                    return Ok(IdLease { id, _lock: lock });
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
+                Err((_, e)) => return Err(fail(format!("cannot lock uid {id} in"), e.into())),
+            }
+        }
+        Err(Error::sandbox(
+            SandboxKind::Scratch,
+            format!(
+                "worker_ids: all {} uids from {} are in use by running workers; give the range more ids",
+                range.count, range.first
+            ),
+        ))
+    }
+}
+
+impl Drop for IdLease {
+    fn drop(&mut self) {
+        IDS_TAKEN.locked().retain(|&i| i != self.id);
+    }
 }
 
 /// This process's argv and environment areas, (start, length), from fields

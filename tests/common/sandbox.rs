@@ -484,6 +484,8 @@ pub struct Launch {
     pub ext_dir: Option<PathBuf>,
     /// A deployment environment the runner is started in (tests/common/envs.rs).
     pub environment: Option<crate::common::envs::Env>,
+    /// Another interpreter than `who`'s.
+    pub python: Option<PathBuf>,
 }
 
 impl Launch {
@@ -498,7 +500,12 @@ impl Launch {
             timeout_secs: 20.0,
             ext_dir: None,
             environment: None,
+            python: None,
         }
+    }
+    pub fn python(mut self, p: &Path) -> Self {
+        self.python = Some(p.to_path_buf());
+        self
     }
     pub fn in_env(mut self, env: crate::common::envs::Env) -> Self {
         self.environment = Some(env);
@@ -611,7 +618,13 @@ impl Session {
         };
         let mut args: Vec<std::ffi::OsString> = vec!["run".into(), ext.into_os_string()];
         args.push("--python".into());
-        args.push(who.python().into_os_string());
+        args.push(
+            launch
+                .python
+                .clone()
+                .unwrap_or_else(|| who.python())
+                .into_os_string(),
+        );
         args.push("--timeout".into());
         args.push(launch.timeout_secs.to_string().into());
         if let Some(w) = &launch.workspace {

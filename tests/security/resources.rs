@@ -403,3 +403,156 @@ result = 1
         }
     });
 }
+
+/// Issue 12 item 3: a root runner given `worker_ids` starts each worker as a
+/// uid and gid of its own, never uid 0, and RLIMIT_NPROC then bounds its
+/// tasks even where no pids cgroup is writable (the runner in a mount
+/// namespace whose cgroup mounts are read-only, as in a container). Judged
+/// from outside: the worker's uid and gid in /proc/PID/status, its scratch
+/// folder's owner, the thread bomb's tasks counted in /proc. The controls:
+/// without `worker_ids` strict mode refuses there (`tasks: lost`), and with
+/// a limit of 200 the same bomb goes well past 16.
+#[test]
+fn root_workers_run_as_their_own_uid_and_their_tasks_are_bounded() {
+    use crate::common::envs::Env;
+    use std::os::unix::fs::MetadataExt;
+    let who = Who::Root;
+    if !who.available() || !require(who, FULL) {
+        return;
+    }
+    if !Env::CgroupRo.available() {
+        eprintln!("SKIP: envwrap (cgroup views) missing");
+        return;
+    }
+    const FIRST: u32 = 1_879_048_192;
+    let ids = json!({"first": FIRST, "count": 64});
+    let python = std::path::Path::new(SYSTEM_PYTHON);
+    let launch = |limit: u64, ids: Option<&serde_json::Value>| {
+        let mut p = json!({"limits": {"processes": limit}});
+        if let Some(ids) = ids {
+            p["worker_ids"] = ids.clone();
+        }
+        Launch::new(who, &[])
+            .python(python)
+            .in_env(Env::CgroupRo)
+            .policy(p)
+    };
+    // Control: root without a writable pids cgroup and without worker_ids.
+    let mut s = launch(16, None).start();
+    let r = s.exec("result = 1");
+    let refused = s.finish().stderr;
+    assert!(
+        !matches!(r, Reply::Value(_)) && refused.contains("tasks: lost"),
+        "control: strict should refuse root without a task bound: {r:?} {refused}"
+    );
+
+    let status = |pid: i32, key: &str| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    const THREADS: &str = r#"
+import threading, builtins
+threading.stack_size(64 * 1024)
+ev = builtins._ev = threading.Event()
+n, err = 0, None
+try:
+    while n < 300:
+        threading.Thread(target=ev.wait, daemon=True).start(); n += 1
+except (RuntimeError, MemoryError) as e:
+    err = str(e)
+result = {"started": n, "error": err}
+"#;
+    // No root power over files: a 0600 file of root's in a folder Landlock
+    // grants stays unreadable; the 0644 one beside it is the control.
+    let ws = world_dir("ids-ws");
+    let secret = token("ROOTONLY");
+    std::fs::write(ws.join("public"), "public").unwrap();
+    chmod(&ws.join("public"), 0o644);
+    std::fs::write(ws.join("secret"), &secret).unwrap();
+    chmod(&ws.join("secret"), 0o600);
+    let mut s = Launch::new(who, &["filesystem.read"])
+        .python(python)
+        .in_env(Env::CgroupRo)
+        .policy(json!({"worker_ids": ids.clone()}))
+        .workspace(ws.path())
+        .start();
+    let public = s.exec(&format!("result = open({:?}).read()", ws.join("public")));
+    let r = s.exec(&format!("result = open({:?}).read()", ws.join("secret")));
+    let t = s.finish();
+    assert!(
+        matches!(&public, Reply::Value(v) if v == "public"),
+        "control: {public:?}"
+    );
+    assert!(
+        !format!("{r:?}").contains(&secret) && !t.stdout.contains(&secret),
+        "{r:?}"
+    );
+
+    let mut counts = Vec::new();
+    for limit in [200u64, 16] {
+        let mut s = launch(limit, Some(&ids)).start();
+        let r = s.exec("open(os.environ['TMPDIR'] + '/x', 'w').write('x'); result = os.getuid()");
+        assert!(matches!(r, Reply::Value(_)), "{r:?}");
+        let pid = s.worker_pid().expect("the worker");
+        let uids = status(pid, "Uid:");
+        let gids = status(pid, "Gid:");
+        assert!(
+            uids.len() == 4 && uids.iter().all(|&u| (FIRST..FIRST + 64).contains(&u)),
+            "the worker's uids: {uids:?}"
+        );
+        assert!(gids.iter().all(|&g| g == uids[0]), "gids {gids:?}");
+        assert_eq!(
+            status(pid, "Groups:"),
+            vec![uids[0]],
+            "supplementary groups"
+        );
+        let scratch = s.scratch().expect("scratch");
+        assert_eq!(std::fs::metadata(&scratch).unwrap().uid(), uids[0]);
+        assert_eq!(std::fs::metadata(scratch.join("x")).unwrap().uid(), uids[0]);
+        let r = s.exec(THREADS);
+        // The worker's tasks: those of the processes under the runner that
+        // run as a uid of the range (the pid namespace's reaper stays the
+        // runner's).
+        let tasks: usize = s
+            .processes()
+            .into_iter()
+            .filter(|&p| {
+                status(p, "Uid:")
+                    .first()
+                    .is_some_and(|u| (FIRST..FIRST + 64).contains(u))
+            })
+            .map(|p| {
+                std::fs::read_dir(format!("/proc/{p}/task"))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            })
+            .sum();
+        counts.push((limit, tasks, r));
+        let _ = s.exec("import builtins; builtins._ev.set(); result = 1");
+        let answers = matches!(s.exec("result = 2"), Reply::Value(_));
+        assert!(answers, "the worker stopped answering");
+        s.finish();
+    }
+    eprintln!(
+        "root thread bomb with worker_ids, no pids cgroup: tasks (limit, count) = {:?}",
+        counts.iter().map(|(l, n, _)| (*l, *n)).collect::<Vec<_>>()
+    );
+    let (_, control, r) = &counts[0];
+    assert!(
+        *control > 16 + 1 + 8,
+        "control (limit 200): only {control} tasks: {r:?}"
+    );
+    let (_, bounded, r) = &counts[1];
+    assert!(
+        *bounded <= 16 + 1,
+        "{bounded} tasks under a limit of 16: {r:?}"
+    );
+}

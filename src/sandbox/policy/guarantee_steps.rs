@@ -92,6 +92,7 @@ pub(super) fn applied_mechanisms(
     ns: &Namespaces,
     seccomp_on: bool,
     pids_cgroup: bool,
+    own_ids: bool,
 ) -> Applied {
     use Mechanism as M;
     let off = || Some(("switched off by the operator policy".to_string(), true));
@@ -175,8 +176,8 @@ pub(super) fn applied_mechanisms(
     a.set(
         M::RlimitNproc,
         limits.clone().or_else(|| {
-            probe.root.then(|| {
-                ("no process limit from it: the worker runs as root, which RLIMIT_NPROC does not bind".to_string(), false)
+            (probe.root && !own_ids).then(|| {
+                ("no process limit from it: the worker runs as root, which RLIMIT_NPROC does not bind (\"worker_ids\" in the policy file gives each worker a uid of its own)".to_string(), false)
             })
         }),
     );
@@ -186,10 +187,10 @@ pub(super) fn applied_mechanisms(
             None
         } else if !op.layers.limits {
             off()
-        } else if !probe.root {
+        } else if !probe.root || own_ids {
             Some(("not used: RLIMIT_NPROC binds a worker that is not root".into(), false))
         } else {
-            Some(("no pids cgroup this runner can write (cgroup v1 `pids` not mounted or read-only); run the runner as a non-root user, or give it a writable pids cgroup".into(), false))
+            Some(("no pids cgroup this runner can write (cgroup v1 `pids` not mounted or read-only); run the runner as a non-root user, give it a writable pids cgroup, or give root's workers uids of their own (\"worker_ids\" in the policy file)".into(), false))
         },
     );
     a.set(

@@ -242,6 +242,39 @@ pub struct OperatorPolicy {
     /// and `environment` add to the global ones, its `limits` override them
     /// name by name, its `tcp_ports` and `egress` replace them.
     pub extensions: BTreeMap<String, ExtensionSection>,
+    /// Host ids for a root runner's workers: each worker runs as a uid and
+    /// gid of its own from this range instead of uid 0.
+    pub worker_ids: Option<WorkerIds>,
+}
+
+/// A range of host uids (and the same gids) that no account uses: a root
+/// runner gives each worker one of them, as Android gives each app its own
+/// uid, so no worker has root's power and RLIMIT_NPROC bounds each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerIds {
+    /// The first uid (and gid) of the range; at least 1000.
+    pub first: u32,
+    /// How many ids, at most one worker each at a time.
+    pub count: u32,
+}
+
+impl WorkerIds {
+    /// Whether the range is usable: not root's or a system account's, no
+    /// wrap-around, not the overflow id 65534 nor -1.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let end = u64::from(self.first) + u64::from(self.count);
+        if self.first < 1000 || self.count == 0 || end > u64::from(u32::MAX) {
+            return Err(format!(
+                "worker_ids {{\"first\": {}, \"count\": {}}} must be a non-empty range of ids from 1000 up, below 4294967295",
+                self.first, self.count
+            ));
+        }
+        if (u64::from(self.first)..end).contains(&65534) {
+            return Err("worker_ids must not contain 65534 (nobody, the overflow id)".into());
+        }
+        Ok(())
+    }
 }
 
 /// The operator's `environment`: variables passed on from the runner's own
@@ -350,6 +383,14 @@ impl OperatorPolicy {
                 format!("policy file {} is invalid: {e}", path.display()),
             )
         })?;
+        if let Some(ids) = &policy.worker_ids {
+            ids.check().map_err(|e| {
+                Error::sandbox(
+                    SandboxKind::OperatorPolicy,
+                    format!("policy file {}: {e}", path.display()),
+                )
+            })?;
+        }
         if let Some(e) = &policy.egress {
             egress::check_section(e).map_err(|e| {
                 Error::sandbox(
@@ -578,6 +619,9 @@ pub struct Policy {
     pub layers: Vec<LayerReport>,
     /// Each guarantee the worker needs, and the mechanisms that keep it.
     pub guarantees: Vec<GuaranteeStatus>,
+    /// A root runner's worker runs as a uid and gid of its own from this
+    /// range (the operator's `worker_ids`); None: as the runner's uid.
+    pub worker_ids: Option<WorkerIds>,
     /// What best-effort mode gave up, in words (from `guarantees`).
     pub degraded: Vec<String>,
     /// Egress by host name through the runner's proxy (`network.outbound`
@@ -683,6 +727,8 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     if let Some(sc) = seccomp.as_mut() {
         guarantee_steps::tighten_seccomp(&mut sc.rules, &namespaces, true, scopes);
     }
+    // A root runner's worker takes a uid of its own when the operator gave a range.
+    let worker_ids = op.worker_ids.filter(|_| probe.root);
     // Guarantees decide: strict mode starts only when each is kept.
     let applied = guarantee_steps::applied_mechanisms(
         probe,
@@ -691,6 +737,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         &namespaces,
         seccomp.is_some(),
         pids_cgroup.is_some(),
+        worker_ids.is_some(),
     );
     let tcp_ports = landlock.as_ref().and_then(|l| l.tcp_connect.as_ref());
     let net = declared.contains(&Capability::NetworkOutbound);
@@ -739,6 +786,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         },
         layers,
         guarantees,
+        worker_ids,
         degraded,
         egress,
     })

@@ -308,6 +308,14 @@ impl fmt::Display for Policy {
         if let Some(c) = &self.pids_cgroup {
             writeln!(f, "  process count also held by a pids cgroup under {c}")?;
         }
+        if let Some(ids) = &self.worker_ids {
+            writeln!(
+                f,
+                "  identity: a uid and gid of its own from {}..{} (worker_ids), not root",
+                ids.first,
+                u64::from(ids.first) + u64::from(ids.count) - 1
+            )?;
+        }
         let env: Vec<String> = self
             .environment
             .iter()

@@ -524,8 +524,8 @@ pub(super) fn layer_reports(
                 // Root is not bound by RLIMIT_NPROC: a root worker that may fork
                 // needs the pids cgroup for any process limit at all.
                 Layer::Limits => (
-                    !(probe.root && probe.pids_cgroup.is_none()),
-                    limits_note(probe, exec),
+                    !(probe.root && probe.pids_cgroup.is_none() && op.worker_ids.is_none()),
+                    limits_note(probe, exec, op.worker_ids.is_some()),
                 ),
             };
             LayerReport {
@@ -547,15 +547,17 @@ fn namespaces_note(probe: &Probe) -> String {
     }
 }
 
-fn limits_note(probe: &Probe, exec: bool) -> String {
-    if probe.root && probe.pids_cgroup.is_none() {
+fn limits_note(probe: &Probe, exec: bool, own_ids: bool) -> String {
+    if probe.root && own_ids {
+        "rlimits; root's worker runs as a uid of its own (worker_ids), which RLIMIT_NPROC binds, threads included; and a pids cgroup where one is writable".into()
+    } else if probe.root && probe.pids_cgroup.is_none() {
         if exec {
             "no process limit: the worker runs as root, which RLIMIT_NPROC does not bind, may fork (subprocess.run), and no pids cgroup is available (cgroup v1 `pids` is not mounted); run the host as a non-root user, mount the pids controller, or set \"mode\": \"best-effort\"".into()
         } else {
             "rlimits; root: RLIMIT_NPROC does not bind uid 0 and no pids cgroup is available (without subprocess.run seccomp allows threads only)".into()
         }
     } else if probe.root {
-        "rlimits; root: process count through a pids cgroup when subprocess.run is declared (RLIMIT_NPROC does not bind uid 0; without subprocess.run seccomp allows threads only)".into()
+        "rlimits; root: task count (threads included) through a pids cgroup (RLIMIT_NPROC does not bind uid 0)".into()
     } else {
         "rlimits (RLIMIT_NPROC counted in the worker's user namespace)".into()
     }
