@@ -952,7 +952,8 @@ fn landlock(
     // the folders of the skeleton they are mounted in; no socket, FIFO or
     // device node there either.
     for (path, access) in extra {
-        *by_path.entry(path.clone()).or_default() |= *access & !special;
+        // As far as this kernel's ABI has them (ABI 1 has no REFER or TRUNCATE).
+        *by_path.entry(path.clone()).or_default() |= *access & AccessFs::from_all(abi) & !special;
     }
     for (path, access) in by_path {
         let fd = match PathFd::new(&path) {
