@@ -110,6 +110,9 @@ pub enum SandboxKind {
     Audit,
     /// The host's own machinery: its runtime, the launcher thread.
     Runtime,
+    /// The fork server (`--server`, `HostOptions::server`) cannot be
+    /// reached, refused the start, or went away.
+    Server,
 }
 
 impl Error {

@@ -72,7 +72,7 @@
 //! running tool, so it is replaced, and the next invoke does not wait behind
 //! the abandoned one.
 
-#![deny(unsafe_code)] // `sandbox/child.rs` alone may use it: the code between fork and exec.
+#![deny(unsafe_code)] // `sandbox/child.rs` alone may use it (the code between fork and exec), and `host/zygote.rs` its C interface.
 
 mod cli;
 mod extension;

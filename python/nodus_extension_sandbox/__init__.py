@@ -50,7 +50,10 @@ def install(*, patch_direct: bool = True, **options: Any) -> None:
     runners itself after this call. *options* become the defaults of every
     ``ExtRunnerRunner``: ``ext_runner``, ``python``, ``policy``, ``workspace``,
     ``extra_args``, ``preflight``, ``restart_after_timeout``,
-    ``timeout_grace_s``, ``forward_stderr`` (see ``OPTION_DEFAULTS``).
+    ``timeout_grace_s``, ``forward_stderr``, ``server`` (a fork server's
+    socket, ``ext-runner serve --socket PATH``: workers start warm, confined by
+    the server's own interpreter and policy; default ``$NODUS_EXT_SERVER``)
+    (see ``OPTION_DEFAULTS``).
 
     The binary is looked up now (``ext_runner=``, ``$NODUS_EXT_RUNNER``, PATH),
     so a missing one fails here with ExtRunnerNotFound, not at the first load.

@@ -66,6 +66,9 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "restart_after_timeout": True,  # next invoke after a timeout starts a fresh worker
     "timeout_grace_s": 1.0,  # extra wait for ext-runner's own timeout report
     "forward_stderr": False,  # copy worker/ext-runner stderr to sys.stderr
+    # fork server socket (`ext-runner serve --socket PATH`): workers start warm,
+    # confined by the server's own --python and --policy; default: $NODUS_EXT_SERVER
+    "server": None,
 }
 
 _defaults: dict[str, Any] = {}  # set by install()
@@ -220,9 +223,14 @@ class ExtRunnerRunner(_ReferenceSubprocessRunner):
     def _options_argv(self, subcommand: str) -> list[str]:
         # `policy` takes only what decides the confinement; `run` also how the
         # worker is driven, and the extra (run) options.
-        argv = ["--python", str(self._python)]
-        if self._opts["policy"] is not None:
-            argv += ["--policy", os.path.abspath(os.fspath(self._opts["policy"]))]
+        server = self._opts["server"] or os.environ.get("NODUS_EXT_SERVER") or None
+        if server is not None and subcommand == "run":
+            # The server's interpreter and operator policy apply, not ours.
+            argv = ["--server", os.path.abspath(os.fspath(server))]
+        else:
+            argv = ["--python", str(self._python)]
+            if self._opts["policy"] is not None:
+                argv += ["--policy", os.path.abspath(os.fspath(self._opts["policy"]))]
         if self._opts["workspace"] is not None:
             argv += ["--workspace", os.path.abspath(os.fspath(self._opts["workspace"]))]
         if subcommand == "run":

@@ -100,6 +100,31 @@ pub enum Command {
         #[command(flatten)]
         sandbox: SandboxOpts,
     },
+    /// Start a fork server: Python workers forked warm, confined as cold ones.
+    ///
+    /// `invoke --server PATH`, `run --server PATH` and the library's
+    /// `HostOptions::server` get their workers from it. It derives each
+    /// worker's policy from the extension's manifest and its own --policy
+    /// (a client's policy never applies). Serves until killed.
+    Serve {
+        /// The unix socket to listen on; its folder is made 0700 (or must be
+        /// yours alone), the socket 0600.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+        /// Interpreter for extension.py (default: python3 on PATH, resolved to the real binary).
+        #[arg(long, value_name = "PATH", default_value = "python3")]
+        python: OsString,
+        /// The operator's policy file, for every worker this server starts.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Append the egress proxies' audit trail (JSON lines) to FILE.
+        #[arg(long, value_name = "FILE")]
+        audit: Option<PathBuf>,
+        /// Stop when stdin closes (for a supervisor that holds a pipe to it),
+        /// killing every worker it started.
+        #[arg(long)]
+        until_stdin_closes: bool,
+    },
     /// Print what this kernel offers: Landlock ABI, seccomp, namespaces, cgroups.
     Probe {
         /// Print the probe as JSON.
@@ -144,6 +169,11 @@ pub struct WorkerOpts {
     /// Longest protocol line accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = protocol::DEFAULT_MAX_LINE)]
     pub max_line: usize,
+    /// Get the worker from the fork server at PATH (`ext-runner serve`): a
+    /// warm start, confined by the server's policy (--python and --policy
+    /// are the server's, so they are refused here).
+    #[arg(long, value_name = "PATH")]
+    pub server: Option<PathBuf>,
 }
 
 impl SandboxOpts {
@@ -169,6 +199,14 @@ impl WorkerOpts {
         options.memory_path = self.memory_db.clone();
         options.timeout = Duration::from_secs_f64(self.timeout);
         options.max_line = self.max_line;
+        if let Some(socket) = &self.server {
+            if options.operator != OperatorPolicy::default() || options.python != "python3" {
+                return Err(Failure::Usage(
+                    "--policy and --python belong to the fork server (`ext-runner serve`), not to --server's clients".into(),
+                ));
+            }
+            options.server = Some(socket.clone());
+        }
         Ok(())
     }
 }
@@ -376,6 +414,39 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 out(&ext.policy.render());
             }
+        }
+        Command::Serve {
+            socket,
+            python,
+            policy,
+            audit,
+            until_stdin_closes,
+        } => {
+            if until_stdin_closes {
+                std::thread::spawn(|| {
+                    let mut sink = Vec::new();
+                    let _ = std::io::stdin().read_to_end(&mut sink);
+                    std::process::exit(0);
+                });
+            }
+            let operator = match &policy {
+                Some(p) => OperatorPolicy::load(p)?,
+                None => OperatorPolicy::default(),
+            };
+            let audit = match &audit {
+                Some(p) => Audit::to_file(p)?,
+                None => Audit::default(),
+            };
+            let options = crate::host::server::ServeOptions {
+                socket,
+                python,
+                operator,
+                audit,
+            };
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || crate::host::server::serve(options, runtime))
+                .await
+                .map_err(|e| Failure::Usage(format!("the server stopped: {e}")))??;
         }
         Command::Probe { json } => {
             let facts = Probe::current();

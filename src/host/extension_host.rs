@@ -144,13 +144,15 @@ impl Worker {
             &calls.audit,
             forward,
             options.verbose,
+            options.warm(),
         )?;
+        let group = spawned.group();
         let stdin = Arc::new(tokio::sync::Mutex::new(spawned.stdin));
         let denials: Arc<Mutex<Vec<String>>> = Arc::default();
         let pending: Arc<Pending> = Arc::default();
         let control = Arc::new(Control {
             state: watch::Sender::new(WorkerState::Running),
-            group: worker::Group::new(spawned.pid),
+            group,
         });
         let reader = Reader {
             control: control.clone(),
@@ -273,7 +275,7 @@ struct Reader {
 impl Reader {
     async fn run(
         self,
-        mut child: tokio::process::Child,
+        mut child: worker::Process,
         stdout: tokio::process::ChildStdout,
         resources: worker::Resources,
     ) {

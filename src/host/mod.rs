@@ -7,6 +7,7 @@
 //! - `blocking`: the same without a tokio runtime;
 //! - `proxy`: `ext-runner run`, the protocol relayed on stdin/stdout;
 //! - `worker`: one worker process, its stderr tail and how it ended;
+//! - `server`, `zygote`: warm starts, the fork server and its zygote's C entry points;
 //! - `services`, `memory`, `audit`: host calls, the memory store, the audit trail.
 //!
 //! May touch: worker processes, the memory store and the audit file.
@@ -20,8 +21,10 @@ mod options;
 mod prepared;
 pub mod proxy;
 pub mod registry;
+pub mod server;
 pub mod services;
 pub mod worker;
+mod zygote;
 
 pub use extension_host::{describe, ExtensionHost};
 pub use options::{HostOptions, RestartPolicy, DEFAULT_TIMEOUT};

@@ -46,6 +46,12 @@ pub struct HostOptions {
     /// comes, and have Python workers print the traceback of a tool that
     /// raised (`ext-runner invoke --verbose`). Off by default.
     pub verbose: bool,
+    /// A fork server's socket (`ext-runner serve --socket PATH`): Python
+    /// workers are forked by it, warm, instead of started here. The server
+    /// derives their policy from the manifest and its own operator policy
+    /// (`operator` and `python` here do not apply to them); a server that
+    /// is gone is a `SandboxError`. Default: none, every worker starts cold.
+    pub server: Option<PathBuf>,
 }
 
 /// When a worker that ended on its own (crash, timeout kill, bad output) is
@@ -71,6 +77,16 @@ impl Default for RestartPolicy {
 }
 
 impl HostOptions {
+    /// The fork server to get workers from, if any.
+    pub fn warm(&self) -> Option<crate::host::worker::Warm<'_>> {
+        self.server
+            .as_deref()
+            .map(|socket| crate::host::worker::Warm {
+                socket,
+                workspace: self.workspace.as_deref(),
+            })
+    }
+
     /// The services host calls go to.
     pub fn services(&self) -> Services {
         self.services.clone().unwrap_or_else(|| {
@@ -100,6 +116,7 @@ impl Default for HostOptions {
             schema_validation: SchemaMode::Enforce,
             restart: RestartPolicy::default(),
             verbose: false,
+            server: None,
         }
     }
 }

@@ -33,8 +33,13 @@ impl Prepared {
     ) -> Result<Prepared> {
         let dir = std::path::absolute(dir)
             .map_err(|e| Error::manifest(format!("{}: {e}", dir.display()), None))?;
-        let entry =
-            Entry::for_extension(&dir, &manifest, || Interpreter::resolve(&options.python))?;
+        // With a fork server the interpreter is the server's: not resolved
+        // here (a launcher script costs a start of its own), and this
+        // policy is the host's view only; the server derives the worker's.
+        let entry = Entry::for_extension(&dir, &manifest, || match options.server {
+            Some(_) => Ok(Interpreter::native(std::path::Path::new(&options.python))),
+            None => Interpreter::resolve(&options.python),
+        })?;
         let workspace = match &options.workspace {
             Some(w) => Some(std::fs::canonicalize(w).map_err(|e| {
                 Error::sandbox_io(

@@ -32,13 +32,11 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
         &options.audit,
         Some(forward(err_tx.clone())),
         options.verbose,
+        options.warm(),
     )?;
-    let (mut child, group, tail, _resources) = (
-        spawned.child,
-        worker::Group::new(spawned.pid),
-        spawned.stderr,
-        spawned.resources,
-    );
+    let group = spawned.group();
+    let (mut child, group, tail, _resources) =
+        (spawned.child, group, spawned.stderr, spawned.resources);
     let mut worker_out = BufReader::with_capacity(64 * 1024, spawned.stdout);
     let mut host_in = BufReader::with_capacity(64 * 1024, host_stdin());
     let mut host_out = host_stdout();

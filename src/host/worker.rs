@@ -116,7 +116,8 @@ impl Entry {
 }
 
 /// Builds the launch plan: argv, the policy's environment, the confinement.
-fn plan(
+/// (The fork server's zygote builds its workers' plans here too.)
+pub(crate) fn plan(
     dir: &Path,
     entry: &Entry,
     policy: &Policy,
@@ -291,9 +292,26 @@ impl StderrTail {
     }
 }
 
+/// A worker's process: our child (a cold start), or the fork server's (a
+/// warm start: its end comes over the server's connection).
+pub enum Process {
+    Cold(Child),
+    Warm(crate::host::server::WarmChild),
+}
+
+impl Process {
+    /// Waits for the process to end (a warm one: the server's word on it).
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Process::Cold(child) => child.wait().await,
+            Process::Warm(w) => w.wait().await,
+        }
+    }
+}
+
 /// A started worker: its process, pipes, and the scratch folder it lives in.
 pub struct Spawned {
-    pub child: Child,
+    pub child: Process,
     pub pid: i32,
     pub stdin: ChildStdin,
     pub stdout: ChildStdout,
@@ -302,10 +320,24 @@ pub struct Spawned {
     pub resources: Resources,
 }
 
+impl Spawned {
+    /// The worker's process group, to kill it with.
+    pub fn group(&self) -> Group {
+        match &self.child {
+            Process::Cold(_) => Group::new(self.pid),
+            Process::Warm(w) => Group {
+                killer: Some(w.killer()),
+                ..Group::new(self.pid)
+            },
+        }
+    }
+}
+
 /// What a worker holds on the host; dropped after the worker is reaped.
+/// (A warm worker's are the fork server's.)
 pub struct Resources {
-    pub scratch: ScratchDir,
-    pub held: launch::Held,
+    pub scratch: Option<ScratchDir>,
+    pub held: Option<launch::Held>,
     /// The worker's egress proxy (with an allowlist); stops when dropped.
     pub egress: Option<EgressProxy>,
 }
@@ -315,16 +347,56 @@ pub struct Resources {
 /// waits for it.
 pub type Forward = Box<dyn FnMut(&[u8]) + Send>;
 
+/// Where a host gets its workers from: a fork server's socket, and what it
+/// is told about the extension (`HostOptions::server`, `--server`).
+#[derive(Debug, Clone, Copy)]
+pub struct Warm<'a> {
+    pub socket: &'a Path,
+    pub workspace: Option<&'a Path>,
+}
+
 /// Starts a worker. Its stderr is drained for as long as it runs (so it can
-/// never block on a full pipe); `forward` also receives each chunk.
+/// never block on a full pipe); `forward` also receives each chunk. With a
+/// fork server (`warm`), an `extension.py` worker comes from it.
 pub fn start(
     dir: &Path,
     entry: &Entry,
     policy: &Policy,
     audit: &Audit,
-    mut forward: Option<Forward>,
+    forward: Option<Forward>,
     verbose: bool,
+    warm: Option<Warm<'_>>,
 ) -> Result<Spawned> {
+    if let Some(w) = warm {
+        let started = crate::host::server::start(w.socket, dir, w.workspace, verbose)?;
+        let io = |e: std::io::Error| {
+            Error::sandbox_io(
+                SandboxKind::Server,
+                format!("the warm worker's pipes: {e}"),
+                e,
+            )
+        };
+        let stdin =
+            ChildStdin::from_std(std::process::ChildStdin::from(started.stdin)).map_err(io)?;
+        let stdout =
+            ChildStdout::from_std(std::process::ChildStdout::from(started.stdout)).map_err(io)?;
+        let err =
+            tokio::process::ChildStderr::from_std(std::process::ChildStderr::from(started.stderr))
+                .map_err(io)?;
+        let child = crate::host::server::WarmChild::new(started.pid, started.conn).map_err(io)?;
+        return Ok(Spawned {
+            child: Process::Warm(child),
+            pid: started.pid,
+            stdin,
+            stdout,
+            stderr: drain(err, forward),
+            resources: Resources {
+                scratch: None,
+                held: None,
+                egress: None,
+            },
+        });
+    }
     let scratch = ScratchDir::create()?;
     let (plan, held, egress) = plan(dir, entry, policy, &scratch, verbose)?;
     let mut child = launch::spawn(plan)?;
@@ -345,7 +417,7 @@ pub fn start(
             "worker exited before it could be supervised",
         )
     })?;
-    let (Some(stdin), Some(stdout), Some(mut err)) =
+    let (Some(stdin), Some(stdout), Some(err)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return Err(Error::sandbox(
@@ -353,6 +425,22 @@ pub fn start(
             "worker pipes were not set up",
         ));
     };
+    Ok(Spawned {
+        child: Process::Cold(child),
+        pid,
+        stdin,
+        stdout,
+        stderr: drain(err, forward),
+        resources: Resources {
+            scratch: Some(scratch),
+            held: Some(held),
+            egress,
+        },
+    })
+}
+
+/// Drains a worker's stderr into a tail for as long as it runs.
+fn drain(mut err: tokio::process::ChildStderr, mut forward: Option<Forward>) -> StderrTail {
     let stderr = StderrTail::default();
     let tail = stderr.clone();
     tokio::spawn(async move {
@@ -368,18 +456,7 @@ pub fn start(
         }
         tail.close();
     });
-    Ok(Spawned {
-        child,
-        pid,
-        stdin,
-        stdout,
-        stderr,
-        resources: Resources {
-            scratch,
-            held,
-            egress,
-        },
-    })
+    stderr
 }
 
 /// How long a worker that closed its stdout has to exit on its own before it
@@ -390,13 +467,25 @@ pub const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// the leader's pid is still held, exited or not, so the id cannot have been
 /// reused), then reaps it.
 pub async fn reap(
-    child: &mut Child,
+    child: &mut Process,
     group: &Group,
     grace: Duration,
 ) -> Option<std::process::ExitStatus> {
-    exited(group.pid, grace).await;
-    group.kill_and_retire();
-    child.wait().await.ok()
+    match child {
+        Process::Cold(child) => {
+            exited(group.pid, grace).await;
+            group.kill_and_retire();
+            child.wait().await.ok()
+        }
+        // The server holds the process and kills only what it has not reaped.
+        Process::Warm(w) => {
+            if let Ok(status) = tokio::time::timeout(grace, w.wait()).await {
+                return status.ok();
+            }
+            group.kill_and_retire();
+            w.wait().await.ok()
+        }
+    }
 }
 
 /// The worker's process group, which is signalled only while its leader is
@@ -405,6 +494,8 @@ pub async fn reap(
 pub struct Group {
     pid: i32,
     retired: Mutex<bool>,
+    /// A warm worker's connection to the fork server, which kills it.
+    killer: Option<Arc<std::os::unix::net::UnixStream>>,
 }
 
 impl Group {
@@ -412,6 +503,14 @@ impl Group {
         Group {
             pid,
             retired: Mutex::new(false),
+            killer: None,
+        }
+    }
+
+    fn kill_now(&self) {
+        match &self.killer {
+            Some(conn) => crate::host::server::kill(conn),
+            None => kill_all(self.pid),
         }
     }
 
@@ -419,7 +518,7 @@ impl Group {
     pub fn kill(&self) {
         let retired = self.retired.locked();
         if !*retired {
-            kill_all(self.pid);
+            self.kill_now();
         }
     }
 
@@ -428,7 +527,7 @@ impl Group {
     fn kill_and_retire(&self) {
         let mut retired = self.retired.locked();
         if !*retired {
-            kill_all(self.pid);
+            self.kill_now();
             *retired = true;
         }
     }

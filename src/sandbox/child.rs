@@ -116,6 +116,13 @@ steps! {
     LandlockStatus = "Landlock status check",
     /// Installing a seccomp filter.
     Seccomp = "seccomp(SECCOMP_SET_MODE_FILTER)",
+    /// Warm start: the worker's pipes onto its stdin, stdout and stderr
+    /// (std does this for a cold one before `enter`).
+    WarmStdio = "dup2 onto the worker's stdin/stdout/stderr (warm start)",
+    /// Warm start: changing to the worker's folder (std's `current_dir`).
+    WarmChdir = "chdir to the worker's folder (warm start)",
+    /// Warm start: closing the descriptors exec would have closed.
+    WarmClose = "close_range(3, ~0) (warm start)",
 }
 
 /// What the child applies to itself, fully prepared before the fork.
@@ -1033,6 +1040,58 @@ fn report(fd: Option<libc::c_int>, f: &Failure) {
         let bytes = f.encode();
         // SAFETY: a live array of the length passed, to our own descriptor.
         unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    }
+}
+
+/// The warm path's stand-in for a cold worker's fork-exec: in a fresh fork
+/// of the fork server's single-threaded zygote (`host/zygote.rs`), what std
+/// does before `pre_exec` (the worker's pipes onto 0–2, its working folder),
+/// then the same [`enter`] as a cold worker, then what exec would do to the
+/// descriptors: every one above 2 is close-on-exec by step 5, so all of them
+/// are closed. The zygote's Python runs the worker afterwards, never before.
+/// A failure is reported on the report pipe, as from `install`.
+pub fn enter_forked(
+    stdio: [libc::c_int; 3],
+    cwd: &CStr,
+    c: &mut Confinement,
+) -> Result<(), Failure> {
+    let report_fd = c.report_fd;
+    let mut steps = || -> Result<(), Failure> {
+        for (target, fd) in stdio.into_iter().enumerate() {
+            // SAFETY: integer arguments; `fd` is a live descriptor of ours.
+            check(unsafe { libc::dup2(fd, target as libc::c_int) })
+                .map_err(at(Step::WarmStdio, target as u32))?;
+        }
+        // SAFETY: `cwd` is a valid NUL-terminated string.
+        check(unsafe { libc::chdir(cwd.as_ptr()) }).map_err(at(Step::WarmChdir, 0))?;
+        enter(&Kernel, c)?;
+        // SAFETY: integer arguments; nothing above 2 is in use from here on
+        // (the zygote's Python dropped its own objects before the call).
+        check(unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } as libc::c_int)
+            .map_err(at(Step::WarmClose, 0))
+    };
+    steps().inspect_err(|f| report(report_fd, f))
+}
+
+/// Rewrites the process's command line (or initial environment) in place:
+/// the strings at `start..end`, as `/proc/self/stat` gives them, become
+/// `title`, NUL-padded, so that a warm worker shows the command line and
+/// environment a cold one would have (the zygote's are its own). Memory
+/// writes only: no system call.
+///
+/// # Safety
+/// `start..end` is this process's argv area, which nothing else uses (the
+/// interpreter copied its arguments at start-up).
+pub unsafe fn retitle(start: usize, end: usize, title: &[u8]) {
+    let len = end.saturating_sub(start);
+    if start == 0 || len == 0 {
+        return;
+    }
+    let n = title.len().min(len - 1);
+    // SAFETY: the caller promises `start..end` is ours and unused; n < len.
+    unsafe {
+        std::ptr::write_bytes(start as *mut u8, 0, len);
+        std::ptr::copy_nonoverlapping(title.as_ptr(), start as *mut u8, n);
     }
 }
 

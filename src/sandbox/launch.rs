@@ -294,11 +294,11 @@ pub fn spawn(plan: LaunchPlan) -> Result<tokio::process::Child> {
     })?
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// Runs `job` on the launcher thread, (re)starting it when there is none in
 /// this process (first use, or a `fork` of the host left it behind).
-fn launcher_run(job: Job) -> Result<()> {
+pub(crate) fn launcher_run(job: Job) -> Result<()> {
     struct Launcher {
         pid: u32,
         jobs: std::sync::mpsc::Sender<Job>,
@@ -362,38 +362,7 @@ fn spawn_here(mut plan: LaunchPlan) -> Result<tokio::process::Child> {
             )
         })?;
     plan.confinement.report_fd = Some(report_out.as_raw_fd());
-    let context = StepContext {
-        writable_mounts: plan.confinement.writable_mounts.clone(),
-        cgroup_procs: plan.confinement.cgroup_procs.clone(),
-        root_mounts: plan
-            .confinement
-            .private_root
-            .as_ref()
-            .map(|r| {
-                r.mounts
-                    .iter()
-                    .map(|m| {
-                        let text = |s: &Option<CString>| {
-                            s.as_ref()
-                                .map_or("none".into(), |s| s.to_string_lossy().into_owned())
-                        };
-                        format!(
-                            "mount({}, {}, {})",
-                            text(&m.source),
-                            m.target.to_string_lossy(),
-                            text(&m.fstype)
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        root_writable: plan
-            .confinement
-            .private_root
-            .as_ref()
-            .map(|r| r.writable.clone())
-            .unwrap_or_default(),
-    };
+    let context = StepContext::of(&plan.confinement);
     let identity = plan.confinement.identity;
     child::install(&mut cmd, plan.confinement);
     let spawned = cmd.spawn();
@@ -406,15 +375,12 @@ fn spawn_here(mut plan: LaunchPlan) -> Result<tokio::process::Child> {
         };
         let program = plan.program.display();
         match failure {
-            Some(f) => {
-                let msg = format!("failed to start worker {program}: {}", context.describe(&f));
-                let source = std::io::Error::from_raw_os_error(if f.errno != 0 {
-                    f.errno
-                } else {
-                    e.raw_os_error().unwrap_or(libc::EPERM)
-                });
-                Error::sandbox_io(SandboxKind::Confinement(f.step), msg, source)
-            }
+            Some(f) => failure_error(
+                &program.to_string(),
+                &context,
+                &f,
+                e.raw_os_error().unwrap_or(libc::EPERM),
+            ),
             None => {
                 // exec as the worker's own uid: a program under a folder
                 // only root may enter (/root/.pyenv, a 0700 home).
@@ -431,8 +397,21 @@ fn spawn_here(mut plan: LaunchPlan) -> Result<tokio::process::Child> {
     })
 }
 
+/// The error for a confinement step that failed (`f`, from the report pipe):
+/// the step named, its errno (`errno` when the step has none) and what to do.
+pub(crate) fn failure_error(
+    program: &str,
+    context: &StepContext,
+    f: &Failure,
+    errno: i32,
+) -> Error {
+    let msg = format!("failed to start worker {program}: {}", context.describe(f));
+    let source = std::io::Error::from_raw_os_error(if f.errno != 0 { f.errno } else { errno });
+    Error::sandbox_io(SandboxKind::Confinement(f.step), msg, source)
+}
+
 /// What the parent knows of a confinement to put a failed step in words.
-struct StepContext {
+pub(crate) struct StepContext {
     writable_mounts: Vec<CString>,
     cgroup_procs: Option<CString>,
     /// The private root's mounts, in words, in the child's order.
@@ -442,6 +421,39 @@ struct StepContext {
 }
 
 impl StepContext {
+    pub(crate) fn of(c: &Confinement) -> StepContext {
+        let text = |s: &Option<CString>| {
+            s.as_ref()
+                .map_or("none".into(), |s| s.to_string_lossy().into_owned())
+        };
+        StepContext {
+            writable_mounts: c.writable_mounts.clone(),
+            cgroup_procs: c.cgroup_procs.clone(),
+            root_mounts: c
+                .private_root
+                .as_ref()
+                .map(|r| {
+                    r.mounts
+                        .iter()
+                        .map(|m| {
+                            format!(
+                                "mount({}, {}, {})",
+                                text(&m.source),
+                                m.target.to_string_lossy(),
+                                text(&m.fstype)
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            root_writable: c
+                .private_root
+                .as_ref()
+                .map(|r| r.writable.clone())
+                .unwrap_or_default(),
+        }
+    }
+
     /// `confinement step unshare(CLONE_NEWUSER|CLONE_NEWNS) failed: ENOSPC (No space left on device)`,
     /// and what to do where that is known.
     fn describe(&self, f: &Failure) -> String {

@@ -236,6 +236,79 @@ pub const FULL: &[Feature] = &[
     Feature::NetNamespace,
 ];
 
+/// Whether workers are started through a fork server (`NODUS_TEST_SERVER=1`):
+/// then every `Session` gets its worker from `ext-runner serve`, one server
+/// per identity and operator policy, started on first use and stopped when
+/// this test process ends (it holds the server's stdin).
+pub fn warm() -> bool {
+    std::env::var_os("NODUS_TEST_SERVER").is_some_and(|v| v == "1")
+}
+
+/// The fork server for `who` and `policy` (a policy file's path), when `warm()`.
+pub fn warm_server(who: Who, policy: Option<&Path>) -> Option<PathBuf> {
+    if !warm() {
+        return None;
+    }
+    type Servers = Mutex<HashMap<(Who, String), (PathBuf, ChildStdin)>>;
+    static SERVERS: OnceLock<Servers> = OnceLock::new();
+    // The policy's text, not its (per-session) file, names the server.
+    let text = policy
+        .map(|p| std::fs::read_to_string(p).expect("policy file"))
+        .unwrap_or_default();
+    let mut servers = SERVERS.get_or_init(Servers::default).lock().unwrap();
+    if let Some((socket, _)) = servers.get(&(who, text.clone())) {
+        return Some(socket.clone());
+    }
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let base = std::env::temp_dir().join(format!("nodus-test-servers-{}", std::process::id()));
+    std::fs::create_dir_all(&base).expect("servers folder");
+    chmod(&base, 0o1777); // as /tmp: each server makes its own 0700 folder in it, as `who`
+    let socket = base
+        .join(format!(
+            "{}-{}",
+            who.label(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+        .join("s.sock");
+    let keep = base.join(format!("policy-{}.json", N.fetch_add(1, Ordering::Relaxed)));
+    let mut cmd = who.command(runner(who));
+    cmd.arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--python")
+        .arg(who.python())
+        .arg("--until-stdin-closes");
+    if policy.is_some() {
+        std::fs::write(&keep, &text).expect("server policy");
+        chmod(&keep, 0o644);
+        cmd.arg("--policy").arg(&keep);
+    }
+    let log = base.join(format!("server-{}.log", N.fetch_add(1, Ordering::Relaxed)));
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("server log"))
+        .spawn()
+        .expect("spawn ext-runner serve");
+    let stdin = child.stdin.take().expect("server stdin");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("ext-runner serve ended: {status}: {text}");
+        }
+        assert!(
+            Instant::now() < end,
+            "ext-runner serve did not listen on {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::mem::forget(child); // reaped by nobody: it ends with this process
+    servers.insert((who, text), (socket.clone(), stdin));
+    Some(socket)
+}
+
 /// The `ext-runner` binary, at a path `who` can execute (copied to a
 /// world-readable folder when the build folder is out of nobody's reach).
 pub fn runner(who: Who) -> PathBuf {
@@ -260,6 +333,13 @@ pub fn runner(who: Who) -> PathBuf {
         let copy = dir.join("ext-runner");
         std::fs::copy(&built, &copy).expect("copy ext-runner");
         chmod(&copy, 0o755);
+        // The fork server's zygote loads the crate's confinement code from beside it.
+        let lib = built.with_file_name("libnodus_extension.so");
+        if lib.exists() {
+            let to = dir.join("libnodus_extension.so");
+            std::fs::copy(&lib, &to).expect("copy libnodus_extension.so");
+            chmod(&to, 0o755);
+        }
         copy
     })
     .clone()
@@ -617,28 +697,45 @@ impl Session {
             }
         };
         let mut args: Vec<std::ffi::OsString> = vec!["run".into(), ext.into_os_string()];
-        args.push("--python".into());
-        args.push(
-            launch
-                .python
-                .clone()
-                .unwrap_or_else(|| who.python())
-                .into_os_string(),
-        );
+        let policy_file = launch.policy.as_ref().map(|p| {
+            let d = world_dir("sec-policy");
+            let f = d.join("policy.json");
+            std::fs::write(&f, p.to_string()).expect("policy file");
+            chmod(&f, 0o644);
+            files.push(d);
+            f
+        });
+        let warm_socket = match launch.python {
+            Some(_) => None, // another interpreter than the server's: cold
+            None => warm_server(who, policy_file.as_deref()),
+        };
+        match warm_socket {
+            // The same verdicts through a fork server: the server holds the
+            // interpreter and the operator policy.
+            Some(socket) => {
+                args.push("--server".into());
+                args.push(socket.into_os_string());
+            }
+            None => {
+                args.push("--python".into());
+                args.push(
+                    launch
+                        .python
+                        .clone()
+                        .unwrap_or_else(|| who.python())
+                        .into_os_string(),
+                );
+                if let Some(f) = &policy_file {
+                    args.push("--policy".into());
+                    args.push(f.clone().into_os_string());
+                }
+            }
+        }
         args.push("--timeout".into());
         args.push(launch.timeout_secs.to_string().into());
         if let Some(w) = &launch.workspace {
             args.push("--workspace".into());
             args.push(w.clone().into_os_string());
-        }
-        if let Some(p) = &launch.policy {
-            let d = world_dir("sec-policy");
-            let f = d.join("policy.json");
-            std::fs::write(&f, p.to_string()).expect("policy file");
-            chmod(&f, 0o644);
-            args.push("--policy".into());
-            args.push(f.into_os_string());
-            files.push(d);
         }
         let mut cmd = match &launch.shell_prefix {
             Some(prefix) => {
@@ -759,8 +856,64 @@ impl Session {
     }
 
     /// Every live process started by the runner (the runner excluded).
+    /// Through a fork server (`warm()`) the worker is the server's, not the
+    /// runner's: it is found as the process holding the other ends of the
+    /// runner's pipes to it, and with it everything in its session.
     pub fn processes(&self) -> Vec<i32> {
-        descendants(self.runner_pid())
+        if !warm() {
+            return descendants(self.runner_pid());
+        }
+        let runner = self.runner_pid();
+        let pipes = |pid: i32, from: i32| -> Vec<String> {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| {
+                    e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) >= Some(from)
+                })
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|l| l.to_string_lossy().into_owned())
+                .filter(|l| l.starts_with("pipe:"))
+                .collect()
+        };
+        let ours = pipes(runner, 3);
+        let me = std::process::id() as i32;
+        let session = |pid: i32| -> Option<i32> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(3)?
+                .parse()
+                .ok()
+        };
+        // Never this process's or the runner's session (the server and its
+        // zygote are in ours): only the session the worker leads.
+        let (own, runners) = (session(me), session(runner));
+        let all = procfs::all();
+        let sessions: Vec<i32> = all
+            .iter()
+            .filter(|p| p.live() && p.pid != runner && p.pid != me)
+            .filter(|p| cmdline(p.pid).contains("boot.py"))
+            .filter(|p| pipes(p.pid, 0).iter().any(|l| ours.contains(l)))
+            .filter_map(|p| session(p.pid))
+            .filter(|s| Some(*s) != own && Some(*s) != runners)
+            .collect();
+        let mut found: Vec<i32> = all
+            .iter()
+            .filter(|p| p.live() && session(p.pid).is_some_and(|s| sessions.contains(&s)))
+            .map(|p| p.pid)
+            .collect();
+        for p in found.clone() {
+            for d in descendants(p) {
+                if !found.contains(&d) {
+                    found.push(d);
+                }
+            }
+        }
+        found.sort();
+        found
     }
 
     /// The worker: the process running the worker shim (`boot.py`).
@@ -782,9 +935,28 @@ impl Session {
             .find_map(|kv| kv.strip_prefix(b"TMPDIR="))
             .map(|v| PathBuf::from(String::from_utf8_lossy(v).into_owned()))?;
         if tmpdir != Path::new("/tmp") {
-            return Some(tmpdir);
+            // Tests remove it: only ever a worker's own scratch folder.
+            return tmpdir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("nodus-ext-"))
+                .then_some(tmpdir);
         }
-        let prefix = format!("nodus-ext-{}-", self.runner_pid());
+        // Named after the process that made it: the runner, or through a
+        // fork server its zygote (the parent of the worker's session leader).
+        let maker = if warm() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let sid: i32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(3)?
+                .parse()
+                .ok()?;
+            procfs::stat(sid)?.ppid
+        } else {
+            self.runner_pid()
+        };
+        let prefix = format!("nodus-ext-{maker}-");
         let mut found: Vec<PathBuf> = scratch_dirs()
             .into_iter()
             .filter(|p| {
@@ -794,6 +966,15 @@ impl Session {
                 })
             })
             .collect();
+        if found.len() > 1 && warm() {
+            // Workers of one zygote: the one whose /tmp (inside) it is.
+            use std::os::unix::fs::MetadataExt;
+            let inside = std::fs::metadata(format!("/proc/{pid}/root/tmp")).ok()?;
+            found.retain(|d| {
+                std::fs::metadata(d)
+                    .is_ok_and(|m| m.ino() == inside.ino() && m.dev() == inside.dev())
+            });
+        }
         (found.len() == 1).then(|| found.remove(0))
     }
 

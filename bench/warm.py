@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Warm starts (issue 16): the fork server against a bare interpreter start,
+side by side in one run. Standard library only:
+
+    python3 bench/warm.py --out docs/benchmarks.md     (a few minutes)
+    python3 bench/warm.py --quick                      (a smoke run)
+
+first answer   spawn -> the first invoke's answer on stdout, interleaved
+               rounds in shuffled order, medians:
+                 bare     `python3 -s -B extension.py` (the worker shim on
+                          PYTHONPATH), the baseline;
+                 warm     `ext-runner invoke DIR TOOL ARGS --server S`: its own
+                          exec, the request, the zygote's fork and the
+                          confinement, the answer;
+                 cold     `ext-runner invoke DIR TOOL ARGS` (for reference).
+idle memory    N workers started and answered once, then idle; the PSS
+               (/proc/PID/smaps_rollup) of every process each way costs,
+               divided by N, at N = 1, 64, 256:
+                 bare     N `python3 -s -B extension.py`;
+                 warm     N `ext-runner run DIR --server S` (the proxy
+                          processes included) plus the server, its zygote and
+                          everything under it;
+                 cold     N `ext-runner run DIR` and everything under them.
+
+With --out, the results replace the section between the `warm:begin` and
+`warm:end` markers of that file (appended when missing; bench/bench.py keeps
+the section when it rewrites the file). Raw figures: bench/out/warm.json.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RUNNER = os.path.join(ROOT, "target", "release", "ext-runner")
+HELLO = os.path.join(ROOT, "examples", "hello")
+SHIM = os.path.join(ROOT, "python", "shim")
+TOOL = "example.greet"
+ARGS = '{"name": "Ada"}'
+LINE = json.dumps({"id": "1", "op": "invoke", "name": TOOL, "args": json.loads(ARGS)}) + "\n"
+BEGIN, END = "<!-- warm:begin -->", "<!-- warm:end -->"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def first_line(argv, env=None, send=None):
+    """Seconds from spawn to the first line on stdout."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=env)
+    if send:
+        p.stdin.write(send.encode())
+        p.stdin.flush()
+    line = p.stdout.readline()
+    t = time.perf_counter() - t0
+    try:
+        p.stdin.close()
+    except OSError:
+        pass
+    p.wait()
+    if not line:
+        raise RuntimeError(f"no answer from {argv}")
+    return t
+
+
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children():
+    """pid -> [child pids], for every process."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if rest[0] in "ZX":
+            continue
+        kids.setdefault(int(rest[1]), []).append(int(d))
+    return kids
+
+
+def tree(pids):
+    kids = children()
+    seen, todo = set(), list(pids)
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        todo.extend(kids.get(p, ()))
+    return seen
+
+
+def start_idle(argv, env=None):
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=env)
+    p.stdin.write(LINE.encode())
+    p.stdin.flush()
+    if not p.stdout.readline():
+        raise RuntimeError(f"no answer from {argv}")
+    return p
+
+
+def stop_all(procs):
+    for p in procs:
+        try:
+            p.stdin.close()
+        except OSError:
+            pass
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--python", default=shutil.which("python3", path="/usr/bin:/bin") or "python3",
+                    help="the interpreter (the real binary, not a pyenv shim)")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--counts", default="1,64,256")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out")
+    ap.add_argument("--runner", help="an ext-runner other than target/release's (say, a debug build)")
+    a = ap.parse_args()
+    global RUNNER
+    if a.runner:
+        RUNNER = os.path.abspath(a.runner)
+    if a.quick:
+        a.rounds, a.counts = 3, "1,8"
+    counts = [int(c) for c in a.counts.split(",")]
+    if not os.path.exists(RUNNER):
+        subprocess.run(["cargo", "build", "--release", "--bin", "ext-runner"], cwd=ROOT, check=True)
+    py = os.path.realpath(a.python)
+    tmp = tempfile.mkdtemp(prefix="nodus-warm-bench-")
+    os.chmod(tmp, 0o700)
+    sock = os.path.join(tmp, "srv", "s.sock")
+    server = subprocess.Popen([RUNNER, "serve", "--socket", sock, "--python", py, "--until-stdin-closes"],
+                              stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    while not os.path.exists(sock):
+        time.sleep(0.01)
+    bare_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": SHIM,
+                "PYTHONDONTWRITEBYTECODE": "1", "HOME": tmp, "TMPDIR": tmp}
+    ways = {
+        "bare": lambda: first_line([py, "-s", "-B", os.path.join(HELLO, "extension.py")], bare_env, LINE),
+        "warm": lambda: first_line([RUNNER, "invoke", HELLO, TOOL, ARGS, "--server", sock]),
+        "cold": lambda: first_line([RUNNER, "invoke", HELLO, TOOL, ARGS, "--python", py]),
+    }
+    for f in ways.values():  # warm-up: the zygote starts here, caches fill
+        f()
+    times = {k: [] for k in ways}
+    log(f"== first answer: {a.rounds} rounds")
+    for _ in range(a.rounds):
+        order = list(ways)
+        random.shuffle(order)
+        for k in order:
+            times[k].append(ways[k]())
+    first = {k: statistics.median(v) for k, v in times.items()}
+
+    memory = {}
+    server_tree = lambda: tree([server.pid])
+    for n in counts:
+        log(f"== idle memory: N = {n}")
+        row = {}
+        for way in ("bare", "warm", "cold"):
+            if way == "bare":
+                argv, env = [py, "-s", "-B", os.path.join(HELLO, "extension.py")], bare_env
+            elif way == "warm":
+                argv, env = [RUNNER, "run", HELLO, "--server", sock], None
+            else:
+                argv, env = [RUNNER, "run", HELLO, "--python", py], None
+            procs = [start_idle(argv, env) for _ in range(n)]
+            time.sleep(1.0)
+            pids = tree([p.pid for p in procs])
+            if way == "warm":
+                pids |= server_tree()
+            total = sum(pss_kib(p) for p in pids)
+            # The pid-namespace waiters (monitor, reaper): neither the worker
+            # (boot.py) nor a runner, server or zygote.
+            def role(pid):
+                try:
+                    cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+                except OSError:
+                    return "gone"
+                if b"boot.py" in cmd or b"extension.py" in cmd:
+                    return "worker"
+                if pid == server.pid or pid in zygotes:
+                    return "zygote"
+                if pid in {p.pid for p in procs}:
+                    return "runner"
+                return "waiter"
+            zygotes = set(children().get(server.pid, ()))
+            roles = {}
+            for p in pids:
+                roles.setdefault(role(p), 0)
+                roles[role(p)] += pss_kib(p)
+            row[way] = {"kib_per_worker": total / n, "processes": len(pids),
+                        "by_role_kib_per_worker": {k: v / n for k, v in roles.items()}}
+            stop_all(procs)
+        memory[n] = row
+    server.stdin.close()
+    server.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    results = {"python": py, "rounds": a.rounds, "runner": RUNNER,
+               "build": "release" if "/release/" in RUNNER else "debug", "first_answer_s": first,
+               "first_answer_all_s": times, "memory": memory}
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    with open(os.path.join(HERE, "out", "warm.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    md = render(results)
+    print(md)
+    if a.out:
+        try:
+            text = open(a.out).read()
+        except FileNotFoundError:
+            text = ""
+        section = f"{BEGIN}\n{md}\n{END}"
+        if BEGIN in text and END in text:
+            text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        with open(a.out, "w") as f:
+            f.write(text)
+
+
+def render(r):
+    f = r["first_answer_s"]
+    ms = lambda s: f"{s * 1000:.1f}"
+    out = ["## Warm starts: the fork server (issue 16)", "",
+           f"`python3 bench/warm.py --out docs/benchmarks.md`; {r['rounds']} interleaved rounds, "
+           f"medians, {r.get('build', 'release')} build, interpreter {r['python']}, this machine under the load of its "
+           "other users (ratios are what to read). *bare* is `python3 -s -B extension.py` with the "
+           "worker shim on PYTHONPATH: the interpreter start a warm worker saves.", "",
+           "| first answer (spawn → answer on stdout) | ms | × bare |", "|---|---:|---:|"]
+    for k, label in (("bare", "bare interpreter (`python3 extension.py`)"),
+                     ("warm", "`ext-runner invoke --server` (its own exec included)"),
+                     ("cold", "`ext-runner invoke` (cold)")):
+        out.append(f"| {label} | {ms(f[k])} | {f[k] / f['bare']:.2f} |")
+    target = f["warm"] / f["bare"]
+    out += ["", f"Target: warm ≤ 0.5× bare — **{'met' if target <= 0.5 else 'missed'}** ({target:.2f}×).", "",
+            "| idle PSS per worker (KiB) | N | bare | warm (`run --server`, proxy, server, zygote) | × bare | cold (`run`) | × bare |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    worst = 0.0
+    for n, row in r["memory"].items():
+        b, w, c = (row[k]["kib_per_worker"] for k in ("bare", "warm", "cold"))
+        worst = max(worst, w / b)
+        out.append(f"| | {n} | {b:.0f} | {w:.0f} | {w / b:.2f} | {c:.0f} | {c / b:.2f} |")
+    out += ["", f"Target: warm through `run` ≤ 0.75× bare — **{'met' if worst <= 0.75 else 'missed'}** "
+            f"(worst {worst:.2f}×).", "",
+            "Where it goes, KiB per worker (PSS by role: the worker, the proxy `ext-runner run`, "
+            "the pid-namespace monitor and reaper, the server and zygote):", "",
+            "| N | way | worker | runner | monitor + reaper | server + zygote |", "|---:|---|---:|---:|---:|---:|"]
+    for n, row in r["memory"].items():
+        for way in ("warm", "cold"):
+            b = row[way]["by_role_kib_per_worker"]
+            out.append(f"| {n} | {way} | {b.get('worker', 0):.0f} | {b.get('runner', 0):.0f} | "
+                       f"{b.get('waiter', 0):.0f} | {b.get('zygote', 0):.0f} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

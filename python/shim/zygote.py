@@ -1,0 +1,224 @@
+"""The fork server's zygote (embedded in ext-runner; see docs/security.md,
+"Warm starts").
+
+Started by `ext-runner serve` as `python -s -B -c SOURCE LIB INIT_JSON`, with
+stdin an empty pipe, stdout the server's control socket (SOCK_SEQPACKET) and
+stderr the server's. It imports the standard library a worker commonly uses,
+loads the runner's own confinement code (libnodus_extension.so, the same
+`child.rs` the cold path runs between fork and exec) with ctypes, freezes its
+objects out of the garbage collector, and then waits for the server.
+
+Per start request it asks the library to prepare the worker exactly as the
+cold path does (manifest, policy derived from it and the server's operator
+policy, scratch folder, Landlock ruleset, seccomp filters, namespaces,
+limits), forks (single-threaded, checked), and the child applies that
+confinement before it runs a line of the extension: the boot shim, then
+the extension's script, in a fresh `__main__`. The zygote itself runs no extension code.
+"""
+import os
+import sys
+
+
+def _main():
+    import ctypes
+    import gc
+    import json
+    import selectors
+    import signal
+    import socket
+
+    lib_path, init = sys.argv[1], json.loads(sys.argv[2])
+    # What a worker commonly imports, imported once here and shared by every
+    # fork (copy-on-write). Not the worker shim nor any site package: the boot
+    # shim must see nodus_extension.worker imported for the first time.
+    for name in init.get("preload", ()):
+        try:
+            __import__(name)
+        except Exception:
+            pass
+    lib = ctypes.CDLL(lib_path)
+    lib.nodus_zygote_init.restype = ctypes.c_int
+    lib.nodus_zygote_prepare.restype = ctypes.c_void_p
+    lib.nodus_zygote_prepare.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
+                                         ctypes.POINTER(ctypes.c_int), ctypes.c_size_t,
+                                         ctypes.c_char_p, ctypes.c_size_t]
+    lib.nodus_zygote_enter.restype = ctypes.c_int
+    lib.nodus_zygote_enter.argtypes = [ctypes.c_void_p]
+    lib.nodus_zygote_forked.restype = ctypes.c_int
+    lib.nodus_zygote_forked.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    lib.nodus_zygote_release.restype = None
+    lib.nodus_zygote_release.argtypes = [ctypes.c_void_p]
+    if lib.nodus_zygote_init() != 0:
+        sys.exit("zygote: cannot set its parent-death signal")
+
+    ctl = socket.socket(fileno=1)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(ctl, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
+    # Python adds LC_CTYPE when it coerces the C locale (PEP 538): a worker
+    # started cold would have it too.
+    given = init.get("env", {})
+    added = {k: v for k, v in os.environ.items() if k not in given}
+    workers = {}  # pid -> (request id, handle)
+    buf = ctypes.create_string_buffer(1 << 16)
+
+    def send(msg, fds=()):
+        data = json.dumps(msg).encode()
+        if fds:
+            socket.send_fds(ctl, [data], list(fds))
+        else:
+            ctl.send(data)
+
+    def reap():
+        while workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            found = workers.pop(pid, None)
+            if found is not None:
+                rid, handle = found
+                lib.nodus_zygote_release(handle)
+                send({"op": "exited", "id": rid, "status": status})
+
+    def start(rid, request, fds):
+        arr = (ctypes.c_int * len(fds))(*fds)
+        raw = json.dumps(request).encode()
+        handle = lib.nodus_zygote_prepare(raw, len(raw), arr, len(fds), buf, len(buf))
+        if not handle:
+            send({"op": "failed", "id": rid, "error": json.loads(buf.value)})
+            return
+        plan = json.loads(buf.value)
+        tasks = os.listdir("/proc/self/task")
+        if len(tasks) != 1:
+            lib.nodus_zygote_release(handle)
+            send({"op": "failed", "id": rid, "error": {
+                "class": "SandboxError", "kind": "Spawn",
+                "msg": f"the zygote has {len(tasks)} threads; it forks single-threaded only"}})
+            return
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _worker(lib, handle, plan, added, (sel, ctl, wake_r, wake_w))
+        ok = lib.nodus_zygote_forked(handle, buf, len(buf))
+        answer = json.loads(buf.value)
+        workers[pid] = (rid, handle)
+        if ok != 0:
+            send({"op": "failed", "id": rid, "error": answer})
+            return
+        egress = answer.get("egress_fd")
+        send({"op": "started", "id": rid, "pid": pid}, [egress] if egress is not None else ())
+        if egress is not None:
+            os.close(egress)
+
+    gc.collect()
+    gc.freeze()  # the zygote's objects: never scanned, so never written, in its forks
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is ctl:
+                msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 8)
+                if not msg:
+                    for pid in list(workers):
+                        try:
+                            os.killpg(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
+                    os._exit(0)
+                req = json.loads(msg)
+                if req["op"] == "start":
+                    start(req["id"], req["request"], fds)
+                elif req["op"] == "kill":
+                    for pid, (rid, _) in workers.items():
+                        if rid == req["id"]:
+                            try:
+                                os.killpg(pid, signal.SIGKILL)  # not yet reaped: still ours
+                            except OSError:
+                                pass
+                else:
+                    for fd in fds:
+                        os.close(fd)
+            else:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            reap()
+
+
+def _worker(lib, handle, plan, added, held):
+    """In the fork: confine, then become the worker as a cold start of the
+    plan's argv would be. Raises _Become in the worker."""
+    import random
+    import signal
+    sel, ctl, wake_r, wake_w = held
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        sel.close()
+        ctl.close()
+        os.close(wake_r)
+        os.close(wake_w)
+        # dup2 of the worker's pipes onto 0-2, chdir, then child.rs's
+        # confinement steps; every descriptor above 2 is closed, as exec
+        # would close them (all are close-on-exec by then).
+        if lib.nodus_zygote_enter(handle) != 0:
+            os._exit(127)
+        # As a fresh interpreter would be, from here on.
+        os.environ.clear()
+        os.environ.update(plan["env"])
+        for k, v in added.items():
+            os.environ.setdefault(k, v)
+        # Per-worker secrets: nothing a sibling could predict.
+        random.seed()
+        mp = sys.modules.get("multiprocessing.process")
+        if mp is not None:
+            mp.current_process().authkey = os.urandom(32)
+        ts = sys.modules.get("tempfile")
+        if ts is not None:
+            ts.tempdir = None
+            ts._name_sequence = None
+        # The zygote's objects stay frozen (gc.freeze): a collection never
+        # writes to their pages, which stay shared with the zygote.
+        boot = plan["argv"][0]
+        sys.argv[:] = plan["argv"]
+        sys.path[0] = os.path.dirname(boot)
+        import types
+        main = types.ModuleType("__main__")
+        main.__dict__.update(__file__=boot, __builtins__=__builtins__, __cached__=None)
+        sys.modules["__main__"] = main
+        with open(boot, "rb") as f:
+            code = compile(f.read(), boot, "exec")
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        os._exit(127)
+    raise _Become(code, main.__dict__)
+
+
+class _Become(BaseException):
+    """Unwinds the zygote's frames in a fork that is now the worker."""
+
+
+try:
+    _main()
+except _Become as become:
+    _code, _globals = become.args
+    del become
+    try:
+        exec(_code, _globals)
+    except SystemExit:
+        raise
+    except BaseException:
+        # As an uncaught exception in a cold worker ends: the traceback
+        # (without this frame) and status 1, then the interpreter's usual
+        # shutdown (threads joined, atexit, streams flushed).
+        _t, _v, _tb = sys.exc_info()
+        sys.excepthook(_t, _v, _tb.tb_next)
+        del _t, _v, _tb
+        sys.exit(1)

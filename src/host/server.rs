@@ -1,0 +1,805 @@
+//! Warm starts: the fork server (`ext-runner serve`) and its client
+//! (`--server PATH`, `HostOptions::server`).
+//!
+//! The server listens on a unix socket only its owner can reach (0600 in a
+//! 0700 folder, the peer's uid checked). A client names an extension folder
+//! and a workspace, nothing else: the server loads the manifest itself and
+//! derives the policy from it and its own operator policy (`serve
+//! --policy`), as a cold host would. For an `extension.py` worker it asks a
+//! zygote (`python/shim/zygote.py`: the interpreter with the common standard
+//! library imported, one per interpreter and start-up environment, started
+//! when first needed) to fork one; the fork applies the cold path's
+//! confinement (`child::enter`, through `host/zygote.rs`) before any
+//! extension code runs. The client gets the worker's stdin, stdout and
+//! stderr over the socket and speaks the protocol with it directly; the
+//! connection stays open for the worker's life: the server writes how the
+//! worker ended, the client writes `kill` (or hangs up, which kills it too).
+//! A server that is gone is a `SandboxError` (kind `Server`), never a wait.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result, SandboxKind};
+use crate::host::audit::Audit;
+use crate::host::worker::Entry;
+use crate::host::{HostOptions, Prepared};
+use crate::sandbox::child::Failure;
+use crate::sandbox::interpreter::Interpreter;
+use crate::sandbox::policy::OperatorPolicy;
+use crate::support::LockExt;
+
+const ZYGOTE: &str = include_str!("../../python/shim/zygote.py");
+
+/// What the zygote imports before it forks: the worker shim's own imports
+/// and the standard library extensions commonly use (shared by every fork).
+const PRELOAD: &[&str] = &[
+    "json",
+    "itertools",
+    "io",
+    "re",
+    "os",
+    "traceback",
+    "importlib.machinery",
+    "types",
+    "functools",
+    "collections",
+    "typing",
+    "dataclasses",
+    "enum",
+    "pathlib",
+    "datetime",
+    "decimal",
+    "math",
+    "random",
+    "string",
+    "textwrap",
+    "base64",
+    "hashlib",
+    "hmac",
+    "uuid",
+    "struct",
+    "copy",
+    "weakref",
+    "contextlib",
+    "time",
+    "errno",
+    "threading",
+    "logging",
+    "subprocess",
+    "shutil",
+    "tempfile",
+    "urllib.parse",
+    "socket",
+    "select",
+    "selectors",
+    "signal",
+    "asyncio",
+    "inspect",
+    "csv",
+    "fnmatch",
+    "glob",
+    "heapq",
+    "bisect",
+    "operator",
+    "zlib",
+    "unicodedata",
+    "locale",
+    "codecs",
+    "encodings.idna",
+    "argparse",
+    "pprint",
+];
+
+/// How long a client waits for the server's answer to a start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn server_error(msg: impl Into<String>) -> Error {
+    Error::sandbox(SandboxKind::Server, msg)
+}
+
+fn io_error(msg: impl Into<String>, e: std::io::Error) -> Error {
+    let msg = format!("{}: {e}", msg.into());
+    Error::sandbox_io(SandboxKind::Server, msg, e)
+}
+
+// --- errors over the wire -------------------------------------------------
+
+/// An error as JSON, for the zygote's and the server's answers.
+pub(crate) fn error_json(e: &Error) -> Value {
+    let mut v = json!({"class": e.class(), "msg": e.to_string()});
+    match e {
+        Error::Sandbox { kind, source, .. } => {
+            v["kind"] = json!(format!("{kind:?}"));
+            if let SandboxKind::Confinement(step) = kind {
+                v["step"] = json!(*step as u8);
+            }
+            if let Some(errno) = source.as_ref().and_then(|s| s.raw_os_error()) {
+                v["errno"] = json!(errno);
+            }
+        }
+        Error::Manifest { path, .. } => v["path"] = json!(path),
+        Error::Capability {
+            capability,
+            extension,
+            detail,
+        } => {
+            v["capability"] = json!(capability);
+            v["extension"] = json!(extension);
+            v["detail"] = json!(detail);
+        }
+        Error::Abi { abi_version, .. } => v["abi_version"] = json!(abi_version),
+        _ => {}
+    }
+    v
+}
+
+/// The error `error_json` wrote.
+pub(crate) fn error_from_json(v: &Value) -> Error {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let msg = s("msg").unwrap_or_else(|| "the fork server failed".into());
+    match v.get("class").and_then(Value::as_str) {
+        Some("ManifestError") => Error::Manifest {
+            msg,
+            path: s("path"),
+        },
+        Some("CapabilityError") => Error::Capability {
+            capability: s("capability").unwrap_or_default(),
+            extension: s("extension"),
+            detail: s("detail"),
+        },
+        Some("AbiError") => Error::Abi {
+            msg,
+            abi_version: s("abi_version"),
+        },
+        _ => {
+            let kind = match (s("kind").as_deref(), v.get("step").and_then(Value::as_u64)) {
+                (_, Some(step)) => {
+                    let mut b = [0u8; Failure::LEN];
+                    b[0] = step as u8;
+                    Failure::decode(&b)
+                        .map(|f| SandboxKind::Confinement(f.step))
+                        .unwrap_or(SandboxKind::Spawn)
+                }
+                (Some(k), None) => sandbox_kind(k),
+                (None, None) => SandboxKind::Server,
+            };
+            let source = v
+                .get("errno")
+                .and_then(Value::as_i64)
+                .map(|e| std::io::Error::from_raw_os_error(e as i32));
+            Error::Sandbox { kind, msg, source }
+        }
+    }
+}
+
+fn sandbox_kind(name: &str) -> SandboxKind {
+    use SandboxKind::*;
+    [
+        OperatorPolicy,
+        KernelLacks,
+        Workspace,
+        Interpreter,
+        EntryPoint,
+        Prepare,
+        Scratch,
+        Cgroup,
+        Spawn,
+        WorkerDied,
+        WorkerIo,
+        Runtime,
+        Server,
+    ]
+    .into_iter()
+    .find(|k| format!("{k:?}") == name)
+    .unwrap_or(Server)
+}
+
+// --- descriptors over unix sockets ----------------------------------------
+
+fn send_with_fds(fd: RawFd, data: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(data)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let n = sendmsg::<()>(fd, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
+    if n != data.len() {
+        return Err(std::io::Error::other("a short send"));
+    }
+    Ok(())
+}
+
+/// One message (a datagram on SOCK_SEQPACKET; on a stream, what one read
+/// brings) and the descriptors that came with it, close-on-exec.
+fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let msg = loop {
+        match recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            // SAFETY: each descriptor was just installed in this process by
+            // the kernel (SCM_RIGHTS) and nothing else refers to it.
+            #[allow(unsafe_code)]
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
+            );
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io_error("cannot make the worker's pipes", e.into()))
+}
+
+// --- the server -------------------------------------------------------------
+
+/// `ext-runner serve`'s settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub socket: PathBuf,
+    pub python: OsString,
+    pub operator: OperatorPolicy,
+    /// Where the egress proxies of warm workers record their events.
+    pub audit: Audit,
+}
+
+/// The start-up environment a zygote was started with (see `startup_env`).
+type StartupEnv = Vec<(String, String)>;
+
+struct Server {
+    options: ServeOptions,
+    interpreter: Interpreter,
+    lib: PathBuf,
+    runtime: tokio::runtime::Handle,
+    zygotes: Mutex<HashMap<StartupEnv, Arc<Zygote>>>,
+    next_id: AtomicU64,
+}
+
+enum Event {
+    Started { pid: i32, egress: Option<OwnedFd> },
+    Failed(Error),
+    Exited(i32),
+    Gone,
+}
+
+struct Zygote {
+    ctl: OwnedFd,
+    send_lock: Mutex<()>,
+    waiters: Mutex<HashMap<u64, mpsc::Sender<Event>>>,
+    alive: AtomicBool,
+    /// The write end of its stdin, kept open (an empty pipe, like a worker's
+    /// before the host writes).
+    _stdin: OwnedFd,
+}
+
+impl Zygote {
+    fn send(&self, msg: &Value, fds: &[RawFd]) -> std::io::Result<()> {
+        let _held = self.send_lock.locked();
+        send_with_fds(self.ctl.as_raw_fd(), msg.to_string().as_bytes(), fds)
+    }
+
+    fn kill(&self, id: u64) {
+        let _ = self.send(&json!({"op": "kill", "id": id}), &[]);
+    }
+}
+
+/// Where the zygote's confinement code is: this crate as a shared library,
+/// beside the running binary (cargo builds it with the binary), or
+/// `NODUS_EXTENSION_LIB`.
+fn find_lib() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("NODUS_EXTENSION_LIB") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| io_error("cannot find ext-runner itself", e))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates = [
+        dir.join("libnodus_extension.so"),
+        dir.join("deps/libnodus_extension.so"),
+        dir.join("../libnodus_extension.so"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .ok_or_else(|| {
+            server_error(format!(
+                "the fork server needs libnodus_extension.so (this crate's confinement code, which cargo builds beside ext-runner) in {} or NODUS_EXTENSION_LIB",
+                dir.display()
+            ))
+        })
+}
+
+/// Makes the socket's folder (0700) or checks it is the owner's alone, and binds.
+fn bind(socket: &Path) -> Result<UnixListener> {
+    let dir = match socket.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&dir)
+            .map_err(|e| {
+                io_error(
+                    format!("cannot make the socket's folder {}", dir.display()),
+                    e,
+                )
+            })?;
+    }
+    let meta = std::fs::symlink_metadata(&dir)
+        .map_err(|e| io_error(format!("socket folder {}", dir.display()), e))?;
+    let me = nix::unistd::getuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(server_error(format!(
+            "the socket's folder {} must be a folder of yours that nobody else can enter (mode 0700); it is {:o}, owned by uid {}: use a fresh folder, or chmod 700 it",
+            dir.display(),
+            meta.mode() & 0o7777,
+            meta.uid()
+        )));
+    }
+    if std::fs::symlink_metadata(socket).is_ok() {
+        if UnixStream::connect(socket).is_ok() {
+            return Err(server_error(format!(
+                "a fork server already listens on {}",
+                socket.display()
+            )));
+        }
+        std::fs::remove_file(socket).map_err(|e| {
+            io_error(
+                format!("cannot remove the stale socket {}", socket.display()),
+                e,
+            )
+        })?;
+    }
+    let listener = UnixListener::bind(socket)
+        .map_err(|e| io_error(format!("cannot listen on {}", socket.display()), e))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io_error(format!("cannot chmod {}", socket.display()), e))?;
+    Ok(listener)
+}
+
+/// Serves until killed. Call from a blocking thread of a tokio runtime
+/// (the egress proxies of warm workers run on it).
+pub fn serve(options: ServeOptions, runtime: tokio::runtime::Handle) -> Result<()> {
+    let interpreter = Interpreter::resolve(&options.python)?;
+    let lib = find_lib()?;
+    let listener = bind(&options.socket)?;
+    let server = Arc::new(Server {
+        options,
+        interpreter,
+        lib,
+        runtime,
+        zygotes: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+    });
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let server = server.clone();
+        std::thread::spawn(move || server.connection(conn));
+    }
+    Ok(())
+}
+
+/// What a client asks for.
+#[derive(Deserialize)]
+struct ClientRequest {
+    dir: PathBuf,
+    workspace: Option<PathBuf>,
+    #[serde(default)]
+    verbose: bool,
+}
+
+/// The variables a Python process reads when it starts (and the C library
+/// when it loads): a zygote started with other values cannot stand in for
+/// the interpreter's start, so zygotes are kept per set of them.
+fn startup_env(policy: &crate::sandbox::policy::Policy) -> Vec<(String, String)> {
+    policy
+        .environment
+        .iter()
+        .filter(|(k, v)| {
+            v.as_str() != "$SCRATCH"
+                && (k.starts_with("PYTHON")
+                    || k.starts_with("LC_")
+                    || k.starts_with("MALLOC_")
+                    || k.starts_with("LD_")
+                    || k.as_str() == "LANG"
+                    || k.as_str() == "GLIBC_TUNABLES")
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+impl Server {
+    fn connection(&self, conn: UnixStream) {
+        if let Err(e) = self.start_and_watch(&conn) {
+            let line = format!("{}\n", json!({"error": error_json(&e)}));
+            let _ = (&conn).write_all(line.as_bytes());
+            // Whatever the client still sends is read, so that it gets to
+            // read this answer rather than a broken pipe.
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = std::io::copy(
+                &mut std::io::Read::take(&conn, 1 << 16),
+                &mut std::io::sink(),
+            );
+        }
+    }
+
+    fn zygote(&self, key: Vec<(String, String)>) -> Result<Arc<Zygote>> {
+        let mut zygotes = self.zygotes.locked();
+        if let Some(z) = zygotes.get(&key) {
+            if z.alive.load(Ordering::SeqCst) {
+                return Ok(z.clone());
+            }
+        }
+        let z = self.start_zygote(&key)?;
+        zygotes.insert(key, z.clone());
+        Ok(z)
+    }
+
+    fn start_zygote(&self, key: &[(String, String)]) -> Result<Arc<Zygote>> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| io_error("cannot make the zygote's socket", e.into()))?;
+        let (stdin_r, stdin_w) = pipe()?;
+        let mut env: Vec<(String, String)> = key.to_vec();
+        // Room in the zygote's initial environment block, which a worker's
+        // /proc/PID/environ shows: each worker's environment is written over
+        // it (as its argv is over the command line), so that what outsiders
+        // read is the worker's own, not the zygote's. No TMPDIR: the zygote's
+        // scratch folders go to the default temporary folder.
+        env.push(("NODUS_ZYGOTE_ROOM".into(), "-".repeat(8192)));
+        let init = json!({"preload": PRELOAD, "env": env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>()});
+        let mut cmd = std::process::Command::new(&self.interpreter.exec_path);
+        cmd.args(["-s", "-B", "-c", ZYGOTE])
+            .arg(&self.lib)
+            .arg(init.to_string())
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stdin(std::process::Stdio::from(stdin_r))
+            .stdout(std::process::Stdio::from(theirs))
+            .stderr(std::process::Stdio::inherit());
+        // Forked from the launcher thread, which lives as long as the
+        // server: the zygote's parent-death signal fires when the thread
+        // that forked it ends.
+        let (tx, rx) = mpsc::sync_channel(1);
+        crate::sandbox::launch::launcher_run(Box::new(move || {
+            let _ = tx.send(cmd.spawn());
+        }))?;
+        let spawned = rx
+            .recv()
+            .map_err(|_| server_error("the launcher thread ended before answering"))?;
+        let mut child = spawned.map_err(|e| {
+            io_error(
+                format!(
+                    "cannot start the zygote {}",
+                    self.interpreter.exec_path.display()
+                ),
+                e,
+            )
+        })?;
+        let zygote = Arc::new(Zygote {
+            ctl: ours,
+            send_lock: Mutex::new(()),
+            waiters: Mutex::new(HashMap::new()),
+            alive: AtomicBool::new(true),
+            _stdin: stdin_w,
+        });
+        let z = zygote.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let (n, mut fds) = match recv_with_fds(z.ctl.as_raw_fd(), &mut buf) {
+                    Ok((0, _)) | Err(_) => break,
+                    Ok(got) => got,
+                };
+                let Ok(msg) = serde_json::from_slice::<Value>(&buf[..n]) else {
+                    continue;
+                };
+                let id = msg["id"].as_u64().unwrap_or(0);
+                let event = match msg["op"].as_str() {
+                    Some("started") => Event::Started {
+                        pid: msg["pid"].as_i64().unwrap_or(0) as i32,
+                        egress: fds.pop(),
+                    },
+                    Some("failed") => Event::Failed(error_from_json(&msg["error"])),
+                    Some("exited") => Event::Exited(msg["status"].as_i64().unwrap_or(0) as i32),
+                    _ => continue,
+                };
+                if let Some(tx) = z.waiters.locked().get(&id) {
+                    let _ = tx.send(event);
+                }
+            }
+            z.alive.store(false, Ordering::SeqCst);
+            for (_, tx) in z.waiters.locked().drain() {
+                let _ = tx.send(Event::Gone);
+            }
+            let _ = child.wait();
+        });
+        Ok(zygote)
+    }
+
+    fn start_and_watch(&self, conn: &UnixStream) -> Result<()> {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let peer = getsockopt(conn, PeerCredentials)
+            .map_err(|e| io_error("cannot read the client's credentials", e.into()))?;
+        if peer.uid() != nix::unistd::getuid().as_raw() {
+            return Err(server_error(format!(
+                "uid {} may not use this fork server (only its owner may)",
+                peer.uid()
+            )));
+        }
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| io_error("socket", e))?;
+        // Byte by byte up to the newline: what follows (`kill`) is the watcher's.
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.len() < 1 << 16 && !line.ends_with(b"\n") {
+            match std::io::Read::read(&mut &*conn, &mut byte) {
+                Ok(0) => break,
+                Ok(_) => line.push(byte[0]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error("reading the request", e)),
+            }
+        }
+        let line = String::from_utf8_lossy(&line);
+        let req: ClientRequest =
+            serde_json::from_str(&line).map_err(|e| server_error(format!("a bad request: {e}")))?;
+        if !req.dir.is_absolute() || req.workspace.as_ref().is_some_and(|w| !w.is_absolute()) {
+            return Err(server_error(
+                "the extension folder and workspace must be absolute paths",
+            ));
+        }
+        // The server's own derivation, from the manifest and its operator
+        // policy: what the zygote will derive again, with the same inputs.
+        let options = HostOptions {
+            python: self.interpreter.exec_path.clone().into_os_string(),
+            workspace: req.workspace.clone(),
+            operator: self.options.operator.clone(),
+            ..HostOptions::default()
+        };
+        let ext = Prepared::new(&req.dir, &options)?;
+        if !matches!(ext.entry, Entry::Python { .. }) {
+            return Err(server_error(
+                "the fork server starts extension.py workers; this extension has a native \"entry\": start it without --server",
+            ));
+        }
+        let zygote = self.zygote(startup_env(&ext.policy))?;
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        zygote.waiters.locked().insert(id, tx);
+        let _forget = Forget(&zygote, id);
+        let request = json!({"op": "start", "id": id, "request": {
+            "dir": ext.dir,
+            "workspace": req.workspace,
+            "python": self.interpreter.exec_path,
+            "operator": self.options.operator,
+            "verbose": req.verbose,
+        }});
+        let gone = || server_error("the fork server's zygote ended (see the server's stderr)");
+        zygote
+            .send(
+                &request,
+                &[in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+            )
+            .map_err(|_| gone())?;
+        drop((in_r, out_w, err_w));
+        let (pid, egress) = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Event::Started { pid, egress }) => (pid, egress),
+            Ok(Event::Failed(e)) => return Err(e),
+            _ => return Err(gone()),
+        };
+        let _proxy = match (egress, &ext.policy.egress) {
+            (Some(fd), Some(plan)) => {
+                let _rt = self.runtime.enter();
+                let listener = std::net::TcpListener::from(fd);
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|e| io_error("egress socket", e))?;
+                Some(crate::host::egress::serve(
+                    listener,
+                    plan.clone(),
+                    self.options.audit.clone(),
+                    &ext.policy.extension,
+                )?)
+            }
+            _ => None,
+        };
+        let line = format!("{}\n", json!({"started": {"pid": pid}}));
+        send_with_fds(
+            conn.as_raw_fd(),
+            line.as_bytes(),
+            &[in_w.as_raw_fd(), out_r.as_raw_fd(), err_r.as_raw_fd()],
+        )
+        .map_err(|e| io_error("answering the client", e))?;
+        drop((in_w, out_r, err_r));
+        // The client's `kill`, or its hang-up, kills the worker.
+        let _ = conn.set_read_timeout(None);
+        if let Ok(watch) = conn.try_clone() {
+            let z = zygote.clone();
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(watch).lines();
+                while let Some(Ok(l)) = lines.next() {
+                    if l.trim() == "kill" {
+                        z.kill(id);
+                    }
+                }
+                z.kill(id);
+            });
+        }
+        let end = match rx.recv() {
+            Ok(Event::Exited(status)) => json!({"exited": status}),
+            _ => json!({"gone": "the fork server's zygote ended"}),
+        };
+        let _ = (&*conn).write_all(format!("{end}\n").as_bytes());
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+        Ok(())
+    }
+}
+
+/// Forgets a start's waiter when the connection is done.
+struct Forget<'a>(&'a Zygote, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.locked().remove(&self.1);
+    }
+}
+
+// --- the client -------------------------------------------------------------
+
+/// A worker the server started for us: its pipes, and the connection that
+/// says how it ends and takes our `kill`.
+pub struct WarmStart {
+    pub pid: i32,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub conn: UnixStream,
+}
+
+/// Asks the server at `socket` for a worker of the extension in `dir`.
+pub fn start(
+    socket: &Path,
+    dir: &Path,
+    workspace: Option<&Path>,
+    verbose: bool,
+) -> Result<WarmStart> {
+    let shown = socket.display();
+    let conn = UnixStream::connect(socket).map_err(|e| {
+        io_error(
+            format!(
+                "no fork server at {shown} (start one with `ext-runner serve --socket {shown}`)"
+            ),
+            e,
+        )
+    })?;
+    let absolute =
+        |p: &Path| std::path::absolute(p).map_err(|e| io_error(format!("{}", p.display()), e));
+    let workspace = workspace.map(absolute).transpose()?;
+    let request = json!({"dir": absolute(dir)?, "workspace": workspace, "verbose": verbose});
+    // A refusal may come before the request is read: the answer says why.
+    let sent = (&conn).write_all(format!("{request}\n").as_bytes());
+    conn.set_read_timeout(Some(START_TIMEOUT))
+        .map_err(|e| io_error("socket", e))?;
+    let mut line = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !line.contains(&b'\n') {
+        let (n, got) = recv_with_fds(conn.as_raw_fd(), &mut buf)
+            .map_err(|e| io_error(format!("the fork server at {shown} did not answer"), e))?;
+        if n == 0 {
+            if let Err(e) = sent {
+                return Err(io_error(format!("the fork server at {shown} is gone"), e));
+            }
+            return Err(server_error(format!(
+                "the fork server at {shown} closed the connection without starting the worker"
+            )));
+        }
+        line.extend_from_slice(&buf[..n]);
+        fds.extend(got);
+    }
+    let answer: Value = serde_json::from_slice(&line)
+        .map_err(|e| server_error(format!("the fork server at {shown} answered garbage: {e}")))?;
+    if let Some(e) = answer.get("error") {
+        return Err(error_from_json(e));
+    }
+    let pid = answer["started"]["pid"].as_i64().unwrap_or(0) as i32;
+    let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
+        .try_into()
+        .map_err(|_| server_error(format!("the fork server at {shown} sent no pipes")))?;
+    conn.set_read_timeout(None)
+        .map_err(|e| io_error("socket", e))?;
+    Ok(WarmStart {
+        pid,
+        stdin,
+        stdout,
+        stderr,
+        conn,
+    })
+}
+
+/// The worker's end as the connection tells it, and our `kill`.
+pub struct WarmChild {
+    pub pid: i32,
+    writer: Arc<UnixStream>,
+    reader: tokio::io::BufReader<tokio::net::UnixStream>,
+    status: Option<std::io::Result<std::process::ExitStatus>>,
+}
+
+impl WarmChild {
+    /// From a started worker's connection; in a tokio runtime.
+    pub fn new(pid: i32, conn: UnixStream) -> std::io::Result<WarmChild> {
+        let writer = Arc::new(conn.try_clone()?);
+        conn.set_nonblocking(true)?;
+        let reader = tokio::io::BufReader::new(tokio::net::UnixStream::from_std(conn)?);
+        Ok(WarmChild {
+            pid,
+            writer,
+            reader,
+            status: None,
+        })
+    }
+
+    /// Something that kills the worker (through the server, which holds it).
+    pub fn killer(&self) -> Arc<UnixStream> {
+        self.writer.clone()
+    }
+
+    /// Waits for the worker's end; an error when the server went away.
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        use tokio::io::AsyncBufReadExt;
+        if self.status.is_none() {
+            let mut line = String::new();
+            let got = self.reader.read_line(&mut line).await;
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            self.status = Some(match (got, v["exited"].as_i64()) {
+                (Ok(_), Some(status)) => Ok(std::process::ExitStatus::from_raw(status as i32)),
+                _ => Err(std::io::Error::other("the fork server is gone")),
+            });
+        }
+        match self.status.as_ref().expect("set above") {
+            Ok(s) => Ok(*s),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    }
+}
+
+/// Writes `kill` to a warm worker's connection (best effort: a server that
+/// is gone took the worker with it).
+pub fn kill(conn: &UnixStream) {
+    let mut w = conn;
+    let _ = w.write_all(b"kill\n");
+}

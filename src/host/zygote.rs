@@ -1,0 +1,326 @@
+//! The zygote's side of a warm start: the C entry points that the fork
+//! server's zygote (`python/shim/zygote.py`, a Python process that has
+//! imported the common standard library) calls through ctypes, from this
+//! crate built as `libnodus_extension.so`.
+//!
+//! Nothing here confines anything by itself: [`nodus_zygote_prepare`] runs
+//! the cold path's own preparation (`Prepared::new`, then `worker::plan`,
+//! then `launch::prepare`: the same policy, scratch folder, Landlock ruleset,
+//! seccomp filters, namespaces and limits), and [`nodus_zygote_enter`], in
+//! the zygote's fork, runs `child::enter_forked`: std's fork-exec glue
+//! (pipes onto 0–2, the working folder) and then `child::enter`, the very
+//! steps a cold worker's process takes between fork and exec.
+//!
+//! `unsafe` here is the C interface alone (raw pointers and descriptors
+//! handed over by ctypes); the code between fork and the worker stays in
+//! `child.rs`.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_int, CString, OsString};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result, SandboxKind};
+use crate::host::worker::{self, Entry};
+use crate::host::{HostOptions, Prepared};
+use crate::sandbox::child::{self, Failure};
+use crate::sandbox::launch::{self, EgressChannel, LaunchPlan, ScratchDir};
+use crate::sandbox::policy::OperatorPolicy;
+
+/// What the server asks the zygote to start: the same inputs as a cold
+/// `ExtensionHost::load` (the extension folder, the workspace, the
+/// interpreter and the server's own operator policy), never a policy.
+#[derive(Deserialize)]
+struct Request {
+    dir: PathBuf,
+    workspace: Option<PathBuf>,
+    python: PathBuf,
+    operator: OperatorPolicy,
+    verbose: bool,
+}
+
+/// One worker between its preparation and its end.
+pub struct Warm {
+    plan: LaunchPlan,
+    /// The worker's stdin, stdout and stderr (pipes the server made).
+    stdio: Option<[OwnedFd; 3]>,
+    cwd: CString,
+    /// The cold worker's command line and environment, NUL-separated.
+    title: Vec<u8>,
+    environ: Vec<u8>,
+    report_in: OwnedFd,
+    report_out: Option<OwnedFd>,
+    context: launch::StepContext,
+    egress: Option<EgressChannel>,
+    /// Held until the worker is reaped.
+    _scratch: ScratchDir,
+    _held: launch::Held,
+}
+
+fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Value)> {
+    let bad = |what: String| Error::sandbox(SandboxKind::Server, what);
+    let stdio: [OwnedFd; 3] = fds
+        .try_into()
+        .map_err(|f: Vec<OwnedFd>| bad(format!("{} descriptors, not 3", f.len())))?;
+    let req: Request =
+        serde_json::from_slice(raw).map_err(|e| bad(format!("a bad start request: {e}")))?;
+    let options = HostOptions {
+        python: req.python.into_os_string(),
+        workspace: req.workspace,
+        operator: req.operator,
+        verbose: req.verbose,
+        ..HostOptions::default()
+    };
+    let ext = Prepared::new(&req.dir, &options)?;
+    if !matches!(ext.entry, Entry::Python { .. }) {
+        return Err(bad("the zygote starts extension.py workers only".into()));
+    }
+    let scratch = ScratchDir::create()?;
+    let (mut plan, cgroup, egress) =
+        worker::plan(&ext.dir, &ext.entry, &ext.policy, &scratch, req.verbose)?;
+    // The zygote is the interpreter the plan would exec, started with the same flags.
+    let me = std::env::current_exe().ok();
+    let program = std::fs::canonicalize(&plan.program).ok();
+    if me.is_none() || me != program || plan.args.len() < 4 || plan.args[..2] != ["-s", "-B"] {
+        return Err(bad(format!(
+            "the plan runs {} {:?}, not this zygote's interpreter",
+            plan.program.display(),
+            plan.args
+        )));
+    }
+    let (report_in, report_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sandbox_io(SandboxKind::Spawn, "report pipe", e.into()))?;
+    plan.confinement.report_fd = Some(report_out.as_raw_fd());
+    let context = launch::StepContext::of(&plan.confinement);
+    let cwd = CString::new(plan.cwd.as_os_str().as_encoded_bytes())
+        .map_err(|_| bad("a working folder with a NUL byte".into()))?;
+    let mut title = plan.program.as_os_str().as_encoded_bytes().to_vec();
+    for a in &plan.args {
+        title.push(0);
+        title.extend_from_slice(a.as_encoded_bytes());
+    }
+    let mut environ = Vec::new();
+    for (k, v) in &plan.env {
+        environ.extend_from_slice(k.as_encoded_bytes());
+        environ.push(b'=');
+        environ.extend_from_slice(v.as_encoded_bytes());
+        environ.push(0);
+    }
+    let text = |s: &OsString| s.to_string_lossy().into_owned();
+    let answer = serde_json::json!({
+        "argv": plan.args[2..].iter().map(text).collect::<Vec<_>>(),
+        "env": plan.env.iter().map(|(k, v)| (text(k), serde_json::Value::String(text(v)))).collect::<serde_json::Map<_, _>>(),
+    });
+    Ok((
+        Box::new(Warm {
+            plan,
+            stdio: Some(stdio),
+            cwd,
+            title,
+            environ,
+            report_in,
+            report_out: Some(report_out),
+            context,
+            egress,
+            _scratch: scratch,
+            _held: cgroup,
+        }),
+        answer,
+    ))
+}
+
+/// In the zygote after the fork: drops the worker's ends, waits for the
+/// worker's report pipe to close (at its "exec") and says how it went.
+fn forked(w: &mut Warm) -> Result<serde_json::Value> {
+    w.stdio = None;
+    w.report_out = None;
+    drop(std::mem::take(&mut w.plan.confinement));
+    let mut report = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match nix::unistd::read(w.report_in.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => report.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(Error::sandbox_io(
+                    SandboxKind::Spawn,
+                    "report pipe",
+                    e.into(),
+                ))
+            }
+        }
+    }
+    if !report.is_empty() {
+        let program = w.plan.program.display().to_string();
+        return Err(match Failure::decode(&report) {
+            Some(f) => launch::failure_error(&program, &w.context, &f, libc::EPERM),
+            None => Error::sandbox(
+                SandboxKind::Spawn,
+                format!("failed to start worker {program}: a garbled report from the child"),
+            ),
+        });
+    }
+    Ok(match w.egress.take() {
+        Some(channel) => serde_json::json!({"egress_fd": channel.receive()?.into_raw_fd()}),
+        None => serde_json::json!({}),
+    })
+}
+
+/// Where this process's argv and initial environment strings are
+/// (`arg_start`, `arg_end`, `env_start`, `env_end` of /proc/self/stat), read
+/// before the confinement.
+fn argv_area() -> Option<[usize; 4]> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(45);
+    let mut next = || -> Option<usize> { fields.next()?.parse().ok() };
+    Some([next()?, next()?, next()?, next()?])
+}
+
+/// Writes `v` as a NUL-terminated JSON text into the caller's buffer.
+///
+/// # Safety
+/// `out` points at `len` writable bytes.
+unsafe fn answer(out: *mut u8, len: usize, v: &serde_json::Value) {
+    let text = serde_json::to_vec(v).unwrap_or_default();
+    if out.is_null() || len == 0 {
+        return;
+    }
+    let n = text.len().min(len - 1);
+    // SAFETY: the caller's buffer holds `len` bytes, and n + 1 <= len.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), out, n);
+        *out.add(n) = 0;
+    }
+}
+
+fn panicked() -> Error {
+    Error::sandbox(SandboxKind::Server, "the zygote's preparation panicked")
+}
+
+/// Sets the zygote's parent-death signal (it dies with its server). 0 on success.
+#[no_mangle]
+pub extern "C" fn nodus_zygote_init() -> c_int {
+    // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// Prepares one worker from the server's request (JSON) and its three pipe
+/// ends (taken over, closed on failure). Returns the handle, with the argv
+/// and environment the worker runs with in `out`; or null, with the error.
+///
+/// # Safety
+/// `req` points at `len` bytes, `fds` at `nfds` descriptors the caller gives
+/// up, `out` at `out_len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn nodus_zygote_prepare(
+    req: *const u8,
+    len: usize,
+    fds: *const c_int,
+    nfds: usize,
+    out: *mut u8,
+    out_len: usize,
+) -> *mut Warm {
+    // SAFETY: as the caller promises.
+    let (raw, fds) = unsafe {
+        (
+            std::slice::from_raw_parts(req, len),
+            std::slice::from_raw_parts(fds, nfds)
+                .iter()
+                .map(|&fd| OwnedFd::from_raw_fd(fd))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let made =
+        std::panic::catch_unwind(move || prepare(raw, fds)).unwrap_or_else(|_| Err(panicked()));
+    match made {
+        Ok((warm, v)) => {
+            // SAFETY: as the caller promises.
+            unsafe { answer(out, out_len, &v) };
+            Box::into_raw(warm)
+        }
+        Err(e) => {
+            // SAFETY: as the caller promises.
+            unsafe { answer(out, out_len, &crate::host::server::error_json(&e)) };
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// In the zygote's fork: becomes the confined worker (see
+/// `child::enter_forked`). 0 on success; otherwise the failure went to the
+/// report pipe and the fork must exit.
+///
+/// # Safety
+/// `h` is a handle from `nodus_zygote_prepare`, in the fork that inherited it.
+#[no_mangle]
+pub unsafe extern "C" fn nodus_zygote_enter(h: *mut Warm) -> c_int {
+    // SAFETY: as the caller promises; the fork has this copy to itself.
+    let w = unsafe { &mut *h };
+    let Some(stdio) = &w.stdio else { return 1 };
+    let fds = [
+        stdio[0].as_raw_fd(),
+        stdio[1].as_raw_fd(),
+        stdio[2].as_raw_fd(),
+    ];
+    let area = argv_area();
+    match child::enter_forked(fds, &w.cwd, &mut w.plan.confinement) {
+        Ok(()) => {
+            if let Some([arg_start, arg_end, env_start, env_end]) = area {
+                // SAFETY: the argv and environment areas of this process, from
+                // the kernel; CPython copied its arguments at start-up and
+                // keeps its environment elsewhere (os.environ, putenv).
+                unsafe {
+                    child::retitle(arg_start, arg_end, &w.title);
+                    child::retitle(env_start, env_end, &w.environ);
+                }
+            }
+            0
+        }
+        Err(_) => 1,
+    }
+}
+
+/// In the zygote after the fork: 0 when the worker is confined and running
+/// (`out`: `{"egress_fd": N}` with an egress proxy socket for the server),
+/// else -1 with the error in `out`.
+///
+/// # Safety
+/// `h` is a live handle; `out` points at `out_len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn nodus_zygote_forked(h: *mut Warm, out: *mut u8, out_len: usize) -> c_int {
+    // SAFETY: as the caller promises.
+    let w = unsafe { &mut *h };
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| forked(w)))
+        .unwrap_or_else(|_| Err(panicked()));
+    let (code, v) = match done {
+        Ok(v) => (0, v),
+        Err(e) => (-1, crate::host::server::error_json(&e)),
+    };
+    // SAFETY: as the caller promises.
+    unsafe { answer(out, out_len, &v) };
+    code
+}
+
+/// After the worker was reaped: removes its pids cgroup and scratch folder.
+///
+/// # Safety
+/// `h` is a live handle, released once.
+#[no_mangle]
+pub unsafe extern "C" fn nodus_zygote_release(h: *mut Warm) {
+    if !h.is_null() {
+        // SAFETY: made by Box::into_raw in nodus_zygote_prepare, released once.
+        drop(unsafe { Box::from_raw(h) });
+    }
+}

@@ -1,0 +1,220 @@
+//! The fork server (`ext-runner serve`, `--server`, `HostOptions::server`):
+//! workers through it answer as cold ones, the socket is its owner's alone,
+//! a client's policy never applies, and a server that is gone is a prompt
+//! SandboxError. (The security suite runs through it with
+//! `NODUS_TEST_SERVER=1`.)
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ext_runner, python, TempDir};
+
+struct Server {
+    child: Child,
+    socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Server {
+    let dir = TempDir::new("server");
+    let socket = dir.join("fork/s.sock");
+    let child = Command::new(ext_runner())
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--python")
+        .arg(python())
+        .args(extra)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("ext-runner serve");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < end, "the server did not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Server {
+        child,
+        socket,
+        _dir: dir,
+    }
+}
+
+fn invoke(socket: &Path, dir: &Path, tool: &str, args: &str) -> std::process::Output {
+    Command::new(ext_runner())
+        .arg("invoke")
+        .arg(dir)
+        .arg(tool)
+        .arg(args)
+        .arg("--server")
+        .arg(socket)
+        .output()
+        .expect("ext-runner invoke")
+}
+
+#[test]
+fn a_warm_worker_answers_as_a_cold_one() {
+    let s = serve(&[]);
+    let hello = common::root().join("examples/hello");
+    for _ in 0..2 {
+        let out = invoke(&s.socket, &hello, "example.greet", r#"{"name": "Ada"}"#);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "\"Hello, Ada!\"\n");
+    }
+    // The socket is its owner's alone.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&s.socket), 0o600);
+    assert_eq!(mode(s.socket.parent().unwrap()), 0o700);
+}
+
+#[test]
+fn the_worker_is_confined_and_its_secrets_are_its_own() {
+    let s = serve(&[]);
+    let ext = common::ext(
+        "warm",
+        &["tool.invoke"],
+        &["warm.run"],
+        r#"import os, random, sys
+from nodus_extension.worker import register_tool, run_loop
+def run(args):
+    import ctypes, threading
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    try:
+        open("/etc/passwd").read(1); passwd = "read"
+    except OSError as e:
+        passwd = type(e).__name__
+    return {"seccomp": str(prctl(21, 0, 0, 0, 0)), "nnp": str(prctl(39, 0, 0, 0, 0)),
+            "threads": str(threading.active_count()), "random": random.random(),
+            "argv": sys.argv, "passwd": passwd, "pid": os.getpid()}
+register_tool("warm.run", run)
+run_loop()
+"#,
+    );
+    let get = || -> serde_json::Value {
+        let out = invoke(&s.socket, ext.path(), "warm.run", "{}");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (a, b) = (get(), get());
+    assert_eq!(a["seccomp"], "2", "{a}");
+    assert_eq!(a["nnp"], "1", "{a}");
+    assert_eq!(a["threads"], "1", "{a}");
+    assert_ne!(
+        a["random"], b["random"],
+        "two workers drew the same random numbers"
+    );
+    assert!(
+        a["argv"][0].as_str().unwrap().ends_with("extension.py"),
+        "{a}"
+    );
+    // Control: /etc/passwd exists and is readable outside the sandbox.
+    assert!(std::fs::read_to_string("/etc/passwd").is_ok());
+}
+
+#[test]
+fn a_client_policy_is_refused_and_a_gone_server_is_a_prompt_sandbox_error() {
+    let hello = common::root().join("examples/hello");
+    let dir = TempDir::new("noserver");
+    std::fs::write(dir.join("policy.json"), r#"{"tcp_ports": [443]}"#).unwrap();
+    let out = Command::new(ext_runner())
+        .args(["invoke"])
+        .arg(&hello)
+        .args([
+            "example.greet",
+            "{}",
+            "--server",
+            "/nonexistent/s.sock",
+            "--policy",
+        ])
+        .arg(dir.join("policy.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let t = Instant::now();
+    let out = invoke(&dir.join("s.sock"), &hello, "example.greet", "{}");
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no fork server at"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // A server killed under a running worker: the client hears at once.
+    let mut s = serve(&[]);
+    let ext = common::ext(
+        "sleep",
+        &["tool.invoke"],
+        &["sleep.run"],
+        "import time\nfrom nodus_extension.worker import register_tool, run_loop\nregister_tool('sleep.run', lambda a: time.sleep(60))\nrun_loop()\n",
+    );
+    let client = Command::new(ext_runner())
+        .arg("invoke")
+        .arg(ext.path())
+        .args(["sleep.run", "{}", "--server"])
+        .arg(&s.socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    let _ = s.child.kill();
+    let out = client.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(15), "the client waited");
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+}
+
+#[test]
+fn only_the_owner_may_connect() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("SKIP: root missing (to connect as another uid)");
+        return;
+    }
+    let s = serve(&[]);
+    // Control: the owner gets an answer.
+    let hello = common::root().join("examples/hello");
+    assert!(
+        invoke(&s.socket, &hello, "example.greet", r#"{"name": "Ada"}"#)
+            .status
+            .success()
+    );
+    // Another uid cannot even reach the socket (0700 folder)...
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(common::sandbox::runner(common::sandbox::Who::Nobody))
+        .arg("invoke")
+        .arg(&hello)
+        .args(["example.greet", r#"{"name": "Ada"}"#, "--server"])
+        .arg(&s.socket)
+        .output();
+    let Ok(out) = out else {
+        eprintln!("SKIP: setpriv missing");
+        return;
+    };
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    // ...and one that could is refused by its credentials.
+    std::fs::set_permissions(
+        s.socket.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&s.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(common::sandbox::runner(common::sandbox::Who::Nobody))
+        .arg("invoke")
+        .arg(&hello)
+        .args(["example.greet", r#"{"name": "Ada"}"#, "--server"])
+        .arg(&s.socket)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("may not use this fork server"), "{out:?}");
+}
