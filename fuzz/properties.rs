@@ -17,7 +17,7 @@ use nodus_extension::internals::extension::validation::{SchemaMode, ToolSchemas}
 use nodus_extension::internals::protocol::{self, Line, Response, WorkerMessage};
 use nodus_extension::policy::Probe;
 use nodus_extension::policy::{
-    self, Access, Condition, Errno, Inputs, Layer, LimitOverrides, Mode, Namespaces,
+    self, Access, ArgOp, ArgWidth, Errno, Inputs, Layer, LimitOverrides, Mode, Namespaces,
     OperatorPolicy, Policy, ProgramFacts, Requirement, SeccompPolicy, SyscallAction,
 };
 use nodus_extension::Capability;
@@ -564,7 +564,7 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
         assert!(ll.abi_required >= policy::LANDLOCK_ABI_REQUIRED);
         for scope in ["abstract_unix_socket", "signal"] {
             assert!(
-                ll.scopes.iter().any(|s| s == scope),
+                ll.scopes.iter().any(|s| s.as_str() == scope),
                 "scope {scope} missing"
             );
         }
@@ -630,9 +630,25 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
         }
         let scopes = p.landlock.as_ref().is_some_and(|l| l.abi >= 6);
         if !ns.pid && !scopes {
-            assert_eq!(
-                action("kill"),
-                Some(SyscallAction::AllowIf(Condition::SignalOwnGroup))
+            // kill only of the worker (its pid), its group (-pid) or 0.
+            let groups = sc
+                .rule("kill")
+                .and_then(|r| r.action.condition())
+                .map(|c| c.any_of.clone())
+                .expect("kill is conditional");
+            let targets: Vec<u64> = groups
+                .iter()
+                .map(|g| match g.as_slice() {
+                    [c] if c.index == 0 && c.op == ArgOp::Eq => c.value,
+                    _ => panic!("a kill group that does not pin the target: {g:?}"),
+                })
+                .collect();
+            // The pid (a placeholder filled in between fork and exec), its
+            // negation (the process group) and 0.
+            assert!(
+                matches!(targets.as_slice(), [pid, neg, 0]
+                    if (*pid as u32).wrapping_neg() == *neg as u32 && *pid != 0),
+                "kill targets {targets:?}"
             );
         }
     }
@@ -746,13 +762,16 @@ fn check_seccomp(sc: &SeccompPolicy, exec: bool, net: bool, p: &Policy) {
             r.name
         );
     }
-    let action = |name: &str| sc.rule(name).map(|r| r.action.clone());
-    let eperm = Some(SyscallAction::Errno(Errno::Perm));
-    assert_eq!(
-        action("clone3"),
-        Some(SyscallAction::Errno(Errno::NoSys)),
-        "clone3"
-    );
+    // `allow`, `if CONDITION` or the errno.
+    let action = |name: &str| {
+        sc.rule(name).map(|r| match &r.action {
+            SyscallAction::Allow => "allow".to_string(),
+            SyscallAction::AllowIf(c) => format!("if {}", c.name),
+            SyscallAction::Errno(e) => e.as_str().to_string(),
+        })
+    };
+    let label = |s: &str| Some(s.to_string());
+    assert_eq!(action("clone3"), label("ENOSYS"), "clone3");
     // AF_UNIX only with a private root (no host socket in view) and abstract
     // names out of reach (own network namespace, or Landlock scopes).
     let scopes = p.landlock.as_ref().is_some_and(|l| l.abi >= 6);
@@ -764,82 +783,121 @@ fn check_seccomp(sc: &SeccompPolicy, exec: bool, net: bool, p: &Policy) {
     );
     assert_eq!(
         action("socket"),
-        match (net, unix) {
-            (true, false) => Some(SyscallAction::AllowIf(Condition::SocketNetworkFamilies)),
-            (true, true) => Some(SyscallAction::AllowIf(
-                Condition::SocketNetworkFamiliesAndUnix
-            )),
-            (false, true) => Some(SyscallAction::AllowIf(Condition::SocketUnix)),
-            (false, false) => eperm.clone(),
-        },
+        label(match (net, unix) {
+            (true, false) => "if socket_network_families",
+            (true, true) => "if socket_network_families_and_unix",
+            (false, true) => "if socket_unix",
+            (false, false) => "EPERM",
+        }),
         "socket is never plainly allowed"
     );
     assert_eq!(
         action("clone"),
-        Some(SyscallAction::AllowIf(if exec {
-            Condition::CloneNoNamespaces
+        label(if exec {
+            "if clone_no_namespaces"
         } else {
-            Condition::CloneThreadOnly
-        })),
+            "if clone_thread_only"
+        }),
     );
     for n in ["fork", "vfork"] {
         assert_eq!(
             action(n),
-            if exec {
-                Some(SyscallAction::Allow)
-            } else {
-                eperm.clone()
-            },
+            label(if exec { "allow" } else { "EPERM" }),
             "{n}"
         );
     }
-    // What subprocess.run adds to seccomp is allowed only with it.
-    let caps = capability_data();
-    for n in caps["subprocess.run"]["syscalls"].as_array().unwrap() {
-        let n = n.as_str().unwrap();
-        if n == "clone" {
-            continue; // threads only without it: checked above
+    // What the data lets subprocess.run add is allowed only with it.
+    for r in base_data()["seccomp"]["rules"].as_array().unwrap() {
+        if r["when"] != "subprocess.run" || r.get("args").is_some() {
+            continue;
         }
-        if !exec {
-            assert!(
-                action(n).as_ref().map_or(0, rank) == 0,
-                "{n} allowed without subprocess.run"
-            );
-        } else {
-            assert_eq!(
-                action(n),
-                Some(SyscallAction::Allow),
-                "{n} with subprocess.run"
-            );
+        for n in r["syscalls"].as_array().unwrap() {
+            let n = n.as_str().unwrap();
+            if exec {
+                assert_eq!(action(n), label("allow"), "{n} with subprocess.run");
+            } else {
+                assert!(
+                    sc.rule(n).map_or(0, |r| rank(&r.action)) == 0,
+                    "{n} allowed without subprocess.run"
+                );
+            }
         }
     }
-    assert_eq!(
-        action("ioctl"),
-        Some(SyscallAction::AllowIf(Condition::IoctlNotRefused))
-    );
-    assert_eq!(
-        action("prlimit64"),
-        Some(SyscallAction::AllowIf(Condition::PrlimitSelf))
-    );
-    let base = base_data();
+    assert_eq!(action("ioctl"), label("if ioctl_not_refused"));
+    assert_eq!(action("prlimit64"), label("if prlimit_self"));
     // Relaxed only where the namespaces make them harmless.
     let relaxed = |n: &str| match n {
         "setsid" | "setpgid" | "setpriority" => p.namespaces.pid,
         "listen" => unix && !net,
         _ => false,
     };
-    for group in base["seccomp"]["deny"].as_array().unwrap() {
-        for n in group["names"].as_array().unwrap() {
+    for group in base_data()["seccomp"]["deny"].as_array().unwrap() {
+        for n in group["syscalls"].as_array().unwrap() {
             let n = n.as_str().unwrap();
-            let want = if relaxed(n) {
-                Some(SyscallAction::Allow)
-            } else {
-                eperm.clone()
-            };
+            let want = label(if relaxed(n) { "allow" } else { "EPERM" });
             assert_eq!(action(n), want, "{n} is denied by base.json unless relaxed");
         }
     }
     assert_eq!(sc.default, Errno::Perm);
+
+    // What the conditions check, whatever they are called: clone never with
+    // a namespace flag, socket never of a family but IPv4, IPv6 and netlink.
+    let groups = |name: &str| {
+        sc.rule(name)
+            .and_then(|r| r.action.condition())
+            .map(|c| c.any_of.clone())
+            .unwrap_or_default()
+    };
+    let ns_flags = (libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS) as u64;
+    for g in groups("clone") {
+        assert!(
+            g.iter().any(|c| c.index == 0
+                && c.width == ArgWidth::Qword
+                && matches!(c.op, ArgOp::MaskedEq(m) if m & ns_flags == ns_flags)
+                && c.value == 0),
+            "a clone group without the namespace check: {g:?}"
+        );
+    }
+    // AF_UNIX only with a private root (checked above by name).
+    let mut families = vec![libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK];
+    if unix {
+        families.push(libc::AF_UNIX);
+    }
+    let families: Vec<u64> = families.into_iter().map(|f| f as u64).collect();
+    for g in groups("socket") {
+        assert!(
+            g.iter()
+                .any(|c| c.index == 0 && c.op == ArgOp::Eq && families.contains(&c.value)),
+            "a socket group that does not pin the family: {g:?}"
+        );
+        // An IP socket is TCP or UDP by its type and its protocol both
+        // (protocol 0 of SOCK_SEQPACKET is SCTP where its module is loaded).
+        let ip = g.iter().any(|c| {
+            c.index == 0
+                && c.op == ArgOp::Eq
+                && (c.value == libc::AF_INET as u64 || c.value == libc::AF_INET6 as u64)
+        });
+        if ip {
+            let kinds = [libc::SOCK_STREAM, libc::SOCK_DGRAM].map(|t| t as u64);
+            let protocols = [0, libc::IPPROTO_TCP, libc::IPPROTO_UDP].map(|p| p as u64);
+            assert!(
+                g.iter().any(|c| c.index == 1
+                    && c.op == ArgOp::MaskedEq(0xf)
+                    && kinds.contains(&c.value)),
+                "an IP socket group that does not pin the type: {g:?}"
+            );
+            assert!(
+                g.iter()
+                    .any(|c| c.index == 2 && c.op == ArgOp::Eq && protocols.contains(&c.value)),
+                "an IP socket group that does not pin the protocol: {g:?}"
+            );
+        }
+    }
 }
 
 /// policies/base.json, parsed once.
@@ -900,16 +958,14 @@ pub fn check_capability_monotonicity(case: &PolicyCase) {
         );
         assert_eq!(without.seccomp.is_some(), with.seccomp.is_some());
         if let (Some(w), Some(wo)) = (&with.seccomp, &without.seccomp) {
-            let with_rank: BTreeMap<&str, u8> = w
-                .rules
-                .iter()
-                .map(|r| (r.name.as_str(), rank(&r.action)))
-                .collect();
+            let deny = SyscallAction::Errno(w.default);
             // In a network namespace of its own (which dropping network.outbound
             // gives), bind and setsockopt are free: nothing bound there is the host's.
             let own_net = without.namespaces.net && !with.namespaces.net;
             for r in &wo.rules {
-                if own_net && matches!(r.name.as_str(), "bind" | "setsockopt") {
+                // Unix sockets too (socket of AF_UNIX): abstract names are out
+                // of reach there, so the private root contains them.
+                if own_net && matches!(r.name.as_str(), "bind" | "setsockopt" | "socket") {
                     continue;
                 }
                 // listen() serves unix sockets without network.outbound, and
@@ -918,9 +974,9 @@ pub fn check_capability_monotonicity(case: &PolicyCase) {
                 if r.name == "listen" && c.as_str() == "network.outbound" {
                     continue;
                 }
-                let w = with_rank.get(r.name.as_str()).copied().unwrap_or(0);
+                let more = w.rule(&r.name).map_or(&deny, |m| &m.action);
                 assert!(
-                    rank(&r.action) <= w,
+                    at_most(&r.action, more),
                     "without {c}, {} is {:?}",
                     r.name,
                     r.action
@@ -961,9 +1017,16 @@ fn grants(have: Access, want: Access) -> bool {
 fn rank(a: &SyscallAction) -> u8 {
     match a {
         SyscallAction::Errno(_) => 0,
-        SyscallAction::AllowIf(Condition::CloneThreadOnly) => 1,
-        SyscallAction::AllowIf(_) => 2,
-        SyscallAction::Allow => 3,
+        SyscallAction::AllowIf(_) => 1,
+        SyscallAction::Allow => 2,
+    }
+}
+
+/// Whether action `less` lets through no more than action `more`.
+fn at_most(less: &SyscallAction, more: &SyscallAction) -> bool {
+    match (less, more) {
+        (SyscallAction::AllowIf(l), SyscallAction::AllowIf(m)) => l.implies(m),
+        _ => rank(less) <= rank(more),
     }
 }
 

@@ -224,19 +224,23 @@ fn grants(policy: &Policy, scratch: &Path) -> Vec<u8> {
 /// Whether the worker may make `socket(AF_UNIX)`: seccomp off, or its
 /// `socket` rule lets unix sockets through.
 fn unix_sockets(policy: &Policy) -> bool {
-    use crate::sandbox::policy::{Condition, SyscallAction};
+    use crate::sandbox::policy::{ArgOp, SyscallAction};
     let Some(sc) = &policy.seccomp else {
         return true;
     };
-    sc.rules.iter().filter(|r| r.name == "socket").all(|r| {
-        matches!(
-            r.action,
-            SyscallAction::Allow
-                | SyscallAction::AllowIf(
-                    Condition::SocketUnix | Condition::SocketNetworkFamiliesAndUnix
-                )
-        )
-    })
+    // A condition lets them through when one of its groups asks for AF_UNIX.
+    let unix = libc::AF_UNIX as u64;
+    sc.rules
+        .iter()
+        .filter(|r| r.name == "socket")
+        .all(|r| match &r.action {
+            SyscallAction::Allow => true,
+            SyscallAction::AllowIf(c) => c.any_of.iter().any(|g| {
+                g.iter()
+                    .any(|ch| ch.index == 0 && ch.op == ArgOp::Eq && ch.value == unix)
+            }),
+            SyscallAction::Errno(_) => false,
+        })
 }
 
 /// The last bytes a worker wrote to stderr, and whether its stderr has closed.

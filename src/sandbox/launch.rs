@@ -22,8 +22,8 @@ use seccompiler::{
 use crate::error::{Error, Result, SandboxKind};
 use crate::sandbox::child::{self, Confinement, Failure, Step};
 use crate::sandbox::policy::{
-    Access, Condition, Errno, LandlockPolicy, Layer, Limits, Policy, Requirement, SeccompPolicy,
-    SyscallAction,
+    Access, ArgCheck, ArgOp, ArgWidth, Condition, Errno, LandlockPolicy, Layer, Limits, Policy,
+    Requirement, Scope as PolicyScope, SeccompPolicy, SyscallAction,
 };
 use crate::sandbox::root;
 use crate::support::LockExt;
@@ -734,7 +734,12 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
         c.fill_in_pid = sc
             .rules
             .iter()
-            .any(|r| r.action == SyscallAction::AllowIf(Condition::SignalOwnGroup));
+            .filter_map(|r| r.action.condition())
+            .flat_map(|c| c.any_of.iter().flatten())
+            .any(|check| {
+                check.value == u64::from(child::PID_PLACEHOLDER)
+                    || check.value == u64::from(child::NEG_PID_PLACEHOLDER)
+            });
     }
     Ok((c, Held { cgroup, ids }))
 }
@@ -882,6 +887,16 @@ fn rlimits(l: &Limits) -> Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rl
     ]
 }
 
+fn scopes(scopes: &[PolicyScope]) -> BitFlags<Scope> {
+    scopes
+        .iter()
+        .map(|s| match s {
+            PolicyScope::AbstractUnixSocket => Scope::AbstractUnixSocket,
+            PolicyScope::Signal => Scope::Signal,
+        })
+        .collect()
+}
+
 /// The rights of an access class, as far as Landlock ABI `abi` has them.
 fn rights(access: Access, abi: ABI) -> BitFlags<AccessFs> {
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
@@ -924,9 +939,7 @@ fn landlock(
         ruleset = ruleset.handle_access(net).map_err(fail)?;
     }
     if ll.abi >= 6 {
-        ruleset = ruleset
-            .scope(Scope::AbstractUnixSocket | Scope::Signal)
-            .map_err(fail)?;
+        ruleset = ruleset.scope(scopes(&ll.scopes)).map_err(fail)?;
     }
     let mut ruleset = ruleset.create().map_err(fail)?;
     // Rights on one path add up; a file takes only file rights.
@@ -995,206 +1008,65 @@ fn landlock(
     Ok(ruleset)
 }
 
-const NS_FLAGS: u64 = (libc::CLONE_NEWUSER
-    | libc::CLONE_NEWNS
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWCGROUP
-    | libc::CLONE_NEWTIME) as u64;
-
-/// `SO_PASSPIDFD` (Linux 6.5; not in every libc): like SO_PASSCRED it makes a unix socket autobind.
-const SO_PASSPIDFD: u64 = 76;
-
-/// The fcntl commands a worker may use: its own descriptors' flags, duplication,
-/// advisory locks (POSIX, OFD), SIGIO ownership (signals to others are
-/// Landlock's signal scope and the pid namespace), pipe sizes, seals, queries.
-/// Not F_SETLEASE (1024), F_NOTIFY (1026), F_CANCELLK (1029) or the inode
-/// write hints F_SET_RW_HINT (1036) and F_SET_FILE_RW_HINT (1038).
-/// The ioctl requests no worker may make, whatever the descriptor: terminal
-/// input injection, and the changes to a file's attributes that the host
-/// lives with afterwards (Landlock does not see ioctl on regular files, and a
-/// read-only descriptor of a file the worker owns is enough).
-const IOCTL_REFUSED: &[(u32, &str)] = &[
-    (libc::TIOCSTI as u32, "TIOCSTI"),
-    (libc::TIOCLINUX as u32, "TIOCLINUX"),
-    // chattr: FS_SYNC_FL/FS_DIRSYNC_FL make every host write synchronous,
-    // FS_NODUMP_FL keeps the file out of backups, ... (both argument sizes).
-    (0x4008_6602, "FS_IOC_SETFLAGS"),
-    (0x4004_6602, "FS_IOC32_SETFLAGS"),
-    (0x401c_5820, "FS_IOC_FSSETXATTR"),
-    // The inode generation: the host's NFS handles of the file go stale.
-    (0x4008_7602, "FS_IOC_SETVERSION"),
-    (0x4004_7602, "FS_IOC32_SETVERSION"),
-    (0x4008_6604, "EXT4_IOC_SETVERSION"),
-    (0x4004_6604, "EXT4_IOC32_SETVERSION"),
-    // fs-verity makes a file read-only for good; an encryption policy on an
-    // empty folder makes the host's files there need the worker's key.
-    (0x4080_6685, "FS_IOC_ENABLE_VERITY"),
-    (0x800c_6613, "FS_IOC_SET_ENCRYPTION_POLICY"),
-    // btrfs subvolumes in a workspace or scratch on btrfs: a subvolume the
-    // worker made read-only refuses the host's writes, snapshots copy a
-    // whole readable subvolume into writable space.
-    (0x5000_940e, "BTRFS_IOC_SUBVOL_CREATE"),
-    (0x5000_9418, "BTRFS_IOC_SUBVOL_CREATE_V2"),
-    (0x5000_9401, "BTRFS_IOC_SNAP_CREATE"),
-    (0x5000_9417, "BTRFS_IOC_SNAP_CREATE_V2"),
-    (0x4008_941a, "BTRFS_IOC_SUBVOL_SETFLAGS"),
-];
-
-const FCNTL_ALLOWED: &[i32] = &[
-    libc::F_DUPFD,
-    libc::F_GETFD,
-    libc::F_SETFD,
-    libc::F_GETFL,
-    libc::F_SETFL,
-    libc::F_GETLK,
-    libc::F_SETLK,
-    libc::F_SETLKW,
-    libc::F_SETOWN,
-    libc::F_GETOWN,
-    10, // F_SETSIG
-    11, // F_GETSIG
-    15, // F_SETOWN_EX
-    16, // F_GETOWN_EX
-    libc::F_OFD_GETLK,
-    libc::F_OFD_SETLK,
-    libc::F_OFD_SETLKW,
-    libc::F_GETLEASE,
-    1027, // F_DUPFD_QUERY
-    1028, // F_CREATED_QUERY
-    libc::F_DUPFD_CLOEXEC,
-    libc::F_SETPIPE_SZ,
-    libc::F_GETPIPE_SZ,
-    libc::F_ADD_SEALS,
-    libc::F_GET_SEALS,
-    1035, // F_GET_RW_HINT
-    1037, // F_GET_FILE_RW_HINT
-];
-
-fn conditions(c: Condition) -> Result<Vec<SeccompRule>> {
-    let cond = |arg, len, op, val| {
-        Cond::new(arg, len, op, val)
-            .map_err(|e| Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}")))
+/// seccompiler's form of one argument check.
+fn arg_condition(c: &ArgCheck) -> Result<Cond> {
+    let len = match c.width {
+        ArgWidth::Dword => Len::Dword,
+        ArgWidth::Qword => Len::Qword,
     };
-    let rule = |conds: Vec<Cond>| {
-        SeccompRule::new(conds)
-            .map_err(|e| Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}")))
+    let op = match c.op {
+        ArgOp::Eq => Op::Eq,
+        ArgOp::Ne => Op::Ne,
+        ArgOp::Lt => Op::Lt,
+        ArgOp::Le => Op::Le,
+        ArgOp::Gt => Op::Gt,
+        ArgOp::Ge => Op::Ge,
+        ArgOp::MaskedEq(mask) => Op::MaskedEq(mask),
     };
-    Ok(match c {
-        // Compared as 32-bit values: the kernel ignores the high half of the request (CVE-2019-10063).
-        Condition::IoctlNotRefused => vec![rule(
-            IOCTL_REFUSED
-                .iter()
-                .map(|&(request, _)| cond(1, Len::Dword, Op::Ne, request as u64))
-                .collect::<Result<_>>()?,
-        )?],
-        Condition::PrlimitSelf => vec![rule(vec![cond(0, Len::Dword, Op::Eq, 0)?])?],
-        Condition::CloneThreadOnly => vec![rule(vec![
-            cond(
-                0,
-                Len::Qword,
-                Op::MaskedEq(libc::CLONE_THREAD as u64),
-                libc::CLONE_THREAD as u64,
-            )?,
-            cond(0, Len::Qword, Op::MaskedEq(NS_FLAGS), 0)?,
-        ])?],
-        Condition::CloneNoNamespaces => {
-            vec![rule(vec![cond(0, Len::Qword, Op::MaskedEq(NS_FLAGS), 0)?])?]
-        }
-        Condition::SocketpairStream => [libc::SOCK_STREAM, libc::SOCK_SEQPACKET]
-            .into_iter()
-            .map(|t| rule(vec![cond(1, Len::Dword, Op::MaskedEq(0xf), t as u64)?]))
-            .collect::<Result<_>>()?,
-        // The worker's pid is not known yet: placeholders, filled in by the
-        // child between fork and exec (`child::fill_in_pid`).
-        Condition::SignalOwnGroup => [child::PID_PLACEHOLDER, child::NEG_PID_PLACEHOLDER, 0]
-            .into_iter()
-            .map(|v| rule(vec![cond(0, Len::Dword, Op::Eq, v as u64)?]))
-            .collect::<Result<_>>()?,
-        Condition::SignalOwnThreadGroup => vec![rule(vec![cond(
-            0,
-            Len::Dword,
-            Op::Eq,
-            child::PID_PLACEHOLDER as u64,
-        )?])?],
-        Condition::PrctlNotParentDeathSignal => vec![rule(vec![cond(
-            0,
-            Len::Dword,
-            Op::Ne,
-            libc::PR_SET_PDEATHSIG as u64,
-        )?])?],
-        // Unix sockets: where they may be made is Landlock's (the scratch
-        // folder only) and the private root's (no host socket is mounted).
-        Condition::SocketUnix => vec![rule(vec![cond(
-            0,
-            Len::Dword,
-            Op::Eq,
-            libc::AF_UNIX as u64,
-        )?])?],
-        Condition::SocketNetworkFamiliesAndUnix => {
-            let mut rules = conditions(Condition::SocketNetworkFamilies)?;
-            rules.extend(conditions(Condition::SocketUnix)?);
-            rules
-        }
-        // IP sockets of TCP and UDP only (MPTCP falls back to TCP around
-        // Landlock's port rules; SCTP connects from sendmsg and is not TCP
-        // to Landlock), and netlink for routing only (NETLINK_ROUTE: what
-        // getaddrinfo needs; sock_diag would list the host's sockets). The
-        // type is checked too (its low 4 bits, SOCK_NONBLOCK/SOCK_CLOEXEC
-        // aside): protocol 0 means the first protocol registered for the
-        // type, which for SOCK_SEQPACKET is SCTP where its module is loaded
-        // (and for SOCK_DCCP, DCCP on kernels before 6.16).
-        Condition::SocketNetworkFamilies => {
-            let mut rules = Vec::new();
-            for family in [libc::AF_INET, libc::AF_INET6] {
-                for protocol in [0, libc::IPPROTO_TCP, libc::IPPROTO_UDP] {
-                    for kind in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
-                        rules.push(rule(vec![
-                            cond(0, Len::Dword, Op::Eq, family as u64)?,
-                            cond(1, Len::Dword, Op::MaskedEq(0xf), kind as u64)?,
-                            cond(2, Len::Dword, Op::Eq, protocol as u64)?,
-                        ])?);
-                    }
-                }
-            }
-            rules.push(rule(vec![
-                cond(0, Len::Dword, Op::Eq, libc::AF_NETLINK as u64)?,
-                cond(2, Len::Dword, Op::Eq, libc::NETLINK_ROUTE as u64)?,
-            ])?);
-            rules
-        }
-        Condition::BitsClear { arg, mask } => vec![rule(vec![cond(
-            arg,
-            Len::Dword,
-            Op::MaskedEq(mask as u64),
-            0,
-        )?])?],
-        // An allowlist, so that a command added to a later kernel is refused
-        // until it is looked at. Compared as 32 bits (the kernel's cmd is unsigned int).
-        Condition::FcntlOwnDescriptors => FCNTL_ALLOWED
-            .iter()
-            .map(|&c| rule(vec![cond(1, Len::Dword, Op::Eq, c as u64)?]))
-            .collect::<Result<_>>()?,
-        Condition::ArgNotIn { arg, values } => vec![rule(
-            values
-                .iter()
-                .map(|&v| cond(arg, Len::Dword, Op::Ne, v as u64))
-                .collect::<Result<_>>()?,
-        )?],
-        Condition::SetsockoptNoAutobind => vec![
-            rule(vec![cond(1, Len::Dword, Op::Ne, libc::SOL_SOCKET as u64)?])?,
-            rule(vec![
-                cond(1, Len::Dword, Op::Eq, libc::SOL_SOCKET as u64)?,
-                cond(2, Len::Dword, Op::Ne, libc::SO_PASSCRED as u64)?,
-                cond(2, Len::Dword, Op::Ne, SO_PASSPIDFD)?,
-            ])?,
-        ],
-    })
+    Cond::new(c.index, len, op, c.value)
+        .map_err(|e| Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}")))
 }
 
+/// One seccompiler rule per group: the call passes when any group's checks all hold.
+fn conditions(c: &Condition) -> Result<Vec<SeccompRule>> {
+    c.any_of
+        .iter()
+        .map(|group| {
+            let conds = group.iter().map(arg_condition).collect::<Result<_>>()?;
+            SeccompRule::new(conds)
+                .map_err(|e| Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}")))
+        })
+        .collect()
+}
+
+/// The compiled filters of each distinct seccomp policy this process has
+/// launched with: there are few (one per combination of the capabilities
+/// that change a rule), and compiling one costs far more than comparing.
+/// Keyed by what the filters are made of: the default and each rule's
+/// number and action (not the reasons).
+type FilterKey = (Errno, Vec<(i64, SyscallAction)>);
+static FILTERS: std::sync::Mutex<Vec<(FilterKey, Vec<seccompiler::BpfProgram>)>> =
+    std::sync::Mutex::new(Vec::new());
+
 fn seccomp(policy: &SeccompPolicy) -> Result<Vec<seccompiler::BpfProgram>> {
+    let key: FilterKey = (
+        policy.default,
+        policy
+            .rules
+            .iter()
+            .map(|r| (r.number, r.action.clone()))
+            .collect(),
+    );
+    let mut cache = FILTERS.locked();
+    if let Some((_, filters)) = cache.iter().find(|(k, _)| *k == key) {
+        return Ok(filters.clone());
+    }
+    let filters = compile(policy)?;
+    cache.push((key, filters.clone()));
+    Ok(filters)
+}
+
+fn compile(policy: &SeccompPolicy) -> Result<Vec<seccompiler::BpfProgram>> {
     let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().map_err(|e| {
         Error::sandbox(
             SandboxKind::Prepare,
@@ -1205,23 +1077,20 @@ fn seccomp(policy: &SeccompPolicy) -> Result<Vec<seccompiler::BpfProgram>> {
         Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}"))
     };
     let mut allow: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    // Errors other than the default EPERM, each answered by a filter of its
-    // own installed after the main one (among equal actions the last wins).
+    // Errors other than the default, each answered by a filter of its own
+    // installed after the main one (among equal actions the last wins).
     let mut other_errors: BTreeMap<Errno, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
     for r in &policy.rules {
-        let Some(nr) = crate::sandbox::syscalls::number(&r.name) else {
-            continue;
-        };
         match &r.action {
             SyscallAction::Allow => {
-                allow.insert(nr, vec![]);
+                allow.insert(r.number, vec![]);
             }
             SyscallAction::AllowIf(c) => {
-                allow.insert(nr, conditions(*c)?);
+                allow.insert(r.number, conditions(c)?);
             }
             SyscallAction::Errno(e) if *e == policy.default => {}
             SyscallAction::Errno(e) => {
-                other_errors.entry(*e).or_default().insert(nr, vec![]);
+                other_errors.entry(*e).or_default().insert(r.number, vec![]);
             }
         }
     }
@@ -1303,6 +1172,7 @@ impl EgressChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::policy::{SeccompPolicy, SyscallRule};
 
     fn said(step: Step, errno: i32, detail: u32) -> String {
         let context = StepContext {
@@ -1374,5 +1244,54 @@ mod tests {
             "confinement step mount(?, ?, MS_BIND|MS_REC) failed: ENOENT (No such file or directory)"
         );
         assert_eq!(clone_flags(libc::CLONE_NEWPID | 0x2), "CLONE_NEWPID|0x2");
+    }
+
+    fn policy(ioctl: SyscallAction) -> SeccompPolicy {
+        let rule = |name: &str, action| SyscallRule {
+            name: name.into(),
+            number: crate::sandbox::syscalls::number(name).unwrap(),
+            action,
+            why: "test".into(),
+        };
+        SeccompPolicy {
+            default: Errno::Perm,
+            rules: vec![
+                rule("read", SyscallAction::Allow),
+                rule("ioctl", ioctl),
+                rule("clone3", SyscallAction::Errno(Errno::NoSys)),
+            ],
+        }
+    }
+
+    #[test]
+    fn each_distinct_filter_is_compiled_once() {
+        let a = policy(SyscallAction::Allow);
+        let b = policy(SyscallAction::Errno(Errno::OpNotSupp));
+        let first = seccomp(&a).unwrap();
+        assert_eq!(
+            seccomp(&a).unwrap(),
+            first,
+            "the cached filter is the compiled one"
+        );
+        assert_eq!(first, compile(&a).unwrap());
+        // A different reason is the same filter; a different action is not.
+        let mut reworded = a.clone();
+        reworded.rules[0].why = "other".into();
+        assert_eq!(seccomp(&reworded).unwrap(), first);
+        assert_ne!(seccomp(&b).unwrap(), first);
+        let cached = |p: &SeccompPolicy| {
+            let key: FilterKey = (
+                p.default,
+                p.rules
+                    .iter()
+                    .map(|r| (r.number, r.action.clone()))
+                    .collect(),
+            );
+            FILTERS.locked().iter().filter(|(k, _)| *k == key).count()
+        };
+        assert_eq!((cached(&a), cached(&b)), (1, 1));
+        // One filter for the default and one per other errno.
+        assert_eq!(first.len(), 2);
+        assert_eq!(seccomp(&b).unwrap().len(), 3);
     }
 }

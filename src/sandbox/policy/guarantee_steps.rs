@@ -1,6 +1,5 @@
 //! What the guarantee model (`crate::sandbox::guarantees`) needs from the
-//! derivation: the seccomp rules that take over what a missing namespace
-//! carried, which mechanisms a policy applies (and why not the others), and
+//! derivation: which mechanisms a policy applies (and why not the others), and
 //! the probe's verdict line.
 
 use std::path::Path;
@@ -8,81 +7,9 @@ use std::path::Path;
 use crate::extension::manifest::Manifest;
 use crate::sandbox::guarantees::{Applied, Mechanism};
 use crate::sandbox::policy::{
-    derive, Condition, Errno, Inputs, LandlockPolicy, Namespaces, OperatorPolicy, ProgramFacts,
-    SyscallAction, SyscallRule,
+    derive, Inputs, LandlockPolicy, Namespaces, OperatorPolicy, ProgramFacts,
 };
 use crate::sandbox::probe::Probe;
-
-/// Changes of file metadata, denied outright where no mount namespace keeps
-/// the host's mounts read-only (seccomp cannot tell a host path from the
-/// workspace: chmod, chown and utime fail everywhere then).
-const METADATA_CALLS: &[&str] = &[
-    "chmod",
-    "fchmod",
-    "fchmodat",
-    "chown",
-    "fchown",
-    "lchown",
-    "fchownat",
-    "utime",
-    "utimes",
-    "utimensat",
-    "futimesat",
-];
-
-/// Replaces the rule for `name` (or adds one).
-pub(super) fn set_rule(
-    seccomp: &mut Vec<SyscallRule>,
-    name: &str,
-    action: SyscallAction,
-    why: &str,
-) {
-    seccomp.retain(|r| r.name != name);
-    seccomp.push(SyscallRule {
-        name: name.into(),
-        action,
-        why: why.into(),
-    });
-}
-
-/// The seccomp rules that depend on what else is applied: metadata changes
-/// without a mount namespace; signals outside the worker's own process group
-/// without a pid namespace or Landlock scopes.
-pub(super) fn tighten_seccomp(
-    seccomp: &mut Vec<SyscallRule>,
-    ns: &Namespaces,
-    seccomp_on: bool,
-    scopes: bool,
-) {
-    if seccomp_on && !ns.mount {
-        for name in METADATA_CALLS {
-            set_rule(
-                seccomp,
-                name,
-                SyscallAction::Errno(Errno::Perm),
-                "no mount namespace keeps host files read-only, and Landlock does not govern metadata: chmod, chown and utime are refused everywhere",
-            );
-        }
-    }
-    if seccomp_on && !ns.pid && !scopes {
-        let why = "no pid namespace and no Landlock signal scope: signals only to the worker's own process group";
-        set_rule(
-            seccomp,
-            "kill",
-            SyscallAction::AllowIf(Condition::SignalOwnGroup),
-            why,
-        );
-        for name in ["tgkill", "rt_sigqueueinfo"] {
-            set_rule(
-                seccomp,
-                name,
-                SyscallAction::AllowIf(Condition::SignalOwnThreadGroup),
-                why,
-            );
-        }
-        set_rule(seccomp, "tkill", SyscallAction::Errno(Errno::Perm), why);
-    }
-}
 
 /// Which mechanisms this policy applies, and why each other one is not.
 pub(super) fn applied_mechanisms(

@@ -437,7 +437,7 @@ pub struct FsRule {
 }
 
 /// Access classes, each a fixed set of Landlock rights (see `launch.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
     /// Read files and list folders.
@@ -456,15 +456,18 @@ pub enum Access {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SyscallRule {
     pub name: String,
+    /// Its number on this architecture (resolved when the data is loaded).
+    #[serde(skip)]
+    pub number: i64,
     pub action: SyscallAction,
     pub why: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyscallAction {
     Allow,
-    /// Allowed when its arguments pass the named condition.
+    /// Allowed when its arguments pass the condition.
     AllowIf(Condition),
     /// Fails with this errno.
     Errno(Errno),
@@ -511,44 +514,80 @@ impl fmt::Display for Errno {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Argument checks on which a system call is allowed: it passes when every
+/// check of any one group holds. Defined in `policies/base.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Condition {
+    /// Its name in the data, e.g. `clone_thread_only`.
+    pub name: String,
+    /// What it lets through, in words: `for threads only`.
+    pub says: String,
+    pub any_of: Vec<Vec<ArgCheck>>,
+}
+
+impl Condition {
+    /// Whether every call this condition allows is allowed by `other` too
+    /// (a sufficient check: each of our groups contains all the checks of
+    /// one of `other`'s).
+    pub fn implies(&self, other: &Condition) -> bool {
+        self.any_of
+            .iter()
+            .all(|g| other.any_of.iter().any(|h| h.iter().all(|c| g.contains(c))))
+    }
+}
+
+/// One check of one system call argument, as seccompiler compares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct ArgCheck {
+    /// The argument, 0 to 5.
+    pub index: u8,
+    pub width: ArgWidth,
+    pub op: ArgOp,
+    pub value: u64,
+}
+
+/// How much of an argument is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Condition {
-    /// ioctl request (low 32 bits) is none of the refused ones: TIOCSTI,
-    /// TIOCLINUX, and the requests that change a file's attributes (chattr
-    /// flags, generation, fs-verity, encryption policy).
-    IoctlNotRefused,
-    /// prlimit64 on pid 0 (the caller).
-    PrlimitSelf,
-    /// clone with CLONE_THREAD and no namespace flags.
-    CloneThreadOnly,
-    /// clone without namespace flags.
-    CloneNoNamespaces,
-    /// socket() of AF_INET or AF_INET6 (stream or datagram, TCP or UDP) or AF_NETLINK (routing).
-    SocketNetworkFamilies,
-    /// socket() of AF_UNIX.
-    SocketUnix,
-    /// socket() of AF_INET, AF_INET6, AF_NETLINK or AF_UNIX.
-    SocketNetworkFamiliesAndUnix,
-    /// socketpair() of SOCK_STREAM or SOCK_SEQPACKET.
-    SocketpairStream,
-    /// prctl() of anything but PR_SET_PDEATHSIG.
-    PrctlNotParentDeathSignal,
-    /// Argument `arg` (its low 32 bits) has none of the bits of `mask`: a
-    /// mode without S_ISUID/S_ISGID, send flags without MSG_FASTOPEN.
-    BitsClear { arg: u8, mask: u32 },
-    /// fcntl() of the commands on the caller's own descriptors, locks and
-    /// pipes: not F_SETLEASE, F_NOTIFY or the inode write hints.
-    FcntlOwnDescriptors,
-    /// setsockopt() of anything but SO_PASSCRED and SO_PASSPIDFD (unix autobind).
-    SetsockoptNoAutobind,
-    /// Argument `arg` (its low 32 bits) is none of `values`.
-    ArgNotIn { arg: u8, values: &'static [u32] },
-    /// kill() of the worker itself or its process group (0, -pid): the
-    /// worker's pid is filled in between fork and exec.
-    SignalOwnGroup,
-    /// tgkill()/rt_sigqueueinfo() of the worker's own thread group.
-    SignalOwnThreadGroup,
+pub enum ArgWidth {
+    /// The low 32 bits (what the kernel reads of an `int` or `unsigned int`).
+    Dword,
+    /// All 64 bits.
+    Qword,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArgOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// `arg & mask == value`.
+    MaskedEq(u64),
+}
+
+/// Landlock scopes: IPC the worker may not reach outside its own domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Scope {
+    /// Abstract unix sockets of processes outside the domain.
+    AbstractUnixSocket,
+    /// Signals to processes outside the domain.
+    Signal,
+}
+
+impl Scope {
+    /// The name in `policies/base.json`, e.g. `"signal"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::AbstractUnixSocket => "abstract_unix_socket",
+            Scope::Signal => "signal",
+        }
+    }
 }
 
 /// One layer: how much it is needed, whether the operator wants it, and what
@@ -641,7 +680,7 @@ pub struct LandlockPolicy {
     pub tcp_connect: Option<Vec<u16>>,
     /// Whether TCP is handled at all (false: any TCP connect is allowed by Landlock).
     pub tcp_handled: bool,
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
 }
 
 /// The system call filter: one rule per named call, `default` for the rest.
@@ -649,6 +688,16 @@ pub struct LandlockPolicy {
 pub struct SeccompPolicy {
     pub default: Errno,
     pub rules: Vec<SyscallRule>,
+}
+
+impl SyscallAction {
+    /// The condition of an `AllowIf`.
+    pub fn condition(&self) -> Option<&Condition> {
+        match self {
+            SyscallAction::AllowIf(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 impl SeccompPolicy {
@@ -670,7 +719,7 @@ pub struct Inputs<'a> {
 
 /// The default limits of `policies/base.json`.
 pub fn default_limits() -> Limits {
-    data::DATA.base.limits
+    data::DATA.limits
 }
 
 /// Derives the worker's policy. Refuses (CapabilityError) a manifest that asks
@@ -703,7 +752,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     let private_root = namespaces.mount.then(|| PrivateRootPolicy {
         proc: namespaces.pid,
         devpts: declared.contains(&Capability::SubprocessRun),
-        shm_bytes: data::DATA.base.limits.overridden_by(&op.limits).shm_bytes,
+        shm_bytes: data::DATA.limits.overridden_by(&op.limits).shm_bytes,
     });
     // Landlock in best effort: whatever part of the ruleset this kernel has.
     let landlock = report(Layer::Landlock).wanted.then(|| {
@@ -716,17 +765,22 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
             probe.landlock_abi,
         )
     });
-    let scopes = landlock.as_ref().is_some_and(|l| l.abi >= 6);
-    // Unix sockets: by path only in a private root (no host socket in view),
-    // and only where abstract names are out of reach too (a network namespace
-    // of its own, or Landlock's abstract_unix_socket scope: ABI 6).
-    let unix_sockets = private_root.is_some() && (namespaces.net || scopes);
     // Seccomp is all or nothing: a kernel without filters gets none.
-    let mut seccomp = (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
-        .then(|| steps::seccomp(&declared, namespaces.net, namespaces.pid, unix_sockets));
-    if let Some(sc) = seccomp.as_mut() {
-        guarantee_steps::tighten_seccomp(&mut sc.rules, &namespaces, true, scopes);
-    }
+    let scopes = landlock.as_ref().is_some_and(|l| l.abi >= 6);
+    // What else the worker gets decides some rules (base.json's `network`,
+    // `with`, `without`): seccomp takes over what a missing mechanism carried.
+    let situation = data::Situation {
+        own_net: namespaces.net,
+        mount_namespace: namespaces.mount,
+        pid_namespace: namespaces.pid,
+        landlock_scopes: scopes,
+        // Unix sockets: by path only in a private root (no host socket in
+        // view), and only where abstract names are out of reach too (a network
+        // namespace of its own, or Landlock's abstract_unix_socket scope).
+        unix_sockets: private_root.is_some() && (namespaces.net || scopes),
+    };
+    let seccomp = (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
+        .then(|| steps::seccomp(&declared, &situation));
     // A root runner's worker takes a uid of its own when the operator gave a range.
     let worker_ids = op.worker_ids.filter(|_| probe.root);
     // Guarantees decide: strict mode starts only when each is kept.

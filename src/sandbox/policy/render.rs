@@ -9,7 +9,7 @@ use std::fmt::{self, Write as _};
 
 use crate::extension::capabilities::Capability;
 use crate::sandbox::policy::{
-    Access, Condition, Errno, Limits, Mode, Namespaces, Policy, Requirement, SyscallAction,
+    Access, Errno, Limits, Mode, Namespaces, Policy, Requirement, Scope, SyscallAction,
 };
 
 impl Policy {
@@ -71,29 +71,6 @@ fn access_words(a: Access) -> &'static str {
         Access::ExecFile => "run",
         Access::ReadWriteFile => "read, write",
         Access::Write => "read, write",
-    }
-}
-
-fn condition_words(c: Condition) -> &'static str {
-    match c {
-        Condition::IoctlNotRefused => {
-            "unless it injects terminal input or changes a file's attributes"
-        }
-        Condition::PrlimitSelf => "on the worker itself only",
-        Condition::CloneThreadOnly => "for threads only",
-        Condition::CloneNoNamespaces => "without new namespaces",
-        Condition::SocketNetworkFamilies => "for network sockets only",
-        Condition::SocketUnix => "for unix sockets only",
-        Condition::SocketNetworkFamiliesAndUnix => "for network and unix sockets only",
-        Condition::SocketpairStream => "for stream pairs only",
-        Condition::PrctlNotParentDeathSignal => "unless it changes the parent-death signal",
-        Condition::BitsClear { .. } => "unless it sets a flag the policy forbids",
-        Condition::FcntlOwnDescriptors => "on its own descriptors only",
-        Condition::SetsockoptNoAutobind => "unless it asks for unix autobind",
-        Condition::ArgNotIn { .. } => "unless an argument is one the policy forbids",
-        Condition::SignalOwnGroup | Condition::SignalOwnThreadGroup => {
-            "to the worker's own processes only"
-        }
     }
 }
 
@@ -227,10 +204,11 @@ impl fmt::Display for Policy {
                     let scopes: Vec<&str> = ll
                         .scopes
                         .iter()
-                        .map(|s| match s.as_str() {
-                            "abstract_unix_socket" => "abstract unix sockets outside the sandbox",
-                            "signal" => "signals to processes outside the sandbox",
-                            other => other,
+                        .map(|s| match s {
+                            Scope::AbstractUnixSocket => {
+                                "abstract unix sockets outside the sandbox"
+                            }
+                            Scope::Signal => "signals to processes outside the sandbox",
                         })
                         .collect();
                     writeln!(f, "  out of reach: {}", scopes.join("; "))?;
@@ -267,7 +245,7 @@ impl fmt::Display for Policy {
                 let mut seen: Vec<(String, Vec<&str>, &str)> = Vec::new();
                 for r in sc.rules.iter().filter(|r| r.action != SyscallAction::Allow) {
                     let what = match &r.action {
-                        SyscallAction::AllowIf(c) => format!("allowed {}", condition_words(*c)),
+                        SyscallAction::AllowIf(c) => format!("allowed {}", c.says),
                         SyscallAction::Errno(Errno::Perm) => "refused".to_string(),
                         SyscallAction::Errno(e) => format!("fail with {e}"),
                         SyscallAction::Allow => unreachable!("filtered"),

@@ -7,11 +7,11 @@ use crate::error::{Error, Result, SandboxKind};
 use crate::extension::capabilities::Capability;
 use crate::extension::manifest::Manifest;
 use crate::sandbox::egress::{self, EgressPlan};
-use crate::sandbox::policy::data::DATA;
+use crate::sandbox::policy::data::{Situation, Syscall, DATA};
 #[cfg(test)]
 use crate::sandbox::policy::Mode;
 use crate::sandbox::policy::{
-    Access, Condition, Declared, Errno, FsRule, Inputs, LandlockPolicy, Layer, LayerReport, Limits,
+    Access, Declared, Errno, FsRule, Inputs, LandlockPolicy, Layer, LayerReport, Limits,
     Namespaces, OperatorPolicy, Requirement, SeccompPolicy, SyscallAction, SyscallRule,
     LANDLOCK_ABI_REQUIRED,
 };
@@ -45,7 +45,7 @@ pub(super) fn check_trust_class(
 /// paths, the workspace, and what the declared capabilities add. The scratch
 /// folder is added at launch (its path is only known then).
 pub(super) fn fs_rules(inp: &Inputs, declared: &Declared) -> Result<Vec<FsRule>> {
-    let base = &DATA.base.landlock;
+    let base = &DATA.landlock;
     let exec = declared.contains(&Capability::SubprocessRun);
     let runtime = if exec { Access::ReadExec } else { Access::Read };
     let rule = |path: &std::path::Path, access, why: &str| FsRule {
@@ -123,11 +123,12 @@ pub(super) fn fs_rules(inp: &Inputs, declared: &Declared) -> Result<Vec<FsRule>>
 /// The workspace, read with `filesystem.read`, written with
 /// `filesystem.write`: it must be given, and lie in the operator's roots.
 fn workspace_rule(inp: &Inputs, declared: &Declared) -> Result<Option<FsRule>> {
-    let (access, c) = if declared.contains(&Capability::FilesystemWrite) {
-        (Access::Write, Capability::FilesystemWrite)
-    } else if declared.contains(&Capability::FilesystemRead) {
-        (Access::Read, Capability::FilesystemRead)
-    } else {
+    // The widest access a declared capability gives (capabilities.json's `workspace`).
+    let Some((access, c)) = declared
+        .iter()
+        .filter_map(|&c| DATA.cap(c).workspace.map(|a| (a, c)))
+        .max()
+    else {
         return Ok(None);
     };
     let name = &inp.manifest.name;
@@ -175,168 +176,45 @@ pub(super) fn landlock(
         abi: kernel_abi.min(LANDLOCK_ABI_REQUIRED),
         tcp_handled: !net || !ports.is_empty(),
         tcp_connect: net.then_some(ports).filter(|p| !p.is_empty()),
-        scopes: DATA.base.landlock.scopes.clone(),
+        scopes: DATA.landlock.scopes.clone(),
     }
 }
 
-/// The set-id bits of a mode.
-const SET_ID: u32 = libc::S_ISUID | libc::S_ISGID;
-
-/// System calls allowed when one argument has none of some bits: (name,
-/// argument, bits). Their reasons are in `policies/base.json`.
-const BITS_CLEAR: &[(&str, u8, u32)] = &[
-    ("chmod", 1, SET_ID),
-    ("fchmod", 1, SET_ID),
-    ("fchmodat", 2, SET_ID),
-    ("fchmodat2", 2, SET_ID),
-    ("open", 2, SET_ID),
-    ("openat", 3, SET_ID),
-    ("creat", 1, SET_ID),
-    ("sendto", 3, libc::MSG_FASTOPEN as u32),
-    ("sendmsg", 2, libc::MSG_FASTOPEN as u32),
-    ("sendmmsg", 3, libc::MSG_FASTOPEN as u32),
-    ("renameat2", 4, libc::RENAME_WHITEOUT),
-];
-
-/// The system call rules: base.json's allowlist, the conditional calls, what
-/// the capabilities add, and base.json's denials. `own_net`: the worker has a
-/// network namespace of its own, where nothing it binds is the host's;
-/// `pid_ns`: a pid namespace of its own; `unix_sockets`: a private root (no
-/// host socket in view by path) and abstract names out of reach (its own
-/// network namespace or Landlock's scope).
-pub(super) fn seccomp(
-    declared: &Declared,
-    own_net: bool,
-    pid_ns: bool,
-    unix_sockets: bool,
-) -> SeccompPolicy {
-    let base = &DATA.base.seccomp;
-    let exec = declared.contains(&Capability::SubprocessRun);
-    let net = declared.contains(&Capability::NetworkOutbound);
-    let rule = |name: &str, action, why: &str| SyscallRule {
-        name: name.to_string(),
-        action,
+/// The system call rules, all from base.json: the allowlist, the rules that
+/// apply to what was declared (`when`/`unless`) and to what else the worker
+/// gets (`network`, `with`, `without`: its own network namespace, where
+/// nothing it binds is the host's, a private root, pid namespace, Landlock
+/// scopes), the denials, and the overrides, each replacing the rule of its
+/// calls (relaxations the namespaces make harmless, and what seccomp takes
+/// over where a mechanism is missing).
+pub(super) fn seccomp(declared: &Declared, at: &Situation) -> SeccompPolicy {
+    let data = &DATA.seccomp;
+    let rule = |s: &Syscall, action: &SyscallAction, why: &str| SyscallRule {
+        name: s.name.clone(),
+        number: s.number,
+        action: action.clone(),
         why: why.to_string(),
     };
-    let why = |k: &str| base.conditional.get(k).map_or("", String::as_str);
-    let mut rules: Vec<SyscallRule> = base
+    let mut rules: Vec<SyscallRule> = data
         .allow
         .iter()
-        .map(|n| rule(n, SyscallAction::Allow, &base.allow_why))
+        .map(|s| rule(s, &SyscallAction::Allow, &data.allow_why))
         .collect();
-    for (name, c) in [
-        ("ioctl", Condition::IoctlNotRefused),
-        ("prlimit64", Condition::PrlimitSelf),
-        ("socketpair", Condition::SocketpairStream),
-        ("prctl", Condition::PrctlNotParentDeathSignal),
-    ] {
-        rules.push(rule(name, SyscallAction::AllowIf(c), why(name)));
+    for r in data.rules.iter().filter(|r| r.applies(declared, at)) {
+        rules.extend(r.syscalls.iter().map(|s| rule(s, &r.action, &r.why)));
     }
-    for &(name, arg, mask) in BITS_CLEAR {
-        let c = Condition::BitsClear { arg, mask };
-        rules.push(rule(name, SyscallAction::AllowIf(c), why(name)));
+    let deny = SyscallAction::Errno(Errno::Perm);
+    for (names, why) in &data.deny {
+        rules.extend(names.iter().map(|s| rule(s, &deny, why)));
     }
-    // Page-cache eviction of files the host reads too.
-    for (name, arg, values) in [
-        ("fadvise64", 3, &[libc::POSIX_FADV_DONTNEED as u32][..]),
-        (
-            "madvise",
-            2,
-            &[libc::MADV_COLD as u32, libc::MADV_PAGEOUT as u32][..],
-        ),
-    ] {
-        let c = Condition::ArgNotIn { arg, values };
-        rules.push(rule(name, SyscallAction::AllowIf(c), why(name)));
-    }
-    let fcntl = SyscallAction::AllowIf(Condition::FcntlOwnDescriptors);
-    rules.push(rule("fcntl", fcntl, why("fcntl")));
-    rules.push(rule(
-        "openat2",
-        SyscallAction::Errno(Errno::NoSys),
-        why("openat2"),
-    ));
-    // Endpoints: in its own network namespace nothing a worker binds is
-    // reachable from outside; sharing the host's, it binds nothing.
-    if own_net {
-        rules.push(rule("bind", SyscallAction::Allow, why("bind")));
-        let own = "the worker's own network namespace";
-        rules.push(rule("setsockopt", SyscallAction::Allow, own));
-    } else {
-        rules.push(rule("bind", SyscallAction::Errno(Errno::Perm), why("bind")));
-        let c = SyscallAction::AllowIf(Condition::SetsockoptNoAutobind);
-        rules.push(rule("setsockopt", c, why("setsockopt")));
-    }
-    rules.push(rule(
-        "clone3",
-        SyscallAction::Errno(Errno::NoSys),
-        why("clone3"),
-    ));
-    for n in ["getxattr", "lgetxattr", "listxattr", "llistxattr"] {
-        rules.push(rule(n, SyscallAction::Errno(Errno::OpNotSupp), why(n)));
-    }
-    if exec {
-        let clone = SyscallAction::AllowIf(Condition::CloneNoNamespaces);
-        rules.push(rule("clone", clone, why("clone")));
-        let sub = DATA.cap(Capability::SubprocessRun);
-        for n in sub.syscalls.iter().filter(|n| *n != "clone") {
-            rules.push(rule(n, SyscallAction::Allow, &sub.why));
-        }
-    } else {
-        let clone = SyscallAction::AllowIf(Condition::CloneThreadOnly);
-        rules.push(rule("clone", clone, why("clone")));
-        for n in ["fork", "vfork"] {
-            let deny = SyscallAction::Errno(Errno::Perm);
-            rules.push(rule(n, deny, "subprocess.run not declared"));
-        }
-    }
-    // Unix sockets by path only where the private root keeps the host's
-    // sockets out of view (forkserver, Manager: a socket in the scratch folder).
-    let unix = unix_sockets;
-    let socket_why_unix = format!("{}; AF_UNIX too: the private root shows no host socket, and abstract ones are out of reach (Landlock's scope)", why("socket"));
-    rules.push(match (net, unix) {
-        (true, false) => rule(
-            "socket",
-            SyscallAction::AllowIf(Condition::SocketNetworkFamilies),
-            why("socket"),
-        ),
-        (true, true) => rule(
-            "socket",
-            SyscallAction::AllowIf(Condition::SocketNetworkFamiliesAndUnix),
-            &socket_why_unix,
-        ),
-        (false, true) => rule(
-            "socket",
-            SyscallAction::AllowIf(Condition::SocketUnix),
-            "AF_UNIX only (network.outbound not declared): the private root shows no host socket, the abstract namespace is out of reach by the Landlock scope and the net namespace",
-        ),
-        (false, false) => rule(
-            "socket",
-            SyscallAction::Errno(Errno::Perm),
-            "network.outbound not declared; unix sockets are allowed only in a private root, with abstract names out of reach (a network namespace of its own or Landlock's scope)",
-        ),
-    });
-    // Relaxed where the namespaces make them harmless.
-    let relaxed = |n: &str| -> Option<&'static str> {
-        match n {
-            "setsid" | "setpgid" if pid_ns => Some("allowed: the worker has its own pid namespace, whose process 1 kills everything in it when the worker ends"),
-            "setpriority" if pid_ns => Some("allowed: in its own pid namespace the worker sees (and can renice) its own processes only; raising a priority needs CAP_SYS_NICE, which it has not"),
-            // No inet socket can exist without network.outbound (and the
-            // worker has its own net namespace), so listen() can only serve
-            // a unix socket in the private root.
-            "listen" if unix && !net => Some("allowed: without network.outbound only unix sockets exist, and by path only inside the private root"),
-            _ => None,
-        }
-    };
-    for g in &base.deny {
-        for n in &g.names {
-            rules.push(match relaxed(n) {
-                Some(w) => rule(n, SyscallAction::Allow, w),
-                None => rule(n, SyscallAction::Errno(Errno::Perm), &g.why),
-            });
+    for r in data.overrides.iter().filter(|r| r.applies(declared, at)) {
+        for s in &r.syscalls {
+            rules.retain(|x| x.name != s.name);
+            rules.push(rule(s, &r.action, &r.why));
         }
     }
     SeccompPolicy {
-        default: Errno::Perm,
+        default: data.default,
         rules,
     }
 }
@@ -397,9 +275,10 @@ pub(super) fn namespaces(
     on: bool,
     egress: bool,
 ) -> (Namespaces, Vec<&'static str>) {
-    // A network namespace of its own: without network.outbound (nothing to
-    // reach), and with egress (only the proxy to reach).
-    let own_net = !declared.contains(&Capability::NetworkOutbound) || egress;
+    // A network namespace of its own unless a declared capability keeps the
+    // host network (capabilities.json's `network_namespace`: network.outbound),
+    // and with egress (only the proxy to reach).
+    let own_net = declared.iter().all(|&c| DATA.cap(c).network_namespace) || egress;
     if !on || !userns_ok(probe) {
         return (Namespaces::default(), Vec::new());
     }
@@ -446,7 +325,7 @@ pub(super) fn limits(
     if !op.layers.limits {
         return (None, None);
     }
-    let limits = DATA.base.limits.overridden_by(&op.limits);
+    let limits = DATA.limits.overridden_by(&op.limits);
     // Every root worker: RLIMIT_NPROC does not bind uid 0, and threads count too.
     let _ = declared;
     let cgroup = probe.root.then(|| probe.pids_cgroup.clone()).flatten();
@@ -464,7 +343,7 @@ pub(super) fn environment(
     own_net: bool,
     op: &OperatorPolicy,
 ) -> BTreeMap<String, String> {
-    let mut env = DATA.base.environment.clone();
+    let mut env = DATA.environment.clone();
     // The operator's variables (its section's included); the runner's own below win.
     env.extend(
         op.environment

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::*;
 use crate::extension::capabilities::Capability::*;
 use crate::extension::provenance::TrustClass;
-use crate::sandbox::policy::{Layers, LimitOverrides, ProgramFacts};
+use crate::sandbox::policy::{Layers, LimitOverrides, ProgramFacts, Scope};
 
 fn probe() -> Probe {
     Probe {
@@ -207,13 +207,36 @@ fn landlock_tcp_per_capability_and_ports() {
             (handled, connect),
             "{declared:?} {ports:?}"
         );
-        assert_eq!(ll.scopes, ["abstract_unix_socket", "signal"]);
+        assert_eq!(ll.scopes, [Scope::AbstractUnixSocket, Scope::Signal]);
+    }
+}
+
+/// Every mechanism but a pid namespace and a private root, with or without
+/// a network namespace of its own.
+fn at(own_net: bool) -> Situation {
+    Situation {
+        own_net,
+        mount_namespace: true,
+        pid_namespace: false,
+        landlock_scopes: true,
+        unix_sockets: false,
     }
 }
 
 #[test]
 fn seccomp_actions_per_capability() {
     use SyscallAction::*;
+    // The data's condition `name` for system call `call`.
+    let cond = |call: &str, name: &str| {
+        let c = DATA
+            .seccomp
+            .rules
+            .iter()
+            .filter(|r| r.syscalls.iter().any(|s| s.name == call))
+            .find_map(|r| r.action.condition().filter(|c| c.name == name))
+            .unwrap_or_else(|| panic!("no condition {name} for {call}"));
+        AllowIf(c.clone())
+    };
     let eperm = Errno(super::Errno::Perm);
     // (declared, syscall, expected action)
     for (declared, name, expected) in [
@@ -222,37 +245,38 @@ fn seccomp_actions_per_capability() {
         (
             vec![NetworkOutbound],
             "socket",
-            AllowIf(Condition::SocketNetworkFamilies),
+            cond("socket", "socket_network_families"),
         ),
-        (vec![], "clone", AllowIf(Condition::CloneThreadOnly)),
+        (vec![], "clone", cond("clone", "clone_thread_only")),
         (
             vec![SubprocessRun],
             "clone",
-            AllowIf(Condition::CloneNoNamespaces),
+            cond("clone", "clone_no_namespaces"),
         ),
         (vec![], "fork", eperm.clone()),
         (vec![SubprocessRun], "fork", Allow),
         (vec![SubprocessRun], "execveat", Allow),
         (vec![], "clone3", Errno(super::Errno::NoSys)),
         (vec![], "getxattr", Errno(super::Errno::OpNotSupp)),
-        (vec![], "ioctl", AllowIf(Condition::IoctlNotRefused)),
-        (vec![], "prlimit64", AllowIf(Condition::PrlimitSelf)),
+        (vec![], "ioctl", cond("ioctl", "ioctl_not_refused")),
+        (vec![], "prlimit64", cond("prlimit64", "prlimit_self")),
+        (vec![], "chmod", cond("chmod", "mode_not_set_id")),
+        (vec![], "openat", cond("openat", "creation_mode_not_set_id")),
         (
-            vec![],
-            "chmod",
-            AllowIf(Condition::BitsClear {
-                arg: 1,
-                mask: 0o6000,
-            }),
+            vec![NetworkOutbound],
+            "sendmsg",
+            cond("sendmsg", "no_fast_open"),
         ),
-        (vec![], "fcntl", AllowIf(Condition::FcntlOwnDescriptors)),
+        (vec![], "fcntl", cond("fcntl", "fcntl_own_descriptors")),
+        (vec![], "madvise", cond("madvise", "madvise_no_pageout")),
         (vec![], "openat2", Errno(super::Errno::NoSys)),
         (vec![], "bind", Allow),
+        (vec![], "setsockopt", Allow),
         (vec![NetworkOutbound], "bind", eperm.clone()),
         (
             vec![NetworkOutbound],
             "setsockopt",
-            AllowIf(Condition::SetsockoptNoAutobind),
+            cond("setsockopt", "setsockopt_no_autobind"),
         ),
         (vec![], "ptrace", eperm.clone()),
         (
@@ -261,12 +285,7 @@ fn seccomp_actions_per_capability() {
             eperm.clone(),
         ),
     ] {
-        let sc = seccomp(
-            &caps(&declared),
-            !declared.contains(&NetworkOutbound),
-            false,
-            false,
-        );
+        let sc = seccomp(&caps(&declared), &at(!declared.contains(&NetworkOutbound)));
         assert_eq!(
             sc.rule(name).map(|r| r.action.clone()),
             Some(expected),
@@ -274,12 +293,79 @@ fn seccomp_actions_per_capability() {
         );
         assert_eq!(sc.default, super::Errno::Perm);
     }
-    let none = seccomp(&caps(&[]), true, false, false);
+    let none = seccomp(&caps(&[]), &at(true));
     assert!(
         none.rule("execveat").is_none(),
         "execveat only with subprocess.run"
     );
     assert!(none.rule("memfd_create").is_none());
+}
+
+/// The argument each mode or flags check reads is the one the kernel's
+/// signature has there: a check of the wrong index would pass everything.
+#[test]
+fn seccomp_checks_read_the_right_argument() {
+    let set_id = u64::from(libc::S_ISUID | libc::S_ISGID);
+    let fast_open = libc::MSG_FASTOPEN as u64;
+    // (call, argument, mask): chmod(path, mode), fchmodat(dirfd, path, mode),
+    // open(path, flags, mode), openat(dirfd, path, flags, mode), creat(path, mode),
+    // sendto(fd, buf, len, flags, ...), sendmsg(fd, msg, flags), sendmmsg(fd, vec, n, flags),
+    // renameat2(olddirfd, oldpath, newdirfd, newpath, flags).
+    for (call, index, mask) in [
+        ("chmod", 1, set_id),
+        ("fchmod", 1, set_id),
+        ("fchmodat", 2, set_id),
+        ("fchmodat2", 2, set_id),
+        ("open", 2, set_id),
+        ("openat", 3, set_id),
+        ("creat", 1, set_id),
+        ("sendto", 3, fast_open),
+        ("sendmsg", 2, fast_open),
+        ("sendmmsg", 3, fast_open),
+        ("renameat2", 4, u64::from(libc::RENAME_WHITEOUT)),
+    ] {
+        let sc = seccomp(&caps(&[NetworkOutbound]), &at(false));
+        let c = sc
+            .rule(call)
+            .and_then(|r| r.action.condition())
+            .unwrap_or_else(|| panic!("{call} is not conditional"));
+        assert_eq!(
+            c.any_of,
+            [[crate::sandbox::policy::ArgCheck {
+                index,
+                width: crate::sandbox::policy::ArgWidth::Dword,
+                op: crate::sandbox::policy::ArgOp::MaskedEq(mask),
+                value: 0,
+            }]],
+            "{call}"
+        );
+    }
+    // fcntl: an allowlist of commands (arg 1), without the lease, notify and write-hint ones.
+    let sc = seccomp(&caps(&[]), &at(true));
+    let fcntl = sc.rule("fcntl").and_then(|r| r.action.condition()).unwrap();
+    let allowed: Vec<u64> = fcntl
+        .any_of
+        .iter()
+        .map(|g| {
+            assert_eq!(g.len(), 1);
+            assert_eq!(
+                (g[0].index, g[0].op),
+                (1, crate::sandbox::policy::ArgOp::Eq)
+            );
+            g[0].value
+        })
+        .collect();
+    for c in [
+        libc::F_GETFD,
+        libc::F_SETFL,
+        libc::F_SETLK,
+        libc::F_OFD_SETLKW,
+    ] {
+        assert!(allowed.contains(&(c as u64)), "{c}");
+    }
+    for c in [libc::F_SETLEASE, libc::F_NOTIFY, 1029, 1036, 1038] {
+        assert!(!allowed.contains(&(c as u64)), "{c}");
+    }
 }
 
 #[test]
