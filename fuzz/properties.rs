@@ -112,7 +112,8 @@ pub fn check_worker_line(line: &[u8]) {
         WorkerMessage::Response { id: rid, response } => {
             assert_eq!(id.as_deref(), Some(rid.as_str()), "request_id disagrees");
             if let Response::Err(e) = response {
-                let v: Value = serde_json::from_slice(line.trim_ascii()).expect("it decoded");
+                // Read as the decoder reads it: `dumps` writes Infinity and NaN as Python does.
+                let v: Value = protocol::loads(line.trim_ascii()).expect("it decoded");
                 match v.get("error") {
                     None => assert_eq!(e, "unknown error"),
                     Some(Value::String(s)) => assert_eq!(e, s),
