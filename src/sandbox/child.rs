@@ -585,24 +585,7 @@ impl Sys for Kernel {
     }
 
     fn mount_setattr(&self, path: &CStr, set: u64, clear: u64) -> SysResult {
-        let attr = MountAttr {
-            attr_set: set,
-            attr_clr: clear,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        // SAFETY: `path` is NUL-terminated and `attr` a live struct of the size passed.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                libc::AT_RECURSIVE as libc::c_uint,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        check(r as libc::c_int)
+        mount_setattr_at(path, set, clear, libc::AT_RECURSIVE as libc::c_uint)
     }
 
     fn egress_socket(&self, e: &EgressSocket) -> Result<(), Failure> {

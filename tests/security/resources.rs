@@ -308,6 +308,21 @@ fn tasks_under(s: &Session) -> usize {
         .sum()
 }
 
+/// A thread bomb with 64 KiB stacks (so the address-space limit is no bound):
+/// up to 300 threads, and how many started.
+const THREAD_BOMB: &str = r#"
+import threading, builtins
+threading.stack_size(64 * 1024)
+ev = builtins._ev = threading.Event()
+n, err = 0, None
+try:
+    while n < 300:
+        threading.Thread(target=ev.wait, daemon=True).start(); n += 1
+except (RuntimeError, MemoryError) as e:
+    err = str(e)
+result = {"started": n, "error": err}
+"#;
+
 /// Issue 17 item 5: every task is bounded, threads included, as root too. A
 /// thread bomb (small stacks, so the address-space limit is no bound) and a
 /// fork bomb whose children start threads, as root and as uid 65534, with
@@ -322,18 +337,6 @@ fn tasks_under(s: &Session) -> usize {
 /// refuses a root worker (`tasks: lost`, tests/env_matrix.rs).
 #[test]
 fn attack_limits_tasks_bounded_threads_and_forks() {
-    const THREADS: &str = r#"
-import threading, builtins
-threading.stack_size(64 * 1024)
-ev = builtins._ev = threading.Event()
-n, err = 0, None
-try:
-    while n < 300:
-        threading.Thread(target=ev.wait, daemon=True).start(); n += 1
-except (RuntimeError, MemoryError) as e:
-    err = str(e)
-result = {"started": n, "error": err}
-"#;
     const FORKS: &str = r#"
 import threading, time, builtins
 threading.stack_size(64 * 1024)
@@ -385,7 +388,7 @@ result = 1
             (tasks, r, released, answers)
         };
         for (what, caps, code, release) in [
-            ("thread bomb", &[][..], THREADS, RELEASE_THREADS),
+            ("thread bomb", &[][..], THREAD_BOMB, RELEASE_THREADS),
             ("fork bomb", &["subprocess.run"][..], FORKS, RELEASE_FORKS),
         ] {
             let (tasks, r, _, _) = bomb(caps, code, release, 200);
@@ -458,18 +461,6 @@ fn root_workers_run_as_their_own_uid_and_their_tasks_are_bounded() {
             })
             .unwrap_or_default()
     };
-    const THREADS: &str = r#"
-import threading, builtins
-threading.stack_size(64 * 1024)
-ev = builtins._ev = threading.Event()
-n, err = 0, None
-try:
-    while n < 300:
-        threading.Thread(target=ev.wait, daemon=True).start(); n += 1
-except (RuntimeError, MemoryError) as e:
-    err = str(e)
-result = {"started": n, "error": err}
-"#;
     // No root power over files: a 0600 file of root's in a folder Landlock
     // grants stays unreadable; the 0644 one beside it is the control.
     let ws = world_dir("ids-ws");
@@ -517,7 +508,7 @@ result = {"started": n, "error": err}
         let scratch = s.scratch().expect("scratch");
         assert_eq!(std::fs::metadata(&scratch).unwrap().uid(), uids[0]);
         assert_eq!(std::fs::metadata(scratch.join("x")).unwrap().uid(), uids[0]);
-        let r = s.exec(THREADS);
+        let r = s.exec(THREAD_BOMB);
         // The worker's tasks: those of the processes under the runner that
         // run as a uid of the range (the pid namespace's reaper stays the
         // runner's).
