@@ -7,7 +7,9 @@
 //!
 //! 1. new session; join the pids cgroup; die with the runner
 //! 2. namespaces (user first, mapping our own ids), then two forks: a monitor
-//!    outside the pid namespace, a reaper as its process 1, the worker under it
+//!    outside the pid namespace, a reaper as its process 1, the worker under
+//!    it; the private root built and pivoted into, and Landlock rules added
+//!    on the file systems it mounted (their inodes exist only now)
 //! 3. resource limits
 //! 4. drop every capability
 //! 5. mark all inherited descriptors close-on-exec
@@ -90,6 +92,9 @@ steps! {
     RootAttributes = "mount_setattr (private root)",
     /// The working directory inside the private root.
     RootChdir = "chdir (private root)",
+    /// A Landlock rule on a file system the private root mounted (/proc,
+    /// /dev/shm, /dev/pts: detail is its index), added once it exists.
+    RootLandlockRule = "landlock_add_rule (private root mount)",
     /// Bringing up loopback in the worker's network namespace, binding the
     /// egress proxy's socket there and handing it to the runner.
     EgressSocket = "make the egress proxy's socket in the network namespace",
@@ -245,6 +250,14 @@ pub trait Sys {
     ) -> Result<(), Failure>;
     /// Mounts the private root and pivots into it (see `build_root`).
     fn build_root(&self, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure>;
+    /// Adds to `ruleset` a rule for what `path` names now (opened `O_PATH`):
+    /// a file system mounted after the ruleset was made.
+    fn landlock_add_rule(
+        &self,
+        ruleset: landlock::RulesetCreated,
+        path: &CStr,
+        access: landlock::BitFlags<landlock::AccessFs>,
+    ) -> SysResult<landlock::RulesetCreated>;
     fn setrlimit(
         &self,
         resource: libc::__rlimit_resource_t,
@@ -604,6 +617,35 @@ impl Sys for Kernel {
         build_root(r)
     }
 
+    fn landlock_add_rule(
+        &self,
+        ruleset: landlock::RulesetCreated,
+        path: &CStr,
+        access: landlock::BitFlags<landlock::AccessFs>,
+    ) -> SysResult<landlock::RulesetCreated> {
+        use landlock::{
+            AddRuleError, AddRulesError, PathBeneath, RulesetCreatedAttr, RulesetError,
+        };
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: a NUL-terminated path prepared before the fork; O_PATH
+        // opens the inode for naming only.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        check(fd)?;
+        // SAFETY: `fd` was opened above and is owned by nothing else; the
+        // rule closes it when dropped.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // The crate's checks are fstat and bit masks; its error paths carry an
+        // io::Error from errno: no allocation.
+        match ruleset.add_rule(PathBeneath::new(fd, access)) {
+            Ok(ruleset) => Ok(ruleset),
+            Err(RulesetError::AddRules(AddRulesError::Fs(AddRuleError::AddRuleCall {
+                source,
+                ..
+            }))) => Err(source.raw_os_error().unwrap_or(libc::EPERM)),
+            Err(_) => Err(libc::EINVAL),
+        }
+    }
+
     fn setrlimit(
         &self,
         resource: libc::__rlimit_resource_t,
@@ -777,6 +819,16 @@ pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
     }
     if let Some(root) = &c.private_root {
         s.build_root(root)?;
+        // Landlock on what the root mounted (procfs, tmpfs, devpts): a rule
+        // names an inode, and theirs exist only now.
+        for (i, (path, access)) in root.mount_rules.iter().enumerate() {
+            if let Some(ruleset) = c.landlock.take() {
+                c.landlock = Some(
+                    s.landlock_add_rule(ruleset, path, *access)
+                        .map_err(at(Step::RootLandlockRule, i as u32))?,
+                );
+            }
+        }
     }
 
     // 3. Resource limits, hard ones the worker cannot raise.
@@ -1324,6 +1376,15 @@ mod tests {
             self.call(format!("private root {}", r.skeleton.to_string_lossy()))
                 .map_err(at(Step::RootMount, 0))
         }
+        fn landlock_add_rule(
+            &self,
+            ruleset: landlock::RulesetCreated,
+            path: &CStr,
+            _access: landlock::BitFlags<landlock::AccessFs>,
+        ) -> SysResult<landlock::RulesetCreated> {
+            self.call(format!("landlock rule {}", path.to_string_lossy()))
+                .map(|()| ruleset)
+        }
         fn setrlimit(
             &self,
             resource: libc::__rlimit_resource_t,
@@ -1454,6 +1515,67 @@ mod tests {
         );
         assert_eq!(r.calls().len(), order.len() + 62, "{:?}", r.calls());
         assert!(c.landlock.is_none(), "the ruleset was handed over");
+    }
+
+    /// A private root: built in the pid namespace, then its own mounts get
+    /// their Landlock rules, before the limits and long before restrict_self;
+    /// a failing rule names its mount. No ruleset, no rules.
+    #[test]
+    fn private_root_mounts_get_landlock_rules_once_mounted() {
+        let root = || crate::sandbox::root::PrivateRoot {
+            skeleton: c"/s-root".into(),
+            mounts: Vec::new(),
+            writable: Vec::new(),
+            cwd: c"/".into(),
+            mount_rules: vec![
+                (c"/proc".into(), landlock::AccessFs::ReadFile.into()),
+                (c"/dev/shm".into(), landlock::AccessFs::WriteFile.into()),
+            ],
+        };
+        let r = Recorder::new();
+        let mut c = Confinement {
+            private_root: Some(root()),
+            ..full()
+        };
+        enter(&r, &mut c).unwrap();
+        let order = [
+            "pid namespace",
+            "private root /s-root",
+            "landlock rule /proc",
+            "landlock rule /dev/shm",
+            "setrlimit 9 1 1",
+            "landlock_restrict_self",
+        ];
+        let at: Vec<usize> = order.iter().map(|c| r.at(c)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{:?}", r.calls());
+
+        let r = Recorder::failing("landlock rule /dev/shm", libc::EBADFD);
+        let mut c = Confinement {
+            private_root: Some(root()),
+            ..full()
+        };
+        assert_eq!(
+            enter(&r, &mut c).unwrap_err(),
+            Failure {
+                step: Step::RootLandlockRule,
+                errno: libc::EBADFD,
+                detail: 1
+            }
+        );
+        assert!(!r.calls().iter().any(|c| c == "landlock_restrict_self"));
+
+        let r = Recorder::new();
+        let mut c = Confinement {
+            private_root: Some(root()),
+            landlock: None,
+            ..full()
+        };
+        enter(&r, &mut c).unwrap();
+        assert!(
+            !r.calls().iter().any(|c| c.starts_with("landlock")),
+            "{:?}",
+            r.calls()
+        );
     }
 
     #[test]

@@ -418,6 +418,8 @@ pub(crate) struct StepContext {
     root_mounts: Vec<String>,
     /// The private root's writable mounts (inside paths).
     root_writable: Vec<CString>,
+    /// The private root's mounts that get a Landlock rule in the child.
+    root_rules: Vec<CString>,
 }
 
 impl StepContext {
@@ -450,6 +452,11 @@ impl StepContext {
                 .private_root
                 .as_ref()
                 .map(|r| r.writable.clone())
+                .unwrap_or_default(),
+            root_rules: c
+                .private_root
+                .as_ref()
+                .map(|r| r.mount_rules.iter().map(|(p, _)| p.clone()).collect())
                 .unwrap_or_default(),
         }
     }
@@ -503,6 +510,10 @@ impl StepContext {
                     path(self.root_writable.get(i as usize - 1))
                 ),
             },
+            Step::RootLandlockRule => format!(
+                "landlock_add_rule({}) (private root mount)",
+                path(self.root_rules.get(f.detail as usize))
+            ),
             step => step.call().to_string(),
         };
         if f.step == Step::LandlockStatus {
@@ -695,14 +706,14 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
     if ns.pid && policy.private_root.is_some() {
         c.runner_strings = runner_strings();
     }
-    let mut root_rules = Vec::new();
+    let mut root_rules = None;
     if let (true, Some(_)) = (ns.mount, &policy.private_root) {
         let skeleton = root::skeleton_of(scratch);
         if skeleton.exists() {
             remove_tree(&skeleton); // a second launch from one scratch folder (benches)
         }
         let planned = root::plan(policy, scratch, &skeleton, cwd)?;
-        root_rules = planned.landlock;
+        root_rules = Some(planned.landlock);
         c.private_root = Some(planned.root);
     } else if ns.mount {
         // Writable: the scratch folder, and the workspace when the policy lets it be written.
@@ -721,13 +732,23 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
     // ABI 0: no Landlock here (strict mode has refused already; best effort
     // runs without it and says so).
     if let Some(ll) = policy.landlock.as_ref().filter(|ll| ll.abi > 0) {
-        c.landlock = Some(landlock(policy, ll, scratch, &root_rules)?);
+        c.landlock = Some(landlock(policy, ll, scratch, root_rules.as_deref())?);
+        // The rules the child adds on the file systems it mounts: the rights
+        // this ruleset handles, no socket, FIFO or device node.
+        let handled = AccessFs::from_all(ABI::from(i32::from(ll.abi))) & !special_files();
+        if let Some(root) = c.private_root.as_mut() {
+            for (_, access) in &mut root.mount_rules {
+                *access &= handled;
+            }
+        }
         // On a kernel with the ABI the policy needs, anything less than full
         // enforcement is a failure of the launch, whatever the requirement.
         c.landlock_full = policy
             .layers
             .iter()
             .any(|l| l.layer == Layer::Landlock && l.wanted && l.enforceable);
+    } else if let Some(root) = c.private_root.as_mut() {
+        root.mount_rules.clear(); // no ruleset to add them to
     }
     if let Some(sc) = &policy.seccomp {
         c.seccomp = seccomp(sc)?;
@@ -910,11 +931,19 @@ fn rights(access: Access, abi: ABI) -> BitFlags<AccessFs> {
     }
 }
 
+/// What Landlock may never grant outside the scratch folder: making sockets,
+/// FIFOs and device nodes.
+fn special_files() -> BitFlags<AccessFs> {
+    AccessFs::MakeSock | AccessFs::MakeFifo | AccessFs::MakeChar | AccessFs::MakeBlock
+}
+
+/// The ruleset: the policy's rules, the scratch folder, and with a private
+/// root (`root_files`: Some) the files it adds (its passwd and group).
 fn landlock(
     policy: &Policy,
     ll: &LandlockPolicy,
     scratch: &Path,
-    extra: &[(PathBuf, BitFlags<AccessFs>)],
+    root_files: Option<&[(PathBuf, BitFlags<AccessFs>)]>,
 ) -> Result<landlock::RulesetCreated> {
     let compat = match ll.requirement {
         Requirement::Hard => CompatLevel::HardRequirement,
@@ -948,8 +977,7 @@ fn landlock(
     // host shares (the workspace) would be an endpoint others can reach. No
     // FIFO or device node there either (a FIFO blocks the host's open of it;
     // seccomp refuses mknod as well).
-    let special =
-        AccessFs::MakeSock | AccessFs::MakeFifo | AccessFs::MakeChar | AccessFs::MakeBlock;
+    let special = special_files();
     for r in &policy.filesystem {
         *by_path.entry(r.path.clone()).or_default() |= rights(r.access, abi) & !special;
     }
@@ -959,7 +987,7 @@ fn landlock(
     // rights. The read-only mounts keep a read-only grant read-only; a
     // writable one would get the right to make sockets, so then the scratch
     // folder has none either (multiprocessing's forkserver and Manager fail).
-    let nested_writable = !extra.is_empty()
+    let nested_writable = root_files.is_some()
         && policy.filesystem.iter().any(|r| {
             let real = std::fs::canonicalize(&r.path).unwrap_or_else(|_| r.path.clone());
             r.access == Access::Write
@@ -973,10 +1001,9 @@ fn landlock(
         rights(Access::Write, abi)
     };
     *by_path.entry(scratch.to_path_buf()).or_default() |= scratch_rights;
-    // The private root's own mounts (/proc, /dev/shm, devpts, passwd), by
-    // the folders of the skeleton they are mounted in; no socket, FIFO or
-    // device node there either.
-    for (path, access) in extra {
+    // The private root's own files (passwd, group). Its /proc, /dev/shm and
+    // devpts get theirs in the child, once mounted (`PrivateRoot::mount_rules`).
+    for (path, access) in root_files.into_iter().flatten() {
         // As far as this kernel's ABI has them (ABI 1 has no REFER or TRUNCATE).
         *by_path.entry(path.clone()).or_default() |= *access & AccessFs::from_all(abi) & !special;
     }
@@ -1180,6 +1207,7 @@ mod tests {
             cgroup_procs: Some(c"/sys/fs/cgroup/x/cgroup.procs".into()),
             root_mounts: vec!["mount(proc, /s-root/proc, proc)".into()],
             root_writable: vec![c"/tmp".into()],
+            root_rules: vec![c"/proc".into()],
         };
         context.describe(&Failure {
             step,
@@ -1225,6 +1253,10 @@ mod tests {
         assert_eq!(
             said(Step::RootAttributes, libc::EPERM, 1),
             "confinement step mount_setattr(/tmp, clear MOUNT_ATTR_RDONLY) (private root) failed: EPERM (Operation not permitted)"
+        );
+        assert_eq!(
+            said(Step::RootLandlockRule, libc::EBADFD, 0),
+            "confinement step landlock_add_rule(/proc) (private root mount) failed: EBADFD (File descriptor in bad state)"
         );
         assert_eq!(
             said(Step::Seccomp, libc::EACCES, 1),

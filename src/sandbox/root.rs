@@ -17,11 +17,22 @@
 //! - `/etc/passwd` and `/etc/group` holding only the worker's own identity.
 //!
 //! The mount points live in a skeleton folder on the host (beside the scratch
-//! folder, removed with it), so that the Landlock rules for the new mounts can
-//! be made before the fork: a rule on a mount point covers what is mounted on
-//! it (Landlock's path walk crosses mount points), and after `pivot_root` the
-//! walk ends at the new root. Everything here runs in the parent; the child
+//! folder, removed with it). Everything here runs in the parent; the child
 //! (`child::build_root`) only mounts and pivots, with the strings prepared here.
+//!
+//! Landlock stays an independent layer under this root: it grants the paths
+//! the policy grants, never the root itself. Its path walk goes from a file
+//! up to the root of the file's mount, then on from the *parent* of the
+//! folder that mount sits on (the mount point itself is skipped), and ends at
+//! the top of the worker's mount tree, the skeleton. A rule on the skeleton
+//! would therefore grant everything mounted in it, a bind the plan should not
+//! have made included; so there is none. The binds of host folders are
+//! granted by their host inodes (the policy's rules, which are the roots of
+//! those bind mounts); `/etc/passwd` and `/etc/group` by their files in the
+//! skeleton; and the file systems made in the child (`/proc`, `/dev/shm`,
+//! `/dev/pts`), whose root inodes exist only once they are mounted, by rules
+//! the child adds on them after mounting, before `landlock_restrict_self`
+//! ([`PrivateRoot::mount_rules`]).
 
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
@@ -55,13 +66,42 @@ pub struct PrivateRoot {
     pub writable: Vec<CString>,
     /// The working directory inside the new root.
     pub cwd: CString,
+    /// Landlock rules the child adds once the root is built: the file
+    /// systems it mounts (procfs, tmpfs, devpts) by their paths inside the
+    /// new root, so that a rule names their own root inode. Rights as far as
+    /// the ruleset handles them (launch.rs masks them); empty without Landlock.
+    pub mount_rules: Vec<(CString, BitFlags<AccessFs>)>,
 }
 
-/// The private root, and the Landlock rules for its own mounts.
+/// The private root, and the Landlock rules for the files it adds.
 pub struct Planned {
     pub root: PrivateRoot,
-    /// (folder of the skeleton, rights) for what is mounted inside it.
+    /// (file in the skeleton, rights): the synthesized `/etc/passwd` and
+    /// `/etc/group`, the only files of the root that are not a grant's.
     pub landlock: Vec<(PathBuf, BitFlags<AccessFs>)>,
+}
+
+/// Test-only fault injection (debug builds only): `NODUS_FAULT_ROOT_BIND=PATH`
+/// makes every private root also bind PATH, read-only at its own path, with
+/// no Landlock rule: a mistake in the plan, with which the security suite
+/// shows that Landlock alone still stops reads there
+/// (`attack_root_fault_extra_bind_stopped_by_landlock`). Release builds
+/// ignore the variable.
+pub const FAULT_ROOT_BIND: &str = "NODUS_FAULT_ROOT_BIND";
+
+#[cfg(debug_assertions)]
+fn injected_bind() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os(FAULT_ROOT_BIND)?);
+    eprintln!(
+        "ext-runner: fault injection (debug build): {FAULT_ROOT_BIND} binds {} into the private root with no Landlock rule",
+        crate::support::terminal::escape(&p.to_string_lossy())
+    );
+    Some(p)
+}
+
+#[cfg(not(debug_assertions))]
+fn injected_bind() -> Option<PathBuf> {
+    None
 }
 
 /// Where the scratch folder appears inside the private root.
@@ -242,6 +282,9 @@ pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Res
     ] {
         links.push((name.into(), target.into()));
     }
+    if let Some(p) = injected_bind().filter(|p| p.is_absolute()) {
+        entries.push(bind(normal(&p), normal(&p), false));
+    }
     let (passwd, group) = identity();
     for (dst, content) in [("/etc/passwd", passwd), ("/etc/group", group)] {
         entries.push(Entry {
@@ -272,23 +315,10 @@ pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Res
 
     let mut mounts = Vec::new();
     let mut writable = Vec::new();
-    // Landlock's path walk skips mount points (it goes from the root of a
-    // mount to the parent of the folder it is mounted on), so the rules for
-    // the new mounts sit on their parents in the skeleton: read on the root
-    // (/proc, /etc/passwd and /etc/group, listing folders: everything else
-    // in this root is granted read already), and read-write on /dev (its
-    // tmpfs /dev/shm and devpts; /dev itself is a read-only folder of the
-    // skeleton, and its device nodes are null, zero, full, random, urandom).
-    let landlock = vec![
-        (
-            skeleton.to_path_buf(),
-            AccessFs::ReadFile | AccessFs::ReadDir,
-        ),
-        (
-            skeleton.join("dev"),
-            AccessFs::from_all(landlock::ABI::V6) & !AccessFs::Execute,
-        ),
-    ];
+    // Landlock rules for what is not a host grant (see the module's notes).
+    let rw = AccessFs::from_all(landlock::ABI::V6) & !AccessFs::Execute;
+    let mut landlock = Vec::new();
+    let mut mount_rules = Vec::new();
     // Folders mounted so far: (path inside, host source, writable, ours).
     let mut covering: Vec<(PathBuf, PathBuf, bool, bool)> = Vec::new();
     for e in &entries {
@@ -342,6 +372,7 @@ pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Res
                             &target,
                             std::fs::Permissions::from_mode(0o644),
                         );
+                        landlock.push((target, AccessFs::ReadFile.into()));
                         continue;
                     }
                     Kind::Bind if !e.src.is_dir() => {
@@ -387,6 +418,13 @@ pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Res
         });
         if e.writable {
             writable.push(cstring(&e.dst)?);
+        }
+        match e.kind {
+            Kind::Proc => {
+                mount_rules.push((cstring(&e.dst)?, AccessFs::ReadFile | AccessFs::ReadDir))
+            }
+            Kind::Shm | Kind::Devpts => mount_rules.push((cstring(&e.dst)?, rw)),
+            Kind::Bind | Kind::Synthesized => {}
         }
         let ours = e.kind != Kind::Bind || e.src == scratch;
         if e.kind != Kind::Bind || e.src.is_dir() {
@@ -436,6 +474,7 @@ pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Res
             mounts,
             writable,
             cwd,
+            mount_rules,
         },
         landlock,
     })

@@ -160,3 +160,113 @@ fn attack_root_dev_shm_shared_with_nobody() {
         let _ = ta;
     });
 }
+
+/// The fault injection of debug builds (`src/sandbox/root.rs`).
+const FAULT_ROOT_BIND: &str = "NODUS_FAULT_ROOT_BIND";
+
+/// A folder outside the host's /tmp (under /var/lib), readable by every
+/// user: a bind of it lands in the skeleton, not inside the scratch folder
+/// that /tmp is in the private root.
+fn outside_tmp_dir(label: &str) -> common::TempDir {
+    let d = common::TempDir::new_in(Path::new("/var/lib"), label);
+    chmod(d.path(), 0o755);
+    d
+}
+
+/// Best effort with `off` layers switched off.
+fn layers_off(off: &[&str]) -> serde_json::Value {
+    let mut layers = json!({});
+    for l in off {
+        layers[*l] = json!(false);
+    }
+    json!({"mode": "best-effort", "layers": layers})
+}
+
+/// Landlock alone stops a read that a mistake in the private root lets
+/// through. The fault (`NODUS_FAULT_ROOT_BIND`, honoured by debug builds
+/// only) binds a secret folder into every private root, at its own path,
+/// with no Landlock rule. Controls: outside the sandbox the secret is read,
+/// and so it is with the same fault and Landlock switched off (the bind is
+/// real, and the outside check sees a leak when there is one).
+#[test]
+fn attack_root_fault_extra_bind_stopped_by_landlock() {
+    if warm() {
+        eprintln!("SKIP: the fault is injected into a cold runner's plan (NODUS_TEST_SERVER=1 starts workers from a server)");
+        return;
+    }
+    confined(FULL, |who| {
+        let secret = token("FAULTBIND");
+        let dir = outside_tmp_dir("fault-bind");
+        let file = dir.join("secret.txt");
+        owned_file(who, &file, &secret, 0o644);
+        let fault = dir.path().to_string_lossy().into_owned();
+        let code = snippet(
+            "result = {'read': attempt(lambda: open(@F@).read()), 'list': attempt(lambda: os.listdir(@D@))}",
+            &[("F", lit(&file)), ("D", lit(dir.path()))],
+        );
+        assert_control(&plain(who, &code), &secret, "plain read of the secret");
+
+        let (r, t) = run_once(
+            Launch::new(who, &[])
+                .env(FAULT_ROOT_BIND, &fault)
+                .policy(layers_off(&["landlock"])),
+            &code,
+        );
+        assert!(
+            t.contains(&secret),
+            "control failed: with the fault and Landlock off the secret should be read, got {r:?}\n{}",
+            t.all()
+        );
+        assert!(
+            t.contains("fault injection"),
+            "the runner says the fault is on: {}",
+            t.all()
+        );
+
+        let (r, t) = run_once(Launch::new(who, &[]).env(FAULT_ROOT_BIND, &fault), &code);
+        assert_hidden(
+            &t,
+            &secret,
+            "a folder bound into the private root by mistake",
+        );
+        assert_eq!(r.field("read"), "EACCES", "Landlock refuses it: {r:?}");
+        assert_eq!(r.field("list"), "EACCES", "{r:?}");
+    });
+}
+
+/// The private root alone stops reading host files when Landlock is
+/// switched off: a secret in the host's /tmp and one outside it are not in
+/// the root (`ENOENT`). Control: with the namespaces off too (no private
+/// root, no Landlock) both are read.
+#[test]
+fn attack_root_without_landlock_exposes_no_host_file() {
+    confined(FULL, |who| {
+        let secret = token("NOLANDLOCK");
+        let in_tmp = world_dir("no-landlock");
+        let outside = outside_tmp_dir("no-landlock");
+        let (a, b) = (in_tmp.join("s.txt"), outside.join("s.txt"));
+        owned_file(who, &a, &secret, 0o644);
+        owned_file(who, &b, &secret, 0o644);
+        let code = snippet(
+            "result = {'tmp': attempt(lambda: open(@A@).read()), 'outside': attempt(lambda: open(@B@).read())}",
+            &[("A", lit(&a)), ("B", lit(&b))],
+        );
+        let (r, t) = run_once(
+            Launch::new(who, &[]).policy(layers_off(&["landlock", "namespaces"])),
+            &code,
+        );
+        assert!(
+            r.field("tmp").contains(&secret) && r.field("outside").contains(&secret),
+            "control failed: without Landlock and namespaces both secrets should be read, got {r:?}\n{}",
+            t.all()
+        );
+
+        let (r, t) = run_once(
+            Launch::new(who, &[]).policy(layers_off(&["landlock"])),
+            &code,
+        );
+        assert_hidden(&t, &secret, "a host file with Landlock off");
+        assert_eq!(r.field("tmp"), "ENOENT", "{r:?}");
+        assert_eq!(r.field("outside"), "ENOENT", "{r:?}");
+    });
+}
