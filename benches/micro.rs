@@ -32,10 +32,7 @@ fn manifest_and_policy(c: &mut Criterion) {
         b.iter(|| Manifest::parse(black_box(&bytes), "nodus-extension.json").unwrap())
     });
 
-    let options = HostOptions {
-        python: python(),
-        ..HostOptions::default()
-    };
+    let options = HostOptions::default().with_python(python());
     // Interpreter resolution, ELF loader lookup and policy derivation: what
     // `load` does before it starts anything.
     c.bench_function("load/prepare (manifest + interpreter + policy)", |b| {

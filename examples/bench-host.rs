@@ -120,19 +120,17 @@ fn options(h: &HostArgs) -> HostOptions {
         Some(p) => OperatorPolicy::load(p).unwrap_or_else(|e| fail(&e.to_string())),
         None => OperatorPolicy::default(),
     };
-    HostOptions {
-        python: h.python.clone().into(),
-        operator,
-        memory_path: Some(h.memory_db.clone().unwrap_or_else(|| {
+    HostOptions::default()
+        .with_python(h.python.clone())
+        .with_operator(operator)
+        .with_memory_path(h.memory_db.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("bench-host-{}.sqlite3", std::process::id()))
-        })),
-        schema_validation: if h.schema == "off" {
+        }))
+        .with_schema_validation(if h.schema == "off" {
             SchemaMode::Off
         } else {
             SchemaMode::Enforce
-        },
-        ..HostOptions::default()
-    }
+        })
 }
 
 fn fail(msg: &str) -> ! {

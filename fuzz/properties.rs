@@ -499,6 +499,7 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
                 "ExecFile on something other than the program or its loader: {r:?}"
             ),
             Access::Read => {}
+            other => panic!("an access class this check does not know: {other:?}"),
         }
     }
     // The workspace: read with filesystem.read, written only with filesystem.write.
@@ -769,6 +770,7 @@ fn check_seccomp(sc: &SeccompPolicy, exec: bool, net: bool, p: &Policy) {
             SyscallAction::Allow => "allow".to_string(),
             SyscallAction::AllowIf(c) => format!("if {}", c.name),
             SyscallAction::Errno(e) => e.as_str().to_string(),
+            other => panic!("an action this check does not know: {other:?}"),
         })
     };
     let label = |s: &str| Some(s.to_string());
@@ -1020,6 +1022,7 @@ fn rank(a: &SyscallAction) -> u8 {
         SyscallAction::Errno(_) => 0,
         SyscallAction::AllowIf(_) => 1,
         SyscallAction::Allow => 2,
+        other => panic!("an action this check does not rank: {other:?}"),
     }
 }
 

@@ -19,6 +19,12 @@
 //! ([`ExtensionRegistry`], [`ExtensionHost`], [`HostOptions`]), the
 //! [`blocking`] facade, the [`policy`] dry-run, [`memory`] backends, the
 //! [`Audit`] trail and the [`Error`] type.
+//!
+//! Option structs and public enums are `#[non_exhaustive]`, so that a new
+//! field or variant is not a breaking change: build options from `default()`
+//! and their `with_*` methods (`HostOptions::default().with_timeout(…)`), or
+//! set public fields on a `let mut`, and give a `match` on a policy enum a
+//! wildcard arm.
 
 //!
 //! # Quick start

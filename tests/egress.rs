@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::egress::{echo_server, self_signed, Sink, TlsServer, Web};
 use common::{ext, options, TempDir};
 use nodus_extension::policy::{OperatorPolicy, Probe};
-use nodus_extension::{Audit, ExtensionHost, HostOptions};
+use nodus_extension::{Audit, ExtensionHost};
 use serde_json::{json, Value};
 
 const SRC: &str = "from nodus_extension.worker import register_tool, run_loop\n\
@@ -73,11 +73,7 @@ async fn load(
     audit: Audit,
     python: Option<&PathBuf>,
 ) -> ExtensionHost {
-    let mut opts = HostOptions {
-        operator: op,
-        audit,
-        ..options()
-    };
+    let mut opts = options().with_operator(op).with_audit(audit);
     if let Some(py) = python {
         opts.python = py.clone().into_os_string();
     }

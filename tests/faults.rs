@@ -30,10 +30,7 @@ async fn load(source: &str, opts: HostOptions) -> (TempDir, ExtensionHost) {
 }
 
 fn short(timeout_ms: u64) -> HostOptions {
-    HostOptions {
-        timeout: Duration::from_millis(timeout_ms),
-        ..options()
-    }
+    options().with_timeout(Duration::from_millis(timeout_ms))
 }
 
 fn assert_class(
@@ -63,10 +60,7 @@ async fn a_worker_that_fails_at_start_up_says_why() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_interpreter_or_entry_is_refused_at_load() {
     let dir = ext("t.x", T, &["t.x.run"], &worker("return 1"));
-    let opts = HostOptions {
-        python: "/nonexistent/python3".into(),
-        ..options()
-    };
+    let opts = options().with_python("/nonexistent/python3");
     let err = ExtensionHost::load(dir.path(), opts)
         .await
         .err()
@@ -126,10 +120,7 @@ async fn closing_stdout_but_running_on_is_caught_without_waiting_for_the_timeout
     let body = "os.close(1)\ntime.sleep(1000)";
     let (_d, host) = load(
         &worker(body),
-        HostOptions {
-            timeout: Duration::from_secs(20),
-            ..options()
-        },
+        options().with_timeout(Duration::from_secs(20)),
     )
     .await;
     let pid = host.worker_pid().await.unwrap();
@@ -174,10 +165,7 @@ async fn wrong_and_duplicate_ids_are_ignored() {
 async fn a_stdout_flood_is_ignored_in_bounded_memory() {
     // 64 MiB of non-JSON lines before each answer.
     let body = "chunk = ('x' * 1023 + '\\n') * 1024\nfor _ in range(64):\n    sys.stdout.write(chunk)\nreturn 'after flood'";
-    let opts = HostOptions {
-        max_line: 4096,
-        ..options()
-    };
+    let opts = options().with_max_line(4096);
     let (_d, host) = load(&worker(body), opts).await;
     let before = common::peak_rss_kib();
     assert_eq!(
@@ -205,15 +193,13 @@ async fn a_late_answer_after_the_timeout_is_ignored_and_the_next_invoke_is_fresh
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flapping_worker_is_restarted_with_backoff_then_given_up() {
     let body = "os._exit(7)";
-    let opts = HostOptions {
-        restart: RestartPolicy {
-            max_failures: 3,
-            window: Duration::from_secs(60),
-            backoff_base: Duration::from_millis(50),
-            backoff_max: Duration::from_millis(200),
-        },
-        ..options()
-    };
+    let opts = options().with_restart(
+        RestartPolicy::default()
+            .with_max_failures(3)
+            .with_window(Duration::from_secs(60))
+            .with_backoff_base(Duration::from_millis(50))
+            .with_backoff_max(Duration::from_millis(200)),
+    );
     let (_d, host) = load(&worker(body), opts).await;
     let started = Instant::now();
     for _ in 0..3 {
@@ -284,10 +270,7 @@ async fn bad_arguments_are_refused_before_the_worker_sees_them() {
         marker.join("calls").display().to_string()
     );
     let dir = write_ext(Some(&m.to_string()), Some(&worker(&body)));
-    let opts = || HostOptions {
-        workspace: Some(marker.path().to_path_buf()),
-        ..options()
-    };
+    let opts = || options().with_workspace(marker.path().to_path_buf());
     let host = ExtensionHost::load(dir.path(), opts()).await.unwrap();
     assert_class(
         &host.invoke("t.x.run", "{not json").await,
@@ -331,15 +314,9 @@ async fn bad_arguments_are_refused_before_the_worker_sees_them() {
 
     // Warn lets it through; off does not look.
     for mode in [SchemaMode::Warn, SchemaMode::Off] {
-        let host = ExtensionHost::load(
-            dir.path(),
-            HostOptions {
-                schema_validation: mode,
-                ..opts()
-            },
-        )
-        .await
-        .unwrap();
+        let host = ExtensionHost::load(dir.path(), opts().with_schema_validation(mode))
+            .await
+            .unwrap();
         assert_eq!(
             host.invoke("t.x.run", r#"{"n": -1}"#).await.unwrap(),
             json!({"n": -1}),
@@ -395,10 +372,7 @@ async fn bad_workspace_and_policy_files_are_clear_errors() {
         &["t.ws.run"],
         &worker("return 1"),
     );
-    let opts = HostOptions {
-        workspace: Some("/nonexistent/workspace".into()),
-        ..options()
-    };
+    let opts = options().with_workspace("/nonexistent/workspace");
     let err = ExtensionHost::load(d.path(), opts).await.err().unwrap();
     assert_eq!(err.class(), "SandboxError");
     assert!(err.to_string().contains("/nonexistent/workspace"), "{err}");

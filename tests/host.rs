@@ -30,10 +30,7 @@ fn workspace() -> (TempDir, PathBuf) {
 }
 
 fn with_workspace(ws: &Path) -> HostOptions {
-    HostOptions {
-        workspace: Some(ws.to_path_buf()),
-        ..common::options()
-    }
+    common::options().with_workspace(ws.to_path_buf())
 }
 
 /// Notes its start in WS/started and each invoke in WS/invoked.
@@ -214,10 +211,7 @@ fn hanging_ext() -> TempDir {
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_kills_the_worker_and_its_grandchild_then_restarts() {
     let dir = hanging_ext();
-    let options = HostOptions {
-        timeout: Duration::from_millis(1500),
-        ..common::options()
-    };
+    let options = common::options().with_timeout(Duration::from_millis(1500));
     let host = Arc::new(
         ExtensionHost::load(dir.path(), options)
             .await
@@ -273,10 +267,7 @@ async fn timeout_kills_the_worker_and_its_grandchild_then_restarts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn invoke_right_after_a_timeout_gets_a_fresh_worker() {
     let dir = hanging_ext();
-    let options = HostOptions {
-        timeout: Duration::from_millis(700),
-        ..common::options()
-    };
+    let options = common::options().with_timeout(Duration::from_millis(700));
     let host = ExtensionHost::load(dir.path(), options)
         .await
         .expect("load");
@@ -297,10 +288,9 @@ async fn invoke_right_after_a_timeout_gets_a_fresh_worker() {
 #[test]
 fn blocking_timeout_then_fresh_worker() {
     let dir = hanging_ext();
-    let reg = blocking::ExtensionRegistry::new(HostOptions {
-        timeout: Duration::from_millis(800),
-        ..common::options()
-    })
+    let reg = blocking::ExtensionRegistry::new(
+        common::options().with_timeout(Duration::from_millis(800)),
+    )
     .unwrap();
     let host = reg.load(dir.path()).expect("load");
     let err = reg.invoke("slow.hang", "slow.hang", "{}").unwrap_err();
@@ -340,14 +330,11 @@ run_loop()
 
 /// Restarts at once and without limit: for tests that kill workers on purpose.
 fn tolerant() -> HostOptions {
-    HostOptions {
-        restart: RestartPolicy {
-            max_failures: 1000,
-            backoff_base: Duration::ZERO,
-            ..RestartPolicy::default()
-        },
-        ..common::options()
-    }
+    common::options().with_restart(
+        RestartPolicy::default()
+            .with_max_failures(1000)
+            .with_backoff_base(Duration::ZERO),
+    )
 }
 
 fn dying_ext() -> TempDir {
@@ -613,10 +600,7 @@ async fn overlong_line_is_a_sandbox_error_and_memory_stays_bounded() {
         &["big.line", "big.small"],
         BIG_LINE_WORKER,
     );
-    let options = HostOptions {
-        max_line: 1024,
-        ..common::options()
-    };
+    let options = common::options().with_max_line(1024);
     let host = ExtensionHost::load(dir.path(), options)
         .await
         .expect("load");
@@ -690,10 +674,7 @@ async fn stderr_flood_does_not_block_the_worker() {
         &["flood.ok", "flood.die"],
         STDERR_FLOOD_WORKER,
     );
-    let options = HostOptions {
-        timeout: Duration::from_secs(10),
-        ..common::options()
-    };
+    let options = common::options().with_timeout(Duration::from_secs(10));
     let host = ExtensionHost::load(dir.path(), options)
         .await
         .expect("load");

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use common::{ext, options, TempDir};
 use nodus_extension::memory::Quotas;
 use nodus_extension::Audit;
-use nodus_extension::{ExtensionRegistry, HostOptions};
+use nodus_extension::ExtensionRegistry;
 use serde_json::{json, Value};
 
 fn worker_src(tool: &str) -> String {
@@ -35,12 +35,10 @@ async fn setup(exts: &[(&str, &[&str])], quotas: Quotas) -> Setup {
     let db = state.join("memory.sqlite3");
     let events: Arc<Mutex<Vec<Value>>> = Arc::default();
     let sink = events.clone();
-    let opts = HostOptions {
-        memory_path: Some(db.clone()),
-        memory_quotas: quotas,
-        audit: Audit::default().with_callback(move |e| sink.lock().unwrap().push(e.clone())),
-        ..options()
-    };
+    let opts = options()
+        .with_memory_path(db.clone())
+        .with_memory_quotas(quotas)
+        .with_audit(Audit::default().with_callback(move |e| sink.lock().unwrap().push(e.clone())));
     let registry = ExtensionRegistry::new(opts);
     let mut dirs = Vec::new();
     for (name, caps) in exts {
@@ -176,10 +174,7 @@ async fn extensions_cannot_read_or_overwrite_each_others_keys() {
 
 /// A registry of its own (another host) on the memory store at `db`.
 fn host_on(db: &std::path::Path) -> ExtensionRegistry {
-    ExtensionRegistry::new(HostOptions {
-        memory_path: Some(db.to_path_buf()),
-        ..options()
-    })
+    ExtensionRegistry::new(options().with_memory_path(db.to_path_buf()))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,17 +243,16 @@ async fn a_tool_provided_twice_is_not_routed_to_whichever_loaded_first() {
     let state = TempDir::new("state");
     let invoked: Arc<Mutex<Vec<String>>> = Arc::default();
     let sink = invoked.clone();
-    let registry = ExtensionRegistry::new(HostOptions {
-        memory_path: Some(state.join("m.db")),
-        audit: Audit::default().with_callback(move |e| {
-            if e["event"] == "invoke" && e["tool"] == "dup.tool" {
-                sink.lock()
-                    .unwrap()
-                    .push(e["extension"].as_str().unwrap().into());
-            }
-        }),
-        ..options()
-    });
+    let registry =
+        ExtensionRegistry::new(options().with_memory_path(state.join("m.db")).with_audit(
+            Audit::default().with_callback(move |e| {
+                if e["event"] == "invoke" && e["tool"] == "dup.tool" {
+                    sink.lock()
+                        .unwrap()
+                        .push(e["extension"].as_str().unwrap().into());
+                }
+            }),
+        ));
     let caller = ext("t.a", ALL, &["t.a.run"], &worker_src("t.a.run"));
     let b = ext("t.b", ALL, &["t.b.run", "dup.tool"], &provider("t.b"));
     let c = ext("t.c", ALL, &["t.c.run", "dup.tool"], &provider("t.c"));
@@ -307,11 +301,10 @@ async fn a_tool_provided_twice_is_not_routed_to_whichever_loaded_first() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quotas_give_clear_errors() {
-    let q = Quotas {
-        max_key_bytes: 16,
-        max_value_bytes: 100,
-        max_total_bytes: 300,
-    };
+    let q = Quotas::default()
+        .with_max_key_bytes(16)
+        .with_max_value_bytes(100)
+        .with_max_total_bytes(300);
     let s = setup(&[("t.q", ALL)], q).await;
     let probe = "try:\n    {call}\n    result = 'stored'\nexcept host.HostCallError as e:\n    result = str(e)";
     let big = run(
@@ -417,15 +410,14 @@ async fn a_worker_without_tool_invoke_cannot_reach_other_tools() {
     let b = ext("t.b", ALL, &["t.b.run"], &worker_src("t.b.run"));
     let calls = Arc::new(Mutex::new(0usize));
     let seen = calls.clone();
-    let opts = HostOptions {
-        memory_path: Some(state.join("m.db")),
-        audit: Audit::default().with_callback(move |e| {
-            if e["event"] == "invoke" && e["extension"] == "t.b" {
-                *seen.lock().unwrap() += 1;
-            }
-        }),
-        ..options()
-    };
+    let opts =
+        options()
+            .with_memory_path(state.join("m.db"))
+            .with_audit(Audit::default().with_callback(move |e| {
+                if e["event"] == "invoke" && e["extension"] == "t.b" {
+                    *seen.lock().unwrap() += 1;
+                }
+            }));
     let registry = ExtensionRegistry::new(opts);
     registry.load(b.path()).await.unwrap();
     let host = registry.load(q.path()).await.unwrap();
@@ -599,10 +591,7 @@ async fn the_store_is_private_and_a_failed_open_is_retried() {
     let parent = state.join("not-yet");
     std::fs::write(&parent, "in the way").unwrap();
     let db = parent.join("deeper").join("memory.sqlite3");
-    let registry = ExtensionRegistry::new(HostOptions {
-        memory_path: Some(db.clone()),
-        ..options()
-    });
+    let registry = ExtensionRegistry::new(options().with_memory_path(db.clone()));
     let tool = "t.priv.run";
     let d = ext("t.priv", ALL, &[tool], &worker_src(tool));
     registry.load(d.path()).await.unwrap();
@@ -658,11 +647,10 @@ fn quota_usage_is_kept_per_write_and_made_for_an_older_store() {
         )
         .unwrap();
     }
-    let q = Quotas {
-        max_key_bytes: 16,
-        max_value_bytes: 100,
-        max_total_bytes: 100,
-    };
+    let q = Quotas::default()
+        .with_max_key_bytes(16)
+        .with_max_value_bytes(100)
+        .with_max_total_bytes(100);
     std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let store = SqliteStore::open(&db, q).unwrap();
     let mode =

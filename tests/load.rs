@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{options, TempDir};
 use nodus_extension::RestartPolicy;
-use nodus_extension::{ExtensionHost, ExtensionRegistry, HostOptions};
+use nodus_extension::{ExtensionHost, ExtensionRegistry};
 use serde_json::json;
 
 /// The footprint checks need the process to themselves.
@@ -190,15 +190,13 @@ async fn a_thousand_load_unload_cycles_leak_nothing() {
 async fn a_thousand_worker_crashes_leak_nothing() {
     let _serial = SERIAL.lock().await;
     let dir = echo_ext("t.crashy");
-    let opts = HostOptions {
-        restart: RestartPolicy {
-            max_failures: u32::MAX,
-            window: Duration::from_secs(60),
-            backoff_base: Duration::ZERO,
-            backoff_max: Duration::ZERO,
-        },
-        ..options()
-    };
+    let opts = options().with_restart(
+        RestartPolicy::default()
+            .with_max_failures(u32::MAX)
+            .with_window(Duration::from_secs(60))
+            .with_backoff_base(Duration::ZERO)
+            .with_backoff_max(Duration::ZERO),
+    );
     let host = ExtensionHost::load(dir.path(), opts).await.unwrap();
     let crash = || async {
         let err = host.invoke("t.crashy.crash", "{}").await.unwrap_err();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{ext, options, TempDir};
 use nodus_extension::policy::OperatorPolicy;
-use nodus_extension::{ExtensionHost, HostOptions};
+use nodus_extension::ExtensionHost;
 use serde_json::json;
 
 const SRC: &str = "from nodus_extension.worker import register_tool, run_loop\n\
@@ -43,13 +43,11 @@ async fn only_the_operators_ports_are_reachable_mptcp_included() {
         &["t.net.run"],
         SRC,
     );
-    let opts = HostOptions {
-        operator: OperatorPolicy {
-            tcp_ports: vec![ap],
-            ..Default::default()
-        },
-        ..options()
-    };
+    let opts = options().with_operator({
+        let mut op = OperatorPolicy::default();
+        op.tcp_ports = vec![ap];
+        op
+    });
     let host = ExtensionHost::load(d.path(), opts).await.unwrap();
     let connect = |port: u16, proto: &str| {
         json!({"code": format!("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM, {proto})\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))\nresult = 'connected'")}).to_string()

@@ -88,6 +88,7 @@ fn action(p: &Policy, name: &str) -> Option<String> {
         SyscallAction::Allow => "allow".into(),
         SyscallAction::AllowIf(c) => format!("if {}", c.name),
         SyscallAction::Errno(e) => e.as_str().into(),
+        other => format!("{other:?}"),
     })
 }
 
@@ -184,10 +185,8 @@ fn filesystem_capabilities_open_the_workspace_only() {
         err.to_string().contains("set HostOptions::workspace"),
         "{err}"
     );
-    let op = OperatorPolicy {
-        workspace_roots: vec!["/srv".into()],
-        ..Default::default()
-    };
+    let mut op = OperatorPolicy::default();
+    op.workspace_roots = vec!["/srv".into()];
     let err = derive_with(
         &["filesystem.read"],
         &op,
@@ -212,10 +211,8 @@ fn network_outbound_keeps_the_host_network_and_allows_network_sockets() {
         Some("if socket_network_families_and_unix".into())
     );
     assert_eq!(rule(&p, "/etc/resolv.conf"), Some(Access::Read));
-    let op = OperatorPolicy {
-        tcp_ports: vec![443],
-        ..Default::default()
-    };
+    let mut op = OperatorPolicy::default();
+    op.tcp_ports = vec![443];
     let p = derive_with(&["network.outbound"], &op, &probe(false), None).unwrap();
     let ll = p.landlock.unwrap();
     assert!(ll.tcp_handled);
@@ -288,10 +285,8 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
         msg.contains("file_reads: lost") && msg.contains("no Landlock"),
         "{msg}"
     );
-    let best = OperatorPolicy {
-        mode: Mode::BestEffort,
-        ..Default::default()
-    };
+    let mut best = OperatorPolicy::default();
+    best.mode = Mode::BestEffort;
     let p = derive_with(&[], &best, &none, None).unwrap();
     assert!(
         p.degraded.iter().any(|d| d.starts_with("file_reads: lost")),
@@ -312,10 +307,8 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
     assert!(p.degraded.is_empty(), "{:?}", p.degraded);
     assert_eq!(p.landlock.as_ref().unwrap().abi, 3);
     // ...but a port list needs Landlock's TCP rules (ABI 4), which nothing else carries.
-    let ports = OperatorPolicy {
-        tcp_ports: vec![443],
-        ..Default::default()
-    };
+    let mut ports = OperatorPolicy::default();
+    ports.tcp_ports = vec![443];
     let err = derive_with(&["network.outbound"], &ports, &old, None).unwrap_err();
     assert!(err.to_string().contains("tcp_ports: lost"), "{err}");
     assert!(err.to_string().contains("ABI 4"), "{err}");
@@ -392,14 +385,9 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
 
     // Root with worker_ids: each worker a uid of its own, which RLIMIT_NPROC
     // binds: strict starts without a pids cgroup, and the policy says so.
-    let ids = policy::WorkerIds {
-        first: 1_879_048_192,
-        count: 64,
-    };
-    let with_ids = OperatorPolicy {
-        worker_ids: Some(ids),
-        ..Default::default()
-    };
+    let ids = policy::WorkerIds::new(1_879_048_192, 64);
+    let mut with_ids = OperatorPolicy::default();
+    with_ids.worker_ids = Some(ids);
     for caps in [&["subprocess.run"][..], &[]] {
         let p = derive_with(caps, &with_ids, &root_v2, None).unwrap();
         assert_eq!(p.worker_ids, Some(ids));
@@ -415,7 +403,7 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
     // A range with root's, a system account's or the overflow id is refused.
     for (first, count) in [(0, 10), (999, 2), (65530, 10), (1000, 0), (u32::MAX - 1, 5)] {
         assert!(
-            policy::WorkerIds { first, count }.check().is_err(),
+            policy::WorkerIds::new(first, count).check().is_err(),
             "{first} {count}"
         );
     }
@@ -423,10 +411,8 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
 
 #[test]
 fn operator_layers_switch_off() {
-    let mut op = OperatorPolicy {
-        mode: Mode::BestEffort,
-        ..Default::default()
-    };
+    let mut op = OperatorPolicy::default();
+    op.mode = Mode::BestEffort;
     op.layers.landlock = false;
     op.layers.limits = false;
     let p = derive_with(&[], &op, &probe(false), None).unwrap();
@@ -513,10 +499,11 @@ fn a_program_cannot_pick_its_loader_outside_the_system_libraries() {
 }
 
 fn egress_op(allow: &[&str]) -> OperatorPolicy {
-    OperatorPolicy {
-        egress: Some(serde_json::from_value(serde_json::json!({"allow": allow})).unwrap()),
-        tcp_ports: vec![443],
-        ..Default::default()
+    {
+        let mut op = OperatorPolicy::default();
+        op.egress = Some(serde_json::from_value(serde_json::json!({"allow": allow})).unwrap());
+        op.tcp_ports = vec![443];
+        op
     }
 }
 

@@ -277,30 +277,32 @@ fn policy_case() -> BoxedStrategy<PolicyCase> {
         vec((any::<u8>(), vec(any::<u8>(), 0..9)), 0..3),
         [proptest::bool::weighted(0.85); 4],
     )
-        .prop_map(
-            |((roots, ro), ports, limits, best_effort, trust, layers)| OperatorPolicy {
-                workspace_roots: roots.into_iter().map(properties::path).collect(),
-                read_only_paths: ro.into_iter().map(properties::path).collect(),
-                tcp_ports: ports,
-                limits: properties::limits(&limits),
-                mode: if best_effort {
-                    Mode::BestEffort
-                } else {
-                    Mode::Strict
-                },
-                trust_classes: properties::trust_classes(&trust),
-                worker_ids: None,
-                layers: Layers {
-                    landlock: layers[0],
-                    seccomp: layers[1],
-                    namespaces: layers[2],
-                    limits: layers[3],
-                },
-                egress: None,
-                environment: Default::default(),
-                extensions: Default::default(),
-            },
-        );
+        .prop_map(|((roots, ro), ports, limits, best_effort, trust, layers)| {
+            let mut op = OperatorPolicy::default();
+            op.workspace_roots = roots.into_iter().map(properties::path).collect();
+            op.read_only_paths = ro.into_iter().map(properties::path).collect();
+            op.tcp_ports = ports;
+            op.limits = properties::limits(&limits);
+            op.mode = if best_effort {
+                Mode::BestEffort
+            } else {
+                Mode::Strict
+            };
+            op.trust_classes = properties::trust_classes(&trust);
+            op.worker_ids = None;
+            op.layers = {
+                let mut v = Layers::default();
+                v.landlock = layers[0];
+                v.seccomp = layers[1];
+                v.namespaces = layers[2];
+                v.limits = layers[3];
+                v
+            };
+            op.egress = None;
+            op.environment = Default::default();
+            op.extensions = Default::default();
+            op
+        });
     let probe = (
         any::<bool>(),
         prop_oneof![3 => Just(7u8), 1 => 0u8..9],

@@ -53,11 +53,9 @@ fn where_ext(expect_under: &str) -> TempDir {
 }
 
 fn opts_with(python: PathBuf) -> HostOptions {
-    HostOptions {
-        python: python.into_os_string(),
-        timeout: Duration::from_secs(20),
-        ..HostOptions::default()
-    }
+    HostOptions::default()
+        .with_python(python.into_os_string())
+        .with_timeout(Duration::from_secs(20))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -398,10 +396,7 @@ async fn unload_shuts_the_worker_down() {
         &["proto.ping"],
         &NOTES_EXIT.replace("__WS__", &py_str(&ws_real)),
     );
-    let options = HostOptions {
-        workspace: Some(ws_real.clone()),
-        ..common::options()
-    };
+    let options = common::options().with_workspace(ws_real.clone());
     let host = ExtensionHost::load(dir.path(), options)
         .await
         .expect("load");

@@ -6,9 +6,9 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use nodus_extension::Capability;
-use nodus_extension::policy::{Layers, Mode, OperatorPolicy, ProgramFacts};
 use nodus_extension::policy::Probe;
+use nodus_extension::policy::{Layers, Mode, OperatorPolicy, ProgramFacts};
+use nodus_extension::Capability;
 use nodus_extension::TrustClass;
 
 #[path = "../properties.rs"]
@@ -52,44 +52,52 @@ impl Case {
                 .map(|c| all[*c as usize % all.len()])
                 .collect(),
             trust_class: classes[self.trust_class as usize % classes.len()],
-            operator: OperatorPolicy {
-                workspace_roots: self
+            operator: {
+                let mut op = OperatorPolicy::default();
+                op.workspace_roots = self
                     .workspace_roots
                     .iter()
                     .take(4)
                     .map(|p| path(*p))
-                    .collect(),
-                read_only_paths: self
+                    .collect();
+                op.read_only_paths = self
                     .read_only_paths
                     .iter()
                     .take(4)
                     .map(|p| path(*p))
-                    .collect(),
-                tcp_ports: self.tcp_ports,
-                limits: properties::limits(&self.limits),
-                mode: if self.best_effort {
+                    .collect();
+                op.tcp_ports = self.tcp_ports;
+                op.limits = properties::limits(&self.limits);
+                op.mode = if self.best_effort {
                     Mode::BestEffort
                 } else {
                     Mode::Strict
-                },
-                trust_classes: properties::trust_classes(&self.trust_classes),
-                layers: Layers {
-                    landlock: self.layers[0],
-                    seccomp: self.layers[1],
-                    namespaces: self.layers[2],
-                    limits: self.layers[3],
-                },
+                };
+                op.trust_classes = properties::trust_classes(&self.trust_classes);
+                op.layers = {
+                    let mut v = Layers::default();
+                    v.landlock = self.layers[0];
+                    v.seccomp = self.layers[1];
+                    v.namespaces = self.layers[2];
+                    v.limits = self.layers[3];
+                    v
+                };
+                op
             },
             probe: Probe {
                 kernel: "fuzz".into(),
                 uid: self.uid,
                 root: self.root,
                 landlock_abi: self.landlock_abi % 9,
+                landlock_missing: vec![],
                 seccomp_filter: self.seccomp_filter,
                 user_namespaces: self.user_namespaces,
+                mount_namespaces: self.user_namespaces,
                 network_namespaces: self.user_namespaces,
                 pid_namespaces: self.user_namespaces,
                 ipc_namespaces: self.user_namespaces,
+                uts_namespaces: self.user_namespaces,
+                namespace_failure: None,
                 pids_cgroup: self.pids_cgroup,
                 cgroup_v2_delegation: self.cgroup_v2_delegation,
             },

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 
 /// A capability string of the manifest's `capabilities` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Capability {
     FilesystemRead,
     FilesystemWrite,

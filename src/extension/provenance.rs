@@ -9,6 +9,7 @@ macro_rules! str_enum {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
         #[serde(rename_all = "lowercase")]
+        #[non_exhaustive]
         pub enum $name { #[default] $($variant),+ }
 
         impl $name {

@@ -12,6 +12,7 @@ use crate::extension::manifest::Manifest;
 /// What to do with arguments that do not match a tool's schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum SchemaMode {
     /// Refuse the invoke with an InvokeError naming the field.
     #[default]

@@ -24,13 +24,27 @@ pub trait MemoryBackend: Send + Sync {
     fn keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>>;
 }
 
-/// Size limits of the default store.
+/// Size limits of the default store. Build it from [`Default`] and the
+/// `with_*` methods: new limits may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Quotas {
+    /// Longest key, in bytes of UTF-8.
     pub max_key_bytes: usize,
+    /// Largest value, in bytes of its JSON text.
     pub max_value_bytes: usize,
+    /// One extension's keys and values together, in bytes.
     pub max_total_bytes: u64,
 }
+
+crate::support::with_fields!(Quotas {
+    /// Sets [`max_key_bytes`](Self::max_key_bytes).
+    with_max_key_bytes => max_key_bytes: usize,
+    /// Sets [`max_value_bytes`](Self::max_value_bytes).
+    with_max_value_bytes => max_value_bytes: usize,
+    /// Sets [`max_total_bytes`](Self::max_total_bytes).
+    with_max_total_bytes => max_total_bytes: u64,
+});
 
 impl Default for Quotas {
     fn default() -> Self {

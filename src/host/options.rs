@@ -17,7 +17,22 @@ use crate::sandbox::policy::OperatorPolicy;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a host starts and talks to workers.
+///
+/// New fields may be added, so build it from [`Default`] and the `with_*`
+/// methods (or set its public fields on a `let mut`):
+///
+/// ```
+/// use std::time::Duration;
+/// use nodus_extension::{HostOptions, RestartPolicy};
+///
+/// let options = HostOptions::default()
+///     .with_timeout(Duration::from_secs(5))
+///     .with_workspace("/srv/agent/workspace")
+///     .with_restart(RestartPolicy::default().with_max_failures(3));
+/// assert_eq!(options.timeout, Duration::from_secs(5));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HostOptions {
     /// Interpreter for `extension.py` workers: a name looked up on PATH, or a path.
     pub python: OsString,
@@ -58,10 +73,15 @@ pub struct HostOptions {
 /// started again: on the next invoke, after a backoff that doubles with each
 /// failure, and not at all once `max_failures` happened within `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RestartPolicy {
+    /// Failures within `window` after which the worker is not started again.
     pub max_failures: u32,
+    /// The span `max_failures` is counted over.
     pub window: Duration,
+    /// The first backoff; each further failure doubles it.
     pub backoff_base: Duration,
+    /// The longest backoff.
     pub backoff_max: Duration,
 }
 
@@ -75,6 +95,46 @@ impl Default for RestartPolicy {
         }
     }
 }
+
+crate::support::with_fields!(HostOptions {
+    /// Sets [`python`](Self::python).
+    with_python => python: impl Into<OsString> as into,
+    /// Sets [`timeout`](Self::timeout).
+    with_timeout => timeout: Duration,
+    /// Sets [`max_line`](Self::max_line).
+    with_max_line => max_line: usize,
+    /// Sets [`workspace`](Self::workspace).
+    with_workspace => workspace: impl Into<PathBuf> as some,
+    /// Sets [`operator`](Self::operator).
+    with_operator => operator: OperatorPolicy,
+    /// Sets [`services`](Self::services).
+    with_services => services: Services as some,
+    /// Sets [`memory_path`](Self::memory_path).
+    with_memory_path => memory_path: impl Into<PathBuf> as some,
+    /// Sets [`memory_quotas`](Self::memory_quotas).
+    with_memory_quotas => memory_quotas: Quotas,
+    /// Sets [`audit`](Self::audit).
+    with_audit => audit: Audit,
+    /// Sets [`schema_validation`](Self::schema_validation).
+    with_schema_validation => schema_validation: SchemaMode,
+    /// Sets [`restart`](Self::restart).
+    with_restart => restart: RestartPolicy,
+    /// Sets [`verbose`](Self::verbose).
+    with_verbose => verbose: bool,
+    /// Sets [`server`](Self::server).
+    with_server => server: impl Into<PathBuf> as some,
+});
+
+crate::support::with_fields!(RestartPolicy {
+    /// Sets [`max_failures`](Self::max_failures).
+    with_max_failures => max_failures: u32,
+    /// Sets [`window`](Self::window).
+    with_window => window: Duration,
+    /// Sets [`backoff_base`](Self::backoff_base).
+    with_backoff_base => backoff_base: Duration,
+    /// Sets [`backoff_max`](Self::backoff_max).
+    with_backoff_max => backoff_max: Duration,
+});
 
 impl HostOptions {
     /// The fork server to get workers from, if any.

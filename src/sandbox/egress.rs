@@ -34,6 +34,7 @@ pub const MANIFEST_FIELD: &str = "egress";
 /// The operator's `egress` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct EgressSection {
     /// `host:port` patterns.
     pub allow: Vec<String>,
@@ -46,6 +47,7 @@ pub struct EgressSection {
 /// `egress.limits` in the operator policy; every field optional.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct EgressLimitOverrides {
     pub connections: Option<u32>,
     pub bytes_per_connection: Option<u64>,
@@ -55,6 +57,7 @@ pub struct EgressLimitOverrides {
 
 /// The proxy's bounds for one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct EgressLimits {
     /// Connections open at once through the proxy.
     pub connections: u32,
@@ -104,6 +107,7 @@ impl EgressLimits {
 
 /// The host part of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum HostPattern {
     /// One name, lower case, without a trailing dot.
     Name(String),
@@ -155,6 +159,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 /// What a host in a request or a pattern is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Host {
     Name(String),
     Ip(IpAddr),
@@ -354,6 +359,7 @@ pub struct EgressPlan {
 
 /// What an allowed request connects to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Target {
     /// A name pinned by `resolve`: this address only.
     Pinned { name: String, addr: IpAddr },

@@ -1,7 +1,30 @@
 //! Leaf helpers any stage may use: Python's own spellings of values and
 //! whitespace, so that messages read as the reference's do, and worker text
 //! made safe for a terminal (`terminal`), a poison-proof `Mutex::lock`
-//! (`LockExt`). They touch nothing but memory.
+//! (`LockExt`), and `with_fields!`, the builder methods of the public option
+//! structs. They touch nothing but memory.
+
+/// `with_<field>` builder methods, one per public field: each sets the field
+/// and returns the options, so that callers outside the crate can build a
+/// `#[non_exhaustive]` struct without naming every field.
+macro_rules! with_fields {
+    ($ty:ident { $($(#[$doc:meta])* $with:ident => $field:ident: $arg:ty $(as $conv:ident)?,)* }) => {
+        impl $ty {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $with(mut self, $field: $arg) -> Self {
+                    self.$field = $crate::support::with_fields!(@conv $field $($conv)?);
+                    self
+                }
+            )*
+        }
+    };
+    (@conv $v:ident) => { $v };
+    (@conv $v:ident into) => { $v.into() };
+    (@conv $v:ident some) => { Some($v.into()) };
+}
+pub(crate) use with_fields;
 
 pub(crate) mod pyrepr;
 pub(crate) mod terminal;

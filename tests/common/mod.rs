@@ -152,11 +152,9 @@ pub fn ext(name: &str, caps: &[&str], tools: &[&str], source: &str) -> TempDir {
 
 /// Host options with the test interpreter and a short default timeout.
 pub fn options() -> HostOptions {
-    HostOptions {
-        python: python().as_os_str().to_os_string(),
-        timeout: Duration::from_secs(20),
-        ..HostOptions::default()
-    }
+    HostOptions::default()
+        .with_python(python().as_os_str().to_os_string())
+        .with_timeout(Duration::from_secs(20))
 }
 
 /// Whether `pid` is a live process. A zombie (exited, not yet reaped) counts

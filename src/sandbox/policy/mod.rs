@@ -123,6 +123,7 @@ impl Requirement {
 /// Resource limits (rlimits; the process limit also through a pids cgroup when root).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Limits {
     pub memory_bytes: u64,
     pub cpu_seconds: u64,
@@ -137,6 +138,7 @@ pub struct Limits {
 /// The operator's overrides of the default [`Limits`], each optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct LimitOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
@@ -187,6 +189,7 @@ impl Limits {
 /// Layers an operator may switch off (for the layer matrix, or a kernel without them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct Layers {
     pub landlock: bool,
     pub seccomp: bool,
@@ -220,6 +223,7 @@ impl Layers {
 /// The operator's policy file (`--policy FILE`). Every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct OperatorPolicy {
     /// Folders a `--workspace` must lie in (when set, any other workspace is refused).
     pub workspace_roots: Vec<PathBuf>,
@@ -252,6 +256,7 @@ pub struct OperatorPolicy {
 /// uid, so no worker has root's power and RLIMIT_NPROC bounds each one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct WorkerIds {
     /// The first uid (and gid) of the range; at least 1000.
     pub first: u32,
@@ -260,6 +265,11 @@ pub struct WorkerIds {
 }
 
 impl WorkerIds {
+    /// The `count` ids from `first` on (see [`check`](Self::check)).
+    pub fn new(first: u32, count: u32) -> WorkerIds {
+        WorkerIds { first, count }
+    }
+
     /// Whether the range is usable: not root's or a system account's, no
     /// wrap-around, not the overflow id 65534 nor -1.
     pub fn check(&self) -> std::result::Result<(), String> {
@@ -281,6 +291,7 @@ impl WorkerIds {
 /// environment (when set there), and variables set to a value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct EnvironmentSection {
     pub pass: Vec<String>,
     pub set: BTreeMap<String, String>,
@@ -289,6 +300,7 @@ pub struct EnvironmentSection {
 /// What the operator's policy says for one extension (`"extensions": {"name": {…}}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct ExtensionSection {
     pub read_only_paths: Vec<PathBuf>,
     pub limits: LimitOverrides,
@@ -430,6 +442,7 @@ pub struct ProgramFacts {
 
 /// One filesystem grant (a Landlock path rule; a writable bind in the mount namespace).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct FsRule {
     pub path: PathBuf,
     pub access: Access,
@@ -439,6 +452,7 @@ pub struct FsRule {
 /// Access classes, each a fixed set of Landlock rights (see `launch.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Access {
     /// Read files and list folders.
     Read,
@@ -454,6 +468,7 @@ pub enum Access {
 
 /// A seccomp decision about one system call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct SyscallRule {
     pub name: String,
     /// Its number on this architecture (resolved when the data is loaded).
@@ -465,6 +480,7 @@ pub struct SyscallRule {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SyscallAction {
     Allow,
     /// Allowed when its arguments pass the condition.
@@ -517,6 +533,7 @@ impl fmt::Display for Errno {
 /// Argument checks on which a system call is allowed: it passes when every
 /// check of any one group holds. Defined in `policies/base.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
 pub struct Condition {
     /// Its name in the data, e.g. `clone_thread_only`.
     pub name: String,
@@ -538,6 +555,7 @@ impl Condition {
 
 /// One check of one system call argument, as seccompiler compares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
 pub struct ArgCheck {
     /// The argument, 0 to 5.
     pub index: u8,
@@ -549,6 +567,7 @@ pub struct ArgCheck {
 /// How much of an argument is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ArgWidth {
     /// The low 32 bits (what the kernel reads of an `int` or `unsigned int`).
     Dword,
@@ -558,6 +577,7 @@ pub enum ArgWidth {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ArgOp {
     Eq,
     Ne,
@@ -593,6 +613,7 @@ impl Scope {
 /// One layer: how much it is needed, whether the operator wants it, and what
 /// this kernel can do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LayerReport {
     pub layer: Layer,
     pub requirement: Requirement,
@@ -604,6 +625,7 @@ pub struct LayerReport {
 
 /// The namespaces the worker is put in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct Namespaces {
     pub user: bool,
     /// A mount namespace in which every mount is read-only but the scratch
@@ -620,6 +642,7 @@ pub struct Namespaces {
 /// granted, the scratch folder at /tmp and /var/tmp, a minimal /dev, its own
 /// /proc and passwd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PrivateRootPolicy {
     /// A procfs of the worker's own pid namespace at /proc (needs the pid namespace).
     pub proc: bool,
@@ -670,6 +693,7 @@ pub struct Policy {
 
 /// Landlock beyond the path rules (`Policy::filesystem`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct LandlockPolicy {
     /// Hard: the ruleset must be fully enforced; otherwise what the kernel has.
     pub requirement: Requirement,
@@ -685,6 +709,7 @@ pub struct LandlockPolicy {
 
 /// The system call filter: one rule per named call, `default` for the rest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct SeccompPolicy {
     pub default: Errno,
     pub rules: Vec<SyscallRule>,
