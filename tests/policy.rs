@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use nodus_extension::internals::sandbox::guarantees::Mechanism;
 use nodus_extension::policy::Probe;
 use nodus_extension::policy::{
     self, Access, Inputs, Mode, OperatorPolicy, Policy, ProgramFacts, Scope, SyscallAction,
@@ -274,20 +275,58 @@ fn trust_classes_cap_what_may_be_granted() {
 
 #[test]
 fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
-    // No Landlock: file reads have no other carrier. Strict refuses naming
-    // the guarantee and Landlock; best effort starts and says what is lost.
+    // No Landlock, namespaces available: the private root carries file
+    // reads (and the read-only mounts writes), but nothing else keeps exec to
+    // the interpreter. Strict refuses a worker without subprocess.run naming
+    // the guarantee and Landlock, and starts one with it, its file
+    // confinement kept by the private root alone.
+    let kept_by = |p: &policy::Policy, g: &str| {
+        p.guarantees
+            .iter()
+            .find(|s| serde_json::to_value(s.guarantee).unwrap() == g)
+            .map(|s| s.kept_by.clone())
+            .unwrap()
+    };
     let mut none = probe(false);
     none.landlock_abi = 0;
     let err = derive_with(&[], &OperatorPolicy::default(), &none, None).unwrap_err();
     assert_eq!(err.class(), "SandboxError");
     let msg = err.to_string();
     assert!(
-        msg.contains("file_reads: lost") && msg.contains("no Landlock"),
+        msg.contains("exec: lost") && msg.contains("no Landlock"),
         "{msg}"
     );
+    let p = derive_with(&["subprocess.run"], &OperatorPolicy::default(), &none, None).unwrap();
+    assert!(p.degraded.is_empty(), "{:?}", p.degraded);
+    assert_eq!(kept_by(&p, "file_reads"), vec![Mechanism::PrivateRoot]);
+    assert_eq!(kept_by(&p, "file_writes"), vec![Mechanism::MountNamespace]);
+    assert_eq!(kept_by(&p, "unix_sockets"), vec![Mechanism::PrivateRoot]);
+    // With Landlock, two layers keep file reads.
+    let p = derive_with(&[], &OperatorPolicy::default(), &probe(false), None).unwrap();
+    assert_eq!(
+        kept_by(&p, "file_reads"),
+        vec![Mechanism::Landlock, Mechanism::PrivateRoot]
+    );
+    // Unix sockets are allowed in the private root: seccomp carries neither
+    // kind then; the private root keeps host sockets by path out, the net
+    // namespace and Landlock's scope abstract ones. setsid is allowed with the
+    // pid namespace: the process group keeps nothing, the namespace (and for
+    // root the pids cgroup) does.
+    assert_eq!(kept_by(&p, "unix_sockets"), vec![Mechanism::PrivateRoot]);
+    assert_eq!(
+        kept_by(&p, "abstract_unix_sockets"),
+        vec![Mechanism::NetNamespace, Mechanism::LandlockScopes]
+    );
+    assert_eq!(kept_by(&p, "lifetime"), vec![Mechanism::PidNamespace]);
+    // Neither Landlock nor namespaces: nothing keeps file reads.
+    let mut bare = none.clone();
+    bare.user_namespaces = false;
+    let err =
+        derive_with(&["subprocess.run"], &OperatorPolicy::default(), &bare, None).unwrap_err();
+    assert!(err.to_string().contains("file_reads: lost"), "{err}");
     let mut best = OperatorPolicy::default();
     best.mode = Mode::BestEffort;
-    let p = derive_with(&[], &best, &none, None).unwrap();
+    let p = derive_with(&[], &best, &bare, None).unwrap();
     assert!(
         p.degraded.iter().any(|d| d.starts_with("file_reads: lost")),
         "{:?}",

@@ -28,8 +28,10 @@ pub enum Guarantee {
     Network,
     /// With `network.outbound` and `tcp_ports`: TCP only to those ports.
     TcpPorts,
-    /// No host unix sockets (by path or abstract).
+    /// No host unix sockets by path.
     UnixSockets,
+    /// No abstract unix sockets outside the sandbox.
+    AbstractUnixSockets,
     /// No signals or ptrace to processes outside the sandbox.
     Signals,
     /// No new processes without `subprocess.run`.
@@ -56,7 +58,8 @@ impl Guarantee {
             Guarantee::HostMetadata => "host files' mode, owner and times untouched",
             Guarantee::Network => "no network without network.outbound",
             Guarantee::TcpPorts => "TCP only to the operator's tcp_ports",
-            Guarantee::UnixSockets => "no host unix sockets",
+            Guarantee::UnixSockets => "no host unix sockets by path",
+            Guarantee::AbstractUnixSockets => "no abstract unix sockets outside the sandbox",
             Guarantee::Signals => "no signals or ptrace to processes outside the sandbox",
             Guarantee::ProcessCreation => "no new processes without subprocess.run",
             Guarantee::Exec => "no exec of other programs without subprocess.run",
@@ -98,8 +101,15 @@ pub enum Mechanism {
     SeccompOwnSignals,
     /// Seccomp: no mode with a setuid or setgid bit (chmod family, open, creat).
     SeccompNoSetid,
+    /// Seccomp: no `socket(AF_UNIX)` at all (applied where unix sockets are
+    /// not allowed: without a private root, or with abstract names in reach).
+    SeccompNoUnix,
     /// The mount namespace with every host mount read-only.
     MountNamespace,
+    /// The private root of the mount namespace (`root.rs`): only what is
+    /// granted exists in the worker's file system; Landlock's rules name the
+    /// same grants, independently.
+    PrivateRoot,
     PidNamespace,
     NetNamespace,
     /// Resource limits (address space, CPU time, files).
@@ -108,7 +118,8 @@ pub enum Mechanism {
     RlimitNproc,
     /// A pids cgroup with the process limit.
     PidsCgroup,
-    /// A session of its own, setsid/setpgid denied, the group killed at unload.
+    /// A session of its own, setsid/setpgid denied (seccomp, applied without
+    /// a pid namespace), the group killed at unload.
     ProcessGroup,
     /// Capabilities dropped and no_new_privs.
     NoNewPrivileges,
@@ -125,7 +136,9 @@ impl Mechanism {
             Mechanism::SeccompNoMetadata => "seccomp's metadata denial",
             Mechanism::SeccompOwnSignals => "seccomp's own-process-group signal rule",
             Mechanism::SeccompNoSetid => "seccomp's setuid/setgid mode denial",
+            Mechanism::SeccompNoUnix => "seccomp's unix socket denial",
             Mechanism::MountNamespace => "a read-only mount namespace",
+            Mechanism::PrivateRoot => "the private root (only the grants exist)",
             Mechanism::PidNamespace => "a pid namespace",
             Mechanism::NetNamespace => "a network namespace",
             Mechanism::Rlimits => "rlimits",
@@ -242,7 +255,7 @@ pub fn carriers(needs: &Needs) -> Vec<(Guarantee, Vec<Mechanism>)> {
     use Guarantee as G;
     use Mechanism as M;
     let mut v = vec![
-        (G::FileReads, vec![M::Landlock]),
+        (G::FileReads, vec![M::Landlock, M::PrivateRoot]),
         (G::FileWrites, vec![M::Landlock, M::MountNamespace]),
         (
             G::HostMetadata,
@@ -257,7 +270,11 @@ pub fn carriers(needs: &Needs) -> Vec<(Guarantee, Vec<Mechanism>)> {
     } else if needs.tcp_ports {
         v.push((G::TcpPorts, vec![M::LandlockTcp]));
     }
-    v.push((G::UnixSockets, vec![M::Seccomp]));
+    v.push((G::UnixSockets, vec![M::SeccompNoUnix, M::PrivateRoot]));
+    v.push((
+        G::AbstractUnixSockets,
+        vec![M::SeccompNoUnix, M::NetNamespace, M::LandlockScopes],
+    ));
     v.push((
         G::Signals,
         vec![M::LandlockScopes, M::PidNamespace, M::SeccompOwnSignals],

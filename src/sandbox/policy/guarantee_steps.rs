@@ -11,16 +11,32 @@ use crate::sandbox::policy::{
 };
 use crate::sandbox::probe::Probe;
 
+/// What else decides which mechanisms are applied.
+pub(super) struct Decided {
+    pub seccomp_on: bool,
+    pub pids_cgroup: bool,
+    pub own_ids: bool,
+    /// The worker gets a private root (`root.rs`).
+    pub private_root: bool,
+    /// Seccomp allows `socket(AF_UNIX)` (a private root, abstract names out of reach).
+    pub unix_sockets: bool,
+}
+
 /// Which mechanisms this policy applies, and why each other one is not.
 pub(super) fn applied_mechanisms(
     probe: &Probe,
     op: &OperatorPolicy,
     landlock: Option<&LandlockPolicy>,
     ns: &Namespaces,
-    seccomp_on: bool,
-    pids_cgroup: bool,
-    own_ids: bool,
+    d: &Decided,
 ) -> Applied {
+    let Decided {
+        seccomp_on,
+        pids_cgroup,
+        own_ids,
+        private_root,
+        unix_sockets,
+    } = *d;
     use Mechanism as M;
     let off = || Some(("switched off by the operator policy".to_string(), true));
     let mut a = Applied::new();
@@ -56,8 +72,27 @@ pub(super) fn applied_mechanisms(
         None
     };
     a.set(M::Seccomp, sec.clone());
-    a.set(M::ProcessGroup, sec.clone());
+    // With a pid namespace seccomp allows setsid and setpgid (its process 1
+    // ends everything in it): the process group then holds nothing.
+    a.set(
+        M::ProcessGroup,
+        sec.clone().or_else(|| {
+            ns.pid.then(|| {
+                ("not applied: with the pid namespace setsid and setpgid are allowed, so the worker's processes can leave its group".into(), false)
+            })
+        }),
+    );
     a.set(M::SeccompNoSetid, sec.clone());
+    // In a private root with abstract names out of reach seccomp allows
+    // AF_UNIX (multiprocessing's forkserver and Manager).
+    a.set(
+        M::SeccompNoUnix,
+        sec.clone().or_else(|| {
+            unix_sockets.then(|| {
+                ("not applied: unix sockets are allowed in the private root, where no host socket is bound".into(), false)
+            })
+        }),
+    );
     let ns_missing = |present: bool| {
         if present {
             None
@@ -73,6 +108,7 @@ pub(super) fn applied_mechanisms(
         }
     };
     a.set(M::MountNamespace, ns_missing(ns.mount));
+    a.set(M::PrivateRoot, ns_missing(ns.mount && private_root));
     a.set(M::PidNamespace, ns_missing(ns.pid));
     a.set(M::NetNamespace, ns_missing(ns.net));
     a.set(

@@ -814,9 +814,13 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         op,
         landlock.as_ref(),
         &namespaces,
-        seccomp.is_some(),
-        pids_cgroup.is_some(),
-        worker_ids.is_some(),
+        &guarantee_steps::Decided {
+            seccomp_on: seccomp.is_some(),
+            pids_cgroup: pids_cgroup.is_some(),
+            own_ids: worker_ids.is_some(),
+            private_root: private_root.is_some(),
+            unix_sockets: situation.unix_sockets,
+        },
     );
     let tcp_ports = landlock.as_ref().and_then(|l| l.tcp_connect.as_ref());
     let net = declared.contains(&Capability::NetworkOutbound);

@@ -279,6 +279,23 @@ impl fmt::Display for Policy {
             )?,
             None => writeln!(f, "  private root: none (no mount namespace): Landlock alone confines files; no /proc, /dev/shm or private /tmp")?,
         }
+        // Grants the private root mounts inside its scratch folder (/tmp).
+        let under_tmp: Vec<String> = self
+            .filesystem
+            .iter()
+            .filter(|r| {
+                self.private_root.is_some()
+                    && ["/tmp", "/var/tmp"].iter().any(|t| r.path.starts_with(t))
+            })
+            .map(|r| r.path.display().to_string())
+            .collect();
+        if !under_tmp.is_empty() {
+            writeln!(
+                f,
+                "  under /tmp: {}: mounted inside the scratch folder, which is /tmp here, so Landlock grants the scratch folder's rights there and read-only mounts alone keep them read-only; keep them outside /tmp and /var/tmp for two layers (docs/security.md)",
+                under_tmp.join(" ")
+            )?;
+        }
         match &self.limits {
             Some(l) => writeln!(f, "  limits: {}", limits_words(l))?,
             None => writeln!(f, "  limits: none (the layer is off)")?,
@@ -332,7 +349,7 @@ impl fmt::Display for Policy {
             let by: Vec<&str> = g.kept_by.iter().map(|m| m.describe()).collect();
             writeln!(
                 f,
-                "  {:<18} {}",
+                "  {:<22} {}",
                 g.guarantee.name(),
                 if by.is_empty() {
                     "LOST".to_string()
