@@ -19,6 +19,14 @@
 //! and the test passes. A known failure that passes fails the test, so the
 //! list never hides a fix.
 //!
+//! 3. for comparison only, under a plain bubblewrap profile (read-only `/`,
+//!    private `/proc`, `/dev` and `/tmp`, pid, ipc and uts namespaces, and a
+//!    network namespace unless the scenario declares `network.outbound`), as
+//!    the issue that asked for this suite measured it: a bubblewrap failure
+//!    fails nothing, it is printed (`COMPARE <scenario> [<who>]: …`) and
+//!    written to `target/compat-comparison/`; without `bwrap` on PATH the
+//!    column says `SKIP` (scripts/test installs bubblewrap as root).
+//!
 //! Real libraries (numpy, requests, psutil) come from `.venv-compat`, a venv
 //! of `/usr/bin/python3` that `scripts/test` installs from PyPI; it is used
 //! by both identities. Without it those scenarios print `SKIP:` (and fail
@@ -220,6 +228,108 @@ fn run_sandboxed(who: Who, python: &Path, ext: &Path, s: &Scenario) -> Outcome {
     drive(cmd)
 }
 
+/// `bwrap` on PATH, once: the comparison column needs it.
+fn bwrap() -> Option<PathBuf> {
+    static BWRAP: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BWRAP
+        .get_or_init(|| {
+            let found = std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("bwrap"))
+                    .find(|f| f.is_file())
+            });
+            if found.is_none() {
+                say("SKIP: the bubblewrap comparison column: no bwrap on PATH (apt-get install bubblewrap; scripts/test installs it as root)");
+            }
+            found
+        })
+        .clone()
+}
+
+/// Runs the extension under a plain bubblewrap profile as `who`: `/`
+/// read-only, a private `/proc`, `/dev` and `/tmp` (the extension and the
+/// shim, which live in the host's /tmp, bound back read-only), pid, ipc and
+/// uts namespaces, and a network namespace unless `network.outbound` is
+/// declared. None without bwrap.
+fn run_bwrap(
+    who: Who,
+    python: &Path,
+    ext: &Path,
+    s: &Scenario,
+    env: &[(&str, &str)],
+) -> Option<Outcome> {
+    let bwrap = bwrap()?;
+    let mut cmd = who.command(bwrap);
+    cmd.args([
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+    ]);
+    for d in [shim_dir(), ext] {
+        cmd.arg("--ro-bind").arg(d).arg(d);
+    }
+    cmd.args([
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--die-with-parent",
+    ]);
+    if !s.caps.contains(&"network.outbound") {
+        cmd.arg("--unshare-net");
+    }
+    cmd.arg("--chdir")
+        .arg(ext)
+        .arg("--")
+        .arg(python)
+        .arg(ext.join("extension.py"))
+        .current_dir(ext)
+        .env("PYTHONPATH", shim_dir())
+        .envs(env.iter().copied());
+    Some(drive(cmd))
+}
+
+/// One line of the comparison: printed, and kept in
+/// `target/compat-comparison/<scenario>-<who>.txt`.
+fn compare(s: &Scenario, who: Who, boxed: &Outcome, bwrap: Option<&Outcome>) {
+    let word = |o: &Outcome| match o {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!(
+            "FAILED ({})",
+            e.lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(160)
+                .collect::<String>()
+        ),
+    };
+    let line = format!(
+        "COMPARE {} [{}]: unsandboxed ok | ext-runner {}{} | bubblewrap {}",
+        s.name,
+        who.label(),
+        word(boxed),
+        if boxed.is_err() && s.known.reason(who).is_some() {
+            " (known)"
+        } else {
+            ""
+        },
+        bwrap.map_or_else(|| "SKIP (no bwrap)".to_string(), word)
+    );
+    say(&line);
+    let dir = common::root().join("target/compat-comparison");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(
+        dir.join(format!("{}-{}.txt", s.name, who.label())),
+        line + "\n",
+    );
+}
+
 /// Starts `cmd` (a worker, or a runner serving one), invokes `sec.run` once,
 /// then closes its stdin and waits for it: the tool's result, or the error
 /// with the last of what the process wrote.
@@ -396,6 +506,8 @@ fn check(s: &Scenario) {
             );
         }
         let boxed = run_sandboxed(who, &python, ext.path(), s);
+        let bwrapped = run_bwrap(who, &python, ext.path(), s, &plain_env);
+        compare(s, who, &boxed, bwrapped.as_ref());
         match (boxed, s.known.reason(who)) {
             (Ok(v), None) => {
                 let _ = v;
