@@ -133,4 +133,6 @@ pub mod internals {
     pub mod sandbox {
         pub use crate::sandbox::*;
     }
+    /// `ext-reaper`'s body: a worker's exec'd monitor or reaper.
+    pub use crate::sandbox::child::waiter_main as reaper_main;
 }

@@ -476,6 +476,14 @@ impl Server {
         // read is the worker's own, not the zygote's. No TMPDIR: the zygote's
         // scratch folders go to the default temporary folder.
         env.push(("NODUS_ZYGOTE_ROOM".into(), "-".repeat(8192)));
+        // The zygote's own binary is the interpreter: it finds `ext-reaper`
+        // (which its workers' monitor and reaper exec) through the server.
+        if let Some(p) = crate::sandbox::launch::waiter_path() {
+            env.push((
+                "NODUS_EXTENSION_REAPER".into(),
+                p.to_string_lossy().into_owned(),
+            ));
+        }
         let init = json!({"preload": PRELOAD, "env": env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>()});
         let mut cmd = std::process::Command::new(&self.interpreter.exec_path);
         cmd.args(["-s", "-B", "-c", ZYGOTE])

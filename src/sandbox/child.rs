@@ -8,8 +8,9 @@
 //! 1. new session; join the pids cgroup; die with the runner
 //! 2. namespaces (user first, mapping our own ids), then two forks: a monitor
 //!    outside the pid namespace, a reaper as its process 1, the worker under
-//!    it; the private root built and pivoted into, and Landlock rules added
-//!    on the file systems it mounted (their inodes exist only now)
+//!    it (monitor and reaper exec the small `ext-reaper` when the runner
+//!    found it); the private root built and pivoted into, and Landlock rules
+//!    added on the file systems it mounted (their inodes exist only now)
 //! 3. resource limits
 //! 4. drop every capability
 //! 5. mark all inherited descriptors close-on-exec
@@ -156,6 +157,10 @@ pub struct Confinement {
     /// as process 1 of its /proc, zeroes its copy, so that its command line
     /// does not show the runner's arguments.
     pub runner_strings: Vec<(usize, usize)>,
+    /// The `ext-reaper` program (opened read-only, close-on-exec), which the
+    /// monitor and the reaper exec to shed their copy of the runner; without
+    /// it they stay forks of the runner.
+    pub waiter: Option<std::os::fd::OwnedFd>,
     /// (resource, soft, hard).
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)>,
     pub landlock: Option<landlock::RulesetCreated>,
@@ -242,11 +247,14 @@ pub trait Sys {
     /// to the runner (see `egress_socket`).
     fn egress_socket(&self, e: &EgressSocket) -> Result<(), Failure>;
     /// Continues as the worker in a new pid namespace (see `enter_pid_namespace`).
-    /// `wipe`: memory ranges the reaper zeroes in its copy of the runner.
+    /// `wipe`: memory ranges the reaper zeroes in its copy of the runner;
+    /// `waiter`: a descriptor of the `ext-reaper` program to exec as monitor
+    /// and reaper.
     fn enter_pid_namespace(
         &self,
         parent_death_signal: Option<i32>,
         wipe: &[(usize, usize)],
+        waiter: Option<libc::c_int>,
     ) -> Result<(), Failure>;
     /// Mounts the private root and pivots into it (see `build_root`).
     fn build_root(&self, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure>;
@@ -609,8 +617,9 @@ impl Sys for Kernel {
         &self,
         parent_death_signal: Option<i32>,
         wipe: &[(usize, usize)],
+        waiter: Option<libc::c_int>,
     ) -> Result<(), Failure> {
-        enter_pid_namespace(self, parent_death_signal, wipe)
+        enter_pid_namespace(self, parent_death_signal, wipe, waiter)
     }
 
     fn build_root(&self, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure> {
@@ -815,7 +824,9 @@ pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
         s.egress_socket(e)?;
     }
     if c.pid_namespace {
-        s.enter_pid_namespace(c.parent_death_signal, &c.runner_strings)?;
+        use std::os::fd::AsRawFd;
+        let waiter = c.waiter.as_ref().map(|f| f.as_raw_fd());
+        s.enter_pid_namespace(c.parent_death_signal, &c.runner_strings, waiter)?;
     }
     if let Some(root) = &c.private_root {
         s.build_root(root)?;
@@ -946,12 +957,23 @@ fn read_only_mounts<S: Sys>(s: &S, writable: &[CString]) -> Result<(), Failure> 
 /// - the reaper's child returns to exec as the worker (process 2), so signals
 ///   it sends itself act as usual (the kernel drops those process 1 sends itself).
 ///
+/// With `waiter` (the `ext-reaper` program, opened by the runner), monitor
+/// and reaper exec it ([`waiter_main`]) instead of staying copies of the
+/// runner's memory: a few pages each rather than page tables and a share of
+/// every page the runner writes afterwards (copy-on-write keeps the old one).
+/// The worker waits until the exec'd reaper has made itself non-dumpable
+/// (EOF on a pipe): exec makes a process dumpable again, and a dumpable
+/// process 1 would open its `/proc/1/mem` and `environ` to the worker. When
+/// an exec fails, that process goes on as the fork it is (the same waiting,
+/// the runner's argv and environment zeroed in the reaper).
+///
 /// Monitor and reaper close every other descriptor: the host sees EOF when the
 /// worker closes (and the report pipe is the worker's alone).
 fn enter_pid_namespace(
     k: &Kernel,
     parent_death_signal: Option<i32>,
     wipe: &[(usize, usize)],
+    waiter: Option<libc::c_int>,
 ) -> Result<(), Failure> {
     let die_with_parent = || match parent_death_signal {
         Some(sig) => k
@@ -959,12 +981,19 @@ fn enter_pid_namespace(
             .map_err(at(Step::ParentDeathSignal, 0)),
         None => Ok(()),
     };
-    const STATUS_LEN: usize = std::mem::size_of::<libc::c_int>();
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` is a valid array of two ints.
     check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
         .map_err(at(Step::PidNamespace, 0))?;
     let [status_in, status_out] = fds;
+    // The worker's go-ahead from an exec'd reaper: EOF once it is not dumpable.
+    let mut go = [-1 as libc::c_int; 2];
+    if waiter.is_some() {
+        // SAFETY: `go` is a valid array of two ints.
+        check(unsafe { libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) })
+            .map_err(at(Step::PidNamespace, 3))?;
+    }
+    let [go_in, go_out] = go;
     // SAFETY: fork in a single-threaded process (a fresh child); both sides go
     // on with async-signal-safe calls only.
     let reaper = unsafe { libc::fork() };
@@ -975,32 +1004,67 @@ fn enter_pid_namespace(
         let worker = unsafe { libc::fork() };
         check(worker).map_err(at(Step::PidNamespace, 2))?;
         if worker == 0 {
-            return die_with_parent(); // on to exec; the pipe ends are close-on-exec
+            die_with_parent()?;
+            if go_in >= 0 {
+                wait_for_eof(go_in, go_out);
+            }
+            return Ok(()); // on to exec; the pipe ends are close-on-exec
         }
         // Monitor and reaper are copies of the host's memory: never dumped.
         // SAFETY: integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        if let Some(exe) = waiter {
+            close_all_but(&mut [status_out, go_out, exe]);
+            let (w, s, g) = (
+                Digits::of(worker),
+                Digits::of(status_out),
+                Digits::of(go_out),
+            );
+            exec_waiter(
+                exe,
+                c"init",
+                &[s.keep(status_out), g.keep(go_out), w.text()],
+            );
+        }
         for &(start, len) in wipe {
             // SAFETY: [start, start + len) is this process's own argv or
             // environment area (read from /proc/self/stat by the process it
             // was forked from): mapped, writable, and used by nothing here.
             unsafe { std::ptr::write_bytes(start as *mut u8, 0, len) };
         }
-        close_all_but(status_out);
+        close_all_but(&mut [status_out]); // the go-ahead's end too: the worker goes on
         let status = wait_for(worker, true);
-        // SAFETY: writes one int from a live int to our own pipe, then exits.
-        unsafe {
-            libc::write(
-                status_out,
-                (&status as *const libc::c_int).cast(),
-                STATUS_LEN,
-            );
-            libc::_exit(0)
-        }
+        report_status(status_out, status)
     }
     // SAFETY: integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    close_all_but(status_in);
+    if let Some(exe) = waiter {
+        close_all_but(&mut [status_in, exe]);
+        let (r, s) = (Digits::of(reaper), Digits::of(status_in));
+        exec_waiter(exe, c"monitor", &[s.keep(status_in), r.text()]);
+    }
+    close_all_but(&mut [status_in]);
+    monitor(reaper, status_in)
+}
+
+/// The reaper's end: the worker's wait status up the pipe, then exit (the
+/// kernel kills what is left of the pid namespace).
+fn report_status(status_out: libc::c_int, status: libc::c_int) -> ! {
+    // SAFETY: writes one int from a live int to our own pipe, then exits.
+    unsafe {
+        libc::write(
+            status_out,
+            (&status as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>(),
+        );
+        libc::_exit(0)
+    }
+}
+
+/// The monitor's end: waits for the reaper, then exits as the worker did
+/// (the status the reaper sent, else the reaper's own).
+fn monitor(reaper: libc::pid_t, status_in: libc::c_int) -> ! {
+    const STATUS_LEN: usize = std::mem::size_of::<libc::c_int>();
     let reaper_status = wait_for(reaper, false);
     let mut status: libc::c_int = 0;
     // SAFETY: reads at most one int into a live int.
@@ -1018,16 +1082,116 @@ fn enter_pid_namespace(
     })
 }
 
-/// Closes every descriptor except `keep`.
-fn close_all_but(keep: libc::c_int) {
-    let keep = keep as u32;
-    // SAFETY: integer arguments only.
+/// The worker, before it goes on: closes its copy of the go-ahead's write
+/// end and reads until EOF (the reaper closed its own, or ended).
+fn wait_for_eof(go_in: libc::c_int, go_out: libc::c_int) {
+    let mut byte = 0u8;
+    // SAFETY: closes our copy of a pipe end, once; reads into a live byte.
     unsafe {
-        if keep > 0 {
-            libc::syscall(libc::SYS_close_range, 0u32, keep - 1, 0u32);
-        }
-        libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
+        libc::close(go_out);
+        while libc::read(go_in, (&mut byte as *mut u8).cast(), 1) == -1 && errno() == libc::EINTR {}
+        libc::close(go_in);
     }
+}
+
+/// A number as decimal text, NUL-terminated, on the stack (argv of the
+/// exec'd waiter, built after the fork without allocating).
+struct Digits([u8; 16]);
+
+impl Digits {
+    fn of(n: libc::c_int) -> Digits {
+        let mut b = [0u8; 16];
+        let mut digits = [0u8; 12];
+        let (mut v, mut len) = (n.unsigned_abs(), 0);
+        loop {
+            digits[len] = b'0' + (v % 10) as u8;
+            len += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        for (slot, d) in b.iter_mut().zip(digits[..len].iter().rev()) {
+            *slot = *d;
+        }
+        Digits(b)
+    }
+
+    fn text(&self) -> *const libc::c_char {
+        self.0.as_ptr().cast()
+    }
+
+    /// The text of a descriptor that must survive the exec (its
+    /// close-on-exec flag cleared).
+    fn keep(&self, fd: libc::c_int) -> *const libc::c_char {
+        // SAFETY: integer arguments only.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        self.text()
+    }
+}
+
+/// Execs the waiter program `exe` (a descriptor of it) as `ext-reaper ROLE
+/// ARGS...` with an empty environment. Returns only when exec failed.
+fn exec_waiter(exe: libc::c_int, role: &CStr, args: &[*const libc::c_char]) {
+    let mut argv = [std::ptr::null::<libc::c_char>(); 8];
+    argv[0] = c"ext-reaper".as_ptr();
+    argv[1] = role.as_ptr();
+    for (slot, a) in argv[2..7].iter_mut().zip(args.iter()) {
+        *slot = *a;
+    }
+    let envp = [std::ptr::null::<libc::c_char>()];
+    // SAFETY: NULL-terminated arrays of NUL-terminated strings that live on
+    // this stack frame or are static; `exe` is a descriptor of ours.
+    unsafe { libc::fexecve(exe, argv.as_ptr(), envp.as_ptr()) };
+}
+
+/// The exec'd monitor and reaper (`ext-reaper`, see `enter_pid_namespace`):
+/// `ext-reaper init STATUS_FD GO_FD WORKER_PID` is process 1 of the worker's
+/// pid namespace, `ext-reaper monitor STATUS_FD REAPER_PID` waits outside it.
+/// Both keep the parent-death signal of their fork (exec of a plain program
+/// keeps it), make themselves non-dumpable first, and then do what the
+/// forked ones do. Anything else on the command line exits with 2.
+pub fn waiter_main() -> ! {
+    let args: Vec<libc::c_int> = std::env::args()
+        .skip(2)
+        .map(|a| a.parse().unwrap_or(-1))
+        .collect();
+    let role = std::env::args().nth(1).unwrap_or_default();
+    // SAFETY: integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    match (role.as_str(), &args[..]) {
+        ("init", &[status_out, go_out, worker]) if status_out >= 0 && go_out >= 0 && worker > 0 => {
+            // SAFETY: closes the go-ahead's write end, ours: the worker goes on.
+            unsafe { libc::close(go_out) };
+            let status = wait_for(worker, true);
+            report_status(status_out, status)
+        }
+        ("monitor", &[status_in, reaper]) if status_in >= 0 && reaper > 0 => {
+            monitor(reaper, status_in)
+        }
+        _ => {
+            eprintln!(
+                "ext-reaper: the pid-namespace waiter of ext-runner's workers; not for use by hand"
+            );
+            std::process::exit(2)
+        }
+    }
+}
+
+/// Closes every descriptor except those in `keep` (sorted in place).
+fn close_all_but(keep: &mut [libc::c_int]) {
+    keep.sort_unstable();
+    let mut first = 0u32;
+    for &k in keep.iter() {
+        let k = k as u32;
+        if k > first {
+            // SAFETY: integer arguments only.
+            unsafe { libc::syscall(libc::SYS_close_range, first, k - 1, 0u32) };
+        }
+        first = k + 1;
+    }
+    // SAFETY: integer arguments only.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
 }
 
 /// Waits for `pid` and returns its wait status; when `reap_others`, also reaps
@@ -1368,7 +1532,12 @@ mod tests {
             self.call(format!("egress socket {}", e.port))
                 .map_err(at(Step::EgressSocket, 0))
         }
-        fn enter_pid_namespace(&self, _: Option<i32>, _: &[(usize, usize)]) -> Result<(), Failure> {
+        fn enter_pid_namespace(
+            &self,
+            _: Option<i32>,
+            _: &[(usize, usize)],
+            _: Option<libc::c_int>,
+        ) -> Result<(), Failure> {
             self.call("pid namespace".into())
                 .map_err(at(Step::PidNamespace, 0))
         }
@@ -1460,6 +1629,7 @@ mod tests {
             writable_mounts: vec![c"/scratch".into(), c"/work".into()],
             private_root: None,
             runner_strings: Vec::new(),
+            waiter: None,
             rlimits: vec![(libc::RLIMIT_AS, 1, 1), (libc::RLIMIT_NOFILE, 64, 64)],
             landlock: Some(ruleset()),
             landlock_full: true,

@@ -487,7 +487,7 @@ impl StepContext {
                 || f.step.call().to_string(),
                 |c| format!("{c} for the egress proxy"),
             ),
-            Step::PidNamespace => ["pipe2", "fork (reaper)", "fork (worker)"]
+            Step::PidNamespace => ["pipe2", "fork (reaper)", "fork (worker)", "pipe2 (the exec'd reaper's go-ahead)"]
                 .get(f.detail as usize)
                 .map_or_else(
                     || f.step.call().to_string(),
@@ -703,7 +703,11 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
     c.uid_map = format!("{uid} {uid} 1").into_bytes();
     c.gid_map = format!("{gid} {gid} 1").into_bytes();
     c.pid_namespace = ns.pid;
+    if ns.pid {
+        c.waiter = open_waiter();
+    }
     if ns.pid && policy.private_root.is_some() {
+        // For a reaper that stays a fork of the runner (no `ext-reaper`, or its exec failed).
         c.runner_strings = runner_strings();
     }
     let mut root_rules = None;
@@ -851,6 +855,28 @@ impl Drop for IdLease {
     fn drop(&mut self) {
         IDS_TAKEN.locked().retain(|&i| i != self.id);
     }
+}
+
+/// The `ext-reaper` program that a worker's monitor and reaper exec (see
+/// `child::waiter_main`): `NODUS_EXTENSION_REAPER`, else beside the running
+/// binary or one folder up (cargo's `examples/` and `deps/`).
+pub fn waiter_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NODUS_EXTENSION_REAPER").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("ext-reaper"), dir.join("../ext-reaper")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
+}
+
+/// `waiter_path`, opened read-only and close-on-exec for `fexecve`; none
+/// (the waiters stay forks of the runner) when it is missing or unreadable.
+fn open_waiter() -> Option<std::os::fd::OwnedFd> {
+    let path = waiter_path()?;
+    std::fs::File::open(path).ok().map(Into::into)
 }
 
 /// This process's argv and environment areas, (start, length), from fields

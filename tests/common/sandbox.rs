@@ -342,12 +342,15 @@ pub fn runner(who: Who) -> PathBuf {
         let copy = dir.join("ext-runner");
         std::fs::copy(&built, &copy).expect("copy ext-runner");
         chmod(&copy, 0o755);
-        // The fork server's zygote loads the crate's confinement code from beside it.
-        let lib = built.with_file_name("libnodus_extension.so");
-        if lib.exists() {
-            let to = dir.join("libnodus_extension.so");
-            std::fs::copy(&lib, &to).expect("copy libnodus_extension.so");
-            chmod(&to, 0o755);
+        // The fork server's zygote loads the crate's confinement code from
+        // beside it; a worker's monitor and reaper exec ext-reaper from there.
+        for name in ["libnodus_extension.so", "ext-reaper"] {
+            let from = built.with_file_name(name);
+            if from.exists() {
+                let to = dir.join(name);
+                std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {name}: {e}"));
+                chmod(&to, 0o755);
+            }
         }
         copy
     })

@@ -4,8 +4,9 @@
 use super::*;
 
 /// The private /proc is of the worker's own pid namespace: no host process
-/// appears there, by listing or by pid, and process 1 (the reaper, a fork of
-/// the runner) shows neither the runner's command line nor its environment.
+/// appears there, by listing or by pid, and process 1 (the reaper, the
+/// exec'd `ext-reaper`) shows neither the runner's command line nor its
+/// environment.
 #[test]
 fn attack_root_proc_shows_no_host_process() {
     confined(FULL, |who| {
@@ -45,12 +46,85 @@ result = {"procs": procs, "victim": attempt(lambda: open("/proc/@V@/cmdline", "r
         assert!(procs.contains_key("1") && procs.contains_key("2"), "{r:?}");
         assert_eq!(r.value()["self"], json!(2));
         assert_eq!(r.field("victim"), "ENOENT", "{r:?}");
-        // The reaper is a fork of the runner: its command line (the runner's
-        // arguments) is wiped, its environment unreadable.
+        // The reaper is the exec'd ext-reaper: no runner's arguments in its
+        // command line, its environment unreadable.
         let reaper = procs["1"].as_str().unwrap_or_default().to_string();
         assert!(!reaper.contains("run"), "the runner's command line: {r:?}");
+        assert!(reaper.starts_with("ok: 'ext-reaper init "), "{r:?}");
         assert_ne!(r.field("reaper_environ"), "ok: b''", "{r:?}");
         assert!(r.field("reaper_environ").starts_with('E'), "{r:?}");
+    });
+}
+
+/// The pid namespace's two waiters exec the small `ext-reaper` instead of
+/// staying copies of the runner (issue 16), and keep what the forks
+/// guaranteed: seen from outside, the worker's monitor and reaper run
+/// `ext-reaper` (not the runner's command line); from inside, process 1's
+/// memory, maps and environment stay closed (it makes itself non-dumpable
+/// before the worker goes on) while the worker's own are open (control).
+/// The other way, with `NODUS_EXTENSION_REAPER` naming no file, the waiters
+/// stay forks of the runner (the check's control: it tells the two apart),
+/// and the reaper's copy of the runner's argv and environment is zeroed.
+#[test]
+fn root_waiters_exec_ext_reaper_or_stay_wiped_forks() {
+    confined(FULL, |who| {
+        let code = r#"
+result = {"cmdline": attempt(lambda: open("/proc/1/cmdline", "rb").read().replace(b"\0", b" ").decode()),
+          "environ": attempt(lambda: open("/proc/1/environ", "rb").read()),
+          "maps": attempt(lambda: open("/proc/1/maps").read()[:40]),
+          "mem": attempt(lambda: open("/proc/1/mem", "rb").read(1)),
+          "own_environ": attempt(lambda: len(open("/proc/self/environ", "rb").read()) > 0),
+          "own_maps": attempt(lambda: len(open("/proc/self/maps").read()) > 0)}
+"#;
+        let runner_secret = token("REAPERARGV");
+        for exec in [true, false] {
+            let mut l = Launch::new(who, &[]).env("NODUS_RUNNER_SECRET", &runner_secret);
+            if !exec {
+                // Cold (the runner's own interpreter option), without ext-reaper.
+                l = l
+                    .python(&who.python())
+                    .env("NODUS_EXTENSION_REAPER", "/nonexistent/ext-reaper");
+            }
+            let mut s = l.start();
+            let r = s.exec(code);
+            let waiters: Vec<String> = s
+                .processes()
+                .into_iter()
+                .map(cmdline)
+                .filter(|c| !c.contains("boot.py"))
+                .collect();
+            let t = s.finish();
+            assert_hidden(
+                &t,
+                &runner_secret,
+                "the runner's environment through /proc/1",
+            );
+            assert_eq!(r.field("own_environ"), "ok: True", "control: {r:?}");
+            assert_eq!(r.field("own_maps"), "ok: True", "control: {r:?}");
+            for k in ["environ", "maps", "mem"] {
+                assert!(
+                    r.field(k).starts_with('E'),
+                    "/proc/1/{k} (exec {exec}): {r:?}"
+                );
+            }
+            let reaper = r.field("cmdline");
+            assert!(!reaper.contains("run"), "the runner's command line: {r:?}");
+            let execd = waiters
+                .iter()
+                .filter(|c| c.starts_with("ext-reaper "))
+                .count();
+            if exec {
+                assert!(reaper.starts_with("ok: 'ext-reaper init "), "{r:?}");
+                assert_eq!(
+                    (execd, waiters.len()),
+                    (2, 2),
+                    "monitor and reaper: {waiters:?}"
+                );
+            } else {
+                assert_eq!(execd, 0, "forked waiters: {waiters:?}");
+                assert_eq!(waiters.len(), 2, "monitor and reaper: {waiters:?}");
+            }
+        }
     });
 }
 
