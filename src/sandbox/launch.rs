@@ -14,16 +14,12 @@ use landlock::{
     PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 use nix::fcntl::OFlag;
-use seccompiler::{
-    SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
-    SeccompFilter, SeccompRule,
-};
 
 use crate::error::{Error, Result, SandboxKind};
 use crate::sandbox::child::{self, Confinement, Failure, Step};
 use crate::sandbox::policy::{
-    Access, ArgCheck, ArgOp, ArgWidth, Condition, Errno, LandlockPolicy, Layer, Limits, Policy,
-    Requirement, Scope as PolicyScope, SeccompPolicy, SyscallAction,
+    Access, Errno, LandlockPolicy, Layer, Limits, Policy, Requirement, Scope as PolicyScope,
+    SeccompPolicy, SyscallAction,
 };
 use crate::sandbox::root;
 use crate::support::LockExt;
@@ -1061,37 +1057,6 @@ fn landlock(
     Ok(ruleset)
 }
 
-/// seccompiler's form of one argument check.
-fn arg_condition(c: &ArgCheck) -> Result<Cond> {
-    let len = match c.width {
-        ArgWidth::Dword => Len::Dword,
-        ArgWidth::Qword => Len::Qword,
-    };
-    let op = match c.op {
-        ArgOp::Eq => Op::Eq,
-        ArgOp::Ne => Op::Ne,
-        ArgOp::Lt => Op::Lt,
-        ArgOp::Le => Op::Le,
-        ArgOp::Gt => Op::Gt,
-        ArgOp::Ge => Op::Ge,
-        ArgOp::MaskedEq(mask) => Op::MaskedEq(mask),
-    };
-    Cond::new(c.index, len, op, c.value)
-        .map_err(|e| Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}")))
-}
-
-/// One seccompiler rule per group: the call passes when any group's checks all hold.
-fn conditions(c: &Condition) -> Result<Vec<SeccompRule>> {
-    c.any_of
-        .iter()
-        .map(|group| {
-            let conds = group.iter().map(arg_condition).collect::<Result<_>>()?;
-            SeccompRule::new(conds)
-                .map_err(|e| Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}")))
-        })
-        .collect()
-}
-
 /// The compiled filters of each distinct seccomp policy this process has
 /// launched with: there are few (one per combination of the capabilities
 /// that change a rule), and compiling one costs far more than comparing.
@@ -1120,52 +1085,7 @@ fn seccomp(policy: &SeccompPolicy) -> Result<Vec<seccompiler::BpfProgram>> {
 }
 
 fn compile(policy: &SeccompPolicy) -> Result<Vec<seccompiler::BpfProgram>> {
-    let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().map_err(|e| {
-        Error::sandbox(
-            SandboxKind::Prepare,
-            format!("seccomp: unsupported architecture: {e:?}"),
-        )
-    })?;
-    let fail = |e: seccompiler::BackendError| {
-        Error::sandbox(SandboxKind::Prepare, format!("seccomp: {e}"))
-    };
-    let mut allow: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    // Errors other than the default, each answered by a filter of its own
-    // installed after the main one (among equal actions the last wins).
-    let mut other_errors: BTreeMap<Errno, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
-    for r in &policy.rules {
-        match &r.action {
-            SyscallAction::Allow => {
-                allow.insert(r.number, vec![]);
-            }
-            SyscallAction::AllowIf(c) => {
-                allow.insert(r.number, conditions(c)?);
-            }
-            SyscallAction::Errno(e) if *e == policy.default => {}
-            SyscallAction::Errno(e) => {
-                other_errors.entry(*e).or_default().insert(r.number, vec![]);
-            }
-        }
-    }
-    let main = SeccompFilter::new(
-        allow,
-        SeccompAction::Errno(policy.default.raw() as u32),
-        SeccompAction::Allow,
-        arch,
-    )
-    .map_err(fail)?;
-    let mut filters = vec![main.try_into().map_err(fail)?];
-    for (n, rules) in other_errors {
-        let f = SeccompFilter::new(
-            rules,
-            SeccompAction::Allow,
-            SeccompAction::Errno(n.raw() as u32),
-            arch,
-        )
-        .map_err(fail)?;
-        filters.push(f.try_into().map_err(fail)?);
-    }
-    Ok(filters)
+    crate::sandbox::seccomp::compile(policy, crate::sandbox::seccomp::Backend::CHOSEN)
 }
 
 /// The runner's end of the channel on which the worker's process sends the
@@ -1348,8 +1268,9 @@ mod tests {
             FILTERS.locked().iter().filter(|(k, _)| *k == key).count()
         };
         assert_eq!((cached(&a), cached(&b)), (1, 1));
-        // One filter for the default and one per other errno.
-        assert_eq!(first.len(), 2);
-        assert_eq!(seccomp(&b).unwrap().len(), 3);
+        // libseccomp: one filter with every action (a second one only for
+        // conditions made of not-equal checks).
+        assert_eq!(first.len(), 1);
+        assert_eq!(seccomp(&b).unwrap().len(), 1);
     }
 }

@@ -7,7 +7,7 @@
 //!   over the data in `policies/*.json`; `ext-runner policy` prints it.
 //! - Do: `launch` turns a policy into kernel objects before the fork and forks;
 //!   `child` (the only `unsafe` in the crate) applies them between fork and
-//!   exec. `syscalls` maps the policy's system call names to numbers.
+//!   exec. `seccomp` compiles the system call rules into BPF, `syscalls` maps the policy's system call names to numbers.
 
 pub(crate) mod child;
 pub mod egress;
@@ -17,4 +17,5 @@ pub mod launch;
 pub mod policy;
 pub mod probe;
 pub(crate) mod root;
+pub mod seccomp;
 pub(crate) mod syscalls;
