@@ -1259,12 +1259,15 @@ def main():
     text, targets = report(a, info, ctx, R, svg_name)
     text += f"\nWhole run: {ctx['seconds']:.0f} s (setup and build included).\n"
     if a.out:
-        # bench/warm.py's section (warm starts) is kept as it was.
+        # The sections of bench/warm.py (warm starts) and bench/seccomp.py
+        # (the seccomp backends, and the decision written from its figures)
+        # are kept as they were.
         try:
             old = open(a.out).read()
-            b, e = "<!-- warm:begin -->", "<!-- warm:end -->"
-            if b in old and e in old:
-                text = text.rstrip("\n") + "\n\n" + old[old.index(b):old.index(e) + len(e)] + "\n"
+            for name in ("warm", "seccomp", "seccomp-decision"):
+                b, e = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+                if b in old and e in old:
+                    text = text.rstrip("\n") + "\n\n" + old[old.index(b):old.index(e) + len(e)] + "\n"
         except FileNotFoundError:
             pass
         with open(a.out, "w") as f:

@@ -17,8 +17,9 @@ it does nothing). Medians; ratios
 against seccompiler, deltas against no filter.
 
 With --out, the results replace the section between the `seccomp:begin` and
-`seccomp:end` markers of that file (appended when missing). Raw figures:
-bench/out/seccomp.json.
+`seccomp:end` markers of that file (appended when missing; bench/bench.py
+keeps it, and the `seccomp-decision` section after it, written by hand from
+these figures, when it rewrites the file). Raw figures: bench/out/seccomp.json.
 """
 import argparse
 import json
