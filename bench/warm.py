@@ -13,6 +13,9 @@ first answer   spawn -> the first invoke's answer on stdout, interleaved
                           exec, the request, the zygote's fork and the
                           confinement, the answer;
                  cold     `ext-runner invoke DIR TOOL ARGS` (for reference).
+library load   `bench-host cold DIR --rounds R [--server S]`: load + first
+               answer + unload in one library host, timed inside it (no
+               exec of the host), medians, warm and cold.
 idle memory    N workers started and answered once, then idle; the PSS
                (/proc/PID/smaps_rollup) of every process each way costs,
                divided by N, at N = 1, 64, 256:
@@ -20,7 +23,12 @@ idle memory    N workers started and answered once, then idle; the PSS
                  warm     N `ext-runner run DIR --server S` (the proxy
                           processes included) plus the server, its zygote and
                           everything under it;
-                 cold     N `ext-runner run DIR` and everything under them.
+                 cold     N `ext-runner run DIR` and everything under them;
+                 lib-warm one library host (`bench-host idle`) holding N
+                          extensions (copies of the example with their own
+                          names) through the server, plus the server's tree;
+                 lib-cold the same host with N cold workers.
+The load average (/proc/loadavg) is recorded at the start and the end.
 
 With --out, the results replace the section between the `warm:begin` and
 `warm:end` markers of that file (appended when missing; bench/bench.py keeps
@@ -40,6 +48,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RUNNER = os.path.join(ROOT, "target", "release", "ext-runner")
+BENCH_HOST = os.path.join(ROOT, "target", "release", "examples", "bench-host")
 HELLO = os.path.join(ROOT, "examples", "hello")
 SHIM = os.path.join(ROOT, "python", "shim")
 TOOL = "example.greet"
@@ -122,6 +131,48 @@ def start_idle(argv, env=None):
     return p
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def hello_copies(tmp, n):
+    """n copies of the example, each with a name of its own (a library host
+    holds one extension per name)."""
+    dirs = []
+    for i in range(n):
+        d = os.path.join(tmp, "hellos", f"h{i}")
+        os.makedirs(d)
+        shutil.copy(os.path.join(HELLO, "extension.py"), d)
+        with open(os.path.join(HELLO, "nodus-extension.json")) as f:
+            m = json.load(f)
+        m["name"] = f"example.hello{i}"
+        with open(os.path.join(d, "nodus-extension.json"), "w") as f:
+            json.dump(m, f)
+        dirs.append(d)
+    return dirs
+
+
+def start_library(dirs, py, sock):
+    argv = [BENCH_HOST, "idle", *dirs, "--python", py, "--tool", TOOL, "--args", ARGS,
+            "--memory-db", os.path.join(os.path.dirname(dirs[0]), "memory.sqlite3")]
+    if sock:
+        argv += ["--server", sock]
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    line = p.stdout.readline()
+    if not line:
+        raise RuntimeError(f"no answer from {argv[:2]}")
+    return p
+
+
+def library_load(py, sock, rounds):
+    argv = [BENCH_HOST, "cold", HELLO, "--rounds", str(rounds), "--python", py, "--tool", TOOL, "--args", ARGS]
+    if sock:
+        argv += ["--server", sock]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    return [ns / 1e9 for ns in json.loads(out)["samples_ns"]]
+
+
 def stop_all(procs):
     for p in procs:
         try:
@@ -145,15 +196,21 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out")
     ap.add_argument("--runner", help="an ext-runner other than target/release's (say, a debug build)")
+    ap.add_argument("--bench-host", help="a bench-host other than target/release/examples'")
+    ap.add_argument("--raw", default=os.path.join(HERE, "out", "warm.json"), help="where the raw figures go")
     a = ap.parse_args()
-    global RUNNER
+    global RUNNER, BENCH_HOST
     if a.runner:
         RUNNER = os.path.abspath(a.runner)
+    if a.bench_host:
+        BENCH_HOST = os.path.abspath(a.bench_host)
     if a.quick:
         a.rounds, a.counts = 3, "1,8"
     counts = [int(c) for c in a.counts.split(",")]
-    if not os.path.exists(RUNNER):
-        subprocess.run(["cargo", "build", "--release", "--bin", "ext-runner"], cwd=ROOT, check=True)
+    if not os.path.exists(RUNNER) or not os.path.exists(BENCH_HOST):
+        subprocess.run(["cargo", "build", "--release", "--bins", "--lib", "--example", "bench-host"],
+                       cwd=ROOT, check=True)
+    load_start = loadavg()
     py = os.path.realpath(a.python)
     tmp = tempfile.mkdtemp(prefix="nodus-warm-bench-")
     os.chmod(tmp, 0o700)
@@ -179,23 +236,33 @@ def main():
         for k in order:
             times[k].append(ways[k]())
     first = {k: statistics.median(v) for k, v in times.items()}
+    log("== library load + first answer")
+    library = {}
+    for k, s_ in (("lib-warm", sock), ("lib-cold", None)):
+        library_load(py, s_, 2)  # warm-up
+        samples = library_load(py, s_, a.rounds)
+        library[k] = {"median_s": statistics.median(samples), "samples_s": samples}
+    hellos = hello_copies(tmp, max(counts))
 
     memory = {}
     server_tree = lambda: tree([server.pid])
     for n in counts:
         log(f"== idle memory: N = {n}")
         row = {}
-        for way in ("bare", "warm", "cold"):
+        for way in ("bare", "warm", "cold", "lib-warm", "lib-cold"):
             if way == "bare":
                 argv, env = [py, "-s", "-B", os.path.join(HELLO, "extension.py")], bare_env
             elif way == "warm":
                 argv, env = [RUNNER, "run", HELLO, "--server", sock], None
-            else:
+            elif way == "cold":
                 argv, env = [RUNNER, "run", HELLO, "--python", py], None
-            procs = [start_idle(argv, env) for _ in range(n)]
+            if way.startswith("lib"):
+                procs = [start_library(hellos[:n], py, sock if way == "lib-warm" else None)]
+            else:
+                procs = [start_idle(argv, env) for _ in range(n)]
             time.sleep(1.0)
             pids = tree([p.pid for p in procs])
-            if way == "warm":
+            if way in ("warm", "lib-warm"):
                 pids |= server_tree()
             total = sum(pss_kib(p) for p in pids)
             # The pid-namespace waiters (monitor, reaper): neither the worker
@@ -227,9 +294,13 @@ def main():
 
     results = {"python": py, "rounds": a.rounds, "runner": RUNNER,
                "build": "release" if "/release/" in RUNNER else "debug", "first_answer_s": first,
-               "first_answer_all_s": times, "memory": memory}
-    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
-    with open(os.path.join(HERE, "out", "warm.json"), "w") as f:
+               "first_answer_all_s": times, "library_load": library, "memory": memory,
+               "loadavg": {"start": load_start, "end": loadavg()},
+               "waiters": "forks of the host (NODUS_EXTENSION_REAPER names no file)"
+               if os.environ.get("NODUS_EXTENSION_REAPER") and not os.path.isfile(os.environ["NODUS_EXTENSION_REAPER"])
+               else "exec'd ext-reaper"}
+    os.makedirs(os.path.dirname(os.path.abspath(a.raw)), exist_ok=True)
+    with open(a.raw, "w") as f:
         json.dump(results, f, indent=2)
     md = render(results)
     print(md)
@@ -250,32 +321,53 @@ def main():
 def render(r):
     f = r["first_answer_s"]
     ms = lambda s: f"{s * 1000:.1f}"
+    load = r.get("loadavg", {})
     out = ["## Warm starts: the fork server (issue 16)", "",
-           f"`python3 bench/warm.py --out docs/benchmarks.md`; {r['rounds']} interleaved rounds, "
-           f"medians, {r.get('build', 'release')} build, interpreter {r['python']}, this machine under the load of its "
-           "other users (ratios are what to read). *bare* is `python3 -s -B extension.py` with the "
+           f"`nice python3 bench/warm.py --out docs/benchmarks.md`; {r['rounds']} interleaved rounds, "
+           f"medians, {r.get('build', 'release')} build, interpreter {r['python']}, this 2-core machine under the "
+           f"load of its other users (load average {load.get('start', '?')} at the start, {load.get('end', '?')} "
+           f"at the end; ratios are what to read); pid-namespace waiters: {r.get('waiters', '?')}. *bare* is `python3 -s -B extension.py` with the "
            "worker shim on PYTHONPATH: the interpreter start a warm worker saves.", "",
            "| first answer (spawn → answer on stdout) | ms | × bare |", "|---|---:|---:|"]
     for k, label in (("bare", "bare interpreter (`python3 extension.py`)"),
                      ("warm", "`ext-runner invoke --server` (its own exec included)"),
                      ("cold", "`ext-runner invoke` (cold)")):
         out.append(f"| {label} | {ms(f[k])} | {f[k] / f['bare']:.2f} |")
+    lib = r.get("library_load", {})
+    for k, label in (("lib-warm", "library: load + first answer through the server (in the host, no exec)"),
+                     ("lib-cold", "library: load + first answer, cold (in the host, no exec)")):
+        if k in lib:
+            v = lib[k]["median_s"]
+            out.append(f"| {label} | {ms(v)} | {v / f['bare']:.2f} |")
     target = f["warm"] / f["bare"]
     out += ["", f"Target: warm ≤ 0.5× bare — **{'met' if target <= 0.5 else 'missed'}** ({target:.2f}×).", "",
-            "| idle PSS per worker (KiB) | N | bare | warm (`run --server`, proxy, server, zygote) | × bare | cold (`run`) | × bare |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
-    worst = 0.0
+            "| idle PSS per worker (KiB) | N | bare | warm `run --server` | × bare | cold `run` | × bare "
+            "| library, warm | × bare | library, cold | × bare |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    worst = {"warm": 0.0, "lib-warm": 0.0}
     for n, row in r["memory"].items():
-        b, w, c = (row[k]["kib_per_worker"] for k in ("bare", "warm", "cold"))
-        worst = max(worst, w / b)
-        out.append(f"| | {n} | {b:.0f} | {w:.0f} | {w / b:.2f} | {c:.0f} | {c / b:.2f} |")
-    out += ["", f"Target: warm through `run` ≤ 0.75× bare — **{'met' if worst <= 0.75 else 'missed'}** "
-            f"(worst {worst:.2f}×).", "",
-            "Where it goes, KiB per worker (PSS by role: the worker, the proxy `ext-runner run`, "
-            "the pid-namespace monitor and reaper, the server and zygote):", "",
-            "| N | way | worker | runner | monitor + reaper | server + zygote |", "|---:|---|---:|---:|---:|---:|"]
+        b = row["bare"]["kib_per_worker"]
+        cells = []
+        for k in ("warm", "cold", "lib-warm", "lib-cold"):
+            if k in row:
+                v = row[k]["kib_per_worker"]
+                if k in worst:
+                    worst[k] = max(worst[k], v / b)
+                cells.append(f"{v:.0f} | {v / b:.2f}")
+            else:
+                cells.append("– | –")
+        out.append(f"| | {n} | {b:.0f} | " + " | ".join(cells) + " |")
+    out += ["", f"Target: warm through `run` ≤ 0.75× bare — **{'met' if worst['warm'] <= 0.75 else 'missed'}** "
+            f"(worst {worst['warm']:.2f}×); warm through the library ≤ 0.5× bare — "
+            f"**{'met' if worst['lib-warm'] <= 0.5 else 'missed'}** (worst {worst['lib-warm']:.2f}×).", "",
+            "Where it goes, KiB per worker (PSS by role: the worker, the proxy `ext-runner run` or the "
+            "library host, the pid-namespace monitor and reaper, the server and zygote):", "",
+            "| N | way | worker | runner / host | monitor + reaper | server + zygote |",
+            "|---:|---|---:|---:|---:|---:|"]
     for n, row in r["memory"].items():
-        for way in ("warm", "cold"):
+        for way in ("warm", "cold", "lib-warm", "lib-cold"):
+            if way not in row:
+                continue
             b = row[way]["by_role_kib_per_worker"]
             out.append(f"| {n} | {way} | {b.get('worker', 0):.0f} | {b.get('runner', 0):.0f} | "
                        f"{b.get('waiter', 0):.0f} | {b.get('zygote', 0):.0f} |")

@@ -14,8 +14,13 @@
 //!   bench-host scale DIR... [--counts 1,16,64,256]
 //!       load DIRs one by one; at each count: this process's RSS, load time,
 //!       time until every worker answered once, the workers' own memory.
+//!   bench-host idle DIR...
+//!       load every DIR, invoke each once, print `{"ready": N, "pids": [...]}`
+//!       and stay idle until stdin closes (bench/warm.py measures the PSS
+//!       of this process and its workers from outside meanwhile).
 //!
 //! Common options: --python PATH, --policy FILE (operator policy),
+//! --server SOCKET (warm workers from `ext-runner serve`),
 //! --memory-db FILE, --schema enforce|off, --args JSON, --tool NAME; and before
 //! the subcommand, --runtime multi:N|current (the host's tokio runtime; default
 //! multi:2, as `blocking::ExtensionRegistry` builds it).
@@ -60,6 +65,9 @@ struct HostArgs {
     /// Tool to invoke (default: the manifest's first tool).
     #[arg(long)]
     tool: Option<String>,
+    /// A fork server's socket (`HostOptions::server`): warm workers.
+    #[arg(long)]
+    server: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +121,12 @@ enum Cmd {
         #[command(flatten)]
         host: HostArgs,
     },
+    Idle {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+    },
 }
 
 fn options(h: &HostArgs) -> HostOptions {
@@ -120,7 +134,7 @@ fn options(h: &HostArgs) -> HostOptions {
         Some(p) => OperatorPolicy::load(p).unwrap_or_else(|e| fail(&e.to_string())),
         None => OperatorPolicy::default(),
     };
-    HostOptions::default()
+    let o = HostOptions::default()
         .with_python(h.python.clone())
         .with_operator(operator)
         .with_memory_path(h.memory_db.clone().unwrap_or_else(|| {
@@ -130,7 +144,11 @@ fn options(h: &HostArgs) -> HostOptions {
             SchemaMode::Off
         } else {
             SchemaMode::Enforce
-        })
+        });
+    match &h.server {
+        Some(s) => o.with_server(s.clone()),
+        None => o,
+    }
 }
 
 fn fail(msg: &str) -> ! {
@@ -288,6 +306,7 @@ async fn run(cmd: Cmd) -> Value {
             host,
         } => concurrent(&dirs, callers, n, &host).await,
         Cmd::Scale { dirs, counts, host } => scale(&dirs, &counts, &host).await,
+        Cmd::Idle { dirs, host } => idle(&dirs, &host).await,
         Cmd::Pipe { .. } => unreachable!(),
     }
 }
@@ -442,6 +461,28 @@ async fn concurrent(dirs: &[PathBuf], callers: usize, n: usize, h: &HostArgs) ->
         "elapsed_ns": ns(elapsed), "per_s": n as f64 / elapsed.as_secs_f64(),
         "p50_ns": pct(&lat, 0.5), "p99_ns": pct(&lat, 0.99),
     })
+}
+
+async fn idle(dirs: &[PathBuf], h: &HostArgs) -> Value {
+    let reg = ExtensionRegistry::new(options(h));
+    let mut pids = Vec::new();
+    for d in dirs {
+        let (name, tool) = target(d, &h.tool);
+        let host = reg.load(d).await.unwrap_or_else(|e| fail(&e.to_string()));
+        pids.extend(host.worker_pid().await);
+        reg.invoke(&name, &tool, &h.args)
+            .await
+            .unwrap_or_else(|e| fail(&e.to_string()));
+    }
+    println!("{}", json!({"ready": dirs.len(), "pids": pids}));
+    let _ = std::io::stdout().flush();
+    // Idle until stdin closes.
+    let _ =
+        tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
+            .await;
+    let t = Instant::now();
+    reg.shutdown().await;
+    json!({"shutdown_ns": ns(t.elapsed())})
 }
 
 async fn scale(dirs: &[PathBuf], counts: &str, h: &HostArgs) -> Value {
