@@ -51,6 +51,7 @@ fn manifest_and_policy(c: &mut Criterion) {
                 workspace: None,
                 operator: &operator,
                 program: &program,
+                identity: &Default::default(),
                 probe,
             })
             .unwrap()

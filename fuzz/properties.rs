@@ -379,6 +379,7 @@ impl PolicyCase {
             workspace: self.workspace.as_deref(),
             operator: &self.operator,
             program: &self.program,
+            identity: &Default::default(),
             probe: &self.probe,
         })
     }

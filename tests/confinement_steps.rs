@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::sandbox::{runner, sec_ext, Who};
+use common::sandbox::{runner, sec_ext, Who, SYSTEM_PYTHON};
 
 /// The failcall example (cargo test builds examples).
 fn failcall() -> PathBuf {
@@ -31,6 +31,11 @@ fn failcall() -> PathBuf {
 
 /// `prefix… ext-runner invoke EXT sec.run {"code": "1"}` as `who`.
 fn invoke(who: Who, prefix: &[OsString]) -> Output {
+    invoke_with(who, prefix, &who.python(), "result = 6 * 7")
+}
+
+/// `invoke` with another interpreter and snippet.
+fn invoke_with(who: Who, prefix: &[OsString], python: &std::path::Path, code: &str) -> Output {
     let ext = sec_ext(&[]);
     let mut argv: Vec<OsString> = prefix.to_vec();
     if who == Who::Nobody {
@@ -41,8 +46,12 @@ fn invoke(who: Who, prefix: &[OsString]) -> Output {
     c.args(&argv[1..])
         .arg("invoke")
         .arg(ext.path())
-        .args(["sec.run", r#"{"code": "result = 6 * 7"}"#, "--python"])
-        .arg(who.python())
+        .args([
+            "sec.run",
+            &serde_json::json!({ "code": code }).to_string(),
+            "--python",
+        ])
+        .arg(python)
         .stdin(Stdio::null());
     c.output().expect("run ext-runner")
 }
@@ -112,7 +121,15 @@ fn a_refused_read_only_remount_is_seen_by_the_probe() {
         p.contains(r#"mount_setattr(\"/\", MOUNT_ATTR_RDONLY): EPERM"#),
         "{p}"
     );
-    let out = invoke(Who::Root, &prefix);
+    // Without a mount namespace root's worker takes a uid of its own only
+    // with an interpreter other users can reach (root's pyenv is under its
+    // 0700 home: strict refuses that, `unprivileged_identity: lost`).
+    let out = invoke_with(
+        Who::Root,
+        &prefix,
+        std::path::Path::new(SYSTEM_PYTHON),
+        "result = 6 * 7 + os.getuid() * 0 if os.getuid() else 0",
+    );
     let t = text(&out);
     assert!(out.status.success() && t.contains("42"), "{t}");
 }

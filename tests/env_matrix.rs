@@ -24,61 +24,82 @@ use serde_json::json;
 struct Cell {
     env: Env,
     who: Who,
+    /// A root runner's workers: the default identity, or a range of the
+    /// operator's (`worker_ids`).
+    ids: Ids,
+    /// Another interpreter than `who`'s (root's is under its 0700 home).
+    python: Option<&'static str>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    Default,
+    Operator,
+}
+
+/// The operator range of the `Ids::Operator` cell (above the default one).
+const OPERATOR_IDS: (u32, u32) = (1_879_113_728, 64);
+
+impl Cell {
+    const fn new(env: Env, who: Who) -> Cell {
+        Cell {
+            env,
+            who,
+            ids: Ids::Default,
+            python: None,
+        }
+    }
+
+    fn label(&self) -> String {
+        let mut l = self.who.label().to_string();
+        if self.ids == Ids::Operator {
+            l.push_str(" (worker_ids set)");
+        }
+        if let Some(p) = self.python {
+            l.push_str(&format!(", {p}"));
+        }
+        l
+    }
+
+    fn python(&self) -> std::path::PathBuf {
+        self.python
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| self.who.python())
+    }
+
+    /// The operator policy of this cell in `mode`.
+    fn policy(&self, mode: &str) -> serde_json::Value {
+        let mut p = json!({"mode": mode});
+        if self.ids == Ids::Operator {
+            p["worker_ids"] = json!({"first": OPERATOR_IDS.0, "count": OPERATOR_IDS.1});
+        }
+        p
+    }
 }
 
 const CELLS: &[Cell] = &[
+    Cell::new(Env::Host, Who::Root),
     Cell {
-        env: Env::Host,
-        who: Who::Root,
+        ids: Ids::Operator,
+        ..Cell::new(Env::Host, Who::Root)
     },
+    Cell::new(Env::Host, Who::Nobody),
+    Cell::new(Env::DockerLike, Who::Root),
+    // As a Docker image has it: an interpreter other users can reach.
     Cell {
-        env: Env::Host,
-        who: Who::Nobody,
+        python: Some(SYSTEM_PYTHON),
+        ..Cell::new(Env::DockerLike, Who::Root)
     },
-    Cell {
-        env: Env::DockerLike,
-        who: Who::Root,
-    },
-    Cell {
-        env: Env::DockerLike,
-        who: Who::Nobody,
-    },
-    Cell {
-        env: Env::AppArmorUserns,
-        who: Who::Nobody,
-    },
-    Cell {
-        env: Env::Ubuntu2404,
-        who: Who::Nobody,
-    },
-    Cell {
-        env: Env::LandlockAbi(5),
-        who: Who::Nobody,
-    },
-    Cell {
-        env: Env::LandlockAbi(1),
-        who: Who::Nobody,
-    },
-    Cell {
-        env: Env::NoLandlock,
-        who: Who::Root,
-    },
-    Cell {
-        env: Env::UsernsLimits,
-        who: Who::Root,
-    },
-    Cell {
-        env: Env::UsernsLimits,
-        who: Who::Nobody,
-    },
-    Cell {
-        env: Env::CgroupV2,
-        who: Who::Root,
-    },
-    Cell {
-        env: Env::CgroupRo,
-        who: Who::Root,
-    },
+    Cell::new(Env::DockerLike, Who::Nobody),
+    Cell::new(Env::AppArmorUserns, Who::Nobody),
+    Cell::new(Env::Ubuntu2404, Who::Nobody),
+    Cell::new(Env::LandlockAbi(5), Who::Nobody),
+    Cell::new(Env::LandlockAbi(1), Who::Nobody),
+    Cell::new(Env::NoLandlock, Who::Root),
+    Cell::new(Env::UsernsLimits, Who::Root),
+    Cell::new(Env::UsernsLimits, Who::Nobody),
+    Cell::new(Env::CgroupV2, Who::Root),
+    Cell::new(Env::CgroupRo, Who::Root),
 ];
 
 /// What a mode did with a worker: started, or refused with the first words of why.
@@ -110,7 +131,10 @@ struct Ctx {
 
 impl Ctx {
     fn launch(&self, caps: &[&str]) -> Launch {
-        let l = Launch::new(self.cell.who, caps).policy(json!({"mode": self.mode}));
+        let mut l = Launch::new(self.cell.who, caps).policy(self.cell.policy(self.mode));
+        if let Some(p) = self.cell.python {
+            l = l.python(std::path::Path::new(p));
+        }
         if self.cell.env == Env::Host {
             l
         } else {
@@ -236,13 +260,90 @@ const ATTACKS: &[(&str, Attack)] = &[
     ("setuid bit in the workspace", setuid_bit_in_workspace),
 ];
 
+/// Who the worker runs as, judged from outside (the real uid in
+/// /proc/PID/status), the name its /etc/passwd gives it
+/// (`getpass.getuser()`), and the control that gives the workspace attacks
+/// (fork, exec, setuid bit) their meaning: a file written into the workspace
+/// appears there, and its owner on disk. Then `shutil.copy2` of a file of
+/// the workspace's owner into the workspace, judged by the copy's times
+/// (copy2 sets them: without a mount namespace seccomp refuses utime, issue
+/// 12 item 4, which the cell shows). Wrong: a root runner's worker running
+/// as uid 0 without saying why, a worker of the wrong uid, or a worker that
+/// starts and cannot write its workspace.
+fn identity(c: &Ctx) -> (String, bool) {
+    use std::os::unix::fs::MetadataExt;
+    let ws = owned_dir(c.cell.who, "ws");
+    owned_file(c.cell.who, &ws.join("src"), "x", 0o640);
+    let old = nix::sys::time::TimeSpec::new(1_000_000_000, 0);
+    nix::sys::stat::utimensat(
+        None,
+        &ws.join("src"),
+        &old,
+        &old,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    let mut s = c.launch(&["filesystem.write"]).workspace(ws.path()).start();
+    let code = snippet(
+        "import getpass, shutil\ntry:\n    name = getpass.getuser()\nexcept Exception:\n    name = '?'\nopen(@W@, 'w').write('x')\ntry:\n    shutil.copy2(@S@, @D@)\nexcept OSError as e:\n    name += ' ' + type(e).__name__\nresult = name",
+        &[
+            ("W", lit(ws.join("written"))),
+            ("S", lit(ws.join("src"))),
+            ("D", lit(ws.join("dst"))),
+        ],
+    );
+    let r = s.exec(&code);
+    let uid = s
+        .worker_pid()
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next().map(str::to_string))
+        });
+    let t = s.finish();
+    let Reply::Value(name) = &r else {
+        // Strict mode may refuse (it says why); best effort must start.
+        return (outcome(&r, &t), c.mode == "strict");
+    };
+    let uid: u32 = uid.and_then(|u| u.parse().ok()).unwrap_or(u32::MAX);
+    let owner = std::fs::metadata(ws.join("written")).map(|m| m.uid()).ok();
+    let copied = std::fs::metadata(ws.join("dst")).is_ok_and(|m| m.mtime() == 1_000_000_000);
+    let own_range = match c.cell.ids {
+        Ids::Default => (1_879_048_192u64, 65_536u64),
+        Ids::Operator => (u64::from(OPERATOR_IDS.0), u64::from(OPERATOR_IDS.1)),
+    };
+    let own = (own_range.0..own_range.0 + own_range.1).contains(&u64::from(uid));
+    let text = format!(
+        "uid {uid}{} ({}); its file in the workspace {}; copy2 {}",
+        if own { ", its own" } else { "" },
+        name.as_str().unwrap_or("?"),
+        match owner {
+            Some(o) => format!("owned by uid {o}"),
+            None => "**not written**".into(),
+        },
+        if copied { "keeps the times" } else { "fails" },
+    );
+    let ok = owner.is_some()
+        && match c.cell.who {
+            Who::Nobody => uid == NOBODY,
+            // uid 0 only where best effort's report says why.
+            Who::Root => {
+                own || (uid == 0
+                    && c.mode == "best-effort"
+                    && t.stderr.contains("unprivileged_identity: lost"))
+            }
+        };
+    (text, ok)
+}
+
 /// What a mode does with the bundled example (`ext-runner invoke`) and with
 /// a subprocess.run worker, and the best-effort report on stderr.
 fn starts(c: &Ctx) -> (String, String, Option<String>) {
     let hello = copied_example();
     let pol = world_dir("env-policy");
     let file = pol.join("policy.json");
-    std::fs::write(&file, json!({"mode": c.mode}).to_string()).unwrap();
+    std::fs::write(&file, c.cell.policy(c.mode).to_string()).unwrap();
     chmod(&file, 0o644);
     let out = c
         .cell
@@ -251,7 +352,7 @@ fn starts(c: &Ctx) -> (String, String, Option<String>) {
         .arg("invoke")
         .arg(hello.path())
         .args(["example.greet", r#"{"name": "Ada"}"#, "--python"])
-        .arg(c.cell.who.python())
+        .arg(c.cell.python())
         .arg("--policy")
         .arg(&file)
         .stdin(Stdio::null())
@@ -310,6 +411,9 @@ fn row(cell: Cell) -> (String, bool) {
         judge.mode.to_string(),
     ];
     let mut ok = b_example == "starts" && b_sub == "starts";
+    let (who_runs, identity_ok) = identity(judge);
+    cells.push(who_runs);
+    ok &= identity_ok;
     let mut got_through = Vec::new();
     for (name, attack) in ATTACKS {
         let stopped = attack(judge);
@@ -330,7 +434,7 @@ fn row(cell: Cell) -> (String, bool) {
         format!(
             "| {} | {} | {} |",
             cell.env.label(),
-            cell.who.label(),
+            cell.label(),
             cells.join(" | ")
         ),
         ok,
@@ -346,6 +450,7 @@ fn header() -> String {
         "best-effort: example",
         "best-effort: subprocess.run",
         "attacks run in",
+        "worker runs as (from outside); shutil.copy2 into the workspace",
     ];
     cols.extend(ATTACKS.iter().map(|(n, _)| *n));
     cols.push("best-effort reports");
@@ -466,9 +571,6 @@ fn inside_docker() {
     };
     let probe_line = probe(who)["namespace_failure"].to_string();
     eprintln!("container probe ({}): {probe_line}", who.label());
-    let (r, ok) = row(Cell {
-        env: Env::Host,
-        who,
-    });
+    let (r, ok) = row(Cell::new(Env::Host, who));
     println!("{r} OK={ok}");
 }

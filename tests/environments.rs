@@ -274,11 +274,24 @@ fn the_probe_reports_each_environment_with_its_cause_and_a_verdict() {
         "{limited}"
     );
 
-    // Read-only cgroups: no pids cgroup, and strict mode says why it refuses.
+    // Read-only cgroups: no pids cgroup, and strict mode starts root's
+    // workers all the same, each a uid of its own that RLIMIT_NPROC binds
+    // (issue 12 item 3); `tasks` then rests on that one layer.
     let ro = runner_probe(Env::CgroupRo, Who::Root);
     assert!(ro["pids_cgroup"].is_null(), "{ro}");
+    let verdict = ro["verdict"].as_str().unwrap_or("");
     assert!(
-        ro["verdict"].as_str().unwrap_or("").contains("tasks: lost"),
+        verdict.starts_with("verdict: strict mode starts") && verdict.contains("tasks"),
         "{ro}"
+    );
+    // Root in a user namespace that maps only 0 and 65534: no uid of its
+    // own for the workers, so strict refuses, naming it.
+    let nested = runner_probe(Env::UsernsLimits, Who::Root);
+    assert!(
+        nested["verdict"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unprivileged_identity: lost"),
+        "{nested}"
     );
 }

@@ -60,6 +60,7 @@ fn derive_with(
         workspace,
         operator: op,
         program: &program(),
+        identity: &Default::default(),
         probe,
     })
 }
@@ -397,15 +398,20 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
     assert!(!p.namespaces.net && p.namespaces.pid && p.namespaces.user);
     assert!(p.degraded.is_empty(), "{:?}", p.degraded);
 
-    // Root without a pids cgroup: nothing bounds its tasks (RLIMIT_NPROC does
-    // not bind uid 0), with or without subprocess.run. Strict mode refuses,
-    // saying what to do; best effort says so.
+    // Root's worker as uid 0 ("worker_ids": false) without a pids cgroup:
+    // nothing bounds its tasks (RLIMIT_NPROC does not bind uid 0), with or
+    // without subprocess.run. Strict mode refuses, saying what to do; best
+    // effort says so.
     let mut root_v2 = probe(true);
     root_v2.pids_cgroup = None;
+    let mut as_root = OperatorPolicy::default();
+    as_root.worker_ids = Some(policy::WorkerIdsSetting::Switch(false));
+    let mut best_as_root = as_root.clone();
+    best_as_root.mode = best.mode;
     for caps in [&["subprocess.run"][..], &[]] {
-        let err = derive_with(caps, &OperatorPolicy::default(), &root_v2, None).unwrap_err();
+        let err = derive_with(caps, &as_root, &root_v2, None).unwrap_err();
         assert!(err.to_string().contains("no process limit"), "{err}");
-        let p = derive_with(caps, &best, &root_v2, None).unwrap();
+        let p = derive_with(caps, &best_as_root, &root_v2, None).unwrap();
         assert!(
             p.degraded.iter().any(|d| d.starts_with("tasks: lost")),
             "{:?}",
@@ -426,7 +432,7 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
     // binds: strict starts without a pids cgroup, and the policy says so.
     let ids = policy::WorkerIds::new(1_879_048_192, 64);
     let mut with_ids = OperatorPolicy::default();
-    with_ids.worker_ids = Some(ids);
+    with_ids.worker_ids = Some(policy::WorkerIdsSetting::Range(ids));
     for caps in [&["subprocess.run"][..], &[]] {
         let p = derive_with(caps, &with_ids, &root_v2, None).unwrap();
         assert_eq!(p.worker_ids, Some(ids));
@@ -446,6 +452,175 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
             "{first} {count}"
         );
     }
+}
+
+/// Issue 12 item 3: a root runner's worker runs as a uid of its own by
+/// default, wherever it can: the identity decided from the facts, and
+/// reported through the guarantee model where it falls back to uid 0.
+#[test]
+fn root_workers_take_a_uid_of_their_own_unless_they_cannot() {
+    use policy::{IdentityFacts, WorkerIds, WorkerIdsSetting};
+    let derive_facts =
+        |caps: &[&str], op: &OperatorPolicy, probe: &Probe, facts: &IdentityFacts| {
+            let m = manifest(caps, "dev");
+            policy::derive(&Inputs {
+                manifest: &m,
+                extension_dir: Path::new("/ext"),
+                workspace: Some(Path::new("/ws")),
+                operator: op,
+                program: &program(),
+                identity: facts,
+                probe,
+            })
+        };
+    let mut best = OperatorPolicy::default();
+    best.mode = Mode::BestEffort;
+    let lost = |p: &Policy| {
+        p.degraded
+            .iter()
+            .find(|d| d.starts_with("unprivileged_identity: lost"))
+            .cloned()
+    };
+    let idmap_ok = IdentityFacts {
+        workspace_idmap: Some(Ok(())),
+        ..Default::default()
+    };
+    // The default: the default range, the workspace idmapped.
+    let p = derive_facts(
+        &["filesystem.write"],
+        &OperatorPolicy::default(),
+        &probe(true),
+        &idmap_ok,
+    )
+    .unwrap();
+    assert_eq!(p.worker_ids, Some(WorkerIds::DEFAULT));
+    assert_eq!(p.idmapped_workspace.as_deref(), Some(Path::new("/ws")));
+    assert!(
+        p.root_identity.is_none() && p.degraded.is_empty(),
+        "{:?}",
+        p.degraded
+    );
+    assert!(p.to_string().contains("an idmapped mount"), "{p}");
+    // Not root: the runner's own uid, nothing to give.
+    let p = derive_facts(
+        &["filesystem.write"],
+        &OperatorPolicy::default(),
+        &probe(false),
+        &idmap_ok,
+    )
+    .unwrap();
+    assert_eq!((p.worker_ids, p.idmapped_workspace.clone()), (None, None));
+    assert!(p.degraded.is_empty(), "{:?}", p.degraded);
+
+    // A 0700 /root on the way to the interpreter: past it with a private
+    // root (its binds are made as root), not without a mount namespace.
+    let closed = IdentityFacts {
+        closed_on_the_way: Some("/root".into()),
+        ..Default::default()
+    };
+    let p = derive_facts(&[], &OperatorPolicy::default(), &probe(true), &closed).unwrap();
+    assert_eq!(p.worker_ids, Some(WorkerIds::DEFAULT));
+    let mut no_mount = probe(true);
+    no_mount.mount_namespaces = false;
+    no_mount.namespace_failure = Some("unshare: EPERM".into());
+    let err = derive_facts(&[], &OperatorPolicy::default(), &no_mount, &closed).unwrap_err();
+    assert!(
+        err.to_string().contains("unprivileged_identity: lost")
+            && err.to_string().contains("/root"),
+        "{err}"
+    );
+    let p = derive_facts(&[], &best, &no_mount, &closed).unwrap();
+    assert_eq!(p.worker_ids, None);
+    let why = lost(&p).expect("reported");
+    assert!(why.contains("other users cannot enter /root"), "{why}");
+    assert!(
+        p.to_string()
+            .contains("identity: uid 0 without capabilities"),
+        "{p}"
+    );
+
+    // A writable workspace that cannot be idmapped: uid 0, reported; a
+    // read-only one is read as the worker's uid.
+    let no_idmap = IdentityFacts {
+        workspace_idmap: Some(Err(
+            "its file system does not support idmapped mounts".into()
+        )),
+        ..Default::default()
+    };
+    let p = derive_facts(&["filesystem.write"], &best, &probe(true), &no_idmap).unwrap();
+    assert_eq!(p.worker_ids, None);
+    assert!(
+        lost(&p).unwrap().contains("does not support idmapped"),
+        "{:?}",
+        p.degraded
+    );
+    let p = derive_facts(&["filesystem.read"], &best, &probe(true), &no_idmap).unwrap();
+    assert_eq!(
+        (p.worker_ids, p.idmapped_workspace.clone()),
+        (Some(WorkerIds::DEFAULT), None)
+    );
+    let p = derive_facts(&["filesystem.write"], &best, &no_mount, &idmap_ok).unwrap();
+    assert_eq!(p.worker_ids, None);
+    assert!(
+        lost(&p).unwrap().contains("no mount namespace"),
+        "{:?}",
+        p.degraded
+    );
+
+    // An extension folder only its owner may read (pytest's 0700 tmp_path):
+    // idmapped with a private root; without a mount namespace, uid 0.
+    let closed_ext = IdentityFacts {
+        extension_closed: true,
+        extension_idmap: Some(Ok(())),
+        ..Default::default()
+    };
+    let p = derive_facts(&[], &OperatorPolicy::default(), &probe(true), &closed_ext).unwrap();
+    assert_eq!(p.worker_ids, Some(WorkerIds::DEFAULT));
+    assert_eq!(p.idmapped_extension.as_deref(), Some(Path::new("/ext")));
+    let p = derive_facts(&[], &best, &no_mount, &closed_ext).unwrap();
+    assert_eq!(p.worker_ids, None);
+    assert!(
+        lost(&p).unwrap().contains("extension folder"),
+        "{:?}",
+        p.degraded
+    );
+
+    // Root in a user namespace that maps only uid 0: uid 0, reported.
+    let unmapped = IdentityFacts {
+        mapped_uids: vec![(0, 1)],
+        ..Default::default()
+    };
+    let p = derive_facts(&[], &best, &probe(true), &unmapped).unwrap();
+    assert!(
+        lost(&p).unwrap().contains("does not map"),
+        "{:?}",
+        p.degraded
+    );
+
+    // "worker_ids": false is the operator's choice: reported, not refused
+    // (with a pids cgroup, tasks stay bounded).
+    let mut off = OperatorPolicy::default();
+    off.worker_ids = Some(WorkerIdsSetting::Switch(false));
+    let p = derive_facts(&[], &off, &probe(true), &Default::default()).unwrap();
+    assert_eq!(p.worker_ids, None);
+    assert!(
+        lost(&p).unwrap().contains("\"worker_ids\": false"),
+        "{:?}",
+        p.degraded
+    );
+    // `true` and a range of the operator's.
+    let mut on = OperatorPolicy::default();
+    on.worker_ids = Some(WorkerIdsSetting::Switch(true));
+    let p = derive_facts(&[], &on, &probe(true), &Default::default()).unwrap();
+    assert_eq!(p.worker_ids, Some(WorkerIds::DEFAULT));
+    let parsed: OperatorPolicy = serde_json::from_str(r#"{"worker_ids": false}"#).unwrap();
+    assert_eq!(parsed.worker_ids, Some(WorkerIdsSetting::Switch(false)));
+    let parsed: OperatorPolicy =
+        serde_json::from_str(r#"{"worker_ids": {"first": 200000, "count": 10}}"#).unwrap();
+    assert_eq!(
+        parsed.worker_ids,
+        Some(WorkerIdsSetting::Range(WorkerIds::new(200000, 10)))
+    );
 }
 
 #[test]
@@ -558,6 +733,7 @@ fn derive_manifest(
         workspace: None,
         operator: op,
         program: &program(),
+        identity: &Default::default(),
         probe,
     })
 }
@@ -849,6 +1025,7 @@ fn operator_environment_and_extension_sections() {
         workspace: None,
         operator: &op,
         program: &program(),
+        identity: &Default::default(),
         probe: &probe(false),
     })
     .unwrap();

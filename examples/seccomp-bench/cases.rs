@@ -103,6 +103,7 @@ pub fn derive(caps: &[Capability], probe: Probe) -> SeccompPolicy {
         workspace: None,
         operator: &operator,
         program: &program,
+        identity: &Default::default(),
         probe: &probe,
     })
     .expect("derive")

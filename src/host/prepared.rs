@@ -51,13 +51,21 @@ impl Prepared {
             None => None,
         };
         let program = entry.program_facts(&dir);
+        let probe = Probe::cached();
+        // A root runner's worker runs as a uid of its own where it can.
+        let identity = if probe.root {
+            crate::sandbox::probe::identity_facts(&program, &dir, workspace.as_deref())
+        } else {
+            Default::default()
+        };
         let policy = policy::derive(&policy::Inputs {
             manifest: &manifest,
             extension_dir: &dir,
             workspace: workspace.as_deref(),
             operator: &options.operator,
             program: &program,
-            probe: Probe::cached(),
+            identity: &identity,
+            probe,
         })?;
         Ok(Prepared {
             dir,

@@ -452,6 +452,9 @@ struct MountAttr {
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 0x1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// mount_setattr(2) with the given `AT_*` flags (`AT_RECURSIVE` or none).
 fn mount_setattr_at(path: &CStr, set: u64, clear: u64, flags: libc::c_uint) -> SysResult {
@@ -511,17 +514,33 @@ fn build_root(r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure> {
     })
     .map_err(at(Step::RootMount, 0))?;
     for (i, m) in r.mounts.iter().enumerate() {
-        // SAFETY: as above; `data` is a NUL-terminated option string or null.
-        check(unsafe {
-            libc::mount(
-                ptr_or_null(&m.source),
-                m.target.as_ptr(),
-                ptr_or_null(&m.fstype),
-                m.flags,
-                ptr_or_null(&m.data).cast(),
-            )
-        })
-        .map_err(at(Step::RootMount, i as u32 + 1))?;
+        let mounted = match m.tree {
+            // An idmapped copy of the workspace the runner detached before
+            // the fork (`idmapped_tree`): attached here.
+            // SAFETY: `tree` is a live descriptor inherited from the runner,
+            // the paths NUL-terminated.
+            Some(tree) => unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    tree,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    m.target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                ) as libc::c_int
+            },
+            // SAFETY: as above; `data` is a NUL-terminated option string or null.
+            None => unsafe {
+                libc::mount(
+                    ptr_or_null(&m.source),
+                    m.target.as_ptr(),
+                    ptr_or_null(&m.fstype),
+                    m.flags,
+                    ptr_or_null(&m.data).cast(),
+                )
+            },
+        };
+        check(mounted).map_err(at(Step::RootMount, i as u32 + 1))?;
     }
     // SAFETY: NUL-terminated paths; pivot_root(".", ".") stacks the old root
     // on the new one, and the detach below removes it.
@@ -1419,6 +1438,123 @@ pub fn try_namespaces(
     } else {
         Err((ProbeStep::Unshare, 0))
     }
+}
+
+/// A user namespace whose id maps are `uid_map` and `gid_map` (`"<inside>
+/// <outside> <count>"`), held by the returned descriptor: the idmapping of
+/// an idmapped mount (`idmapped_tree`). Made by a child forked for it, which
+/// unshares a user namespace and waits; this process (root: any mapping)
+/// writes the child's maps, opens its namespace and kills it. In the child
+/// only async-signal-safe calls, as between fork and exec.
+pub fn mapping_namespace(uid_map: &str, gid_map: &str) -> io::Result<std::os::fd::OwnedFd> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
+        .map_err(io::Error::from_raw_os_error)?;
+    let [rd, wr] = fds;
+    // SAFETY: the child only makes async-signal-safe calls, then waits to be
+    // killed (or _exits if it cannot report).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: integer arguments and a live 4-byte array; pause and
+        // _exit never touch memory.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            let e: i32 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                0
+            } else {
+                errno()
+            };
+            let b = e.to_ne_bytes();
+            if libc::write(wr, b.as_ptr().cast(), b.len()) != 4 || e != 0 {
+                libc::_exit(1);
+            }
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let fork_err = io::Error::last_os_error();
+    // SAFETY: closing our copy of the write end, once.
+    unsafe { libc::close(wr) };
+    // SAFETY: `rd` is ours; wrapped once.
+    let rd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(rd) };
+    if pid < 0 {
+        return Err(fork_err);
+    }
+    let mut b = [0u8; 4];
+    let n =
+        nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&rd), &mut b).map_err(io::Error::from)?;
+    let result = if n != 4 {
+        Err(io::Error::other(
+            "the namespace's child ended without a word",
+        ))
+    } else if i32::from_ne_bytes(b) != 0 {
+        Err(io::Error::from_raw_os_error(i32::from_ne_bytes(b)))
+    } else {
+        std::fs::write(format!("/proc/{pid}/uid_map"), uid_map)
+            .and_then(|()| std::fs::write(format!("/proc/{pid}/gid_map"), gid_map))
+            .and_then(|()| std::fs::File::open(format!("/proc/{pid}/ns/user")))
+            .map(std::os::fd::OwnedFd::from)
+    };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    result
+}
+
+/// A detached copy of the mount tree at `path` (`open_tree(OPEN_TREE_CLONE
+/// | AT_RECURSIVE)`) that shows its files' ids through the user namespace
+/// `userns` (`mount_setattr(MOUNT_ATTR_IDMAP)`): nothing is attached
+/// anywhere until the worker's private root moves it in (`move_mount`, a
+/// `Mount` with a `tree`). Fails where the file system does not support
+/// idmapped mounts (EINVAL) or the caller may not make one (EPERM).
+pub fn idmapped_tree(
+    path: &CStr,
+    userns: std::os::fd::BorrowedFd,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a NUL-terminated path and integer flags.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor of ours, wrapped once.
+    let tree = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: live descriptors, an empty NUL-terminated path and a live
+    // struct of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tree)
 }
 
 /// The Landlock ABI version this kernel reports (0: no Landlock, whether not

@@ -46,6 +46,9 @@ pub enum Guarantee {
     Lifetime,
     /// No privilege gain: no capabilities, no_new_privs, no setuid or setgid bit set.
     NoPrivilegeGain,
+    /// No root identity: the worker runs as a uid that is not 0 (a root
+    /// runner's worker as a uid of its own).
+    UnprivilegedIdentity,
 }
 
 impl Guarantee {
@@ -67,6 +70,9 @@ impl Guarantee {
             Guarantee::MemoryAndCpu => "bounded memory and CPU time",
             Guarantee::Lifetime => "nothing the worker started outlives its unload",
             Guarantee::NoPrivilegeGain => "no privilege gain (capabilities, setuid or setgid bits)",
+            Guarantee::UnprivilegedIdentity => {
+                "no root identity: the worker runs as an unprivileged uid (no root ownership of files, RLIMIT_NPROC binds it)"
+            }
         }
     }
 
@@ -123,6 +129,9 @@ pub enum Mechanism {
     ProcessGroup,
     /// Capabilities dropped and no_new_privs.
     NoNewPrivileges,
+    /// An unprivileged uid: the runner's own, or for a root runner one of
+    /// its own from `worker_ids`.
+    OwnUid,
 }
 
 impl Mechanism {
@@ -146,6 +155,7 @@ impl Mechanism {
             Mechanism::PidsCgroup => "a pids cgroup",
             Mechanism::ProcessGroup => "the worker's own process group",
             Mechanism::NoNewPrivileges => "dropped capabilities and no_new_privs",
+            Mechanism::OwnUid => "a uid of its own (worker_ids)",
         }
     }
 }
@@ -293,6 +303,7 @@ pub fn carriers(needs: &Needs) -> Vec<(Guarantee, Vec<Mechanism>)> {
         G::NoPrivilegeGain,
         vec![M::NoNewPrivileges, M::SeccompNoSetid],
     ));
+    v.push((G::UnprivilegedIdentity, vec![M::OwnUid]));
     v
 }
 

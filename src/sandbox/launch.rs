@@ -59,7 +59,14 @@ fn sweep_orphans(dir: &Path) {
         else {
             continue;
         };
-        let ours = entry.metadata().is_ok_and(|m| m.uid() == me);
+        // Ours: made by this uid, or by root for a worker of its own uid (an
+        // id no account has) to which the scratch folder was given.
+        let ours = entry.metadata().is_ok_and(|m| {
+            m.uid() == me
+                || (me == 0
+                    && nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(m.uid()))
+                        .is_ok_and(|u| u.is_none()))
+        });
         if ours && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let path = entry.path();
             if path.join("cgroup.procs").exists() {
@@ -382,7 +389,7 @@ fn spawn_here(mut plan: LaunchPlan) -> Result<tokio::process::Child> {
                 // only root may enter (/root/.pyenv, a 0700 home).
                 let hint = match (identity, e.raw_os_error()) {
                     (Some((uid, _)), Some(libc::EACCES | libc::EPERM)) => format!(
-                        ": the worker runs as uid {uid} (worker_ids), which cannot reach the program or a folder on its way (e.g. a home folder only root may enter); install the interpreter and the extension where other users can read them, or remove \"worker_ids\" from the policy file"
+                        ": the worker runs as uid {uid} (worker_ids), which cannot reach the program or a folder on its way (e.g. a home folder only root may enter); install the interpreter and the extension where other users can read them, or set \"worker_ids\": false in the policy file"
                     ),
                     _ => String::new(),
                 };
@@ -707,12 +714,32 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
         c.runner_strings = runner_strings();
     }
     let mut root_rules = None;
+    let mut idmapped: Vec<(PathBuf, std::os::fd::OwnedFd)> = Vec::new();
     if let (true, Some(_)) = (ns.mount, &policy.private_root) {
         let skeleton = root::skeleton_of(scratch);
         if skeleton.exists() {
             remove_tree(&skeleton); // a second launch from one scratch folder (benches)
         }
-        let planned = root::plan(policy, scratch, &skeleton, cwd)?;
+        // The workspace shown to the worker's uid: an idmapped copy of its
+        // mount, detached here and moved into the private root by the child.
+        // The extension folder too, when other users cannot read it.
+        if let Some((uid, gid)) = c.identity {
+            for p in [&policy.idmapped_workspace, &policy.idmapped_extension]
+                .into_iter()
+                .flatten()
+            {
+                let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                if !idmapped.iter().any(|(q, _)| *q == real) {
+                    let tree = idmapped_tree_of(&real, uid, gid)?;
+                    idmapped.push((real, tree));
+                }
+            }
+        }
+        let trees: Vec<(&Path, libc::c_int)> = idmapped
+            .iter()
+            .map(|(p, fd)| (p.as_path(), fd.as_raw_fd()))
+            .collect();
+        let planned = root::plan(policy, scratch, &skeleton, cwd, c.identity, &trees)?;
         root_rules = Some(planned.landlock);
         c.private_root = Some(planned.root);
     } else if ns.mount {
@@ -762,15 +789,49 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
                     || check.value == u64::from(child::NEG_PID_PLACEHOLDER)
             });
     }
-    Ok((c, Held { cgroup, ids }))
+    Ok((
+        c,
+        Held {
+            cgroup,
+            ids,
+            _idmapped: idmapped.into_iter().map(|(_, fd)| fd).collect(),
+        },
+    ))
 }
 
-/// What the runner keeps for a worker until it is reaped: its pids cgroup
-/// and the lease on its uid.
+/// A detached copy of the mount of `ws` (the workspace, or the extension
+/// folder) that shows its owner's uid and gid as the worker's `uid` and
+/// `gid` (and so writes the worker's files as the owner's): a user
+/// namespace mapping owner → worker is its idmapping.
+fn idmapped_tree_of(ws: &Path, uid: u32, gid: u32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let fail = |e: std::io::Error| {
+        Error::sandbox_io(
+            SandboxKind::Workspace,
+            format!(
+                "cannot make an idmapped mount of {} for the worker's uid {uid}: {e}",
+                ws.display()
+            ),
+            e,
+        )
+    };
+    let m = std::fs::metadata(ws).map_err(fail)?;
+    let userns = child::mapping_namespace(
+        &format!("{} {uid} 1", m.uid()),
+        &format!("{} {gid} 1", m.gid()),
+    )
+    .map_err(fail)?;
+    child::idmapped_tree(&cstring(ws)?, userns.as_fd()).map_err(fail)
+}
+
+/// What the runner keeps for a worker until it is reaped: its pids cgroup,
+/// the lease on its uid and the idmapped workspace tree given to its child.
 #[derive(Debug)]
 pub struct Held {
     pub cgroup: Option<PidsCgroup>,
     pub ids: Option<IdLease>,
+    _idmapped: Vec<std::os::fd::OwnedFd>,
 }
 
 /// One uid (and the same gid) of the operator's `worker_ids` range, held by

@@ -256,3 +256,101 @@ fn cgroup_v2_delegation() -> bool {
     }
     false
 }
+
+/// What decides whether a root runner's worker can run as a uid of its own
+/// (`policy::IdentityFacts`): which paths other users cannot reach (their
+/// "other" permission bits, the only ones that apply to an id no file names),
+/// which uids the runner's user namespace maps, and whether the workspace
+/// can be idmapped (tried on a detached copy of its mount: nothing is
+/// attached).
+pub fn identity_facts(
+    program: &crate::sandbox::policy::ProgramFacts,
+    extension_dir: &std::path::Path,
+    workspace: Option<&std::path::Path>,
+) -> crate::sandbox::policy::IdentityFacts {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    let mut facts = crate::sandbox::policy::IdentityFacts::default();
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode()).ok();
+    // (path, the "other" bits it needs itself: r-x for folders, --x for the
+    // programs, r-- for the script)
+    let mut paths: Vec<(&Path, u32)> = vec![(&program.program, 0o001)];
+    if let Some(l) = &program.loader {
+        paths.push((l, 0o001));
+    }
+    paths.extend(program.runtime_dirs.iter().map(|d| (d.as_path(), 0o005)));
+    let runtime = paths.len();
+    paths.push((extension_dir, 0o005));
+    let script = extension_dir.join("extension.py");
+    if script.exists() {
+        paths.push((&script, 0o004));
+    }
+    for (i, (p, need)) in paths.iter().enumerate() {
+        if mode(p).is_some_and(|m| m & need != *need) {
+            if i >= runtime {
+                facts.extension_closed = true;
+            } else if facts.closed_itself.is_none() {
+                facts.closed_itself = Some(p.to_path_buf());
+            }
+        }
+        if facts.closed_on_the_way.is_none() {
+            facts.closed_on_the_way = p
+                .ancestors()
+                .skip(1)
+                .find(|a| mode(a).is_some_and(|m| m & 0o001 == 0))
+                .map(Path::to_path_buf);
+        }
+    }
+    if facts.extension_closed {
+        facts.extension_idmap = Some(idmap_works(extension_dir));
+    }
+    facts.mapped_uids = mapped_uids();
+    if let Some(ws) = workspace {
+        facts.workspace_idmap = Some(idmap_works(ws));
+    }
+    facts
+}
+
+/// Whether an idmapped mount of `ws` (the workspace, or the extension
+/// folder) can be made here: a user namespace mapping its owner to a worker
+/// id, and a detached idmapped copy of its mount, both dropped at once.
+fn idmap_works(ws: &std::path::Path) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let id = crate::sandbox::policy::WorkerIds::DEFAULT.first;
+    let m = std::fs::metadata(ws).map_err(|e| e.to_string())?;
+    let userns = crate::sandbox::child::mapping_namespace(
+        &format!("{} {id} 1", m.uid()),
+        &format!("{} {id} 1", m.gid()),
+    )
+    .map_err(|e| format!("a user namespace for its idmapping: {e}"))?;
+    let path = std::ffi::CString::new(ws.as_os_str().as_encoded_bytes())
+        .map_err(|_| "a NUL byte in its path".to_string())?;
+    crate::sandbox::child::idmapped_tree(&path, userns.as_fd())
+        .map(drop)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) => format!("its file system does not support idmapped mounts: {e}"),
+            _ => format!("mount_setattr(MOUNT_ATTR_IDMAP): {e}"),
+        })
+}
+
+/// The uids this process's user namespace maps, as (first, count) ranges of
+/// `/proc/self/uid_map` ("inside outside count": the inside ids are what
+/// setresuid may take); empty when it cannot be read.
+pub fn mapped_uids() -> Vec<(u32, u32)> {
+    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+        return Vec::new();
+    };
+    map.lines()
+        .filter_map(|l| {
+            let f: Vec<u32> = l
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            match f[..] {
+                [inside, _, count] => Some((inside, count)),
+                _ => None,
+            }
+        })
+        .collect()
+}

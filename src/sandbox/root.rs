@@ -51,6 +51,9 @@ pub struct Mount {
     pub fstype: Option<CString>,
     pub flags: libc::c_ulong,
     pub data: Option<CString>,
+    /// A detached, idmapped mount tree (`child::idmapped_tree`) moved in
+    /// instead of a bind of `source`; the runner holds the descriptor.
+    pub tree: Option<libc::c_int>,
 }
 
 /// What `child::build_root` applies, every string prepared.
@@ -192,8 +195,20 @@ fn resolve(p: &Path) -> (Vec<(PathBuf, PathBuf)>, Option<PathBuf>) {
     (Vec::new(), Some(p))
 }
 
-/// The worker's entries in `/etc/passwd` and `/etc/group`: its own ids only.
-fn identity() -> (String, String) {
+/// The name a root runner's worker of its own uid has in its `/etc/passwd`.
+pub const OWN_UID_USER: &str = "nodus-worker";
+
+/// The worker's entries in `/etc/passwd` and `/etc/group`: its own ids only
+/// (`own`: a root runner's worker's uid and gid, named `nodus-worker`).
+fn identity(own: Option<(u32, u32)>) -> (String, String) {
+    if let Some((uid, gid)) = own {
+        return (
+            format!(
+                "{OWN_UID_USER}:x:{uid}:{gid}:{OWN_UID_USER}:{SCRATCH_INSIDE}:/usr/sbin/nologin\n"
+            ),
+            format!("{OWN_UID_USER}:x:{gid}:\n"),
+        );
+    }
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     let user = nix::unistd::User::from_uid(uid)
@@ -220,8 +235,18 @@ fn identity() -> (String, String) {
 
 /// Plans the private root of a worker whose policy asks for one, and lays
 /// out its skeleton (mount points, symlinks, passwd and group) at
-/// `skeleton`, which must not exist yet.
-pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Result<Planned> {
+/// `skeleton`, which must not exist yet. `own`: the uid and gid a root
+/// runner's worker runs as; `idmapped`: folders (the workspace, the
+/// extension folder) and the detached idmapped trees to mount there
+/// instead of binds.
+pub fn plan(
+    policy: &Policy,
+    scratch: &Path,
+    skeleton: &Path,
+    cwd: &Path,
+    own: Option<(u32, u32)>,
+    idmapped: &[(&Path, libc::c_int)],
+) -> Result<Planned> {
     let Some(pr) = &policy.private_root else {
         return Err(Error::sandbox(
             SandboxKind::Prepare,
@@ -285,7 +310,7 @@ pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Res
     if let Some(p) = injected_bind().filter(|p| p.is_absolute()) {
         entries.push(bind(normal(&p), normal(&p), false));
     }
-    let (passwd, group) = identity();
+    let (passwd, group) = identity(own);
     for (dst, content) in [("/etc/passwd", passwd), ("/etc/group", group)] {
         entries.push(Entry {
             dst: dst.into(),
@@ -310,8 +335,19 @@ pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Res
     let in_skel = |p: &Path| skeleton.join(p.strip_prefix("/").unwrap_or(p));
     std::fs::create_dir(skeleton).map_err(|e| io("create", skeleton, e))?;
     let _ = std::fs::set_permissions(skeleton, std::fs::Permissions::from_mode(0o755));
-    let mkdirs =
-        |p: &Path| -> Result<()> { std::fs::create_dir_all(p).map_err(|e| io("create", p, e)) };
+    // Every folder of the skeleton 0755, whatever the runner's umask: a
+    // worker of another uid than the runner's walks through them to the
+    // binds (the interpreter under a 0700 /root is reached this way).
+    let mkdirs = |p: &Path| -> Result<()> {
+        std::fs::create_dir_all(p).map_err(|e| io("create", p, e))?;
+        for q in p
+            .ancestors()
+            .take_while(|q| q.starts_with(skeleton) && *q != skeleton)
+        {
+            let _ = std::fs::set_permissions(q, std::fs::Permissions::from_mode(0o755));
+        }
+        Ok(())
+    };
 
     let mut mounts = Vec::new();
     let mut writable = Vec::new();
@@ -409,12 +445,17 @@ pub fn plan(policy: &Policy, scratch: &Path, skeleton: &Path, cwd: &Path) -> Res
             ),
             Kind::Synthesized => unreachable!("written above"),
         };
+        let tree = idmapped
+            .iter()
+            .find(|(p, _)| e.kind == Kind::Bind && e.src == *p)
+            .map(|&(_, fd)| fd);
         mounts.push(Mount {
             source,
             target: cstring(&target)?,
             fstype,
             flags,
             data,
+            tree,
         });
         if e.writable {
             writable.push(cstring(&e.dst)?);

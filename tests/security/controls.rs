@@ -32,10 +32,21 @@ fn control_worker_confinement_seen_from_outside() {
                 "{c}"
             );
         }
-        assert_eq!(
-            status_field(w, "Uid").unwrap().split_whitespace().next(),
-            Some(who.uid().to_string().as_str())
-        );
+        // The runner's uid, or for root a uid of its own from the default
+        // range (issue 12 item 3): never 0.
+        let uid: u32 = status_field(w, "Uid")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .and_then(|u| u.parse().ok())
+            .unwrap();
+        match who {
+            Who::Nobody => assert_eq!(uid, NOBODY),
+            Who::Root => assert!(
+                (1_879_048_192..1_879_048_192 + 65_536).contains(&uid),
+                "root's worker runs as uid {uid}"
+            ),
+        }
         assert_ne!(
             ns(w, "net"),
             ns(std::process::id() as i32, "net"),

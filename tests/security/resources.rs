@@ -407,14 +407,15 @@ result = 1
     });
 }
 
-/// Issue 12 item 3: a root runner given `worker_ids` starts each worker as a
-/// uid and gid of its own, never uid 0, and RLIMIT_NPROC then bounds its
-/// tasks even where no pids cgroup is writable (the runner in a mount
-/// namespace whose cgroup mounts are read-only, as in a container). Judged
-/// from outside: the worker's uid and gid in /proc/PID/status, its scratch
-/// folder's owner, the thread bomb's tasks counted in /proc. The controls:
-/// without `worker_ids` strict mode refuses there (`tasks: lost`), and with
-/// a limit of 200 the same bomb goes well past 16.
+/// Issue 12 item 3: a root runner starts each worker as a uid and gid of
+/// its own (`worker_ids`, here a range of the operator's; by default
+/// 1879048192..), never uid 0, and RLIMIT_NPROC then bounds its tasks even
+/// where no pids cgroup is writable (the runner in a mount namespace whose
+/// cgroup mounts are read-only, as in a container). Judged from outside: the
+/// worker's uid and gid in /proc/PID/status, its scratch folder's owner, the
+/// thread bomb's tasks counted in /proc. The controls: with `"worker_ids":
+/// false` strict mode refuses there (`tasks: lost`), and with a limit of 200
+/// the same bomb goes well past 16.
 #[test]
 fn root_workers_run_as_their_own_uid_and_their_tasks_are_bounded() {
     use crate::common::envs::Env;
@@ -430,18 +431,15 @@ fn root_workers_run_as_their_own_uid_and_their_tasks_are_bounded() {
     const FIRST: u32 = 1_879_048_192;
     let ids = json!({"first": FIRST, "count": 64});
     let python = std::path::Path::new(SYSTEM_PYTHON);
-    let launch = |limit: u64, ids: Option<&serde_json::Value>| {
-        let mut p = json!({"limits": {"processes": limit}});
-        if let Some(ids) = ids {
-            p["worker_ids"] = ids.clone();
-        }
+    let launch = |limit: u64, ids: &serde_json::Value| {
         Launch::new(who, &[])
             .python(python)
             .in_env(Env::CgroupRo)
-            .policy(p)
+            .policy(json!({"limits": {"processes": limit}, "worker_ids": ids}))
     };
-    // Control: root without a writable pids cgroup and without worker_ids.
-    let mut s = launch(16, None).start();
+    // Control: root's worker as uid 0 ("worker_ids": false) without a
+    // writable pids cgroup.
+    let mut s = launch(16, &json!(false)).start();
     let r = s.exec("result = 1");
     let refused = s.finish().stderr;
     assert!(
@@ -462,21 +460,28 @@ fn root_workers_run_as_their_own_uid_and_their_tasks_are_bounded() {
             .unwrap_or_default()
     };
     // No root power over files: a 0600 file of root's in a folder Landlock
-    // grants stays unreadable; the 0644 one beside it is the control.
+    // grants (the operator's read_only_paths) stays unreadable; the 0644 one
+    // beside it is the control. The workspace is idmapped (its owner, root,
+    // shown as the worker): its 0600 file is read, as granted.
+    let ro = world_dir("ids-ro");
     let ws = world_dir("ids-ws");
     let secret = token("ROOTONLY");
-    std::fs::write(ws.join("public"), "public").unwrap();
-    chmod(&ws.join("public"), 0o644);
-    std::fs::write(ws.join("secret"), &secret).unwrap();
-    chmod(&ws.join("secret"), 0o600);
+    let granted = token("WORKSPACE");
+    for (d, text) in [(&ro, &secret), (&ws, &granted)] {
+        std::fs::write(d.join("public"), "public").unwrap();
+        chmod(&d.join("public"), 0o644);
+        std::fs::write(d.join("secret"), text).unwrap();
+        chmod(&d.join("secret"), 0o600);
+    }
     let mut s = Launch::new(who, &["filesystem.read"])
         .python(python)
         .in_env(Env::CgroupRo)
-        .policy(json!({"worker_ids": ids.clone()}))
+        .policy(json!({"worker_ids": ids.clone(), "read_only_paths": [ro.path()]}))
         .workspace(ws.path())
         .start();
-    let public = s.exec(&format!("result = open({:?}).read()", ws.join("public")));
-    let r = s.exec(&format!("result = open({:?}).read()", ws.join("secret")));
+    let public = s.exec(&format!("result = open({:?}).read()", ro.join("public")));
+    let r = s.exec(&format!("result = open({:?}).read()", ro.join("secret")));
+    let in_ws = s.exec(&format!("result = open({:?}).read()", ws.join("secret")));
     let t = s.finish();
     assert!(
         matches!(&public, Reply::Value(v) if v == "public"),
@@ -486,10 +491,14 @@ fn root_workers_run_as_their_own_uid_and_their_tasks_are_bounded() {
         !format!("{r:?}").contains(&secret) && !t.stdout.contains(&secret),
         "{r:?}"
     );
+    assert!(
+        matches!(&in_ws, Reply::Value(v) if *v == granted),
+        "the idmapped workspace: {in_ws:?}"
+    );
 
     let mut counts = Vec::new();
     for limit in [200u64, 16] {
-        let mut s = launch(limit, Some(&ids)).start();
+        let mut s = launch(limit, &ids).start();
         let r = s.exec("open(os.environ['TMPDIR'] + '/x', 'w').write('x'); result = os.getuid()");
         assert!(matches!(r, Reply::Value(_)), "{r:?}");
         let pid = s.worker_pid().expect("the worker");

@@ -20,6 +20,8 @@ pub(super) struct Decided {
     pub private_root: bool,
     /// Seccomp allows `socket(AF_UNIX)` (a private root, abstract names out of reach).
     pub unix_sockets: bool,
+    /// Why a root runner's worker runs as uid 0, and whether the operator chose it.
+    pub as_root: Option<(String, bool)>,
 }
 
 /// Which mechanisms this policy applies, and why each other one is not.
@@ -36,6 +38,7 @@ pub(super) fn applied_mechanisms(
         own_ids,
         private_root,
         unix_sockets,
+        ref as_root,
     } = *d;
     use Mechanism as M;
     let off = || Some(("switched off by the operator policy".to_string(), true));
@@ -140,7 +143,7 @@ pub(super) fn applied_mechanisms(
         M::RlimitNproc,
         limits.clone().or_else(|| {
             (probe.root && !own_ids).then(|| {
-                ("no process limit from it: the worker runs as root, which RLIMIT_NPROC does not bind (\"worker_ids\" in the policy file gives each worker a uid of its own)".to_string(), false)
+                ("no process limit from it: the worker runs as uid 0, which RLIMIT_NPROC does not bind (see unprivileged_identity)".to_string(), false)
             })
         }),
     );
@@ -156,6 +159,8 @@ pub(super) fn applied_mechanisms(
             Some(("no pids cgroup this runner can write (cgroup v1 `pids` not mounted or read-only); run the runner as a non-root user, give it a writable pids cgroup, or give root's workers uids of their own (\"worker_ids\" in the policy file)".into(), false))
         },
     );
+    // Not root: the runner's own uid; root: a uid of worker_ids, unless why not.
+    a.set(M::OwnUid, as_root.clone());
     a.set(
         M::NoNewPrivileges,
         if landlock.is_some_and(|l| l.abi > 0) || seccomp_on {
@@ -179,6 +184,16 @@ pub fn strict_verdict(probe: &Probe) -> String {
         loader: None,
         runtime_dirs: vec!["/usr".into()],
     };
+    // A root runner's workers: a uid of its own where this user namespace
+    // maps the default range (the program above is one others can reach).
+    let identity = crate::sandbox::policy::IdentityFacts {
+        mapped_uids: if probe.root {
+            crate::sandbox::probe::mapped_uids()
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
     let judge = |caps: &str| {
         let m = format!(
             r#"{{"name": "probe.verdict", "version": "1", "description": "d", "capabilities": [{caps}]}}"#
@@ -191,6 +206,7 @@ pub fn strict_verdict(probe: &Probe) -> String {
             workspace: None,
             operator: &OperatorPolicy::default(),
             program: &program,
+            identity: &identity,
             probe,
         })
     };

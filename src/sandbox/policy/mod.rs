@@ -247,8 +247,29 @@ pub struct OperatorPolicy {
     /// name by name, its `tcp_ports` and `egress` replace them.
     pub extensions: BTreeMap<String, ExtensionSection>,
     /// Host ids for a root runner's workers: each worker runs as a uid and
-    /// gid of its own from this range instead of uid 0.
-    pub worker_ids: Option<WorkerIds>,
+    /// gid of its own from this range (absent or `true`: [`WorkerIds::DEFAULT`];
+    /// `false`: as uid 0 without capabilities, reported).
+    pub worker_ids: Option<WorkerIdsSetting>,
+}
+
+/// The operator's `worker_ids`: a range, or `true` (the default range) or
+/// `false` (root's workers run as uid 0 without capabilities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WorkerIdsSetting {
+    Range(WorkerIds),
+    Switch(bool),
+}
+
+impl WorkerIdsSetting {
+    /// The range root's workers take their ids from; None when switched off.
+    pub fn range(setting: Option<&WorkerIdsSetting>) -> Option<WorkerIds> {
+        match setting {
+            None | Some(WorkerIdsSetting::Switch(true)) => Some(WorkerIds::DEFAULT),
+            Some(WorkerIdsSetting::Range(r)) => Some(*r),
+            Some(WorkerIdsSetting::Switch(false)) => None,
+        }
+    }
 }
 
 /// A range of host uids (and the same gids) that no account uses: a root
@@ -268,6 +289,20 @@ impl WorkerIds {
     /// The `count` ids from `first` on (see [`check`](Self::check)).
     pub fn new(first: u32, count: u32) -> WorkerIds {
         WorkerIds { first, count }
+    }
+
+    /// The default range: 65536 ids from 1879048192 (0x70000000), above
+    /// systemd's dynamic (61184–65519) and container (524288–1879048191)
+    /// ranges and below 2^31 (tools that read a uid as signed).
+    pub const DEFAULT: WorkerIds = WorkerIds {
+        first: 1_879_048_192,
+        count: 65_536,
+    };
+
+    /// Whether `id` is in the range.
+    pub fn contains(&self, id: u32) -> bool {
+        (u64::from(self.first)..u64::from(self.first) + u64::from(self.count))
+            .contains(&u64::from(id))
     }
 
     /// Whether the range is usable: not root's or a system account's, no
@@ -395,7 +430,7 @@ impl OperatorPolicy {
                 format!("policy file {} is invalid: {e}", path.display()),
             )
         })?;
-        if let Some(ids) = &policy.worker_ids {
+        if let Some(WorkerIdsSetting::Range(ids)) = &policy.worker_ids {
             ids.check().map_err(|e| {
                 Error::sandbox(
                     SandboxKind::OperatorPolicy,
@@ -438,6 +473,44 @@ pub struct ProgramFacts {
     pub loader: Option<PathBuf>,
     /// Folders the program reads its runtime from (interpreter prefix, venv).
     pub runtime_dirs: Vec<PathBuf>,
+}
+
+/// Facts that decide whether a root runner's worker can run as a uid of its
+/// own (`probe::identity_facts`); all empty for a runner that is not root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityFacts {
+    /// A folder on the way to the program, its runtime or the extension
+    /// folder that other users cannot enter (a 0700 `/root`): only the
+    /// private root's binds, made while still root, get past it.
+    pub closed_on_the_way: Option<PathBuf>,
+    /// The program or its runtime that other users cannot read (or run)
+    /// itself, bound or not.
+    pub closed_itself: Option<PathBuf>,
+    /// The extension folder (or its `extension.py`) other users cannot
+    /// read: shown to the worker through an idmapped mount where one can be
+    /// made (`extension_idmap`).
+    pub extension_closed: bool,
+    /// Whether the extension folder can be idmapped (asked only when closed).
+    pub extension_idmap: Option<std::result::Result<(), String>>,
+    /// The uids the runner's user namespace maps, as (first, count) ranges
+    /// of `/proc/self/uid_map`; empty: not read (every uid counts as mapped).
+    pub mapped_uids: Vec<(u32, u32)>,
+    /// Whether the workspace can be shown to another uid through an
+    /// idmapped mount: None when not asked (no workspace, not root), else
+    /// why not.
+    pub workspace_idmap: Option<std::result::Result<(), String>>,
+}
+
+impl IdentityFacts {
+    /// Whether every id of `r` is mapped in the runner's user namespace.
+    pub fn maps(&self, r: &WorkerIds) -> bool {
+        self.mapped_uids.is_empty()
+            || self.mapped_uids.iter().any(|&(first, count)| {
+                u64::from(first) <= u64::from(r.first)
+                    && u64::from(r.first) + u64::from(r.count)
+                        <= u64::from(first) + u64::from(count)
+            })
+    }
 }
 
 /// One filesystem grant (a Landlock path rule; a writable bind in the mount namespace).
@@ -682,8 +755,17 @@ pub struct Policy {
     /// Each guarantee the worker needs, and the mechanisms that keep it.
     pub guarantees: Vec<GuaranteeStatus>,
     /// A root runner's worker runs as a uid and gid of its own from this
-    /// range (the operator's `worker_ids`); None: as the runner's uid.
+    /// range (the operator's `worker_ids`, by default [`WorkerIds::DEFAULT`]);
+    /// None: as the runner's uid.
     pub worker_ids: Option<WorkerIds>,
+    /// Why a root runner's worker runs as uid 0 (without capabilities)
+    /// nonetheless; None otherwise.
+    pub root_identity: Option<String>,
+    /// The workspace, shown to the worker's uid through an idmapped mount
+    /// (its owner's uid and gid appear as the worker's).
+    pub idmapped_workspace: Option<PathBuf>,
+    /// The extension folder, shown so when other users cannot read it.
+    pub idmapped_extension: Option<PathBuf>,
     /// What best-effort mode gave up, in words (from `guarantees`).
     pub degraded: Vec<String>,
     /// Egress by host name through the runner's proxy (`network.outbound`
@@ -739,6 +821,8 @@ pub struct Inputs<'a> {
     pub workspace: Option<&'a Path>,
     pub operator: &'a OperatorPolicy,
     pub program: &'a ProgramFacts,
+    /// What decides whether a root runner's worker can run as a uid of its own.
+    pub identity: &'a IdentityFacts,
     pub probe: &'a Probe,
 }
 
@@ -767,9 +851,19 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         steps::egress_enforceable(&m.name, op.layers.namespaces, inp.probe)?;
     }
     let probe = inp.probe;
-    let layers = steps::layer_reports(op, probe, &declared);
     let (namespaces, _) =
         steps::namespaces(probe, &declared, op.layers.namespaces, egress.is_some());
+    // A root runner's worker: a uid of its own where it can run as one.
+    let identity = steps::identity(
+        op,
+        probe,
+        inp.identity,
+        namespaces.mount,
+        inp.workspace,
+        inp.extension_dir,
+        &declared,
+    );
+    let layers = steps::layer_reports(op, probe, &declared, identity.ids.is_some());
     let report = |l: Layer| steps::report(&layers, l);
     let (limits, pids_cgroup) = steps::limits(op, probe, &declared);
     // A private root (root.rs) wherever a mount namespace is made: host
@@ -806,8 +900,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     };
     let seccomp = (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
         .then(|| steps::seccomp(&declared, &situation));
-    // A root runner's worker takes a uid of its own when the operator gave a range.
-    let worker_ids = op.worker_ids.filter(|_| probe.root);
+    let worker_ids = identity.ids;
     // Guarantees decide: strict mode starts only when each is kept.
     let applied = guarantee_steps::applied_mechanisms(
         probe,
@@ -820,6 +913,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
             own_ids: worker_ids.is_some(),
             private_root: private_root.is_some(),
             unix_sockets: situation.unix_sockets,
+            as_root: identity.root.clone(),
         },
     );
     let tcp_ports = landlock.as_ref().and_then(|l| l.tcp_connect.as_ref());
@@ -870,6 +964,9 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         layers,
         guarantees,
         worker_ids,
+        root_identity: identity.root.map(|(why, _)| why),
+        idmapped_workspace: identity.idmapped,
+        idmapped_extension: identity.idmapped_extension,
         degraded,
         egress,
     })

@@ -311,6 +311,23 @@ impl fmt::Display for Policy {
                 u64::from(ids.first) + u64::from(ids.count) - 1
             )?;
         }
+        if let Some(why) = &self.root_identity {
+            writeln!(f, "  identity: uid 0 without capabilities: {why}")?;
+        }
+        if let Some(ext) = &self.idmapped_extension {
+            writeln!(
+                f,
+                "  extension folder {}: an idmapped mount (other users cannot read it; its owner shown as the worker)",
+                ext.display()
+            )?;
+        }
+        if let Some(ws) = &self.idmapped_workspace {
+            writeln!(
+                f,
+                "  workspace {}: an idmapped mount, its owner's uid and gid shown as the worker's (what the worker writes is owned by the workspace's owner)",
+                ws.display()
+            )?;
+        }
         let env: Vec<String> = self
             .environment
             .iter()

@@ -11,11 +11,130 @@ use crate::sandbox::policy::data::{Situation, Syscall, DATA};
 #[cfg(test)]
 use crate::sandbox::policy::Mode;
 use crate::sandbox::policy::{
-    Access, Declared, Errno, FsRule, Inputs, LandlockPolicy, Layer, LayerReport, Limits,
-    Namespaces, OperatorPolicy, Requirement, SeccompPolicy, SyscallAction, SyscallRule,
-    LANDLOCK_ABI_REQUIRED,
+    Access, Declared, Errno, FsRule, IdentityFacts, Inputs, LandlockPolicy, Layer, LayerReport,
+    Limits, Namespaces, OperatorPolicy, Requirement, SeccompPolicy, SyscallAction, SyscallRule,
+    WorkerIds, WorkerIdsSetting, LANDLOCK_ABI_REQUIRED,
 };
 use crate::sandbox::probe::Probe;
+
+/// Who a root runner's worker runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Identity {
+    /// A uid and gid of its own from this range.
+    pub ids: Option<WorkerIds>,
+    /// The workspace, idmapped to the worker's uid.
+    pub idmapped: Option<std::path::PathBuf>,
+    /// The extension folder, idmapped (other users cannot read it).
+    pub idmapped_extension: Option<std::path::PathBuf>,
+    /// Why it runs as uid 0 nonetheless, and whether the operator chose that.
+    pub root: Option<(String, bool)>,
+}
+
+/// A root runner's worker runs as a uid of its own from the operator's range
+/// (by default `WorkerIds::DEFAULT`) wherever it can reach its program and
+/// write its workspace as that uid: with a private root, whose binds are
+/// made while still root, past folders only root may enter, and with an
+/// idmapped workspace. Otherwise as uid 0 without capabilities, and why.
+pub(super) fn identity(
+    op: &OperatorPolicy,
+    probe: &Probe,
+    facts: &IdentityFacts,
+    private_root: bool,
+    workspace: Option<&std::path::Path>,
+    extension_dir: &std::path::Path,
+    declared: &Declared,
+) -> Identity {
+    if !probe.root {
+        return Identity::default();
+    }
+    let as_root = |why: String, by_operator: bool| Identity {
+        root: Some((why, by_operator)),
+        ..Identity::default()
+    };
+    let Some(range) = WorkerIdsSetting::range(op.worker_ids.as_ref()) else {
+        return as_root(
+            "the operator policy sets \"worker_ids\": false".into(),
+            true,
+        );
+    };
+    let last = u64::from(range.first) + u64::from(range.count) - 1;
+    if !facts.maps(&range) {
+        return as_root(
+            format!("the runner's user namespace does not map the uids {}..{last} of worker_ids (/proc/self/uid_map): map them, or give \"worker_ids\" a range it maps", range.first),
+            false,
+        );
+    }
+    if let Some(p) = &facts.closed_itself {
+        return as_root(
+            format!("other users cannot read {} (a uid of worker_ids could not run the worker): make it readable by others (chmod o+rX), or install the interpreter and the extension where they are", p.display()),
+            false,
+        );
+    }
+    // Without a mount namespace because the operator switched namespaces off:
+    // the operator's choice.
+    let no_mount_by_operator = !private_root && !op.layers.namespaces;
+    if let (false, Some(p)) = (private_root, &facts.closed_on_the_way) {
+        return as_root(
+            format!("no mount namespace for a private root, and other users cannot enter {} on the way to the interpreter or the extension: install them where other users can read them (/usr/bin/python3, a venv under /opt), or allow a mount namespace", p.display()),
+            no_mount_by_operator,
+        );
+    }
+    // An extension folder only its owner may read (a 0700 folder, pytest's
+    // tmp_path): idmapped, as the workspace is, or uid 0.
+    let mut idmapped_extension = None;
+    if facts.extension_closed {
+        let why_not = if !private_root {
+            Some("no mount namespace for an idmapped mount".to_string())
+        } else {
+            match &facts.extension_idmap {
+                Some(Ok(())) => None,
+                Some(Err(why)) => Some(why.clone()),
+                None => Some("not tried".into()),
+            }
+        };
+        match why_not {
+            None => idmapped_extension = Some(extension_dir.to_path_buf()),
+            Some(why) => {
+                return as_root(
+                    format!("other users cannot read the extension folder {}, and it cannot be shown to the worker's uid through an idmapped mount ({why}): make it readable by others (chmod o+rX)", extension_dir.display()),
+                    no_mount_by_operator,
+                )
+            }
+        }
+    }
+    let granted = declared.contains(&Capability::FilesystemRead)
+        || declared.contains(&Capability::FilesystemWrite);
+    let writes = declared.contains(&Capability::FilesystemWrite);
+    let mut idmapped = None;
+    if let (Some(ws), true) = (workspace, granted) {
+        let why_not = if !private_root {
+            Some("no mount namespace for an idmapped mount".to_string())
+        } else {
+            match &facts.workspace_idmap {
+                Some(Ok(())) => None,
+                Some(Err(why)) => Some(why.clone()),
+                None => Some("not tried".into()),
+            }
+        };
+        match why_not {
+            None => idmapped = Some(ws.to_path_buf()),
+            Some(why) if writes => {
+                return as_root(
+                    format!("the writable workspace {} cannot be shown to the worker's uid through an idmapped mount ({why})", ws.display()),
+                    no_mount_by_operator,
+                )
+            }
+            // A read-only workspace: read as the worker's uid, which other users' rights apply to.
+            Some(_) => {}
+        }
+    }
+    Identity {
+        ids: Some(range),
+        idmapped,
+        idmapped_extension,
+        root: None,
+    }
+}
 
 /// A manifest may declare only what the operator grants its trust class.
 pub(super) fn check_trust_class(
@@ -372,11 +491,12 @@ pub(super) fn environment(
 
 /// Each layer in `Layer::ALL` order: how much it is needed, whether the
 /// operator wants it, whether this kernel can enforce it, and what is lost
-/// without it.
+/// without it. `own_ids`: a root runner's worker runs as a uid of its own.
 pub(super) fn layer_reports(
     op: &OperatorPolicy,
     probe: &Probe,
     declared: &Declared,
+    own_ids: bool,
 ) -> Vec<LayerReport> {
     let exec = declared.contains(&Capability::SubprocessRun);
     Layer::ALL
@@ -403,8 +523,8 @@ pub(super) fn layer_reports(
                 // Root is not bound by RLIMIT_NPROC: a root worker that may fork
                 // needs the pids cgroup for any process limit at all.
                 Layer::Limits => (
-                    !(probe.root && probe.pids_cgroup.is_none() && op.worker_ids.is_none()),
-                    limits_note(probe, exec, op.worker_ids.is_some()),
+                    !(probe.root && probe.pids_cgroup.is_none() && !own_ids),
+                    limits_note(probe, exec, own_ids),
                 ),
             };
             LayerReport {

@@ -115,6 +115,7 @@ fn fs(declared: &[Capability], workspace: Option<&str>, roots: &[&str]) -> Resul
             workspace: workspace.map(Path::new),
             operator: &op,
             program: &program,
+            identity: &Default::default(),
             probe: &p,
         },
         &caps(declared),
@@ -612,7 +613,8 @@ fn layer_reports_per_probe() {
                 mode,
                 ..Default::default()
             };
-            let layers = layer_reports(&op, &p, &caps(&declared));
+            // Root as uid 0 (no ids of its own): RLIMIT_NPROC does not bind it.
+            let layers = layer_reports(&op, &p, &caps(&declared), false);
             assert_eq!(
                 layers.iter().map(|l| l.layer).collect::<Vec<_>>(),
                 Layer::ALL
