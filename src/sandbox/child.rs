@@ -1032,6 +1032,7 @@ fn enter_pid_namespace(
         // Monitor and reaper are copies of the host's memory: never dumped.
         // SAFETY: integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        leave_host_cwd();
         if let Some(exe) = waiter {
             close_all_but(&mut [status_out, go_out, exe]);
             let (w, s, g) = (
@@ -1057,6 +1058,7 @@ fn enter_pid_namespace(
     }
     // SAFETY: integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    leave_host_cwd();
     if let Some(exe) = waiter {
         close_all_but(&mut [status_in, exe]);
         let (r, s) = (Digits::of(reaper), Digits::of(status_in));
@@ -1064,6 +1066,20 @@ fn enter_pid_namespace(
     }
     close_all_but(&mut [status_in]);
     monitor(reaper, status_in)
+}
+
+/// Moves a waiter's working directory to its root. The fork left it in
+/// the host folder the worker was started in, and the worker's
+/// `pivot_root` moves only a working directory that *is* the old root: a
+/// reaper left there would keep the host's whole tree reachable as
+/// `/proc/1/cwd/..` inside the private root (closed then only by the
+/// reaper being non-dumpable and outside the worker's Landlock domain).
+/// Whether this runs before the worker's `pivot_root` (then the old root,
+/// which `pivot_root` moves to the new one) or after it (the new root
+/// already), the directory ends up the private root.
+fn leave_host_cwd() {
+    // SAFETY: a static NUL-terminated path; chdir is async-signal-safe.
+    unsafe { libc::chdir(c"/".as_ptr()) };
 }
 
 /// The reaper's end: the worker's wait status up the pipe, then exit (the

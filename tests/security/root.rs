@@ -344,3 +344,117 @@ fn attack_root_without_landlock_exposes_no_host_file() {
         assert_eq!(r.field("outside"), "ENOENT", "{r:?}");
     });
 }
+
+/// Names in the folder above `/proc/PID/cwd`, read from outside (the test
+/// runs as root): what `/proc/1/cwd/..` would show a worker whose process 1
+/// is PID.
+fn names_above_cwd(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/cwd/.."))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The pid namespace's waiters leave no way back into the host's tree. They
+/// are forks of the launch, whose working directory is the extension folder
+/// on the host, and the worker's `pivot_root` moves only working
+/// directories that are the old root: before this test, monitor and reaper
+/// stayed in the host's folder, so `/proc/1/cwd/..` inside the private root
+/// was the host's tree (measured from outside: the extension folder's host
+/// siblings, a secret among them), kept from the worker only by the
+/// reaper's ptrace access check (non-dumpable, outside the Landlock
+/// domain), the private root no layer there. Judged from outside: no
+/// process of the worker has a working directory whose parent holds the
+/// secret, with ext-reaper exec'd and as forks; control: a host process
+/// started in the same extension folder does show it. From inside, with
+/// every layer and with Landlock off, the secret is not read.
+#[test]
+fn attack_root_reaper_cwd_leads_to_no_host_file() {
+    confined(FULL, |who| {
+        let secret = token("REAPERCWD");
+        let outer = world_dir("reaper-cwd");
+        let ext = outer.join("ext");
+        std::fs::create_dir(&ext).unwrap();
+        chmod(&ext, 0o755);
+        std::fs::write(
+            ext.join("nodus-extension.json"),
+            common::manifest_json("sec.attack", &["tool.invoke"], &["sec.run"]),
+        )
+        .unwrap();
+        std::fs::write(ext.join("extension.py"), worker_source()).unwrap();
+        for f in ["nodus-extension.json", "extension.py"] {
+            chmod(&ext.join(f), 0o644);
+        }
+        let file = format!("{secret}.txt");
+        owned_file(who, &outer.join(&file), &secret, 0o644);
+
+        // Control: the outside check sees the secret beside a process
+        // started in the extension folder.
+        let mut host = who
+            .command("sleep")
+            .arg("60")
+            .current_dir(&ext)
+            .spawn()
+            .expect("sleep");
+        std::thread::sleep(ms(200));
+        let seen = names_above_cwd(host.id() as i32);
+        let _ = host.kill();
+        let _ = host.wait();
+        assert!(
+            seen.contains(&file),
+            "control failed: a host process in the extension folder: {seen:?}"
+        );
+
+        let code = snippet(
+            r#"
+result = {"read": attempt(lambda: open("/proc/1/cwd/../" + @F@).read()),
+          "list": attempt(lambda: os.listdir("/proc/1/cwd/..")),
+          "root": attempt(lambda: os.listdir("/proc/1/root/" + @D@)),
+          "own": attempt(lambda: sorted(os.listdir("/proc/self/cwd")))}
+"#,
+            &[("F", lit(&file)), ("D", lit(outer.path()))],
+        );
+        for (exec, landlock) in [(true, true), (false, true), (true, false)] {
+            let mut l = Launch::new(who, &[]);
+            l.ext_dir = Some(ext.clone());
+            if !exec {
+                l = l
+                    .python(&who.python())
+                    .env("NODUS_EXTENSION_REAPER", "/nonexistent/ext-reaper");
+            }
+            if !landlock {
+                l = l.policy(layers_off(&["landlock"]));
+            }
+            let mut s = l.start();
+            let r = s.exec(&code);
+            let procs = s.processes();
+            let outside: Vec<(i32, Vec<String>)> =
+                procs.iter().map(|p| (*p, names_above_cwd(*p))).collect();
+            let t = s.finish();
+            let what = format!("exec {exec}, landlock {landlock}");
+            assert!(
+                procs.len() >= 3,
+                "monitor, reaper, worker ({what}): {procs:?}"
+            );
+            for (p, names) in &outside {
+                assert!(
+                    !names.contains(&file),
+                    "process {p} ({}) keeps the host's folder as its working directory ({what}): {names:?}",
+                    cmdline(*p)
+                );
+            }
+            assert_hidden(
+                &t,
+                &secret,
+                &format!("the host's tree through /proc/1/cwd ({what})"),
+            );
+            assert!(
+                r.field("own").contains("extension.py"),
+                "control: the worker's own cwd ({what}): {r:?}"
+            );
+            assert!(r.field("read").starts_with('E'), "({what}) {r:?}");
+        }
+    });
+}
