@@ -698,6 +698,13 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
             "no pids cgroup for a root worker"
         );
     }
+    // A memory cgroup wherever the probe found one and limits are on (any
+    // uid); then the memory guarantee is the cgroup's, RLIMIT_AS not set.
+    assert_eq!(
+        p.memory_cgroup,
+        probe.memory_cgroup.clone().filter(|_| op.layers.limits),
+        "memory cgroup"
+    );
 
     // What the worker is told.
     let names: Vec<&str> = declared.iter().map(|c| c.as_str()).collect();

@@ -27,6 +27,9 @@ fn probe(root: bool) -> Probe {
         uts_namespaces: true,
         namespace_failure: None,
         pids_cgroup: root.then(|| "/sys/fs/cgroup/pids".into()),
+        memory_cgroup: None,
+        pids_cgroup_missing: None,
+        memory_cgroup_missing: None,
         cgroup_v2_delegation: false,
     }
 }

@@ -325,6 +325,9 @@ fn policy_case() -> BoxedStrategy<PolicyCase> {
             uts_namespaces: userns,
             namespace_failure: None,
             pids_cgroup: pids.map(String::from),
+            memory_cgroup: pids.map(|p| format!("{p}/memory")),
+            pids_cgroup_missing: None,
+            memory_cgroup_missing: None,
             cgroup_v2_delegation: false,
         });
     let program = (

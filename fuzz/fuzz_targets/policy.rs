@@ -37,6 +37,7 @@ struct Case {
     seccomp_filter: bool,
     user_namespaces: bool,
     pids_cgroup: Option<String>,
+    memory_cgroup: Option<String>,
     cgroup_v2_delegation: bool,
 }
 
@@ -99,6 +100,9 @@ impl Case {
                 uts_namespaces: self.user_namespaces,
                 namespace_failure: None,
                 pids_cgroup: self.pids_cgroup,
+                memory_cgroup: self.memory_cgroup,
+                pids_cgroup_missing: None,
+                memory_cgroup_missing: None,
                 cgroup_v2_delegation: self.cgroup_v2_delegation,
             },
             workspace: self.workspace.map(path),

@@ -309,9 +309,11 @@ impl Reader {
         };
         let status = worker::reap(&mut child, &self.control.group, grace).await;
         self.stderr.settled(worker::EXIT_GRACE).await;
+        let oom = resources.oom_hint();
         drop(resources);
         let reason = self.control.end(status);
-        let what = reason.unwrap_or_else(|| "extension worker closed stdout unexpectedly".into());
+        let what =
+            reason.unwrap_or_else(|| "extension worker closed stdout unexpectedly".into()) + oom;
         let pending: Vec<_> = self.pending.locked().drain().collect();
         for (_, tx) in pending {
             let _ = tx.send(Err(worker::died(&what, status, &self.stderr)));

@@ -35,7 +35,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
         options.warm(),
     )?;
     let group = spawned.group();
-    let (mut child, group, tail, _resources) =
+    let (mut child, group, tail, resources) =
         (spawned.child, group, spawned.stderr, spawned.resources);
     let mut worker_out = BufReader::with_capacity(64 * 1024, spawned.stdout);
     let mut host_in = BufReader::with_capacity(64 * 1024, host_stdin());
@@ -162,7 +162,8 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                         if stopping.is_some() && deadlines.is_empty() {
                             break None;
                         }
-                        break Some(worker::died("extension worker closed stdout unexpectedly", status, &tail));
+                        let what = format!("extension worker closed stdout unexpectedly{}", resources.oom_hint());
+                        break Some(worker::died(&what, status, &tail));
                     }
                     Ok(Line::TooLong) => break Some(Error::sandbox(SandboxKind::WorkerIo, format!("worker wrote a line longer than the {max} byte limit"))),
                     Err(e) => break Some(Error::sandbox_io(SandboxKind::WorkerIo, format!("reading worker stdout failed: {e}"), e)),

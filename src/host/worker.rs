@@ -320,7 +320,7 @@ pub struct Spawned {
     pub stdin: ChildStdin,
     pub stdout: ChildStdout,
     pub stderr: StderrTail,
-    /// Kept until the worker is reaped: its scratch folder, pids cgroup and uid lease.
+    /// Kept until the worker is reaped: its scratch folder, cgroups and uid lease.
     pub resources: Resources,
 }
 
@@ -344,6 +344,23 @@ pub struct Resources {
     pub held: Option<launch::Held>,
     /// The worker's egress proxy (with an allowlist); stops when dropped.
     pub egress: Option<EgressProxy>,
+}
+
+impl Resources {
+    /// Whether the worker was killed for going over its memory cgroup's limit.
+    pub fn oom_killed(&self) -> bool {
+        self.held.as_ref().is_some_and(launch::Held::oom_killed)
+    }
+
+    /// What to add to the message of a worker that ended: that its memory
+    /// cgroup's limit was hit, when it was.
+    pub fn oom_hint(&self) -> &'static str {
+        if self.oom_killed() {
+            " (its memory cgroup's limit was hit: the kernel killed it for going over limits.memory_bytes)"
+        } else {
+            ""
+        }
+    }
 }
 
 /// Receives each chunk a worker writes to its stderr, raw (escape it with

@@ -5,7 +5,7 @@
 //! async-signal-safe system calls, in one linear sequence that reads top to
 //! bottom in the order the kernel sees it:
 //!
-//! 1. new session; join the pids cgroup; die with the runner
+//! 1. new session; join the worker's cgroups; die with the runner
 //! 2. namespaces (user first, mapping our own ids), then two forks: a monitor
 //!    outside the pid namespace, a reaper as its process 1, the worker under
 //!    it (monitor and reaper exec the small `ext-reaper` when the runner
@@ -63,8 +63,8 @@ macro_rules! steps {
 steps! {
     /// A session of its own.
     Setsid = "setsid",
-    /// Joining the worker's pids cgroup (writing `cgroup.procs`).
-    JoinCgroup = "join the pids cgroup",
+    /// Joining one of the worker's cgroups (writing `cgroup.procs`; detail: which).
+    JoinCgroup = "join the worker's cgroup",
     /// `PR_SET_PDEATHSIG`.
     ParentDeathSignal = "prctl(PR_SET_PDEATHSIG)",
     /// Making the namespaces.
@@ -137,8 +137,9 @@ pub struct Confinement {
     /// The write end of the failure report pipe (close-on-exec).
     pub report_fd: Option<libc::c_int>,
     pub parent_death_signal: Option<i32>,
-    /// `cgroup.procs` of the worker's pids cgroup, to join.
-    pub cgroup_procs: Option<CString>,
+    /// `cgroup.procs` of each of the worker's cgroups (v2: one; v1: pids
+    /// and memory), to join.
+    pub cgroup_procs: Vec<CString>,
     /// `unshare` flags (CLONE_NEW*), user namespace included when needed.
     pub unshare_flags: libc::c_int,
     /// `"<uid> <uid> 1"` and `"<gid> <gid> 1"`, written when a user namespace is made.
@@ -813,8 +814,9 @@ const CAP_LIMIT: u32 = 64;
 pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
     // 1. A session of its own: off the host's terminal, one process group to kill.
     s.setsid().map_err(at(Step::Setsid, 0))?;
-    if let Some(procs) = &c.cgroup_procs {
-        s.write_file(procs, b"0").map_err(at(Step::JoinCgroup, 0))?;
+    for (i, procs) in c.cgroup_procs.iter().enumerate() {
+        s.write_file(procs, b"0")
+            .map_err(at(Step::JoinCgroup, i as u32))?;
     }
     if let Some(sig) = c.parent_death_signal {
         s.set_parent_death_signal(sig)
@@ -1773,7 +1775,10 @@ mod tests {
         Confinement {
             report_fd: Some(9),
             parent_death_signal: Some(libc::SIGKILL),
-            cgroup_procs: Some(c"/sys/fs/cgroup/w/cgroup.procs".into()),
+            cgroup_procs: vec![
+                c"/sys/fs/cgroup/w/cgroup.procs".into(),
+                c"/sys/fs/cgroup/m/cgroup.procs".into(),
+            ],
             unshare_flags: libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID,
             uid_map: b"1000 1000 1".to_vec(),
             gid_map: b"1000 1000 1".to_vec(),
@@ -1803,6 +1808,7 @@ mod tests {
         let order = [
             "setsid",
             "write /sys/fs/cgroup/w/cgroup.procs 0",
+            "write /sys/fs/cgroup/m/cgroup.procs 0",
             "pdeathsig 9",
             "unshare",
             "write /proc/self/setgroups deny",
@@ -1905,7 +1911,8 @@ mod tests {
         let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
         for (call, errno, step, detail) in [
             ("setsid", libc::EPERM, Step::Setsid, 0),
-            ("write /sys/fs/cgroup", libc::EACCES, Step::JoinCgroup, 0),
+            ("write /sys/fs/cgroup/w", libc::EACCES, Step::JoinCgroup, 0),
+            ("write /sys/fs/cgroup/m", libc::EROFS, Step::JoinCgroup, 1),
             ("unshare", libc::ENOSPC, Step::Unshare, flags as u32),
             (
                 "write /proc/self/setgroups",

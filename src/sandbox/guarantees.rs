@@ -1,6 +1,6 @@
 //! Guarantees decide, not layers: what a worker is promised, and which of the
 //! mechanisms applied to it (Landlock at this ABI, seccomp rules, each
-//! namespace, rlimits, a pids cgroup) carry each promise. Built from the
+//! namespace, rlimits, pids and memory cgroups) carry each promise. Built from the
 //! derived policy and the probe, in the spirit of rust-landlock's
 //! compatibility levels: facts → mechanisms applied → guarantees kept, and by
 //! how many independent layers.
@@ -40,8 +40,10 @@ pub enum Guarantee {
     Exec,
     /// A bounded number of tasks (processes and threads).
     Tasks,
-    /// Bounded memory and CPU time.
-    MemoryAndCpu,
+    /// Bounded memory.
+    Memory,
+    /// Bounded CPU time.
+    CpuTime,
     /// Nothing the worker started outlives its unload.
     Lifetime,
     /// No privilege gain: no capabilities, no_new_privs, no setuid or setgid bit set.
@@ -67,7 +69,8 @@ impl Guarantee {
             Guarantee::ProcessCreation => "no new processes without subprocess.run",
             Guarantee::Exec => "no exec of other programs without subprocess.run",
             Guarantee::Tasks => "a bounded number of tasks (processes and threads)",
-            Guarantee::MemoryAndCpu => "bounded memory and CPU time",
+            Guarantee::Memory => "bounded memory",
+            Guarantee::CpuTime => "bounded CPU time",
             Guarantee::Lifetime => "nothing the worker started outlives its unload",
             Guarantee::NoPrivilegeGain => "no privilege gain (capabilities, setuid or setgid bits)",
             Guarantee::UnprivilegedIdentity => {
@@ -118,12 +121,18 @@ pub enum Mechanism {
     PrivateRoot,
     PidNamespace,
     NetNamespace,
-    /// Resource limits (address space, CPU time, files).
+    /// Resource limits (CPU time, open files, file size, core dumps).
     Rlimits,
     /// RLIMIT_NPROC (binds every uid but 0).
     RlimitNproc,
-    /// A pids cgroup with the process limit.
+    /// RLIMIT_AS: address space, reservations included (the fallback
+    /// memory bound where no memory cgroup can be made).
+    RlimitAs,
+    /// A pids cgroup with the process limit (`pids.max`).
     PidsCgroup,
+    /// A memory cgroup with the memory limit (`memory.max`, v1
+    /// `memory.limit_in_bytes`).
+    MemoryCgroup,
     /// A session of its own, setsid/setpgid denied (seccomp, applied without
     /// a pid namespace), the group killed at unload.
     ProcessGroup,
@@ -152,7 +161,9 @@ impl Mechanism {
             Mechanism::NetNamespace => "a network namespace",
             Mechanism::Rlimits => "rlimits",
             Mechanism::RlimitNproc => "RLIMIT_NPROC",
+            Mechanism::RlimitAs => "RLIMIT_AS (address space)",
             Mechanism::PidsCgroup => "a pids cgroup",
+            Mechanism::MemoryCgroup => "a memory cgroup",
             Mechanism::ProcessGroup => "the worker's own process group",
             Mechanism::NoNewPrivileges => "dropped capabilities and no_new_privs",
             Mechanism::OwnUid => "a uid of its own (worker_ids)",
@@ -294,10 +305,16 @@ pub fn carriers(needs: &Needs) -> Vec<(Guarantee, Vec<Mechanism>)> {
         v.push((G::Exec, vec![M::Landlock]));
     }
     v.push((G::Tasks, vec![M::RlimitNproc, M::PidsCgroup]));
-    v.push((G::MemoryAndCpu, vec![M::Rlimits]));
+    v.push((G::Memory, vec![M::MemoryCgroup, M::RlimitAs]));
+    v.push((G::CpuTime, vec![M::Rlimits]));
     v.push((
         G::Lifetime,
-        vec![M::ProcessGroup, M::PidNamespace, M::PidsCgroup],
+        vec![
+            M::ProcessGroup,
+            M::PidNamespace,
+            M::PidsCgroup,
+            M::MemoryCgroup,
+        ],
     ));
     v.push((
         G::NoPrivilegeGain,

@@ -16,6 +16,7 @@ use landlock::{
 use nix::fcntl::OFlag;
 
 use crate::error::{Error, Result, SandboxKind};
+use crate::sandbox::cgroup::{Bounds, Parent, WorkerCgroup};
 use crate::sandbox::child::{self, Confinement, Failure, Step};
 use crate::sandbox::policy::{
     Access, Errno, LandlockPolicy, Layer, Limits, Policy, Requirement, Scope as PolicyScope,
@@ -72,7 +73,7 @@ fn sweep_orphans(dir: &Path) {
             if path.join("cgroup.procs").exists() {
                 // The dead runner's cgroup: what is left in it is dying or
                 // orphaned; dropping it kills that and removes the folder.
-                drop(PidsCgroup(path));
+                drop(WorkerCgroup::adopt(path));
             } else {
                 remove_tree(&path);
             }
@@ -188,61 +189,6 @@ fn open_up(root: &Path) {
             }
         }
         let _ = nix::unistd::close(fd);
-    }
-}
-
-/// A pids cgroup made for one worker; removed on drop (after the worker is gone).
-#[derive(Debug)]
-pub struct PidsCgroup(PathBuf);
-
-impl PidsCgroup {
-    fn create(root: &str, max: u64) -> Result<PidsCgroup> {
-        sweep_orphans(Path::new(root));
-        let dir = Path::new(root).join(unique_name());
-        let shown = dir.display().to_string();
-        let fail = |e: std::io::Error| {
-            Error::sandbox_io(
-                SandboxKind::Cgroup,
-                format!("cannot set up the pids cgroup {shown}: {e}"),
-                e,
-            )
-        };
-        std::fs::create_dir(&dir).map_err(fail)?;
-        let cg = PidsCgroup(dir);
-        std::fs::write(cg.0.join("pids.max"), max.to_string()).map_err(fail)?;
-        Ok(cg)
-    }
-
-    /// Kills every process in the cgroup.
-    pub fn kill_all(&self) {
-        if let Ok(procs) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-}
-
-impl PidsCgroup {
-    /// Kills what is in the cgroup and removes it; rmdir succeeds once the last
-    /// process has been reaped, so it is retried for up to 100 ms.
-    fn kill_all_and_remove(&self) {
-        for _ in 0..50 {
-            self.kill_all();
-            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-    }
-}
-
-impl Drop for PidsCgroup {
-    fn drop(&mut self) {
-        self.kill_all_and_remove();
     }
 }
 
@@ -416,7 +362,7 @@ pub(crate) fn failure_error(
 /// What the parent knows of a confinement to put a failed step in words.
 pub(crate) struct StepContext {
     writable_mounts: Vec<CString>,
-    cgroup_procs: Option<CString>,
+    cgroup_procs: Vec<CString>,
     /// The private root's mounts, in words, in the child's order.
     root_mounts: Vec<String>,
     /// The private root's writable mounts (inside paths).
@@ -473,7 +419,10 @@ impl StepContext {
         };
         let call = match f.step {
             Step::Unshare => format!("unshare({})", clone_flags(f.detail as libc::c_int)),
-            Step::JoinCgroup => format!("write 0 to {}", path(self.cgroup_procs.as_ref())),
+            Step::JoinCgroup => format!(
+                "write 0 to {}",
+                path(self.cgroup_procs.get(f.detail as usize))
+            ),
             Step::BindWritable => format!(
                 "mount({0}, {0}, MS_BIND|MS_REC)",
                 path(self.writable_mounts.get(f.detail as usize))
@@ -645,6 +594,53 @@ pub fn scratch_inside(policy: &Policy, scratch: &Path) -> PathBuf {
     }
 }
 
+/// The worker's cgroups, made before the fork: one on cgroup v2 (pids and
+/// memory together when both parents are that subtree), else one per v1
+/// hierarchy. Each parent folder is swept of cgroups of runners that are gone.
+fn worker_cgroups(policy: &Policy) -> Result<Vec<WorkerCgroup>> {
+    let Some(l) = &policy.limits else {
+        return Ok(Vec::new());
+    };
+    let name = unique_name();
+    let mut made = Vec::new();
+    let pids = policy.pids_cgroup.as_deref();
+    let memory = policy.memory_cgroup.as_deref();
+    let parents: Vec<(&str, Bounds)> = if pids.is_some() && pids == memory {
+        vec![(
+            pids.unwrap_or_default(),
+            Bounds {
+                tasks: Some(l.processes),
+                memory_bytes: Some(l.memory_bytes),
+            },
+        )]
+    } else {
+        let p = pids.map(|p| {
+            (
+                p,
+                Bounds {
+                    tasks: Some(l.processes),
+                    memory_bytes: None,
+                },
+            )
+        });
+        let m = memory.map(|m| {
+            (
+                m,
+                Bounds {
+                    tasks: None,
+                    memory_bytes: Some(l.memory_bytes),
+                },
+            )
+        });
+        p.into_iter().chain(m).collect()
+    };
+    for (parent, bounds) in parents {
+        sweep_orphans(Path::new(parent));
+        made.push(WorkerCgroup::create(&Parent::at(parent), &name, bounds)?);
+    }
+    Ok(made)
+}
+
 /// Kernel objects built from a policy, ready for the child; plus what the
 /// parent must keep alive for the worker's lifetime.
 pub fn prepare(policy: &Policy, scratch: &Path) -> Result<(Confinement, Held)> {
@@ -658,13 +654,11 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
         parent_death_signal: Some(libc::SIGKILL),
         ..Default::default()
     };
-    let cgroup = match (&policy.pids_cgroup, &policy.limits) {
-        (Some(root), Some(l)) => Some(PidsCgroup::create(root, l.processes)?),
-        _ => None,
-    };
-    if let Some(cg) = &cgroup {
-        c.cgroup_procs = Some(cstring(&cg.0.join("cgroup.procs"))?);
-    }
+    let cgroup = worker_cgroups(policy)?;
+    c.cgroup_procs = cgroup
+        .iter()
+        .map(|cg| cstring(&cg.procs()))
+        .collect::<Result<_>>()?;
     // A root runner's worker runs as its own uid and gid: the scratch folder
     // becomes theirs (still 0700); the runner, root, removes it afterwards.
     let ids = match &policy.worker_ids {
@@ -754,7 +748,7 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
         c.writable_mounts = writable.map(|p| cstring(&p)).collect::<Result<_>>()?;
     }
     if let Some(l) = &policy.limits {
-        c.rlimits = rlimits(l);
+        c.rlimits = rlimits(l, policy.memory_cgroup.is_some());
     }
     // ABI 0: no Landlock here (strict mode has refused already; best effort
     // runs without it and says so).
@@ -825,13 +819,21 @@ fn idmapped_tree_of(ws: &Path, uid: u32, gid: u32) -> Result<std::os::fd::OwnedF
     child::idmapped_tree(&cstring(ws)?, userns.as_fd()).map_err(fail)
 }
 
-/// What the runner keeps for a worker until it is reaped: its pids cgroup,
-/// the lease on its uid and the idmapped workspace tree given to its child.
+/// What the runner keeps for a worker until it is reaped: its cgroups
+/// (killed and removed on drop), the lease on its uid and the idmapped
+/// workspace tree given to its child.
 #[derive(Debug)]
 pub struct Held {
-    pub cgroup: Option<PidsCgroup>,
+    pub cgroup: Vec<WorkerCgroup>,
     pub ids: Option<IdLease>,
     _idmapped: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Held {
+    /// Whether the worker hit its memory cgroup's limit (the OOM killer acted).
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.iter().any(WorkerCgroup::oom_killed)
+    }
 }
 
 /// One uid (and the same gid) of the operator's `worker_ids` range, held by
@@ -976,19 +978,30 @@ fn cstring(p: &Path) -> Result<CString> {
 
 /// (resource, soft, hard). The CPU soft limit sends SIGXCPU a second before
 /// the hard one's SIGKILL, so the worker's end names the limit it hit.
-fn rlimits(l: &Limits) -> Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)> {
-    vec![
-        (libc::RLIMIT_AS, l.memory_bytes, l.memory_bytes),
-        (
-            libc::RLIMIT_CPU,
-            l.cpu_seconds,
-            l.cpu_seconds.saturating_add(1),
-        ),
-        (libc::RLIMIT_NPROC, l.processes, l.processes),
-        (libc::RLIMIT_NOFILE, l.open_files, l.open_files),
-        (libc::RLIMIT_FSIZE, l.file_size_bytes, l.file_size_bytes),
-        (libc::RLIMIT_CORE, l.core_bytes, l.core_bytes),
-    ]
+/// RLIMIT_AS only where no memory cgroup holds the worker: address space
+/// is not memory (glibc reserves 64 MiB per malloc arena, each thread
+/// reserves a stack; docs/deploy.md has the figures), so with a cgroup it is
+/// left as the runner's own.
+fn rlimits(
+    l: &Limits,
+    memory_cgroup: bool,
+) -> Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)> {
+    let address_space =
+        (!memory_cgroup).then_some((libc::RLIMIT_AS, l.memory_bytes, l.memory_bytes));
+    address_space
+        .into_iter()
+        .chain([
+            (
+                libc::RLIMIT_CPU,
+                l.cpu_seconds,
+                l.cpu_seconds.saturating_add(1),
+            ),
+            (libc::RLIMIT_NPROC, l.processes, l.processes),
+            (libc::RLIMIT_NOFILE, l.open_files, l.open_files),
+            (libc::RLIMIT_FSIZE, l.file_size_bytes, l.file_size_bytes),
+            (libc::RLIMIT_CORE, l.core_bytes, l.core_bytes),
+        ])
+        .collect()
 }
 
 fn scopes(scopes: &[PolicyScope]) -> BitFlags<Scope> {
@@ -1211,7 +1224,7 @@ mod tests {
     fn said(step: Step, errno: i32, detail: u32) -> String {
         let context = StepContext {
             writable_mounts: vec![c"/scratch".into(), c"/work".into()],
-            cgroup_procs: Some(c"/sys/fs/cgroup/x/cgroup.procs".into()),
+            cgroup_procs: vec![c"/sys/fs/cgroup/x/cgroup.procs".into()],
             root_mounts: vec!["mount(proc, /s-root/proc, proc)".into()],
             root_writable: vec![c"/tmp".into()],
             root_rules: vec![c"/proc".into()],

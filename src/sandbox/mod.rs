@@ -9,6 +9,7 @@
 //!   `child` (the only `unsafe` in the crate) applies them between fork and
 //!   exec. `seccomp` compiles the system call rules into BPF, `syscalls` maps the policy's system call names to numbers.
 
+pub mod cgroup;
 pub(crate) mod child;
 pub mod egress;
 pub mod guarantees;

@@ -28,8 +28,19 @@ pub struct Probe {
     /// Why the full namespace set could not be made (the first failing step,
     /// its errno and what usually causes it), when it could not.
     pub namespace_failure: Option<String>,
-    /// A pids cgroup we can create children in (cgroup v1 `pids` or v2 delegation).
+    /// A folder where per-worker pids cgroups can be made (the runner's own
+    /// v1 `pids` cgroup, or its writable v2 subtree); root only, as only root
+    /// needs one (RLIMIT_NPROC binds every other uid). See `cgroup.rs`.
     pub pids_cgroup: Option<String>,
+    /// A folder where per-worker memory cgroups can be made (the runner's own
+    /// v1 `memory` cgroup, or its writable v2 subtree), for any runner: with
+    /// one, RLIMIT_AS (address space, not memory) is not the memory bound.
+    pub memory_cgroup: Option<String>,
+    /// Why no pids cgroup can be made (when none can).
+    pub pids_cgroup_missing: Option<String>,
+    /// Why no memory cgroup can be made (when none can).
+    pub memory_cgroup_missing: Option<String>,
+    /// The cgroups above are in a writable (delegated) cgroup v2 subtree.
     pub cgroup_v2_delegation: bool,
 }
 
@@ -92,6 +103,16 @@ impl Probe {
             }
         }
         let landlock_abi = crate::sandbox::child::landlock_version();
+        let cgroups = crate::sandbox::cgroup::discover_here();
+        let v2 = [&cgroups.pids, &cgroups.memory]
+            .iter()
+            .any(|p| p.as_ref().is_ok_and(|p| p.version == 2));
+        // Root only for pids: RLIMIT_NPROC binds every other uid.
+        let pids = if root {
+            cgroups.pids
+        } else {
+            Err("not needed: RLIMIT_NPROC binds a runner that is not root".into())
+        };
         Probe {
             kernel: nix::sys::utsname::uname()
                 .map(|u| u.release().to_string_lossy().into_owned())
@@ -111,8 +132,11 @@ impl Probe {
             ipc_namespaces: ns.ipc,
             uts_namespaces: ns.uts,
             namespace_failure: failure,
-            pids_cgroup: pids_cgroup(root),
-            cgroup_v2_delegation: cgroup_v2_delegation(),
+            pids_cgroup: pids.as_ref().ok().map(|p| p.path.clone()),
+            pids_cgroup_missing: pids.err(),
+            memory_cgroup: cgroups.memory.as_ref().ok().map(|p| p.path.clone()),
+            memory_cgroup_missing: cgroups.memory.err(),
+            cgroup_v2_delegation: v2,
         }
     }
 }
@@ -224,37 +248,6 @@ fn seccomp_filter() -> bool {
     // Seccomp: 2 in /proc/self/status means a filter is already active, which is fine too;
     // the "Seccomp_filters" field exists only on kernels built with filter support.
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("Seccomp_filters:"))
-}
-
-/// A pids cgroup folder this process may create children in (the cgroup v1
-/// `pids` controller; root only, since only root may make cgroups there),
-/// checked writable: a container mounts it read-only.
-fn pids_cgroup(root: bool) -> Option<String> {
-    let v1 = "/sys/fs/cgroup/pids";
-    let usable = root
-        && std::path::Path::new(v1).join("cgroup.procs").exists()
-        && nix::unistd::access(v1, nix::unistd::AccessFlags::W_OK).is_ok();
-    usable.then(|| v1.to_string())
-}
-
-fn cgroup_v2_delegation() -> bool {
-    // Delegated when our own v2 cgroup's folder is writable by us.
-    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
-        return false;
-    };
-    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
-        return false;
-    };
-    for mount in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        let dir = format!("{mount}{path}");
-        if std::path::Path::new(&dir)
-            .join("cgroup.subtree_control")
-            .exists()
-        {
-            return nix::unistd::access(dir.as_str(), nix::unistd::AccessFlags::W_OK).is_ok();
-        }
-    }
-    false
 }
 
 /// What decides whether a root runner's worker can run as a uid of its own

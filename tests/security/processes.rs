@@ -335,7 +335,7 @@ result = "started"
             "control: nothing started"
         );
         let scratch = s.scratch();
-        let cgroup = s.pids_cgroup();
+        let cgroups = s.cgroups();
         s.kill_runner();
         let left = wait_no_procs(&marker, Duration::from_secs(5));
         let alive: Vec<i32> = before
@@ -350,7 +350,7 @@ result = "started"
         if let Some(d) = scratch {
             let _ = std::fs::remove_dir_all(d);
         }
-        if let Some(c) = cgroup {
+        for c in &cgroups {
             let _ = std::fs::remove_dir(c);
         }
         assert!(
@@ -368,7 +368,7 @@ fn lifetime_scratch_of_a_killed_runner_is_swept_by_the_next() {
         let mut s = Launch::new(who, &["subprocess.run"]).start();
         s.exec(r#"open(os.path.join(os.environ["TMPDIR"], "work"), "w").write("x"); result = 1"#);
         let scratch = s.scratch().expect("scratch");
-        let cgroup = s.pids_cgroup();
+        let cgroups = s.cgroups();
         s.kill_runner();
         // A killed runner cannot clean up; the next runner of this user sweeps
         // what runners that are gone left behind.
@@ -376,11 +376,11 @@ fn lifetime_scratch_of_a_killed_runner_is_swept_by_the_next() {
         next.exec("result = 1");
         drop(next);
         let removed = wait_removed(&scratch, Duration::from_secs(3));
-        let cg_removed = cgroup
-            .as_ref()
-            .is_none_or(|c| wait_removed(c, Duration::from_secs(1)));
+        let cg_removed = cgroups
+            .iter()
+            .all(|c| wait_removed(c, Duration::from_secs(1)));
         let _ = std::fs::remove_dir_all(&scratch);
-        if let Some(c) = &cgroup {
+        for c in &cgroups {
             let _ = std::fs::remove_dir(c);
         }
         assert!(
@@ -390,7 +390,7 @@ fn lifetime_scratch_of_a_killed_runner_is_swept_by_the_next() {
         );
         assert!(
             cg_removed,
-            "pids cgroup {cgroup:?} left after the runner was killed"
+            "cgroups {cgroups:?} left after the runner was killed"
         );
     });
 }

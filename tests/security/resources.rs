@@ -80,15 +80,97 @@ result = {"threads": n, "error": err}
     });
 }
 
+/// Memory is bounded, judged from outside. Where the runner can make a
+/// memory cgroup (root here: the v1 `memory` hierarchy) the cgroup holds
+/// it: the kernel kills the bomb at the limit, the cgroup's usage and peak,
+/// read from outside every 2 ms while it runs, stay within the limit, the
+/// runner's error names the limit, and the host lives. The control: the
+/// same bomb under a 1 GiB limit finishes and the sampling sees it pass
+/// 256 MiB. Without a memory cgroup (uid 65534 here) RLIMIT_AS holds it:
+/// MemoryError, VmPeak within the limit, and the worker recovers.
 #[test]
 fn attack_limits_memory_bomb() {
     confined(FULL, |who| {
         let limit = 256u64 << 20;
-        let mut s = Launch::new(who, &[])
-            .policy(json!({"limits": {"memory_bytes": limit}}))
-            .start();
-        let r = s.exec(
-            r#"
+        if probe(who)["memory_cgroup"].is_null() {
+            memory_bomb_under_rlimit_as(who, limit);
+            return;
+        }
+        // 384 MiB in 16 MiB chunks, each written (bytearray zeroes it).
+        const BOMB: &str =
+            "chunks = []\nwhile len(chunks) < 24:\n    chunks.append(bytearray(16 << 20))\nresult = 16 * len(chunks)";
+        let run = |limit: u64| {
+            let mut s = Launch::new(who, &[])
+                .policy(json!({"limits": {"memory_bytes": limit}}))
+                .start();
+            assert!(matches!(s.exec("result = 1"), Reply::Value(_)));
+            let cg = s.memory_cgroup().expect("the worker's memory cgroup");
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let sampler = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut peak = 0u64;
+                    let files = [
+                        "memory.usage_in_bytes",
+                        "memory.max_usage_in_bytes",
+                        "memory.current",
+                        "memory.peak",
+                    ];
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for f in files {
+                            if let Some(v) = std::fs::read_to_string(cg.join(f))
+                                .ok()
+                                .and_then(|t| t.trim().parse::<u64>().ok())
+                            {
+                                peak = peak.max(v);
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    peak
+                })
+            };
+            let r = s.exec(BOMB);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let peak = sampler.join().unwrap();
+            let t = s.finish();
+            (peak, r, t)
+        };
+        let (peak, r, _) = run(1 << 30);
+        assert!(
+            matches!(&r, Reply::Value(v) if *v == json!(384)),
+            "control: {r:?}"
+        );
+        assert!(
+            peak > limit,
+            "control: the sampled usage ({peak}) never passed {limit}: the check cannot fail"
+        );
+        let (peak, r, t) = run(limit);
+        assert!(
+            !matches!(r, Reply::Value(_)),
+            "the bomb finished under {limit}: {r:?}"
+        );
+        assert!(peak <= limit, "usage {peak} over the limit {limit}");
+        assert!(
+            format!("{r:?}{}", t.stderr).contains("limits.memory_bytes"),
+            "the error does not name the limit: {r:?} {}",
+            t.stderr
+        );
+        eprintln!(
+            "memory bomb ({}): cgroup peak {peak} under a limit of {limit}; control peak over it",
+            who.label()
+        );
+        assert_host_healthy(who, &[]);
+    });
+}
+
+/// The fallback: RLIMIT_AS holds it (MemoryError, VmPeak within the limit).
+fn memory_bomb_under_rlimit_as(who: Who, limit: u64) {
+    let mut s = Launch::new(who, &[])
+        .policy(json!({"limits": {"memory_bytes": limit}}))
+        .start();
+    let r = s.exec(
+        r#"
 chunks, err = [], None
 try:
     while len(chunks) < 64:
@@ -98,29 +180,28 @@ except MemoryError as e:
 result = {"mib": 16 * len(chunks), "error": err}
 del chunks
 "#,
-        );
-        let w = s.worker_pid();
-        assert_eq!(r.field("error"), "MemoryError", "{r:?}");
-        assert!(
-            r.value()["mib"].as_u64().unwrap() * (1 << 20) <= limit,
-            "{r:?}"
-        );
-        if let Some(w) = w {
-            let peak = status_field(w, "VmPeak").unwrap_or_default();
-            let kb: u64 = peak
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            assert!(kb * 1024 <= limit, "VmPeak {peak}");
-        }
-        assert!(
-            matches!(s.exec("result = 'ok'"), Reply::Value(_)),
-            "the worker did not recover"
-        );
-        s.finish();
-        assert_host_healthy(who, &[]);
-    });
+    );
+    let w = s.worker_pid();
+    assert_eq!(r.field("error"), "MemoryError", "{r:?}");
+    assert!(
+        r.value()["mib"].as_u64().unwrap() * (1 << 20) <= limit,
+        "{r:?}"
+    );
+    if let Some(w) = w {
+        let peak = status_field(w, "VmPeak").unwrap_or_default();
+        let kb: u64 = peak
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(kb * 1024 <= limit, "VmPeak {peak}");
+    }
+    assert!(
+        matches!(s.exec("result = 'ok'"), Reply::Value(_)),
+        "the worker did not recover"
+    );
+    s.finish();
+    assert_host_healthy(who, &[]);
 }
 
 #[test]
@@ -277,13 +358,20 @@ fn attack_limits_same_registry_stays_healthy() {
         let b = reg.load(bomb.path()).await.unwrap();
         reg.load(hello.path()).await.unwrap();
         let bomb_pid = b.worker_pid().await.unwrap();
+        // The memory bomb last: with a memory cgroup (root here) the kernel
+        // kills the bombing worker at the limit, and the error says so.
         for code in [
             "import time\nn=0\ntry:\n    while n < 200:\n        if os.fork() == 0:\n            time.sleep(10); os._exit(0)\n        n += 1\nexcept OSError: pass\nresult = n",
-            "x=[]\ntry:\n    while len(x) < 64: x.append(bytearray(16<<20))\nexcept MemoryError: pass\nresult=len(x)\ndel x",
             "f=[]\ntry:\n    while len(f) < 5000: f.append(os.open('/dev/null', 0))\nexcept OSError: pass\nresult=len(f)\n[os.close(i) for i in f]",
+            "x=[]\ntry:\n    while len(x) < 64: x.append(bytearray(16<<20))\nexcept MemoryError: pass\nresult=len(x)\ndel x",
         ] {
-            let v = reg.invoke("sec.attack", "sec.run", &json!({"code": code}).to_string()).await.unwrap();
-            assert_eq!(v["ok"], json!(true), "{v}");
+            match reg.invoke("sec.attack", "sec.run", &json!({"code": code}).to_string()).await {
+                Ok(v) => assert_eq!(v["ok"], json!(true), "{v}"),
+                Err(e) => assert!(
+                    code.contains("bytearray") && e.to_string().contains("limits.memory_bytes"),
+                    "{e}"
+                ),
+            }
             let hi = reg.invoke("example.hello", "example.greet", r#"{"name": "still"}"#).await.unwrap();
             assert_eq!(hi, json!("Hello, still!"));
         }

@@ -15,6 +15,8 @@ use crate::sandbox::probe::Probe;
 pub(super) struct Decided {
     pub seccomp_on: bool,
     pub pids_cgroup: bool,
+    /// The worker gets a memory cgroup (then RLIMIT_AS is not set).
+    pub memory_cgroup: bool,
     pub own_ids: bool,
     /// The worker gets a private root (`root.rs`).
     pub private_root: bool,
@@ -35,6 +37,7 @@ pub(super) fn applied_mechanisms(
     let Decided {
         seccomp_on,
         pids_cgroup,
+        memory_cgroup,
         own_ids,
         private_root,
         unix_sockets,
@@ -147,6 +150,10 @@ pub(super) fn applied_mechanisms(
             })
         }),
     );
+    let no_cgroup = |why: &Option<String>| {
+        why.clone()
+            .unwrap_or_else(|| "no writable cgroup (see `ext-runner probe`)".into())
+    };
     a.set(
         M::PidsCgroup,
         if pids_cgroup {
@@ -156,7 +163,30 @@ pub(super) fn applied_mechanisms(
         } else if !probe.root || own_ids {
             Some(("not used: RLIMIT_NPROC binds a worker that is not root".into(), false))
         } else {
-            Some(("no pids cgroup this runner can write (cgroup v1 `pids` not mounted or read-only); run the runner as a non-root user, give it a writable pids cgroup, or give root's workers uids of their own (\"worker_ids\" in the policy file)".into(), false))
+            Some((format!("{}; run the runner as a non-root user, give it a writable pids cgroup (docs/deploy.md), or give root's workers uids of their own (\"worker_ids\" in the policy file)", no_cgroup(&probe.pids_cgroup_missing)), false))
+        },
+    );
+    a.set(
+        M::MemoryCgroup,
+        if memory_cgroup {
+            None
+        } else if !op.layers.limits {
+            off()
+        } else {
+            Some((format!("{}; RLIMIT_AS bounds address space instead, reservations included (64 MiB per malloc arena, a stack per thread): raise limits.memory_bytes for many threads (docs/deploy.md)", no_cgroup(&probe.memory_cgroup_missing)), false))
+        },
+    );
+    a.set(
+        M::RlimitAs,
+        if !op.layers.limits {
+            off()
+        } else if memory_cgroup {
+            Some((
+                "not set: the memory cgroup bounds memory, and address space is not memory".into(),
+                false,
+            ))
+        } else {
+            None
         },
     );
     // Not root: the runner's own uid; root: a uid of worker_ids, unless why not.

@@ -120,7 +120,8 @@ impl Requirement {
     }
 }
 
-/// Resource limits (rlimits; the process limit also through a pids cgroup when root).
+/// Resource limits (rlimits; the process limit also through a pids cgroup
+/// when root; memory through a memory cgroup where one can be made, else RLIMIT_AS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -746,6 +747,11 @@ pub struct Policy {
     pub limits: Option<Limits>,
     /// A pids cgroup to put the worker in (root: RLIMIT_NPROC does not bind uid 0).
     pub pids_cgroup: Option<String>,
+    /// Where the worker's memory cgroup is made (`memory.max`, v1
+    /// `memory.limit_in_bytes`): then the memory bound, and RLIMIT_AS is not
+    /// set (address space is not memory: 64 MiB of reservation per malloc
+    /// arena, a stack per thread). None: RLIMIT_AS is the bound.
+    pub memory_cgroup: Option<String>,
     /// The worker's environment; `$SCRATCH` stands for its private scratch folder.
     pub environment: BTreeMap<String, String>,
     /// Variables passed on from the runner's environment at launch, when set
@@ -866,6 +872,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     let layers = steps::layer_reports(op, probe, &declared, identity.ids.is_some());
     let report = |l: Layer| steps::report(&layers, l);
     let (limits, pids_cgroup) = steps::limits(op, probe, &declared);
+    let memory_cgroup = limits.and(probe.memory_cgroup.clone());
     // A private root (root.rs) wherever a mount namespace is made: host
     // sockets, /proc and devices are then out of the worker's view.
     let private_root = namespaces.mount.then(|| PrivateRootPolicy {
@@ -910,6 +917,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         &guarantee_steps::Decided {
             seccomp_on: seccomp.is_some(),
             pids_cgroup: pids_cgroup.is_some(),
+            memory_cgroup: memory_cgroup.is_some(),
             own_ids: worker_ids.is_some(),
             private_root: private_root.is_some(),
             unix_sockets: situation.unix_sockets,
@@ -948,6 +956,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         private_root,
         limits,
         pids_cgroup,
+        memory_cgroup,
         environment: steps::environment(
             &declared,
             egress.as_ref(),

@@ -8,6 +8,7 @@
 use std::fmt::{self, Write as _};
 
 use crate::extension::capabilities::Capability;
+use crate::sandbox::guarantees::Guarantee;
 use crate::sandbox::policy::{
     Access, Errno, Limits, Mode, Namespaces, Policy, Requirement, Scope, SyscallAction,
 };
@@ -303,6 +304,19 @@ impl fmt::Display for Policy {
         if let Some(c) = &self.pids_cgroup {
             writeln!(f, "  process count also held by a pids cgroup under {c}")?;
         }
+        match (&self.memory_cgroup, &self.limits) {
+            (Some(c), Some(l)) => writeln!(
+                f,
+                "  memory held by a memory cgroup under {c} ({}; no RLIMIT_AS: address space is not memory)",
+                bytes(l.memory_bytes)
+            )?,
+            (None, Some(l)) => writeln!(
+                f,
+                "  memory held by RLIMIT_AS ({} of address space, reservations included: no memory cgroup)",
+                bytes(l.memory_bytes)
+            )?,
+            _ => {}
+        }
         if let Some(ids) = &self.worker_ids {
             writeln!(
                 f,
@@ -374,6 +388,18 @@ impl fmt::Display for Policy {
                     by.join(", ")
                 }
             )?;
+            // Tasks and memory: which bound it is, and why not the other.
+            if matches!(g.guarantee, Guarantee::Tasks | Guarantee::Memory) && g.kept() {
+                for m in &g.missing {
+                    writeln!(
+                        f,
+                        "  {:<18}   not {}: {}",
+                        "",
+                        m.mechanism.describe(),
+                        m.why
+                    )?;
+                }
+            }
         }
         Ok(())
     }

@@ -433,9 +433,8 @@ fn userns_ok(probe: &Probe) -> bool {
 }
 
 /// The limits (base.json's, with the operator's overrides), and the pids
-/// cgroup: RLIMIT_NPROC does not bind uid 0, and only a worker that may fork
-/// needs one (joining costs an RCU grace period, ~10 ms, on cgroup v1);
-/// without subprocess.run, seccomp allows threads only and RLIMIT_AS bounds them.
+/// cgroup of every root worker: RLIMIT_NPROC does not bind uid 0, and
+/// threads count too (joining costs an RCU grace period, ~10 ms, on cgroup v1).
 pub(super) fn limits(
     op: &OperatorPolicy,
     probe: &Probe,
@@ -547,19 +546,29 @@ fn namespaces_note(probe: &Probe) -> String {
 }
 
 fn limits_note(probe: &Probe, exec: bool, own_ids: bool) -> String {
-    if probe.root && own_ids {
-        "rlimits; root's worker runs as a uid of its own (worker_ids), which RLIMIT_NPROC binds, threads included; and a pids cgroup where one is writable".into()
-    } else if probe.root && probe.pids_cgroup.is_none() {
-        if exec {
-            "no process limit: the worker runs as root, which RLIMIT_NPROC does not bind, may fork (subprocess.run), and no pids cgroup is available (cgroup v1 `pids` is not mounted); run the host as a non-root user, mount the pids controller, or set \"mode\": \"best-effort\"".into()
-        } else {
-            "rlimits; root: RLIMIT_NPROC does not bind uid 0 and no pids cgroup is available (without subprocess.run seccomp allows threads only)".into()
-        }
-    } else if probe.root {
-        "rlimits; root: task count (threads included) through a pids cgroup (RLIMIT_NPROC does not bind uid 0)".into()
+    let tasks = if !probe.root {
+        "tasks by RLIMIT_NPROC (counted in the worker's user namespace)".to_string()
+    } else if probe.pids_cgroup.is_some() {
+        "tasks (threads included) by a pids cgroup, as RLIMIT_NPROC does not bind uid 0".to_string()
+    } else if own_ids {
+        "tasks by RLIMIT_NPROC: root's worker runs as a uid of its own (worker_ids)".to_string()
     } else {
-        "rlimits (RLIMIT_NPROC counted in the worker's user namespace)".into()
-    }
+        format!(
+            "no task bound: root, which RLIMIT_NPROC does not bind, {} and no pids cgroup ({})",
+            if exec {
+                "may fork (subprocess.run)"
+            } else {
+                "may start threads"
+            },
+            probe.pids_cgroup_missing.as_deref().unwrap_or("none found")
+        )
+    };
+    let memory = if probe.memory_cgroup.is_some() {
+        "memory by a memory cgroup (no RLIMIT_AS)"
+    } else {
+        "memory by RLIMIT_AS (address space, no memory cgroup)"
+    };
+    format!("rlimits (CPU time, files); {tasks}; {memory}")
 }
 
 /// The report of `layer`.

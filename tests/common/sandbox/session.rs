@@ -607,6 +607,38 @@ impl Session {
         (rel.contains("nodus-ext-")).then(|| PathBuf::from(format!("/sys/fs/cgroup/pids{rel}")))
     }
 
+    /// The worker's memory cgroup folder (where the runner made one), if it is in one.
+    pub fn memory_cgroup(&self) -> Option<PathBuf> {
+        let pid = self.worker_pid()?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        text.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            let dir = if ctrl.split(',').any(|c| c == "memory") {
+                PathBuf::from(format!("/sys/fs/cgroup/memory{path}"))
+            } else if ctrl.is_empty() {
+                ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+                    .iter()
+                    .map(|m| PathBuf::from(format!("{m}{path}")))
+                    .find(|d| d.join("memory.max").exists())?
+            } else {
+                return None;
+            };
+            (path.contains("nodus-ext-")).then_some(dir)
+        })
+    }
+
+    /// Every cgroup the runner made for the worker (pids, memory; one on cgroup v2).
+    pub fn cgroups(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self
+            .pids_cgroup()
+            .into_iter()
+            .chain(self.memory_cgroup())
+            .collect();
+        v.dedup();
+        v
+    }
+
     /// Text seen so far on the runner's stdout and stderr.
     pub fn seen(&self) -> String {
         format!(

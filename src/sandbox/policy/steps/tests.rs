@@ -24,6 +24,9 @@ fn probe() -> Probe {
         uts_namespaces: true,
         namespace_failure: None,
         pids_cgroup: None,
+        memory_cgroup: None,
+        pids_cgroup_missing: None,
+        memory_cgroup_missing: None,
         cgroup_v2_delegation: false,
     }
 }
