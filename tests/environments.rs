@@ -295,3 +295,125 @@ fn the_probe_reports_each_environment_with_its_cause_and_a_verdict() {
         "{nested}"
     );
 }
+
+/// cgroup v2, by view (this machine's v2 hierarchy has no `pids` or
+/// `memory` controller, so nothing here is enforced by the kernel): in a
+/// subtree delegated as systemd's `DelegateSubgroup=` makes it, the probe
+/// picks the runner's parent cgroup for both controllers, and a root worker
+/// gets one cgroup there with `pids.max` and `memory.max` from the policy,
+/// joins it before exec (it wrote 0 to its `cgroup.procs`), and runs without
+/// RLIMIT_AS, all read from outside (the runner's `/proc/PID/root`, the
+/// worker's `/proc/PID/limits`). The control: in the real v2-only view (no
+/// controllers) the probe finds neither, says why, and the worker's
+/// address space is limited to `memory_bytes`.
+#[test]
+fn a_delegated_cgroup_v2_subtree_gets_the_workers_cgroup() {
+    use common::sandbox::{Launch, Reply};
+    if !ready(Env::CgroupV2Delegated, Who::Root) {
+        return;
+    }
+    let bare = runner_probe(Env::CgroupV2, Who::Root);
+    assert!(bare["memory_cgroup"].is_null(), "control: {bare}");
+    assert!(
+        bare["memory_cgroup_missing"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`memory` is not among the controllers"),
+        "control: {bare}"
+    );
+    let p = runner_probe(Env::CgroupV2Delegated, Who::Root);
+    let parent = p["memory_cgroup"].as_str().unwrap_or("").to_string();
+    assert!(
+        parent.starts_with("/sys/fs/cgroup/nodus-envwrap-") && !parent.ends_with("/runner"),
+        "{p}"
+    );
+    assert_eq!(p["pids_cgroup"], p["memory_cgroup"], "{p}");
+    assert_eq!(p["cgroup_v2_delegation"], true, "{p}");
+    assert!(
+        p["verdict"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("verdict: strict mode starts"),
+        "{p}"
+    );
+
+    let address_space = |pid: i32| -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/limits"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Max address space"))
+            .map(|l| l.split_whitespace().nth(3).unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let limit = 768u64 << 20;
+    let policy = serde_json::json!({"limits": {"processes": 48, "memory_bytes": limit}});
+    // Control: no controllers, so RLIMIT_AS is the memory bound (and,
+    // root without a pids cgroup, strict would refuse: best-effort).
+    let mut best = policy.clone();
+    best["mode"] = "best-effort".into();
+    let mut s = Launch::new(Who::Root, &["subprocess.run"])
+        .in_env(Env::CgroupV2)
+        .policy(best)
+        .start();
+    let r = s.exec("result = 1");
+    let control_as = s.worker_pid().map(address_space).unwrap_or_default();
+    s.finish();
+    assert!(matches!(r, Reply::Value(_)), "control: {r:?}");
+
+    let mut s = Launch::new(Who::Root, &["subprocess.run"])
+        .in_env(Env::CgroupV2Delegated)
+        .policy(policy)
+        .start();
+    let r = s.exec("result = 1");
+    assert!(matches!(r, Reply::Value(_)), "{r:?}");
+    let worker = s.worker_pid().expect("the worker");
+    // The runner: envwrap's child, inside the view.
+    let envwrap = s.runner_pid();
+    let runner: i32 = std::fs::read_to_string(format!("/proc/{envwrap}/task/{envwrap}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the runner under envwrap");
+    // The subtree of this envwrap (named by its pid), seen from outside.
+    let seen = std::path::PathBuf::from(format!(
+        "/proc/{runner}/root/sys/fs/cgroup/nodus-envwrap-{envwrap}"
+    ));
+    let made: Vec<std::path::PathBuf> = std::fs::read_dir(&seen)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let made: Vec<_> = made
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("nodus-ext-")
+        })
+        .collect();
+    let read = |f: &str| {
+        made.first()
+            .and_then(|d| std::fs::read_to_string(d.join(f)).ok())
+            .unwrap_or_default()
+    };
+    let (pids_max, memory_max, procs) =
+        (read("pids.max"), read("memory.max"), read("cgroup.procs"));
+    let worker_as = address_space(worker);
+    s.finish();
+    eprintln!("NOTE: cgroup v2 by view only (no v2 pids/memory controller here): files written {pids_max:?} {memory_max:?} {procs:?}; address space {worker_as} (control: {control_as})");
+    assert_eq!(
+        made.len(),
+        1,
+        "one cgroup for the worker in {}: {made:?}",
+        seen.display()
+    );
+    assert_eq!(pids_max, "48");
+    assert_eq!(memory_max, limit.to_string());
+    assert_eq!(procs, "0", "the worker joined its cgroup before exec");
+    assert_eq!(
+        control_as,
+        limit.to_string(),
+        "control: RLIMIT_AS without a memory cgroup"
+    );
+    assert_eq!(worker_as, "unlimited", "RLIMIT_AS with a memory cgroup");
+}

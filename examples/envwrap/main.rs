@@ -31,6 +31,17 @@
 //! - `--cgroups VIEW`: (root) a private mount namespace where
 //!   `/sys/fs/cgroup` is only the cgroup2 hierarchy (`v2`), nothing (`none`)
 //!   or the host's mounts made read-only (`ro`, as in a container).
+//!   `v2-delegated`: a cgroup v2 subtree delegated as systemd's
+//!   `Delegate=pids memory` with `DelegateSubgroup=runner` makes it, for a
+//!   machine whose v2 hierarchy has no `pids` or `memory` controller: the
+//!   command really runs in a leaf `nodus-envwrap-<pid>/runner` of the host's
+//!   cgroup2 hierarchy (so `/proc/self/cgroup` names it), and
+//!   `/sys/fs/cgroup` is a tmpfs whose files say that this leaf and its
+//!   parent have `pids` and `memory`, with the parent writable; a helper
+//!   gives each new folder the files the kernel gives a new cgroup. Files,
+//!   not controllers: the runner's decisions and what it writes can be
+//!   checked (from outside, through `/proc/PID/root`), nothing is enforced.
+//!   envwrap waits for the command and removes the real cgroups afterwards.
 //!
 //! Options combine; the filter and the supervisor are one. Seccomp rules are
 //! libseccomp's (no hand-written BPF).
@@ -68,6 +79,15 @@ struct Args {
     /// (internal) The helper that writes the id maps of `--userns-limits`.
     #[arg(long, hide = true)]
     write_maps_for: Option<u32>,
+    /// (internal) `--cgroups v2-delegated` inside: the real leaf's `cgroup.procs` to join.
+    #[arg(long, hide = true)]
+    delegated_leaf: Option<std::path::PathBuf>,
+    /// (internal) `--cgroups v2-delegated` inside: the subtree's name.
+    #[arg(long, hide = true)]
+    delegated_name: Option<String>,
+    /// (internal) Fills new folders under this root with a cgroup's files.
+    #[arg(long, hide = true)]
+    cgroupfs_files: Option<std::path::PathBuf>,
     #[arg(trailing_var_arg = true, required = true)]
     command: Vec<OsString>,
 }
@@ -77,6 +97,7 @@ enum CgroupView {
     V2,
     None,
     Ro,
+    V2Delegated,
 }
 
 const NS_FLAGS: [u64; 7] = [
@@ -171,6 +192,12 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 fn run(args: Args) -> Res<()> {
     if let Some(pid) = args.write_maps_for {
         return write_maps(pid);
+    }
+    if let Some(root) = &args.cgroupfs_files {
+        return cgroupfs_files(root);
+    }
+    if let (Some(leaf), Some(name)) = (&args.delegated_leaf, &args.delegated_name) {
+        delegated_inner(leaf, name)?;
     }
     if args.userns_limits {
         enter_limited_userns()?;
@@ -565,6 +592,9 @@ fn write_maps(pid: u32) -> Res<()> {
 /// A private mount namespace with `view` at /sys/fs/cgroup.
 fn cgroup_view(view: CgroupView) -> Res<()> {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    if matches!(view, CgroupView::V2Delegated) {
+        return delegated_view();
+    }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
     mount(
         None::<&str>,
@@ -588,6 +618,7 @@ fn cgroup_view(view: CgroupView) -> Res<()> {
                 )?;
             }
         }
+        CgroupView::V2Delegated => unreachable!("delegated_view made it"),
         CgroupView::Ro => {
             let info = std::fs::read_to_string("/proc/self/mountinfo")?;
             let mut points: Vec<&str> = info
@@ -609,4 +640,142 @@ fn cgroup_view(view: CgroupView) -> Res<()> {
         }
     }
     Ok(())
+}
+
+/// `--cgroups v2-delegated`, outside: makes the real leaf
+/// `nodus-envwrap-<pid>/runner` in the host's cgroup2 hierarchy, runs this
+/// envwrap again inside the view (`--delegated-leaf`), waits, removes the
+/// real cgroups and exits with the command's status.
+fn delegated_view() -> Res<()> {
+    let unified = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|m| std::path::Path::new(m).join("cgroup.controllers").is_file())
+        .ok_or("no cgroup2 hierarchy on this host")?;
+    let name = format!("nodus-envwrap-{}", std::process::id());
+    let subtree = std::path::Path::new(unified).join(&name);
+    let leaf = subtree.join("runner");
+    std::fs::create_dir_all(&leaf)?;
+    // The same arguments, the view's option replaced by the inner one.
+    let mut argv: Vec<OsString> = Vec::new();
+    let mut it = std::env::args_os().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--cgroups" {
+            it.next();
+        } else if a != "--cgroups=v2-delegated" {
+            argv.push(a);
+        }
+    }
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .arg("--delegated-leaf")
+        .arg(leaf.join("cgroup.procs"))
+        .arg("--delegated-name")
+        .arg(&name)
+        .args(argv)
+        .status();
+    for d in [&leaf, &subtree] {
+        for _ in 0..200 {
+            if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    std::process::exit(status.ok().and_then(|s| s.code()).unwrap_or(125));
+}
+
+/// `--cgroups v2-delegated`, inside: joins the real leaf, then a private
+/// mount namespace whose `/sys/fs/cgroup` is a tmpfs saying the leaf's
+/// parent is a delegated subtree with `pids` and `memory`, kept filled in as
+/// cgroupfs would be by `--cgroupfs-files` (each new folder gets the files
+/// the kernel makes in a new cgroup).
+fn delegated_inner(procs: &std::path::Path, name: &str) -> Res<()> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    std::fs::write(procs, "0")?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    let root = "/sys/fs/cgroup";
+    while umount2(root, MntFlags::MNT_DETACH).is_ok() {}
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=1m"),
+    )?;
+    let me = std::process::id().to_string();
+    let files: [(String, &str); 9] = [
+        (
+            "cgroup.controllers".into(),
+            "cpuset cpu io memory hugetlb pids\n",
+        ),
+        ("cgroup.subtree_control".into(), "memory pids\n"),
+        ("cgroup.procs".into(), ""),
+        (format!("{name}/cgroup.controllers"), "memory pids\n"),
+        (format!("{name}/cgroup.subtree_control"), "memory pids\n"),
+        (format!("{name}/cgroup.procs"), ""),
+        (format!("{name}/runner/cgroup.controllers"), "memory pids\n"),
+        (format!("{name}/runner/cgroup.subtree_control"), ""),
+        (format!("{name}/runner/cgroup.procs"), &me),
+    ];
+    for (path, text) in files {
+        let f = std::path::Path::new(root).join(path);
+        std::fs::create_dir_all(f.parent().unwrap_or(std::path::Path::new(root)))?;
+        std::fs::write(f, text)?;
+    }
+    // Dies with this process's thread (which becomes the command).
+    std::process::Command::new(std::env::current_exe()?)
+        .args(["--cgroupfs-files", root, "--"])
+        .arg("-")
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    Ok(())
+}
+
+/// `--cgroupfs-files ROOT`: gives every folder under ROOT that lacks them
+/// the files a new cgroup v2 has (`cgroup.procs`, `pids.max`, `memory.max`,
+/// `memory.swap.max`, `memory.oom.group`, `memory.events`), every 200 µs,
+/// until its parent ends.
+fn cgroupfs_files(root: &std::path::Path) -> Res<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    let made: [(&str, &str); 8] = [
+        ("cgroup.controllers", "memory pids\n"),
+        ("cgroup.subtree_control", ""),
+        ("cgroup.events", "populated 0\nfrozen 0\n"),
+        ("pids.max", "max\n"),
+        ("memory.max", "max\n"),
+        ("memory.swap.max", "max\n"),
+        ("memory.oom.group", "0\n"),
+        ("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"),
+    ];
+    loop {
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(d) = pending.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let p = e.path();
+                    if !p.join("cgroup.procs").exists() {
+                        // Never over what the runner wrote meanwhile; cgroup.procs
+                        // last (the runner's child writes it).
+                        for (f, text) in made.iter().chain(&[("cgroup.procs", "")]) {
+                            if let Ok(mut file) = std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .open(p.join(f))
+                            {
+                                let _ = std::io::Write::write_all(&mut file, text.as_bytes());
+                            }
+                        }
+                    }
+                    pending.push(p);
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
 }

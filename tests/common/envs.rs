@@ -37,6 +37,9 @@ pub enum Env {
     CgroupNone,
     /// The cgroup mounts read-only (as in a container).
     CgroupRo,
+    /// A delegated cgroup v2 subtree with `pids` and `memory`, as files
+    /// (envwrap --cgroups v2-delegated: nothing enforced).
+    CgroupV2Delegated,
     /// A real Docker container (scripts/docker-env).
     Docker,
 }
@@ -54,6 +57,7 @@ impl Env {
             Env::CgroupV2 => "cgroup v2 only".into(),
             Env::CgroupNone => "no cgroups".into(),
             Env::CgroupRo => "cgroups read-only".into(),
+            Env::CgroupV2Delegated => "cgroup v2 delegated (view)".into(),
             Env::Docker => "Docker container".into(),
         }
     }
@@ -72,6 +76,7 @@ impl Env {
             Env::CgroupV2 => v(&["--cgroups", "v2"]),
             Env::CgroupNone => v(&["--cgroups", "none"]),
             Env::CgroupRo => v(&["--cgroups", "ro"]),
+            Env::CgroupV2Delegated => v(&["--cgroups", "v2-delegated"]),
             Env::Docker => None,
         }
     }
