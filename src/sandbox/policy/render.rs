@@ -393,7 +393,7 @@ impl fmt::Display for Policy {
                 for m in &g.missing {
                     writeln!(
                         f,
-                        "  {:<18}   not {}: {}",
+                        "  {:<22}   not {}: {}",
                         "",
                         m.mechanism.describe(),
                         m.why
