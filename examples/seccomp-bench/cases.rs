@@ -30,6 +30,9 @@ fn probe(root: bool, userns: bool, mount: bool, pid: bool, abi: u8) -> Probe {
         uts_namespaces: userns || root,
         namespace_failure: None,
         pids_cgroup: root.then(|| "/sys/fs/cgroup/pids".into()),
+        memory_cgroup: None,
+        pids_cgroup_missing: None,
+        memory_cgroup_missing: None,
         cgroup_v2_delegation: false,
     }
 }
