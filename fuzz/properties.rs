@@ -17,8 +17,8 @@ use nodus_extension::internals::extension::validation::{SchemaMode, ToolSchemas}
 use nodus_extension::internals::protocol::{self, Line, Response, WorkerMessage};
 use nodus_extension::policy::Probe;
 use nodus_extension::policy::{
-    self, Access, ArgOp, ArgWidth, Errno, Inputs, Layer, LimitOverrides, Mode, Namespaces,
-    OperatorPolicy, Policy, ProgramFacts, Requirement, SeccompPolicy, SyscallAction,
+    self, Access, ArgOp, ArgWidth, Errno, Guarantee, Inputs, Layer, LimitOverrides, Mode,
+    Namespaces, OperatorPolicy, Policy, ProgramFacts, Requirement, SeccompPolicy, SyscallAction,
 };
 use nodus_extension::Capability;
 use nodus_extension::{Provenance, TrustClass};
@@ -418,10 +418,31 @@ pub fn check_policy(case: &PolicyCase) {
         && case.workspace.as_ref().is_some_and(|w| {
             !op.workspace_roots.is_empty() && !op.workspace_roots.iter().any(|r| w.starts_with(r))
         });
+    // Whether a root runner's worker runs as uid 0, and whether strict must
+    // refuse that: the identity step decides (its own table test is
+    // tests/policy.rs `root_workers_take_a_uid_of_their_own_unless_they_cannot`),
+    // read here from the best-effort policy of the same case.
+    let best_effort = {
+        let mut c = case.clone();
+        c.operator.mode = Mode::BestEffort;
+        c.derive().ok()
+    };
+    let runs_as_root =
+        case.probe.root && best_effort.as_ref().is_some_and(|p| p.worker_ids.is_none());
+    let identity_lost = op.mode == Mode::Strict
+        && runs_as_root
+        && best_effort.as_ref().is_some_and(|p| {
+            p.guarantees.iter().any(|g| {
+                g.guarantee == Guarantee::UnprivilegedIdentity
+                    && !g.kept()
+                    && g.missing.iter().any(|m| !m.by_operator)
+            })
+        });
     // A guarantee with no carrier left, none of them switched off by the
     // operator: file reads and exec (Landlock alone), unix sockets and
     // process creation (seccomp alone), tcp_ports (Landlock ABI 4 alone), a
-    // root worker's tasks (a pids cgroup alone). Every other guarantee has a
+    // root worker's tasks (a pids cgroup alone), a root runner's worker
+    // that must run as uid 0. Every other guarantee has a
     // carrier among these or is lost only by the operator's choice.
     let strict_unenforceable = op.mode == Mode::Strict
         && ((op.layers.landlock && case.probe.landlock_abi == 0)
@@ -430,7 +451,8 @@ pub fn check_policy(case: &PolicyCase) {
                 && case.probe.landlock_abi < 4
                 && has(Capability::NetworkOutbound)
                 && !op.tcp_ports.is_empty())
-            || (op.layers.limits && case.probe.root && case.probe.pids_cgroup.is_none()));
+            || (op.layers.limits && runs_as_root && case.probe.pids_cgroup.is_none())
+            || identity_lost);
     let why = format!(
         "trust_refused={trust_refused} ws_missing={ws_missing} ws_outside={ws_outside} strict_unenforceable={strict_unenforceable}"
     );

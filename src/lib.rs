@@ -96,6 +96,7 @@ pub mod policy {
     pub use crate::sandbox::egress::{
         EgressLimitOverrides, EgressLimits, EgressPlan, EgressSection,
     };
+    pub use crate::sandbox::guarantees::{Guarantee, GuaranteeStatus, Mechanism, Missing};
     pub use crate::sandbox::policy::*;
     pub use crate::sandbox::probe::Probe;
 }

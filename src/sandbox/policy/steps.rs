@@ -47,15 +47,17 @@ pub(super) fn identity(
     if !probe.root {
         return Identity::default();
     }
+    // A loss the operator chose says so, in the words every such line uses.
     let as_root = |why: String, by_operator: bool| Identity {
-        root: Some((why, by_operator)),
+        root: Some(if by_operator {
+            (format!("{why}: switched off by the operator policy"), true)
+        } else {
+            (why, false)
+        }),
         ..Identity::default()
     };
     let Some(range) = WorkerIdsSetting::range(op.worker_ids.as_ref()) else {
-        return as_root(
-            "the operator policy sets \"worker_ids\": false".into(),
-            true,
-        );
+        return as_root("\"worker_ids\": false".into(), true);
     };
     let last = u64::from(range.first) + u64::from(range.count) - 1;
     if !facts.maps(&range) {
