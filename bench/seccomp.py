@@ -29,6 +29,9 @@ import statistics
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import docsection  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BIN = os.path.join(ROOT, "target", "release", "examples", "seccomp-bench")
@@ -140,15 +143,7 @@ def main():
     md = "\n".join(lines)
     print(md)
     if a.out:
-        with open(a.out) as f:
-            text = f.read()
-        section = f"{BEGIN}\n{md}\n{END}"
-        if BEGIN in text and END in text:
-            text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        with open(a.out, "w") as f:
-            f.write(text)
+        docsection.replace_section(a.out, BEGIN, END, md)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import docsection  # noqa: E402
 import tempfile
 import time
 
@@ -305,17 +308,7 @@ def main():
     md = render(results)
     print(md)
     if a.out:
-        try:
-            text = open(a.out).read()
-        except FileNotFoundError:
-            text = ""
-        section = f"{BEGIN}\n{md}\n{END}"
-        if BEGIN in text and END in text:
-            text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        with open(a.out, "w") as f:
-            f.write(text)
+        docsection.replace_section(a.out, BEGIN, END, md)
 
 
 def render(r):

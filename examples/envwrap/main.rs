@@ -589,12 +589,9 @@ fn write_maps(pid: u32) -> Res<()> {
     Ok(())
 }
 
-/// A private mount namespace with `view` at /sys/fs/cgroup.
-fn cgroup_view(view: CgroupView) -> Res<()> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    if matches!(view, CgroupView::V2Delegated) {
-        return delegated_view();
-    }
+/// A mount namespace of this process's own, whose mounts do not propagate.
+fn private_mount_namespace() -> Res<()> {
+    use nix::mount::{mount, MsFlags};
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
     mount(
         None::<&str>,
@@ -603,6 +600,16 @@ fn cgroup_view(view: CgroupView) -> Res<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )?;
+    Ok(())
+}
+
+/// A private mount namespace with `view` at /sys/fs/cgroup.
+fn cgroup_view(view: CgroupView) -> Res<()> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    if matches!(view, CgroupView::V2Delegated) {
+        return delegated_view();
+    }
+    private_mount_namespace()?;
     let root = "/sys/fs/cgroup";
     match view {
         CgroupView::None | CgroupView::V2 => {
@@ -691,14 +698,7 @@ fn delegated_view() -> Res<()> {
 fn delegated_inner(procs: &std::path::Path, name: &str) -> Res<()> {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
     std::fs::write(procs, "0")?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )?;
+    private_mount_namespace()?;
     let root = "/sys/fs/cgroup";
     while umount2(root, MntFlags::MNT_DETACH).is_ok() {}
     mount(

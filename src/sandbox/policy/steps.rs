@@ -85,16 +85,7 @@ pub(super) fn identity(
     // tmp_path): idmapped, as the workspace is, or uid 0.
     let mut idmapped_extension = None;
     if facts.extension_closed {
-        let why_not = if !private_root {
-            Some("no mount namespace for an idmapped mount".to_string())
-        } else {
-            match &facts.extension_idmap {
-                Some(Ok(())) => None,
-                Some(Err(why)) => Some(why.clone()),
-                None => Some("not tried".into()),
-            }
-        };
-        match why_not {
+        match idmap_refused(private_root, &facts.extension_idmap) {
             None => idmapped_extension = Some(extension_dir.to_path_buf()),
             Some(why) => {
                 return as_root(
@@ -109,16 +100,7 @@ pub(super) fn identity(
     let writes = declared.contains(&Capability::FilesystemWrite);
     let mut idmapped = None;
     if let (Some(ws), true) = (workspace, granted) {
-        let why_not = if !private_root {
-            Some("no mount namespace for an idmapped mount".to_string())
-        } else {
-            match &facts.workspace_idmap {
-                Some(Ok(())) => None,
-                Some(Err(why)) => Some(why.clone()),
-                None => Some("not tried".into()),
-            }
-        };
-        match why_not {
+        match idmap_refused(private_root, &facts.workspace_idmap) {
             None => idmapped = Some(ws.to_path_buf()),
             Some(why) if writes => {
                 return as_root(
@@ -135,6 +117,22 @@ pub(super) fn identity(
         idmapped,
         idmapped_extension,
         root: None,
+    }
+}
+
+/// Why a folder cannot be shown to the worker's uid through an idmapped
+/// mount (`tried`: the probe's attempt, if any), or None when it can.
+fn idmap_refused(
+    private_root: bool,
+    tried: &Option<std::result::Result<(), String>>,
+) -> Option<String> {
+    if !private_root {
+        return Some("no mount namespace for an idmapped mount".into());
+    }
+    match tried {
+        Some(Ok(())) => None,
+        Some(Err(why)) => Some(why.clone()),
+        None => Some("not tried".into()),
     }
 }
 
