@@ -90,6 +90,7 @@ pub struct Planned {
 /// shows that Landlock alone still stops reads there
 /// (`attack_root_fault_extra_bind_stopped_by_landlock`). Release builds
 /// ignore the variable.
+#[cfg(debug_assertions)]
 pub const FAULT_ROOT_BIND: &str = "NODUS_FAULT_ROOT_BIND";
 
 #[cfg(debug_assertions)]
