@@ -342,11 +342,20 @@ pub fn assess(needs: &Needs, applied: &Applied) -> Vec<GuaranteeStatus> {
 
 /// Strict mode's answer: the first guarantee lost, as an error message; None
 /// when all are kept. A guarantee the operator gave up (one of its carriers
-/// switched off by the operator policy) is reported, not refused.
+/// switched off by the operator policy) is reported, not refused; one kept
+/// only with all its carriers (no privilege gain) is refused when any of
+/// them is missing for another reason.
 pub fn strict_refusal(statuses: &[GuaranteeStatus]) -> Option<String> {
-    let lost = statuses
-        .iter()
-        .find(|s| !s.kept() && s.missing.iter().all(|m| !m.by_operator))?;
+    let lost = statuses.iter().find(|s| {
+        !s.kept()
+            && if s.guarantee == Guarantee::NoPrivilegeGain {
+                // Kept only with all its carriers: lost by the operator's
+                // choice only if every missing one was switched off.
+                s.missing.iter().any(|m| !m.by_operator)
+            } else {
+                s.missing.iter().all(|m| !m.by_operator)
+            }
+    })?;
     Some(format!(
         "strict mode: {}; run where one of these is available, or set \"mode\": \"best-effort\" in the policy file (see docs/deploy.md)",
         lost.loss()
@@ -356,6 +365,28 @@ pub fn strict_refusal(statuses: &[GuaranteeStatus]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_privilege_gain_is_refused_when_a_carrier_is_missing_not_by_the_operator() {
+        let both = [Mechanism::NoNewPrivileges, Mechanism::SeccompNoSetid];
+        let lost = |seccomp_by_operator: bool| {
+            let mut a = Applied::new();
+            a.set(
+                Mechanism::NoNewPrivileges,
+                Some(("Landlock off".into(), true)),
+            );
+            a.set(
+                Mechanism::SeccompNoSetid,
+                Some(("no seccomp".into(), seccomp_by_operator)),
+            );
+            a.status(Guarantee::NoPrivilegeGain, &both)
+        };
+        let s = lost(false);
+        assert!(!s.kept(), "{s:?}");
+        assert!(strict_refusal(&[s]).is_some());
+        // Both switched off by the operator: reported, not refused.
+        assert!(strict_refusal(&[lost(true)]).is_none());
+    }
 
     #[test]
     fn a_guarantee_is_kept_by_any_carrier_and_lost_without_one() {
