@@ -185,15 +185,19 @@ fn only_the_owner_may_connect() {
             .status
             .success()
     );
+    // The client run as uid 65534.
+    let invoke_as_nobody = || {
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(common::sandbox::runner(common::sandbox::Who::Nobody))
+            .arg("invoke")
+            .arg(&hello)
+            .args(["example.greet", r#"{"name": "Ada"}"#, "--server"])
+            .arg(&s.socket)
+            .output()
+    };
     // Another uid cannot even reach the socket (0700 folder)...
-    let out = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .arg(common::sandbox::runner(common::sandbox::Who::Nobody))
-        .arg("invoke")
-        .arg(&hello)
-        .args(["example.greet", r#"{"name": "Ada"}"#, "--server"])
-        .arg(&s.socket)
-        .output();
+    let out = invoke_as_nobody();
     let Ok(out) = out else {
         eprintln!("SKIP: setpriv missing");
         return;
@@ -206,15 +210,7 @@ fn only_the_owner_may_connect() {
     )
     .unwrap();
     std::fs::set_permissions(&s.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .arg(common::sandbox::runner(common::sandbox::Who::Nobody))
-        .arg("invoke")
-        .arg(&hello)
-        .args(["example.greet", r#"{"name": "Ada"}"#, "--server"])
-        .arg(&s.socket)
-        .output()
-        .unwrap();
+    let out = invoke_as_nobody().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("may not use this fork server"), "{out:?}");
 }
