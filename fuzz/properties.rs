@@ -334,7 +334,7 @@ pub const PATHS: &[&str] = &[
 ];
 
 /// Which limit each (key index, value) pair of a fuzz case overrides; the
-/// last two indexes override nothing.
+/// last index overrides nothing.
 pub const LIMIT_KEYS: usize = 8;
 
 /// Capabilities an operator may list for a trust class.
@@ -734,6 +734,37 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
         probe.memory_cgroup.clone().filter(|_| op.layers.limits),
         "memory cgroup"
     );
+    // RLIMIT_AS: the operator's address_space_bytes wherever it is given;
+    // else not set under a memory cgroup (address space is not memory) and
+    // ADDRESS_SPACE_PER_MEMORY × memory_bytes without one, the memory bound.
+    // The memory guarantee names RLIMIT_AS exactly when it is set, and the
+    // decision always says why.
+    assert_eq!(p.address_space.is_some(), op.layers.limits);
+    if let (Some(a), Some(l)) = (&p.address_space, p.limits) {
+        let formula = l
+            .memory_bytes
+            .saturating_mul(policy::ADDRESS_SPACE_PER_MEMORY);
+        let want = op
+            .limits
+            .address_space_bytes
+            .or(p.memory_cgroup.is_none().then_some(formula));
+        assert_eq!(a.bytes, want, "RLIMIT_AS");
+        assert!(!a.why.is_empty(), "RLIMIT_AS without a reason");
+        let memory = p
+            .guarantees
+            .iter()
+            .find(|g| g.guarantee == Guarantee::Memory)
+            .expect("the memory guarantee");
+        assert_eq!(
+            memory.kept_by.contains(&policy::Mechanism::RlimitAs),
+            a.bytes.is_some(),
+            "RLIMIT_AS carries bounded memory exactly when set: {memory:?}"
+        );
+        assert!(
+            memory.kept(),
+            "bounded memory lost with limits on: {memory:?}"
+        );
+    }
 
     // What the worker is told.
     let names: Vec<&str> = declared.iter().map(|c| c.as_str()).collect();
@@ -1180,7 +1211,7 @@ pub fn path(i: u8) -> PathBuf {
 }
 
 /// Builds limit overrides from (key index, value) pairs; an index past the
-/// six limits overrides nothing.
+/// seven limits overrides nothing.
 pub fn limits(pairs: &[(u8, u64)]) -> LimitOverrides {
     let mut o = LimitOverrides::default();
     for (k, v) in pairs {
@@ -1191,6 +1222,7 @@ pub fn limits(pairs: &[(u8, u64)]) -> LimitOverrides {
             3 => &mut o.open_files,
             4 => &mut o.file_size_bytes,
             5 => &mut o.core_bytes,
+            6 => &mut o.address_space_bytes,
             _ => continue,
         };
         *slot = Some(*v);

@@ -561,9 +561,6 @@ macro_rules! scenarios {
 
 // ---------------------------------------------------------------- the scenarios
 
-const OPENBLAS_AS: &str =
-    "64 threads calling OpenBLAS take a 32 MiB buffer each: about 2.8 GiB of address space (VmPeak, MALLOC_ARENA_MAX=2), over RLIMIT_AS (1 GiB), the memory bound where the runner can make no memory cgroup (with one, RLIMIT_AS is not set and this passes; else raise limits.memory_bytes: docs/deploy.md)";
-
 scenarios! {
     mp_pool: Scenario {
         name: "mp_pool",
@@ -967,7 +964,6 @@ def scenario():
     assert results[3] == 3.0 * 3.0 * 200 * 200 * 200
     return {"threads": n}
 "#,
-        known: Known::WithoutMemoryCgroup(OPENBLAS_AS),
         ..BASE
     };
 

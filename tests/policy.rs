@@ -1079,3 +1079,137 @@ fn operator_policy_refuses_proc_paths_and_runner_variables() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// RLIMIT_AS is the memory bound only where no memory cgroup holds the
+/// worker, and then at `ADDRESS_SPACE_PER_MEMORY` × `memory_bytes`: threads
+/// reserve address space they never touch (a 64-thread numpy worker 2.7 GiB
+/// for 75 MiB resident, docs/deploy.md), which the old bound,
+/// `memory_bytes` itself, refused. With a memory cgroup it is not set. The
+/// guarantee names RLIMIT_AS as an address-space bound, the reason says why,
+/// and the operator's `limits` move it: `memory_bytes` scales it,
+/// `address_space_bytes` sets it (with or without a cgroup, per extension too).
+#[test]
+fn rlimit_as_is_the_fallback_memory_bound_at_a_multiple_of_memory() {
+    use nodus_extension::policy::{Guarantee, ADDRESS_SPACE_PER_MEMORY};
+    let memory = |p: &Policy| {
+        p.guarantees
+            .iter()
+            .find(|g| g.guarantee == Guarantee::Memory)
+            .cloned()
+            .unwrap()
+    };
+    let with_cgroup = {
+        let mut p = probe(false);
+        p.memory_cgroup = Some("/sys/fs/cgroup/memory/nodus".into());
+        p
+    };
+    let op = |v: serde_json::Value| -> OperatorPolicy { serde_json::from_value(v).unwrap() };
+    let gib = 1u64 << 30;
+    // VmPeak of the compat scenario numpy_threads under ext-runner as uid
+    // 65534 (64 threads calling OpenBLAS, MALLOC_ARENA_MAX=2): 2831552 kB.
+    let numpy_64_threads = 2_831_552u64 * 1024;
+
+    // No memory cgroup (an unprivileged runner here): RLIMIT_AS is the bound.
+    let p = derive(&[]);
+    let (l, a) = (p.limits.unwrap(), p.address_space.clone().unwrap());
+    assert_eq!(ADDRESS_SPACE_PER_MEMORY, 4);
+    assert_eq!((l.memory_bytes, a.bytes), (gib, Some(4 * gib)));
+    assert!(
+        l.memory_bytes < numpy_64_threads && numpy_64_threads < 4 * gib,
+        "the default holds 64 numpy threads, memory_bytes alone did not"
+    );
+    assert!(
+        a.why
+            .starts_with("4 × limits.memory_bytes: no memory cgroup")
+            && a.why.contains("not on resident memory")
+            && a.why.contains("threads reserve"),
+        "{}",
+        a.why
+    );
+    let m = memory(&p);
+    assert_eq!(m.kept_by, vec![Mechanism::RlimitAs]);
+    assert!(m
+        .missing
+        .iter()
+        .any(|x| x.mechanism == Mechanism::MemoryCgroup
+            && x.why.contains("RLIMIT_AS bounds address space instead")));
+    assert_eq!(
+        Mechanism::RlimitAs.describe(),
+        "RLIMIT_AS (address space, not resident memory)"
+    );
+    let text = p.render();
+    assert!(
+        text.contains("  RLIMIT_AS 4 GiB of address space: 4 × limits.memory_bytes: "),
+        "{text}"
+    );
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["address_space"]["bytes"], 4 * gib);
+
+    // A memory cgroup: it holds memory, RLIMIT_AS is not set, and says why.
+    let p = derive_with(&[], &OperatorPolicy::default(), &with_cgroup, None).unwrap();
+    let a = p.address_space.clone().unwrap();
+    assert_eq!(a.bytes, None);
+    assert!(
+        a.why
+            .starts_with("not set: the memory cgroup bounds memory"),
+        "{}",
+        a.why
+    );
+    let m = memory(&p);
+    assert_eq!(m.kept_by, vec![Mechanism::MemoryCgroup]);
+    assert!(
+        m.missing
+            .iter()
+            .any(|x| x.mechanism == Mechanism::RlimitAs && x.why == a.why),
+        "{m:?}"
+    );
+    assert!(p
+        .render()
+        .contains("  RLIMIT_AS not set: the memory cgroup"));
+    assert!(serde_json::to_value(&p).unwrap()["address_space"]["bytes"].is_null());
+
+    // The operator's memory_bytes scales it; address_space_bytes sets it,
+    // and with a cgroup adds it as a second bound.
+    let small = op(serde_json::json!({"limits": {"memory_bytes": 256u64 << 20}}));
+    let p = derive_with(&[], &small, &probe(false), None).unwrap();
+    assert_eq!(p.address_space.unwrap().bytes, Some(1 << 30));
+    let p = derive_with(&[], &small, &with_cgroup, None).unwrap();
+    assert_eq!(p.address_space.unwrap().bytes, None);
+    let exact = op(
+        serde_json::json!({"limits": {"memory_bytes": 256u64 << 20, "address_space_bytes": 256u64 << 20}}),
+    );
+    let p = derive_with(&[], &exact, &probe(false), None).unwrap();
+    let a = p.address_space.clone().unwrap();
+    assert_eq!(a.bytes, Some(256 << 20));
+    assert!(
+        a.why
+            .starts_with("limits.address_space_bytes, the operator's"),
+        "{}",
+        a.why
+    );
+    let p = derive_with(&[], &exact, &with_cgroup, None).unwrap();
+    assert_eq!(p.address_space.clone().unwrap().bytes, Some(256 << 20));
+    let kept = memory(&p).kept_by;
+    assert!(
+        kept.len() == 2
+            && kept.contains(&Mechanism::RlimitAs)
+            && kept.contains(&Mechanism::MemoryCgroup),
+        "{kept:?}"
+    );
+    // Per extension, by manifest name.
+    let section = op(serde_json::json!({
+        "extensions": {"t.ext": {"limits": {"address_space_bytes": 8u64 << 30}}}
+    }));
+    let p = derive_with(&[], &section, &probe(false), None).unwrap();
+    assert_eq!(p.address_space.unwrap().bytes, Some(8 << 30));
+    // A memory limit near u64::MAX saturates (RLIM_INFINITY), never wraps.
+    let huge = op(serde_json::json!({"limits": {"memory_bytes": u64::MAX / 2}}));
+    let p = derive_with(&[], &huge, &probe(false), None).unwrap();
+    assert_eq!(p.address_space.unwrap().bytes, Some(u64::MAX));
+    // The limits layer off: no decision at all.
+    let mut off = OperatorPolicy::default();
+    off.mode = Mode::BestEffort;
+    off.layers.limits = false;
+    let p = derive_with(&[], &off, &probe(false), None).unwrap();
+    assert!(p.address_space.is_none());
+}

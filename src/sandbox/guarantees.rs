@@ -126,7 +126,9 @@ pub enum Mechanism {
     /// RLIMIT_NPROC (binds every uid but 0).
     RlimitNproc,
     /// RLIMIT_AS: address space, reservations included (the fallback
-    /// memory bound where no memory cgroup can be made).
+    /// memory bound where no memory cgroup can be made, at
+    /// `ADDRESS_SPACE_PER_MEMORY` × `memory_bytes` by default): it bounds
+    /// resident memory only at that, looser, figure.
     RlimitAs,
     /// A pids cgroup with the process limit (`pids.max`).
     PidsCgroup,
@@ -161,7 +163,7 @@ impl Mechanism {
             Mechanism::NetNamespace => "a network namespace",
             Mechanism::Rlimits => "rlimits",
             Mechanism::RlimitNproc => "RLIMIT_NPROC",
-            Mechanism::RlimitAs => "RLIMIT_AS (address space)",
+            Mechanism::RlimitAs => "RLIMIT_AS (address space, not resident memory)",
             Mechanism::PidsCgroup => "a pids cgroup",
             Mechanism::MemoryCgroup => "a memory cgroup",
             Mechanism::ProcessGroup => "the worker's own process group",

@@ -488,7 +488,7 @@ impl StepContext {
         // this one's sysctls, cannot see from inside a container).
         if f.step == Step::Rlimit && f.errno == libc::EPERM {
             let key = match f.detail {
-                libc::RLIMIT_AS => "memory_bytes",
+                libc::RLIMIT_AS => "address_space_bytes",
                 libc::RLIMIT_CPU => "cpu_seconds",
                 libc::RLIMIT_NPROC => "processes",
                 libc::RLIMIT_NOFILE => "open_files",
@@ -748,7 +748,7 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
         c.writable_mounts = writable.map(|p| cstring(&p)).collect::<Result<_>>()?;
     }
     if let Some(l) = &policy.limits {
-        c.rlimits = rlimits(l, policy.memory_cgroup.is_some());
+        c.rlimits = rlimits(l, policy.address_space.as_ref().and_then(|a| a.bytes));
     }
     // ABI 0: no Landlock here (strict mode has refused already; best effort
     // runs without it and says so).
@@ -978,16 +978,14 @@ fn cstring(p: &Path) -> Result<CString> {
 
 /// (resource, soft, hard). The CPU soft limit sends SIGXCPU a second before
 /// the hard one's SIGKILL, so the worker's end names the limit it hit.
-/// RLIMIT_AS only where no memory cgroup holds the worker: address space
-/// is not memory (glibc reserves 64 MiB per malloc arena, each thread
-/// reserves a stack; docs/deploy.md has the figures), so with a cgroup it is
-/// left as the runner's own.
+/// RLIMIT_AS as the policy decided it (`Policy::address_space`: not set where
+/// a memory cgroup holds the worker, else a multiple of the memory limit;
+/// docs/deploy.md has the figures); None leaves the runner's own.
 fn rlimits(
     l: &Limits,
-    memory_cgroup: bool,
+    address_space: Option<u64>,
 ) -> Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)> {
-    let address_space =
-        (!memory_cgroup).then_some((libc::RLIMIT_AS, l.memory_bytes, l.memory_bytes));
+    let address_space = address_space.map(|b| (libc::RLIMIT_AS, b, b));
     address_space
         .into_iter()
         .chain([

@@ -8,6 +8,7 @@ use crate::extension::manifest::Manifest;
 use crate::sandbox::guarantees::{Applied, Mechanism};
 use crate::sandbox::policy::{
     derive, Inputs, LandlockPolicy, Namespaces, OperatorPolicy, ProgramFacts,
+    ADDRESS_SPACE_PER_MEMORY,
 };
 use crate::sandbox::probe::Probe;
 
@@ -15,8 +16,10 @@ use crate::sandbox::probe::Probe;
 pub(super) struct Decided {
     pub seccomp_on: bool,
     pub pids_cgroup: bool,
-    /// The worker gets a memory cgroup (then RLIMIT_AS is not set).
+    /// The worker gets a memory cgroup.
     pub memory_cgroup: bool,
+    /// Why RLIMIT_AS is not set (None: it is; see `steps::address_space`).
+    pub rlimit_as: Option<String>,
     pub own_ids: bool,
     /// The worker gets a private root (`root.rs`).
     pub private_root: bool,
@@ -38,6 +41,7 @@ pub(super) fn applied_mechanisms(
         seccomp_on,
         pids_cgroup,
         memory_cgroup,
+        ref rlimit_as,
         own_ids,
         private_root,
         unix_sockets,
@@ -173,20 +177,15 @@ pub(super) fn applied_mechanisms(
         } else if !op.layers.limits {
             off()
         } else {
-            Some((format!("{}; RLIMIT_AS bounds address space instead, reservations included (64 MiB per malloc arena, a stack per thread): raise limits.memory_bytes for many threads (docs/deploy.md)", no_cgroup(&probe.memory_cgroup_missing)), false))
+            Some((format!("{}; RLIMIT_AS bounds address space instead, reservations included (a stack per thread, OpenBLAS's buffer per calling thread), at {ADDRESS_SPACE_PER_MEMORY} × limits.memory_bytes unless limits.address_space_bytes says otherwise: resident memory is bounded only as loosely (docs/deploy.md)", no_cgroup(&probe.memory_cgroup_missing)), false))
         },
     );
     a.set(
         M::RlimitAs,
         if !op.layers.limits {
             off()
-        } else if memory_cgroup {
-            Some((
-                "not set: the memory cgroup bounds memory, and address space is not memory".into(),
-                false,
-            ))
         } else {
-            None
+            rlimit_as.clone().map(|why| (why, false))
         },
     );
     // Not root: the runner's own uid; root: a uid of worker_ids, unless why not.

@@ -121,12 +121,18 @@ impl Requirement {
 }
 
 /// Resource limits (rlimits; the process limit also through a pids cgroup
-/// when root; memory through a memory cgroup where one can be made, else RLIMIT_AS).
+/// when root; memory through a memory cgroup where one can be made, else
+/// RLIMIT_AS, see [`AddressSpace`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Limits {
     pub memory_bytes: u64,
+    /// RLIMIT_AS as the operator sets it; None (the default): not set where
+    /// a memory cgroup holds the worker, else [`ADDRESS_SPACE_PER_MEMORY`]
+    /// × `memory_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_space_bytes: Option<u64>,
     pub cpu_seconds: u64,
     pub processes: u64,
     pub open_files: u64,
@@ -143,6 +149,8 @@ pub struct Limits {
 pub struct LimitOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_space_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,6 +170,7 @@ impl LimitOverrides {
     pub fn then(self, other: &LimitOverrides) -> LimitOverrides {
         LimitOverrides {
             memory_bytes: other.memory_bytes.or(self.memory_bytes),
+            address_space_bytes: other.address_space_bytes.or(self.address_space_bytes),
             cpu_seconds: other.cpu_seconds.or(self.cpu_seconds),
             processes: other.processes.or(self.processes),
             open_files: other.open_files.or(self.open_files),
@@ -177,6 +186,7 @@ impl Limits {
     pub fn overridden_by(self, o: &LimitOverrides) -> Limits {
         Limits {
             memory_bytes: o.memory_bytes.unwrap_or(self.memory_bytes),
+            address_space_bytes: o.address_space_bytes.or(self.address_space_bytes),
             cpu_seconds: o.cpu_seconds.unwrap_or(self.cpu_seconds),
             processes: o.processes.unwrap_or(self.processes),
             open_files: o.open_files.unwrap_or(self.open_files),
@@ -185,6 +195,27 @@ impl Limits {
             shm_bytes: o.shm_bytes.unwrap_or(self.shm_bytes),
         }
     }
+}
+
+/// RLIMIT_AS where it is the memory bound (no memory cgroup holds the
+/// worker) and the operator set no `address_space_bytes`: this many times
+/// `memory_bytes`. Address space is not memory: each thread reserves a stack
+/// (8 MiB), OpenBLAS a 32 MiB buffer per thread that calls it, glibc 64 MiB
+/// per malloc arena (`MALLOC_ARENA_MAX=2` in the worker's environment), all
+/// mostly never touched. Measured (docs/deploy.md): 64 threads calling numpy
+/// reserve 2.7 GiB for 75 MiB resident, 64 stdlib threads 607 MiB; 4 GiB
+/// under the default 1 GiB starts them with room to spare, and still bounds
+/// what a worker can make resident (at 4 × `memory_bytes`, not at
+/// `memory_bytes`: the report says so).
+pub const ADDRESS_SPACE_PER_MEMORY: u64 = 4;
+
+/// The worker's RLIMIT_AS, and why that value or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AddressSpace {
+    /// The limit (soft and hard); None: not set, the worker keeps the runner's own.
+    pub bytes: Option<u64>,
+    pub why: String,
 }
 
 /// Layers an operator may switch off (for the layer matrix, or a kernel without them).
@@ -752,6 +783,8 @@ pub struct Policy {
     /// set (address space is not memory: 64 MiB of reservation per malloc
     /// arena, a stack per thread). None: RLIMIT_AS is the bound.
     pub memory_cgroup: Option<String>,
+    /// The worker's RLIMIT_AS and why; None where the limits layer is off.
+    pub address_space: Option<AddressSpace>,
     /// The worker's environment; `$SCRATCH` stands for its private scratch folder.
     pub environment: BTreeMap<String, String>,
     /// Variables passed on from the runner's environment at launch, when set
@@ -873,6 +906,9 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
     let report = |l: Layer| steps::report(&layers, l);
     let (limits, pids_cgroup) = steps::limits(op, probe, &declared);
     let memory_cgroup = limits.and(probe.memory_cgroup.clone());
+    let address_space = limits
+        .as_ref()
+        .map(|l| steps::address_space(l, memory_cgroup.is_some()));
     // A private root (root.rs) wherever a mount namespace is made: host
     // sockets, /proc and devices are then out of the worker's view.
     let private_root = namespaces.mount.then(|| PrivateRootPolicy {
@@ -918,6 +954,9 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
             seccomp_on: seccomp.is_some(),
             pids_cgroup: pids_cgroup.is_some(),
             memory_cgroup: memory_cgroup.is_some(),
+            rlimit_as: address_space
+                .as_ref()
+                .and_then(|a| a.bytes.is_none().then(|| a.why.clone())),
             own_ids: worker_ids.is_some(),
             private_root: private_root.is_some(),
             unix_sockets: situation.unix_sockets,
@@ -957,6 +996,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         limits,
         pids_cgroup,
         memory_cgroup,
+        address_space,
         environment: steps::environment(
             &declared,
             egress.as_ref(),

@@ -10,7 +10,8 @@ use std::fmt::{self, Write as _};
 use crate::extension::capabilities::Capability;
 use crate::sandbox::guarantees::Guarantee;
 use crate::sandbox::policy::{
-    Access, Errno, Limits, Mode, Namespaces, Policy, Requirement, Scope, SyscallAction,
+    Access, AddressSpace, Errno, Limits, Mode, Namespaces, Policy, Requirement, Scope,
+    SyscallAction,
 };
 
 impl Policy {
@@ -304,18 +305,20 @@ impl fmt::Display for Policy {
         if let Some(c) = &self.pids_cgroup {
             writeln!(f, "  process count also held by a pids cgroup under {c}")?;
         }
-        match (&self.memory_cgroup, &self.limits) {
-            (Some(c), Some(l)) => writeln!(
+        if let (Some(c), Some(l)) = (&self.memory_cgroup, &self.limits) {
+            writeln!(
                 f,
-                "  memory held by a memory cgroup under {c} ({}; no RLIMIT_AS: address space is not memory)",
+                "  memory held by a memory cgroup under {c} ({} resident)",
                 bytes(l.memory_bytes)
-            )?,
-            (None, Some(l)) => writeln!(
-                f,
-                "  memory held by RLIMIT_AS ({} of address space, reservations included: no memory cgroup)",
-                bytes(l.memory_bytes)
-            )?,
-            _ => {}
+            )?;
+        }
+        match &self.address_space {
+            Some(AddressSpace {
+                bytes: Some(b),
+                why,
+            }) => writeln!(f, "  RLIMIT_AS {} of address space: {why}", bytes(*b))?,
+            Some(AddressSpace { bytes: None, why }) => writeln!(f, "  RLIMIT_AS {why}")?,
+            None => {}
         }
         if let Some(ids) = &self.worker_ids {
             writeln!(

@@ -11,9 +11,9 @@ use crate::sandbox::policy::data::{Situation, Syscall, DATA};
 #[cfg(test)]
 use crate::sandbox::policy::Mode;
 use crate::sandbox::policy::{
-    Access, Declared, Errno, FsRule, IdentityFacts, Inputs, LandlockPolicy, Layer, LayerReport,
-    Limits, Namespaces, OperatorPolicy, Requirement, SeccompPolicy, SyscallAction, SyscallRule,
-    WorkerIds, WorkerIdsSetting, LANDLOCK_ABI_REQUIRED,
+    Access, AddressSpace, Declared, Errno, FsRule, IdentityFacts, Inputs, LandlockPolicy, Layer,
+    LayerReport, Limits, Namespaces, OperatorPolicy, Requirement, SeccompPolicy, SyscallAction,
+    SyscallRule, WorkerIds, WorkerIdsSetting, ADDRESS_SPACE_PER_MEMORY, LANDLOCK_ABI_REQUIRED,
 };
 use crate::sandbox::probe::Probe;
 
@@ -450,6 +450,34 @@ pub(super) fn limits(
     (Some(limits), cgroup)
 }
 
+/// The worker's RLIMIT_AS. Where a memory cgroup holds the worker it is the
+/// memory bound and RLIMIT_AS is not set; else RLIMIT_AS is the bound, at
+/// [`ADDRESS_SPACE_PER_MEMORY`] × `memory_bytes` unless the operator set
+/// `address_space_bytes` (which wins in both cases).
+pub(super) fn address_space(l: &Limits, memory_cgroup: bool) -> AddressSpace {
+    let (bytes, why) = match (l.address_space_bytes, memory_cgroup) {
+        (Some(b), true) => (
+            Some(b),
+            "limits.address_space_bytes, the operator's: address space (reservations included) on top of the memory cgroup, which bounds memory".to_string(),
+        ),
+        (Some(b), false) => (
+            Some(b),
+            "limits.address_space_bytes, the operator's: no memory cgroup, so this is the memory bound, on address space (reservations included), not on resident memory".to_string(),
+        ),
+        (None, true) => (
+            None,
+            "not set: the memory cgroup bounds memory (what is resident), and address space is not memory (a stack per thread, OpenBLAS's buffer per calling thread, reserved and mostly never touched): a limit on it would only stop threads".to_string(),
+        ),
+        (None, false) => (
+            Some(l.memory_bytes.saturating_mul(ADDRESS_SPACE_PER_MEMORY)),
+            format!(
+                "{ADDRESS_SPACE_PER_MEMORY} × limits.memory_bytes: no memory cgroup, so this is the memory bound, on address space, not on resident memory: threads reserve far more of it than they use (64 threads calling numpy: 2.7 GiB for 75 MiB resident, docs/deploy.md), so resident memory is bounded at {ADDRESS_SPACE_PER_MEMORY} × limits.memory_bytes (a memory cgroup, or limits.address_space_bytes, bounds it tighter)"
+            ),
+        ),
+    };
+    AddressSpace { bytes, why }
+}
+
 /// The worker's whole environment: base.json's, HOME and TMPDIR in the
 /// scratch folder, the granted workspace's path (NODUS_WORKSPACE, the same
 /// inside the sandbox), and the declared capabilities for the worker's own
@@ -564,9 +592,9 @@ fn limits_note(probe: &Probe, exec: bool, own_ids: bool) -> String {
         )
     };
     let memory = if probe.memory_cgroup.is_some() {
-        "memory by a memory cgroup (no RLIMIT_AS)"
+        "memory by a memory cgroup (no RLIMIT_AS unless the operator sets limits.address_space_bytes)"
     } else {
-        "memory by RLIMIT_AS (address space, no memory cgroup)"
+        "memory by RLIMIT_AS (address space, not resident memory: no memory cgroup)"
     };
     format!("rlimits (CPU time, files); {tasks}; {memory}")
 }
