@@ -305,7 +305,7 @@ fn the_probe_reports_each_environment_with_its_cause_and_a_verdict() {
 /// RLIMIT_AS, all read from outside (the runner's `/proc/PID/root`, the
 /// worker's `/proc/PID/limits`). The control: in the real v2-only view (no
 /// controllers) the probe finds neither, says why, and the worker's
-/// address space is limited to `memory_bytes`.
+/// address space is limited to 4 × `memory_bytes` (the fallback).
 #[test]
 fn a_delegated_cgroup_v2_subtree_gets_the_workers_cgroup() {
     use common::sandbox::{Launch, Reply};
@@ -347,8 +347,9 @@ fn a_delegated_cgroup_v2_subtree_gets_the_workers_cgroup() {
     };
     let limit = 768u64 << 20;
     let policy = serde_json::json!({"limits": {"processes": 48, "memory_bytes": limit}});
-    // Control: no controllers, so RLIMIT_AS is the memory bound (and,
-    // root without a pids cgroup, strict would refuse: best-effort).
+    // Control: no controllers, so RLIMIT_AS is the memory bound, at 4 ×
+    // memory_bytes (and, root without a pids cgroup, strict would refuse:
+    // best-effort).
     let mut best = policy.clone();
     best["mode"] = "best-effort".into();
     let mut s = Launch::new(Who::Root, &["subprocess.run"])
@@ -412,8 +413,8 @@ fn a_delegated_cgroup_v2_subtree_gets_the_workers_cgroup() {
     assert_eq!(procs, "0", "the worker joined its cgroup before exec");
     assert_eq!(
         control_as,
-        limit.to_string(),
-        "control: RLIMIT_AS without a memory cgroup"
+        (4 * limit).to_string(),
+        "control: RLIMIT_AS without a memory cgroup (4 × memory_bytes)"
     );
     assert_eq!(worker_as, "unlimited", "RLIMIT_AS with a memory cgroup");
 }

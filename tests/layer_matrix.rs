@@ -7,8 +7,9 @@
 //!     cargo test --test layer_matrix -- --ignored --nocapture
 //!
 //! Every attack is bounded (a fork bomb stops at 100 processes, a memory bomb
-//! at twice its limit, a busy loop after 4 s of CPU) so that it stays
-//! harmless when the layer that should stop it is off.
+//! at eight times its limit, twice the RLIMIT_AS of the fallback, a busy loop
+//! after 4 s of CPU) so that it stays harmless when the layer that should
+//! stop it is off.
 
 mod common;
 
@@ -316,24 +317,25 @@ result = n
 
 fn memory_bomb(c: &Ctx) -> bool {
     let (r, t) = run_once(
-        c.launch(&[], json!({"limits": {"memory_bytes": 268435456u64}})),
+        c.launch(&[], json!({"limits": {"memory_bytes": 134217728u64}})),
         r#"
 x = []
 try:
-    while len(x) < 32: x.append(bytearray(16 << 20))
+    while len(x) < 64: x.append(bytearray(16 << 20))
 except MemoryError:
     pass
 result = len(x)
 del x
 "#,
     );
-    // Stopped: MemoryError before 512 MiB (RLIMIT_AS), or killed by the
-    // kernel at the memory cgroup's limit (the worker is gone, the runner says why).
+    // Stopped: MemoryError before 1 GiB (RLIMIT_AS, 4 × 128 MiB of address
+    // space without a memory cgroup), or killed by the kernel at the memory
+    // cgroup's limit (the worker is gone, the runner says why).
     match &r {
         Reply::Gone | Reply::Failed(_) => {
             t.contains("limits.memory_bytes") || format!("{r:?}").contains("limits.memory_bytes")
         }
-        _ => r.value().as_u64().unwrap_or(32) < 32,
+        _ => r.value().as_u64().unwrap_or(64) < 64,
     }
 }
 
@@ -581,7 +583,7 @@ const ATTACKS: &[(&str, Attack)] = &[
         whiteout_in_workspace,
     ),
     ("fork bomb (limit 16, bounded at 100)", fork_bomb),
-    ("memory bomb (limit 256 MiB, bounded at 512)", memory_bomb),
+    ("memory bomb (limit 128 MiB, bounded at 1 GiB)", memory_bomb),
     ("busy loop (cpu_seconds 1, bounded at 4 s)", busy_loop),
     ("setsid'd daemon outlives unload", daemon_outlives_unload),
     (

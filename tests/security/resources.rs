@@ -86,8 +86,8 @@ result = {"threads": n, "error": err}
 /// read from outside every 2 ms while it runs, stay within the limit, the
 /// runner's error names the limit, and the host lives. The control: the
 /// same bomb under a 1 GiB limit finishes and the sampling sees it pass
-/// 256 MiB. Without a memory cgroup (uid 65534 here) RLIMIT_AS holds it:
-/// MemoryError, VmPeak within the limit, and the worker recovers.
+/// 256 MiB. Without a memory cgroup (uid 65534 here) RLIMIT_AS holds it,
+/// at 4 × the limit (`memory_bomb_under_rlimit_as`).
 #[test]
 fn attack_limits_memory_bomb() {
     confined(FULL, |who| {
@@ -164,43 +164,102 @@ fn attack_limits_memory_bomb() {
     });
 }
 
-/// The fallback: RLIMIT_AS holds it (MemoryError, VmPeak within the limit).
+/// The fallback: RLIMIT_AS holds it, at `ADDRESS_SPACE_PER_MEMORY` (4) ×
+/// the memory limit by default (address space: threads reserve far more
+/// than they use), and what is resident stays under that too. Judged from
+/// outside: the worker's RLIMIT_AS (`/proc/PID/limits`) is the documented
+/// figure, its VmPeak and VmHWM (`/proc/PID/status`) stay within it, the bomb
+/// gets MemoryError and the worker recovers. The control: the same bomb with
+/// the operator's `address_space_bytes` above it finishes and its VmHWM passes
+/// the bound, so the check can fail. And `address_space_bytes` equal to the
+/// memory limit brings back the tight bound, for real.
 fn memory_bomb_under_rlimit_as(who: Who, limit: u64) {
-    let mut s = Launch::new(who, &[])
-        .policy(json!({"limits": {"memory_bytes": limit}}))
-        .start();
-    let r = s.exec(
+    let bound = 4 * limit;
+    // Up to bound + 256 MiB in 16 MiB chunks, each written (bytearray zeroes it).
+    let chunks = (bound + (256 << 20)) / (16 << 20);
+    let bomb = format!(
         r#"
 chunks, err = [], None
 try:
-    while len(chunks) < 64:
+    while len(chunks) < {chunks}:
         chunks.append(bytearray(16 << 20))
 except MemoryError as e:
     err = "MemoryError"
-result = {"mib": 16 * len(chunks), "error": err}
+result = {{"mib": 16 * len(chunks), "error": err}}
 del chunks
-"#,
+"#
     );
-    let w = s.worker_pid();
+    let kib = |w: i32, field: &str| -> u64 {
+        status_field(w, field)
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    let address_space = |w: i32| -> String {
+        std::fs::read_to_string(format!("/proc/{w}/limits"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Max address space"))
+            .and_then(|l| l.split_whitespace().nth(3).map(String::from))
+            .unwrap_or_default()
+    };
+    // (the bomb's answer, RLIMIT_AS, VmPeak, VmHWM), then whether the worker recovered.
+    let run = |limits: serde_json::Value| {
+        let mut s = Launch::new(who, &[])
+            .policy(json!({ "limits": limits }))
+            .start();
+        let r = s.exec(&bomb);
+        let w = s
+            .worker_pid()
+            .expect("the worker's pid, to judge from outside");
+        let seen = (address_space(w), kib(w, "VmPeak"), kib(w, "VmHWM"));
+        let recovered = matches!(s.exec("result = 'ok'"), Reply::Value(_));
+        s.finish();
+        (r, seen, recovered)
+    };
+    // Control: address space above the bomb: it finishes, resident past the bound.
+    let (r, (_, _, hwm), _) =
+        run(json!({"memory_bytes": limit, "address_space_bytes": bound + (1 << 30)}));
+    assert_eq!(r.field("error"), "null", "control: {r:?}");
+    assert!(
+        hwm > bound,
+        "control: VmHWM {hwm} never passed {bound}: the check cannot fail"
+    );
+    // The default: 4 × the memory limit.
+    let (r, (set, peak, hwm), recovered) = run(json!({"memory_bytes": limit}));
+    assert_eq!(set, bound.to_string(), "the worker's RLIMIT_AS");
+    assert_eq!(r.field("error"), "MemoryError", "{r:?}");
+    assert!(
+        r.value()["mib"].as_u64().unwrap() * (1 << 20) <= bound,
+        "{r:?}"
+    );
+    assert!(
+        peak <= bound && hwm <= bound,
+        "VmPeak {peak}, VmHWM {hwm} over {bound}"
+    );
+    assert!(recovered, "the worker did not recover");
+    eprintln!(
+        "memory bomb ({}, RLIMIT_AS): {} MiB allocated, VmPeak {peak}, VmHWM {hwm} under {bound} (4 × {limit}); control VmHWM over it",
+        who.label(),
+        r.value()["mib"]
+    );
+    // The operator's tight bound: address space at the memory limit itself.
+    let (r, (set, peak, hwm), recovered) =
+        run(json!({"memory_bytes": limit, "address_space_bytes": limit}));
+    assert_eq!(set, limit.to_string(), "the worker's RLIMIT_AS");
     assert_eq!(r.field("error"), "MemoryError", "{r:?}");
     assert!(
         r.value()["mib"].as_u64().unwrap() * (1 << 20) <= limit,
         "{r:?}"
     );
-    if let Some(w) = w {
-        let peak = status_field(w, "VmPeak").unwrap_or_default();
-        let kb: u64 = peak
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        assert!(kb * 1024 <= limit, "VmPeak {peak}");
-    }
     assert!(
-        matches!(s.exec("result = 'ok'"), Reply::Value(_)),
-        "the worker did not recover"
+        peak <= limit && hwm <= limit,
+        "VmPeak {peak}, VmHWM {hwm} over {limit}"
     );
-    s.finish();
+    assert!(recovered, "the worker did not recover");
     assert_host_healthy(who, &[]);
 }
 
