@@ -626,6 +626,187 @@ fn root_workers_take_a_uid_of_their_own_unless_they_cannot() {
     );
 }
 
+/// Issue 12 item 3, root in a user namespace that does not map the default
+/// range (rootless Podman, a Kubernetes pod with `hostUsers: false`, a
+/// nested user namespace): the default `worker_ids` takes a range derived
+/// from the uid and gid maps (the top ids mapped both ways, avoiding 0, ids
+/// below 1000, 65534, 65535, the overflow ids and the runner's own), shown
+/// with its reason in the dry run; an operator's unmapped range keeps
+/// refusing; a namespace mapping only 0 and 65534 refuses rather than give
+/// every worker nobody's uid.
+#[test]
+fn root_workers_take_a_derived_range_where_the_default_is_not_mapped() {
+    use policy::{IdentityFacts, WorkerIds, WorkerIdsSetting};
+    let derive_facts = |caps: &[&str], op: &OperatorPolicy, facts: &IdentityFacts| {
+        let m = manifest(caps, "dev");
+        policy::derive(&Inputs {
+            manifest: &m,
+            extension_dir: Path::new("/ext"),
+            workspace: Some(Path::new("/ws")),
+            operator: op,
+            program: &program(),
+            identity: facts,
+            probe: &probe(true),
+        })
+    };
+    let maps = |uids: &[(u32, u32)], gids: &[(u32, u32)], reserved: &[u32]| IdentityFacts {
+        mapped_uids: uids.to_vec(),
+        mapped_gids: gids.to_vec(),
+        reserved_ids: reserved.to_vec(),
+        workspace_idmap: Some(Ok(())),
+        ..Default::default()
+    };
+    let derived = |f: &IdentityFacts| f.derived_worker_ids().map(|r| (r.first, r.count));
+    let kube = maps(&[(0, 65536)], &[(0, 65536)], &[0, 65534]);
+    // Kubernetes hostUsers: false (0..65535): the top 1024 below 65534.
+    assert_eq!(WorkerIds::DERIVED_COUNT, 1024);
+    assert_eq!(derived(&kube), Some((64510, 1024)));
+    // Rootless Podman ("0 1000 1", "1 100000 65536": inside 0, 1..65536):
+    // the same block; 65536 alone above the avoided 65534 and 65535 is too small.
+    let podman = maps(&[(0, 1), (1, 65536)], &[(0, 1), (1, 65536)], &[0]);
+    assert_eq!(derived(&podman), Some((64510, 1024)));
+    // The runner's own group and the overflow ids are avoided: a run cut
+    // below 1024 ids gives way to the next one down.
+    let own_group = maps(&[(0, 65536)], &[(0, 65536)], &[0, 65000, 65534]);
+    assert_eq!(derived(&own_group), Some((63976, 1024)));
+    let overflow = maps(&[(0, 65536)], &[(0, 65536)], &[0, 65533]);
+    assert_eq!(derived(&overflow), Some((64509, 1024)));
+    // A gid map narrower than the uid map bounds the range.
+    let gids = maps(&[(0, 65536)], &[(0, 30000)], &[]);
+    assert_eq!(derived(&gids), Some((28976, 1024)));
+    // Fewer than 1024 usable ids: the longest run entire, never below 1000.
+    let small = maps(&[(0, 1010)], &[(0, 1010)], &[]);
+    assert_eq!(derived(&small), Some((1000, 10)));
+    let split = maps(&[(0, 1200), (5000, 20)], &[(0, 65536)], &[]);
+    assert_eq!(derived(&split), Some((1000, 200)));
+    // Nothing usable: only 0 and 65534, or ids below 1000; not read: none.
+    let bare = maps(&[(0, 1), (65534, 1)], &[(0, 1), (65534, 1)], &[0, 65534]);
+    assert_eq!(derived(&bare), None);
+    assert_eq!(derived(&maps(&[(0, 1000)], &[], &[])), None);
+    assert_eq!(derived(&IdentityFacts::default()), None);
+    // Derived ranges pass the operator ranges' own check.
+    for f in [&kube, &podman, &own_group, &overflow, &gids, &small, &split] {
+        let r = f.derived_worker_ids().unwrap();
+        assert!(r.check().is_ok(), "{r:?}");
+        assert!(f.maps(&r), "{r:?}");
+    }
+
+    // The policy: strict starts, each worker a uid of the derived range,
+    // the workspace idmapped; the dry run shows the range and why.
+    for op in [OperatorPolicy::default(), {
+        let mut on = OperatorPolicy::default();
+        on.worker_ids = Some(WorkerIdsSetting::Switch(true));
+        on
+    }] {
+        let p = derive_facts(&["filesystem.write"], &op, &kube).unwrap();
+        assert_eq!(p.worker_ids, Some(WorkerIds::new(64510, 1024)));
+        assert!(p.degraded.is_empty(), "{:?}", p.degraded);
+        assert_eq!(p.idmapped_workspace.as_deref(), Some(Path::new("/ws")));
+        let why = p.worker_ids_derived.clone().expect("the reason");
+        for words in [
+            "does not map the default range",
+            "0..65535",
+            "65534 (nobody",
+            "the top",
+        ] {
+            assert!(why.contains(words), "{words}: {why}");
+        }
+        let text = p.to_string();
+        assert!(
+            text.contains("a uid and gid of its own from 64510..65533") && text.contains(&why),
+            "{text}"
+        );
+    }
+    // Where the default range is mapped it stays, with no derivation.
+    let all = maps(&[(0, u32::MAX)], &[(0, u32::MAX)], &[0]);
+    let p = derive_facts(&[], &OperatorPolicy::default(), &all).unwrap();
+    assert_eq!(
+        (p.worker_ids, p.worker_ids_derived),
+        (Some(WorkerIds::DEFAULT), None)
+    );
+
+    // An operator's range that is not mapped keeps refusing, with the
+    // actionable message; nothing is derived for it.
+    let mut theirs = OperatorPolicy::default();
+    theirs.worker_ids = Some(WorkerIdsSetting::Range(WorkerIds::new(200000, 10)));
+    let err = derive_facts(&[], &theirs, &kube).unwrap_err().to_string();
+    assert!(
+        err.contains("unprivileged_identity: lost")
+            && err.contains("does not map the uids 200000..200009 of worker_ids")
+            && err.contains("give \"worker_ids\" a range it maps"),
+        "{err}"
+    );
+    // A range inside the map is the operator's to take.
+    theirs.worker_ids = Some(WorkerIdsSetting::Range(WorkerIds::new(20000, 10)));
+    let p = derive_facts(&[], &theirs, &kube).unwrap();
+    assert_eq!(
+        (p.worker_ids, p.worker_ids_derived),
+        (Some(WorkerIds::new(20000, 10)), None)
+    );
+
+    // Only 0 and 65534 mapped: strict refuses naming the maps; best effort
+    // runs as uid 0 without capabilities and says why (nobody's uid, shared
+    // by every worker, is not taken).
+    let err = derive_facts(&[], &OperatorPolicy::default(), &bare)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unprivileged_identity: lost")
+            && err.contains("nor any id a worker could take")
+            && err.contains("/proc/self/uid_map 0, 65534"),
+        "{err}"
+    );
+    let mut best = OperatorPolicy::default();
+    best.mode = Mode::BestEffort;
+    let p = derive_facts(&[], &best, &bare).unwrap();
+    assert_eq!(p.worker_ids, None);
+    assert!(
+        p.degraded
+            .iter()
+            .any(|d| d.starts_with("unprivileged_identity: lost")
+                && d.contains("shared overflow uid")),
+        "{:?}",
+        p.degraded
+    );
+}
+
+/// Concurrent workers get distinct ids, and a small range runs out with an
+/// error that names it and says what to change (a derived range: map more
+/// ids). Root only: the locks are in a folder of root's.
+#[test]
+fn worker_id_leases_are_distinct_and_a_small_range_runs_out_clearly() {
+    use nodus_extension::internals::sandbox::launch::IdLease;
+    use policy::WorkerIds;
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("SKIP: worker id leases are taken by root runners only");
+        return;
+    }
+    // A range no other test or runner uses.
+    let range = WorkerIds::new(3_000_000_000, 3);
+    let mut leases: Vec<IdLease> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| IdLease::take(&range, true).expect("a free id")))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ids: Vec<u32> = leases.iter().map(|l| l.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![3_000_000_000, 3_000_000_001, 3_000_000_002]);
+    for derived in [true, false] {
+        let err = IdLease::take(&range, derived).unwrap_err().to_string();
+        assert!(
+            err.contains("worker_ids: all 3 uids from 3000000000 are in use by running workers"),
+            "{err}"
+        );
+        assert_eq!(err.contains("map more ids into it"), derived, "{err}");
+        assert_eq!(err.contains("give the range more ids"), !derived, "{err}");
+    }
+    // The control: a released id is taken again.
+    let freed = leases.remove(1).id;
+    assert_eq!(IdLease::take(&range, true).expect("the freed id").id, freed);
+    assert_eq!(leases.len(), 2, "the others are still held");
+}
+
 #[test]
 fn operator_layers_switch_off() {
     let mut op = OperatorPolicy::default();

@@ -663,7 +663,7 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
     // becomes theirs (still 0700); the runner, root, removes it afterwards.
     let ids = match &policy.worker_ids {
         Some(range) => {
-            let lease = IdLease::take(range)?;
+            let lease = IdLease::take(range, policy.worker_ids_derived.is_some())?;
             std::os::unix::fs::lchown(scratch, Some(lease.id), Some(lease.id)).map_err(|e| {
                 Error::sandbox_io(
                     SandboxKind::Scratch,
@@ -850,7 +850,10 @@ static IDS_TAKEN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new())
 static IDS_NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl IdLease {
-    fn take(range: &crate::sandbox::policy::WorkerIds) -> Result<IdLease> {
+    /// A free id of `range` (`derived`: taken from the runner's id maps, so
+    /// the advice is to map more ids), or an error naming the range when
+    /// every id is held.
+    pub fn take(range: &crate::sandbox::policy::WorkerIds, derived: bool) -> Result<IdLease> {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
         let dir = std::env::temp_dir().join("nodus-ext-worker-ids");
         let fail = |what: String, e: std::io::Error| {
@@ -903,8 +906,14 @@ impl IdLease {
         Err(Error::sandbox(
             SandboxKind::Scratch,
             format!(
-                "worker_ids: all {} uids from {} are in use by running workers; give the range more ids",
-                range.count, range.first
+                "worker_ids: all {} uids from {} are in use by running workers; {}",
+                range.count,
+                range.first,
+                if derived {
+                    "the range was derived from the runner's user namespace (docs/deploy.md): map more ids into it, or give \"worker_ids\" a larger range it maps"
+                } else {
+                    "give the range more ids"
+                }
             ),
         ))
     }

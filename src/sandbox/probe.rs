@@ -294,23 +294,52 @@ pub fn identity_facts(
                 .map(Path::to_path_buf);
         }
     }
+    id_map_facts(&mut facts);
+    // The idmapped mounts are tried with the first id the worker would take.
+    let id = facts
+        .derived_worker_ids()
+        .filter(|_| !facts.maps(&crate::sandbox::policy::WorkerIds::DEFAULT))
+        .unwrap_or(crate::sandbox::policy::WorkerIds::DEFAULT)
+        .first;
     if facts.extension_closed {
-        facts.extension_idmap = Some(idmap_works(extension_dir));
+        facts.extension_idmap = Some(idmap_works(extension_dir, id));
     }
-    facts.mapped_uids = mapped_uids();
     if let Some(ws) = workspace {
-        facts.workspace_idmap = Some(idmap_works(ws));
+        facts.workspace_idmap = Some(idmap_works(ws, id));
     }
     facts
+}
+
+/// The id facts of `policy::IdentityFacts`: the uids and gids this user
+/// namespace maps, and the ids a range derived from them avoids (the
+/// kernel's overflow ids, this process's uids, gids and groups).
+pub fn id_map_facts(facts: &mut crate::sandbox::policy::IdentityFacts) {
+    facts.mapped_uids = mapped_ids("/proc/self/uid_map");
+    facts.mapped_gids = mapped_ids("/proc/self/gid_map");
+    let mut reserved: Vec<u32> = ["overflowuid", "overflowgid"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(format!("/proc/sys/kernel/{f}")).ok())
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let (u, g) = (nix::unistd::getresuid(), nix::unistd::getresgid());
+    if let (Ok(u), Ok(g)) = (u, g) {
+        reserved.extend([u.real, u.effective, u.saved].map(|i| i.as_raw()));
+        reserved.extend([g.real, g.effective, g.saved].map(|i| i.as_raw()));
+    }
+    if let Ok(groups) = nix::unistd::getgroups() {
+        reserved.extend(groups.iter().map(|g| g.as_raw()));
+    }
+    reserved.sort_unstable();
+    reserved.dedup();
+    facts.reserved_ids = reserved;
 }
 
 /// Whether an idmapped mount of `ws` (the workspace, or the extension
 /// folder) can be made here: a user namespace mapping its owner to a worker
 /// id, and a detached idmapped copy of its mount, both dropped at once.
-fn idmap_works(ws: &std::path::Path) -> Result<(), String> {
+fn idmap_works(ws: &std::path::Path, id: u32) -> Result<(), String> {
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
-    let id = crate::sandbox::policy::WorkerIds::DEFAULT.first;
     let m = std::fs::metadata(ws).map_err(|e| e.to_string())?;
     let userns = crate::sandbox::child::mapping_namespace(
         &format!("{} {id} 1", m.uid()),
@@ -327,11 +356,12 @@ fn idmap_works(ws: &std::path::Path) -> Result<(), String> {
         })
 }
 
-/// The uids this process's user namespace maps, as (first, count) ranges of
-/// `/proc/self/uid_map` ("inside outside count": the inside ids are what
-/// setresuid may take); empty when it cannot be read.
-pub fn mapped_uids() -> Vec<(u32, u32)> {
-    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+/// The ids this process's user namespace maps, as (first, count) ranges of
+/// an id map (`/proc/self/uid_map`, `gid_map`: "inside outside count", the
+/// inside ids are what setresuid and setresgid may take); empty when it
+/// cannot be read.
+fn mapped_ids(file: &str) -> Vec<(u32, u32)> {
+    let Ok(map) = std::fs::read_to_string(file) else {
         return Vec::new();
     };
     map.lines()

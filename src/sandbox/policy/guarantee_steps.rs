@@ -214,15 +214,12 @@ pub fn strict_verdict(probe: &Probe) -> String {
         runtime_dirs: vec!["/usr".into()],
     };
     // A root runner's workers: a uid of its own where this user namespace
-    // maps the default range (the program above is one others can reach).
-    let identity = crate::sandbox::policy::IdentityFacts {
-        mapped_uids: if probe.root {
-            crate::sandbox::probe::mapped_uids()
-        } else {
-            Vec::new()
-        },
-        ..Default::default()
-    };
+    // maps the default range, or one derived from its maps (the program
+    // above is one others can reach).
+    let mut identity = crate::sandbox::policy::IdentityFacts::default();
+    if probe.root {
+        crate::sandbox::probe::id_map_facts(&mut identity);
+    }
     let judge = |caps: &str| {
         let m = format!(
             r#"{{"name": "probe.verdict", "version": "1", "description": "d", "capabilities": [{caps}]}}"#

@@ -331,6 +331,15 @@ impl WorkerIds {
         count: 65_536,
     };
 
+    /// How many ids a range derived from the runner's id maps takes at most
+    /// ([`IdentityFacts::derived_worker_ids`]): as many workers at a time.
+    pub const DERIVED_COUNT: u32 = 1024;
+
+    /// The last id of the range.
+    pub fn last(&self) -> u64 {
+        u64::from(self.first) + u64::from(self.count) - 1
+    }
+
     /// Whether `id` is in the range.
     pub fn contains(&self, id: u32) -> bool {
         (u64::from(self.first)..u64::from(self.first) + u64::from(self.count))
@@ -527,6 +536,14 @@ pub struct IdentityFacts {
     /// The uids the runner's user namespace maps, as (first, count) ranges
     /// of `/proc/self/uid_map`; empty: not read (every uid counts as mapped).
     pub mapped_uids: Vec<(u32, u32)>,
+    /// The gids it maps (`/proc/self/gid_map`), likewise; empty: not read
+    /// (every gid counts as mapped).
+    pub mapped_gids: Vec<(u32, u32)>,
+    /// Ids a range derived from the maps avoids besides 0, 65534, 65535 and
+    /// those below 1000: the kernel's overflow ids
+    /// (`/proc/sys/kernel/overflowuid`, `overflowgid`) and the runner's own
+    /// uids, gids and supplementary groups.
+    pub reserved_ids: Vec<u32>,
     /// Whether the workspace can be shown to another uid through an
     /// idmapped mount: None when not asked (no workspace, not root), else
     /// why not.
@@ -534,14 +551,91 @@ pub struct IdentityFacts {
 }
 
 impl IdentityFacts {
-    /// Whether every id of `r` is mapped in the runner's user namespace.
+    /// Whether every id of `r` is mapped in the runner's user namespace, as
+    /// a uid and as a gid (the worker takes both).
     pub fn maps(&self, r: &WorkerIds) -> bool {
-        self.mapped_uids.is_empty()
-            || self.mapped_uids.iter().any(|&(first, count)| {
-                u64::from(first) <= u64::from(r.first)
-                    && u64::from(r.first) + u64::from(r.count)
-                        <= u64::from(first) + u64::from(count)
-            })
+        let within = |map: &[(u32, u32)]| {
+            map.is_empty()
+                || map.iter().any(|&(first, count)| {
+                    u64::from(first) <= u64::from(r.first)
+                        && u64::from(r.first) + u64::from(r.count)
+                            <= u64::from(first) + u64::from(count)
+                })
+        };
+        within(&self.mapped_uids) && within(&self.mapped_gids)
+    }
+
+    /// A range for root's workers taken from the ids the runner's user
+    /// namespace maps, for when the default range is not mapped (rootless
+    /// Podman, a Kubernetes pod with `hostUsers: false`): ids mapped both as
+    /// uids and as gids, none below 1000 (root and system accounts), not
+    /// 65534 (nobody, the overflow id every unmapped owner appears as) nor
+    /// 65535 (the 16-bit -1), nor one of [`reserved_ids`](Self::reserved_ids).
+    /// Of the runs of such ids, the highest one that holds
+    /// [`WorkerIds::DERIVED_COUNT`] ids gives its top `DERIVED_COUNT`; when
+    /// none does, the longest run (the higher of equals) entire. The top,
+    /// because a container's own accounts are handed out from the bottom
+    /// (system accounts below 1000, `useradd` from 1000 up): in a 0..65535
+    /// mapping, 64510..65533. None when the maps were not read or no such
+    /// id is mapped (only 0 and 65534).
+    pub fn derived_worker_ids(&self) -> Option<WorkerIds> {
+        if self.mapped_uids.is_empty() {
+            return None;
+        }
+        let spans = |map: &[(u32, u32)]| -> Vec<(u64, u64)> {
+            map.iter()
+                .map(|&(f, c)| (u64::from(f), u64::from(f) + u64::from(c)))
+                .collect()
+        };
+        let uids = spans(&self.mapped_uids);
+        let gids = if self.mapped_gids.is_empty() {
+            vec![(0, u64::from(u32::MAX))]
+        } else {
+            spans(&self.mapped_gids)
+        };
+        // Mapped both ways, from 1000 up and below (uid_t)-1.
+        let mut both: Vec<(u64, u64)> = Vec::new();
+        for &(a, b) in &uids {
+            for &(c, d) in &gids {
+                let (lo, hi) = (a.max(c).max(1000), b.min(d).min(u64::from(u32::MAX)));
+                if lo < hi {
+                    both.push((lo, hi));
+                }
+            }
+        }
+        let mut avoid: Vec<u64> = [65534u64, 65535]
+            .into_iter()
+            .chain(self.reserved_ids.iter().map(|&i| u64::from(i)))
+            .collect();
+        avoid.sort_unstable();
+        avoid.dedup();
+        // Runs of usable ids: each mapped span cut at every avoided id.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (lo, hi) in both {
+            let mut start = lo;
+            for &x in avoid.iter().filter(|&&x| lo <= x && x < hi) {
+                if start < x {
+                    runs.push((start, x));
+                }
+                start = start.max(x + 1);
+            }
+            if start < hi {
+                runs.push((start, hi));
+            }
+        }
+        let want = u64::from(WorkerIds::DERIVED_COUNT);
+        let (lo, hi) = match runs
+            .iter()
+            .filter(|(lo, hi)| hi - lo >= want)
+            .max_by_key(|r| r.1)
+        {
+            Some(&(_, hi)) => (hi - want, hi),
+            None => *runs.iter().max_by_key(|(lo, hi)| (hi - lo, *hi))?,
+        };
+        Some(WorkerIds::new(
+            u32::try_from(lo).ok()?,
+            u32::try_from(hi - lo).ok()?,
+        ))
     }
 }
 
@@ -797,6 +891,10 @@ pub struct Policy {
     /// range (the operator's `worker_ids`, by default [`WorkerIds::DEFAULT`]);
     /// None: as the runner's uid.
     pub worker_ids: Option<WorkerIds>,
+    /// Why `worker_ids` is a range derived from the runner's id maps (the
+    /// default range is not mapped there), and how it was chosen; None: the
+    /// default or the operator's range.
+    pub worker_ids_derived: Option<String>,
     /// Why a root runner's worker runs as uid 0 (without capabilities)
     /// nonetheless; None otherwise.
     pub root_identity: Option<String>,
@@ -1013,6 +1111,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         layers,
         guarantees,
         worker_ids,
+        worker_ids_derived: identity.derived,
         root_identity: identity.root.map(|(why, _)| why),
         idmapped_workspace: identity.idmapped,
         idmapped_extension: identity.idmapped_extension,

@@ -325,8 +325,11 @@ impl fmt::Display for Policy {
                 f,
                 "  identity: a uid and gid of its own from {}..{} (worker_ids), not root",
                 ids.first,
-                u64::from(ids.first) + u64::from(ids.count) - 1
+                ids.last()
             )?;
+            if let Some(why) = &self.worker_ids_derived {
+                writeln!(f, "    {why}")?;
+            }
         }
         if let Some(why) = &self.root_identity {
             writeln!(f, "  identity: uid 0 without capabilities: {why}")?;

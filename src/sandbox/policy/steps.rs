@@ -22,6 +22,8 @@ use crate::sandbox::probe::Probe;
 pub(super) struct Identity {
     /// A uid and gid of its own from this range.
     pub ids: Option<WorkerIds>,
+    /// Why `ids` were derived from the runner's id maps, and how.
+    pub derived: Option<String>,
     /// The workspace, idmapped to the worker's uid.
     pub idmapped: Option<std::path::PathBuf>,
     /// The extension folder, idmapped (other users cannot read it).
@@ -31,10 +33,12 @@ pub(super) struct Identity {
 }
 
 /// A root runner's worker runs as a uid of its own from the operator's range
-/// (by default `WorkerIds::DEFAULT`) wherever it can reach its program and
-/// write its workspace as that uid: with a private root, whose binds are
-/// made while still root, past folders only root may enter, and with an
-/// idmapped workspace. Otherwise as uid 0 without capabilities, and why.
+/// (by default `WorkerIds::DEFAULT`, or where that is not mapped one derived
+/// from the runner's id maps: `IdentityFacts::derived_worker_ids`) wherever
+/// it can reach its program and write its workspace as that uid: with a
+/// private root, whose binds are made while still root, past folders only
+/// root may enter, and with an idmapped workspace. Otherwise as uid 0
+/// without capabilities, and why.
 pub(super) fn identity(
     op: &OperatorPolicy,
     probe: &Probe,
@@ -59,13 +63,31 @@ pub(super) fn identity(
     let Some(range) = WorkerIdsSetting::range(op.worker_ids.as_ref()) else {
         return as_root("\"worker_ids\": false".into(), true);
     };
-    let last = u64::from(range.first) + u64::from(range.count) - 1;
-    if !facts.maps(&range) {
-        return as_root(
-            format!("the runner's user namespace does not map the uids {}..{last} of worker_ids (/proc/self/uid_map): map them, or give \"worker_ids\" a range it maps", range.first),
-            false,
-        );
-    }
+    let last = range.last();
+    let default = matches!(op.worker_ids, None | Some(WorkerIdsSetting::Switch(true)));
+    let mut derived = None;
+    let range = match (facts.maps(&range), default, facts.derived_worker_ids()) {
+        (true, _, _) => range,
+        // The operator's own range: theirs to fix.
+        (false, false, _) => {
+            return as_root(
+                format!("the runner's user namespace does not map the uids {}..{last} of worker_ids (/proc/self/uid_map): map them, or give \"worker_ids\" a range it maps", range.first),
+                false,
+            )
+        }
+        (false, true, Some(ids)) => {
+            derived = Some(derived_why(facts, &ids));
+            ids
+        }
+        // Nothing but 0 and the overflow id (or ids below 1000) mapped: the
+        // worker does not share nobody's uid (see docs/deploy.md).
+        (false, true, None) => {
+            return as_root(
+                format!("the runner's user namespace does not map the default worker_ids {}..{last}, nor any id a worker could take of its own (/proc/self/uid_map {}, gid_map {}; not 0, below 1000, 65534 nobody, 65535 or the runner's own): map a range of ids into it (a Podman or Kubernetes user namespace maps 65536), or give \"worker_ids\" a range it maps; one shared overflow uid for every worker is not used", range.first, map_words(&facts.mapped_uids), map_words(&facts.mapped_gids)),
+                false,
+            )
+        }
+    };
     if let Some(p) = &facts.closed_itself {
         return as_root(
             format!("other users cannot read {} (a uid of worker_ids could not run the worker): make it readable by others (chmod o+rX), or install the interpreter and the extension where they are", p.display()),
@@ -114,10 +136,41 @@ pub(super) fn identity(
     }
     Identity {
         ids: Some(range),
+        derived,
         idmapped,
         idmapped_extension,
         root: None,
     }
+}
+
+/// A user namespace's id map in words: `0..65535`, `0, 65534`.
+fn map_words(map: &[(u32, u32)]) -> String {
+    if map.is_empty() {
+        return "not read".into();
+    }
+    let spans: Vec<String> = map
+        .iter()
+        .map(|&(first, count)| match count {
+            1 => first.to_string(),
+            _ => format!("{first}..{}", u64::from(first) + u64::from(count) - 1),
+        })
+        .collect();
+    spans.join(", ")
+}
+
+/// The reason of a range derived from the runner's id maps.
+fn derived_why(facts: &IdentityFacts, ids: &WorkerIds) -> String {
+    let d = WorkerIds::DEFAULT;
+    format!(
+        "derived: the runner's user namespace does not map the default range {}..{} (uids {}, gids {}), so root's workers take the top {} ids it maps both as uids and gids, {}..{}, each a uid of its own; the top because a container's own accounts are handed out from the bottom (system accounts below 1000, users from 1000 up); avoided: 0 (root), ids below 1000, 65534 (nobody, the overflow id unmapped owners appear as), 65535 (the 16-bit -1), the kernel's overflow ids and the runner's own uid, gids and groups; give \"worker_ids\" a range to choose otherwise",
+        d.first,
+        d.last(),
+        map_words(&facts.mapped_uids),
+        map_words(&facts.mapped_gids),
+        ids.count,
+        ids.first,
+        ids.last(),
+    )
 }
 
 /// Why a folder cannot be shown to the worker's uid through an idmapped
