@@ -35,7 +35,13 @@ struct Cell {
 enum Ids {
     Default,
     Operator,
+    /// The default `worker_ids`, in a user namespace that maps 0..65535 but
+    /// not the default range: the range derived from the map.
+    Derived,
 }
+
+/// The range derived from a 0..65535 map (`IdentityFacts::derived_worker_ids`).
+const DERIVED_IDS: (u32, u32) = (64_510, 1_024);
 
 /// The operator range of the `Ids::Operator` cell (above the default one).
 const OPERATOR_IDS: (u32, u32) = (1_879_113_728, 64);
@@ -98,6 +104,14 @@ const CELLS: &[Cell] = &[
     Cell::new(Env::NoLandlock, Who::Root),
     Cell::new(Env::UsernsLimits, Who::Root),
     Cell::new(Env::UsernsLimits, Who::Nobody),
+    // As in a Kubernetes pod (hostUsers: false) or rootless Podman: the
+    // default range unmapped, 0..65535 mapped, no namespaces to make.
+    Cell {
+        ids: Ids::Derived,
+        python: Some(SYSTEM_PYTHON),
+        ..Cell::new(Env::UsernsLimitsMapped, Who::Root)
+    },
+    Cell::new(Env::UsernsLimitsMapped, Who::Nobody),
     Cell::new(Env::CgroupV2, Who::Root),
     Cell::new(Env::CgroupRo, Who::Root),
 ];
@@ -293,27 +307,40 @@ fn identity(c: &Ctx) -> (String, bool) {
         ],
     );
     let r = s.exec(&code);
-    let uid = s
-        .worker_pid()
-        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .and_then(|st| {
-            st.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_string))
-        });
+    let uid = uid_from_outside(&s);
     let t = s.finish();
-    let Reply::Value(name) = &r else {
-        // Strict mode may refuse (it says why); best effort must start.
-        return (outcome(&r, &t), c.mode == "strict");
-    };
-    let uid: u32 = uid.and_then(|u| u.parse().ok()).unwrap_or(u32::MAX);
-    let owner = std::fs::metadata(ws.join("written")).map(|m| m.uid()).ok();
-    let copied = std::fs::metadata(ws.join("dst")).is_ok_and(|m| m.mtime() == 1_000_000_000);
     let own_range = match c.cell.ids {
         Ids::Default => (1_879_048_192u64, 65_536u64),
         Ids::Operator => (u64::from(OPERATOR_IDS.0), u64::from(OPERATOR_IDS.1)),
+        Ids::Derived => (u64::from(DERIVED_IDS.0), u64::from(DERIVED_IDS.1)),
     };
-    let own = (own_range.0..own_range.0 + own_range.1).contains(&u64::from(uid));
+    let own = |uid: u32| (own_range.0..own_range.0 + own_range.1).contains(&u64::from(uid));
+    let Reply::Value(name) = &r else {
+        // Strict mode may refuse (it says why); best effort must start. A
+        // root runner's worker without a workspace shows its uid instead.
+        let refused = outcome(&r, &t);
+        if c.mode != "strict" || c.cell.who != Who::Root {
+            return (refused, c.mode == "strict");
+        }
+        let mut s = c.launch(&[]).start();
+        let r = s.exec("result = 1");
+        let uid = uid_from_outside(&s).unwrap_or(u32::MAX);
+        let t = s.finish();
+        return match r {
+            Reply::Value(_) => (
+                format!(
+                    "uid {uid}{} (a worker without a workspace); the filesystem.write worker {refused}",
+                    if own(uid) { ", its own" } else { "" }
+                ),
+                own(uid),
+            ),
+            _ => (format!("{refused}; without a workspace too: {}", outcome(&r, &t)), true),
+        };
+    };
+    let uid = uid.unwrap_or(u32::MAX);
+    let owner = std::fs::metadata(ws.join("written")).map(|m| m.uid()).ok();
+    let copied = std::fs::metadata(ws.join("dst")).is_ok_and(|m| m.mtime() == 1_000_000_000);
+    let own = own(uid);
     let text = format!(
         "uid {uid}{} ({}); its file in the workspace {}; copy2 {}",
         if own { ", its own" } else { "" },
@@ -335,6 +362,19 @@ fn identity(c: &Ctx) -> (String, bool) {
             }
         };
     (text, ok)
+}
+
+/// The worker's real uid, read from outside (/proc/PID/status; the suite
+/// runs in the initial user namespace, where the id maps of the matrix's
+/// nested namespaces are the identity).
+fn uid_from_outside(s: &Session) -> Option<u32> {
+    s.worker_pid()
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next().and_then(|u| u.parse().ok()))
+        })
 }
 
 /// What a mode does with the bundled example (`ext-runner invoke`) and with

@@ -139,6 +139,29 @@ fn nested_user_namespace_with_zero_limits_refuses_every_namespace() {
     // Root of the namespace, with every capability in it, is still refused.
     let root = facts(Env::UsernsLimits, Who::Root);
     assert_eq!(root["unshare_mount"], "ENOSPC", "{root}");
+    assert_eq!(
+        root["uid_map"],
+        serde_json::json!(["0", "0", "1", "65534", "65534", "1"]),
+        "{root}"
+    );
+    // The Kubernetes/Podman-like one: the same limits, ids 0..65535 mapped.
+    for who in Who::BOTH {
+        let inside = facts(Env::UsernsLimitsMapped, who);
+        assert_eq!(
+            inside["unshare_user"],
+            "ENOSPC",
+            "{}: {inside}",
+            who.label()
+        );
+        assert_eq!(inside["uid"], who.uid());
+        for map in ["uid_map", "gid_map"] {
+            assert_eq!(
+                inside[map],
+                serde_json::json!(["0", "0", "65536"]),
+                "{inside}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -293,6 +316,16 @@ fn the_probe_reports_each_environment_with_its_cause_and_a_verdict() {
             .unwrap_or("")
             .contains("unprivileged_identity: lost"),
         "{nested}"
+    );
+    // With 0..65535 mapped (Kubernetes, Podman): a range derived from the
+    // map, so strict starts.
+    let mapped = runner_probe(Env::UsernsLimitsMapped, Who::Root);
+    assert!(
+        mapped["verdict"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("verdict: strict mode starts"),
+        "{mapped}"
     );
 }
 

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! envwrap [--docker] [--apparmor-userns] [--landlock-abi N] [--userns-limits]
-//!         [--cgroups v2|none|ro] -- COMMAND [ARGS...]
+//!         [--userns-ids N] [--cgroups v2|none|ro] -- COMMAND [ARGS...]
 //! ```
 //!
 //! - `--docker`: Docker's default seccomp profile as a process without
@@ -28,6 +28,9 @@
 //! - `--userns-limits`: (root) a new user namespace mapping root and 65534,
 //!   whose `user.max_*_namespaces` are all 0: no namespace can be made in it,
 //!   while `/proc/sys/user` of the enclosing namespace reads as usual.
+//!   With `--userns-ids N`, the namespace maps ids 0..N-1 to the same ids
+//!   instead (`0 0 N`), as a Kubernetes pod with `hostUsers: false` or
+//!   rootless Podman maps 65536 ids from 0.
 //! - `--cgroups VIEW`: (root) a private mount namespace where
 //!   `/sys/fs/cgroup` is only the cgroup2 hierarchy (`v2`), nothing (`none`)
 //!   or the host's mounts made read-only (`ro`, as in a container).
@@ -73,6 +76,9 @@ struct Args {
     /// A user namespace (root and 65534 mapped) with every user.max_*_namespaces at 0.
     #[arg(long)]
     userns_limits: bool,
+    /// With --userns-limits: map ids 0..N-1 (as Kubernetes and Podman map 65536) instead of root and 65534.
+    #[arg(long, requires = "userns_limits", value_parser = clap::value_parser!(u32).range(1..))]
+    userns_ids: Option<u32>,
     /// What /sys/fs/cgroup shows, in a private mount namespace.
     #[arg(long, value_enum)]
     cgroups: Option<CgroupView>,
@@ -191,7 +197,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn run(args: Args) -> Res<()> {
     if let Some(pid) = args.write_maps_for {
-        return write_maps(pid);
+        return write_maps(pid, args.userns_ids);
     }
     if let Some(root) = &args.cgroupfs_files {
         return cgroupfs_files(root);
@@ -200,7 +206,7 @@ fn run(args: Args) -> Res<()> {
         delegated_inner(leaf, name)?;
     }
     if args.userns_limits {
-        enter_limited_userns()?;
+        enter_limited_userns(args.userns_ids)?;
     }
     if let Some(view) = args.cgroups {
         cgroup_view(view)?;
@@ -546,14 +552,23 @@ fn read_cstr(pid: u32, addr: u64) -> Option<String> {
     None
 }
 
-/// Forks into a new user namespace mapping root and 65534 (written by a
-/// helper process left in the enclosing namespace: a multi-line map needs
-/// CAP_SETUID there) and sets every namespace limit in it to 0.
-fn enter_limited_userns() -> Res<()> {
+/// Forks into a new user namespace mapping root and 65534, or ids 0..ids-1
+/// (written by a helper process left in the enclosing namespace: a
+/// multi-line map, or one of other ids than the writer's, needs CAP_SETUID
+/// there) and sets every namespace limit in it to 0.
+fn enter_limited_userns(ids: Option<u32>) -> Res<()> {
     use std::io::Write;
-    let mut helper = std::process::Command::new(std::env::current_exe()?)
+    let mut helper = std::process::Command::new(std::env::current_exe()?);
+    helper
         .arg("--write-maps-for")
-        .arg(std::process::id().to_string())
+        .arg(std::process::id().to_string());
+    if let Some(n) = ids {
+        helper
+            .arg("--userns-limits")
+            .arg("--userns-ids")
+            .arg(n.to_string());
+    }
+    let mut helper = helper
         .arg("--")
         .arg("-")
         .stdin(std::process::Stdio::piped())
@@ -580,11 +595,15 @@ fn enter_limited_userns() -> Res<()> {
 }
 
 /// The helper of `enter_limited_userns`: waits for "go", writes the maps of `pid`.
-fn write_maps(pid: u32) -> Res<()> {
+fn write_maps(pid: u32, ids: Option<u32>) -> Res<()> {
     let mut go = [0u8; 2];
     std::io::stdin().read_exact(&mut go)?;
+    let map = match ids {
+        Some(n) => format!("0 0 {n}\n"),
+        None => "0 0 1\n65534 65534 1\n".to_string(),
+    };
     for file in ["uid_map", "gid_map"] {
-        std::fs::write(format!("/proc/{pid}/{file}"), "0 0 1\n65534 65534 1\n")?;
+        std::fs::write(format!("/proc/{pid}/{file}"), &map)?;
     }
     Ok(())
 }

@@ -31,6 +31,9 @@ pub enum Env {
     NoLandlock,
     /// A user namespace in which every user.max_*_namespaces is 0.
     UsernsLimits,
+    /// The same with ids 0..65535 mapped, as a Kubernetes pod with
+    /// `hostUsers: false` or rootless Podman maps them (`0 0 65536` here).
+    UsernsLimitsMapped,
     /// `/sys/fs/cgroup` is only the cgroup2 hierarchy.
     CgroupV2,
     /// No cgroup hierarchy mounted.
@@ -54,6 +57,9 @@ impl Env {
             Env::LandlockAbi(n) => format!("Landlock ABI {n}"),
             Env::NoLandlock => "no Landlock".into(),
             Env::UsernsLimits => "user.max_*_namespaces = 0".into(),
+            Env::UsernsLimitsMapped => {
+                "user.max_*_namespaces = 0, ids 0..65535 mapped (as Kubernetes, Podman)".into()
+            }
             Env::CgroupV2 => "cgroup v2 only".into(),
             Env::CgroupNone => "no cgroups".into(),
             Env::CgroupRo => "cgroups read-only".into(),
@@ -73,6 +79,7 @@ impl Env {
             Env::LandlockAbi(n) => Some(vec!["--landlock-abi".into(), n.to_string()]),
             Env::NoLandlock => v(&["--landlock-abi", "0"]),
             Env::UsernsLimits => v(&["--userns-limits"]),
+            Env::UsernsLimitsMapped => v(&["--userns-limits", "--userns-ids", "65536"]),
             Env::CgroupV2 => v(&["--cgroups", "v2"]),
             Env::CgroupNone => v(&["--cgroups", "none"]),
             Env::CgroupRo => v(&["--cgroups", "ro"]),
@@ -260,6 +267,8 @@ print(json.dumps({
     "landlock_rulesets": {str(k): ruleset(k) for k in range(1, 7)},
     "cap_sys_admin": cap_sys_admin(),
     "max_user_namespaces": read("/proc/sys/user/max_user_namespaces"),
+    "uid_map": read("/proc/self/uid_map").split(),
+    "gid_map": read("/proc/self/gid_map").split(),
     "cgroup_mounts": cgroup_mounts(),
     "cgroup_mkdir": cgroup_mkdir(),
 }))
