@@ -257,8 +257,17 @@ pub trait Sys {
         wipe: &[(usize, usize)],
         waiter: Option<libc::c_int>,
     ) -> Result<(), Failure>;
-    /// Mounts the private root and pivots into it (see `build_root`).
-    fn build_root(&self, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure>;
+    /// One mount of the private root: its detached idmapped tree moved to
+    /// its target (move_mount(2)), else mount(2) with its type and data.
+    fn root_mount(&self, m: &crate::sandbox::root::Mount) -> SysResult;
+    /// mount_setattr(2) on the mount at `path` alone.
+    fn mount_setattr_one(&self, path: &CStr, set: u64, clear: u64) -> SysResult;
+    fn chdir(&self, path: &CStr) -> SysResult;
+    /// pivot_root(".", "."): the working directory becomes the root, the
+    /// old root is stacked on it.
+    fn pivot_root_here(&self) -> SysResult;
+    /// umount2(path, MNT_DETACH).
+    fn detach(&self, path: &CStr) -> SysResult;
     /// Adds to `ruleset` a rule for what `path` names now (opened `O_PATH`):
     /// a file system mounted after the ruleset was made.
     fn landlock_add_rule(
@@ -488,83 +497,28 @@ fn ptr_or_null(s: &Option<CString>) -> *const libc::c_char {
 /// skeleton becomes `/`, the host's tree is detached, every mount turns
 /// read-only and nosuid, then the writable ones (scratch, /dev/shm, devpts,
 /// a writable workspace) are made writable again, each alone.
-fn build_root(r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure> {
-    let none = std::ptr::null::<libc::c_char>();
-    // SAFETY (every mount below): NUL-terminated strings prepared before the
-    // fork, or null pointers where mount(2) allows them.
-    check(unsafe {
-        libc::mount(
-            none,
-            c"/".as_ptr(),
-            none,
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    })
-    .map_err(at(Step::MountPrivate, 0))?;
+fn build_root<S: Sys>(s: &S, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure> {
+    s.mount(None, c"/", libc::MS_REC | libc::MS_PRIVATE)
+        .map_err(at(Step::MountPrivate, 0))?;
     // pivot_root needs the new root to be a mount of its own.
-    // SAFETY: as above.
-    check(unsafe {
-        libc::mount(
-            r.skeleton.as_ptr(),
-            r.skeleton.as_ptr(),
-            none,
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    })
-    .map_err(at(Step::RootMount, 0))?;
+    s.mount(Some(&r.skeleton), &r.skeleton, libc::MS_BIND)
+        .map_err(at(Step::RootMount, 0))?;
     for (i, m) in r.mounts.iter().enumerate() {
-        let mounted = match m.tree {
-            // An idmapped copy of the workspace the runner detached before
-            // the fork (`idmapped_tree`): attached here.
-            // SAFETY: `tree` is a live descriptor inherited from the runner,
-            // the paths NUL-terminated.
-            Some(tree) => unsafe {
-                libc::syscall(
-                    libc::SYS_move_mount,
-                    tree,
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    m.target.as_ptr(),
-                    MOVE_MOUNT_F_EMPTY_PATH,
-                ) as libc::c_int
-            },
-            // SAFETY: as above; `data` is a NUL-terminated option string or null.
-            None => unsafe {
-                libc::mount(
-                    ptr_or_null(&m.source),
-                    m.target.as_ptr(),
-                    ptr_or_null(&m.fstype),
-                    m.flags,
-                    ptr_or_null(&m.data).cast(),
-                )
-            },
-        };
-        check(mounted).map_err(at(Step::RootMount, i as u32 + 1))?;
+        s.root_mount(m).map_err(at(Step::RootMount, i as u32 + 1))?;
     }
-    // SAFETY: NUL-terminated paths; pivot_root(".", ".") stacks the old root
-    // on the new one, and the detach below removes it.
-    unsafe {
-        check(libc::chdir(r.skeleton.as_ptr())).map_err(at(Step::PivotRoot, 0))?;
-        check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)
-            .map_err(at(Step::PivotRoot, 1))?;
-        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH)).map_err(at(Step::PivotRoot, 2))?;
-        check(libc::chdir(c"/".as_ptr())).map_err(at(Step::PivotRoot, 3))?;
-    }
-    mount_setattr_at(
-        c"/",
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
-        0,
-        libc::AT_RECURSIVE as libc::c_uint,
-    )
-    .map_err(at(Step::RootAttributes, 0))?;
+    // pivot_root(".", ".") stacks the old root on the new one, and the
+    // detach removes it.
+    s.chdir(&r.skeleton).map_err(at(Step::PivotRoot, 0))?;
+    s.pivot_root_here().map_err(at(Step::PivotRoot, 1))?;
+    s.detach(c".").map_err(at(Step::PivotRoot, 2))?;
+    s.chdir(c"/").map_err(at(Step::PivotRoot, 3))?;
+    s.mount_setattr(c"/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0)
+        .map_err(at(Step::RootAttributes, 0))?;
     for (i, path) in r.writable.iter().enumerate() {
-        mount_setattr_at(path, 0, MOUNT_ATTR_RDONLY, 0)
+        s.mount_setattr_one(path, 0, MOUNT_ATTR_RDONLY)
             .map_err(at(Step::RootAttributes, i as u32 + 1))?;
     }
-    // SAFETY: a NUL-terminated path prepared before the fork.
-    check(unsafe { libc::chdir(r.cwd.as_ptr()) }).map_err(at(Step::RootChdir, 0))
+    s.chdir(&r.cwd).map_err(at(Step::RootChdir, 0))
 }
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
@@ -642,8 +596,58 @@ impl Sys for Kernel {
         enter_pid_namespace(self, parent_death_signal, wipe, waiter)
     }
 
-    fn build_root(&self, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure> {
-        build_root(r)
+    fn root_mount(&self, m: &crate::sandbox::root::Mount) -> SysResult {
+        let mounted = match m.tree {
+            // An idmapped copy of the workspace the runner detached before
+            // the fork (`idmapped_tree`): attached here.
+            // SAFETY: `tree` is a live descriptor inherited from the runner,
+            // the paths NUL-terminated.
+            Some(tree) => unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    tree,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    m.target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                ) as libc::c_int
+            },
+            // SAFETY: NUL-terminated strings prepared before the fork, or
+            // null pointers where mount(2) allows them; `data` is an option
+            // string or null.
+            None => unsafe {
+                libc::mount(
+                    ptr_or_null(&m.source),
+                    m.target.as_ptr(),
+                    ptr_or_null(&m.fstype),
+                    m.flags,
+                    ptr_or_null(&m.data).cast(),
+                )
+            },
+        };
+        check(mounted)
+    }
+
+    fn mount_setattr_one(&self, path: &CStr, set: u64, clear: u64) -> SysResult {
+        mount_setattr_at(path, set, clear, 0)
+    }
+
+    fn chdir(&self, path: &CStr) -> SysResult {
+        // SAFETY: a NUL-terminated path.
+        check(unsafe { libc::chdir(path.as_ptr()) })
+    }
+
+    fn pivot_root_here(&self) -> SysResult {
+        // SAFETY: static NUL-terminated paths.
+        check(
+            unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) }
+                as libc::c_int,
+        )
+    }
+
+    fn detach(&self, path: &CStr) -> SysResult {
+        // SAFETY: a NUL-terminated path.
+        check(unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) })
     }
 
     fn landlock_add_rule(
@@ -850,7 +854,7 @@ pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
         s.enter_pid_namespace(c.parent_death_signal, &c.runner_strings, waiter)?;
     }
     if let Some(root) = &c.private_root {
-        s.build_root(root)?;
+        build_root(s, root)?;
         // Landlock on what the root mounted (procfs, tmpfs, devpts): a rule
         // names an inode, and theirs exist only now.
         for (i, (path, access)) in root.mount_rules.iter().enumerate() {
@@ -1695,9 +1699,23 @@ mod tests {
             self.call("pid namespace".into())
                 .map_err(at(Step::PidNamespace, 0))
         }
-        fn build_root(&self, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure> {
-            self.call(format!("private root {}", r.skeleton.to_string_lossy()))
-                .map_err(at(Step::RootMount, 0))
+        fn root_mount(&self, m: &crate::sandbox::root::Mount) -> SysResult {
+            self.call(format!("root mount {}", m.target.to_string_lossy()))
+        }
+        fn mount_setattr_one(&self, path: &CStr, set: u64, clear: u64) -> SysResult {
+            self.call(format!(
+                "mount_setattr(one) {} +{set} -{clear}",
+                path.to_string_lossy()
+            ))
+        }
+        fn chdir(&self, path: &CStr) -> SysResult {
+            self.call(format!("chdir {}", path.to_string_lossy()))
+        }
+        fn pivot_root_here(&self) -> SysResult {
+            self.call("pivot_root . .".into())
+        }
+        fn detach(&self, path: &CStr) -> SysResult {
+            self.call(format!("umount2 {} MNT_DETACH", path.to_string_lossy()))
         }
         fn landlock_add_rule(
             &self,
@@ -1868,7 +1886,7 @@ mod tests {
         enter(&r, &mut c).unwrap();
         let order = [
             "pid namespace",
-            "private root /s-root",
+            "pivot_root . .",
             "landlock rule /proc",
             "landlock rule /dev/shm",
             "setrlimit 9 1 1",
