@@ -9,8 +9,9 @@
 //! 2. namespaces (user first, mapping our own ids), then two forks: a monitor
 //!    outside the pid namespace, a reaper as its process 1, the worker under
 //!    it (monitor and reaper exec the small `ext-reaper` when the runner
-//!    found it); the private root built and pivoted into, and Landlock rules
-//!    added on the file systems it mounted (their inodes exist only now)
+//!    found it); the private root built, made read-only, then pivoted into
+//!    (in that order: see `build_root`), and Landlock rules added on the
+//!    file systems it mounted (their inodes exist only now)
 //! 3. resource limits
 //! 4. drop every capability
 //! 5. mark all inherited descriptors close-on-exec
@@ -86,11 +87,11 @@ steps! {
     /// A mount of the private root (the skeleton onto itself, then a bind
     /// of a grant, proc, tmpfs or devpts: the detail is its index + 1).
     RootMount = "mount (private root)",
+    /// The private root's mounts turned read-only and nosuid, or a writable
+    /// one made writable again (detail: its index + 1), before the pivot.
+    RootAttributes = "mount_setattr (private root)",
     /// Pivoting into the private root and detaching the host's tree.
     PivotRoot = "pivot_root",
-    /// The private root's mounts turned read-only and nosuid, or a writable
-    /// one made writable again (detail: its index + 1).
-    RootAttributes = "mount_setattr (private root)",
     /// The working directory inside the private root.
     RootChdir = "chdir (private root)",
     /// A Landlock rule on a file system the private root mounted (/proc,
@@ -493,10 +494,10 @@ fn ptr_or_null(s: &Option<CString>) -> *const libc::c_char {
     s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr())
 }
 
-/// Mounts the private root prepared by `root.rs` and pivots into it: the
-/// skeleton becomes `/`, the host's tree is detached, every mount turns
-/// read-only and nosuid, then the writable ones (scratch, /dev/shm, devpts,
-/// a writable workspace) are made writable again, each alone.
+/// Mounts the private root prepared by `root.rs` and pivots into it: every
+/// mount of it turns read-only and nosuid, then the writable ones (scratch,
+/// /dev/shm, devpts, a writable workspace) are made writable again, each
+/// alone; then the skeleton becomes `/` and the host's tree is detached.
 fn build_root<S: Sys>(s: &S, r: &crate::sandbox::root::PrivateRoot) -> Result<(), Failure> {
     s.mount(None, c"/", libc::MS_REC | libc::MS_PRIVATE)
         .map_err(at(Step::MountPrivate, 0))?;
@@ -506,18 +507,29 @@ fn build_root<S: Sys>(s: &S, r: &crate::sandbox::root::PrivateRoot) -> Result<()
     for (i, m) in r.mounts.iter().enumerate() {
         s.root_mount(m).map_err(at(Step::RootMount, i as u32 + 1))?;
     }
+    // Read-only and nosuid before pivot_root, while the new tree is
+    // reachable by this process alone (by its skeleton path, which nobody
+    // else walks). Turning a mount read-only fails with EBUSY while anyone
+    // holds write access to it, even for an instant (mnt_hold_writers), and
+    // pivot_root moves the root of every process whose root is the old one
+    // (chroot_fs_refs): the monitor, which shares this mount namespace and
+    // is not waited for, may still be loading the exec'd `ext-reaper`'s
+    // libraries, and following the skeleton's fresh `/lib` or `/lib64`
+    // symlink updates its atime (relatime: atime not after mtime), a write
+    // hold on the new root's mount. After pivot_root nothing turns
+    // read-only (clearing RDONLY holds no writers).
+    s.mount_setattr(&r.skeleton, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0)
+        .map_err(at(Step::RootAttributes, 0))?;
+    for (i, path) in r.writable.iter().enumerate() {
+        s.mount_setattr_one(path, 0, MOUNT_ATTR_RDONLY)
+            .map_err(at(Step::RootAttributes, i as u32 + 1))?;
+    }
     // pivot_root(".", ".") stacks the old root on the new one, and the
     // detach removes it.
     s.chdir(&r.skeleton).map_err(at(Step::PivotRoot, 0))?;
     s.pivot_root_here().map_err(at(Step::PivotRoot, 1))?;
     s.detach(c".").map_err(at(Step::PivotRoot, 2))?;
     s.chdir(c"/").map_err(at(Step::PivotRoot, 3))?;
-    s.mount_setattr(c"/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0)
-        .map_err(at(Step::RootAttributes, 0))?;
-    for (i, path) in r.writable.iter().enumerate() {
-        s.mount_setattr_one(path, 0, MOUNT_ATTR_RDONLY)
-            .map_err(at(Step::RootAttributes, i as u32 + 1))?;
-    }
     s.chdir(&r.cwd).map_err(at(Step::RootChdir, 0))
 }
 
@@ -1922,6 +1934,76 @@ mod tests {
             "{:?}",
             r.calls()
         );
+    }
+
+    /// The private root: its mounts, then every attribute (read-only and
+    /// nosuid, the writable ones writable again) while the tree is the
+    /// worker's alone, then the pivot. Nothing turns read-only after
+    /// pivot_root: it moves the monitor's root too (same mount namespace),
+    /// and a mount turning read-only while anyone walks it with an atime
+    /// update fails with EBUSY. A failing attribute stops before the pivot.
+    #[test]
+    fn private_root_turns_read_only_before_the_pivot() {
+        use crate::sandbox::root::{Mount, PrivateRoot};
+        let mount = |target: &CStr| Mount {
+            source: Some(c"/host".into()),
+            target: target.into(),
+            fstype: None,
+            flags: libc::MS_BIND | libc::MS_REC,
+            data: None,
+            tree: None,
+        };
+        let root = || PrivateRoot {
+            skeleton: c"/s-root".into(),
+            mounts: vec![mount(c"/s-root/tmp"), mount(c"/s-root/usr")],
+            writable: vec![c"/s-root/tmp".into()],
+            cwd: c"/work".into(),
+            mount_rules: Vec::new(),
+        };
+        let r = Recorder::new();
+        let mut c = Confinement {
+            private_root: Some(root()),
+            ..full()
+        };
+        enter(&r, &mut c).unwrap();
+        let order = [
+            "pid namespace",
+            "mount None / 0x44000",
+            "mount Some(\"/s-root\") /s-root 0x1000",
+            "root mount /s-root/tmp",
+            "root mount /s-root/usr",
+            "mount_setattr /s-root +3 -0",
+            "mount_setattr(one) /s-root/tmp +0 -1",
+            "chdir /s-root",
+            "pivot_root . .",
+            "umount2 . MNT_DETACH",
+            "chdir /",
+            "chdir /work",
+        ];
+        let calls = r.calls();
+        let first = r.at(order[0]);
+        assert_eq!(calls[first..first + order.len()], order, "{calls:?}");
+        assert!(
+            !calls[r.at("pivot_root")..]
+                .iter()
+                .any(|c| c.starts_with("mount")),
+            "{calls:?}"
+        );
+
+        let r = Recorder::failing("mount_setattr /s-root", libc::EBUSY);
+        let mut c = Confinement {
+            private_root: Some(root()),
+            ..full()
+        };
+        assert_eq!(
+            enter(&r, &mut c).unwrap_err(),
+            Failure {
+                step: Step::RootAttributes,
+                errno: libc::EBUSY,
+                detail: 0
+            }
+        );
+        assert!(!r.calls().iter().any(|c| c.starts_with("pivot_root")));
     }
 
     #[test]

@@ -365,7 +365,7 @@ pub(crate) struct StepContext {
     cgroup_procs: Vec<CString>,
     /// The private root's mounts, in words, in the child's order.
     root_mounts: Vec<String>,
-    /// The private root's writable mounts (inside paths).
+    /// The private root's writable mounts (their paths in the skeleton).
     root_writable: Vec<CString>,
     /// The private root's mounts that get a Landlock rule in the child.
     root_rules: Vec<CString>,
@@ -456,7 +456,7 @@ impl StepContext {
                 .get(f.detail as usize)
                 .map_or_else(|| f.step.call().to_string(), |c| format!("{c} (private root)")),
             Step::RootAttributes => match f.detail {
-                0 => "mount_setattr(/, MOUNT_ATTR_RDONLY|MOUNT_ATTR_NOSUID, AT_RECURSIVE) (private root)".into(),
+                0 => "mount_setattr(skeleton, MOUNT_ATTR_RDONLY|MOUNT_ATTR_NOSUID, AT_RECURSIVE) (private root)".into(),
                 i => format!(
                     "mount_setattr({}, clear MOUNT_ATTR_RDONLY) (private root)",
                     path(self.root_writable.get(i as usize - 1))
@@ -1233,7 +1233,7 @@ mod tests {
             writable_mounts: vec![c"/scratch".into(), c"/work".into()],
             cgroup_procs: vec![c"/sys/fs/cgroup/x/cgroup.procs".into()],
             root_mounts: vec!["mount(proc, /s-root/proc, proc)".into()],
-            root_writable: vec![c"/tmp".into()],
+            root_writable: vec![c"/s-root/tmp".into()],
             root_rules: vec![c"/proc".into()],
         };
         context.describe(&Failure {
@@ -1279,7 +1279,7 @@ mod tests {
         );
         assert_eq!(
             said(Step::RootAttributes, libc::EPERM, 1),
-            "confinement step mount_setattr(/tmp, clear MOUNT_ATTR_RDONLY) (private root) failed: EPERM (Operation not permitted)"
+            "confinement step mount_setattr(/s-root/tmp, clear MOUNT_ATTR_RDONLY) (private root) failed: EPERM (Operation not permitted)"
         );
         assert_eq!(
             said(Step::RootLandlockRule, libc::EBADFD, 0),

@@ -63,9 +63,10 @@ pub struct PrivateRoot {
     pub skeleton: CString,
     /// In order: parents before what is mounted inside them.
     pub mounts: Vec<Mount>,
-    /// Paths inside the new root whose mount is made writable again after
-    /// everything turned read-only (not recursive: a read-only bind inside a
-    /// writable one stays read-only).
+    /// The mounts made writable again after everything turned read-only
+    /// (not recursive: a read-only bind inside a writable one stays
+    /// read-only), by their paths in the skeleton: the child sets the
+    /// attributes before `pivot_root` (see `child::build_root`).
     pub writable: Vec<CString>,
     /// The working directory inside the new root.
     pub cwd: CString,
@@ -459,7 +460,7 @@ pub fn plan(
             tree,
         });
         if e.writable {
-            writable.push(cstring(&e.dst)?);
+            writable.push(cstring(&target)?);
         }
         match e.kind {
             Kind::Proc => {
