@@ -130,6 +130,8 @@ steps! {
     WarmChdir = "chdir to the worker's folder (warm start)",
     /// Warm start: closing the descriptors exec would have closed.
     WarmClose = "close_range(3, ~0) (warm start)",
+    /// Warm start: dumpable again, as exec would have made it.
+    WarmDumpable = "prctl(PR_SET_DUMPABLE, 1) (warm start)",
 }
 
 /// What the child applies to itself, fully prepared before the fork.
@@ -1298,9 +1300,10 @@ fn report(fd: Option<libc::c_int>, f: &Failure) {
 /// The warm path's stand-in for a cold worker's fork-exec: in a fresh fork
 /// of the fork server's single-threaded zygote (`host/zygote.rs`), what std
 /// does before `pre_exec` (the worker's pipes onto 0–2, its working folder),
-/// then the same [`enter`] as a cold worker, then what exec would do to the
-/// descriptors: every one above 2 is close-on-exec by step 5, so all of them
-/// are closed. The zygote's Python runs the worker afterwards, never before.
+/// then the same [`enter`] as a cold worker, then what exec would do: the
+/// process made dumpable again (taking its own uid made it non-dumpable),
+/// and the descriptors: every one above 2 is close-on-exec by step 5, so
+/// all of them are closed. The zygote's Python runs the worker afterwards, never before.
 /// A failure is reported on the report pipe, as from `install`.
 pub fn enter_forked(
     stdio: [libc::c_int; 3],
@@ -1317,6 +1320,23 @@ pub fn enter_forked(
         // SAFETY: `cwd` is a valid NUL-terminated string.
         check(unsafe { libc::chdir(cwd.as_ptr()) }).map_err(at(Step::WarmChdir, 0))?;
         enter(&Kernel, c)?;
+        // (Before the close below, which closes the report pipe too.)
+        // What exec does for a cold worker: a credential change (a root
+        // runner's worker takes its own uid in `enter`) made the process
+        // non-dumpable (the kernel's commit_creds sets suid_dumpable), and
+        // exec makes it dumpable again when its ids match (as they do:
+        // real = effective = saved). A warm worker never execs, so without
+        // this its /proc/self/{maps,environ,fd,mem,...} stay root's and
+        // closed to it (psutil, listing /proc/self/fd). Safe for the same
+        // reason it is after a cold exec: the memory is the worker's own,
+        // already readable to it; its uid is its own (no other process of
+        // that uid may ptrace it), its capabilities are gone, and seccomp
+        // already holds (it allows prctl but PR_SET_PDEATHSIG). The
+        // reaper (process 1 of its /proc) made itself non-dumpable and
+        // stays so: this changes the worker only.
+        // SAFETY: integer arguments.
+        check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) })
+            .map_err(at(Step::WarmDumpable, 0))?;
         // SAFETY: integer arguments; nothing above 2 is in use from here on
         // (the zygote's Python dropped its own objects before the call).
         check(unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } as libc::c_int)
