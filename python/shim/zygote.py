@@ -46,6 +46,8 @@ def _main():
     lib.nodus_zygote_enter.argtypes = [ctypes.c_void_p]
     lib.nodus_zygote_forked.restype = ctypes.c_int
     lib.nodus_zygote_forked.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    lib.nodus_zygote_oom_killed.restype = ctypes.c_int
+    lib.nodus_zygote_oom_killed.argtypes = [ctypes.c_void_p]
     lib.nodus_zygote_release.restype = None
     lib.nodus_zygote_release.argtypes = [ctypes.c_void_p]
     if lib.nodus_zygote_init() != 0:
@@ -83,8 +85,10 @@ def _main():
             found = workers.pop(pid, None)
             if found is not None:
                 rid, handle = found
+                # Read before the release removes its memory cgroup.
+                oom = lib.nodus_zygote_oom_killed(handle) == 1
                 lib.nodus_zygote_release(handle)
-                send({"op": "exited", "id": rid, "status": status})
+                send({"op": "exited", "id": rid, "status": status, "oom_killed": oom})
 
     def start(rid, request, fds):
         arr = (ctypes.c_int * len(fds))(*fds)

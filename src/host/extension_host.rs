@@ -309,7 +309,7 @@ impl Reader {
         };
         let status = worker::reap(&mut child, &self.control.group, grace).await;
         self.stderr.settled(worker::EXIT_GRACE).await;
-        let oom = resources.oom_hint();
+        let oom = resources.oom_hint(&child);
         drop(resources);
         let reason = self.control.end(status);
         let what =

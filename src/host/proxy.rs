@@ -162,7 +162,7 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
                         if stopping.is_some() && deadlines.is_empty() {
                             break None;
                         }
-                        let what = format!("extension worker closed stdout unexpectedly{}", resources.oom_hint());
+                        let what = format!("extension worker closed stdout unexpectedly{}", resources.oom_hint(&child));
                         break Some(worker::died(&what, status, &tail));
                     }
                     Ok(Line::TooLong) => break Some(Error::sandbox(SandboxKind::WorkerIo, format!("worker wrote a line longer than the {max} byte limit"))),

@@ -277,9 +277,13 @@ struct Server {
 }
 
 enum Event {
-    Started { pid: i32, egress: Option<OwnedFd> },
+    Started {
+        pid: i32,
+        egress: Option<OwnedFd>,
+    },
     Failed(Error),
-    Exited(i32),
+    /// The wait status, and whether the memory cgroup's OOM killer acted.
+    Exited(i32, bool),
     Gone,
 }
 
@@ -539,7 +543,10 @@ impl Server {
                         egress: fds.pop(),
                     },
                     Some("failed") => Event::Failed(error_from_json(&msg["error"])),
-                    Some("exited") => Event::Exited(msg["status"].as_i64().unwrap_or(0) as i32),
+                    Some("exited") => Event::Exited(
+                        msg["status"].as_i64().unwrap_or(0) as i32,
+                        msg["oom_killed"].as_bool().unwrap_or(false),
+                    ),
                     _ => continue,
                 };
                 if let Some(tx) = z.waiters.locked().get(&id) {
@@ -667,7 +674,9 @@ impl Server {
             });
         }
         let end = match rx.recv() {
-            Ok(Event::Exited(status)) => json!({"exited": status}),
+            Ok(Event::Exited(status, oom_killed)) => {
+                json!({"exited": status, "oom_killed": oom_killed})
+            }
             _ => json!({"gone": "the fork server's zygote ended"}),
         };
         let _ = (&*conn).write_all(format!("{end}\n").as_bytes());
@@ -764,6 +773,9 @@ pub struct WarmChild {
     writer: Arc<UnixStream>,
     reader: tokio::io::BufReader<tokio::net::UnixStream>,
     status: Option<std::io::Result<std::process::ExitStatus>>,
+    /// The server's word that the worker's memory cgroup's OOM killer
+    /// killed it (the cgroup is the server's: we cannot read it).
+    oom_killed: bool,
 }
 
 impl WarmChild {
@@ -777,12 +789,19 @@ impl WarmChild {
             writer,
             reader,
             status: None,
+            oom_killed: false,
         })
     }
 
     /// Something that kills the worker (through the server, which holds it).
     pub fn killer(&self) -> Arc<UnixStream> {
         self.writer.clone()
+    }
+
+    /// Whether the server said the worker went over its memory cgroup's
+    /// limit (known once [`WarmChild::wait`] returned).
+    pub fn oom_killed(&self) -> bool {
+        self.oom_killed
     }
 
     /// Waits for the worker's end; an error when the server went away.
@@ -793,6 +812,7 @@ impl WarmChild {
             let mut line = String::new();
             let got = self.reader.read_line(&mut line).await;
             let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            self.oom_killed = v["oom_killed"].as_bool().unwrap_or(false);
             self.status = Some(match (got, v["exited"].as_i64()) {
                 (Ok(_), Some(status)) => Ok(std::process::ExitStatus::from_raw(status as i32)),
                 _ => Err(std::io::Error::other("the fork server is gone")),

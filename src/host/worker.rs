@@ -347,15 +347,18 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// Whether the worker was killed for going over its memory cgroup's limit.
-    pub fn oom_killed(&self) -> bool {
+    /// Whether the worker was killed for going over its memory cgroup's
+    /// limit: read from the cgroup we hold (cold), or as the fork server,
+    /// which holds it, said with the exit status (warm).
+    pub fn oom_killed(&self, child: &Process) -> bool {
         self.held.as_ref().is_some_and(launch::Held::oom_killed)
+            || matches!(child, Process::Warm(w) if w.oom_killed())
     }
 
-    /// What to add to the message of a worker that ended: that its memory
-    /// cgroup's limit was hit, when it was.
-    pub fn oom_hint(&self) -> &'static str {
-        if self.oom_killed() {
+    /// What to add to the message of a worker that ended (`child`, reaped):
+    /// that its memory cgroup's limit was hit, when it was.
+    pub fn oom_hint(&self, child: &Process) -> &'static str {
+        if self.oom_killed(child) {
             " (its memory cgroup's limit was hit: the kernel killed it for going over limits.memory_bytes)"
         } else {
             ""

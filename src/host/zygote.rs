@@ -56,7 +56,7 @@ pub struct Warm {
     egress: Option<EgressChannel>,
     /// Held until the worker is reaped.
     _scratch: ScratchDir,
-    _held: launch::Held,
+    held: launch::Held,
 }
 
 fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Value)> {
@@ -125,7 +125,7 @@ fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Valu
             context,
             egress,
             _scratch: scratch,
-            _held: cgroup,
+            held: cgroup,
         }),
         answer,
     ))
@@ -311,6 +311,21 @@ pub unsafe extern "C" fn nodus_zygote_forked(h: *mut Warm, out: *mut u8, out_len
     // SAFETY: as the caller promises.
     unsafe { answer(out, out_len, &v) };
     code
+}
+
+/// After the worker was reaped, before its release: 1 when its memory
+/// cgroup's OOM killer acted (it went over `limits.memory_bytes`), else 0.
+/// The server passes this to its client with the exit status, as a cold
+/// host reads it from the cgroup it holds (`Resources::oom_hint`).
+///
+/// # Safety
+/// `h` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn nodus_zygote_oom_killed(h: *const Warm) -> c_int {
+    // SAFETY: as the caller promises.
+    let w = unsafe { &*h };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.held.oom_killed())).unwrap_or(false)
+        as c_int
 }
 
 /// After the worker was reaped: removes its pids cgroup and scratch folder.
