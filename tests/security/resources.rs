@@ -211,10 +211,17 @@ del chunks
         let mut s = Launch::new(who, &[])
             .policy(json!({ "limits": limits }))
             .start();
+        // The worker's pid, found while it is surely up (through a fork
+        // server too: `processes` finds it by the runner's pipes): after the
+        // bomb a lookup would only say "none" where the bomb's answer says why.
+        assert!(
+            matches!(s.exec("result = 1"), Reply::Value(_)),
+            "the worker starts"
+        );
+        let w = s.worker_pid();
         let r = s.exec(&bomb);
-        let w = s
-            .worker_pid()
-            .expect("the worker's pid, to judge from outside");
+        let w =
+            w.unwrap_or_else(|| panic!("the worker's pid, to judge from outside; the bomb: {r:?}"));
         let seen = (address_space(w), kib(w, "VmPeak"), kib(w, "VmHWM"));
         let recovered = matches!(s.exec("result = 'ok'"), Reply::Value(_));
         s.finish();
