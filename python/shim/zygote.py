@@ -57,6 +57,13 @@ def _main():
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    # With SA_RESTART: a worker ending (SIGCHLD) while the crate prepares
+    # another must not cut its blocking calls short with EINTR (its reads,
+    # waitpid, recvmsg do not expect a handler without SA_RESTART; in a cold
+    # runner there is none). Seen as "cannot make an idmapped mount ...:
+    # Interrupted system call" under concurrent starts. The wakeup fd still
+    # wakes the loop: select is never restarted, and Python retries it.
+    signal.siginterrupt(signal.SIGCHLD, False)
     sel = selectors.DefaultSelector()
     sel.register(ctl, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)

@@ -1543,8 +1543,14 @@ pub fn mapping_namespace(uid_map: &str, gid_map: &str) -> io::Result<std::os::fd
         return Err(fork_err);
     }
     let mut b = [0u8; 4];
-    let n =
-        nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&rd), &mut b).map_err(io::Error::from)?;
+    // Retried on EINTR: a host's signal handler without SA_RESTART (a
+    // SIGCHLD of another worker) must not fail the start.
+    let n = loop {
+        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&rd), &mut b) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            got => break got.map_err(io::Error::from)?,
+        }
+    };
     let result = if n != 4 {
         Err(io::Error::other(
             "the namespace's child ended without a word",
@@ -1558,7 +1564,9 @@ pub fn mapping_namespace(uid_map: &str, gid_map: &str) -> io::Result<std::os::fd
             .map(std::os::fd::OwnedFd::from)
     };
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    while let Err(nix::errno::Errno::EINTR) =
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
+    {}
     result
 }
 
