@@ -450,6 +450,11 @@ impl Session {
         loop {
             let left = end.saturating_duration_since(Instant::now());
             let Ok(l) = self.lines.recv_timeout(left) else {
+                // Shown with a failing test's output: why there was no answer.
+                eprintln!(
+                    "no answer to {id}; the runner's stderr so far: {}",
+                    self.stderr.lock().unwrap()
+                );
                 return Reply::Gone;
             };
             let Ok(v) = serde_json::from_str::<Value>(&l) else {
