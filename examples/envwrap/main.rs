@@ -94,6 +94,9 @@ struct Args {
     /// (internal) Fills new folders under this root with a cgroup's files.
     #[arg(long, hide = true)]
     cgroupfs_files: Option<std::path::PathBuf>,
+    /// (internal) The pid `--cgroupfs-files` dies with.
+    #[arg(long, hide = true)]
+    cgroupfs_parent: Option<i32>,
     #[arg(trailing_var_arg = true, required = true)]
     command: Vec<OsString>,
 }
@@ -200,7 +203,7 @@ fn run(args: Args) -> Res<()> {
         return write_maps(pid, args.userns_ids);
     }
     if let Some(root) = &args.cgroupfs_files {
-        return cgroupfs_files(root);
+        return cgroupfs_files(root, args.cgroupfs_parent);
     }
     if let (Some(leaf), Some(name)) = (&args.delegated_leaf, &args.delegated_name) {
         delegated_inner(leaf, name)?;
@@ -749,7 +752,13 @@ fn delegated_inner(procs: &std::path::Path, name: &str) -> Res<()> {
     }
     // Dies with this process's thread (which becomes the command).
     std::process::Command::new(std::env::current_exe()?)
-        .args(["--cgroupfs-files", root, "--"])
+        .args([
+            "--cgroupfs-files",
+            root,
+            "--cgroupfs-parent",
+            me.as_str(),
+            "--",
+        ])
         .arg("-")
         .stdin(std::process::Stdio::null())
         .spawn()?;
@@ -760,8 +769,14 @@ fn delegated_inner(procs: &std::path::Path, name: &str) -> Res<()> {
 /// the files a new cgroup v2 has (`cgroup.procs`, `pids.max`, `memory.max`,
 /// `memory.swap.max`, `memory.oom.group`, `memory.events`), every 200 µs,
 /// until its parent ends.
-fn cgroupfs_files(root: &std::path::Path) -> Res<()> {
+fn cgroupfs_files(root: &std::path::Path, parent: Option<i32>) -> Res<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    // A parent that ended before the line above sends no signal: then this
+    // helper would loop for ever, holding the test's output pipes open (a
+    // CI run hung on it).
+    if parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p) {
+        return Ok(());
+    }
     let made: [(&str, &str); 8] = [
         ("cgroup.controllers", "memory pids\n"),
         ("cgroup.subtree_control", ""),
