@@ -613,4 +613,281 @@ fn inside_docker() {
     eprintln!("container probe ({}): {probe_line}", who.label());
     let (r, ok) = row(Cell::new(Env::Host, who));
     println!("{r} OK={ok}");
+    // No mount namespace in the container: the supervisor's row.
+    match supervised_cell(Env::Host, who, true) {
+        Ok(r) => println!("SUPERVISED{r}"),
+        Err(e) => println!("SUPERVISED FAILED {e}"),
+    }
+}
+
+/// The supervisor's row from inside the real Docker container (`inside_docker`).
+fn docker_supervised(who: Who) -> Result<String, String> {
+    let exe = std::env::current_exe().unwrap();
+    let out = Env::Docker
+        .command(Who::Root, &exe)
+        .args(["--exact", "inside_docker", "--ignored", "--nocapture"])
+        .env("NODUS_MATRIX_WHO", who.label())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the matrix in the container");
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().find_map(|l| l.strip_prefix("SUPERVISED")) {
+        Some(l) if l.starts_with("| host |") => {
+            Ok(l.replacen("| host |", &format!("| {} |", Env::Docker.label()), 1))
+        }
+        Some(l) => Err(format!("{}: {l}", Env::Docker.label())),
+        None => Err(format!(
+            "{}: no supervisor row: {}",
+            Env::Docker.label(),
+            text.trim()
+        )),
+    }
+}
+
+/// The environments without a mount namespace (issue 12 item 4), and where
+/// the runner can take a seccomp listener there: chmod and the utime family
+/// go to the runner's supervisor (src/sandbox/supervisor.rs), which does them
+/// beneath the writable grants only; under another supervisor (the Landlock
+/// ABI faker is one) they are refused everywhere, and the report says so.
+/// envwrap's AppArmor restriction is itself a seccomp supervisor (it
+/// follows which processes entered a user namespace), as is its Landlock
+/// ABI faker: there the runner cannot take a listener (a real Ubuntu host
+/// has no such supervisor above the runner).
+const NO_MOUNT_NAMESPACE: &[(Env, Who, bool)] = &[
+    (Env::DockerLike, Who::Nobody, true),
+    (Env::DockerLike, Who::Root, true),
+    (Env::UsernsLimits, Who::Nobody, true),
+    (Env::UsernsLimits, Who::Root, true),
+    (Env::AppArmorUserns, Who::Nobody, false),
+    (Env::Ubuntu2404, Who::Nobody, false),
+];
+
+/// What the worker's uid can do to its own files, judged from outside: in
+/// the workspace (the control, which also shows each outside check sees a
+/// change) and on host files, by path, through a symlink, while a folder is
+/// swapped for a symlink out, and with a setuid mode.
+fn supervised_cell(env: Env, who: Who, supervised: bool) -> Result<String, String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let ws = owned_dir(who, "ws");
+    let host = world_dir("host");
+    let mut l = Launch::new(who, &["filesystem.write"])
+        .policy(json!({"mode": "best-effort"}))
+        .workspace(ws.path());
+    if env != Env::Host {
+        l = l.in_env(env);
+    }
+    let mut s = l.start();
+    let Reply::Value(uid) = s.exec("result = os.getuid()") else {
+        return Err(format!("no worker: {}", s.finish().stderr));
+    };
+    let uid = uid.as_u64().unwrap() as u32;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let mtime = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().mtime();
+    let old = nix::sys::time::TimeSpec::new(1_000_000_000, 0);
+    let set_old = |p: &std::path::Path| {
+        nix::sys::stat::utimensat(
+            None,
+            p,
+            &old,
+            &old,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap()
+    };
+    // Files of the worker's uid: in the workspace, and on the host (mode
+    // 0666 there: writable, so that only the sandbox refuses utime(NULL)).
+    let file = |p: &std::path::Path, m: u32| {
+        std::fs::write(p, "x").unwrap();
+        chmod(p, m);
+        std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+        set_old(p);
+    };
+    file(&ws.join("src"), 0o640);
+    file(&ws.join("f"), 0o644);
+    file(&ws.join("suid"), 0o755);
+    std::fs::create_dir(ws.join("d")).unwrap();
+    std::os::unix::fs::lchown(ws.join("d"), Some(uid), Some(uid)).unwrap();
+    file(&ws.join("d/f"), 0o644);
+    file(&host.join("f"), 0o666);
+    let code = snippet(
+        r#"import shutil, threading
+out = {}
+def attempt(name, f):
+    try:
+        f()
+        out[name] = 'done'
+    except OSError as e:
+        out[name] = type(e).__name__
+ws, host = @W@, @H@
+attempt('copy2', lambda: shutil.copy2(ws + '/src', ws + '/dst'))
+attempt('chmod ws', lambda: os.chmod(ws + '/f', 0o600))
+attempt('utime ws', lambda: os.utime(ws + '/f', (7, 7)))
+attempt('chmod host', lambda: os.chmod(host + '/f', 0o600))
+attempt('utime host', lambda: os.utime(host + '/f', (7, 7)))
+attempt('utime now host', lambda: os.utime(host + '/f'))
+os.symlink(host + '/f', ws + '/abs')
+os.symlink(os.path.relpath(host + '/f', ws), ws + '/rel')
+for l in ['abs', 'rel']:
+    attempt('chmod ' + l, lambda: os.chmod(ws + '/' + l, 0o600))
+    attempt('utime ' + l, lambda: os.utime(ws + '/' + l, (7, 7)))
+    attempt('utime nofollow ' + l, lambda: os.utime(ws + '/' + l, (9, 9), follow_symlinks=False))
+attempt('setuid', lambda: os.chmod(ws + '/suid', 0o4755))
+attempt('setgid', lambda: os.chmod(ws + '/suid', 0o2755))
+# The race: ws/d swapped for a symlink to the host folder while calls on ws/d/f go on.
+stop = False
+def swap():
+    while not stop:
+        os.rename(ws + '/d', ws + '/d.real'); os.symlink(host, ws + '/d')
+        os.unlink(ws + '/d'); os.rename(ws + '/d.real', ws + '/d')
+t = threading.Thread(target=swap); t.start()
+counts = {'done': 0, 'refused': 0}
+for i in range(3000):
+    for f in (lambda: os.chmod(ws + '/d/f', 0o600 if i % 2 else 0o640), lambda: os.utime(ws + '/d/f', (i + 10, i + 10))):
+        try:
+            f(); counts['done'] += 1
+        except OSError:
+            counts['refused'] += 1
+stop = True; t.join()
+out['race'] = counts
+result = out"#,
+        &[("W", lit(ws.path())), ("H", lit(host.path()))],
+    );
+    let r = s.exec(&code);
+    let t = s.finish();
+    let Reply::Value(out) = r else {
+        return Err(format!("{r:?}: {}", t.stderr));
+    };
+    let said = |k: &str| out[k].as_str().unwrap_or("?").to_string();
+    let mut wrong = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            wrong.push(what);
+        }
+    };
+    // The control: in the workspace each call works (supervised) or is
+    // refused (no supervisor), and the outside checks see it either way.
+    let copied = std::fs::metadata(ws.join("dst")).is_ok_and(|m| m.mtime() == 1_000_000_000)
+        && mode(&ws.join("dst")) == 0o640;
+    if supervised {
+        check(
+            copied && said("copy2") == "done",
+            format!("copy2 {} (times and mode kept: {copied})", said("copy2")),
+        );
+        check(
+            mode(&ws.join("f")) == 0o600,
+            format!("chmod in the workspace {}", said("chmod ws")),
+        );
+        check(
+            mtime(&ws.join("f")) == 7,
+            format!("utime in the workspace {}", said("utime ws")),
+        );
+    } else {
+        check(
+            said("copy2") == "PermissionError" && !copied,
+            format!("copy2 {} without a supervisor", said("copy2")),
+        );
+        check(
+            mode(&ws.join("f")) == 0o644,
+            "chmod in the workspace without a supervisor".into(),
+        );
+        check(
+            t.stderr
+                .contains("workspace_metadata: chmod and utime are refused in the workspace"),
+            format!(
+                "the report does not say the workspace refuses metadata: {}",
+                t.stderr
+            ),
+        );
+    }
+    // The attacks: the host file's mode and times unchanged.
+    check(
+        mode(&host.join("f")) == 0o666,
+        format!("host file mode {:o}: {out}", mode(&host.join("f"))),
+    );
+    check(
+        mtime(&host.join("f")) == 1_000_000_000,
+        format!("host file mtime {}: {out}", mtime(&host.join("f"))),
+    );
+    for k in [
+        "chmod host",
+        "utime host",
+        "utime now host",
+        "chmod abs",
+        "utime abs",
+        "chmod rel",
+        "utime rel",
+    ] {
+        check(said(k) == "PermissionError", format!("{k}: {}", said(k)));
+    }
+    // The symlinks themselves are the worker's, in the workspace: their times may change.
+    check(
+        mode(&ws.join("suid")) & 0o6000 == 0,
+        format!("setuid mode {:o}", mode(&ws.join("suid"))),
+    );
+    for k in ["setuid", "setgid"] {
+        check(said(k) == "PermissionError", format!("{k}: {}", said(k)));
+    }
+    let race = &out["race"];
+    let (done, refused) = (
+        race["done"].as_u64().unwrap_or(0),
+        race["refused"].as_u64().unwrap_or(0),
+    );
+    // The race ran both ways (some calls met the folder, some the symlink).
+    if supervised {
+        check(
+            done > 0 && refused > 0,
+            format!("the race did not race: {race}"),
+        );
+    }
+    if wrong.is_empty() {
+        Ok(format!(
+            "| {} | {} | {} | copy2 {}; host file unchanged; race: {done} done in the workspace, {refused} refused |",
+            env.label(),
+            who.label(),
+            if supervised { "supervised" } else { "refused everywhere (said)" },
+            if copied { "keeps times and mode" } else { "fails (PermissionError)" },
+        ))
+    } else {
+        Err(format!(
+            "{} as {}: {}",
+            env.label(),
+            who.label(),
+            wrong.join("; ")
+        ))
+    }
+}
+
+#[test]
+fn supervised_metadata_without_a_mount_namespace() {
+    if !is_root() || !Who::Nobody.available() {
+        eprintln!("SKIP: the environments are built as root and run as root and uid {NOBODY}");
+        return;
+    }
+    if !require(Who::Root, &[Feature::Seccomp]) {
+        return;
+    }
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for &(env, who, supervised) in NO_MOUNT_NAMESPACE {
+        if !env.available() {
+            continue;
+        }
+        match supervised_cell(env, who, supervised) {
+            Ok(r) => rows.push(r),
+            Err(e) => failed.push(e),
+        }
+    }
+    if docker_available() {
+        for who in Who::BOTH {
+            match docker_supervised(who) {
+                Ok(r) => rows.push(r),
+                Err(e) => failed.push(e),
+            }
+        }
+    }
+    println!(
+        "| environment | runner as | chmod, utime | outcome |\n|---|---|---|---|\n{}",
+        rows.join("\n")
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

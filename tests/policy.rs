@@ -19,6 +19,8 @@ fn probe(root: bool) -> Probe {
         landlock_abi: 7,
         landlock_missing: vec![],
         seccomp_filter: true,
+        seccomp_listener: true,
+        seccomp_listener_missing: None,
         user_namespaces: true,
         mount_namespaces: true,
         network_namespaces: true,

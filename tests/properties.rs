@@ -317,6 +317,8 @@ fn policy_case() -> BoxedStrategy<PolicyCase> {
             landlock_abi: abi,
             landlock_missing: vec![],
             seccomp_filter: seccomp,
+            seccomp_listener: true,
+            seccomp_listener_missing: None,
             user_namespaces: userns,
             mount_namespaces: userns,
             network_namespaces: userns,

@@ -22,6 +22,8 @@ fn probe(root: bool, userns: bool, mount: bool, pid: bool, abi: u8) -> Probe {
         landlock_abi: abi,
         landlock_missing: vec![],
         seccomp_filter: true,
+        seccomp_listener: true,
+        seccomp_listener_missing: None,
         user_namespaces: userns,
         mount_namespaces: mount,
         network_namespaces: userns || root,

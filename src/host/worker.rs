@@ -239,7 +239,7 @@ fn unix_sockets(policy: &Policy) -> bool {
                 g.iter()
                     .any(|ch| ch.index == 0 && ch.op == ArgOp::Eq && ch.value == unix)
             }),
-            SyscallAction::Errno(_) => false,
+            SyscallAction::Errno(_) | SyscallAction::Supervised => false,
         })
 }
 
@@ -391,6 +391,10 @@ pub fn start(
     verbose: bool,
     warm: Option<Warm<'_>>,
 ) -> Result<Spawned> {
+    // A warm worker's confinement is applied in a fork of the zygote, which
+    // cannot serve a seccomp listener (it stays single-threaded to fork):
+    // a policy with supervised calls starts cold.
+    let warm = warm.filter(|_| !crate::sandbox::supervisor::supervises(policy));
     if let Some(w) = warm {
         let started = crate::host::server::start(w.socket, dir, w.workspace, verbose)?;
         let io = |e: std::io::Error| {
@@ -422,8 +426,10 @@ pub fn start(
         });
     }
     let scratch = ScratchDir::create()?;
-    let (plan, held, egress) = plan(dir, entry, policy, &scratch, verbose)?;
+    let (plan, mut held, egress) = plan(dir, entry, policy, &scratch, verbose)?;
     let mut child = launch::spawn(plan)?;
+    // Its process sent the seccomp listener before it exec'd.
+    held.supervise()?;
     // The worker's process made the proxy's socket in its network namespace
     // before it exec'd; from here on it is served from outside.
     let egress = match (egress, &policy.egress) {

@@ -77,6 +77,12 @@ fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Valu
     if !matches!(ext.entry, Entry::Python { .. }) {
         return Err(bad("the zygote starts extension.py workers only".into()));
     }
+    if crate::sandbox::supervisor::supervises(&ext.policy) {
+        return Err(bad(
+            "a policy with supervised system calls (no mount namespace) starts cold workers only"
+                .into(),
+        ));
+    }
     let scratch = ScratchDir::create()?;
     let (mut plan, cgroup, egress) =
         worker::plan(&ext.dir, &ext.entry, &ext.policy, &scratch, req.verbose)?;

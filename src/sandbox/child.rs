@@ -121,6 +121,11 @@ steps! {
     Landlock = "landlock_restrict_self",
     /// Landlock enforced less than the policy expects.
     LandlockStatus = "Landlock status check",
+    /// Installing the supervised calls' filter with a listener (the
+    /// runner's supervisor answers them, `supervisor.rs`).
+    SeccompListener = "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)",
+    /// Handing the listener to the runner (SCM_RIGHTS).
+    SendListener = "sendmsg(SCM_RIGHTS) of the seccomp listener to the runner",
     /// Installing a seccomp filter.
     Seccomp = "seccomp(SECCOMP_SET_MODE_FILTER)",
     /// Warm start: the worker's pipes onto its stdin, stdout and stderr
@@ -173,6 +178,9 @@ pub struct Confinement {
     pub landlock_full: bool,
     /// Installed in order; the last one wins among equal actions (clone3's ENOSYS).
     pub seccomp: Vec<seccompiler::BpfProgram>,
+    /// The supervised calls' filter, installed before `seccomp` with a
+    /// listener that goes to the runner over the channel.
+    pub listener: Option<Listener>,
     /// The filters compare signal targets with `PID_PLACEHOLDER`: fill in the worker's pid.
     pub fill_in_pid: bool,
     /// A root runner's worker: the uid and gid it runs as (its own, from
@@ -180,6 +188,15 @@ pub struct Confinement {
     pub identity: Option<(libc::uid_t, libc::gid_t)>,
     /// With an egress allowlist: the proxy's socket is made in the new network namespace.
     pub egress: Option<EgressSocket>,
+}
+
+/// The filter that sends the supervised calls to the runner
+/// (SECCOMP_RET_USER_NOTIF for them, allow for the rest, which the main
+/// filters decide), and the child's end of the socketpair on which its
+/// listener goes to the runner.
+pub struct Listener {
+    pub filter: seccompiler::BpfProgram,
+    pub channel: std::os::fd::OwnedFd,
 }
 
 /// The egress proxy's listening socket, made by the child in its fresh
@@ -303,6 +320,9 @@ pub trait Sys {
         ruleset: landlock::RulesetCreated,
     ) -> SysResult<landlock::RulesetStatus>;
     fn seccomp(&self, filter: &seccompiler::BpfProgram) -> SysResult;
+    /// Installs `l.filter` with a new listener, sends the listener over
+    /// `l.channel` and closes it.
+    fn seccomp_listener(&self, l: &Listener) -> Result<(), Failure>;
 }
 
 /// The real system calls.
@@ -812,6 +832,78 @@ impl Sys for Kernel {
             Err(_) => Err(libc::EPERM),
         }
     }
+
+    fn seccomp_listener(&self, l: &Listener) -> Result<(), Failure> {
+        use std::os::fd::AsRawFd;
+        let fd = install_listener(&l.filter).map_err(at(Step::SeccompListener, 0))?;
+        let sent = send_fd(l.channel.as_raw_fd(), fd).map_err(at(Step::SendListener, 0));
+        // SAFETY: `fd` is the listener made above; the runner has its copy.
+        unsafe { libc::close(fd) };
+        sent
+    }
+}
+
+/// no_new_privs (Landlock sets it; without Landlock the first filter needs
+/// it), then the filter with SECCOMP_FILTER_FLAG_NEW_LISTENER: the
+/// listener's descriptor (close-on-exec).
+fn install_listener(filter: &seccompiler::BpfProgram) -> SysResult<libc::c_int> {
+    // SAFETY: integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+    let prog = libc::sock_fprog {
+        len: filter.len() as libc::c_ushort,
+        // seccompiler's sock_filter has libc's layout (code, jt, jf, k).
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at the live instructions of `filter` for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(fd as libc::c_int)
+    }
+}
+
+/// Sends descriptor `fd` over the unix socket `channel` with one data byte
+/// (SCM_RIGHTS). Stack buffers only.
+fn send_fd(channel: libc::c_int, fd: libc::c_int) -> SysResult {
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic on a constant.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+    // SAFETY: `msg` points at `control`, 8-aligned and larger than
+    // CMSG_SPACE(4), so the first header and its 4 data bytes lie inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
+    }
+    // SAFETY: `msg` and everything it points at are live for the call.
+    let n = unsafe { libc::sendmsg(channel, &msg, libc::MSG_NOSIGNAL) };
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
 }
 
 /// `map_err` for a step: the errno becomes that step's failure.
@@ -923,6 +1015,13 @@ pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
     }
     if c.fill_in_pid {
         fill_in_pid(&mut c.seccomp);
+    }
+    // The supervised calls' filter first: sending its listener takes a
+    // sendmsg the main filters may refuse. Among the filters' answers the
+    // kernel takes the most severe, so a refusal of the main filters (a
+    // setuid mode) still wins over the supervisor.
+    if let Some(l) = &c.listener {
+        s.seccomp_listener(l)?;
     }
     for (i, filter) in c.seccomp.iter().enumerate() {
         s.seccomp(filter).map_err(at(Step::Seccomp, i as u32))?;
@@ -1638,6 +1737,204 @@ pub fn landlock_version() -> u8 {
     v.clamp(0, 255) as u8
 }
 
+// ------------------------------------------------- the metadata supervisor's
+// system calls, in the runner (`supervisor.rs` holds the logic; these are
+// the calls the crate has no safe wrapper for).
+
+/// Whether this process can give a worker a seccomp listener: a forked child
+/// installs an allow-everything filter with SECCOMP_FILTER_FLAG_NEW_LISTENER
+/// and exits. EBUSY: a filter above this process has a listener already
+/// (the runner runs under another supervisor: a container runtime's, LXD,
+/// sysbox); the kernel allows one per filter chain. Used by the probe.
+pub fn try_listener() -> Result<(), i32> {
+    let allow: seccompiler::BpfProgram = vec![seccompiler::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_ALLOW,
+    }];
+    // SAFETY: the child only makes async-signal-safe calls on data prepared
+    // before the fork, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match install_listener(&allow) {
+            Ok(_) => 0,
+            Err(e) => e.clamp(1, 255),
+        };
+        // SAFETY: _exit does not return and runs no destructors.
+        unsafe { libc::_exit(code) }
+    }
+    if pid < 0 {
+        return Err(errno());
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    match (
+        r == pid && libc::WIFEXITED(status),
+        libc::WEXITSTATUS(status),
+    ) {
+        (true, 0) => Ok(()),
+        (true, e) => Err(e),
+        _ => Err(libc::ECHILD),
+    }
+}
+
+/// One descriptor sent over `channel` (SCM_RIGHTS, see `send_fd`), waiting
+/// for it when `wait`.
+pub fn receive_fd(channel: &std::os::fd::OwnedFd, wait: bool) -> io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!(libc::c_int);
+    let flags = if wait {
+        MsgFlags::MSG_CMSG_CLOEXEC
+    } else {
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC
+    };
+    let msg = recvmsg::<()>(channel.as_raw_fd(), &mut iov, Some(&mut space), flags)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(f) = c {
+            fds.extend(f);
+        }
+    }
+    // SAFETY: each descriptor was just installed in this process by the
+    // kernel (SCM_RIGHTS) and nothing else refers to it; each is owned once.
+    let mut owned = fds
+        .into_iter()
+        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    let fd = owned.next().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "no descriptor in the message")
+    })?;
+    drop(owned.collect::<Vec<_>>()); // any extra is closed
+    Ok(fd)
+}
+
+/// One seccomp notification: which call, by which process, with what.
+#[derive(Debug, Clone, Copy)]
+pub struct Notification {
+    pub id: u64,
+    pub pid: u32,
+    pub nr: i32,
+    pub args: [u64; 6],
+}
+
+/// SECCOMP_IOCTL_NOTIF_RECV: waits for the next notification on `listener`.
+pub fn notif_recv(listener: libc::c_int) -> io::Result<Notification> {
+    // SAFETY: seccomp_notif is plain data; the kernel wants it zeroed.
+    let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: the ioctl writes one seccomp_notif into `n`, live for the call.
+    let r = unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n as *mut _) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Notification {
+        id: n.id,
+        pid: n.pid,
+        nr: n.data.nr,
+        args: n.data.args,
+    })
+}
+
+/// SECCOMP_IOCTL_NOTIF_ID_VALID: the notifying call is still waiting (its
+/// process has not died and been replaced by another with the same pid).
+pub fn notif_id_valid(listener: libc::c_int, id: u64) -> bool {
+    // SAFETY: the ioctl reads one u64, live for the call.
+    unsafe {
+        libc::ioctl(
+            listener,
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+            &id as *const u64,
+        ) == 0
+    }
+}
+
+/// SECCOMP_IOCTL_NOTIF_SEND: the call returns `val`, or fails with `errno`
+/// (never SECCOMP_USER_NOTIF_FLAG_CONTINUE: the supervisor did it or refused it).
+pub fn notif_send(listener: libc::c_int, id: u64, val: i64, errno: i32) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val,
+        error: -errno,
+        flags: 0,
+    };
+    // SAFETY: the ioctl reads one seccomp_notif_resp, live for the call.
+    let r = unsafe {
+        libc::ioctl(
+            listener,
+            libc::SECCOMP_IOCTL_NOTIF_SEND,
+            &mut resp as *mut _,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Gives the calling thread alone (raw system calls: glibc's wrappers would
+/// change every thread of the runner) the worker's identity: `gid`, no
+/// supplementary groups when `drop_groups`, `uid` as real, effective, saved
+/// and file-system ids, and no capabilities. For good: what it does next is
+/// checked as the worker's own calls are (owner, permissions; ptrace access
+/// by the real uid).
+pub fn thread_become(uid: libc::uid_t, gid: libc::gid_t, drop_groups: bool) -> io::Result<()> {
+    let ok = |r: libc::c_long| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    if drop_groups {
+        // SAFETY: no groups: a null list of length 0.
+        ok(unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) })?;
+    }
+    // SAFETY: integer arguments.
+    ok(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
+    // SAFETY: integer arguments.
+    ok(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })?;
+    let header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    // SAFETY: a live header and two data words, as capset wants for version 3.
+    ok(unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) })
+}
+
+/// nix's openat2, the descriptor owned.
+pub fn openat2(
+    dirfd: libc::c_int,
+    path: &std::path::Path,
+    how: nix::fcntl::OpenHow,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = nix::fcntl::openat2(dirfd, path, how)?;
+    // SAFETY: openat2 just returned `fd`; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// utimensat(2) with the times as given (`None`: now), for `AT_EMPTY_PATH`
+/// and `AT_SYMLINK_NOFOLLOW`, which nix's wrapper cannot say.
+pub fn utimensat_raw(
+    dirfd: libc::c_int,
+    path: &CStr,
+    times: Option<[libc::timespec; 2]>,
+    flags: libc::c_int,
+) -> io::Result<()> {
+    let ptr = times.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
+    // SAFETY: `path` is a live C string, `ptr` null or two live timespecs.
+    if unsafe { libc::utimensat(dirfd, path.as_ptr(), ptr, flags) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The order of the steps, checked by recording the calls instead of
@@ -1808,6 +2105,10 @@ mod tests {
         }
         fn seccomp(&self, filter: &seccompiler::BpfProgram) -> SysResult {
             self.call(format!("seccomp {}", filter.len()))
+        }
+        fn seccomp_listener(&self, l: &Listener) -> Result<(), Failure> {
+            self.call(format!("seccomp listener {}", l.filter.len()))
+                .map_err(at(Step::SeccompListener, 0))
         }
     }
 

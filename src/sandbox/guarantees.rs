@@ -103,7 +103,9 @@ pub enum Mechanism {
     LandlockScopes,
     /// The seccomp allowlist.
     Seccomp,
-    /// Seccomp: no chmod, chown or utime at all (applied without a mount namespace).
+    /// Seccomp: no chown at all, chmod and utime refused or supervised (done
+    /// by the runner beneath the writable grants only; applied without a
+    /// mount namespace).
     SeccompNoMetadata,
     /// Seccomp: signals only to the worker's own process group (applied
     /// without a pid namespace and Landlock scopes).
@@ -153,7 +155,7 @@ impl Mechanism {
             Mechanism::LandlockTcp => "Landlock TCP rules (ABI 4)",
             Mechanism::LandlockScopes => "Landlock scopes (ABI 6)",
             Mechanism::Seccomp => "the seccomp allowlist",
-            Mechanism::SeccompNoMetadata => "seccomp's metadata denial",
+            Mechanism::SeccompNoMetadata => "seccomp's metadata rules",
             Mechanism::SeccompOwnSignals => "seccomp's own-process-group signal rule",
             Mechanism::SeccompNoSetid => "seccomp's setuid/setgid mode denial",
             Mechanism::SeccompNoUnix => "seccomp's unix socket denial",

@@ -23,6 +23,7 @@ use crate::sandbox::policy::{
     SeccompPolicy, SyscallAction,
 };
 use crate::sandbox::root;
+use crate::sandbox::supervisor::Supervisor;
 use crate::support::LockExt;
 
 /// `nodus-ext-<pid>-<n>-<random>`: unique among this host's workers, and hard
@@ -771,8 +772,37 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
     } else if let Some(root) = c.private_root.as_mut() {
         root.mount_rules.clear(); // no ruleset to add them to
     }
+    let mut supervisor = None;
     if let Some(sc) = &policy.seccomp {
         c.seccomp = seccomp(sc)?;
+        if let Some(filter) = crate::sandbox::seccomp::supervised_filter(sc) {
+            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+            let (ours, theirs) = socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Prepare,
+                    "cannot make the seccomp listener's channel",
+                    e.into(),
+                )
+            })?;
+            let s = Supervisor::new(policy, scratch, c.identity).map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Prepare,
+                    format!("cannot open the writable grants for the metadata supervisor: {e}"),
+                    e,
+                )
+            })?;
+            c.listener = Some(child::Listener {
+                filter,
+                channel: theirs,
+            });
+            supervisor = Some((s, ours));
+        }
         c.fill_in_pid = sc
             .rules
             .iter()
@@ -789,6 +819,7 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
             cgroup,
             ids,
             _idmapped: idmapped.into_iter().map(|(_, fd)| fd).collect(),
+            supervisor,
         },
     ))
 }
@@ -827,9 +858,33 @@ pub struct Held {
     pub cgroup: Vec<WorkerCgroup>,
     pub ids: Option<IdLease>,
     _idmapped: Vec<std::os::fd::OwnedFd>,
+    /// The supervisor of the worker's supervised calls and the runner's end
+    /// of the channel its listener comes on, until `supervise`.
+    supervisor: Option<(Supervisor, std::os::fd::OwnedFd)>,
 }
 
 impl Held {
+    /// Once the worker has been spawned: takes the seccomp listener its
+    /// process sent before exec and serves it on a thread of its own
+    /// (`supervisor.rs`). Nothing to do for a policy that supervises nothing.
+    pub fn supervise(&mut self) -> Result<()> {
+        let Some((supervisor, channel)) = self.supervisor.take() else {
+            return Ok(());
+        };
+        let io = |what: &str, e: std::io::Error| {
+            Error::sandbox_io(
+                SandboxKind::Confinement(child::Step::SendListener),
+                format!("{what}: {e}"),
+                e,
+            )
+        };
+        let listener = child::receive_fd(&channel, false)
+            .map_err(|e| io("the worker's seccomp listener did not arrive", e))?;
+        supervisor
+            .serve(listener)
+            .map_err(|e| io("cannot start the worker's metadata supervisor thread", e))
+    }
+
     /// Whether the worker hit its memory cgroup's limit (the OOM killer acted).
     pub fn oom_killed(&self) -> bool {
         self.cgroup.iter().any(WorkerCgroup::oom_killed)

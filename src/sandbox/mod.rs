@@ -7,7 +7,7 @@
 //!   over the data in `policies/*.json`; `ext-runner policy` prints it.
 //! - Do: `launch` turns a policy into kernel objects before the fork and forks;
 //!   `child` (the only `unsafe` in the crate) applies them between fork and
-//!   exec. `seccomp` compiles the system call rules into BPF, `syscalls` maps the policy's system call names to numbers.
+//!   exec. `seccomp` compiles the system call rules into BPF, `supervisor` answers the calls base.json marks supervised (chmod and utime without a mount namespace), `syscalls` maps the policy's system call names to numbers.
 
 pub mod cgroup;
 pub(crate) mod child;
@@ -19,4 +19,5 @@ pub mod policy;
 pub mod probe;
 pub(crate) mod root;
 pub mod seccomp;
+pub mod supervisor;
 pub(crate) mod syscalls;

@@ -17,6 +17,11 @@ pub struct Probe {
     /// What the policy's Landlock rules use that this ABI lacks (empty at 6 and later).
     pub landlock_missing: Vec<String>,
     pub seccomp_filter: bool,
+    /// A seccomp listener can be given to a worker (its metadata calls are
+    /// then supervised without a mount namespace: `supervisor.rs`).
+    pub seccomp_listener: bool,
+    /// Why not, when not (EBUSY: another supervisor's filter is above the runner).
+    pub seccomp_listener_missing: Option<String>,
     /// A user namespace with our own ids mapped (root needs none).
     pub user_namespaces: bool,
     /// A mount namespace whose mounts can be made private and read-only.
@@ -113,6 +118,14 @@ impl Probe {
         } else {
             Err("not needed: RLIMIT_NPROC binds a runner that is not root".into())
         };
+        let listener = if seccomp_filter() {
+            crate::sandbox::child::try_listener().map_err(|e| match e {
+                libc::EBUSY => "the runner runs under another seccomp supervisor (a container runtime's, LXD, sysbox, a wrapper): the kernel allows one listener in a filter chain (EBUSY)".to_string(),
+                e => format!("seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) failed: {}", nix::errno::Errno::from_raw(e)),
+            })
+        } else {
+            Err("this kernel has no seccomp filters".to_string())
+        };
         Probe {
             kernel: nix::sys::utsname::uname()
                 .map(|u| u.release().to_string_lossy().into_owned())
@@ -125,6 +138,8 @@ impl Probe {
                 .map(|s| s.to_string())
                 .collect(),
             seccomp_filter: seccomp_filter(),
+            seccomp_listener: listener.is_ok(),
+            seccomp_listener_missing: listener.err(),
             user_namespaces: root || ns.user,
             mount_namespaces: ns.mount,
             network_namespaces: ns.net,

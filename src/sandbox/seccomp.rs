@@ -80,6 +80,56 @@ fn actions(policy: &SeccompPolicy) -> BTreeMap<i64, &SyscallAction> {
     policy.rules.iter().map(|r| (r.number, &r.action)).collect()
 }
 
+/// The filter of the supervised calls (`SyscallAction::Supervised`):
+/// SECCOMP_RET_USER_NOTIF for each, allow for every other call (the main
+/// filters, which allow the supervised ones, decide those; the kernel takes
+/// the most severe answer of all filters, so their refusals still win).
+/// Installed first, with the listener the runner's supervisor answers on.
+/// A few instructions written here (libseccomp says notify only at its API
+/// level 5, which would change how it compiles the other filters). None when
+/// the policy supervises nothing.
+pub fn supervised_filter(policy: &SeccompPolicy) -> Option<BpfProgram> {
+    use seccompiler::sock_filter;
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xc000_003e;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
+    let numbers: Vec<u32> = actions(policy)
+        .into_iter()
+        .filter(|(_, a)| **a == SyscallAction::Supervised)
+        .map(|(n, _)| n as u32)
+        .collect();
+    if numbers.is_empty() {
+        return None;
+    }
+    let n = numbers.len();
+    assert!(n < 200, "a jump spans at most 255 instructions");
+    let insn = |code: u32, jt: usize, jf: usize, k: u32| sock_filter {
+        code: code as u16,
+        jt: jt as u8,
+        jf: jf as u8,
+        k,
+    };
+    let (ld, jeq, ret) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    // seccomp_data: nr at offset 0, arch at 4.
+    let mut f = vec![
+        insn(ld, 0, 0, 4),
+        // Another architecture: allowed here, the main filter kills it.
+        insn(jeq, 0, n + 1, AUDIT_ARCH),
+        insn(ld, 0, 0, 0),
+    ];
+    for (i, nr) in numbers.iter().enumerate() {
+        f.push(insn(jeq, n - i, 0, *nr));
+    }
+    f.push(insn(ret, 0, 0, libc::SECCOMP_RET_ALLOW));
+    f.push(insn(ret, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
+    Some(f)
+}
+
 // ---------------------------------------------------------------- seccompiler
 
 /// seccompiler's form of one argument check.
@@ -121,7 +171,8 @@ fn seccompiler_filters(policy: &SeccompPolicy) -> Result<Vec<BpfProgram>> {
     let mut other_errors: BTreeMap<Errno, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
     for r in &policy.rules {
         match &r.action {
-            SyscallAction::Allow => {
+            // The supervisor's filter decides it (`supervised_filter`).
+            SyscallAction::Allow | SyscallAction::Supervised => {
                 allow.insert(r.number, vec![]);
             }
             SyscallAction::AllowIf(c) => {
@@ -328,7 +379,8 @@ fn libseccomp_filters(policy: &SeccompPolicy) -> Result<Vec<BpfProgram>> {
     for (number, action) in actions(policy) {
         let nr = ScmpSyscall::from(i32::try_from(number).map_err(prepare_error)?);
         match action {
-            SyscallAction::Allow => {
+            // The supervisor's filter decides it (`supervised_filter`).
+            SyscallAction::Allow | SyscallAction::Supervised => {
                 main.add_rule_exact(ScmpAction::Allow, nr).map_err(fail)?;
             }
             // The default already answers it (libseccomp refuses such a rule).

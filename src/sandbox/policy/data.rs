@@ -181,6 +181,9 @@ struct RuleFile {
     args: Option<Vec<Vec<ArgFile>>>,
     #[serde(default)]
     errno: Option<Errno>,
+    /// The call goes to the runner's supervisor (`supervisor.rs`).
+    #[serde(default)]
+    supervised: bool,
     why: String,
 }
 
@@ -266,6 +269,9 @@ pub(crate) enum Carrier {
     PidNamespace,
     /// Landlock's scopes (signals, abstract unix sockets; ABI 6).
     LandlockScopes,
+    /// The runner can supervise calls (a seccomp listener: no other
+    /// supervisor above it, see `supervisor.rs`).
+    MetadataSupervisor,
 }
 
 /// One resolved entry of `seccomp.rules`.
@@ -291,6 +297,8 @@ pub(crate) struct Situation {
     pub pid_namespace: bool,
     pub landlock_scopes: bool,
     pub unix_sockets: bool,
+    /// The runner can take a seccomp listener for the worker.
+    pub metadata_supervisor: bool,
 }
 
 impl Situation {
@@ -300,6 +308,7 @@ impl Situation {
             Carrier::MountNamespace => self.mount_namespace,
             Carrier::PidNamespace => self.pid_namespace,
             Carrier::LandlockScopes => self.landlock_scopes,
+            Carrier::MetadataSupervisor => self.metadata_supervisor,
         }
     }
 }
@@ -367,7 +376,13 @@ impl Rule {
         if r.says.is_some() && r.condition.is_none() {
             return Err("says without a condition".into());
         }
+        if r.supervised {
+            if r.args.is_some() || r.errno.is_some() || r.condition.is_some() {
+                return Err("a supervised rule has no args, condition or errno".into());
+            }
+        }
         let action = match (r.args, r.errno, r.condition) {
+            _ if r.supervised => SyscallAction::Supervised,
             (None, None, None) => SyscallAction::Allow,
             (None, Some(e), None) => SyscallAction::Errno(e),
             (Some(groups), None, Some(name)) => {

@@ -686,6 +686,9 @@ pub enum SyscallAction {
     AllowIf(Condition),
     /// Fails with this errno.
     Errno(Errno),
+    /// Sent to the runner's supervisor (SECCOMP_RET_USER_NOTIF), which does
+    /// the call itself when it is allowed (`supervisor.rs`) and answers.
+    Supervised,
 }
 
 /// The errnos a seccomp rule may answer with.
@@ -1038,6 +1041,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         // view), and only where abstract names are out of reach too (a network
         // namespace of its own, or Landlock's abstract_unix_socket scope).
         unix_sockets: private_root.is_some() && (namespaces.net || scopes),
+        metadata_supervisor: probe.seccomp_listener,
     };
     let seccomp = (report(Layer::Seccomp).wanted && report(Layer::Seccomp).enforceable)
         .then(|| steps::seccomp(&declared, &situation));
@@ -1081,6 +1085,19 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         .collect();
     for l in layers.iter().filter(|l| !l.wanted) {
         degraded.push(format!("{}: switched off by the operator policy", l.layer));
+    }
+    // Not a guarantee lost but what the worker can do: without a mount
+    // namespace and without the supervisor, chmod and utime fail in the
+    // workspace too (base.json's rule that refuses them everywhere).
+    if let (Some(sc), Some(why)) = (&seccomp, &probe.seccomp_listener_missing) {
+        if sc
+            .rule("utimensat")
+            .is_some_and(|r| r.action == SyscallAction::Errno(Errno::Perm))
+        {
+            degraded.push(format!(
+                "workspace_metadata: chmod and utime are refused in the workspace and the scratch folder too, not only on host files (shutil.copy2 fails with PermissionError; shutil.copyfile works): no mount namespace, and no seccomp supervisor for them: {why}"
+            ));
+        }
     }
     Ok(Policy {
         extension: m.name.clone(),

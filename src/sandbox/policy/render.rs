@@ -250,6 +250,9 @@ impl fmt::Display for Policy {
                         SyscallAction::AllowIf(c) => format!("allowed {}", c.says),
                         SyscallAction::Errno(Errno::Perm) => "refused".to_string(),
                         SyscallAction::Errno(e) => format!("fail with {e}"),
+                        SyscallAction::Supervised => {
+                            "supervised (the runner does it or refuses it)".to_string()
+                        }
                         SyscallAction::Allow => unreachable!("filtered"),
                     };
                     // "as getxattr" repeats the reason of the call it names.

@@ -16,6 +16,8 @@ fn probe() -> Probe {
         landlock_abi: 6,
         landlock_missing: vec![],
         seccomp_filter: true,
+        seccomp_listener: true,
+        seccomp_listener_missing: None,
         user_namespaces: true,
         mount_namespaces: true,
         network_namespaces: true,
@@ -584,6 +586,8 @@ fn layer_reports_per_probe() {
     };
     let no_seccomp = Probe {
         seccomp_filter: false,
+        seccomp_listener: false,
+        seccomp_listener_missing: Some("no seccomp".into()),
         ..probe()
     };
     let no_userns = Probe {
