@@ -656,9 +656,42 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
     // without a pid namespace or Landlock scopes.
     if let Some(sc) = &p.seccomp {
         let action = |n: &str| sc.rule(n).map(|r| r.action.clone());
+        // Without a mount namespace chown is refused, and chmod and utime
+        // are refused or, where the runner can take a listener, supervised
+        // (done beneath the writable grants only); with one nothing is
+        // supervised (the read-only mounts keep host metadata).
         if !ns.mount {
-            assert_eq!(action("chmod"), Some(SyscallAction::Errno(Errno::Perm)));
-            assert_eq!(action("utimensat"), Some(SyscallAction::Errno(Errno::Perm)));
+            let metadata = if probe.seccomp_listener {
+                SyscallAction::Supervised
+            } else {
+                SyscallAction::Errno(Errno::Perm)
+            };
+            for call in [
+                "chmod",
+                "fchmod",
+                "fchmodat",
+                "fchmodat2",
+                "utime",
+                "utimes",
+                "futimesat",
+                "utimensat",
+            ] {
+                assert_eq!(action(call), Some(metadata.clone()), "{call}");
+            }
+            for call in ["chown", "fchown", "lchown", "fchownat"] {
+                assert_eq!(
+                    action(call),
+                    Some(SyscallAction::Errno(Errno::Perm)),
+                    "{call}"
+                );
+            }
+        } else {
+            assert!(
+                sc.rules
+                    .iter()
+                    .all(|r| r.action != SyscallAction::Supervised),
+                "supervised calls with a mount namespace"
+            );
         }
         let scopes = p.landlock.as_ref().is_some_and(|l| l.abi >= 6);
         if !ns.pid && !scopes {
@@ -794,23 +827,48 @@ fn check_policy_invariants(case: &PolicyCase, declared: &BTreeSet<Capability>, p
         // guarantees decide (strict refuses a guarantee lost with none of its
         // carriers switched off by the operator, checked in check_policy).
     }
+    // What the worker cannot do that it could with a mount namespace: chmod
+    // and utime in the workspace, said exactly when seccomp refuses them
+    // there (no mount namespace, no listener for the supervisor).
+    let workspace_metadata = p
+        .degraded
+        .iter()
+        .filter(|d| d.starts_with("workspace_metadata: "))
+        .count();
+    let refused_in_workspace =
+        p.seccomp.is_some() && !p.namespaces.mount && !probe.seccomp_listener;
+    assert_eq!(
+        workspace_metadata,
+        usize::from(refused_in_workspace),
+        "{:?}",
+        p.degraded
+    );
     // Strict mode gives up only what the operator switched off.
     if op.mode == Mode::Strict {
-        for d in &p.degraded {
+        for d in p
+            .degraded
+            .iter()
+            .filter(|d| !d.starts_with("workspace_metadata: "))
+        {
             assert!(
                 d.contains("switched off by the operator policy"),
                 "strict mode degraded: {d}"
             );
         }
     }
-    // Every degraded line but the operator's switches is a lost guarantee.
+    // Every other degraded line but the operator's switches is a lost guarantee.
     let lost = p.guarantees.iter().filter(|g| !g.kept()).count();
     let switched = p
         .degraded
         .iter()
         .filter(|d| d.ends_with(": switched off by the operator policy"))
         .count();
-    assert_eq!(p.degraded.len(), lost + switched, "{:?}", p.degraded);
+    assert_eq!(
+        p.degraded.len(),
+        lost + switched + workspace_metadata,
+        "{:?}",
+        p.degraded
+    );
     let _ = p.render();
     serde_json::to_string(p).expect("a policy serializes");
 }
@@ -1096,6 +1154,8 @@ fn grants(have: Access, want: Access) -> bool {
 fn rank(a: &SyscallAction) -> u8 {
     match a {
         SyscallAction::Errno(_) => 0,
+        // Done by the supervisor only beneath the writable grants.
+        SyscallAction::Supervised => 1,
         SyscallAction::AllowIf(_) => 1,
         SyscallAction::Allow => 2,
         other => panic!("an action this check does not rank: {other:?}"),
@@ -1106,6 +1166,8 @@ fn rank(a: &SyscallAction) -> u8 {
 fn at_most(less: &SyscallAction, more: &SyscallAction) -> bool {
     match (less, more) {
         (SyscallAction::AllowIf(l), SyscallAction::AllowIf(m)) => l.implies(m),
+        (SyscallAction::Supervised, SyscallAction::AllowIf(_))
+        | (SyscallAction::AllowIf(_), SyscallAction::Supervised) => false,
         _ => rank(less) <= rank(more),
     }
 }

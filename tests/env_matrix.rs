@@ -280,10 +280,11 @@ const ATTACKS: &[(&str, Attack)] = &[
 /// (fork, exec, setuid bit) their meaning: a file written into the workspace
 /// appears there, and its owner on disk. Then `shutil.copy2` of a file of
 /// the workspace's owner into the workspace, judged by the copy's times
-/// (copy2 sets them: without a mount namespace seccomp refuses utime, issue
-/// 12 item 4, which the cell shows). Wrong: a root runner's worker running
-/// as uid 0 without saying why, a worker of the wrong uid, or a worker that
-/// starts and cannot write its workspace.
+/// (copy2 sets them: without a mount namespace the runner's supervisor does
+/// it, issue 12 item 4; under another seccomp supervisor it cannot, and the
+/// report must say so). Wrong: a root runner's worker running as uid 0
+/// without saying why, a worker of the wrong uid, a worker that starts and
+/// cannot write its workspace, or copy2 failing without the report's word.
 fn identity(c: &Ctx) -> (String, bool) {
     use std::os::unix::fs::MetadataExt;
     let ws = owned_dir(c.cell.who, "ws");
@@ -340,6 +341,9 @@ fn identity(c: &Ctx) -> (String, bool) {
     let uid = uid.unwrap_or(u32::MAX);
     let owner = std::fs::metadata(ws.join("written")).map(|m| m.uid()).ok();
     let copied = std::fs::metadata(ws.join("dst")).is_ok_and(|m| m.mtime() == 1_000_000_000);
+    let said = t
+        .stderr
+        .contains("workspace_metadata: chmod and utime are refused");
     let own = own(uid);
     let text = format!(
         "uid {uid}{} ({}); its file in the workspace {}; copy2 {}",
@@ -349,9 +353,16 @@ fn identity(c: &Ctx) -> (String, bool) {
             Some(o) => format!("owned by uid {o}"),
             None => "**not written**".into(),
         },
-        if copied { "keeps the times" } else { "fails" },
+        if copied {
+            "keeps the times"
+        } else if said {
+            "fails (reported: no supervisor)"
+        } else {
+            "**fails**"
+        },
     );
     let ok = owner.is_some()
+        && (copied || said)
         && match c.cell.who {
             Who::Nobody => uid == NOBODY,
             // uid 0 only where best effort's report says why.
@@ -731,6 +742,13 @@ for l in ['abs', 'rel']:
     attempt('chmod ' + l, lambda: os.chmod(ws + '/' + l, 0o600))
     attempt('utime ' + l, lambda: os.utime(ws + '/' + l, (7, 7)))
     attempt('utime nofollow ' + l, lambda: os.utime(ws + '/' + l, (9, 9), follow_symlinks=False))
+try:
+    os.link(host + '/f', ws + '/hard')
+    out['link'] = 'done'
+    attempt('chmod hard', lambda: os.chmod(ws + '/hard', 0o600))
+    attempt('utime hard', lambda: os.utime(ws + '/hard', (7, 7)))
+except OSError as e:
+    out['link'] = type(e).__name__
 attempt('setuid', lambda: os.chmod(ws + '/suid', 0o4755))
 attempt('setgid', lambda: os.chmod(ws + '/suid', 0o2755))
 # The race: ws/d swapped for a symlink to the host folder while calls on ws/d/f go on.
@@ -819,7 +837,12 @@ result = out"#,
     ] {
         check(said(k) == "PermissionError", format!("{k}: {}", said(k)));
     }
-    // The symlinks themselves are the worker's, in the workspace: their times may change.
+    // A hard link to the host file (where it can be made) changes nothing either.
+    if said("link") == "done" {
+        for k in ["chmod hard", "utime hard"] {
+            check(said(k) == "PermissionError", format!("{k}: {}", said(k)));
+        }
+    }
     check(
         mode(&ws.join("suid")) & 0o6000 == 0,
         format!("setuid mode {:o}", mode(&ws.join("suid"))),
@@ -841,11 +864,12 @@ result = out"#,
     }
     if wrong.is_empty() {
         Ok(format!(
-            "| {} | {} | {} | copy2 {}; host file unchanged; race: {done} done in the workspace, {refused} refused |",
+            "| {} | {} (worker uid {uid}) | {} | copy2 {}; host file unchanged (hard link: {}); race: {done} done in the workspace, {refused} refused |",
             env.label(),
             who.label(),
             if supervised { "supervised" } else { "refused everywhere (said)" },
             if copied { "keeps times and mode" } else { "fails (PermissionError)" },
+            if said("link") == "done" { "made, its chmod and utime refused".to_string() } else { format!("refused, {}", said("link")) },
         ))
     } else {
         Err(format!(
@@ -890,4 +914,97 @@ fn supervised_metadata_without_a_mount_namespace() {
         rows.join("\n")
     );
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// A root runner's worker of a uid of its own (Docker-like, an interpreter
+/// other users can reach, no `filesystem.write`): the supervisor thread
+/// takes that uid, not root's. In the scratch folder (the worker's, owned by
+/// its uid) copy2, chmod and utime work, judged from outside; on a file of
+/// that folder given to root (0666) they are refused: the kernel checks the
+/// owner as for the worker, the supervisor's root adds nothing.
+#[test]
+fn supervised_metadata_as_a_root_runners_own_uid() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !is_root() || !Env::DockerLike.available() || !std::path::Path::new(SYSTEM_PYTHON).exists() {
+        eprintln!("SKIP: needs root, envwrap and {SYSTEM_PYTHON}");
+        return;
+    }
+    let mut s = Launch::new(Who::Root, &[])
+        .policy(json!({"mode": "strict"}))
+        .python(std::path::Path::new(SYSTEM_PYTHON))
+        .in_env(Env::DockerLike)
+        .start();
+    let Reply::Value(setup) = s.exec(
+        "import tempfile\nd = tempfile.gettempdir()\nfor n in ('src', 'f', 'roots'):\n    open(d + '/' + n, 'w').write('x')\nos.chmod(d + '/src', 0o640)\nos.utime(d + '/src', (1000000000, 1000000000))\nresult = [os.getuid(), d]",
+    ) else {
+        panic!("no worker: {}", s.finish().stderr);
+    };
+    let uid = setup[0].as_u64().unwrap() as u32;
+    let scratch = s.scratch().expect("the scratch folder, from outside");
+    assert!(uid != 0, "the worker runs as root here: {setup}");
+    // A file of root's in the worker's scratch folder, writable by all.
+    let roots = scratch.join("roots");
+    std::os::unix::fs::lchown(&roots, Some(0), Some(0)).unwrap();
+    chmod(&roots, 0o666);
+    let old = nix::sys::time::TimeSpec::new(1_000_000_000, 0);
+    nix::sys::stat::utimensat(
+        None,
+        &roots,
+        &old,
+        &old,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    let r = s.exec(
+        r#"import shutil, tempfile
+d = tempfile.gettempdir()
+out = {}
+for name, f in [('copy2', lambda: shutil.copy2(d + '/src', d + '/dst')),
+                ('chmod', lambda: os.chmod(d + '/f', 0o600)),
+                ('utime', lambda: os.utime(d + '/f', (7, 7))),
+                ('chmod root', lambda: os.chmod(d + '/roots', 0o600)),
+                ('utime root', lambda: os.utime(d + '/roots', (7, 7))),
+                ('utime now root', lambda: os.utime(d + '/roots'))]:
+    try:
+        f(); out[name] = 'done'
+    except OSError as e:
+        out[name] = type(e).__name__
+result = out"#,
+    );
+    let mode = |p: &str| {
+        std::fs::metadata(scratch.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let mtime = |p: &str| std::fs::metadata(scratch.join(p)).unwrap().mtime();
+    let (dst_mode, dst_mtime, f_mode, f_mtime) = (mode("dst"), mtime("dst"), mode("f"), mtime("f"));
+    let (root_mode, root_mtime) = (mode("roots"), mtime("roots"));
+    let t = s.finish();
+    let Reply::Value(out) = r else {
+        panic!("{r:?}: {}", t.stderr);
+    };
+    // The control: the worker's own files change, and the checks see it.
+    assert_eq!(
+        (dst_mode, dst_mtime),
+        (0o640, 1_000_000_000),
+        "copy2: {out}"
+    );
+    assert_eq!(
+        (f_mode, f_mtime),
+        (0o600, 7),
+        "chmod and utime of its own file: {out}"
+    );
+    // Root's file: "now" needs write access (it has it: 0666), explicit
+    // times and chmod need the owner (it is not).
+    assert_eq!(root_mode, 0o666, "{out}");
+    assert_eq!(out["chmod root"], "PermissionError", "{out}");
+    assert_eq!(out["utime root"], "PermissionError", "{out}");
+    assert_eq!(out["utime now root"], "done", "{out}");
+    assert!(
+        root_mtime != 1_000_000_000,
+        "utime(NULL) with write access sets now: {out}"
+    );
+    println!("worker uid {uid}: {out}");
 }

@@ -374,10 +374,59 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
             .and_then(|sc| sc.rule(n))
             .map(|r| r.action.clone())
     };
-    assert_eq!(
-        rule("chmod"),
-        Some(SyscallAction::Errno(policy::Errno::Perm))
+    // chmod and utime go to the runner's supervisor (it can take a
+    // listener here), chown stays refused; under another supervisor
+    // (EBUSY) all are refused, and the report says the workspace loses them.
+    for call in [
+        "chmod",
+        "fchmod",
+        "fchmodat",
+        "fchmodat2",
+        "utimensat",
+        "utime",
+        "utimes",
+        "futimesat",
+    ] {
+        assert_eq!(rule(call), Some(SyscallAction::Supervised), "{call}");
+    }
+    for call in ["chown", "fchown", "lchown", "fchownat"] {
+        assert_eq!(
+            rule(call),
+            Some(SyscallAction::Errno(policy::Errno::Perm)),
+            "{call}"
+        );
+    }
+    let mut busy = no_userns.clone();
+    busy.seccomp_listener = false;
+    busy.seccomp_listener_missing = Some("EBUSY".into());
+    let q = derive_with(&[], &OperatorPolicy::default(), &busy, None).unwrap();
+    for call in ["chmod", "fchmodat2", "utimensat", "chown"] {
+        assert_eq!(
+            q.seccomp
+                .as_ref()
+                .and_then(|sc| sc.rule(call))
+                .map(|r| r.action.clone()),
+            Some(SyscallAction::Errno(policy::Errno::Perm)),
+            "{call}"
+        );
+    }
+    assert!(
+        q.degraded
+            .iter()
+            .any(|d| d.starts_with("workspace_metadata:") && d.contains("EBUSY")),
+        "{:?}",
+        q.degraded
     );
+    // With a mount namespace nothing is supervised (its read-only mounts
+    // keep host metadata), and nothing is said.
+    let with_ns = derive_with(&[], &OperatorPolicy::default(), &probe(false), None).unwrap();
+    assert!(with_ns
+        .seccomp
+        .as_ref()
+        .unwrap()
+        .rules
+        .iter()
+        .all(|r| r.action != SyscallAction::Supervised));
     assert_eq!(
         rule("kill")
             .as_ref()

@@ -309,16 +309,17 @@ fn policy_case() -> BoxedStrategy<PolicyCase> {
         proptest::bool::weighted(0.9),
         any::<bool>(),
         proptest::option::of(select(vec!["/sys/fs/cgroup/pids", "", "/x"])),
+        any::<bool>(),
     )
-        .prop_map(|(root, abi, seccomp, userns, pids)| Probe {
+        .prop_map(|(root, abi, seccomp, userns, pids, listener)| Probe {
             kernel: "proptest".into(),
             uid: if root { 0 } else { 1000 },
             root,
             landlock_abi: abi,
             landlock_missing: vec![],
             seccomp_filter: seccomp,
-            seccomp_listener: true,
-            seccomp_listener_missing: None,
+            seccomp_listener: seccomp && listener,
+            seccomp_listener_missing: (!(seccomp && listener)).then(|| "EBUSY".into()),
             user_namespaces: userns,
             mount_namespaces: userns,
             network_namespaces: userns,

@@ -683,3 +683,79 @@ fn the_interpreter_agrees_with_the_kernel() {
         "{allowed} allowed, {refused} refused"
     );
 }
+
+/// The supervised calls' filter (`supervised_filter`, written by hand and
+/// installed first, with the listener) answers SECCOMP_RET_USER_NOTIF for
+/// exactly the calls the policy marks supervised and allows everything else
+/// (a foreign architecture, x32 numbers too: the main filters decide those);
+/// stacked with the main filters (which allow the supervised calls) the
+/// kernel's verdict for a supervised call is the notification, for any
+/// other the main filters' own. Control: a policy without supervised calls
+/// (a mount namespace) gets no such filter, and one without a mount
+/// namespace does.
+#[test]
+fn the_supervised_filter_notifies_exactly_the_supervised_calls() {
+    use nodus_extension::internals::sandbox::seccomp::supervised_filter;
+    let (mut with, mut without) = (0, 0);
+    for (label, p) in cases::policies() {
+        let supervised: BTreeSet<i64> = p
+            .rules
+            .iter()
+            .filter(|r| r.action == SyscallAction::Supervised)
+            .map(|r| r.number)
+            .collect();
+        let Some(f) = supervised_filter(&p) else {
+            assert!(
+                supervised.is_empty(),
+                "{label}: no filter for {supervised:?}"
+            );
+            without += 1;
+            continue;
+        };
+        with += 1;
+        assert!(supervised.contains(&libc::SYS_utimensat), "{label}");
+        let main = compile(&p, Backend::CHOSEN).unwrap();
+        let mut stack = vec![f.clone()];
+        stack.extend(main.iter().cloned());
+        for nr in 0..512 {
+            for (arch, nr) in [
+                (AUDIT_ARCH_X86_64, nr),
+                (AUDIT_ARCH_I386, nr),
+                (AUDIT_ARCH_X86_64, nr | 0x4000_0000),
+            ] {
+                let d = Data {
+                    nr: nr as i32,
+                    arch,
+                    args: [0o644, 0o644, 0o644, 0, 0, 0],
+                };
+                let notify = arch == AUDIT_ARCH_X86_64 && supervised.contains(&nr);
+                let own = cases::run(&f, &d);
+                assert_eq!(
+                    own,
+                    if notify {
+                        libc::SECCOMP_RET_USER_NOTIF
+                    } else {
+                        libc::SECCOMP_RET_ALLOW
+                    },
+                    "{label}: {nr} arch {arch:#x}"
+                );
+                let alone = cases::verdict(&main, &d);
+                let stacked = cases::verdict(&stack, &d);
+                if notify {
+                    assert_eq!(
+                        alone,
+                        libc::SECCOMP_RET_ALLOW,
+                        "{label}: {nr} in the main filter"
+                    );
+                    assert_eq!(stacked, libc::SECCOMP_RET_USER_NOTIF, "{label}: {nr}");
+                } else {
+                    assert_eq!(stacked, alone, "{label}: {nr} arch {arch:#x}");
+                }
+            }
+        }
+    }
+    assert!(
+        with > 0 && without > 0,
+        "{with} policies supervise, {without} do not"
+    );
+}

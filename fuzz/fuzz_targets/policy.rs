@@ -94,8 +94,9 @@ impl Case {
                 landlock_abi: self.landlock_abi % 9,
                 landlock_missing: vec![],
                 seccomp_filter: self.seccomp_filter,
-                seccomp_listener: true,
-                seccomp_listener_missing: None,
+                seccomp_listener: self.seccomp_filter && self.uid % 2 == 0,
+                seccomp_listener_missing: (!(self.seccomp_filter && self.uid % 2 == 0))
+                    .then(|| "EBUSY".into()),
                 user_namespaces: self.user_namespaces,
                 mount_namespaces: self.user_namespaces,
                 network_namespaces: self.user_namespaces,

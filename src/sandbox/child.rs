@@ -2150,6 +2150,10 @@ mod tests {
             landlock: Some(ruleset()),
             landlock_full: true,
             seccomp: vec![vec![nop(), nop(), nop()], vec![nop()]],
+            listener: Some(Listener {
+                filter: vec![nop(), nop()],
+                channel: std::os::unix::net::UnixStream::pair().unwrap().0.into(),
+            }),
             fill_in_pid: false,
             identity: Some((1_879_048_192, 1_879_048_193)),
             egress: Some(EgressSocket {
@@ -2191,6 +2195,7 @@ mod tests {
             "capset 0",
             "cloexec_from 3",
             "landlock_restrict_self",
+            "seccomp listener 2",
             "seccomp 3",
             "seccomp 1",
         ];

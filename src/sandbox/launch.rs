@@ -513,6 +513,9 @@ impl StepContext {
         {
             msg += ": the kernel refused the worker's namespaces or their mounts, though the probe could make them (a seccomp profile, an AppArmor or SELinux policy that changed, or one that refuses only some mounts); `ext-runner probe` says what works here, and \"layers\": {\"namespaces\": false} in the operator policy starts workers without them (see docs/deploy.md)";
         }
+        if f.step == Step::SeccompListener && f.errno == libc::EBUSY {
+            msg += ": another seccomp supervisor's filter is above the runner now, though the probe could take a listener (the kernel allows one per filter chain); without a listener chmod and utime cannot be supervised, and a new probe (a restarted runner) refuses them everywhere instead (see docs/deploy.md)";
+        }
         if f.step == Step::Unshare && f.errno == libc::ENOSPC {
             msg += ": the kernel refused to create the worker's namespaces (a user.max_*_namespaces limit is reached here or in an enclosing user namespace); raise the limit, or set \"layers\": {\"namespaces\": false} in the operator policy (the other layers still apply)";
         }

@@ -26,7 +26,9 @@
 //!    O_NOFOLLOW for AT_SYMLINK_NOFOLLOW: whatever the worker renames or
 //!    swaps meanwhile (a folder for a symlink out), the file opened is
 //!    beneath the grant, on its mount.
-//! 5. A mode with S_ISUID or S_ISGID is refused (EPERM), as everywhere.
+//! 5. A mode with S_ISUID or S_ISGID is refused (EPERM), as everywhere, and
+//!    so is a file with more than one name (a hard link to a host file,
+//!    where Landlock does not refuse making one, shares its metadata).
 //! 6. The call is made on that descriptor, by this thread, which took the
 //!    worker's identity for good when it started (its uid as real,
 //!    effective, saved and file-system uid, its gid, no supplementary groups
@@ -237,6 +239,12 @@ impl Supervisor {
         let file = open_beneath(grant, &rel, call.nofollow)?;
         let stat = nix::sys::stat::fstat(file.as_raw_fd()).map_err(|e| e as i32)?;
         let symlink = stat.st_mode & libc::S_IFMT == libc::S_IFLNK;
+        // A second name elsewhere may be a host file's (a hard link made
+        // where Landlock does not refuse it: no Landlock, or linking within
+        // the grants): its metadata is the host file's.
+        if stat.st_mode & libc::S_IFMT != libc::S_IFDIR && stat.st_nlink > 1 {
+            return Err(libc::EPERM);
+        }
         let proc_path = CString::new(format!("/proc/thread-self/fd/{}", file.as_raw_fd()))
             .map_err(|_| libc::EINVAL)?;
         match call.op {

@@ -376,10 +376,8 @@ impl Rule {
         if r.says.is_some() && r.condition.is_none() {
             return Err("says without a condition".into());
         }
-        if r.supervised {
-            if r.args.is_some() || r.errno.is_some() || r.condition.is_some() {
-                return Err("a supervised rule has no args, condition or errno".into());
-            }
+        if r.supervised && (r.args.is_some() || r.errno.is_some() || r.condition.is_some()) {
+            return Err("a supervised rule has no args, condition or errno".into());
         }
         let action = match (r.args, r.errno, r.condition) {
             _ if r.supervised => SyscallAction::Supervised,

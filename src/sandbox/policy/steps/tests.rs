@@ -226,6 +226,7 @@ fn at(own_net: bool) -> Situation {
         pid_namespace: false,
         landlock_scopes: true,
         unix_sockets: false,
+        metadata_supervisor: true,
     }
 }
 
