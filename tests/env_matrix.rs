@@ -716,6 +716,7 @@ fn supervised_cell(env: Env, who: Who, supervised: bool) -> Result<String, Strin
     file(&ws.join("src"), 0o640);
     file(&ws.join("f"), 0o644);
     file(&ws.join("suid"), 0o755);
+    file(&ws.join("two"), 0o644);
     std::fs::create_dir(ws.join("d")).unwrap();
     std::os::unix::fs::lchown(ws.join("d"), Some(uid), Some(uid)).unwrap();
     file(&ws.join("d/f"), 0o644);
@@ -749,6 +750,10 @@ try:
     attempt('utime hard', lambda: os.utime(ws + '/hard', (7, 7)))
 except OSError as e:
     out['link'] = type(e).__name__
+# Two names in the workspace (Landlock allows this link): refused as a
+# link to a host file would be where nothing refuses making one.
+os.link(ws + '/two', ws + '/two.b')
+attempt('chmod two names', lambda: os.chmod(ws + '/two', 0o600))
 attempt('setuid', lambda: os.chmod(ws + '/suid', 0o4755))
 attempt('setgid', lambda: os.chmod(ws + '/suid', 0o2755))
 # The race: ws/d swapped for a symlink to the host folder while calls on ws/d/f go on.
@@ -837,6 +842,13 @@ result = out"#,
     ] {
         check(said(k) == "PermissionError", format!("{k}: {}", said(k)));
     }
+    check(
+        said("chmod two names") == "PermissionError" && mode(&ws.join("two")) == 0o644,
+        format!(
+            "chmod of a file with two names: {}",
+            said("chmod two names")
+        ),
+    );
     // A hard link to the host file (where it can be made) changes nothing either.
     if said("link") == "done" {
         for k in ["chmod hard", "utime hard"] {
