@@ -823,6 +823,7 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
             ids,
             _idmapped: idmapped.into_iter().map(|(_, fd)| fd).collect(),
             supervisor,
+            _supervising: None,
         },
     ))
 }
@@ -864,6 +865,8 @@ pub struct Held {
     /// The supervisor of the worker's supervised calls and the runner's end
     /// of the channel its listener comes on, until `supervise`.
     supervisor: Option<(Supervisor, std::os::fd::OwnedFd)>,
+    /// Ends the supervisor thread when the worker has been reaped.
+    _supervising: Option<crate::sandbox::supervisor::Stop>,
 }
 
 impl Held {
@@ -883,9 +886,12 @@ impl Held {
         };
         let listener = child::receive_fd(&channel, false)
             .map_err(|e| io("the worker's seccomp listener did not arrive", e))?;
-        supervisor
-            .serve(listener)
-            .map_err(|e| io("cannot start the worker's metadata supervisor thread", e))
+        self._supervising = Some(
+            supervisor
+                .serve(listener)
+                .map_err(|e| io("cannot start the worker's metadata supervisor thread", e))?,
+        );
+        Ok(())
     }
 
     /// Whether the worker hit its memory cgroup's limit (the OOM killer acted).

@@ -62,6 +62,16 @@ pub fn supervises(policy: &Policy) -> bool {
     })
 }
 
+/// Ends a supervisor thread when dropped (within a second).
+#[derive(Debug)]
+pub struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A writable grant: its path (as given and canonical) and a descriptor of it.
 struct Grant {
     paths: Vec<PathBuf>,
@@ -137,15 +147,19 @@ impl Supervisor {
     }
 
     /// Serves `listener` on a thread of its own until the worker and every
-    /// process it started are gone (the listener hangs up).
-    pub fn serve(self, listener: OwnedFd) -> io::Result<()> {
+    /// process it started are gone (the listener hangs up), or the returned
+    /// [`Stop`] is dropped (the worker was reaped: an older kernel never
+    /// hangs up).
+    pub fn serve(self, listener: OwnedFd) -> io::Result<Stop> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
         std::thread::Builder::new()
             .name("nodus-supervisor".into())
-            .spawn(move || self.run(listener))
-            .map(drop)
+            .spawn(move || self.run(listener, &flag))
+            .map(|_| Stop(stop))
     }
 
-    fn run(self, listener: OwnedFd) {
+    fn run(self, listener: OwnedFd, stop: &std::sync::atomic::AtomicBool) {
         // Fails closed: a thread that could not become the worker answers
         // every call with EPERM.
         let became = child::thread_become(self.uid, self.gid, self.drop_groups).is_ok();
@@ -155,7 +169,9 @@ impl Supervisor {
                 listener_borrow(&listener),
                 nix::poll::PollFlags::POLLIN,
             )];
-            match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE) {
+            match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(1000u16)) {
+                Ok(0) if stop.load(std::sync::atomic::Ordering::Relaxed) => return,
+                Ok(0) => continue,
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return,
