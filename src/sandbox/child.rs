@@ -16,7 +16,9 @@
 //! 4. drop every capability
 //! 5. mark all inherited descriptors close-on-exec
 //! 6. Landlock (sets no_new_privs) and its status checked, then seccomp,
-//!    last: exec follows
+//!    last: the supervised calls' filter first where there is one (its
+//!    listener sent to the runner, `supervisor.rs`), then the main filters;
+//!    exec follows
 //!
 //! Each system call is a [`Step`]. When one fails, the child writes a
 //! [`Failure`] (step, errno, one number of detail: 12 bytes from the stack)
