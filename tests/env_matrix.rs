@@ -717,6 +717,7 @@ fn supervised_cell(env: Env, who: Who, supervised: bool) -> Result<String, Strin
     file(&ws.join("f"), 0o644);
     file(&ws.join("suid"), 0o755);
     file(&ws.join("two"), 0o644);
+    file(&ws.join("g"), 0o644);
     std::fs::create_dir(ws.join("d")).unwrap();
     std::os::unix::fs::lchown(ws.join("d"), Some(uid), Some(uid)).unwrap();
     file(&ws.join("d/f"), 0o644);
@@ -734,6 +735,10 @@ ws, host = @W@, @H@
 attempt('copy2', lambda: shutil.copy2(ws + '/src', ws + '/dst'))
 attempt('chmod ws', lambda: os.chmod(ws + '/f', 0o600))
 attempt('utime ws', lambda: os.utime(ws + '/f', (7, 7)))
+fd = os.open(ws + '/g', os.O_RDONLY)
+attempt('fchmod ws', lambda: os.chmod(fd, 0o600))
+attempt('futimens ws', lambda: os.utime(fd, (8, 8)))
+os.close(fd)
 attempt('chmod host', lambda: os.chmod(host + '/f', 0o600))
 attempt('utime host', lambda: os.utime(host + '/f', (7, 7)))
 attempt('utime now host', lambda: os.utime(host + '/f'))
@@ -803,6 +808,14 @@ result = out"#,
         check(
             mtime(&ws.join("f")) == 7,
             format!("utime in the workspace {}", said("utime ws")),
+        );
+        check(
+            mode(&ws.join("g")) == 0o600 && mtime(&ws.join("g")) == 8,
+            format!(
+                "fchmod {} and futimens {} in the workspace",
+                said("fchmod ws"),
+                said("futimens ws")
+            ),
         );
     } else {
         check(

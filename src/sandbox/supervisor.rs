@@ -233,14 +233,11 @@ impl Supervisor {
                 };
                 base.join(p)
             }
-            // A descriptor's own file (fchmod, futimens, AT_EMPTY_PATH).
-            _ => {
-                if call.dirfd == libc::AT_FDCWD {
-                    link("cwd".into())?
-                } else {
-                    link(format!("fd/{}", call.dirfd))?
-                }
-            }
+            // A descriptor's own file (fchmod, futimens): AT_FDCWD is none.
+            None if call.dirfd == libc::AT_FDCWD => return Err(libc::EBADF),
+            // AT_EMPTY_PATH: the working folder or the descriptor's file.
+            _ if call.dirfd == libc::AT_FDCWD => link("cwd".into())?,
+            _ => link(format!("fd/{}", call.dirfd))?,
         };
         // All read: is this still the call that waits (its pid not reused)?
         if !child::notif_id_valid(listener, n.id) {
