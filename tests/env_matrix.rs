@@ -669,6 +669,7 @@ const NO_MOUNT_NAMESPACE: &[(Env, Who, bool)] = &[
     (Env::DockerLike, Who::Root, true),
     (Env::UsernsLimits, Who::Nobody, true),
     (Env::UsernsLimits, Who::Root, true),
+    (Env::UsernsLimitsMapped, Who::Root, true),
     (Env::AppArmorUserns, Who::Nobody, false),
     (Env::Ubuntu2404, Who::Nobody, false),
 ];
@@ -949,15 +950,25 @@ fn supervised_metadata_without_a_mount_namespace() {
 /// owner as for the worker, the supervisor's root adds nothing.
 #[test]
 fn supervised_metadata_as_a_root_runners_own_uid() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if !is_root() || !Env::DockerLike.available() || !std::path::Path::new(SYSTEM_PYTHON).exists() {
-        eprintln!("SKIP: needs root, envwrap and {SYSTEM_PYTHON}");
+    if !is_root() || !std::path::Path::new(SYSTEM_PYTHON).exists() {
+        eprintln!("SKIP: needs root and {SYSTEM_PYTHON}");
         return;
     }
+    // Docker-like: the default range; the nested user namespace mapping
+    // 0..65535: a range derived from its map.
+    for env in [Env::DockerLike, Env::UsernsLimitsMapped] {
+        if env.available() {
+            own_uid_cell(env);
+        }
+    }
+}
+
+fn own_uid_cell(env: Env) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut s = Launch::new(Who::Root, &[])
         .policy(json!({"mode": "strict"}))
         .python(std::path::Path::new(SYSTEM_PYTHON))
-        .in_env(Env::DockerLike)
+        .in_env(env)
         .start();
     let Reply::Value(setup) = s.exec(
         "import tempfile\nd = tempfile.gettempdir()\nfor n in ('src', 'f', 'roots'):\n    open(d + '/' + n, 'w').write('x')\nos.chmod(d + '/src', 0o640)\nos.utime(d + '/src', (1000000000, 1000000000))\nresult = [os.getuid(), d]",
@@ -1031,5 +1042,5 @@ result = out"#,
         root_mtime != 1_000_000_000,
         "utime(NULL) with write access sets now: {out}"
     );
-    println!("worker uid {uid}: {out}");
+    println!("{}: worker uid {uid}: {out}", env.label());
 }
