@@ -607,6 +607,15 @@ impl Server {
                 "the fork server starts extension.py workers; this extension has a native \"entry\": start it without --server",
             ));
         }
+        // A warm worker is confined in a fork of the zygote, which stays
+        // single-threaded to fork and so cannot serve a seccomp listener.
+        // Refused, as a native entry is, rather than started cold by the
+        // client: a cold start would apply the client's operator policy.
+        if crate::sandbox::supervisor::supervises(&ext.policy) {
+            return Err(server_error(
+                "the fork server cannot supervise chmod and utime here (no mount namespace, so they go to a supervisor thread a zygote cannot run): start this worker without --server",
+            ));
+        }
         let zygote = self.zygote(startup_env(&ext.policy))?;
         let (in_r, in_w) = pipe()?;
         let (out_r, out_w) = pipe()?;

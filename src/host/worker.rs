@@ -391,10 +391,6 @@ pub fn start(
     verbose: bool,
     warm: Option<Warm<'_>>,
 ) -> Result<Spawned> {
-    // A warm worker's confinement is applied in a fork of the zygote, which
-    // cannot serve a seccomp listener (it stays single-threaded to fork):
-    // a policy with supervised calls starts cold.
-    let warm = warm.filter(|_| !crate::sandbox::supervisor::supervises(policy));
     if let Some(w) = warm {
         let started = crate::host::server::start(w.socket, dir, w.workspace, verbose)?;
         let io = |e: std::io::Error| {
