@@ -4,6 +4,8 @@
     python3 bench/bench.py --out docs/benchmarks.md      (about 6 minutes)
     python3 bench/bench.py --quick                       (a smoke run, about 1 minute)
     python3 bench/bench.py --only cold,steady            (just those sections, medians to stdout)
+    python3 bench/bench.py --only cold,steady --out docs/benchmarks.md
+                                                         (those sections replace theirs in the report)
 
 Everything is measured side by side in the same run, in interleaved rounds
 (the order shuffled each round), and reported as medians and ratios against a
@@ -716,6 +718,195 @@ def linear_fit(xs, ys):
     return slope, icpt, (1 - ss_res / ss_tot) if ss_tot else 1.0
 
 
+def report_targets(R):
+    """The targets' verdicts, from the sections R holds (--only runs a few)."""
+    targets = []
+    if "cold" in R:
+        cold = R["cold"]
+        cm = {k: med(v) for k, v in cold.items()}
+        ident = lambda x: x
+        r_cold = paired(cold["py runner full"], cold["py direct"], ident)
+        bw = cm.get("py bubblewrap")
+        targets.append(("cold start, full policy ≤ 1.1x the worker run directly", r_cold <= 1.1,
+                        f"{r_cold:.2f}x paired ({fmt_ms(cm['py runner full'])} vs {fmt_ms(cm['py direct'])} ms medians)"))
+        if bw:
+            r_bw = paired(cold["py runner full"], cold["py bubblewrap"], ident)
+            targets.append(("cold start, full policy below bubblewrap", r_bw < 1.0,
+                            f"{r_bw:.2f}x bubblewrap paired ({fmt_ms(bw)} ms median)"))
+    if "steady" in R:
+        st = {k: steady_stats(v) for k, v in R["steady"].items()}
+        p50 = lambda b: pct(b["samples_ns"], 0.5)
+        sd = R["steady"]
+        r_run = paired(sd["py ext-runner run"], sd["py direct pipe"], p50)
+        floor = ""
+        if "py minimal relay" in sd:
+            r_relay = paired(sd["py minimal relay"], sd["py direct pipe"], p50)
+            floor = (f"; the floor of any relay process (`bench/relay.c`: two threads, blocking read/write, "
+                     f"no parsing) measures {r_relay:.2f}x, so the runner is at {r_run / r_relay:.2f}x of the floor")
+        targets.append(("`ext-runner run` p50 ≤ 1.3x a direct pipe (python worker)", r_run <= 1.3,
+                        f"{r_run:.2f}x paired; pooled p50 {fmt_us(st['py ext-runner run']['p50'])} vs "
+                        f"{fmt_us(st['py direct pipe']['p50'])} µs ({st['py ext-runner run']['p50'] / st['py direct pipe']['p50']:.2f}x)"
+                        + floor))
+        r_lib = paired(sd["py library"], sd["py direct pipe"], p50)
+        targets.append(("library p50 ≤ 1.1x a direct pipe (python worker)", r_lib <= 1.1,
+                        f"{r_lib:.2f}x paired; pooled p50 {fmt_us(st['py library']['p50'])} vs "
+                        f"{fmt_us(st['py direct pipe']['p50'])} µs ({st['py library']['p50'] / st['py direct pipe']['p50']:.2f}x)"))
+    if "memory" in R:
+        mem = memory_summary(R["memory"])
+        full = mem.get("native workers, full policy")
+        if full:
+            own = full["per_worker_kib"]
+            targets.append(("runner's own memory a few MiB per worker (≤ 4 MiB), linear (R² ≥ 0.98)",
+                            own <= 4096 and full["r2"] >= 0.98,
+                            f"{own / 1024:.2f} MiB per worker (host RSS slope {full['slope_kib']:.0f} KiB + "
+                            f"pid-namespace waiter {full['waiter_kib']:.0f} KiB private), R² = {full['r2']:.4f}"))
+    if "seccomp" in R:
+        sc = R["seccomp"]
+        sc_off, only = sc["runner, layers off"], sc["runner, seccomp only"]
+        worst = max(((only[c] - sc_off[c]) / sc_off[c], c) for c in ("getppid", "stat", "open"))
+        targets.append(("seccomp overhead < 10% on a syscall loop", worst[0] < 0.10,
+                        f"worst {worst[0] * 100:+.1f}% ({worst[1]}: {only[worst[1]]:.0f} vs {sc_off[worst[1]]:.0f} ns per call)"))
+    return targets
+
+
+def cold_report(a, R):
+    """The cold-start section's lines."""
+    L = []
+    add = L.append
+    cold = R["cold"]
+    cm = {k: med(v) for k, v in cold.items()}
+    add("## Cold start: load + first invoke")
+    add("")
+    add("One process start, one `example.greet` invoke, shutdown; wall time seen by the caller "
+        f"(median of {a.rounds} interleaved rounds). Python rows run `examples/hello` with the same interpreter; "
+        "native rows run the native echo worker.")
+    add("")
+    add("| method | median ms | min ms | p90 ms | vs py direct | vs py runner no-layers |")
+    add("|---|---:|---:|---:|---:|---:|")
+    base, off = cm["py direct"], cm["py runner no-layers"]
+    for k, v in sorted(cold.items(), key=lambda kv: (not kv[0].startswith("py"), med(kv[1]))):
+        if k.startswith("native"):
+            continue
+        add(f"| {k} | {fmt_ms(med(v))} | {fmt_ms(min(v))} | {fmt_ms(pct(v, 0.9))} | {med(v) / base:.2f}x | {med(v) / off:.2f}x |")
+    add("")
+    add("| native echo worker | median ms | min ms | vs native direct |")
+    add("|---|---:|---:|---:|")
+    nb = cm["native direct"]
+    for k in ("native direct", "native runner no-layers", "native runner full"):
+        add(f"| {k} | {fmt_ms(cm[k])} | {fmt_ms(min(cold[k]))} | {cm[k] / nb:.2f}x |")
+    add("")
+    add("Decomposition (differences of medians above):")
+    add("")
+    add(f"- runner process itself (`ext-runner policy`: exec, probe, manifest, interpreter, policy; no worker): "
+        f"{fmt_ms(cm['runner policy only (no worker)'])} ms")
+    add(f"- everything the runner adds around a native worker (native runner full − native direct): "
+        f"{fmt_ms(cm['native runner full'] - nb)} ms, of which the sandbox layers (full − no-layers) "
+        f"{fmt_ms(cm['native runner full'] - cm['native runner no-layers'])} ms")
+    add(f"- the same for the python worker: runner full − direct = {fmt_ms(cm['py runner full'] - base)} ms; "
+        f"layers (full − no-layers) = {fmt_ms(cm['py runner full'] - off)} ms")
+    for l in LAYERS:
+        k = f"py runner {l} only"
+        if k in cm:
+            add(f"  - {l} alone: {fmt_ms(cm[k] - off)} ms over no-layers")
+    if "py library (in-process)" in cm:
+        add(f"- the library in a host that is already running (no runner exec): "
+            f"{fmt_ms(cm['py library (in-process)'])} ms, {cm['py library (in-process)'] / base:.2f}x the direct start")
+    add("")
+
+    return L
+
+
+def steady_report(a, R):
+    """The steady-state section's lines."""
+    L = []
+    add = L.append
+    st = {k: steady_stats(v) for k, v in R["steady"].items()}
+    add("## Steady state: one invoke at a time over a live worker")
+    add("")
+    add("Round-trip latency per invoke seen by the caller, all samples of all blocks pooled "
+        "(the block-p50 range shows the spread between blocks; the paired ratio is the median over rounds of "
+        "the method's block p50 divided by the baseline's block p50 in the same round); throughput = invokes / "
+        "wall time, sequential. "
+        "Pipes and `ext-runner run` are driven by the same Rust client (`bench-host pipe`), the library by "
+        "`bench-host steady`, the reference host by `bench/ref_host.py` in `.venv-ref`."
+        + (" Every process of this section (client, runner, worker, library threads) runs on CPU 0 "
+           "(`taskset -c 0`): each hop is then a context switch on one CPU rather than a wake-up of the other "
+           "CPU, whose cost on a virtual machine varies tenfold with whether that CPU is asleep; `--no-pin` "
+           "measures unpinned." if getattr(a, "pin", False) else " Unpinned (`--no-pin`)."))
+    add("")
+    add("| method | p50 µs | p99 µs | mean µs | invokes/s | block p50 range µs | p50 vs direct pipe | paired ratio |")
+    add("|---|---:|---:|---:|---:|---:|---:|---:|")
+    groups = [("py", "py direct pipe"), ("native 64 KiB", "native 64 KiB direct pipe"), ("native", "native direct pipe")]
+    order = ["py direct pipe", "py ext-runner run", "py minimal relay", "py library", "py library, schema check off",
+             "py library, current-thread runtime", "py reference host",
+             "native direct pipe", "native ext-runner run", "native minimal relay", "native library", "native library, current-thread runtime",
+             "native 64 KiB direct pipe", "native 64 KiB ext-runner run", "native 64 KiB minimal relay",
+             "native 64 KiB library"]
+    for k in order:
+        if k not in st:
+            continue
+        s = st[k]
+        bk = next(bk for g, bk in groups if k.startswith(g))
+        b = st[bk]
+        pr = paired(R["steady"][k], R["steady"][bk], lambda x: pct(x["samples_ns"], 0.5))
+        add(f"| {k} | {fmt_us(s['p50'])} | {fmt_us(s['p99'])} | {fmt_us(s['mean'])} | {s['per_s']:,.0f} | "
+            f"{fmt_us(s['block_p50_min'])}–{fmt_us(s['block_p50_max'])} | {s['p50'] / b['p50']:.2f}x | {pr:.2f}x |")
+    add("")
+    add(f"Added per invoke at p50: `ext-runner run` {fmt_us(st['py ext-runner run']['p50'] - st['py direct pipe']['p50'])} µs "
+        f"(python) / {fmt_us(st['native ext-runner run']['p50'] - st['native direct pipe']['p50'])} µs (native); "
+        f"library {fmt_us(st['py library']['p50'] - st['py direct pipe']['p50'])} µs (python) / "
+        f"{fmt_us(st['native library']['p50'] - st['native direct pipe']['p50'])} µs (native); with 64 KiB arguments "
+        f"and results: run {fmt_us(st['native 64 KiB ext-runner run']['p50'] - st['native 64 KiB direct pipe']['p50'])} µs, "
+        f"library {fmt_us(st['native 64 KiB library']['p50'] - st['native 64 KiB direct pipe']['p50'])} µs.")
+    add("")
+
+    return L
+
+
+SECTION_HEADS = {"cold": "## Cold start: load + first invoke",
+                 "steady": "## Steady state: one invoke at a time over a live worker"}
+
+
+def splice(a, R, path, info, ctx):
+    """--only with --out: the sections that ran replace theirs in the report
+    at `path` (their target rows too) and a marked note says when and where
+    they were measured; every other section stays as it was."""
+    try:
+        text = open(path).read()
+    except FileNotFoundError:
+        sys.exit(f"--only with --out updates an existing report, and {path} does not exist: run without --only")
+    for name, render in (("cold", cold_report), ("steady", steady_report)):
+        if name not in R:
+            continue
+        head = SECTION_HEADS[name]
+        if head not in text:
+            sys.exit(f"{path} has no '{head}' section to replace: run without --only")
+        i = text.index(head)
+        j = text.find("\n## ", i)
+        j = len(text) if j < 0 else j + 1
+        text = text[:i] + "\n".join(render(a, R)) + "\n" + text[j:]
+    for t, ok, m in report_targets(R):
+        row = re.compile(r"^\| " + re.escape(t) + r" \|.*$", re.M)
+        text = row.sub(lambda _m, t=t, ok=ok, m=m: f"| {t} | {verdict(ok)} | {m} |", text)
+    ran = [n for n in ("cold", "steady") if n in R]
+    other = ctx.get("other_cpu", 0.0)
+    note = (f"<!-- only:begin -->\n> The {' and '.join(ran)} sections (and their rows of the targets) were "
+            f"re-measured on their own by `python3 bench/bench.py --only {','.join(ran)} --out {os.path.relpath(path, ROOT)}`: "
+            f"{info['ext-runner']}, {info['date']}; {a.rounds} cold rounds, {a.blocks} steady blocks of "
+            f"{max(1, a.invokes // a.blocks)} invokes; load average {ctx['load_before']:.2f} at the start, "
+            f"{ctx['load_after']:.2f} at the end, other processes used {other * 100:.0f}% of the machine's CPU. "
+            f"Every other section (and the chart) is from the run described above.\n<!-- only:end -->")
+    b, e = "<!-- only:begin -->", "<!-- only:end -->"
+    if b in text and e in text:
+        text = text[:text.index(b)] + note + text[text.index(e) + len(e):]
+    else:
+        k = text.index("![latency chart]")
+        text = text[:k] + note + "\n\n" + text[k:]
+    with open(path, "w") as f:
+        f.write(text)
+    log(f"updated the {', '.join(ran)} sections of {path}")
+
+
 def report(a, info, ctx, R, svg_name):
     busy_before, busy_after = ctx["busy_before"], ctx["busy_after"]
     load_before, load_after = ctx["load_before"], ctx["load_after"]
@@ -777,49 +968,7 @@ def report(a, info, ctx, R, svg_name):
     add(f"![latency chart]({svg_name})")
     add("")
 
-    # ---- targets
-    cold = R["cold"]
-    cm = {k: med(v) for k, v in cold.items()}
-    st = {k: steady_stats(v) for k, v in R["steady"].items()}
-    targets = []
-    ident = lambda x: x
-    r_cold = paired(cold["py runner full"], cold["py direct"], ident)
-    bw = cm.get("py bubblewrap")
-    targets.append(("cold start, full policy ≤ 1.1x the worker run directly", r_cold <= 1.1,
-                    f"{r_cold:.2f}x paired ({fmt_ms(cm['py runner full'])} vs {fmt_ms(cm['py direct'])} ms medians)"))
-    if bw:
-        r_bw = paired(cold["py runner full"], cold["py bubblewrap"], ident)
-        targets.append(("cold start, full policy below bubblewrap", r_bw < 1.0,
-                        f"{r_bw:.2f}x bubblewrap paired ({fmt_ms(bw)} ms median)"))
-    p50 = lambda b: pct(b["samples_ns"], 0.5)
-    sd = R["steady"]
-    r_run = paired(sd["py ext-runner run"], sd["py direct pipe"], p50)
-    floor = ""
-    if "py minimal relay" in sd:
-        r_relay = paired(sd["py minimal relay"], sd["py direct pipe"], p50)
-        floor = (f"; the floor of any relay process (`bench/relay.c`: two threads, blocking read/write, "
-                 f"no parsing) measures {r_relay:.2f}x, so the runner is at {r_run / r_relay:.2f}x of the floor")
-    targets.append(("`ext-runner run` p50 ≤ 1.3x a direct pipe (python worker)", r_run <= 1.3,
-                    f"{r_run:.2f}x paired; pooled p50 {fmt_us(st['py ext-runner run']['p50'])} vs "
-                    f"{fmt_us(st['py direct pipe']['p50'])} µs ({st['py ext-runner run']['p50'] / st['py direct pipe']['p50']:.2f}x)"
-                    + floor))
-    r_lib = paired(sd["py library"], sd["py direct pipe"], p50)
-    targets.append(("library p50 ≤ 1.1x a direct pipe (python worker)", r_lib <= 1.1,
-                    f"{r_lib:.2f}x paired; pooled p50 {fmt_us(st['py library']['p50'])} vs "
-                    f"{fmt_us(st['py direct pipe']['p50'])} µs ({st['py library']['p50'] / st['py direct pipe']['p50']:.2f}x)"))
-    mem = memory_summary(R["memory"])
-    full = mem.get("native workers, full policy")
-    if full:
-        own = full["per_worker_kib"]
-        targets.append(("runner's own memory a few MiB per worker (≤ 4 MiB), linear (R² ≥ 0.98)",
-                        own <= 4096 and full["r2"] >= 0.98,
-                        f"{own / 1024:.2f} MiB per worker (host RSS slope {full['slope_kib']:.0f} KiB + "
-                        f"pid-namespace waiter {full['waiter_kib']:.0f} KiB private), R² = {full['r2']:.4f}"))
-    sc = R["seccomp"]
-    sc_off, only = sc["runner, layers off"], sc["runner, seccomp only"]
-    worst = max(((only[c] - sc_off[c]) / sc_off[c], c) for c in ("getppid", "stat", "open"))
-    targets.append(("seccomp overhead < 10% on a syscall loop", worst[0] < 0.10,
-                    f"worst {worst[0] * 100:+.1f}% ({worst[1]}: {only[worst[1]]:.0f} vs {sc_off[worst[1]]:.0f} ns per call)"))
+    targets = report_targets(R)
     add("## Targets")
     add("")
     add("| target | verdict | measured |")
@@ -830,84 +979,8 @@ def report(a, info, ctx, R, svg_name):
     add("Why the missed ones miss is in [Where the time goes](#where-the-time-goes).")
     add("")
 
-    # ---- cold
-    add("## Cold start: load + first invoke")
-    add("")
-    add("One process start, one `example.greet` invoke, shutdown; wall time seen by the caller "
-        f"(median of {a.rounds} interleaved rounds). Python rows run `examples/hello` with the same interpreter; "
-        "native rows run the native echo worker.")
-    add("")
-    add("| method | median ms | min ms | p90 ms | vs py direct | vs py runner no-layers |")
-    add("|---|---:|---:|---:|---:|---:|")
-    base, off = cm["py direct"], cm["py runner no-layers"]
-    for k, v in sorted(cold.items(), key=lambda kv: (not kv[0].startswith("py"), med(kv[1]))):
-        if k.startswith("native"):
-            continue
-        add(f"| {k} | {fmt_ms(med(v))} | {fmt_ms(min(v))} | {fmt_ms(pct(v, 0.9))} | {med(v) / base:.2f}x | {med(v) / off:.2f}x |")
-    add("")
-    add("| native echo worker | median ms | min ms | vs native direct |")
-    add("|---|---:|---:|---:|")
-    nb = cm["native direct"]
-    for k in ("native direct", "native runner no-layers", "native runner full"):
-        add(f"| {k} | {fmt_ms(cm[k])} | {fmt_ms(min(cold[k]))} | {cm[k] / nb:.2f}x |")
-    add("")
-    add("Decomposition (differences of medians above):")
-    add("")
-    add(f"- runner process itself (`ext-runner policy`: exec, probe, manifest, interpreter, policy; no worker): "
-        f"{fmt_ms(cm['runner policy only (no worker)'])} ms")
-    add(f"- everything the runner adds around a native worker (native runner full − native direct): "
-        f"{fmt_ms(cm['native runner full'] - nb)} ms, of which the sandbox layers (full − no-layers) "
-        f"{fmt_ms(cm['native runner full'] - cm['native runner no-layers'])} ms")
-    add(f"- the same for the python worker: runner full − direct = {fmt_ms(cm['py runner full'] - base)} ms; "
-        f"layers (full − no-layers) = {fmt_ms(cm['py runner full'] - off)} ms")
-    for l in LAYERS:
-        k = f"py runner {l} only"
-        if k in cm:
-            add(f"  - {l} alone: {fmt_ms(cm[k] - off)} ms over no-layers")
-    if "py library (in-process)" in cm:
-        add(f"- the library in a host that is already running (no runner exec): "
-            f"{fmt_ms(cm['py library (in-process)'])} ms, {cm['py library (in-process)'] / base:.2f}x the direct start")
-    add("")
-
-    # ---- steady
-    add("## Steady state: one invoke at a time over a live worker")
-    add("")
-    add("Round-trip latency per invoke seen by the caller, all samples of all blocks pooled "
-        "(the block-p50 range shows the spread between blocks; the paired ratio is the median over rounds of "
-        "the method's block p50 divided by the baseline's block p50 in the same round); throughput = invokes / "
-        "wall time, sequential. "
-        "Pipes and `ext-runner run` are driven by the same Rust client (`bench-host pipe`), the library by "
-        "`bench-host steady`, the reference host by `bench/ref_host.py` in `.venv-ref`."
-        + (" Every process of this section (client, runner, worker, library threads) runs on CPU 0 "
-           "(`taskset -c 0`): each hop is then a context switch on one CPU rather than a wake-up of the other "
-           "CPU, whose cost on a virtual machine varies tenfold with whether that CPU is asleep; `--no-pin` "
-           "measures unpinned." if getattr(a, "pin", False) else " Unpinned (`--no-pin`)."))
-    add("")
-    add("| method | p50 µs | p99 µs | mean µs | invokes/s | block p50 range µs | p50 vs direct pipe | paired ratio |")
-    add("|---|---:|---:|---:|---:|---:|---:|---:|")
-    groups = [("py", "py direct pipe"), ("native 64 KiB", "native 64 KiB direct pipe"), ("native", "native direct pipe")]
-    order = ["py direct pipe", "py ext-runner run", "py minimal relay", "py library", "py library, schema check off",
-             "py library, current-thread runtime", "py reference host",
-             "native direct pipe", "native ext-runner run", "native minimal relay", "native library", "native library, current-thread runtime",
-             "native 64 KiB direct pipe", "native 64 KiB ext-runner run", "native 64 KiB minimal relay",
-             "native 64 KiB library"]
-    for k in order:
-        if k not in st:
-            continue
-        s = st[k]
-        bk = next(bk for g, bk in groups if k.startswith(g))
-        b = st[bk]
-        pr = paired(R["steady"][k], R["steady"][bk], lambda x: pct(x["samples_ns"], 0.5))
-        add(f"| {k} | {fmt_us(s['p50'])} | {fmt_us(s['p99'])} | {fmt_us(s['mean'])} | {s['per_s']:,.0f} | "
-            f"{fmt_us(s['block_p50_min'])}–{fmt_us(s['block_p50_max'])} | {s['p50'] / b['p50']:.2f}x | {pr:.2f}x |")
-    add("")
-    add(f"Added per invoke at p50: `ext-runner run` {fmt_us(st['py ext-runner run']['p50'] - st['py direct pipe']['p50'])} µs "
-        f"(python) / {fmt_us(st['native ext-runner run']['p50'] - st['native direct pipe']['p50'])} µs (native); "
-        f"library {fmt_us(st['py library']['p50'] - st['py direct pipe']['p50'])} µs (python) / "
-        f"{fmt_us(st['native library']['p50'] - st['native direct pipe']['p50'])} µs (native); with 64 KiB arguments "
-        f"and results: run {fmt_us(st['native 64 KiB ext-runner run']['p50'] - st['native 64 KiB direct pipe']['p50'])} µs, "
-        f"library {fmt_us(st['native 64 KiB library']['p50'] - st['native 64 KiB direct pipe']['p50'])} µs.")
-    add("")
+    L.extend(cold_report(a, R))
+    L.extend(steady_report(a, R))
 
     # ---- concurrency
     add("## Concurrency (library)")
@@ -1189,8 +1262,9 @@ def main():
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="run the steady section unpinned (default: all of it on CPU 0, see the report)")
     ap.add_argument("--note", help="a line to put at the top of the report")
-    ap.add_argument("--only", help="comma-separated sections to run (cold, steady, ...); prints their medians "
-                                   "and writes no report (for iterating on one figure)")
+    ap.add_argument("--only", help="comma-separated sections to run (cold, steady, ...); prints their medians; "
+                                   "with --out, the cold and steady sections replace theirs in that existing "
+                                   "report and nothing else in it changes")
     ap.add_argument("--from-json", help="re-render the report from a saved bench/out/results.json")
     a = ap.parse_args()
     if a.quick:
@@ -1244,6 +1318,10 @@ def main():
             fx.close()
         if a.only:
             print_medians(R)
+            if a.out:
+                other, steal = other_load(snap, cpu_snapshot())
+                ctx.update(load_after=loadavg(), other_cpu=other, steal=steal)
+                splice(a, R, a.out, info, ctx)
             return
         other, steal = other_load(snap, cpu_snapshot())
         ctx.update(busy_after=busy_processes(), load_after=loadavg(), seconds=time.time() - started,
