@@ -404,6 +404,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut options = sandbox.host_options()?;
             worker.apply(&mut options)?;
             let ext = Prepared::new(&dir, &options)?;
+            crate::sandbox::launch::precompile(&ext.policy);
             warn_degraded(&ext.policy);
             crate::host::proxy::run(&ext, &options).await?;
         }

@@ -1206,12 +1206,15 @@ fn landlock(
 /// launched with: there are few (one per combination of the capabilities
 /// that change a rule), and compiling one costs far more than comparing.
 /// Keyed by what the filters are made of: the default and each rule's
-/// number and action (not the reasons).
+/// number and action (not the reasons). A slot is filled once: a launch
+/// that finds it being filled (by [`precompile`]) waits for that compile
+/// instead of doing it again.
 type FilterKey = (Errno, Vec<(i64, SyscallAction)>);
-static FILTERS: std::sync::Mutex<Vec<(FilterKey, Vec<seccompiler::BpfProgram>)>> =
-    std::sync::Mutex::new(Vec::new());
+type FilterSlot = std::sync::Arc<std::sync::OnceLock<std::result::Result<Filters, String>>>;
+type Filters = Vec<seccompiler::BpfProgram>;
+static FILTERS: std::sync::Mutex<Vec<(FilterKey, FilterSlot)>> = std::sync::Mutex::new(Vec::new());
 
-fn seccomp(policy: &SeccompPolicy) -> Result<Vec<seccompiler::BpfProgram>> {
+fn filter_slot(policy: &SeccompPolicy) -> FilterSlot {
     let key: FilterKey = (
         policy.default,
         policy
@@ -1221,12 +1224,49 @@ fn seccomp(policy: &SeccompPolicy) -> Result<Vec<seccompiler::BpfProgram>> {
             .collect(),
     );
     let mut cache = FILTERS.locked();
-    if let Some((_, filters)) = cache.iter().find(|(k, _)| *k == key) {
-        return Ok(filters.clone());
+    if let Some((_, slot)) = cache.iter().find(|(k, _)| *k == key) {
+        return slot.clone();
     }
-    let filters = compile(policy)?;
-    cache.push((key, filters.clone()));
-    Ok(filters)
+    let slot = FilterSlot::default();
+    cache.push((key, slot.clone()));
+    slot
+}
+
+fn fill(slot: &FilterSlot, policy: &SeccompPolicy) -> std::result::Result<Filters, String> {
+    slot.get_or_init(|| compile(policy).map_err(|e| e.to_string()))
+        .clone()
+}
+
+fn seccomp(policy: &SeccompPolicy) -> Result<Filters> {
+    fill(&filter_slot(policy), policy).map_err(|e| Error::sandbox(SandboxKind::Prepare, e))
+}
+
+/// Starts compiling the policy's seccomp filters on a thread of their own,
+/// unless this process has them already: called once the policy is derived,
+/// so that the compile (about 1.5 ms with libseccomp, several ms as the
+/// first thing a loaded process does) runs while the rest of the start goes
+/// on (the schemas, the scratch folder, the cgroups, the private root's
+/// plan, the Landlock ruleset) instead of before the fork. The launch takes
+/// the filters from the same slot, waiting for this compile if it has not
+/// finished; nothing about the filters changes. Where no thread can be
+/// made the launch compiles them itself, as before.
+pub fn precompile(policy: &Policy) {
+    if let Some(sc) = &policy.seccomp {
+        precompile_filters(sc);
+    }
+}
+
+fn precompile_filters(sc: &SeccompPolicy) {
+    let slot = filter_slot(sc);
+    if slot.get().is_some() {
+        return;
+    }
+    let sc = sc.clone();
+    let _ = std::thread::Builder::new()
+        .name("seccomp-compile".into())
+        .spawn(move || {
+            let _ = fill(&slot, &sc);
+        });
 }
 
 fn compile(policy: &SeccompPolicy) -> Result<Vec<seccompiler::BpfProgram>> {
@@ -1417,5 +1457,32 @@ mod tests {
         // conditions made of not-equal checks).
         assert_eq!(first.len(), 1);
         assert_eq!(seccomp(&b).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_precompiled_filter_is_the_one_launches_use() {
+        // A policy of its own (no other test compiles it): ENOSYS by default.
+        let mut p = policy(SyscallAction::Allow);
+        p.default = Errno::NoSys;
+        let slot = filter_slot(&p);
+        assert!(slot.get().is_none(), "not compiled before");
+        precompile_filters(&p);
+        // The launch waits for the compile in flight, or makes it itself.
+        assert_eq!(seccomp(&p).unwrap(), compile(&p).unwrap());
+        assert!(slot.get().is_some_and(|r| r.is_ok()));
+        let key: FilterKey = (
+            p.default,
+            p.rules
+                .iter()
+                .map(|r| (r.number, r.action.clone()))
+                .collect(),
+        );
+        assert_eq!(
+            FILTERS.locked().iter().filter(|(k, _)| *k == key).count(),
+            1,
+            "one slot per distinct filter, precompiled or not"
+        );
+        // Once there, nothing more is started.
+        precompile_filters(&p);
     }
 }
