@@ -91,6 +91,10 @@ impl ScratchDir {
     pub fn create() -> Result<ScratchDir> {
         let base = std::env::temp_dir();
         sweep_orphans(&base);
+        // Skeletons of private roots left by runners that are gone.
+        if let Some(skeletons) = root::skeleton_base() {
+            sweep_orphans(skeletons);
+        }
         for _ in 0..16 {
             let path = base.join(unique_name());
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
