@@ -1339,10 +1339,11 @@ def main():
     if a.out:
         # The sections of bench/warm.py (warm starts) and bench/seccomp.py
         # (the seccomp backends, and the decision written from its figures)
-        # are kept as they were.
+        # are kept as they were, and so is the hand-written comparison of
+        # builds (marked builds).
         try:
             old = open(a.out).read()
-            for name in ("warm", "seccomp", "seccomp-decision"):
+            for name in ("warm", "seccomp", "seccomp-decision", "builds"):
                 b, e = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
                 if b in old and e in old:
                     text = text.rstrip("\n") + "\n\n" + old[old.index(b):old.index(e) + len(e)] + "\n"
