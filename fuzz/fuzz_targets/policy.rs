@@ -35,8 +35,6 @@ struct Case {
     uid: u32,
     landlock_abi: u8,
     seccomp_filter: bool,
-    seccomp_listener: true,
-    seccomp_listener_missing: None,
     user_namespaces: bool,
     pids_cgroup: Option<String>,
     memory_cgroup: Option<String>,
