@@ -574,8 +574,9 @@ fn environment_matrix() {
     );
 }
 
-/// The row for a real Docker container: this binary, run inside it.
-fn docker_row(who: Who) -> (String, bool) {
+/// What this binary's `inside_docker` printed (stdout, stderr), run in the
+/// real Docker container.
+fn inside_docker_output(who: Who) -> (String, String) {
     let exe = std::env::current_exe().unwrap();
     let out = Env::Docker
         .command(Who::Root, &exe)
@@ -584,7 +585,13 @@ fn docker_row(who: Who) -> (String, bool) {
         .stdin(Stdio::null())
         .output()
         .expect("run the matrix in the container");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (text(&out.stdout), text(&out.stderr))
+}
+
+/// The row for a real Docker container: this binary, run inside it.
+fn docker_row(who: Who) -> (String, bool) {
+    let (text, stderr) = inside_docker_output(who);
     let line = text
         .lines()
         .find(|l| l.starts_with("| host |"))
@@ -600,7 +607,7 @@ fn docker_row(who: Who) -> (String, bool) {
                 Env::Docker.label(),
                 who.label(),
                 text.trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
+                stderr.trim()
             ),
             false,
         ),
@@ -633,15 +640,7 @@ fn inside_docker() {
 
 /// The supervisor's row from inside the real Docker container (`inside_docker`).
 fn docker_supervised(who: Who) -> Result<String, String> {
-    let exe = std::env::current_exe().unwrap();
-    let out = Env::Docker
-        .command(Who::Root, &exe)
-        .args(["--exact", "inside_docker", "--ignored", "--nocapture"])
-        .env("NODUS_MATRIX_WHO", who.label())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the matrix in the container");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, _) = inside_docker_output(who);
     match text.lines().find_map(|l| l.strip_prefix("SUPERVISED")) {
         Some(l) if l.starts_with("| host |") => {
             Ok(l.replacen("| host |", &format!("| {} |", Env::Docker.label()), 1))

@@ -508,25 +508,33 @@ fn strict_mode_fails_closed_and_best_effort_says_what_is_degraded() {
     }
 }
 
+/// The policy of a "dev" extension declaring `caps`, with a workspace, on
+/// `probe`'s kernel and the identity `facts`.
+fn derive_identity(
+    caps: &[&str],
+    op: &OperatorPolicy,
+    probe: &Probe,
+    facts: &policy::IdentityFacts,
+) -> nodus_extension::Result<Policy> {
+    let m = manifest(caps, "dev");
+    policy::derive(&Inputs {
+        manifest: &m,
+        extension_dir: Path::new("/ext"),
+        workspace: Some(Path::new("/ws")),
+        operator: op,
+        program: &program(),
+        identity: facts,
+        probe,
+    })
+}
+
 /// Issue 12 item 3: a root runner's worker runs as a uid of its own by
 /// default, wherever it can: the identity decided from the facts, and
 /// reported through the guarantee model where it falls back to uid 0.
 #[test]
 fn root_workers_take_a_uid_of_their_own_unless_they_cannot() {
     use policy::{IdentityFacts, WorkerIds, WorkerIdsSetting};
-    let derive_facts =
-        |caps: &[&str], op: &OperatorPolicy, probe: &Probe, facts: &IdentityFacts| {
-            let m = manifest(caps, "dev");
-            policy::derive(&Inputs {
-                manifest: &m,
-                extension_dir: Path::new("/ext"),
-                workspace: Some(Path::new("/ws")),
-                operator: op,
-                program: &program(),
-                identity: facts,
-                probe,
-            })
-        };
+    let derive_facts = derive_identity;
     let mut best = OperatorPolicy::default();
     best.mode = Mode::BestEffort;
     let lost = |p: &Policy| {
@@ -689,16 +697,7 @@ fn root_workers_take_a_uid_of_their_own_unless_they_cannot() {
 fn root_workers_take_a_derived_range_where_the_default_is_not_mapped() {
     use policy::{IdentityFacts, WorkerIds, WorkerIdsSetting};
     let derive_facts = |caps: &[&str], op: &OperatorPolicy, facts: &IdentityFacts| {
-        let m = manifest(caps, "dev");
-        policy::derive(&Inputs {
-            manifest: &m,
-            extension_dir: Path::new("/ext"),
-            workspace: Some(Path::new("/ws")),
-            operator: op,
-            program: &program(),
-            identity: facts,
-            probe: &probe(true),
-        })
+        derive_identity(caps, op, &probe(true), facts)
     };
     let maps = |uids: &[(u32, u32)], gids: &[(u32, u32)], reserved: &[u32]| IdentityFacts {
         mapped_uids: uids.to_vec(),

@@ -408,38 +408,7 @@ fn bind_listen_send(l: libc::c_int, port: u16, channel: libc::c_int) -> Result<(
     .map_err(|e| (3, e))?;
     // SAFETY: integer arguments.
     check(unsafe { libc::listen(l, 128) }).map_err(|e| (4, e))?;
-    // One data byte carrying the descriptor (SCM_RIGHTS).
-    #[repr(C, align(8))]
-    struct Control([u8; 64]);
-    let mut control = Control([0; 64]);
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: msghdr is plain data; all-zero is a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is arithmetic on a constant.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
-    // SAFETY: `msg` points at `control`, 8-aligned and larger than
-    // CMSG_SPACE(4), so the first header and its 4 data bytes lie inside it.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), l);
-    }
-    // SAFETY: `msg` and everything it points at are live for the call.
-    let n = unsafe { libc::sendmsg(channel, &msg, libc::MSG_NOSIGNAL) };
-    if n == 1 {
-        Ok(())
-    } else {
-        Err((5, errno()))
-    }
+    send_fd(channel, l).map_err(|e| (5, e))
 }
 
 /// The runner's side of `egress_socket` (after the spawn, not in the child):

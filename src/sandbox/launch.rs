@@ -745,15 +745,9 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
         root_rules = Some(planned.landlock);
         c.private_root = Some(planned.root);
     } else if ns.mount {
-        // Writable: the scratch folder, and the workspace when the policy lets it be written.
-        let writable = std::iter::once(scratch.to_path_buf()).chain(
-            policy
-                .filesystem
-                .iter()
-                .filter(|r| r.access == Access::Write)
-                .map(|r| r.path.clone()),
-        );
-        c.writable_mounts = writable.map(|p| cstring(&p)).collect::<Result<_>>()?;
+        c.writable_mounts = writable_grants(policy, scratch)
+            .map(|p| cstring(&p))
+            .collect::<Result<_>>()?;
     }
     if let Some(l) = &policy.limits {
         c.rlimits = rlimits(l, policy.address_space.as_ref().and_then(|a| a.bytes));
@@ -783,20 +777,7 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
     if let Some(sc) = &policy.seccomp {
         c.seccomp = seccomp(sc)?;
         if let Some(filter) = crate::sandbox::seccomp::supervised_filter(sc) {
-            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-            let (ours, theirs) = socketpair(
-                AddressFamily::Unix,
-                SockType::Stream,
-                None,
-                SockFlag::SOCK_CLOEXEC,
-            )
-            .map_err(|e| {
-                Error::sandbox_io(
-                    SandboxKind::Prepare,
-                    "cannot make the seccomp listener's channel",
-                    e.into(),
-                )
-            })?;
+            let (ours, theirs) = channel("the seccomp listener's channel")?;
             let s = Supervisor::new(policy, scratch, c.identity).map_err(|e| {
                 Error::sandbox_io(
                     SandboxKind::Prepare,
@@ -1044,6 +1025,40 @@ fn runner_strings() -> Vec<(usize, usize)> {
     }
 }
 
+/// What a worker may write: the scratch folder, and the workspace when the
+/// policy lets it be written (the writable mounts, the supervisor's grants).
+pub(crate) fn writable_grants<'a>(
+    policy: &'a Policy,
+    scratch: &Path,
+) -> impl Iterator<Item = PathBuf> + 'a {
+    std::iter::once(scratch.to_path_buf()).chain(
+        policy
+            .filesystem
+            .iter()
+            .filter(|r| r.access == Access::Write)
+            .map(|r| r.path.clone()),
+    )
+}
+
+/// A close-on-exec unix stream socketpair between the runner and the child
+/// (`what` names it in the error): the runner keeps the first end.
+fn channel(what: &str) -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| {
+        Error::sandbox_io(
+            SandboxKind::Prepare,
+            format!("cannot make {what}"),
+            e.into(),
+        )
+    })
+}
+
 fn cstring(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
         Error::sandbox(
@@ -1287,7 +1302,6 @@ pub struct EgressChannel(std::os::fd::OwnedFd);
 /// the other is returned. Refuses a plan without a network namespace: egress
 /// is never enforced on the host's network.
 pub fn egress_channel(policy: &Policy, c: &mut Confinement) -> Result<Option<EgressChannel>> {
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let Some(plan) = &policy.egress else {
         return Ok(None);
     };
@@ -1297,19 +1311,7 @@ pub fn egress_channel(policy: &Policy, c: &mut Confinement) -> Result<Option<Egr
             "an egress allowlist needs the worker's own network namespace, and the policy has none",
         ));
     }
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| {
-        Error::sandbox_io(
-            SandboxKind::Prepare,
-            "cannot make the egress proxy's channel",
-            e.into(),
-        )
-    })?;
+    let (ours, theirs) = channel("the egress proxy's channel")?;
     c.egress = Some(crate::sandbox::child::EgressSocket {
         channel: theirs,
         port: plan.proxy.port(),

@@ -51,7 +51,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::sandbox::child::{self, Notification};
-use crate::sandbox::policy::{Access, Policy, SyscallAction};
+use crate::sandbox::policy::{Policy, SyscallAction};
 
 /// Whether the policy sends any call to the supervisor.
 pub fn supervises(policy: &Policy) -> bool {
@@ -108,13 +108,7 @@ impl Supervisor {
         scratch: &Path,
         identity: Option<(libc::uid_t, libc::gid_t)>,
     ) -> io::Result<Supervisor> {
-        let writable = std::iter::once(scratch.to_path_buf()).chain(
-            policy
-                .filesystem
-                .iter()
-                .filter(|r| r.access == Access::Write)
-                .map(|r| r.path.clone()),
-        );
+        let writable = crate::sandbox::launch::writable_grants(policy, scratch);
         let mut grants = Vec::new();
         for p in writable {
             use std::os::unix::fs::OpenOptionsExt;
