@@ -67,6 +67,10 @@ pub struct HostOptions {
     /// (`operator` and `python` here do not apply to them); a server that
     /// is gone is a `SandboxError`. Default: none, every worker starts cold.
     pub server: Option<PathBuf>,
+    /// Set by a fork server and its zygote for the policy of the workers
+    /// they fork: a zygote stays single-threaded to fork and so cannot
+    /// serve a seccomp listener (see `Prepared::new`).
+    pub(crate) forked_by_zygote: bool,
 }
 
 /// When a worker that ended on its own (crash, timeout kill, bad output) is
@@ -177,6 +181,7 @@ impl Default for HostOptions {
             restart: RestartPolicy::default(),
             verbose: false,
             server: None,
+            forked_by_zygote: false,
         }
     }
 }

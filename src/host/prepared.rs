@@ -52,6 +52,23 @@ impl Prepared {
         };
         let program = entry.program_facts(&dir);
         let probe = Probe::cached();
+        // A zygote forks its workers single-threaded and cannot serve a
+        // seccomp listener, so their policy is derived as on a kernel
+        // without one: where there is no mount namespace, chmod and utime
+        // stay refused in the workspace too, and the report says why.
+        let without_listener;
+        let probe = if options.forked_by_zygote && probe.seccomp_listener {
+            without_listener = Probe {
+                seccomp_listener: false,
+                seccomp_listener_missing: Some(
+                    "a fork server's workers: its zygote stays single-threaded to fork them and cannot serve a seccomp listener (start the worker without --server to have them supervised)".into(),
+                ),
+                ..probe.clone()
+            };
+            &without_listener
+        } else {
+            probe
+        };
         // A root runner's worker runs as a uid of its own where it can.
         let identity = if probe.root {
             crate::sandbox::probe::identity_facts(&program, &dir, workspace.as_deref())

@@ -599,21 +599,13 @@ impl Server {
             python: self.interpreter.exec_path.clone().into_os_string(),
             workspace: req.workspace.clone(),
             operator: self.options.operator.clone(),
+            forked_by_zygote: true,
             ..HostOptions::default()
         };
         let ext = Prepared::new(&req.dir, &options)?;
         if !matches!(ext.entry, Entry::Python { .. }) {
             return Err(server_error(
                 "the fork server starts extension.py workers; this extension has a native \"entry\": start it without --server",
-            ));
-        }
-        // A warm worker is confined in a fork of the zygote, which stays
-        // single-threaded to fork and so cannot serve a seccomp listener.
-        // Refused, as a native entry is, rather than started cold by the
-        // client: a cold start would apply the client's operator policy.
-        if crate::sandbox::supervisor::supervises(&ext.policy) {
-            return Err(server_error(
-                "the fork server cannot supervise chmod and utime here (no mount namespace, so they go to a supervisor thread a zygote cannot run): start this worker without --server",
             ));
         }
         let zygote = self.zygote(startup_env(&ext.policy))?;

@@ -71,6 +71,7 @@ fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Valu
         workspace: req.workspace,
         operator: req.operator,
         verbose: req.verbose,
+        forked_by_zygote: true,
         ..HostOptions::default()
     };
     let ext = Prepared::new(&req.dir, &options)?;
@@ -79,7 +80,7 @@ fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Valu
     }
     if crate::sandbox::supervisor::supervises(&ext.policy) {
         return Err(bad(
-            "a policy with supervised system calls (no mount namespace) starts cold workers only"
+            "a policy with supervised system calls: a zygote cannot serve a seccomp listener (the server derives its workers' policy without one)"
                 .into(),
         ));
     }
