@@ -414,32 +414,7 @@ fn bind_listen_send(l: libc::c_int, port: u16, channel: libc::c_int) -> Result<(
 /// The runner's side of `egress_socket` (after the spawn, not in the child):
 /// takes the listening socket the child sent over `channel`, non-blocking.
 pub fn receive_egress_socket(channel: &std::os::fd::OwnedFd) -> io::Result<std::net::TcpListener> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let mut byte = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!(libc::c_int);
-    let msg = recvmsg::<()>(
-        channel.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut fds = Vec::new();
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(f) = c {
-            fds.extend(f);
-        }
-    }
-    // SAFETY: each descriptor was just installed in this process by the
-    // kernel (SCM_RIGHTS) and nothing else refers to it; each is owned once.
-    let mut owned = fds
-        .into_iter()
-        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-    let fd = owned.next().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::UnexpectedEof, "no descriptor in the message")
-    })?;
-    drop(owned.collect::<Vec<_>>()); // any extra is closed
+    let fd = receive_fd(channel, false)?;
     let listener = std::net::TcpListener::from(fd);
     listener.set_nonblocking(true)?;
     Ok(listener)

@@ -1233,15 +1233,20 @@ type FilterSlot = std::sync::Arc<std::sync::OnceLock<std::result::Result<Filters
 type Filters = Vec<seccompiler::BpfProgram>;
 static FILTERS: std::sync::Mutex<Vec<(FilterKey, FilterSlot)>> = std::sync::Mutex::new(Vec::new());
 
-fn filter_slot(policy: &SeccompPolicy) -> FilterSlot {
-    let key: FilterKey = (
+/// The cache key of `policy`'s filters.
+fn filter_key(policy: &SeccompPolicy) -> FilterKey {
+    (
         policy.default,
         policy
             .rules
             .iter()
             .map(|r| (r.number, r.action.clone()))
             .collect(),
-    );
+    )
+}
+
+fn filter_slot(policy: &SeccompPolicy) -> FilterSlot {
+    let key = filter_key(policy);
     let mut cache = FILTERS.locked();
     if let Some((_, slot)) = cache.iter().find(|(k, _)| *k == key) {
         return slot.clone();
@@ -1449,13 +1454,7 @@ mod tests {
         assert_eq!(seccomp(&reworded).unwrap(), first);
         assert_ne!(seccomp(&b).unwrap(), first);
         let cached = |p: &SeccompPolicy| {
-            let key: FilterKey = (
-                p.default,
-                p.rules
-                    .iter()
-                    .map(|r| (r.number, r.action.clone()))
-                    .collect(),
-            );
+            let key = filter_key(p);
             FILTERS.locked().iter().filter(|(k, _)| *k == key).count()
         };
         assert_eq!((cached(&a), cached(&b)), (1, 1));
@@ -1476,13 +1475,7 @@ mod tests {
         // The launch waits for the compile in flight, or makes it itself.
         assert_eq!(seccomp(&p).unwrap(), compile(&p).unwrap());
         assert!(slot.get().is_some_and(|r| r.is_ok()));
-        let key: FilterKey = (
-            p.default,
-            p.rules
-                .iter()
-                .map(|r| (r.number, r.action.clone()))
-                .collect(),
-        );
+        let key = filter_key(&p);
         assert_eq!(
             FILTERS.locked().iter().filter(|(k, _)| *k == key).count(),
             1,
