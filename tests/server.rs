@@ -214,3 +214,59 @@ fn only_the_owner_may_connect() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("may not use this fork server"), "{out:?}");
 }
+
+/// A fork server without a mount namespace for its workers (Docker's
+/// default profile, or the operator's choice): its zygote cannot serve a
+/// seccomp listener, so its workers' policy keeps chmod refused everywhere
+/// (as before the metadata supervisor) instead of the server refusing the
+/// worker. Judged from outside: the host file's mode.
+#[test]
+fn without_a_mount_namespace_a_warm_worker_starts_and_host_metadata_stays() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: needs root (a uid-0 worker owns the root-owned host file)");
+        return;
+    }
+    let ext = common::ext(
+        "meta",
+        &["tool.invoke"],
+        &["meta.chmod"],
+        r#"import os
+from nodus_extension.worker import register_tool, run_loop
+def chmod(args):
+    try:
+        os.chmod(args["path"], 0o600); return "changed"
+    except OSError as e:
+        return type(e).__name__
+register_tool("meta.chmod", chmod)
+run_loop()
+"#,
+    );
+    let host = TempDir::new("server-host");
+    let file = host.join("victim");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // uid 0 without capabilities owns the root-owned file: only seccomp
+    // stands between it and chmod.
+    let run = |layers: serde_json::Value| {
+        std::fs::write(&file, "x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let policy = host.join("policy.json");
+        let p = serde_json::json!({"mode": "best-effort", "worker_ids": false, "layers": layers});
+        std::fs::write(&policy, p.to_string()).unwrap();
+        let s = serve(&["--policy", policy.to_str().unwrap()]);
+        let args = serde_json::json!({"path": file}).to_string();
+        let out = invoke(&s.socket, ext.path(), "meta.chmod", &args);
+        assert!(
+            out.status.success(),
+            "the server started no worker: {out:?}"
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            mode(&file),
+        )
+    };
+    // Control: with seccomp off as well, the check sees the change.
+    let (said, after) = run(serde_json::json!({"namespaces": false, "seccomp": false}));
+    assert_eq!((said.as_str(), after), ("\"changed\"", 0o600));
+    let (said, after) = run(serde_json::json!({"namespaces": false}));
+    assert_eq!((said.as_str(), after), ("\"PermissionError\"", 0o644));
+}
