@@ -1940,6 +1940,16 @@ mod tests {
                 .position(|c| c.starts_with(name))
                 .unwrap_or_else(|| panic!("{name} was not called: {:?}", self.calls()))
         }
+
+        /// Each of `names` was called, in this order (others may come between).
+        fn assert_in_order(&self, names: &[&str]) {
+            let at: Vec<usize> = names.iter().map(|c| self.at(c)).collect();
+            assert!(
+                at.windows(2).all(|w| w[0] < w[1]),
+                "out of order: {:?}",
+                self.calls()
+            );
+        }
     }
 
     impl Sys for Recorder {
@@ -2145,12 +2155,7 @@ mod tests {
             "seccomp 3",
             "seccomp 1",
         ];
-        let at: Vec<usize> = order.iter().map(|c| r.at(c)).collect();
-        assert!(
-            at.windows(2).all(|w| w[0] < w[1]),
-            "out of order: {:?}",
-            r.calls()
-        );
+        r.assert_in_order(&order);
         assert_eq!(r.calls().len(), order.len() + 62, "{:?}", r.calls());
         assert!(c.landlock.is_none(), "the ruleset was handed over");
     }
@@ -2184,8 +2189,7 @@ mod tests {
             "setrlimit 9 1 1",
             "landlock_restrict_self",
         ];
-        let at: Vec<usize> = order.iter().map(|c| r.at(c)).collect();
-        assert!(at.windows(2).all(|w| w[0] < w[1]), "{:?}", r.calls());
+        r.assert_in_order(&order);
 
         let r = Recorder::failing("landlock rule /dev/shm", libc::EBADFD);
         let mut c = Confinement {
