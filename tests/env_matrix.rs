@@ -7,15 +7,16 @@
 //! stopped; best-effort must start everywhere. The table goes to stdout and
 //! `target/env-matrix.md`; docs/security.md quotes it.
 //!
-//! The real Docker container runs this same binary inside (`inside_docker`,
-//! through scripts/docker-env), where the container is the host.
+//! The real containers (Docker, rootless Podman) run this same binary
+//! inside (`inside_container`, through scripts/docker-env and
+//! scripts/podman-env), where the container is the host.
 
 mod common;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::envs::{docker_available, Env};
+use common::envs::Env;
 use common::sandbox::*;
 use serde_json::json;
 
@@ -536,9 +537,11 @@ fn environment_matrix() {
             rows.push((i * 2 + j, r));
         }
     }
-    if docker_available() {
-        for who in Who::BOTH {
-            rows.push((rows.len(), docker_row(who)));
+    for env in Env::CONTAINERS {
+        if env.available() {
+            for who in Who::BOTH {
+                rows.push((rows.len(), container_row(env, who)));
+            }
         }
     }
     let failed: Vec<&String> = rows
@@ -574,13 +577,13 @@ fn environment_matrix() {
     );
 }
 
-/// What this binary's `inside_docker` printed (stdout, stderr), run in the
-/// real Docker container.
-fn inside_docker_output(who: Who) -> (String, String) {
+/// What this binary's `inside_container` printed (stdout, stderr), run in
+/// the real container `env`.
+fn inside_container_output(env: Env, who: Who) -> (String, String) {
     let exe = std::env::current_exe().unwrap();
-    let out = Env::Docker
+    let out = env
         .command(Who::Root, &exe)
-        .args(["--exact", "inside_docker", "--ignored", "--nocapture"])
+        .args(["--exact", "inside_container", "--ignored", "--nocapture"])
         .env("NODUS_MATRIX_WHO", who.label())
         .stdin(Stdio::null())
         .output()
@@ -589,13 +592,13 @@ fn inside_docker_output(who: Who) -> (String, String) {
     (text(&out.stdout), text(&out.stderr))
 }
 
-/// The row for a real Docker container: this binary, run inside it.
-fn docker_row(who: Who) -> (String, bool) {
-    let (text, stderr) = inside_docker_output(who);
+/// The row for a real container: this binary, run inside it.
+fn container_row(env: Env, who: Who) -> (String, bool) {
+    let (text, stderr) = inside_container_output(env, who);
     let line = text
         .lines()
         .find(|l| l.starts_with("| host |"))
-        .map(|l| l.replacen("| host |", &format!("| {} |", Env::Docker.label()), 1));
+        .map(|l| l.replacen("| host |", &format!("| {} |", env.label()), 1));
     match line {
         Some(l) => {
             let ok = !l.contains("OK=false");
@@ -604,7 +607,7 @@ fn docker_row(who: Who) -> (String, bool) {
         None => (
             format!(
                 "| {} | {} | the matrix did not run inside: {} {} |",
-                Env::Docker.label(),
+                env.label(),
                 who.label(),
                 text.trim(),
                 stderr.trim()
@@ -614,12 +617,13 @@ fn docker_row(who: Who) -> (String, bool) {
     }
 }
 
-/// One row of the matrix with this container as the host (run by `docker_row`).
+/// One row of the matrix with this container as the host (run by
+/// `container_row`).
 #[test]
-#[ignore = "runs inside the Docker container, started by environment_matrix"]
-fn inside_docker() {
-    if std::env::var_os("NODUS_IN_DOCKER").is_none() {
-        eprintln!("SKIP: inside_docker runs only in the container (scripts/docker-env)");
+#[ignore = "runs inside a real container, started by environment_matrix"]
+fn inside_container() {
+    if std::env::var_os("NODUS_IN_CONTAINER").is_none() {
+        eprintln!("SKIP: inside_container runs only in a container (scripts/docker-env, scripts/podman-env)");
         return;
     }
     let who = if std::env::var("NODUS_MATRIX_WHO").as_deref() == Ok("nobody") {
@@ -629,7 +633,17 @@ fn inside_docker() {
     };
     let probe_line = probe(who)["namespace_failure"].to_string();
     eprintln!("container probe ({}): {probe_line}", who.label());
-    let (r, ok) = row(Cell::new(Env::Host, who));
+    // Rootless Podman maps the container's ids 0..65536 onto the service
+    // user's subordinate ids, not the default range: root's workers take the
+    // range derived from that map.
+    let ids = match std::env::var("NODUS_IN_CONTAINER").as_deref() {
+        Ok("podman") => Ids::Derived,
+        _ => Ids::Default,
+    };
+    let (r, ok) = row(Cell {
+        ids,
+        ..Cell::new(Env::Host, who)
+    });
     println!("{r} OK={ok}");
     // No mount namespace in the container: the supervisor's row.
     match supervised_cell(Env::Host, who, true) {
@@ -638,17 +652,17 @@ fn inside_docker() {
     }
 }
 
-/// The supervisor's row from inside the real Docker container (`inside_docker`).
-fn docker_supervised(who: Who) -> Result<String, String> {
-    let (text, _) = inside_docker_output(who);
+/// The supervisor's row from inside a real container (`inside_container`).
+fn container_supervised(env: Env, who: Who) -> Result<String, String> {
+    let (text, _) = inside_container_output(env, who);
     match text.lines().find_map(|l| l.strip_prefix("SUPERVISED")) {
         Some(l) if l.starts_with("| host |") => {
-            Ok(l.replacen("| host |", &format!("| {} |", Env::Docker.label()), 1))
+            Ok(l.replacen("| host |", &format!("| {} |", env.label()), 1))
         }
-        Some(l) => Err(format!("{}: {l}", Env::Docker.label())),
+        Some(l) => Err(format!("{}: {l}", env.label())),
         None => Err(format!(
             "{}: no supervisor row: {}",
-            Env::Docker.label(),
+            env.label(),
             text.trim()
         )),
     }
@@ -926,11 +940,13 @@ fn supervised_metadata_without_a_mount_namespace() {
             Err(e) => failed.push(e),
         }
     }
-    if docker_available() {
-        for who in Who::BOTH {
-            match docker_supervised(who) {
-                Ok(r) => rows.push(r),
-                Err(e) => failed.push(e),
+    for env in Env::CONTAINERS {
+        if env.available() {
+            for who in Who::BOTH {
+                match container_supervised(env, who) {
+                    Ok(r) => rows.push(r),
+                    Err(e) => failed.push(e),
+                }
             }
         }
     }
@@ -1042,4 +1058,120 @@ result = out"#,
         "utime(NULL) with write access sets now: {out}"
     );
     println!("{}: worker uid {uid}: {out}", env.label());
+}
+
+/// Rootless Podman masks parts of `/proc` under other mounts, so the kernel
+/// refuses the private root a procfs of its own (`mnt_too_revealing`): the
+/// probe sees that, the worker runs without a pid namespace, and its private
+/// root binds the runner's `/proc` read-only. Judged inside the container
+/// (`inside_container_proc`, as the service's unprivileged user): the
+/// control, that `/proc/self` works and its pids agree with `os.getpid()`,
+/// and that a secret in the runner's environment is readable from outside
+/// (`/proc/RUNNER/environ`, same uid); the attack, the worker reading the
+/// runner's environment and memory maps through that `/proc`, gets nothing.
+#[test]
+fn a_masked_proc_is_bound_and_the_runner_stays_out_of_reach() {
+    let env = Env::Podman;
+    if !env.available() {
+        return;
+    }
+    let (text, stderr) = {
+        let exe = std::env::current_exe().unwrap();
+        let out = env
+            .command(Who::Root, &exe)
+            .args([
+                "--exact",
+                "inside_container_proc",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("NODUS_MATRIX_WHO", Who::Nobody.label())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run inside the container");
+        let t = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (t(&out.stdout), t(&out.stderr))
+    };
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PROC "))
+        .unwrap_or_else(|| panic!("no result from inside: {text}\n{stderr}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    println!("rootless Podman, bound /proc: {v}");
+    assert!(
+        v["probe"].as_str().unwrap_or("").contains("masked paths"),
+        "the probe names the cause: {v}"
+    );
+    assert_eq!(v["self_ok"], true, "control: /proc/self works: {v}");
+    assert_eq!(v["pids_agree"], true, "control: pids agree: {v}");
+    assert_eq!(
+        v["secret_outside"], true,
+        "control: the runner's secret is in its /proc environ: {v}"
+    );
+    assert_eq!(
+        v["secret_inside"], false,
+        "the worker read the runner's secret: {v}"
+    );
+    assert_eq!(
+        v["maps_inside"], false,
+        "the worker read the runner's maps: {v}"
+    );
+}
+
+/// The inside of `a_masked_proc_is_bound_and_the_runner_stays_out_of_reach`.
+#[test]
+#[ignore = "runs inside a real container, started by a_masked_proc_is_bound_and_the_runner_stays_out_of_reach"]
+fn inside_container_proc() {
+    if std::env::var_os("NODUS_IN_CONTAINER").is_none() {
+        eprintln!("SKIP: inside_container_proc runs only in a container (scripts/podman-env)");
+        return;
+    }
+    let secret = token("runner-secret");
+    let probe_line = probe(Who::Nobody)["namespace_failure"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let mut s = Launch::new(Who::Nobody, &[])
+        .env("NODUS_TEST_SECRET", &secret)
+        .start();
+    let code = "import os\n\
+        st = open('/proc/self/stat').read().split()[0]\n\
+        got, maps = '', False\n\
+        for p in os.listdir('/proc'):\n\
+        \x20   if p.isdigit() and int(p) != os.getpid():\n\
+        \x20       try:\n\
+        \x20           got += open('/proc/%s/environ' % p).read()\n\
+        \x20       except OSError:\n\
+        \x20           pass\n\
+        \x20       try:\n\
+        \x20           open('/proc/%s/maps' % p).read(1)\n\
+        \x20           maps = True\n\
+        \x20       except OSError:\n\
+        \x20           pass\n\
+        result = [open('/proc/self/status').read().startswith('Name:'), int(st) == os.getpid(), got, maps]";
+    let r = s.exec(code);
+    let runner = s.runner_pid();
+    // From outside as the runner's own uid (the container's root has no
+    // CAP_SYS_PTRACE for another uid's environ).
+    let outside = Who::Nobody
+        .command("cat")
+        .arg(format!("/proc/{runner}/environ"))
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&secret));
+    let t = s.finish();
+    let Reply::Value(v) = r else {
+        println!("PROC {}", json!({"probe": probe_line, "error": t.stderr}));
+        return;
+    };
+    println!(
+        "PROC {}",
+        json!({
+            "probe": probe_line,
+            "self_ok": v[0],
+            "pids_agree": v[1],
+            "secret_inside": v[2].as_str().unwrap_or("").contains(&secret),
+            "maps_inside": v[3],
+            "secret_outside": outside,
+        })
+    );
 }

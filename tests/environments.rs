@@ -212,6 +212,36 @@ fn a_real_docker_container_has_the_default_profile() {
     println!("Docker container facts: {inside}");
 }
 
+/// Rootless Podman: the container's root is the service user on the host,
+/// its other ids 65536 of the user's subordinate ids (the container's
+/// uid_map); Podman's default profile refuses namespaces as Docker's does.
+#[test]
+fn a_rootless_podman_container_is_a_service_users_user_namespace() {
+    if !ready(Env::Podman, Who::Root) {
+        return;
+    }
+    let inside = facts(Env::Podman, Who::Root);
+    assert_eq!(inside["uid"], 0, "{inside}");
+    assert_eq!(inside["cap_sys_admin"], false, "{inside}");
+    assert_eq!(inside["unshare_mount"], "EPERM", "{inside}");
+    let map: Vec<&str> = inside["uid_map"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let service = nix::unistd::User::from_name("nodus-podman")
+        .unwrap()
+        .expect("the service user scripts/podman-env made");
+    // 0 -> the service user, 1.. -> 65536 subordinate ids.
+    assert_eq!(&map[..3], ["0", &service.uid.to_string(), "1"], "{inside}");
+    assert_eq!(map.get(5), Some(&"65536"), "{inside}");
+    assert_ne!(service.uid.as_raw(), 0);
+    let nobody = facts(Env::Podman, Who::Nobody);
+    assert_eq!(nobody["uid"], 65534, "{nobody}");
+    println!("rootless Podman container facts: {inside}");
+}
+
 /// `ext-runner probe --json` as `who` in `env`.
 fn runner_probe(env: Env, who: Who) -> Value {
     let out = env

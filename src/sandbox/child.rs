@@ -1438,13 +1438,18 @@ pub enum ProbeStep {
     MountPrivate,
     /// `mount_setattr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY)`
     MountReadOnly,
+    /// `mount("proc", "/proc", "proc")` by the first process of the new pid
+    /// namespace, as the private root mounts its procfs (a container whose
+    /// `/proc` has masked paths refuses it: the kernel's `mnt_too_revealing`).
+    MountProc,
 }
 
 /// Tries in a forked child what a launch with `flags` would do: unshare them
 /// (with a user namespace unless `root`), write the id maps (`uid_map`,
 /// `gid_map`: `"<id> <id> 1"`), and with a mount namespace take the launch's
-/// mount steps. The child exits at once; a failure comes back as its step
-/// and errno through a pipe. Used by the probe.
+/// mount steps (with a pid namespace too, a child of it mounts a procfs, as
+/// the private root does). The child exits at once; a failure comes back as
+/// its step and errno through a pipe. Used by the probe.
 pub fn try_namespaces(
     flags: libc::c_int,
     root: bool,
@@ -1483,6 +1488,9 @@ pub fn try_namespaces(
                     .map_err(at(ProbeStep::MountPrivate))?;
                 k.mount_setattr(c"/", MOUNT_ATTR_RDONLY, 0)
                     .map_err(at(ProbeStep::MountReadOnly))?;
+                if flags & libc::CLONE_NEWPID != 0 {
+                    proc_in_new_pid_namespace().map_err(at(ProbeStep::MountProc))?;
+                }
             }
             Ok(())
         };
@@ -1526,6 +1534,7 @@ pub fn try_namespaces(
             ProbeStep::GidMap,
             ProbeStep::MountPrivate,
             ProbeStep::MountReadOnly,
+            ProbeStep::MountProc,
         ]
         .get(msg[0] as usize)
         .copied()
@@ -1536,6 +1545,43 @@ pub fn try_namespaces(
         Ok(())
     } else {
         Err((ProbeStep::Unshare, 0))
+    }
+}
+
+/// In the probe's child, after it unshared a pid and a mount namespace:
+/// forks the namespace's first process, which mounts a procfs over `/proc`
+/// (in the child's private mount namespace) and exits; its errno, if any.
+fn proc_in_new_pid_namespace() -> Result<(), i32> {
+    // SAFETY: called in a single-threaded forked child; the grandchild makes
+    // one mount(2) call on static strings and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        // SAFETY: NUL-terminated static strings; no data.
+        let r = unsafe {
+            libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        let code = if r == 0 { 0 } else { errno().clamp(1, 255) };
+        // SAFETY: _exit does not return and runs no destructors.
+        unsafe { libc::_exit(code) }
+    }
+    if pid < 0 {
+        return Err(errno());
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer for our own child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid || !libc::WIFEXITED(status) {
+        return Err(libc::ECHILD);
+    }
+    match libc::WEXITSTATUS(status) {
+        0 => Ok(()),
+        e => Err(e),
     }
 }
 

@@ -75,7 +75,25 @@ impl Probe {
         let full = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
         let mut ns = NsSet::default();
         let mut failure = None;
-        match attempt(full) {
+        let mut outcome = attempt(full);
+        // Namespaces that can all be made, but whose pid namespace cannot
+        // mount its procfs (a container's masked /proc): every namespace but
+        // the pid one; the private root then binds the runner's /proc.
+        if let Err((step @ crate::sandbox::child::ProbeStep::MountProc, errno)) = outcome {
+            failure = Some(describe_failure(full, root, step, errno));
+            outcome = attempt(full & !libc::CLONE_NEWPID);
+        }
+        match outcome {
+            Ok(()) if failure.is_some() => {
+                ns = NsSet {
+                    user: true,
+                    mount: true,
+                    pid: false,
+                    ipc: true,
+                    uts: true,
+                    net: sysctl_positive("/proc/sys/user/max_net_namespaces"),
+                };
+            }
             Ok(()) => {
                 ns = NsSet {
                     user: true,
@@ -227,6 +245,7 @@ fn describe_failure(
         S::GidMap => "writing /proc/self/gid_map".into(),
         S::MountPrivate => "mount(\"/\", MS_REC|MS_PRIVATE)".into(),
         S::MountReadOnly => "mount_setattr(\"/\", MOUNT_ATTR_RDONLY)".into(),
+        S::MountProc => "mount(\"proc\", \"/proc\", \"proc\") in the new pid namespace".into(),
     };
     let name = nix::errno::Errno::from_raw(errno);
     format!("{call}: {name}: {}", namespace_hint(step, errno, root))
@@ -247,6 +266,7 @@ pub fn namespace_hint(
         (S::Setgroups | S::UidMap | S::GidMap, libc::EPERM | libc::EACCES) => "the new user namespace grants no capability: Ubuntu 23.10+'s AppArmor restriction of unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns=1); an AppArmor profile allowing `userns` for ext-runner lifts it (see docs/deploy.md)",
         (S::MountPrivate | S::MountReadOnly, libc::EPERM | libc::EACCES) => "mounts are refused in the new mount namespace (an AppArmor or SELinux policy, or a container without CAP_SYS_ADMIN)",
         (S::MountReadOnly, libc::ENOSYS) => "this kernel has no mount_setattr (Linux 5.12)",
+        (S::MountProc, libc::EPERM | libc::EACCES) => "a procfs may not be mounted here: the runner's /proc has masked paths (a container runtime hides parts of /proc under other mounts, as rootless Podman does), and the kernel refuses a new procfs that would reveal them; the worker runs without a pid namespace of its own and its private root binds the runner's /proc read-only (Podman: --security-opt unmask=/proc/*; Kubernetes: procMount: Unmasked; see docs/deploy.md)",
         _ => "see docs/deploy.md",
     }
 }

@@ -153,6 +153,8 @@ enum Kind {
     /// A bind mount of a host folder or file.
     Bind,
     Proc,
+    /// The runner's `/proc`, bound (recursively: a container's masks stay).
+    ProcBind,
     Shm,
     Devpts,
     /// A regular file written into the skeleton (passwd, group): no mount.
@@ -324,6 +326,16 @@ pub fn plan(
     };
     if pr.proc {
         entries.push(special("/proc", Kind::Proc));
+    } else {
+        // No pid namespace of its own (or none whose procfs may be mounted):
+        // the runner's /proc, read-only, which is what a worker without a
+        // mount namespace sees; /proc/self and its pids agree with it.
+        entries.push(Entry {
+            kind: Kind::ProcBind,
+            src: "/proc".into(),
+            writable: false,
+            ..special("/proc", Kind::ProcBind)
+        });
     }
     entries.push(special("/dev/shm", Kind::Shm));
     if pr.devpts {
@@ -456,6 +468,12 @@ pub fn plan(
                 libc::MS_BIND | libc::MS_REC,
                 None,
             ),
+            Kind::ProcBind => (
+                Some(cstring(&e.src)?),
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            ),
             Kind::Proc => (
                 Some(cstr("proc")),
                 Some(cstr("proc")),
@@ -492,7 +510,7 @@ pub fn plan(
             writable.push(cstring(&target)?);
         }
         match e.kind {
-            Kind::Proc => {
+            Kind::Proc | Kind::ProcBind => {
                 mount_rules.push((cstring(&e.dst)?, AccessFs::ReadFile | AccessFs::ReadDir))
             }
             Kind::Shm | Kind::Devpts => mount_rules.push((cstring(&e.dst)?, rw)),

@@ -1,8 +1,9 @@
 //! The deployment environments, built on this machine: Docker's default
 //! profile, Ubuntu's AppArmor restriction of user namespaces, Landlock
 //! missing or at an older ABI, user namespaces at their limits, cgroup
-//! views (through `examples/envwrap`), and a real Docker container
-//! (`scripts/docker-env`). `tests/environments.rs` proves each is what it
+//! views (through `examples/envwrap`), a real Docker container
+//! (`scripts/docker-env`) and a real rootless Podman container
+//! (`scripts/podman-env`). `tests/environments.rs` proves each is what it
 //! claims; the environment matrix runs the runner in them.
 
 use std::ffi::{OsStr, OsString};
@@ -45,6 +46,9 @@ pub enum Env {
     CgroupV2Delegated,
     /// A real Docker container (scripts/docker-env).
     Docker,
+    /// A real rootless Podman container (scripts/podman-env): the runner is
+    /// the container's root, an unprivileged service user on the host.
+    Podman,
 }
 
 impl Env {
@@ -65,6 +69,7 @@ impl Env {
             Env::CgroupRo => "cgroups read-only".into(),
             Env::CgroupV2Delegated => "cgroup v2 delegated (view)".into(),
             Env::Docker => "Docker container".into(),
+            Env::Podman => "rootless Podman container".into(),
         }
     }
 
@@ -84,7 +89,7 @@ impl Env {
             Env::CgroupNone => v(&["--cgroups", "none"]),
             Env::CgroupRo => v(&["--cgroups", "ro"]),
             Env::CgroupV2Delegated => v(&["--cgroups", "v2-delegated"]),
-            Env::Docker => None,
+            Env::Docker | Env::Podman => None,
         }
     }
 
@@ -107,7 +112,7 @@ impl Env {
                 c
             }
             None => {
-                let mut c = Command::new(crate::common::root().join("scripts/docker-env"));
+                let mut c = Command::new(self.container_script());
                 c.arg("run").arg("--").args(argv);
                 c
             }
@@ -123,10 +128,26 @@ impl Env {
             );
             return false;
         }
-        if self == Env::Docker {
-            return docker_available();
+        if self.is_container() {
+            return container_available(self);
         }
         true
+    }
+
+    /// The real containers (a daemon's, not a view built by envwrap).
+    pub const CONTAINERS: [Env; 2] = [Env::Docker, Env::Podman];
+
+    pub fn is_container(self) -> bool {
+        Self::CONTAINERS.contains(&self)
+    }
+
+    /// The script that starts this container.
+    fn container_script(self) -> PathBuf {
+        let name = match self {
+            Env::Podman => "scripts/podman-env",
+            _ => "scripts/docker-env",
+        };
+        crate::common::root().join(name)
     }
 }
 
@@ -157,24 +178,34 @@ pub fn envwrap() -> PathBuf {
     p
 }
 
-/// Whether the Docker daemon runs or can be started (`scripts/docker-env
-/// start`); prints why not, once.
-pub fn docker_available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        let out = Command::new(crate::common::root().join("scripts/docker-env"))
+/// Whether this container can be started here (`scripts/docker-env start`,
+/// `scripts/podman-env start`); prints why not, once per container.
+/// `NODUS_REQUIRE_DOCKER` or `NODUS_REQUIRE_PODMAN` makes a missing one a
+/// failure instead of a skip.
+pub fn container_available(env: Env) -> bool {
+    static OK: OnceLock<std::sync::Mutex<std::collections::HashMap<Env, bool>>> = OnceLock::new();
+    let mut known = OK.get_or_init(Default::default).lock().unwrap();
+    *known.entry(env).or_insert_with(|| {
+        let out = Command::new(env.container_script())
             .arg("start")
             .stdin(Stdio::null())
             .output()
-            .expect("run scripts/docker-env");
+            .expect("run the container's script");
         if out.status.success() {
             return true;
         }
         let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if std::env::var_os("NODUS_REQUIRE_DOCKER").is_some() {
-            panic!("the Docker daemon is required here but cannot start: {why}");
+        let require = match env {
+            Env::Podman => "NODUS_REQUIRE_PODMAN",
+            _ => "NODUS_REQUIRE_DOCKER",
+        };
+        if std::env::var_os(require).is_some() {
+            panic!(
+                "{} is required here ({require}) but cannot start: {why}",
+                env.label()
+            );
         }
-        eprintln!("SKIP: Docker container: the daemon cannot start here: {why}");
+        eprintln!("SKIP: {}: cannot start here: {why}", env.label());
         false
     })
 }

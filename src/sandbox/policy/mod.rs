@@ -846,7 +846,8 @@ pub struct Namespaces {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct PrivateRootPolicy {
-    /// A procfs of the worker's own pid namespace at /proc (needs the pid namespace).
+    /// A procfs of the worker's own pid namespace at /proc (needs the pid
+    /// namespace); without it the runner's /proc is bound read-only.
     pub proc: bool,
     /// A private devpts at /dev/pts with /dev/ptmx (subprocess.run).
     pub devpts: bool,
