@@ -36,6 +36,9 @@ def _main():
             __import__(name)
         except Exception:
             pass
+    # The boot shim, compiled here once (see _boot_code).
+    boot_src = init.get("boot", "").encode()
+    boot_code = compile(boot_src, "<boot>", "exec") if boot_src else None
     lib = ctypes.CDLL(lib_path)
     lib.nodus_zygote_init.restype = ctypes.c_int
     lib.nodus_zygote_prepare.restype = ctypes.c_void_p
@@ -115,7 +118,7 @@ def _main():
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _worker(lib, handle, plan, added, (sel, ctl, wake_r, wake_w))
+            _worker(lib, handle, plan, added, (sel, ctl, wake_r, wake_w), (boot_src, boot_code))
         ok = lib.nodus_zygote_forked(handle, buf, len(buf))
         answer = json.loads(buf.value)
         workers[pid] = (rid, handle)
@@ -162,7 +165,7 @@ def _main():
             reap()
 
 
-def _worker(lib, handle, plan, added, held):
+def _worker(lib, handle, plan, added, held, booted):
     """In the fork: confine, then become the worker as a cold start of the
     plan's argv would be. Raises _Become in the worker."""
     import random
@@ -204,12 +207,28 @@ def _worker(lib, handle, plan, added, held):
         main.__dict__.update(__file__=boot, __builtins__=__builtins__, __cached__=None)
         sys.modules["__main__"] = main
         with open(boot, "rb") as f:
-            code = compile(f.read(), boot, "exec")
+            code = _boot_code(f.read(), boot, *booted)
     except BaseException:
         import traceback
         traceback.print_exc()
         os._exit(127)
     raise _Become(code, main.__dict__)
+
+
+def _boot_code(source, path, boot_src, boot_code):
+    """The code of the worker's boot.py: the zygote's compile of the same
+    bytes, named as the worker's file (tracebacks, boot.py's own frame
+    check), or a compile of its own if the file differs. Compiling in every
+    fork would write about 1 MiB of the zygote's pages (the compiler's
+    allocations land in its heap and pools) into each worker."""
+    if boot_code is None or source != boot_src:
+        return compile(source, path, "exec")
+    import types
+
+    def named(co):
+        consts = tuple(named(c) if isinstance(c, types.CodeType) else c for c in co.co_consts)
+        return co.replace(co_filename=path, co_consts=consts)
+    return named(boot_code)
 
 
 class _Become(BaseException):

@@ -488,7 +488,11 @@ impl Server {
                 p.to_string_lossy().into_owned(),
             ));
         }
-        let init = json!({"preload": PRELOAD, "env": env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>()});
+        // The boot shim's source, compiled once in the zygote: a worker whose
+        // boot.py holds exactly these bytes runs that code (under its own
+        // file name) instead of compiling it again, which costs every fork
+        // about 1 MiB of pages of its own.
+        let init = json!({"preload": PRELOAD, "boot": crate::host::worker::SHIM_BOOT, "env": env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>()});
         let mut cmd = std::process::Command::new(&self.interpreter.exec_path);
         cmd.args(["-s", "-B", "-c", ZYGOTE])
             .arg(&self.lib)
