@@ -51,6 +51,7 @@ const PRELOAD: &[&str] = &[
     "os",
     "traceback",
     "importlib.machinery",
+    "importlib.util",
     "types",
     "functools",
     "collections",
@@ -492,7 +493,11 @@ impl Server {
         // boot.py holds exactly these bytes runs that code (under its own
         // file name) instead of compiling it again, which costs every fork
         // about 1 MiB of pages of its own.
-        let init = json!({"preload": PRELOAD, "boot": crate::host::worker::SHIM_BOOT, "env": env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>()});
+        // So is the worker shim's package, executed once there and put in a
+        // fork's sys.modules only where its import would find the shim's own
+        // files (zygote.py, _install_shim).
+        let init = json!({"preload": PRELOAD, "boot": crate::host::worker::SHIM_BOOT,
+            "shim": {"__init__.py": crate::host::worker::SHIM_INIT, "worker.py": crate::host::worker::SHIM_WORKER}, "env": env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>()});
         let mut cmd = std::process::Command::new(&self.interpreter.exec_path);
         cmd.args(["-s", "-B", "-c", ZYGOTE])
             .arg(&self.lib)
