@@ -36,13 +36,22 @@ def _main():
             __import__(name)
         except Exception:
             pass
-    # The boot shim's code, compiled here per path it has in the workers
-    # (one path for every worker with a private root): see _boot_code.
-    boot_src = init.get("boot", "").encode()
-    boot_codes = {}
-    shim_src = {k: v.encode() for k, v in init.get("shim", {}).items()}
-    shims = {}
     lib = ctypes.CDLL(lib_path)
+    # The worker shim's sources, as the library writes them into every
+    # scratch folder: the boot shim compiled here per path it has in the
+    # workers (one path for every worker with a private root; _boot_code),
+    # the worker shim's package executed here per folder (_shim).
+    lib.nodus_zygote_shim_source.restype = ctypes.c_void_p
+    lib.nodus_zygote_shim_source.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)]
+
+    def source(which):
+        n = ctypes.c_size_t(0)
+        at = lib.nodus_zygote_shim_source(which, ctypes.byref(n))
+        return ctypes.string_at(at, n.value) if at else b""
+    boot_src = source(0)
+    boot_codes = {}
+    shim_src = {"__init__.py": source(1), "worker.py": source(2)}
+    shims = {}
     lib.nodus_zygote_init.restype = ctypes.c_int
     lib.nodus_zygote_prepare.restype = ctypes.c_void_p
     lib.nodus_zygote_prepare.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
@@ -123,7 +132,7 @@ def _main():
                 boot_codes.pop(next(iter(boot_codes)))
             boot_codes[plan["argv"][0]] = compile(boot_src, plan["argv"][0], "exec")
             shim_dir = os.path.join(os.path.dirname(plan["argv"][0]), "nodus_extension")
-            if shim_src and shim_dir not in shims:
+            if shim_dir not in shims:
                 if len(shims) >= 4:
                     shims.pop(next(iter(shims)))
                 shims[shim_dir] = _shim(shim_src, shim_dir)
@@ -229,6 +238,10 @@ def _worker(lib, handle, plan, added, held, booted, shim):
     raise _Become(code, main.__dict__)
 
 
+# (No file name of the worker's in this source: it is the zygote's command
+# line, and tools tell workers from it by the boot shim's name in theirs.)
+
+
 def _shim(sources, pkg_dir):
     """The worker shim's package (nodus_extension and its worker module) as
     a worker would import it from `pkg_dir`, executed here once from the
@@ -256,7 +269,7 @@ def _install_shim(sources, shims, script, shim_dir):
     shim (the extension's folder and the interpreter's paths searched as
     they will be: an installed reference package, or one beside the
     extension, still wins) and the shim's files hold the zygote's bytes.
-    boot.py patches an already imported worker module as it patches one on
+    the boot shim patches an already imported worker module as it patches one on
     import. Otherwise nothing changes and the worker imports as a cold one
     does."""
     pkg_dir = os.path.join(shim_dir, "nodus_extension")
@@ -279,7 +292,7 @@ def _install_shim(sources, shims, script, shim_dir):
 
 
 def _boot_code(source, path, boot_src, boot_codes):
-    """The code of the worker's boot.py: the zygote's compile of the same
+    """The code of the worker's boot shim: the zygote's compile of the same
     bytes under the same file name, or a compile of its own if the file
     differs. Compiling in every fork wrote about 1.8 MiB of pages of its
     own into each worker (the compiler's allocations land in the zygote's

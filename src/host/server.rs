@@ -489,15 +489,7 @@ impl Server {
                 p.to_string_lossy().into_owned(),
             ));
         }
-        // The boot shim's source, compiled once in the zygote: a worker whose
-        // boot.py holds exactly these bytes runs that code (under its own
-        // file name) instead of compiling it again, which costs every fork
-        // about 1 MiB of pages of its own.
-        // So is the worker shim's package, executed once there and put in a
-        // fork's sys.modules only where its import would find the shim's own
-        // files (zygote.py, _install_shim).
-        let init = json!({"preload": PRELOAD, "boot": crate::host::worker::SHIM_BOOT,
-            "shim": {"__init__.py": crate::host::worker::SHIM_INIT, "worker.py": crate::host::worker::SHIM_WORKER}, "env": env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>()});
+        let init = json!({"preload": PRELOAD, "env": env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>()});
         let mut cmd = std::process::Command::new(&self.interpreter.exec_path);
         cmd.args(["-s", "-B", "-c", ZYGOTE])
             .arg(&self.lib)
