@@ -224,7 +224,12 @@ def _worker(lib, handle, plan, added, held, booted, shim):
         boot = plan["argv"][0]
         sys.argv[:] = plan["argv"]
         sys.path[0] = os.path.dirname(boot)
-        _install_shim(*shim, plan["argv"][1], os.path.dirname(boot))
+        try:
+            _install_shim(*shim, plan["argv"][1], os.path.dirname(boot))
+        except Exception:
+            # Whatever went wrong, the worker imports as a cold one does.
+            sys.modules.pop("nodus_extension", None)
+            sys.modules.pop("nodus_extension.worker", None)
         import types
         main = types.ModuleType("__main__")
         main.__dict__.update(__file__=boot, __builtins__=__builtins__, __cached__=None)
