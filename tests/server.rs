@@ -270,3 +270,63 @@ run_loop()
     let (said, after) = run(serde_json::json!({"namespaces": false}));
     assert_eq!((said.as_str(), after), ("\"PermissionError\"", 0o644));
 }
+
+/// The zygote executes the worker shim's package once and a fork uses it
+/// only where its own import would find the shim: the module a warm worker
+/// gets is the one a cold worker imports (its file, and boot.py's wrapping
+/// of `register_tool`), and a package of the extension's own named
+/// `nodus_extension` still wins, warm as cold (the control: where the
+/// extension has none, the shim's is used).
+#[test]
+fn a_warm_worker_imports_the_worker_module_a_cold_one_would() {
+    let s = serve(&[]);
+    let source = r#"import sys
+pre = "nodus_extension.worker" in sys.modules
+from nodus_extension.worker import register_tool, run_loop
+import nodus_extension.worker as w
+def run(args):
+    return {"file": w.__file__, "wrapped": getattr(register_tool, "_nodus_wrapped", False),
+            "own": getattr(w, "OWN", False)}
+register_tool("shim.run", run)
+run_loop()
+"#;
+    let plain = common::ext("shim", &["tool.invoke"], &["shim.run"], source);
+    let own = common::ext("shim", &["tool.invoke"], &["shim.run"], source);
+    let pkg = own.path().join("nodus_extension");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::write(pkg.join("__init__.py"), "").unwrap();
+    let shim = common::root().join("python/shim/nodus_extension/worker.py");
+    let text = std::fs::read_to_string(shim).unwrap() + "\nOWN = True\n";
+    std::fs::write(pkg.join("worker.py"), text).unwrap();
+    let get = |dir: &Path, warm: bool| -> serde_json::Value {
+        let mut cmd = Command::new(ext_runner());
+        cmd.arg("invoke").arg(dir).arg("shim.run").arg("{}");
+        if warm {
+            cmd.arg("--server").arg(&s.socket);
+        } else {
+            cmd.arg("--python").arg(python());
+        }
+        let out = cmd.output().expect("ext-runner invoke");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for warm in [false, true] {
+        let a = get(plain.path(), warm);
+        assert_eq!(a["own"], false, "warm {warm}: {a}");
+        assert_eq!(a["wrapped"], true, "warm {warm}: {a}");
+        assert!(
+            a["file"]
+                .as_str()
+                .unwrap()
+                .ends_with(".nodus/nodus_extension/worker.py"),
+            "warm {warm}: {a}"
+        );
+        let b = get(own.path(), warm);
+        assert_eq!(b["own"], true, "warm {warm}: {b}");
+        assert_eq!(b["wrapped"], true, "warm {warm}: {b}");
+    }
+    assert_eq!(
+        get(plain.path(), true)["file"],
+        get(plain.path(), false)["file"]
+    );
+}

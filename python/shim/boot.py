@@ -276,6 +276,12 @@ def _wrap_tools(explain):
             return spec
 
     sys.meta_path.insert(0, Finder)
+    # A fork server's zygote puts the shim's module in place before this
+    # runs where the worker's import would find that very file (zygote.py,
+    # _install_shim); in a cold start it is not imported yet.
+    already = sys.modules.get("nodus_extension.worker")
+    if already is not None:
+        patch(already)
 
 
 def _own_frames_hidden():

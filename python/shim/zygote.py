@@ -29,14 +29,29 @@ def _main():
 
     lib_path, init = sys.argv[1], json.loads(sys.argv[2])
     # What a worker commonly imports, imported once here and shared by every
-    # fork (copy-on-write). Not the worker shim nor any site package: the boot
-    # shim must see nodus_extension.worker imported for the first time.
+    # fork (copy-on-write). No site package; the worker shim is executed
+    # apart (_shim) and used by a fork only where its import would find it.
     for name in init.get("preload", ()):
         try:
             __import__(name)
         except Exception:
             pass
     lib = ctypes.CDLL(lib_path)
+    # The worker shim's sources, as the library writes them into every
+    # scratch folder: the boot shim compiled here per path it has in the
+    # workers (one path for every worker with a private root; _boot_code),
+    # the worker shim's package executed here per folder (_shim).
+    lib.nodus_zygote_shim_source.restype = ctypes.c_void_p
+    lib.nodus_zygote_shim_source.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)]
+
+    def source(which):
+        n = ctypes.c_size_t(0)
+        at = lib.nodus_zygote_shim_source(which, ctypes.byref(n))
+        return ctypes.string_at(at, n.value) if at else b""
+    boot_src = source(0)
+    boot_codes = {}
+    shim_src = {"__init__.py": source(1), "worker.py": source(2)}
+    shims = {}
     lib.nodus_zygote_init.restype = ctypes.c_int
     lib.nodus_zygote_prepare.restype = ctypes.c_void_p
     lib.nodus_zygote_prepare.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
@@ -112,10 +127,20 @@ def _main():
                 "class": "SandboxError", "kind": "Spawn",
                 "msg": f"the zygote has {len(tasks)} threads; it forks single-threaded only"}})
             return
+        if boot_src and plan["argv"][0] not in boot_codes:
+            if len(boot_codes) >= 4:
+                boot_codes.pop(next(iter(boot_codes)))
+            boot_codes[plan["argv"][0]] = compile(boot_src, plan["argv"][0], "exec")
+            shim_dir = os.path.join(os.path.dirname(plan["argv"][0]), "nodus_extension")
+            if shim_dir not in shims:
+                if len(shims) >= 4:
+                    shims.pop(next(iter(shims)))
+                shims[shim_dir] = _shim(shim_src, shim_dir)
+            gc.freeze()  # their objects too: never scanned, so never written, in the forks
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _worker(lib, handle, plan, added, (sel, ctl, wake_r, wake_w))
+            _worker(lib, handle, plan, added, (sel, ctl, wake_r, wake_w), (boot_src, boot_codes), (shim_src, shims))
         ok = lib.nodus_zygote_forked(handle, buf, len(buf))
         answer = json.loads(buf.value)
         workers[pid] = (rid, handle)
@@ -162,7 +187,7 @@ def _main():
             reap()
 
 
-def _worker(lib, handle, plan, added, held):
+def _worker(lib, handle, plan, added, held, booted, shim):
     """In the fork: confine, then become the worker as a cold start of the
     plan's argv would be. Raises _Become in the worker."""
     import random
@@ -199,17 +224,89 @@ def _worker(lib, handle, plan, added, held):
         boot = plan["argv"][0]
         sys.argv[:] = plan["argv"]
         sys.path[0] = os.path.dirname(boot)
+        try:
+            _install_shim(*shim, plan["argv"][1], os.path.dirname(boot))
+        except Exception:
+            # Whatever went wrong, the worker imports as a cold one does.
+            sys.modules.pop("nodus_extension", None)
+            sys.modules.pop("nodus_extension.worker", None)
         import types
         main = types.ModuleType("__main__")
         main.__dict__.update(__file__=boot, __builtins__=__builtins__, __cached__=None)
         sys.modules["__main__"] = main
         with open(boot, "rb") as f:
-            code = compile(f.read(), boot, "exec")
+            code = _boot_code(f.read(), boot, *booted)
     except BaseException:
         import traceback
         traceback.print_exc()
         os._exit(127)
     raise _Become(code, main.__dict__)
+
+
+# (No file name of the worker's in this source: it is the zygote's command
+# line, and tools tell workers from it by the boot shim's name in theirs.)
+
+
+def _shim(sources, pkg_dir):
+    """The worker shim's package (nodus_extension and its worker module) as
+    a worker would import it from `pkg_dir`, executed here once from the
+    sources ext-runner writes there, and kept out of sys.modules: a fork
+    puts them there only where its own import would have found those very
+    files (_install_shim). Importing it in every fork (the path search and
+    the compile) cost each worker about 0.6 MiB of pages of its own."""
+    import importlib.util
+    made = {}
+    for file, name in (("__init__.py", "nodus_extension"), ("worker.py", "nodus_extension.worker")):
+        where = os.path.join(pkg_dir, file)
+        spec = importlib.util.spec_from_file_location(
+            name, where, submodule_search_locations=[pkg_dir] if file == "__init__.py" else None)
+        module = importlib.util.module_from_spec(spec)
+        if file == "worker.py":
+            made["__init__.py"][1].worker = module
+        exec(compile(sources[file], where, "exec"), module.__dict__)
+        made[file] = (sources[file], module)
+    return made
+
+
+def _install_shim(sources, shims, script, shim_dir):
+    """In a fork: the zygote's shim modules (_shim) in sys.modules, when the
+    worker's own import of nodus_extension would find nothing before the
+    shim (the extension's folder and the interpreter's paths searched as
+    they will be: an installed reference package, or one beside the
+    extension, still wins) and the shim's files hold the zygote's bytes.
+    the boot shim patches an already imported worker module as it patches one on
+    import. Otherwise nothing changes and the worker imports as a cold one
+    does."""
+    pkg_dir = os.path.join(shim_dir, "nodus_extension")
+    made = shims.get(pkg_dir)
+    if made is None:
+        return
+    import importlib.machinery
+    path = [script.rpartition("/")[0] or "."] + sys.path[1:]
+    if importlib.machinery.PathFinder.find_spec("nodus_extension", path) is not None:
+        return
+    for file, src in sources.items():
+        try:
+            with open(os.path.join(pkg_dir, file), "rb") as f:
+                if f.read() != src:
+                    return
+        except OSError:
+            return
+    sys.modules["nodus_extension"] = made["__init__.py"][1]
+    sys.modules["nodus_extension.worker"] = made["worker.py"][1]
+
+
+def _boot_code(source, path, boot_src, boot_codes):
+    """The code of the worker's boot shim: the zygote's compile of the same
+    bytes under the same file name, or a compile of its own if the file
+    differs. Compiling in every fork wrote about 1.8 MiB of pages of its
+    own into each worker (the compiler's allocations land in the zygote's
+    heap and pools), and renaming a compiled code object about 0.5 MiB (the
+    reference counts of every constant it holds)."""
+    code = boot_codes.get(path)
+    if code is None or source != boot_src:
+        return compile(source, path, "exec")
+    return code
 
 
 class _Become(BaseException):

@@ -404,7 +404,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut options = sandbox.host_options()?;
             worker.apply(&mut options)?;
             let ext = Prepared::new(&dir, &options)?;
-            crate::sandbox::launch::precompile(&ext.policy);
+            // A warm worker's filters are the zygote's: none are compiled here.
+            if options.warm().is_none() {
+                crate::sandbox::launch::precompile(&ext.policy);
+            }
             warn_degraded(&ext.policy);
             crate::host::proxy::run(&ext, &options).await?;
         }

@@ -515,8 +515,12 @@ impl ExtensionHost {
     /// Validates everything about an extension without starting its worker.
     fn prepare(dir: &Path, manifest: Manifest, options: HostOptions) -> Result<ExtensionHost> {
         let ext = Prepared::with_manifest(dir, manifest, &options)?;
-        // The filters compile while the rest of the start goes on.
-        crate::sandbox::launch::precompile(&ext.policy);
+        // The filters compile while the rest of the start goes on (a warm
+        // worker's are the zygote's: a thread, its malloc arena and the
+        // compile's memory here would be spent for nothing).
+        if options.warm().is_none() {
+            crate::sandbox::launch::precompile(&ext.policy);
+        }
         let schemas = ToolSchemas::compile(&ext.manifest, options.schema_validation)?;
         let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(&ext.manifest.name));
         let calls = Arc::new(CallContext {

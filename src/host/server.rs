@@ -51,6 +51,7 @@ const PRELOAD: &[&str] = &[
     "os",
     "traceback",
     "importlib.machinery",
+    "importlib.util",
     "types",
     "functools",
     "collections",

@@ -26,9 +26,9 @@ pub const STDERR_TAIL: usize = 4 * 1024;
 /// How long a worker has to exit after `{"op": "shutdown"}` before it is killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-const SHIM_BOOT: &str = include_str!("../../python/shim/boot.py");
-const SHIM_INIT: &str = include_str!("../../python/shim/nodus_extension/__init__.py");
-const SHIM_WORKER: &str = include_str!("../../python/shim/nodus_extension/worker.py");
+pub(crate) const SHIM_BOOT: &str = include_str!("../../python/shim/boot.py");
+pub(crate) const SHIM_INIT: &str = include_str!("../../python/shim/nodus_extension/__init__.py");
+pub(crate) const SHIM_WORKER: &str = include_str!("../../python/shim/nodus_extension/worker.py");
 const SHIM_HOST: &str = include_str!("../../python/shim/nodus_extension_host.py");
 
 /// Where the worker's program comes from.

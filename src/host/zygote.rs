@@ -208,6 +208,30 @@ fn panicked() -> Error {
     Error::sandbox(SandboxKind::Server, "the zygote's preparation panicked")
 }
 
+/// The worker shim's sources as `worker::plan` writes them into every
+/// scratch folder (0: `boot.py`, 1: `nodus_extension/__init__.py`, 2:
+/// `nodus_extension/worker.py`): the zygote compiles and executes them once
+/// (zygote.py, `_shim`), from this library rather than from its command
+/// line (a worker's is written over the zygote's, and tools find workers
+/// by it). Null for another number.
+///
+/// # Safety
+/// `len` points at a writable `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn nodus_zygote_shim_source(which: c_int, len: *mut usize) -> *const u8 {
+    let text = match which {
+        0 => worker::SHIM_BOOT,
+        1 => worker::SHIM_INIT,
+        2 => worker::SHIM_WORKER,
+        _ => return std::ptr::null(),
+    };
+    if !len.is_null() {
+        // SAFETY: as the caller promises.
+        unsafe { *len = text.len() };
+    }
+    text.as_ptr()
+}
+
 /// Sets the zygote's parent-death signal (it dies with its server). 0 on success.
 #[no_mangle]
 pub extern "C" fn nodus_zygote_init() -> c_int {
