@@ -515,8 +515,11 @@ impl ExtensionHost {
     /// Validates everything about an extension without starting its worker.
     fn prepare(dir: &Path, manifest: Manifest, options: HostOptions) -> Result<ExtensionHost> {
         let ext = Prepared::with_manifest(dir, manifest, &options)?;
-        // The filters compile while the rest of the start goes on.
-        crate::sandbox::launch::precompile(&ext.policy);
+        // The filters compile while the rest of the start goes on; a fork
+        // server's client never applies them (the server's zygote does).
+        if options.server.is_none() {
+            crate::sandbox::launch::precompile(&ext.policy);
+        }
         let schemas = ToolSchemas::compile(&ext.manifest, options.schema_validation)?;
         let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(&ext.manifest.name));
         let calls = Arc::new(CallContext {
