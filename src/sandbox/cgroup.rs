@@ -260,7 +260,25 @@ pub struct Bounds {
 /// One cgroup made for one worker; killed and removed on drop (after the
 /// worker is gone).
 #[derive(Debug)]
-pub struct WorkerCgroup(PathBuf);
+pub struct WorkerCgroup(PathBuf, Join);
+
+/// The file the worker's process writes `0` into to join its cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    /// `cgroup.procs`: the whole thread group (cgroup v2, or a v1 `tasks`
+    /// file this runner cannot write).
+    Procs,
+    /// cgroup v1's `tasks`: the calling thread. The process that joins is a
+    /// fresh fork with one thread, so the thread is the process, and what
+    /// it forks afterwards is born inside. The same membership as through
+    /// `cgroup.procs`, without its cost: moving a whole thread group takes
+    /// the kernel's global `cgroup_threadgroup_rwsem` for writing, which
+    /// waits for an RCU grace period (measured on this machine's kernel
+    /// 6.18, v1 hierarchies: fork + join + exit 6–22 ms through
+    /// `cgroup.procs`, 1.4–2.1 ms through `tasks`); a single thread moving
+    /// itself skips that lock (`cgroup_procs_write_start`).
+    Tasks,
+}
 
 impl WorkerCgroup {
     /// Makes `<parent>/<name>` and writes its limits: the files of `version`
@@ -277,7 +295,15 @@ impl WorkerCgroup {
             )
         };
         std::fs::create_dir(&dir).map_err(|e| fail("mkdir", e))?;
-        let cg = WorkerCgroup(dir);
+        let tasks = dir.join("tasks");
+        let join = if parent.version == 1
+            && nix::unistd::access(&tasks, nix::unistd::AccessFlags::W_OK).is_ok()
+        {
+            Join::Tasks
+        } else {
+            Join::Procs
+        };
+        let cg = WorkerCgroup(dir, join);
         let write = |file: &str, value: &str, optional: bool| -> Result<()> {
             let path = cg.0.join(file);
             if optional && !path.exists() {
@@ -306,16 +332,25 @@ impl WorkerCgroup {
 
     /// Adopts a folder left by a runner that is gone (`launch.rs`'s sweep).
     pub fn adopt(dir: PathBuf) -> WorkerCgroup {
-        WorkerCgroup(dir)
+        WorkerCgroup(dir, Join::Procs)
     }
 
     pub fn path(&self) -> &Path {
         &self.0
     }
 
-    /// `cgroup.procs`, for the child to join.
+    /// `cgroup.procs`: the processes in the cgroup.
     pub fn procs(&self) -> PathBuf {
         self.0.join("cgroup.procs")
+    }
+
+    /// The file the child writes `0` into to join (see [`Join`]): v1's
+    /// `tasks` where this runner may write it, else `cgroup.procs`.
+    pub fn join_file(&self) -> PathBuf {
+        match self.1 {
+            Join::Tasks => self.0.join("tasks"),
+            Join::Procs => self.procs(),
+        }
     }
 
     /// Whether the kernel's OOM killer acted in this cgroup (its memory

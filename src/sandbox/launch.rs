@@ -665,7 +665,7 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
     let cgroup = worker_cgroups(policy)?;
     c.cgroup_procs = cgroup
         .iter()
-        .map(|cg| cstring(&cg.procs()))
+        .map(|cg| cstring(&cg.join_file()))
         .collect::<Result<_>>()?;
     // A root runner's worker runs as its own uid and gid: the scratch folder
     // becomes theirs (still 0700); the runner, root, removes it afterwards.
