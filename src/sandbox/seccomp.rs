@@ -130,6 +130,50 @@ pub fn supervised_filter(policy: &SeccompPolicy) -> Option<BpfProgram> {
     Some(f)
 }
 
+/// The supervised calls' filter compiled by libseccomp (`ScmpAction::Notify`,
+/// API level 5): same contract as [`supervised_filter`] (notify the
+/// supervised calls, allow everything else, a foreign architecture included).
+pub fn supervised_filter_libseccomp(policy: &SeccompPolicy) -> Result<Option<BpfProgram>> {
+    use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
+    let fail = |e: libseccomp::error::SeccompError| prepare_error(format!("libseccomp: {e}"));
+    let numbers: Vec<i64> = actions(policy)
+        .into_iter()
+        .filter(|(_, a)| **a == SyscallAction::Supervised)
+        .map(|(n, _)| n)
+        .collect();
+    if numbers.is_empty() {
+        return Ok(None);
+    }
+    api_level()?;
+    let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(fail)?;
+    // Another architecture: allowed here, the main filter kills it.
+    ctx.set_act_badarch(ScmpAction::Allow).map_err(fail)?;
+    ctx.set_ctl_optimize(2).map_err(fail)?;
+    for n in numbers {
+        let nr = ScmpSyscall::from(i32::try_from(n).map_err(prepare_error)?);
+        ctx.add_rule_exact(ScmpAction::Notify, nr).map_err(fail)?;
+    }
+    export(&ctx).map(Some)
+}
+
+/// libseccomp's API level, set once for the process (`seccomp_api_set` is
+/// global). Before its first filter libseccomp asks the kernel what it
+/// supports (seccomp() calls), and where that is refused it refuses
+/// SECCOMP_RET_KILL_PROCESS. It only compiles here (the child installs), so
+/// it is told the level instead: 5, user notification (Linux 5.0), which the
+/// supervised calls' filter needs; level 3 (KILL_PROCESS, what the main
+/// filters need) compiles them to the same instructions
+/// (tests/seccomp_backends.rs, `the_api_level_does_not_change_the_filters`).
+fn api_level() -> Result<()> {
+    static API: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    API.get_or_init(|| libseccomp::set_api(API_LEVEL).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| prepare_error(format!("libseccomp: setting its API level: {e}")))
+}
+
+/// The level [`api_level`] sets.
+pub const API_LEVEL: u32 = 5;
+
 // ---------------------------------------------------------------- seccompiler
 
 /// seccompiler's form of one argument check.
@@ -357,15 +401,7 @@ fn compare(l: &Literal) -> libseccomp::ScmpArgCompare {
 fn libseccomp_filters(policy: &SeccompPolicy) -> Result<Vec<BpfProgram>> {
     use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
     let fail = |e: libseccomp::error::SeccompError| prepare_error(format!("libseccomp: {e}"));
-    // Before its first filter libseccomp asks the kernel what it supports
-    // (seccomp() calls), and where that is refused it refuses
-    // SECCOMP_RET_KILL_PROCESS. It only compiles here (the child installs),
-    // so it is told the level instead: 3, KILL_PROCESS (Linux 4.14), what
-    // seccompiler's filters used too.
-    static API: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
-    API.get_or_init(|| libseccomp::set_api(3).map_err(|e| e.to_string()))
-        .clone()
-        .map_err(|e| prepare_error(format!("libseccomp: setting its API level: {e}")))?;
+    api_level()?;
     let context = |default: ScmpAction| -> Result<ScmpFilterContext> {
         let mut ctx = ScmpFilterContext::new(default).map_err(fail)?;
         // What seccompiler does on a foreign architecture.
