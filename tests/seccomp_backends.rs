@@ -684,8 +684,8 @@ fn the_interpreter_agrees_with_the_kernel() {
     );
 }
 
-/// The supervised calls' filter (`supervised_filter`, written by hand and
-/// installed first, with the listener) answers SECCOMP_RET_USER_NOTIF for
+/// The supervised calls' filter (`supervised_filter`, compiled by libseccomp
+/// and installed first, with the listener) answers SECCOMP_RET_USER_NOTIF for
 /// exactly the calls the policy marks supervised and allows everything else
 /// (a foreign architecture, x32 numbers too: the main filters decide those);
 /// stacked with the main filters (which allow the supervised calls) the
@@ -704,7 +704,7 @@ fn the_supervised_filter_notifies_exactly_the_supervised_calls() {
             .filter(|r| r.action == SyscallAction::Supervised)
             .map(|r| r.number)
             .collect();
-        let Some(f) = supervised_filter(&p) else {
+        let Some(f) = supervised_filter(&p).expect("libseccomp") else {
             assert!(
                 supervised.is_empty(),
                 "{label}: no filter for {supervised:?}"
@@ -760,8 +760,9 @@ fn the_supervised_filter_notifies_exactly_the_supervised_calls() {
     );
 }
 
-/// The supervised calls' filter written by hand and the one libseccomp
-/// compiles (`ScmpAction::Notify`) give the same verdict on every input of
+/// The supervised calls' filter written by hand (before libseccomp compiled
+/// it; `cases::hand_written_supervised_filter`) and the one libseccomp
+/// compiles (`ScmpAction::Notify`, `supervised_filter`) give the same verdict on every input of
 /// `both_backends_give_the_same_verdicts` (every number 0-511 with three
 /// argument vectors, foreign architectures, the boundary values), on x32
 /// numbers 0-511 and i386 numbers 0-511, alone and stacked on the main
@@ -769,9 +770,8 @@ fn the_supervised_filter_notifies_exactly_the_supervised_calls() {
 /// dropped answers some input differently.
 #[test]
 fn both_supervised_filters_give_the_same_verdicts() {
-    use nodus_extension::internals::sandbox::seccomp::{
-        supervised_filter, supervised_filter_libseccomp,
-    };
+    use cases::hand_written_supervised_filter;
+    use nodus_extension::internals::sandbox::seccomp::supervised_filter;
     let policies = cases::policies();
     let mut data = inputs(&policies, 4242);
     for nr in 0..512 {
@@ -785,8 +785,8 @@ fn both_supervised_filters_give_the_same_verdicts() {
     }
     let (mut with, mut compared) = (0, 0usize);
     for (label, p) in &policies {
-        let hand = supervised_filter(p);
-        let lib = supervised_filter_libseccomp(p).expect("libseccomp");
+        let hand = hand_written_supervised_filter(p);
+        let lib = supervised_filter(p).expect("libseccomp");
         let (Some(hand), Some(lib)) = (hand.clone(), lib.clone()) else {
             assert_eq!(hand.is_none(), lib.is_none(), "{label}");
             continue;

@@ -18,9 +18,8 @@ mod cases;
 
 use std::time::Instant;
 
-use nodus_extension::internals::sandbox::seccomp::{
-    compile, supervised_filter, supervised_filter_libseccomp, Backend,
-};
+use cases::hand_written_supervised_filter;
+use nodus_extension::internals::sandbox::seccomp::{compile, supervised_filter, Backend};
 use nodus_extension::policy::SyscallAction;
 
 fn backend(name: &str) -> Option<Backend> {
@@ -72,8 +71,8 @@ fn sizes() {
             }
             (len, best)
         };
-        let (nh, nh_ns) = notify(&|| supervised_filter(p));
-        let (nl, nl_ns) = notify(&|| supervised_filter_libseccomp(p).unwrap());
+        let (nh, nh_ns) = notify(&|| hand_written_supervised_filter(p));
+        let (nl, nl_ns) = notify(&|| supervised_filter(p).unwrap());
         out.push(serde_json::json!({
             "notify_hand": nh, "notify_libseccomp": nl,
             "notify_hand_compile_ns": nh_ns, "notify_libseccomp_compile_ns": nl_ns,
@@ -117,8 +116,8 @@ fn run(which: &str, policy: usize, n: u64) {
     // launch builds it per worker; the main ones are cached).
     let t = Instant::now();
     let notify = match which {
-        "notify-hand" => supervised_filter(p),
-        "notify-libseccomp" => supervised_filter_libseccomp(p).unwrap(),
+        "notify-hand" => hand_written_supervised_filter(p),
+        "notify-libseccomp" => supervised_filter(p).unwrap(),
         _ => None,
     };
     let notify_compile_ns = t.elapsed().as_nanos() as u64;
