@@ -1343,7 +1343,7 @@ def main():
         # builds (marked builds).
         try:
             old = open(a.out).read()
-            for name in ("warm", "seccomp", "seccomp-decision", "builds"):
+            for name in ("warm", "seccomp", "seccomp-decision", "seccomp-notify", "builds"):
                 b, e = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
                 if b in old and e in old:
                     text = text.rstrip("\n") + "\n\n" + old[old.index(b):old.index(e) + len(e)] + "\n"

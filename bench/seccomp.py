@@ -4,6 +4,18 @@ seccomp filter"). Standard library only:
 
     python3 bench/seccomp.py --out docs/benchmarks.md     (about a minute)
     python3 bench/seccomp.py --quick                      (a smoke run)
+    python3 bench/seccomp.py --notify --out docs/benchmarks.md
+        (the supervised calls' filter: written by hand against libseccomp's)
+
+With --notify it compares instead the two forms of the supervised calls'
+filter (SECCOMP_RET_USER_NOTIF for chmod and the utime family, docs/security.md
+"The metadata supervisor"): `libseccomp` (the main filters alone),
+`notify-hand` (the filter written by hand, then the main filters: what the
+child installs) and `notify-libseccomp` (the same with libseccomp's
+ScmpAction::Notify filter), on two policies that supervise (the plain worker
+without namespaces, and the largest), the same calls plus `utimensat` of a
+missing path (supervised: ENOSYS, the bench installs no listener). Its
+section is `seccomp-notify`.
 
 It builds `examples/seccomp-bench` (release) and runs, for two policies (the
 plain worker's, and the largest: network.outbound and subprocess.run without
@@ -56,6 +68,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--calls", type=int, default=200_000)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--notify", action="store_true")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.calls = 3, 20_000
@@ -63,6 +76,8 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "seccomp-bench"],
                        cwd=ROOT, check=True)
     sizes = json.loads(subprocess.run([BIN, "sizes"], check=True, capture_output=True, text=True).stdout)
+    if a.notify:
+        return notify(a, sizes)
     plain = sizes[0]
     largest = max(sizes, key=lambda s: sum(s["seccompiler"]))
     policies = [plain] if plain is largest else [plain, largest]
@@ -144,6 +159,84 @@ def main():
     print(md)
     if a.out:
         docsection.replace_section(a.out, BEGIN, END, md)
+
+
+NOTIFY = ["libseccomp", "notify-hand", "notify-libseccomp"]
+NOTIFY_CALLS = CALLS + ["supervised_ns"]
+
+
+def notify(a, sizes):
+    sup = [s for s in sizes if s["notify_hand"]]
+    plain = sup[0]
+    largest = max(sup, key=lambda s: sum(s["libseccomp"]))
+    policies = [plain] if plain is largest else [plain, largest]
+    load_before = loadavg()
+    runs = {}
+    rng = random.Random(17)
+    for r in range(a.rounds):
+        jobs = [(b, p["index"]) for b in NOTIFY for p in policies]
+        rng.shuffle(jobs)
+        for b, p in jobs:
+            out = subprocess.run([BIN, "run", b, str(p), str(a.calls)], check=True,
+                                 capture_output=True, text=True).stdout
+            runs.setdefault((b, p), []).append(json.loads(out))
+        log(f"round {r + 1}/{a.rounds}")
+    load_after = loadavg()
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    with open(os.path.join(HERE, "out", "seccomp-notify.json"), "w") as f:
+        json.dump({"rounds": a.rounds, "calls": a.calls, "sizes": sizes,
+                   "runs": {f"{b} {p}": v for (b, p), v in runs.items()}}, f, indent=1)
+
+    def med(b, p, key):
+        return statistics.median(key(x) for x in runs[(b, p)])
+
+    lines = ["## The supervised calls' filter: written by hand against libseccomp", "",
+             f"`python3 bench/seccomp.py --notify --out docs/benchmarks.md`: {a.rounds} interleaved rounds in "
+             f"shuffled order, each a fresh process (`examples/seccomp-bench run`) that compiles the filters, "
+             f"installs them (the supervised calls' filter first, as the child does; timed each) and makes "
+             f"{a.calls:,} calls of each kind; medians. Load average {load_before} before, {load_after} after "
+             "(2 vCPUs). *utimensat*: of a missing path, a supervised call (`ENOSYS`: no listener here; "
+             "`ENOENT` with the main filters alone). Ratios: libseccomp's filter against the one written by hand; "
+             "+ns against the main filters alone.", "",
+             "| policy | supervised filter | instructions | compile µs (first in a process) | install µs | "
+             "getppid ns | fcntl ns | getrlimit ns | unshare(0) ns | utimensat ns |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in policies:
+        i = p["index"]
+        base = {k: med("libseccomp", i, lambda x: x[k]) for k in NOTIFY_CALLS}
+        for b in NOTIFY:
+            if b == "libseccomp":
+                ins, comp, inst = "none (main filters alone)", "", ""
+            else:
+                ins = str(runs[(b, i)][0]["instructions"][0])
+                comp = f"{med(b, i, lambda x: x['notify_compile_ns'] / 1000.0):.1f}"
+                inst = f"{med(b, i, lambda x: x['install_ns'][0] / 1000.0):.1f}"
+            cells = []
+            for k in NOTIFY_CALLS:
+                v = med(b, i, lambda x: x[k])
+                cells.append(f"{v:.0f}" if b == "libseccomp" else f"{v:.0f} (+{v - base[k]:.0f})")
+            lines.append(f"| {p['label']} | {b} | {ins} | {comp} | {inst} | " + " | ".join(cells) + " |")
+    lines += ["", "libseccomp's supervised filter against the one written by hand (medians):", ""]
+    for p in policies:
+        i = p["index"]
+        h = lambda k: med("notify-hand", i, k)
+        l = lambda k: med("notify-libseccomp", i, k)
+        inst = lambda x: x["install_ns"][0]
+        parts = [f"install {l(inst) / h(inst):.2f}x",
+                 f"compile {l(lambda x: x['notify_compile_ns']) / h(lambda x: x['notify_compile_ns']):.2f}x"]
+        for k, name in zip(NOTIFY_CALLS, ["getppid", "fcntl", "getrlimit", "unshare", "utimensat"]):
+            parts.append(f"{name} {l(lambda x: x[k]) / h(lambda x: x[k]):.3f}x")
+        lines.append(f"- {p['label']}: " + "; ".join(parts))
+    lines += ["", "Every policy that supervises (instructions by hand / libseccomp; compile best of 10 in one "
+              "process, µs):", "", "| policy | by hand | libseccomp | compile µs by hand / libseccomp |",
+              "|---|---:|---:|---:|"]
+    for s in sup:
+        lines.append(f"| {s['label']} | {s['notify_hand']} | {s['notify_libseccomp']} | "
+                     f"{s['notify_hand_compile_ns'] / 1000:.1f} / {s['notify_libseccomp_compile_ns'] / 1000:.1f} |")
+    md = "\n".join(lines)
+    print(md)
+    if a.out:
+        docsection.replace_section(a.out, "<!-- seccomp-notify:begin -->", "<!-- seccomp-notify:end -->", md)
 
 
 if __name__ == "__main__":

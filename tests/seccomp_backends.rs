@@ -684,8 +684,8 @@ fn the_interpreter_agrees_with_the_kernel() {
     );
 }
 
-/// The supervised calls' filter (`supervised_filter`, written by hand and
-/// installed first, with the listener) answers SECCOMP_RET_USER_NOTIF for
+/// The supervised calls' filter (`supervised_filter`, compiled by libseccomp
+/// and installed first, with the listener) answers SECCOMP_RET_USER_NOTIF for
 /// exactly the calls the policy marks supervised and allows everything else
 /// (a foreign architecture, x32 numbers too: the main filters decide those);
 /// stacked with the main filters (which allow the supervised calls) the
@@ -704,7 +704,7 @@ fn the_supervised_filter_notifies_exactly_the_supervised_calls() {
             .filter(|r| r.action == SyscallAction::Supervised)
             .map(|r| r.number)
             .collect();
-        let Some(f) = supervised_filter(&p) else {
+        let Some(f) = supervised_filter(&p).expect("libseccomp") else {
             assert!(
                 supervised.is_empty(),
                 "{label}: no filter for {supervised:?}"
@@ -757,5 +757,157 @@ fn the_supervised_filter_notifies_exactly_the_supervised_calls() {
     assert!(
         with > 0 && without > 0,
         "{with} policies supervise, {without} do not"
+    );
+}
+
+/// The supervised calls' filter written by hand (before libseccomp compiled
+/// it; `cases::hand_written_supervised_filter`) and the one libseccomp
+/// compiles (`ScmpAction::Notify`, `supervised_filter`) give the same verdict on every input of
+/// `both_backends_give_the_same_verdicts` (every number 0-511 with three
+/// argument vectors, foreign architectures, the boundary values), on x32
+/// numbers 0-511 and i386 numbers 0-511, alone and stacked on the main
+/// filters. Control: the hand-written filter with one supervised number
+/// dropped answers some input differently.
+#[test]
+fn both_supervised_filters_give_the_same_verdicts() {
+    use cases::hand_written_supervised_filter;
+    use nodus_extension::internals::sandbox::seccomp::supervised_filter;
+    let policies = cases::policies();
+    let mut data = inputs(&policies, 4242);
+    for nr in 0..512 {
+        for (arch, nr) in [(AUDIT_ARCH_I386, nr), (AUDIT_ARCH_X86_64, nr | 0x4000_0000)] {
+            data.push(Data {
+                nr,
+                arch,
+                args: [0o644; 6],
+            });
+        }
+    }
+    let (mut with, mut compared) = (0, 0usize);
+    for (label, p) in &policies {
+        let hand = hand_written_supervised_filter(p);
+        let lib = supervised_filter(p).expect("libseccomp");
+        let (Some(hand), Some(lib)) = (hand.clone(), lib.clone()) else {
+            assert_eq!(hand.is_none(), lib.is_none(), "{label}");
+            continue;
+        };
+        with += 1;
+        eprintln!(
+            "{label}: supervised filter: by hand {} instructions, libseccomp {}",
+            hand.len(),
+            lib.len()
+        );
+        let main = compile(p, Backend::CHOSEN).unwrap();
+        let stack = |f: &Program| {
+            let mut s = vec![f.clone()];
+            s.extend(main.iter().cloned());
+            s
+        };
+        let (sh, sl) = (stack(&hand), stack(&lib));
+        // The control: one supervised number less.
+        let mut mutant = hand.clone();
+        let i = mutant
+            .iter()
+            .position(|i| i.k == libc::SYS_utimensat as u32)
+            .unwrap();
+        mutant[i].k = 511;
+        let mut told_apart = false;
+        for d in &data {
+            assert_eq!(
+                cases::run(&hand, d),
+                cases::run(&lib, d),
+                "{label}: {d:?} alone"
+            );
+            assert_eq!(
+                cases::verdict(&sh, d),
+                cases::verdict(&sl, d),
+                "{label}: {d:?} stacked"
+            );
+            told_apart |= cases::run(&mutant, d) != cases::run(&hand, d);
+            compared += 2;
+        }
+        assert!(
+            told_apart,
+            "{label}: the inputs do not tell a changed filter apart"
+        );
+    }
+    assert!(with > 0);
+    eprintln!("{compared} verdicts compared over {with} policies");
+}
+
+const API_CHILD: &str = "SECCOMP_BACKENDS_API_CHILD";
+
+/// A helper of `the_api_level_does_not_change_the_filters`: compiles every
+/// policy's filters at libseccomp API level `$SECCOMP_BACKENDS_API_CHILD`
+/// (after the crate has set its own, which it sets once) and prints them.
+#[test]
+#[ignore = "a helper: the_api_level_does_not_change_the_filters runs it in a process of its own"]
+fn api_child() {
+    let level: u32 = std::env::var(API_CHILD).unwrap().parse().unwrap();
+    let policies = cases::policies();
+    compile(&policies[0].1, Backend::Libseccomp).unwrap();
+    libseccomp::set_api(level).unwrap();
+    assert_eq!(libseccomp::get_api(), level);
+    let mut out = String::new();
+    for (label, p) in &policies {
+        let f = compile(p, Backend::Libseccomp).unwrap();
+        let words: Vec<String> = f
+            .iter()
+            .map(|f| {
+                f.iter()
+                    .map(|i| format!("{:x}.{:x}.{:x}.{:x}", i.code, i.jt, i.jf, i.k))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        let sizes: Vec<usize> = f.iter().map(Vec::len).collect();
+        out += &format!("{label}\t{sizes:?}\t{}\n", words.join(" | "));
+    }
+    print!("{out}");
+}
+
+/// Raising libseccomp's API level from 3 (what the main filters need:
+/// KILL_PROCESS) to 5 (user notification, for the supervised calls' filter)
+/// changes no instruction of any policy's filters: each policy compiled in a
+/// process at level 3 and in one at level 5 gives the same programs.
+/// Control: level 2 (no KILL_PROCESS) refuses to compile them, so the
+/// level is in effect in the child.
+#[test]
+fn the_api_level_does_not_change_the_filters() {
+    let run = |level: u32| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "api_child",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(API_CHILD, level.to_string())
+            .output()
+            .unwrap()
+    };
+    let filters = |level: u32| {
+        let out = run(level);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with('['))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let (three, five) = (filters(3), filters(5));
+    assert_eq!(three.len(), cases::policies().len());
+    for (a, b) in three.iter().zip(&five) {
+        assert_eq!(a, b, "API level 3 and 5 differ");
+    }
+    assert!(
+        !run(2).status.success(),
+        "level 2 compiled KILL_PROCESS filters"
     );
 }

@@ -269,3 +269,51 @@ pub fn fill_in_pid(filters: &mut [Program], pid: u32) {
         }
     }
 }
+
+/// The supervised calls' filter as it was written by hand before libseccomp
+/// compiled it (`seccomp::supervised_filter`, docs/security.md "The
+/// metadata supervisor"): kept as the reference `bench/seccomp.py --notify`
+/// and `both_supervised_filters_give_the_same_verdicts` compare with, not
+/// used by launches. 13 instructions: the architecture, then each number.
+pub fn hand_written_supervised_filter(policy: &SeccompPolicy) -> Option<Program> {
+    use seccompiler::sock_filter;
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xc000_003e;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
+    let numbers: Vec<u32> = policy
+        .rules
+        .iter()
+        .filter(|r| r.action == nodus_extension::policy::SyscallAction::Supervised)
+        .map(|r| r.number as u32)
+        .collect();
+    if numbers.is_empty() {
+        return None;
+    }
+    let n = numbers.len();
+    assert!(n < 200, "a jump spans at most 255 instructions");
+    let insn = |code: u32, jt: usize, jf: usize, k: u32| sock_filter {
+        code: code as u16,
+        jt: jt as u8,
+        jf: jf as u8,
+        k,
+    };
+    let (ld, jeq, ret) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    // seccomp_data: nr at offset 0, arch at 4.
+    let mut f = vec![
+        insn(ld, 0, 0, 4),
+        // Another architecture: allowed here, the main filter kills it.
+        insn(jeq, 0, n + 1, AUDIT_ARCH),
+        insn(ld, 0, 0, 0),
+    ];
+    for (i, nr) in numbers.iter().enumerate() {
+        f.push(insn(jeq, n - i, 0, *nr));
+    }
+    f.push(insn(ret, 0, 0, libc::SECCOMP_RET_ALLOW));
+    f.push(insn(ret, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
+    Some(f)
+}

@@ -18,12 +18,16 @@ mod cases;
 
 use std::time::Instant;
 
-use nodus_extension::internals::sandbox::seccomp::{compile, Backend};
+use cases::hand_written_supervised_filter;
+use nodus_extension::internals::sandbox::seccomp::{compile, supervised_filter, Backend};
 use nodus_extension::policy::SyscallAction;
 
 fn backend(name: &str) -> Option<Backend> {
     match name {
         "none" => None,
+        // The supervised calls' filter (by hand or by libseccomp), installed
+        // first as the child does, then libseccomp's main filters.
+        "notify-hand" | "notify-libseccomp" => Some(Backend::Libseccomp),
         "seccompiler" => Some(Backend::Seccompiler),
         "libseccomp" => Some(Backend::Libseccomp),
         _ => panic!("unknown backend {name}"),
@@ -57,7 +61,21 @@ fn sizes() {
             .iter()
             .filter(|r| matches!(r.action, SyscallAction::AllowIf(_)))
             .count();
+        let notify = |f: &dyn Fn() -> Option<Vec<seccompiler::sock_filter>>| {
+            let mut best = u128::MAX;
+            let mut len = 0;
+            for _ in 0..10 {
+                let t = Instant::now();
+                len = f().map_or(0, |f| f.len());
+                best = best.min(t.elapsed().as_nanos());
+            }
+            (len, best)
+        };
+        let (nh, nh_ns) = notify(&|| hand_written_supervised_filter(p));
+        let (nl, nl_ns) = notify(&|| supervised_filter(p).unwrap());
         out.push(serde_json::json!({
+            "notify_hand": nh, "notify_libseccomp": nl,
+            "notify_hand_compile_ns": nh_ns, "notify_libseccomp_compile_ns": nl_ns,
             "index": i, "label": label,
             "seccompiler": a, "libseccomp": b,
             "seccompiler_compile_ns": a_ns, "libseccomp_compile_ns": b_ns,
@@ -89,11 +107,29 @@ fn run(which: &str, policy: usize, n: u64) {
     // invoke` pays (a library host or the fork server compiles once per
     // distinct policy and keeps it).
     let t = Instant::now();
-    let filters = match backend(which) {
+    let mut filters = match backend(which) {
         Some(b) => compile(p, b).unwrap(),
         None => vec![],
     };
     let compile_ns = t.elapsed().as_nanos() as u64;
+    // The supervised calls' filter: compiled after the main ones (the
+    // launch builds it per worker; the main ones are cached).
+    let t = Instant::now();
+    let notify = match which {
+        "notify-hand" => hand_written_supervised_filter(p),
+        "notify-libseccomp" => supervised_filter(p).unwrap(),
+        _ => None,
+    };
+    let notify_compile_ns = t.elapsed().as_nanos() as u64;
+    let supervised = notify.is_some();
+    assert_eq!(
+        supervised,
+        which.starts_with("notify-"),
+        "{label} supervises nothing"
+    );
+    if let Some(f) = notify {
+        filters.insert(0, f);
+    }
     let file = std::fs::File::open("/dev/null").unwrap();
     let fd = file.as_raw_fd();
     let mut install_ns = Vec::new();
@@ -107,6 +143,24 @@ fn run(which: &str, policy: usize, n: u64) {
     assert!(fcntl(fd, FcntlArg::F_GETFD).is_ok());
     assert!(getrlimit(Resource::RLIMIT_NOFILE).is_ok());
     let denied = unshare(CloneFlags::empty());
+    // A supervised call on a missing path: ENOSYS where the supervised
+    // calls' filter notifies (installed without a listener here), ENOENT
+    // where the main filter allows it.
+    let missing = c"/nonexistent-seccomp-bench";
+    let utimensat = || {
+        // SAFETY: a valid C string; no times (NULL).
+        let r = unsafe { libc::utimensat(libc::AT_FDCWD, missing.as_ptr(), std::ptr::null(), 0) };
+        assert_eq!(r, -1);
+        Errno::last()
+    };
+    assert_eq!(
+        utimensat(),
+        if supervised {
+            Errno::ENOSYS
+        } else {
+            Errno::ENOENT
+        }
+    );
     assert_eq!(denied, if filtered { Err(Errno::EPERM) } else { Ok(()) });
     let getppid_ns = per_call(n, || {
         std::hint::black_box(getppid());
@@ -120,9 +174,13 @@ fn run(which: &str, policy: usize, n: u64) {
     let denied_ns = per_call(n, || {
         let _ = std::hint::black_box(unshare(CloneFlags::empty()));
     });
+    let supervised_ns = per_call(n, || {
+        std::hint::black_box(utimensat());
+    });
     println!(
         "{}",
         serde_json::json!({
+            "notify_compile_ns": notify_compile_ns, "supervised_ns": supervised_ns,
             "backend": which, "policy": label,
             "instructions": filters.iter().map(Vec::len).collect::<Vec<_>>(),
             "install_ns": install_ns, "compile_ns": compile_ns,
@@ -143,7 +201,7 @@ fn main() {
         ["sizes"] => sizes(),
         ["run", b, p, n] => run(b, p.parse().unwrap(), n.parse().unwrap()),
         _ => {
-            eprintln!("usage: seccomp-bench sizes | run none|seccompiler|libseccomp POLICY CALLS");
+            eprintln!("usage: seccomp-bench sizes | run none|seccompiler|libseccomp|notify-hand|notify-libseccomp POLICY CALLS");
             std::process::exit(2);
         }
     }

@@ -775,8 +775,9 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
     }
     let mut supervisor = None;
     if let Some(sc) = &policy.seccomp {
-        c.seccomp = seccomp(sc)?;
-        if let Some(filter) = crate::sandbox::seccomp::supervised_filter(sc) {
+        let filters = seccomp(sc)?;
+        c.seccomp = filters.main;
+        if let Some(filter) = filters.supervised {
             let (ours, theirs) = channel("the seccomp listener's channel")?;
             let s = Supervisor::new(policy, scratch, c.identity).map_err(|e| {
                 Error::sandbox_io(
@@ -1230,7 +1231,13 @@ fn landlock(
 /// instead of doing it again.
 type FilterKey = (Errno, Vec<(i64, SyscallAction)>);
 type FilterSlot = std::sync::Arc<std::sync::OnceLock<std::result::Result<Filters, String>>>;
-type Filters = Vec<seccompiler::BpfProgram>;
+/// The main filters and the supervised calls' filter (its listener's),
+/// both compiled by libseccomp and cached together.
+#[derive(Debug, Clone, PartialEq)]
+struct Filters {
+    main: Vec<seccompiler::BpfProgram>,
+    supervised: Option<seccompiler::BpfProgram>,
+}
 static FILTERS: std::sync::Mutex<Vec<(FilterKey, FilterSlot)>> = std::sync::Mutex::new(Vec::new());
 
 /// The cache key of `policy`'s filters.
@@ -1293,8 +1300,12 @@ fn precompile_filters(sc: &SeccompPolicy) {
         });
 }
 
-fn compile(policy: &SeccompPolicy) -> Result<Vec<seccompiler::BpfProgram>> {
-    crate::sandbox::seccomp::compile(policy, crate::sandbox::seccomp::Backend::CHOSEN)
+fn compile(policy: &SeccompPolicy) -> Result<Filters> {
+    use crate::sandbox::seccomp;
+    Ok(Filters {
+        main: seccomp::compile(policy, seccomp::Backend::CHOSEN)?,
+        supervised: seccomp::supervised_filter(policy)?,
+    })
 }
 
 /// The runner's end of the channel on which the worker's process sends the
@@ -1460,8 +1471,8 @@ mod tests {
         assert_eq!((cached(&a), cached(&b)), (1, 1));
         // libseccomp: one filter with every action (a second one only for
         // conditions made of not-equal checks).
-        assert_eq!(first.len(), 1);
-        assert_eq!(seccomp(&b).unwrap().len(), 1);
+        assert_eq!(first.main.len(), 1);
+        assert_eq!(seccomp(&b).unwrap().main.len(), 1);
     }
 
     #[test]
