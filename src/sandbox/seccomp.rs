@@ -135,7 +135,7 @@ fn api_level() -> Result<()> {
         .map_err(|e| prepare_error(format!("libseccomp: setting its API level: {e}")))
 }
 
-/// The level [`api_level`] sets.
+/// The level `api_level()` sets.
 pub const API_LEVEL: u32 = 5;
 
 // ---------------------------------------------------------------- seccompiler
