@@ -943,6 +943,12 @@ fn supervised_metadata_without_a_mount_namespace() {
     for env in Env::CONTAINERS {
         if env.available() {
             for who in Who::BOTH {
+                // A non-root runner in rootless Podman makes a mount
+                // namespace (only its pid namespace is refused): not a cell
+                // of this test.
+                if env == Env::Podman && who == Who::Nobody {
+                    continue;
+                }
                 match container_supervised(env, who) {
                     Ok(r) => rows.push(r),
                     Err(e) => failed.push(e),
