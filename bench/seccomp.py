@@ -82,16 +82,7 @@ def main():
     largest = max(sizes, key=lambda s: sum(s["seccompiler"]))
     policies = [plain] if plain is largest else [plain, largest]
     load_before = loadavg()
-    runs = {}
-    rng = random.Random(16)
-    for r in range(a.rounds):
-        jobs = [(b, p["index"]) for b in BACKENDS for p in policies]
-        rng.shuffle(jobs)
-        for b, p in jobs:
-            out = subprocess.run([BIN, "run", b, str(p), str(a.calls)], check=True,
-                                 capture_output=True, text=True).stdout
-            runs.setdefault((b, p), []).append(json.loads(out))
-        log(f"round {r + 1}/{a.rounds}")
+    runs = interleaved(a, BACKENDS, policies, seed=16)
     load_after = loadavg()
 
     def med(b, p, key):
@@ -161,6 +152,22 @@ def main():
         docsection.replace_section(a.out, BEGIN, END, md)
 
 
+def interleaved(a, backends, policies, seed):
+    """Every (backend, policy) once per round, in a shuffled order: the raw
+    runs of each, keyed by (backend, policy index)."""
+    runs = {}
+    rng = random.Random(seed)
+    for r in range(a.rounds):
+        jobs = [(b, p["index"]) for b in backends for p in policies]
+        rng.shuffle(jobs)
+        for b, p in jobs:
+            out = subprocess.run([BIN, "run", b, str(p), str(a.calls)], check=True,
+                                 capture_output=True, text=True).stdout
+            runs.setdefault((b, p), []).append(json.loads(out))
+        log(f"round {r + 1}/{a.rounds}")
+    return runs
+
+
 NOTIFY = ["libseccomp", "notify-hand", "notify-libseccomp"]
 NOTIFY_CALLS = CALLS + ["supervised_ns"]
 
@@ -171,16 +178,7 @@ def notify(a, sizes):
     largest = max(sup, key=lambda s: sum(s["libseccomp"]))
     policies = [plain] if plain is largest else [plain, largest]
     load_before = loadavg()
-    runs = {}
-    rng = random.Random(17)
-    for r in range(a.rounds):
-        jobs = [(b, p["index"]) for b in NOTIFY for p in policies]
-        rng.shuffle(jobs)
-        for b, p in jobs:
-            out = subprocess.run([BIN, "run", b, str(p), str(a.calls)], check=True,
-                                 capture_output=True, text=True).stdout
-            runs.setdefault((b, p), []).append(json.loads(out))
-        log(f"round {r + 1}/{a.rounds}")
+    runs = interleaved(a, NOTIFY, policies, seed=17)
     load_after = loadavg()
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
     with open(os.path.join(HERE, "out", "seccomp-notify.json"), "w") as f:

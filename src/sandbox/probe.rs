@@ -75,30 +75,24 @@ impl Probe {
         let full = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
         let mut ns = NsSet::default();
         let mut failure = None;
-        let mut outcome = attempt(full);
-        // Namespaces that can all be made, but whose pid namespace cannot
-        // mount its procfs (a container's masked /proc): every namespace but
-        // the pid one; the private root then binds the runner's /proc.
-        if let Err((step @ crate::sandbox::child::ProbeStep::MountProc, errno)) = outcome {
-            failure = Some(describe_failure(full, root, step, errno));
-            outcome = attempt(full & !libc::CLONE_NEWPID);
-        }
-        match outcome {
-            Ok(()) if failure.is_some() => {
-                ns = NsSet {
-                    user: true,
-                    mount: true,
-                    pid: false,
-                    ipc: true,
-                    uts: true,
-                    net: sysctl_positive("/proc/sys/user/max_net_namespaces"),
-                };
+        // A pid namespace whose procfs cannot be mounted (a container's
+        // masked /proc) is left out and the rest tried again: the flags made.
+        // The private root then binds the runner's /proc.
+        let mut proc_refused = None;
+        let mut made = |flags: libc::c_int| match attempt(flags) {
+            Err((step @ crate::sandbox::child::ProbeStep::MountProc, errno)) => {
+                proc_refused = Some(describe_failure(flags, root, step, errno));
+                let rest = flags & !libc::CLONE_NEWPID;
+                attempt(rest).map(|()| rest)
             }
-            Ok(()) => {
+            r => r.map(|()| flags),
+        };
+        match made(full) {
+            Ok(flags) => {
                 ns = NsSet {
                     user: true,
                     mount: true,
-                    pid: true,
+                    pid: flags & libc::CLONE_NEWPID != 0,
                     ipc: true,
                     uts: true,
                     net: sysctl_positive("/proc/sys/user/max_net_namespaces"),
@@ -117,14 +111,18 @@ impl Probe {
                         uts: alone(libc::CLONE_NEWUTS),
                         net: alone(libc::CLONE_NEWNET),
                     };
-                    let together = ns.flags();
-                    if together == 0 || attempt(together).is_err() {
-                        ns = NsSet::default();
+                    match ns.flags() {
+                        0 => ns = NsSet::default(),
+                        together => match made(together) {
+                            Ok(flags) => ns.pid = flags & libc::CLONE_NEWPID != 0,
+                            Err(_) => ns = NsSet::default(),
+                        },
                     }
                     ns.user = user && ns.flags() != 0;
                 }
             }
         }
+        let failure = failure.or(proc_refused);
         let landlock_abi = crate::sandbox::child::landlock_version();
         let cgroups = crate::sandbox::cgroup::discover_here();
         let v2 = [&cgroups.pids, &cgroups.memory]

@@ -322,18 +322,16 @@ pub fn plan(
         src: PathBuf::new(),
         content: String::new(),
         kind,
-        writable: kind != Kind::Proc,
+        writable: !matches!(kind, Kind::Proc | Kind::ProcBind),
     };
     if pr.proc {
         entries.push(special("/proc", Kind::Proc));
-    } else {
+    } else if policy.binds_runner_proc() {
         // No pid namespace of its own (or none whose procfs may be mounted):
-        // the runner's /proc, read-only, which is what a worker without a
-        // mount namespace sees; /proc/self and its pids agree with it.
+        // the runner's /proc, read-only (`Policy::binds_runner_proc`): the
+        // worker sees the runner's processes; /proc/self and its pids agree.
         entries.push(Entry {
-            kind: Kind::ProcBind,
             src: "/proc".into(),
-            writable: false,
             ..special("/proc", Kind::ProcBind)
         });
     }

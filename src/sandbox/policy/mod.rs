@@ -840,6 +840,17 @@ pub struct Namespaces {
     pub uts: bool,
 }
 
+impl Policy {
+    /// A private root without a procfs of its own (no pid namespace whose
+    /// procfs may be mounted) binds the runner's /proc read-only, but only
+    /// under Landlock: its ptrace restriction keeps the runner's
+    /// `/proc/PID/mem`, `environ` and `maps` closed to a same-uid worker.
+    pub fn binds_runner_proc(&self) -> bool {
+        self.private_root.is_some_and(|r| !r.proc)
+            && self.landlock.as_ref().is_some_and(|l| l.abi >= 1)
+    }
+}
+
 /// The worker's private root (`root.rs`): read-only binds of what is
 /// granted, the scratch folder at /tmp and /var/tmp, a minimal /dev, its own
 /// /proc and passwd.

@@ -280,7 +280,7 @@ impl fmt::Display for Policy {
                 "  private root: read-only binds of the files granted above, the workspace, the scratch folder at /tmp and /var/tmp, a minimal /dev (null zero full random urandom; /dev/shm a private tmpfs of {}{}){}, /etc/passwd and /etc/group naming the worker only",
                 bytes(r.shm_bytes),
                 if r.devpts { "; /dev/pts and /dev/ptmx" } else { "" },
-                if r.proc { ", /proc of its own pid namespace" } else { ", the runner's /proc bound read-only (no pid namespace whose procfs may be mounted: the worker sees the runner's processes, as without a mount namespace)" },
+                if r.proc { ", /proc of its own pid namespace" } else if !self.binds_runner_proc() { ", no /proc (no pid namespace whose procfs may be mounted, and no Landlock to keep the runner's /proc/PID/mem closed)" } else { ", the runner's /proc bound read-only (no pid namespace whose procfs may be mounted: the worker sees the runner's processes, not what Landlock's ptrace restriction keeps: their environment, memory and maps)" },
             )?,
             None => writeln!(f, "  private root: none (no mount namespace): Landlock alone confines files; no /proc, /dev/shm or private /tmp")?,
         }
