@@ -629,6 +629,52 @@ fn root_workers_take_a_uid_of_their_own_unless_they_cannot() {
         p.degraded
     );
 
+    // Where no idmapped mount can be made, a workspace ACL entries can be
+    // set on is lent to the worker's uid; one they cannot: uid 0, and why.
+    let acl_ok = IdentityFacts {
+        workspace_acl: Some(Ok(())),
+        ..idmap_ok.clone()
+    };
+    for (facts, probe) in [
+        (&acl_ok, &no_mount),
+        (
+            &IdentityFacts {
+                workspace_acl: Some(Ok(())),
+                ..no_idmap.clone()
+            },
+            &probe(true),
+        ),
+    ] {
+        let p = derive_facts(&["filesystem.write"], &best, probe, facts).unwrap();
+        assert_eq!(
+            (
+                p.worker_ids,
+                p.idmapped_workspace.clone(),
+                p.lent_workspace.as_deref()
+            ),
+            (Some(WorkerIds::DEFAULT), None, Some(Path::new("/ws"))),
+            "{:?}",
+            p.degraded
+        );
+        assert_eq!(lost(&p), None);
+        assert!(
+            p.to_string()
+                .contains("lent to the worker's uid with ACL entries"),
+            "{p}"
+        );
+    }
+    let acl_refused = IdentityFacts {
+        workspace_acl: Some(Err("its file system does not support POSIX ACLs".into())),
+        ..idmap_ok.clone()
+    };
+    let p = derive_facts(&["filesystem.write"], &best, &no_mount, &acl_refused).unwrap();
+    assert_eq!((p.worker_ids, p.lent_workspace.clone()), (None, None));
+    let why = lost(&p).unwrap();
+    assert!(
+        why.contains("no mount namespace") && why.contains("does not support POSIX ACLs"),
+        "{why}"
+    );
+
     // An extension folder only its owner may read (pytest's 0700 tmp_path):
     // idmapped with a private root; without a mount namespace, uid 0.
     let closed_ext = IdentityFacts {

@@ -16,6 +16,7 @@ use landlock::{
 use nix::fcntl::OFlag;
 
 use crate::error::{Error, Result, SandboxKind};
+use crate::sandbox::acl;
 use crate::sandbox::cgroup::{Bounds, Parent, WorkerCgroup};
 use crate::sandbox::child::{self, Confinement, Failure, Step};
 use crate::sandbox::policy::{
@@ -688,6 +689,31 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
         }
         None => None,
     };
+    // A workspace no idmapped mount can show to the worker's uid: lent to
+    // it with ACL entries until the worker is reaped (`acl`).
+    let lent = match (&policy.lent_workspace, &ids) {
+        (Some(ws), Some(lease)) => {
+            let lent = acl::lend(ws, lease.id, &IdLease::dir()).map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Workspace,
+                    format!(
+                        "cannot lend the workspace {} to the worker's uid {} with ACL entries: {e}",
+                        ws.display(),
+                        lease.id
+                    ),
+                    e,
+                )
+            })?;
+            if let Some(skipped) = lent.report.skipped() {
+                eprintln!(
+                    "ext-runner: workspace {}: not lent to the worker's uid, so it cannot write them: {skipped}",
+                    crate::support::terminal::escape(&ws.to_string_lossy())
+                );
+            }
+            Some(lent)
+        }
+        _ => None,
+    };
     let ns = policy.namespaces;
     for (on, flag) in [
         (ns.user, libc::CLONE_NEWUSER),
@@ -806,6 +832,7 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
         c,
         Held {
             cgroup,
+            _lent: lent,
             ids,
             _idmapped: idmapped.into_iter().map(|(_, fd)| fd).collect(),
             supervisor,
@@ -846,6 +873,9 @@ fn idmapped_tree_of(ws: &Path, uid: u32, gid: u32) -> Result<std::os::fd::OwnedF
 #[derive(Debug)]
 pub struct Held {
     pub cgroup: Vec<WorkerCgroup>,
+    /// The workspace lent to the worker's uid, given back once the cgroups
+    /// above are gone (fields drop in order) and before the uid is free.
+    _lent: Option<acl::Lent>,
     pub ids: Option<IdLease>,
     _idmapped: Vec<std::os::fd::OwnedFd>,
     /// The supervisor of the worker's supervised calls and the runner's end
@@ -900,12 +930,17 @@ static IDS_TAKEN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new())
 static IDS_NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl IdLease {
+    /// The root-only folder of the leases' locks (and of `acl`'s ledgers).
+    pub fn dir() -> PathBuf {
+        std::env::temp_dir().join("nodus-ext-worker-ids")
+    }
+
     /// A free id of `range` (`derived`: taken from the runner's id maps, so
     /// the advice is to map more ids), or an error naming the range when
     /// every id is held.
     pub fn take(range: &crate::sandbox::policy::WorkerIds, derived: bool) -> Result<IdLease> {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-        let dir = std::env::temp_dir().join("nodus-ext-worker-ids");
+        let dir = IdLease::dir();
         let fail = |what: String, e: std::io::Error| {
             Error::sandbox_io(
                 SandboxKind::Scratch,
@@ -946,6 +981,16 @@ impl IdLease {
                 .map_err(|e| fail(format!("cannot open the lock of uid {id} in"), e))?;
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => {
+                    // A workspace a runner that is gone lent to this uid is
+                    // given back first; one that cannot be stays lent, and
+                    // the uid is not used.
+                    if let Err(e) = acl::sweep(&dir, id) {
+                        eprintln!(
+                            "ext-runner: worker_ids: uid {id} is skipped: a workspace an earlier runner lent to it cannot be given back ({e}; ledger {})",
+                            dir.join(format!("{id}.acl")).display()
+                        );
+                        continue;
+                    }
                     taken.push(id);
                     return Ok(IdLease { id, _lock: lock });
                 }

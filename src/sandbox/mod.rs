@@ -5,10 +5,13 @@
 //!   the system, never change it.
 //! - Decide: `policy`, a pure function of (manifest, operator policy, facts)
 //!   over the data in `policies/*.json`; `ext-runner policy` prints it.
-//! - Do: `launch` turns a policy into kernel objects before the fork and forks;
+//! - Do: `launch` turns a policy into kernel objects before the fork and forks
+//!   (`acl` lends a workspace to a root runner's worker uid where no idmapped
+//!   mount can);
 //!   `child` (the only `unsafe` in the crate) applies them between fork and
 //!   exec. `seccomp` compiles the system call rules into BPF, `supervisor` answers the calls base.json marks supervised (chmod and utime without a mount namespace), `syscalls` maps the policy's system call names to numbers.
 
+pub mod acl;
 pub mod cgroup;
 pub(crate) mod child;
 pub mod egress;

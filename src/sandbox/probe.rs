@@ -339,6 +339,7 @@ pub fn identity_facts(
     }
     if let Some(ws) = workspace {
         facts.workspace_idmap = Some(idmap_works(ws, id));
+        facts.workspace_acl = Some(crate::sandbox::acl::usable(ws));
     }
     facts
 }

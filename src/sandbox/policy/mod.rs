@@ -548,6 +548,10 @@ pub struct IdentityFacts {
     /// idmapped mount: None when not asked (no workspace, not root), else
     /// why not.
     pub workspace_idmap: Option<std::result::Result<(), String>>,
+    /// Whether the workspace can be lent to another uid with ACL entries
+    /// (`acl::usable`), where it cannot be idmapped: None when not asked,
+    /// else why not.
+    pub workspace_acl: Option<std::result::Result<(), String>>,
 }
 
 impl IdentityFacts {
@@ -916,6 +920,10 @@ pub struct Policy {
     /// The workspace, shown to the worker's uid through an idmapped mount
     /// (its owner's uid and gid appear as the worker's).
     pub idmapped_workspace: Option<PathBuf>,
+    /// The workspace, lent to the worker's uid with ACL entries for its run
+    /// where it cannot be idmapped (`sandbox::acl`): removed at unload, what
+    /// the worker made given to the workspace's owner.
+    pub lent_workspace: Option<PathBuf>,
     /// The extension folder, shown so when other users cannot read it.
     pub idmapped_extension: Option<PathBuf>,
     /// What best-effort mode gave up, in words (from `guarantees`).
@@ -1143,6 +1151,7 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         worker_ids_derived: identity.derived,
         root_identity: identity.root.map(|(why, _)| why),
         idmapped_workspace: identity.idmapped,
+        lent_workspace: identity.lent,
         idmapped_extension: identity.idmapped_extension,
         degraded,
         egress,

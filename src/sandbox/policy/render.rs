@@ -351,6 +351,13 @@ impl fmt::Display for Policy {
                 ws.display()
             )?;
         }
+        if let Some(ws) = &self.lent_workspace {
+            writeln!(
+                f,
+                "  workspace {}: lent to the worker's uid with ACL entries (its owner's rights) on its folders and files for the run; at unload the entries are removed and what the worker made is given to the workspace's owner (no idmapped mount can be made here)",
+                ws.display()
+            )?;
+        }
         let env: Vec<String> = self
             .environment
             .iter()

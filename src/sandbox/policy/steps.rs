@@ -26,6 +26,8 @@ pub(super) struct Identity {
     pub derived: Option<String>,
     /// The workspace, idmapped to the worker's uid.
     pub idmapped: Option<std::path::PathBuf>,
+    /// The workspace, lent to the worker's uid with ACL entries.
+    pub lent: Option<std::path::PathBuf>,
     /// The extension folder, idmapped (other users cannot read it).
     pub idmapped_extension: Option<std::path::PathBuf>,
     /// Why it runs as uid 0 nonetheless, and whether the operator chose that.
@@ -37,7 +39,8 @@ pub(super) struct Identity {
 /// from the runner's id maps: `IdentityFacts::derived_worker_ids`) wherever
 /// it can reach its program and write its workspace as that uid: with a
 /// private root, whose binds are made while still root, past folders only
-/// root may enter, and with an idmapped workspace. Otherwise as uid 0
+/// root may enter, and with an idmapped workspace, or else one lent to it
+/// with ACL entries for its run (`sandbox::acl`). Otherwise as uid 0
 /// without capabilities, and why.
 pub(super) fn identity(
     op: &OperatorPolicy,
@@ -121,15 +124,23 @@ pub(super) fn identity(
         || declared.contains(&Capability::FilesystemWrite);
     let writes = declared.contains(&Capability::FilesystemWrite);
     let mut idmapped = None;
+    let mut lent = None;
     if let (Some(ws), true) = (workspace, granted) {
         match idmap_refused(private_root, &facts.workspace_idmap) {
             None => idmapped = Some(ws.to_path_buf()),
-            Some(why) if writes => {
-                return as_root(
-                    format!("the writable workspace {} cannot be shown to the worker's uid through an idmapped mount ({why})", ws.display()),
-                    no_mount_by_operator,
-                )
-            }
+            Some(why) if writes => match &facts.workspace_acl {
+                Some(Ok(())) => lent = Some(ws.to_path_buf()),
+                acl => {
+                    let acl = match acl {
+                        Some(Err(e)) => e.as_str(),
+                        _ => "not tried",
+                    };
+                    return as_root(
+                        format!("the writable workspace {} can neither be shown to the worker's uid through an idmapped mount ({why}) nor lent to it with ACL entries ({acl})", ws.display()),
+                        no_mount_by_operator,
+                    );
+                }
+            },
             // A read-only workspace: read as the worker's uid, which other users' rights apply to.
             Some(_) => {}
         }
@@ -138,6 +149,7 @@ pub(super) fn identity(
         ids: Some(range),
         derived,
         idmapped,
+        lent,
         idmapped_extension,
         root: None,
     }

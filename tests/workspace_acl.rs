@@ -1,0 +1,256 @@
+//! A root runner without a mount namespace (Docker's default profile as
+//! root: `Env::DockerLike`) lends the writable workspace to its worker's own
+//! uid with ACL entries, and gives it back at unload (src/sandbox/acl.rs).
+//! Judged from outside: during the run the worker is not uid 0 and the
+//! workspace's files carry its entry (the control: the checks below see an
+//! ACL when there is one); after the unload no ACL is left, the modes are
+//! as they were, what the worker made belongs to the workspace's owner, a
+//! host file behind a symbolic link is untouched, and a ledger left by a
+//! runner killed mid-run is swept at the next lease of that uid.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::envs::Env;
+use common::sandbox::*;
+use serde_json::json;
+
+/// The workspace's owner: an ordinary user's uid and gid, not root's.
+const OWNER: u32 = 1000;
+/// One uid for each test's workers (an operator range of one), so a second
+/// runner leases the same uid as the first.
+const LENT: u32 = 3_400_000_000;
+const KILLED: u32 = 3_400_000_001;
+
+fn ledger(id: u32) -> PathBuf {
+    std::env::temp_dir()
+        .join("nodus-ext-worker-ids")
+        .join(format!("{id}.acl"))
+}
+
+/// Whether `p` (not followed) carries an access ACL.
+fn has_acl(p: &Path) -> bool {
+    xattr::get_deref(p, "system.posix_acl_access")
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn owner(p: &Path) -> (u32, u32) {
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid())
+}
+
+/// Every path beneath `dir` (not through links).
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            out.extend(tree(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A workspace of the owner's: a file only its owner may read and write,
+/// a folder, two names of one file, and a link to a host file of root's.
+fn workspace(label: &str) -> (common::TempDir, PathBuf) {
+    let ws = world_dir(label);
+    let w = ws.path();
+    std::fs::write(w.join("src"), "x\n").unwrap();
+    chmod(&w.join("src"), 0o640);
+    std::fs::create_dir(w.join("sub")).unwrap();
+    std::fs::write(w.join("sub/f"), "f\n").unwrap();
+    std::fs::hard_link(w.join("sub/f"), w.join("hard")).unwrap();
+    let host = world_dir(&format!("{label}-host"));
+    let canary = host.path().join("canary");
+    std::fs::write(&canary, "host\n").unwrap();
+    chmod(&canary, 0o600);
+    std::os::unix::fs::symlink(&canary, w.join("link")).unwrap();
+    for p in tree(w) {
+        std::os::unix::fs::lchown(&p, Some(OWNER), Some(OWNER)).unwrap();
+    }
+    std::mem::forget(host); // removed with the machine's /tmp; the canary is checked below
+    (ws, canary)
+}
+
+/// A root runner's worker with uid `id`, writing the workspace `ws` (or
+/// with no workspace: then it only leases the uid).
+fn launch(ws: Option<&Path>, id: u32) -> Option<Session> {
+    if !is_root() {
+        println!("SKIP: lending a workspace with ACL entries is a root runner's (run as root)");
+        return None;
+    }
+    if !Env::DockerLike.available() {
+        println!("SKIP: the Docker-like environment (envwrap) is not available here");
+        return None;
+    }
+    let caps: &[&str] = if ws.is_some() {
+        &["filesystem.write"]
+    } else {
+        &[]
+    };
+    let mut l = Launch::new(Who::Root, caps)
+        .policy(json!({"mode": "strict", "worker_ids": {"first": id, "count": 1}}))
+        .python(Path::new(SYSTEM_PYTHON))
+        .in_env(Env::DockerLike);
+    if let Some(ws) = ws {
+        l = l.workspace(ws);
+    }
+    Some(l.start())
+}
+
+const WORK: &str = r#"import shutil
+w = @W@
+out = {'uid': os.getuid()}
+open(w + '/new', 'w').write('n')
+os.makedirs(w + '/d/e')
+open(w + '/d/e/f', 'w').write('y')
+os.symlink(@C@, w + '/mine')
+with open(w + '/src', 'a') as f:
+    f.write('appended\n')
+shutil.copy2(w + '/src', w + '/copy')
+for name, f in [('hard', lambda: open(w + '/hard', 'a')),
+                ('chmod src', lambda: os.chmod(w + '/src', 0o666)),
+                ('through link', lambda: open(w + '/link', 'a')),
+                ('chmod through mine', lambda: os.chmod(w + '/mine', 0o666))]:
+    try:
+        f(); out[name] = 'done'
+    except OSError as e:
+        out[name] = type(e).__name__
+result = out"#;
+
+#[test]
+fn a_workspace_is_lent_to_the_workers_uid_and_given_back_at_unload() {
+    let (ws, canary) = workspace("acl-ws");
+    let w = ws.path();
+    let _ = std::fs::remove_file(ledger(LENT));
+    let Some(mut s) = launch(Some(w), LENT) else {
+        return;
+    };
+    let code = snippet(WORK, &[("W", lit(w)), ("C", lit(&canary))]);
+    let r = s.exec(&code);
+    // From outside, while the worker runs: its uid, its files, the entries.
+    let during = (
+        s.worker_pid()
+            .and_then(|p| status_field(p, "Uid"))
+            .and_then(|v| {
+                v.split_whitespace()
+                    .next()
+                    .and_then(|u| u.parse::<u32>().ok())
+            }),
+        owner(&w.join("new")),
+        has_acl(&w.join("src")),
+        has_acl(w),
+        ledger(LENT).exists(),
+    );
+    let t = s.finish();
+    let Reply::Value(out) = r else {
+        panic!("no answer: {r:?}: {}", t.stderr);
+    };
+    assert_eq!(out["uid"], json!(LENT), "{out}: {}", t.stderr);
+    assert_eq!(
+        during.0,
+        Some(LENT),
+        "the worker's uid from /proc: {during:?}"
+    );
+    // The control: during the run the checks below see the lending.
+    assert_eq!(
+        during.1,
+        (LENT, LENT),
+        "the worker's file is its own during the run"
+    );
+    assert!(
+        during.2 && during.3,
+        "the workspace carries the worker's entry: {during:?}"
+    );
+    assert!(during.4, "the ledger is written before the worker starts");
+    // What it may do: write the owner's 0640 file, copy it keeping its times.
+    assert_eq!(
+        std::fs::read_to_string(w.join("src")).unwrap(),
+        "x\nappended\n"
+    );
+    assert_eq!(
+        std::fs::metadata(w.join("copy")).unwrap().mtime(),
+        std::fs::metadata(w.join("src")).unwrap().mtime(),
+        "copy2 keeps the times: {out}"
+    );
+    // What it may not: a file with a second name (not lent), the owner's
+    // mode bits, a host file behind a link.
+    assert_eq!(out["hard"], "PermissionError", "{out}");
+    assert_eq!(out["chmod src"], "PermissionError", "{out}");
+    assert_eq!(out["through link"], "PermissionError", "{out}");
+    assert_ne!(out["chmod through mine"], "done", "{out}");
+    assert!(
+        t.stderr.contains("not lent to the worker's uid") && t.stderr.contains("hard link"),
+        "the skipped file is reported: {}",
+        t.stderr
+    );
+    // After the unload: no ACL anywhere, the owner's again, modes as they were.
+    for p in tree(w) {
+        assert!(!has_acl(&p), "an ACL is left on {}", p.display());
+        assert_eq!(
+            owner(&p),
+            (OWNER, OWNER),
+            "{} is not the owner's",
+            p.display()
+        );
+    }
+    assert_eq!(mode(&w.join("src")), 0o640);
+    assert_eq!(std::fs::read_to_string(w.join("hard")).unwrap(), "f\n");
+    assert_eq!((owner(&canary), mode(&canary)), ((0, 0), 0o600));
+    assert!(!has_acl(&canary));
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "host\n");
+    assert!(!ledger(LENT).exists(), "the ledger is removed at unload");
+    println!("lent and given back: {out}");
+}
+
+#[test]
+fn a_ledger_left_by_a_killed_runner_is_swept_at_the_next_lease() {
+    let (ws, canary) = workspace("acl-killed");
+    let w = ws.path();
+    let Some(mut s) = launch(Some(w), KILLED) else {
+        return;
+    };
+    let r = s.exec(&snippet(
+        "open(@W@ + '/made', 'w').write('m')\nresult = os.getuid()",
+        &[("W", lit(w))],
+    ));
+    assert_eq!(r.value(), &json!(KILLED), "{r:?}");
+    let t = s.kill_runner();
+    // The control: a runner killed mid-run leaves the lending in place.
+    assert!(ledger(KILLED).exists(), "no ledger left: {}", t.stderr);
+    assert!(
+        has_acl(&w.join("src")),
+        "no entry left by the killed runner"
+    );
+    assert_eq!(owner(&w.join("made")).0, KILLED);
+    // The next lease of that uid, by a worker without a workspace, gives
+    // it back first.
+    let Some(mut s) = launch(None, KILLED) else {
+        return;
+    };
+    let r = s.exec("result = os.getuid()");
+    let t = s.finish();
+    assert_eq!(r.value(), &json!(KILLED), "{r:?}: {}", t.stderr);
+    for p in tree(w) {
+        assert!(!has_acl(&p), "an ACL is left on {}", p.display());
+        assert_eq!(
+            owner(&p),
+            (OWNER, OWNER),
+            "{} is not the owner's",
+            p.display()
+        );
+    }
+    assert!(!ledger(KILLED).exists());
+    assert_eq!((owner(&canary), mode(&canary)), ((0, 0), 0o600));
+}
