@@ -1338,12 +1338,13 @@ def main():
     text += f"\nWhole run: {ctx['seconds']:.0f} s (setup and build included).\n"
     if a.out:
         # The sections of bench/warm.py (warm starts) and bench/seccomp.py
-        # (the seccomp backends, and the decision written from its figures)
+        # (the seccomp backends, and the decision written from its figures) and
+        # bench/lend.py (lending a workspace with ACL entries)
         # are kept as they were, and so is the hand-written comparison of
         # builds (marked builds).
         try:
             old = open(a.out).read()
-            for name in ("warm", "seccomp", "seccomp-decision", "seccomp-notify", "builds"):
+            for name in ("warm", "seccomp", "seccomp-decision", "seccomp-notify", "lend", "builds"):
                 b, e = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
                 if b in old and e in old:
                     text = text.rstrip("\n") + "\n\n" + old[old.index(b):old.index(e) + len(e)] + "\n"

@@ -327,19 +327,28 @@ fn walk(
                 report.too_deep += 1;
                 continue;
             }
-            let sub = open_dir(&path)?;
+            let sub = match open_dir(&path) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if same(&sub, &m)? {
                 walk(&sub, dev, depth + 1, report, visit)?;
             }
         } else if m.is_file() {
             // Read-only, not blocking (were it swapped for a FIFO since the
             // lstat, the inode check below refuses it), no controlling tty.
-            let f = fs::OpenOptions::new()
+            let f = match fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(
                     libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
                 )
-                .open(&path)?;
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let fd = OwnedFd::from(f);
             if same(&fd, &m)? {
                 visit(Node::Opened(&fd), &m, report)?;
