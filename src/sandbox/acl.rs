@@ -28,7 +28,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ pub fn usable(ws: &Path) -> Result<(), String> {
 /// ledger in `ledger_dir` first.
 pub fn lend(ws: &Path, uid: u32, ledger_dir: &Path) -> io::Result<Lent> {
     let root = open_dir(ws)?;
-    let st = fs::metadata(fd_path(&root))?;
+    let st = root.metadata()?;
     let book = Ledger {
         workspace: ws.as_os_str().as_bytes().to_vec(),
         dev: st.dev(),
@@ -241,7 +241,7 @@ fn give_back(book: &Ledger, uid: u32) -> io::Result<Report> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Report::default()),
         Err(e) => return Err(e),
     };
-    let st = fs::metadata(fd_path(&root))?;
+    let st = root.metadata()?;
     if (st.dev(), st.ino()) != (book.dev, book.ino) {
         return Ok(Report::default());
     }
@@ -264,7 +264,7 @@ fn give_back(book: &Ledger, uid: u32) -> io::Result<Report> {
                 acl.write_acl(&path).map_err(acl_io)?;
                 if !named {
                     use xattr::FileExt;
-                    match fs::File::from(fd.try_clone()?).remove_xattr(ACCESS_ACL) {
+                    match fd.remove_xattr(ACCESS_ACL) {
                         Ok(()) => {}
                         Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
                         Err(e) => return Err(e),
@@ -291,7 +291,7 @@ fn give_back(book: &Ledger, uid: u32) -> io::Result<Report> {
 /// a link, or anything else (a symbolic link, a socket) by a path through
 /// its folder's descriptor, whose last step is not followed.
 enum Node<'a> {
-    Opened(&'a OwnedFd),
+    Opened(&'a fs::File),
     Named(&'a Path),
 }
 
@@ -300,14 +300,14 @@ type Visit<'v> = dyn FnMut(Node<'_>, &fs::Metadata, &mut Report) -> io::Result<(
 /// Visits the folder `dir` (on device `dev`, `depth` deep), then everything
 /// in it, never through a symbolic link and never onto another mount.
 fn walk(
-    dir: &OwnedFd,
+    dir: &fs::File,
     dev: u64,
     depth: usize,
     report: &mut Report,
     visit: &mut Visit<'_>,
 ) -> io::Result<()> {
     let here = fd_path(dir);
-    let m = fs::metadata(&here)?;
+    let m = dir.metadata()?;
     visit(Node::Opened(dir), &m, report)?;
     for entry in fs::read_dir(&here)? {
         let entry = entry?;
@@ -349,9 +349,8 @@ fn walk(
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            let fd = OwnedFd::from(f);
-            if same(&fd, &m)? {
-                visit(Node::Opened(&fd), &m, report)?;
+            if same(&f, &m)? {
+                visit(Node::Opened(&f), &m, report)?;
             }
         } else {
             visit(Node::Named(&path), &m, report)?;
@@ -361,24 +360,23 @@ fn walk(
 }
 
 /// Whether `fd` is the file `m` was read of (not one put in its place since).
-fn same(fd: &OwnedFd, m: &fs::Metadata) -> io::Result<bool> {
-    let now = fs::metadata(fd_path(fd))?;
+fn same(f: &fs::File, m: &fs::Metadata) -> io::Result<bool> {
+    let now = f.metadata()?;
     Ok((now.dev(), now.ino()) == (m.dev(), m.ino()))
 }
 
 /// A folder, opened without following a link in its last step.
-fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let f = fs::OpenOptions::new()
+fn open_dir(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    Ok(f.into())
+        .open(path)
 }
 
 /// The path of an open descriptor: reaches exactly that file, whatever has
 /// been renamed or linked since (the `/proc/self/fd` entry is not a path
 /// lookup).
-fn fd_path(fd: &OwnedFd) -> PathBuf {
+fn fd_path(fd: &fs::File) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
