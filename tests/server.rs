@@ -643,3 +643,104 @@ print(json.dumps(result))
     assert_eq!(v["alive"], true, "{shown}");
     assert_eq!(v["exit"], 0, "control: {shown}");
 }
+
+/// Under `-P` / `PYTHONSAFEPATH` (here from the operator policy's
+/// environment, which reaches a cold worker's interpreter and the server's
+/// zygote alike) a worker's `sys.path` is what `python -P extension.py`
+/// would have plus the shim appended: the standard library's entries all
+/// kept, the extension's folder not searched, and the shim still found.
+/// Warm and cold alike: the zygote used to write the boot shim's folder
+/// over `sys.path[0]` (the standard library's zip entry when nothing was
+/// put first), and a cold `boot.py` took that entry for its own folder
+/// (the shim not found, the zip moved to the end). Control: without the
+/// variable the extension's folder comes first, warm and cold.
+#[test]
+fn under_safe_path_a_worker_keeps_the_standard_library_path_warm_and_cold() {
+    let new_enough = Command::new(python())
+        .args(["-c", "import sys; print(sys.version_info >= (3, 11))"])
+        .output()
+        .expect("python");
+    if String::from_utf8_lossy(&new_enough.stdout).trim() != "True" {
+        eprintln!("SKIP: Python 3.11 missing (PYTHONSAFEPATH is 3.11's)");
+        return;
+    }
+    let ext = common::ext(
+        "paths",
+        &["tool.invoke"],
+        &["paths.get"],
+        r#"import sys
+from nodus_extension.worker import register_tool, run_loop
+import nodus_extension.worker as w
+def get(args):
+    return {"path": sys.path, "worker": w.__file__, "safe": bool(sys.flags.safe_path)}
+register_tool("paths.get", get)
+run_loop()
+"#,
+    );
+    let dir = TempDir::new("safe-path");
+    // What the interpreter itself puts on sys.path under -P, outside any sandbox.
+    let bare = Command::new(python())
+        .args([
+            "-P",
+            "-s",
+            "-B",
+            "-c",
+            "import json, sys; print(json.dumps(sys.path))",
+        ])
+        .output()
+        .expect("python -P");
+    let bare: Vec<String> = serde_json::from_slice(&bare.stdout).expect("sys.path");
+    for safe in [false, true] {
+        let policy = dir.join(&format!("policy-{safe}.json"));
+        let env = if safe {
+            serde_json::json!({"set": {"PYTHONSAFEPATH": "1"}})
+        } else {
+            serde_json::json!({})
+        };
+        std::fs::write(
+            &policy,
+            serde_json::json!({ "environment": env }).to_string(),
+        )
+        .unwrap();
+        let s = serve(&["--policy", policy.to_str().unwrap()]);
+        let get = |warm: bool| -> serde_json::Value {
+            let mut cmd = Command::new(ext_runner());
+            cmd.arg("invoke").arg(ext.path()).arg("paths.get").arg("{}");
+            if warm {
+                cmd.arg("--server").arg(&s.socket);
+            } else {
+                cmd.arg("--python")
+                    .arg(python())
+                    .arg("--policy")
+                    .arg(&policy);
+            }
+            let out = cmd.output().expect("ext-runner invoke");
+            assert!(out.status.success(), "safe {safe}, warm {warm}: {out:?}");
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let (cold, warm) = (get(false), get(true));
+        assert_eq!(cold, warm, "safe {safe}: the same sys.path warm and cold");
+        assert_eq!(cold["safe"], safe, "{cold}");
+        let path: Vec<String> = serde_json::from_value(cold["path"].clone()).unwrap();
+        let shim = path.last().expect("the shim appended").clone();
+        assert!(shim.ends_with("/.nodus"), "{cold}");
+        assert_eq!(
+            cold["worker"].as_str().unwrap(),
+            format!("{shim}/nodus_extension/worker.py"),
+            "the shim's module: {cold}"
+        );
+        let folder = ext.path().to_str().unwrap().to_string();
+        if safe {
+            assert_eq!(
+                path[..path.len() - 1],
+                bare[..],
+                "python -P's own sys.path, then the shim"
+            );
+            assert!(!path.contains(&folder), "{cold}");
+        } else {
+            // Control: the extension's folder first, as `python extension.py` has it.
+            assert_eq!(path[0], folder, "{cold}");
+            assert_eq!(path[1..path.len() - 1], bare[..], "{cold}");
+        }
+    }
+}

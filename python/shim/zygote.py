@@ -305,7 +305,12 @@ def _worker(lib, handle, plan, added, held, booted, shim):
         # writes to their pages, which stay shared with the zygote.
         boot = plan["argv"][0]
         sys.argv[:] = plan["argv"]
-        sys.path[0] = os.path.dirname(boot)
+        # As `python boot.py` puts boot.py's folder first, where `python -c`
+        # put '' first; under -P / PYTHONSAFEPATH neither puts anything
+        # there (sys.path[0] is the standard library's), and boot.py finds
+        # its folder from its file name.
+        if not sys.flags.safe_path:
+            sys.path[0] = os.path.dirname(boot)
         try:
             _install_shim(*shim, plan["argv"][1], os.path.dirname(boot))
         except Exception:
@@ -364,7 +369,10 @@ def _install_shim(sources, shims, script, shim_dir):
     if made is None:
         return
     import importlib.machinery
-    path = [script.rpartition("/")[0] or "."] + sys.path[1:]
+    if sys.flags.safe_path:
+        path = list(sys.path)  # boot.py adds no script folder
+    else:
+        path = [script.rpartition("/")[0] or "."] + sys.path[1:]
     if importlib.machinery.PathFinder.find_spec("nodus_extension", path) is not None:
         return
     for file, src in sources.items():
