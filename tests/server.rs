@@ -330,3 +330,417 @@ run_loop()
         get(plain.path(), false)["file"]
     );
 }
+
+/// One question to a `sec.run` worker driven by `ext-runner run`: its
+/// answer, or null once the runner's stdout ends (the worker gone).
+fn ask(
+    stdin: &mut std::process::ChildStdin,
+    stdout: &mut impl std::io::BufRead,
+    id: &str,
+    code: &str,
+) -> serde_json::Value {
+    use std::io::Write;
+    let line =
+        serde_json::json!({"id": id, "op": "invoke", "name": "sec.run", "args": {"code": code}});
+    if writeln!(stdin, "{line}")
+        .and_then(|_| stdin.flush())
+        .is_err()
+    {
+        return serde_json::Value::Null;
+    }
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        match stdout.read_line(&mut buf) {
+            Ok(0) | Err(_) => return serde_json::Value::Null,
+            Ok(_) => {}
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&buf) {
+            if v["id"] == id {
+                return v;
+            }
+        }
+    }
+}
+
+/// The soft RLIMIT_NPROC of `pid`, as /proc/PID/limits shows it.
+fn nproc_soft(pid: i32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max processes"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A zygote outlives a start it cannot make. The fork really fails: the
+/// zygote, a non-root user's (uid 65534, which RLIMIT_NPROC binds), gets a
+/// soft RLIMIT_NPROC of 1 from outside (`prlimit --pid`, as its own user),
+/// so its os.fork() meets EAGAIN, as at a user's task limit. Judged from
+/// outside: that client gets a SandboxError naming EAGAIN and the task
+/// limit (not "the zygote ended", not a hang), the zygote is the same
+/// process, a worker it had already started still answers, and once the
+/// limit is back a new start succeeds. Controls: a plain interpreter under
+/// the same limit cannot fork; and a zygote that dies (what an uncaught
+/// EAGAIN did) takes that running worker with it, which the same check sees.
+#[test]
+fn a_fork_the_zygote_cannot_make_fails_that_start_alone() {
+    use common::procfs;
+    use common::sandbox::{chmod, runner, sec_ext, world_dir, Who};
+    use std::io::BufReader;
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("SKIP: root missing (to run the server as uid 65534, which RLIMIT_NPROC binds)");
+        return;
+    }
+    if !Who::Nobody.available() {
+        return;
+    }
+    let nobody = Who::Nobody;
+    let base = world_dir("zygote-fork");
+    chmod(base.path(), 0o1777); // the server makes its own 0700 folder in it
+    let socket = base.join("fork/s.sock");
+    let log = base.join("server.log");
+    let child = nobody
+        .command(runner(nobody))
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--python")
+        .arg(nobody.python())
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("ext-runner serve");
+    let server_pid = child.id() as i32; // setpriv execs the runner
+    let end = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < end, "the server did not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s = Server {
+        child,
+        socket,
+        _dir: base,
+    };
+    let server_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let ext = sec_ext(&[]);
+    let invoke = |code: &str| {
+        nobody
+            .command(runner(nobody))
+            .arg("invoke")
+            .arg(ext.path())
+            .arg("sec.run")
+            .arg(serde_json::json!({ "code": code }).to_string())
+            .arg("--server")
+            .arg(&s.socket)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ext-runner invoke")
+    };
+    // Worker A, warm, kept running.
+    let mut a = nobody
+        .command(runner(nobody))
+        .arg("run")
+        .arg(ext.path())
+        .arg("--server")
+        .arg(&s.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ext-runner run");
+    let mut a_in = a.stdin.take().unwrap();
+    let mut a_out = BufReader::new(a.stdout.take().unwrap());
+    let first = ask(&mut a_in, &mut a_out, "a1", "result = os.getpid()");
+    assert_eq!(first["ok"], true, "worker A: {first} {}", server_log());
+    let a_pid = first["result"]["result"].clone();
+    let zygotes = || -> Vec<i32> {
+        procfs::all()
+            .into_iter()
+            .filter(|p| p.ppid == server_pid && p.live())
+            .map(|p| p.pid)
+            .collect()
+    };
+    let found = zygotes();
+    assert_eq!(found.len(), 1, "one zygote: {found:?}");
+    let z = found[0];
+    let a_procs: Vec<i32> = procfs::descendants(z).iter().map(|p| p.pid).collect();
+    assert!(!a_procs.is_empty(), "worker A is the zygote's");
+    let soft = nproc_soft(z);
+    let set_limit = |to: &str| {
+        let st = nobody
+            .command("prlimit")
+            .arg("--pid")
+            .arg(z.to_string())
+            .arg(format!("--nproc={to}:"))
+            .status();
+        match st {
+            Ok(st) => assert!(st.success(), "prlimit {to}: {st}"),
+            Err(e) => panic!("prlimit (util-linux) missing: {e}"),
+        }
+        assert_eq!(nproc_soft(z), to, "the zygote's limit");
+    };
+    set_limit("1");
+    // Control: under that limit a plain interpreter of that user cannot fork.
+    let plain = nobody
+        .command("prlimit")
+        .arg("--nproc=1:")
+        .arg(nobody.python())
+        .args([
+            "-c",
+            "import errno, os\ntry:\n    pid = os.fork()\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\nelse:\n    os._exit(0) if pid == 0 else print('forked')",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout).trim(),
+        "EAGAIN",
+        "control: {plain:?}"
+    );
+    // The start the zygote cannot fork: a clear error for that client.
+    let out = invoke("result = 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{out:?} {}", server_log());
+    assert!(
+        err.contains("EAGAIN") && err.contains("task limit") && err.contains("SandboxError"),
+        "{err}"
+    );
+    assert!(!err.contains("zygote ended"), "{err}");
+    // The zygote served on: the same process, and worker A answers.
+    assert_eq!(zygotes(), vec![z], "{}", server_log());
+    let again = ask(&mut a_in, &mut a_out, "a2", "result = os.getpid()");
+    assert_eq!(
+        again["ok"], true,
+        "worker A after the failed start: {again}"
+    );
+    assert_eq!(again["result"]["result"], a_pid, "the same worker A");
+    // The limit back: the same zygote starts the next worker.
+    set_limit(&soft);
+    let out = invoke("result = 41 + 1");
+    assert!(out.status.success(), "{out:?} {}", server_log());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("42"),
+        "{out:?}"
+    );
+    assert_eq!(zygotes(), vec![z]);
+    // Control: a zygote that dies takes worker A with it (its monitor's
+    // parent-death signal), and the same check sees it.
+    common::sandbox::signal(z, nix::sys::signal::Signal::SIGKILL);
+    for p in a_procs {
+        assert!(
+            common::wait_gone(p, Duration::from_secs(30)),
+            "worker A's process {p} outlived its zygote"
+        );
+    }
+    let gone = ask(&mut a_in, &mut a_out, "a3", "result = 1");
+    assert!(gone.is_null(), "worker A outlived its zygote: {gone}");
+    let _ = a.kill();
+    let _ = a.wait();
+}
+
+/// The zygote's loop survives what it cannot use: a message that is not
+/// JSON, one that is not an object, an unknown op, a start whose request
+/// is not an object or is incomplete, a kill without an id. Each start is
+/// answered `failed` with a SandboxError, every descriptor that came with
+/// a message is closed (the pipe's reader sees its end once the zygote has
+/// answered a later message; control: a pipe whose writer is still open
+/// reads as open), and the zygote still runs until the socket closes
+/// (control: then it has ended, exit 0).
+#[test]
+fn the_zygote_survives_garbled_messages_and_closes_their_descriptors() {
+    let lib = common::ext_runner().with_file_name("libnodus_extension.so");
+    if !lib.is_file() {
+        panic!(
+            "{} missing: `cargo build` builds the cdylib the zygote loads",
+            lib.display()
+        );
+    }
+    let driver = r#"
+import json, os, socket, subprocess, sys
+src, lib = sys.argv[1], sys.argv[2]
+ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+z = subprocess.Popen([sys.executable, "-s", "-B", "-c", open(src).read(), lib,
+                      json.dumps({"preload": [], "env": {}})],
+                     stdin=subprocess.PIPE, stdout=theirs.fileno())
+theirs.close()
+readers = []
+def sent(msg, nfds):
+    ws = []
+    for _ in range(nfds):
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        readers.append(r)
+        ws.append(w)
+    data = msg if isinstance(msg, bytes) else json.dumps(msg).encode()
+    if ws:
+        socket.send_fds(ours, [data], ws)
+    else:
+        ours.send(data)
+    for w in ws:
+        os.close(w)
+sent(b"not json {", 1)
+sent(b"[1, 2]", 1)
+sent({"op": "frobnicate", "id": 3}, 1)
+sent({"op": "start", "id": 4, "request": 5}, 3)
+sent({"op": "start", "id": 5, "request": {"dir": "/nonexistent"}}, 3)
+sent({"op": "kill"}, 1)
+sent({"op": "start", "id": 7, "request": {}}, 0)
+answers = []
+while not answers or answers[-1].get("id") != 7:
+    data = ours.recv(1 << 16)
+    if not data:
+        break
+    answers.append(json.loads(data))
+def state(r):
+    try:
+        return "closed" if os.read(r, 1) == b"" else "data"
+    except BlockingIOError:
+        return "open"
+cr, cw = os.pipe()
+os.set_blocking(cr, False)
+result = {"answers": answers, "pipes": [state(r) for r in readers], "control_pipe": state(cr),
+          "alive": z.poll() is None}
+ours.close()
+result["exit"] = z.wait()
+print(json.dumps(result))
+"#;
+    let out = Command::new(python())
+        .args(["-c", driver])
+        .arg(common::root().join("python/shim/zygote.py"))
+        .arg(&lib)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python driver");
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let shown = format!("{v} {}", String::from_utf8_lossy(&out.stderr));
+    let answers = v["answers"].as_array().expect("answers");
+    let ids: Vec<_> = answers.iter().map(|a| a["id"].clone()).collect();
+    assert_eq!(ids, [4, 5, 7], "{shown}");
+    for a in answers {
+        assert_eq!(a["op"], "failed", "{shown}");
+        assert_eq!(a["error"]["class"], "SandboxError", "{shown}");
+        assert!(
+            !a["error"]["msg"].as_str().unwrap_or("").is_empty(),
+            "{shown}"
+        );
+    }
+    assert!(
+        answers[1]["error"]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("bad start request"),
+        "{shown}"
+    );
+    assert_eq!(v["pipes"].as_array().unwrap().len(), 10, "{shown}");
+    assert!(
+        v["pipes"].as_array().unwrap().iter().all(|p| p == "closed"),
+        "a descriptor the zygote kept: {shown}"
+    );
+    assert_eq!(v["control_pipe"], "open", "control: {shown}");
+    assert_eq!(v["alive"], true, "{shown}");
+    assert_eq!(v["exit"], 0, "control: {shown}");
+}
+
+/// Under `-P` / `PYTHONSAFEPATH` (here from the operator policy's
+/// environment, which reaches a cold worker's interpreter and the server's
+/// zygote alike) a worker's `sys.path` is what `python -P extension.py`
+/// would have plus the shim appended: the standard library's entries all
+/// kept, the extension's folder not searched, and the shim still found.
+/// Warm and cold alike: the zygote used to write the boot shim's folder
+/// over `sys.path[0]` (the standard library's zip entry when nothing was
+/// put first), and a cold `boot.py` took that entry for its own folder
+/// (the shim not found, the zip moved to the end). Control: without the
+/// variable the extension's folder comes first, warm and cold.
+#[test]
+fn under_safe_path_a_worker_keeps_the_standard_library_path_warm_and_cold() {
+    let new_enough = Command::new(python())
+        .args(["-c", "import sys; print(sys.version_info >= (3, 11))"])
+        .output()
+        .expect("python");
+    if String::from_utf8_lossy(&new_enough.stdout).trim() != "True" {
+        eprintln!("SKIP: Python 3.11 missing (PYTHONSAFEPATH is 3.11's)");
+        return;
+    }
+    let ext = common::ext(
+        "paths",
+        &["tool.invoke"],
+        &["paths.get"],
+        r#"import sys
+from nodus_extension.worker import register_tool, run_loop
+import nodus_extension.worker as w
+def get(args):
+    return {"path": sys.path, "worker": w.__file__, "safe": bool(sys.flags.safe_path)}
+register_tool("paths.get", get)
+run_loop()
+"#,
+    );
+    let dir = TempDir::new("safe-path");
+    // What the interpreter itself puts on sys.path under -P, outside any sandbox.
+    let bare = Command::new(python())
+        .args([
+            "-P",
+            "-s",
+            "-B",
+            "-c",
+            "import json, sys; print(json.dumps(sys.path))",
+        ])
+        .output()
+        .expect("python -P");
+    let bare: Vec<String> = serde_json::from_slice(&bare.stdout).expect("sys.path");
+    for safe in [false, true] {
+        let policy = dir.join(&format!("policy-{safe}.json"));
+        let env = if safe {
+            serde_json::json!({"set": {"PYTHONSAFEPATH": "1"}})
+        } else {
+            serde_json::json!({})
+        };
+        std::fs::write(
+            &policy,
+            serde_json::json!({ "environment": env }).to_string(),
+        )
+        .unwrap();
+        let s = serve(&["--policy", policy.to_str().unwrap()]);
+        let get = |warm: bool| -> serde_json::Value {
+            let mut cmd = Command::new(ext_runner());
+            cmd.arg("invoke").arg(ext.path()).arg("paths.get").arg("{}");
+            if warm {
+                cmd.arg("--server").arg(&s.socket);
+            } else {
+                cmd.arg("--python")
+                    .arg(python())
+                    .arg("--policy")
+                    .arg(&policy);
+            }
+            let out = cmd.output().expect("ext-runner invoke");
+            assert!(out.status.success(), "safe {safe}, warm {warm}: {out:?}");
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let (cold, warm) = (get(false), get(true));
+        assert_eq!(cold, warm, "safe {safe}: the same sys.path warm and cold");
+        assert_eq!(cold["safe"], safe, "{cold}");
+        let path: Vec<String> = serde_json::from_value(cold["path"].clone()).unwrap();
+        let shim = path.last().expect("the shim appended").clone();
+        assert!(shim.ends_with("/.nodus"), "{cold}");
+        assert_eq!(
+            cold["worker"].as_str().unwrap(),
+            format!("{shim}/nodus_extension/worker.py"),
+            "the shim's module: {cold}"
+        );
+        let folder = ext.path().to_str().unwrap().to_string();
+        if safe {
+            assert_eq!(
+                path[..path.len() - 1],
+                bare[..],
+                "python -P's own sys.path, then the shim"
+            );
+            assert!(!path.contains(&folder), "{cold}");
+        } else {
+            // Control: the extension's folder first, as `python extension.py` has it.
+            assert_eq!(path[0], folder, "{cold}");
+            assert_eq!(path[1..path.len() - 1], bare[..], "{cold}");
+        }
+    }
+}

@@ -10,12 +10,27 @@ tool that raised to stderr.
 """
 import sys
 
+# Under -P or PYTHONSAFEPATH (Python 3.11+) the interpreter put nothing before
+# the standard library on sys.path: sys.path[0] is not this file's folder but
+# a standard-library entry, and `python -P SCRIPT` would not search the
+# script's folder either. Then the shim's folder comes from this file's name,
+# and sys.path keeps its entries (the shim is appended, as always).
+_SAFE_PATH = bool(getattr(sys.flags, "safe_path", False))
+
+
+def _here():
+    """This file's folder: the shim's, where grants.json is."""
+    if _SAFE_PATH:
+        return __file__.rpartition("/")[0] or "."
+    return sys.path[0]
+
 
 def _boot():
-    shim = sys.path[0]
+    shim = _here()
     script = sys.argv[1]
     del sys.argv[0]
-    sys.path[0] = script.rpartition("/")[0] or "."
+    if not _SAFE_PATH:
+        sys.path[0] = script.rpartition("/")[0] or "."
     sys.path.append(shim)
     with open(script, "rb") as f:
         code = compile(f.read(), script, "exec")
@@ -40,7 +55,7 @@ def _explain_denials():
     come from `grants.json` beside this file, written by ext-runner from the
     worker's policy."""
     import os
-    boot_dir = sys.path[0]
+    boot_dir = _here()
     caps = frozenset(os.environ.get("NODUS_EXTENSION_CAPABILITIES", "").split(","))
     watched = frozenset(("socket.__new__", "socket.connect", "socket.bind", "os.chmod", "fcntl.fcntl", "fcntl.ioctl",
                          "os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "subprocess.Popen",

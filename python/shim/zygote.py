@@ -88,6 +88,14 @@ def _main():
     added = {k: v for k, v in os.environ.items() if k not in given}
     workers = {}  # pid -> (request id, handle)
     buf = ctypes.create_string_buffer(1 << 16)
+    me = os.getpid()
+
+    def log(text):
+        try:
+            sys.stderr.write(f"ext-runner serve: zygote {me}: {text}\n")
+            sys.stderr.flush()
+        except Exception:
+            pass
 
     def send(msg, fds=()):
         data = json.dumps(msg).encode()
@@ -95,6 +103,14 @@ def _main():
             socket.send_fds(ctl, [data], list(fds))
         else:
             ctl.send(data)
+
+    def tell(msg):
+        """send() for an answer whose loss must not end the zygote: a server
+        that is gone is seen as the end of ctl by the loop."""
+        try:
+            send(msg)
+        except Exception as e:
+            log(f"cannot tell the server {msg.get('op')} for request {msg.get('id')}: {e!r}")
 
     def reap():
         while workers:
@@ -110,54 +126,132 @@ def _main():
                 # Read before the release removes its memory cgroup.
                 oom = lib.nodus_zygote_oom_killed(handle) == 1
                 lib.nodus_zygote_release(handle)
-                send({"op": "exited", "id": rid, "status": status, "oom_killed": oom})
+                tell({"op": "exited", "id": rid, "status": status, "oom_killed": oom})
 
     def start(rid, request, fds):
-        arr = (ctypes.c_int * len(fds))(*fds)
-        raw = json.dumps(request).encode()
-        handle = lib.nodus_zygote_prepare(raw, len(raw), arr, len(fds), buf, len(buf))
-        if not handle:
-            send({"op": "failed", "id": rid, "error": json.loads(buf.value)})
-            return
-        plan = json.loads(buf.value)
-        tasks = os.listdir("/proc/self/task")
-        if len(tasks) != 1:
-            lib.nodus_zygote_release(handle)
-            send({"op": "failed", "id": rid, "error": {
-                "class": "SandboxError", "kind": "Spawn",
-                "msg": f"the zygote has {len(tasks)} threads; it forks single-threaded only"}})
-            return
-        if boot_src and plan["argv"][0] not in boot_codes:
-            if len(boot_codes) >= 4:
-                boot_codes.pop(next(iter(boot_codes)))
-            boot_codes[plan["argv"][0]] = compile(boot_src, plan["argv"][0], "exec")
-            shim_dir = os.path.join(os.path.dirname(plan["argv"][0]), "nodus_extension")
-            if shim_dir not in shims:
-                if len(shims) >= 4:
-                    shims.pop(next(iter(shims)))
-                shims[shim_dir] = _shim(shim_src, shim_dir)
-            gc.freeze()  # their objects too: never scanned, so never written, in the forks
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _worker(lib, handle, plan, added, (sel, ctl, wake_r, wake_w), (boot_src, boot_codes), (shim_src, shims))
-        ok = lib.nodus_zygote_forked(handle, buf, len(buf))
-        answer = json.loads(buf.value)
-        workers[pid] = (rid, handle)
-        if ok != 0:
-            send({"op": "failed", "id": rid, "error": answer})
-            return
-        egress = answer.get("egress_fd")
-        send({"op": "started", "id": rid, "pid": pid}, [egress] if egress is not None else ())
-        if egress is not None:
-            os.close(egress)
+        """One start request, answered `started` or `failed`, never raising:
+        whatever goes wrong with one request (os.fork() refused with EAGAIN
+        at the user's task limit, a malformed request, a send that fails)
+        is that request's error, and the zygote goes on serving its other
+        workers and the next requests. The descriptors that came with the
+        request are closed (by the library once prepare has them), the
+        handle released unless a fork holds it (then the reaper does)."""
+        handle = None
+        try:
+            if not isinstance(request, dict):
+                raise _Refused("Server", f"a start request without a request object: {request!r:.200}")
+            arr = (ctypes.c_int * len(fds))(*fds)
+            raw = json.dumps(request).encode()
+            taken, fds = fds, []  # the library's from here: closed on its failure, or by the release
+            handle = lib.nodus_zygote_prepare(raw, len(raw), arr, len(taken), buf, len(buf))
+            if not handle:
+                tell({"op": "failed", "id": rid, "error": json.loads(buf.value)})
+                return
+            plan = json.loads(buf.value)
+            tasks = os.listdir("/proc/self/task")
+            if len(tasks) != 1:
+                raise _Refused("Spawn", f"the zygote has {len(tasks)} threads; it forks single-threaded only")
+            if boot_src and plan["argv"][0] not in boot_codes:
+                if len(boot_codes) >= 4:
+                    boot_codes.pop(next(iter(boot_codes)))
+                boot_codes[plan["argv"][0]] = compile(boot_src, plan["argv"][0], "exec")
+                shim_dir = os.path.join(os.path.dirname(plan["argv"][0]), "nodus_extension")
+                if shim_dir not in shims:
+                    if len(shims) >= 4:
+                        shims.pop(next(iter(shims)))
+                    shims[shim_dir] = _shim(shim_src, shim_dir)
+                gc.freeze()  # their objects too: never scanned, so never written, in the forks
+            sys.stderr.flush()
+            try:
+                pid = os.fork()
+            except OSError as e:
+                raise _Refused("Spawn", _fork_refused(e), e.errno) from e
+            if pid == 0:
+                _worker(lib, handle, plan, added, (sel, ctl, wake_r, wake_w), (boot_src, boot_codes), (shim_src, shims))
+            # The fork holds the handle now: released when it is reaped.
+            workers[pid] = (rid, handle)
+            handle = None
+            try:
+                ok = lib.nodus_zygote_forked(workers[pid][1], buf, len(buf))
+                answer = json.loads(buf.value)
+                if ok != 0:
+                    tell({"op": "failed", "id": rid, "error": answer})
+                    return
+                egress = answer.get("egress_fd")
+                try:
+                    send({"op": "started", "id": rid, "pid": pid}, [egress] if egress is not None else ())
+                finally:
+                    if egress is not None:
+                        os.close(egress)
+            except BaseException:
+                # A worker nobody was told of: it must not run on.
+                for kill in (os.killpg, os.kill):
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                raise
+        except Exception as e:
+            if os.getpid() != me:
+                os._exit(127)  # never a second zygote (a fork's failures end in _worker)
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if handle:
+                lib.nodus_zygote_release(handle)
+            if isinstance(e, _Refused):
+                kind, msg, errno = e.args
+                log(f"request {rid}: {msg}")
+            else:
+                import traceback
+                kind, msg, errno = "Server", f"the fork server's zygote failed to start the worker: {e!r}", None
+                log(f"request {rid} failed:\n{traceback.format_exc()}")
+            error = {"class": "SandboxError", "kind": kind, "msg": msg}
+            if errno is not None:
+                error["errno"] = errno
+            tell({"op": "failed", "id": rid, "error": error})
+
+    def dispatch(msg, fds):
+        """One message from the server; a garbled or unknown one is logged
+        and its descriptors closed."""
+        try:
+            req = json.loads(msg)
+            op = req.get("op") if isinstance(req, dict) else None
+            if op == "start" and "id" in req:
+                got, fds = fds, []
+                start(req["id"], req.get("request"), got)
+            elif op == "kill":
+                for pid, (rid, _) in workers.items():
+                    if rid == req.get("id"):
+                        try:
+                            os.killpg(pid, signal.SIGKILL)  # not yet reaped: still ours
+                        except OSError:
+                            pass
+            else:
+                log(f"an unknown message from the server (ignored): {msg[:200]!r}")
+        except Exception as e:
+            log(f"a garbled message from the server (ignored): {msg[:200]!r}: {e!r}")
+        finally:
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     gc.collect()
     gc.freeze()  # the zygote's objects: never scanned, so never written, in its forks
     while True:
         for key, _ in sel.select():
             if key.fileobj is ctl:
-                msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 8)
+                try:
+                    msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 8)
+                except OSError as e:
+                    # Not the end of the socket (that is an empty message):
+                    # a transient failure (ENOMEM, ENOBUFS), tried again.
+                    log(f"cannot read from the server: {e!r}")
+                    continue
                 if not msg:
                     for pid in list(workers):
                         try:
@@ -165,19 +259,7 @@ def _main():
                         except OSError:
                             pass
                     os._exit(0)
-                req = json.loads(msg)
-                if req["op"] == "start":
-                    start(req["id"], req["request"], fds)
-                elif req["op"] == "kill":
-                    for pid, (rid, _) in workers.items():
-                        if rid == req["id"]:
-                            try:
-                                os.killpg(pid, signal.SIGKILL)  # not yet reaped: still ours
-                            except OSError:
-                                pass
-                else:
-                    for fd in fds:
-                        os.close(fd)
+                dispatch(msg, fds)
             else:
                 try:
                     while os.read(wake_r, 512):
@@ -223,7 +305,12 @@ def _worker(lib, handle, plan, added, held, booted, shim):
         # writes to their pages, which stay shared with the zygote.
         boot = plan["argv"][0]
         sys.argv[:] = plan["argv"]
-        sys.path[0] = os.path.dirname(boot)
+        # As `python boot.py` puts boot.py's folder first, where `python -c`
+        # put '' first; under -P / PYTHONSAFEPATH neither puts anything
+        # there (sys.path[0] is the standard library's), and boot.py finds
+        # its folder from its file name.
+        if not sys.flags.safe_path:
+            sys.path[0] = os.path.dirname(boot)
         try:
             _install_shim(*shim, plan["argv"][1], os.path.dirname(boot))
         except Exception:
@@ -282,7 +369,10 @@ def _install_shim(sources, shims, script, shim_dir):
     if made is None:
         return
     import importlib.machinery
-    path = [script.rpartition("/")[0] or "."] + sys.path[1:]
+    if sys.flags.safe_path:
+        path = list(sys.path)  # boot.py adds no script folder
+    else:
+        path = [script.rpartition("/")[0] or "."] + sys.path[1:]
     if importlib.machinery.PathFinder.find_spec("nodus_extension", path) is not None:
         return
     for file, src in sources.items():
@@ -307,6 +397,33 @@ def _boot_code(source, path, boot_src, boot_codes):
     if code is None or source != boot_src:
         return compile(source, path, "exec")
     return code
+
+
+class _Refused(Exception):
+    """A start refused: (kind, message, errno or None), as the crate's
+    SandboxError has them (error_from_json reads them back)."""
+
+    def __init__(self, kind, msg, errno=None):
+        super().__init__(kind, msg, errno)
+
+
+def _fork_refused(e):
+    """What a user can do about os.fork() failing in the zygote."""
+    import errno
+    if e.errno == errno.EAGAIN:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+        limit = "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+        return (f"the fork server's zygote cannot fork a worker: fork() failed with EAGAIN "
+                f"(the server's user, uid {os.getuid()}, is at its task limit: RLIMIT_NPROC {limit}, "
+                f"which counts every process and thread of that uid, the server's warm workers "
+                f"and their waiters included; or a pids cgroup's pids.max, or kernel.threads-max, "
+                f"is reached); end some workers, raise the limit (ulimit -u) for the server, "
+                f"or run the server as a user of its own")
+    if e.errno == errno.ENOMEM:
+        return ("the fork server's zygote cannot fork a worker: fork() failed with ENOMEM "
+                "(out of memory, or the server's memory cgroup is full); free memory or end some workers")
+    return f"the fork server's zygote cannot fork a worker: fork() failed: {e}"
 
 
 class _Become(BaseException):

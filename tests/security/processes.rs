@@ -435,26 +435,43 @@ threading.Thread(target=time.sleep, args=(30,)).start()
 
 /// setpriority is allowed in the worker's own pid namespace: it must reach
 /// the worker's own processes only. A host process of the same user keeps
-/// its niceness, by pid, by process group and (unprivileged) by user.
+/// its niceness, by pid, by process group and (unprivileged) by user. The
+/// niceness aimed at is above the one the suite runs at (the victims and
+/// the worker start at it, and an unprivileged process may only raise
+/// niceness), so that the control holds under `nice -n 10` too.
 #[test]
 fn attack_proc_renice_host_process() {
+    let nice = |pid: i32| -> String {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(16).map(str::to_string))
+            .unwrap_or_default()
+    };
+    let current: i32 = nice(std::process::id() as i32)
+        .parse()
+        .expect("this process's niceness");
+    if current >= 19 {
+        eprintln!(
+            "SKIP: the suite runs at niceness {current}: no higher niceness to renice a victim to"
+        );
+        return;
+    }
+    let target = (current + 3).min(19);
     confined(FULL, |who| {
         let v = Victim::sleep(who);
-        let nice = |pid: i32| -> String {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            stat.rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().nth(16).map(str::to_string))
-                .unwrap_or_default()
-        };
         let before = nice(v.pid);
         let by_user = if who == Who::Nobody {
-            "ename(sys_call(141, 2, 0, 7))"
+            format!("ename(sys_call(141, 2, 0, {target}))")
         } else {
-            "'skipped'"
+            "'skipped'".to_string()
         };
         let code = snippet(
-            r#"result = {"pid": ename(sys_call(141, 0, @V@, 7)), "pgrp": ename(sys_call(141, 1, @V@, 7)), "user": @U@, "own": ename(sys_call(141, 0, 0, 10))}"#,
-            &[("V", v.pid.to_string()), ("U", by_user.to_string())],
+            r#"result = {"pid": ename(sys_call(141, 0, @V@, @N@)), "pgrp": ename(sys_call(141, 1, @V@, @N@)), "user": @U@, "own": ename(sys_call(141, 0, 0, @N@))}"#,
+            &[
+                ("V", v.pid.to_string()),
+                ("U", by_user),
+                ("N", target.to_string()),
+            ],
         );
         let (r, _) = run_once(Launch::new(who, &[]), &code);
         assert_eq!(nice(v.pid), before, "the host process was reniced: {r:?}");
@@ -464,14 +481,14 @@ fn attack_proc_renice_host_process() {
         plain(
             who,
             &snippet(
-                r#"result = ename(sys_call(141, 0, @V@, 7))"#,
-                &[("V", control.pid.to_string())],
+                r#"result = ename(sys_call(141, 0, @V@, @N@))"#,
+                &[("V", control.pid.to_string()), ("N", target.to_string())],
             ),
         );
         assert_eq!(
             nice(control.pid),
-            "7",
-            "control: renice by pid works outside"
+            target.to_string(),
+            "control: renice by pid works outside (from niceness {current})"
         );
     });
 }
