@@ -26,6 +26,7 @@ def _main():
     import selectors
     import signal
     import socket
+    import time
 
     lib_path, init = sys.argv[1], json.loads(sys.argv[2])
     # What a worker commonly imports, imported once here and shared by every
@@ -242,16 +243,24 @@ def _main():
 
     gc.collect()
     gc.freeze()  # the zygote's objects: never scanned, so never written, in its forks
+    failed_reads = 0
     while True:
         for key, _ in sel.select():
             if key.fileobj is ctl:
                 try:
                     msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 8)
+                    failed_reads = 0
                 except OSError as e:
                     # Not the end of the socket (that is an empty message):
-                    # a transient failure (ENOMEM, ENOBUFS), tried again.
+                    # a transient failure (ENOMEM, ENOBUFS), tried again a
+                    # little later; one that persists (100 in a row, about
+                    # a second) ends the zygote as a closed socket would.
+                    failed_reads += 1
                     log(f"cannot read from the server: {e!r}")
-                    continue
+                    if failed_reads < 100:
+                        time.sleep(0.01)
+                        continue
+                    msg = b""
                 if not msg:
                     for pid in list(workers):
                         try:
