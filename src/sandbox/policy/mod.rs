@@ -516,6 +516,93 @@ pub struct ProgramFacts {
     pub runtime_dirs: Vec<PathBuf>,
 }
 
+/// An id that an account of the system's account files names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[non_exhaustive]
+pub struct AccountId {
+    pub id: u32,
+    /// Who names it, in words: `user alice's uid`, `user alice's primary
+    /// gid`, `group staff's gid`.
+    pub account: String,
+}
+
+impl AccountId {
+    pub fn new(id: u32, account: impl Into<String>) -> AccountId {
+        AccountId {
+            id,
+            account: account.into(),
+        }
+    }
+
+    /// The ids named by the lines of an `/etc/passwd` (each user's uid and
+    /// primary gid) and an `/etc/group` (each group's gid), sorted by id.
+    /// Lines that are empty, comments (`#`), NIS compat entries (`+`, `-`)
+    /// or malformed (too few fields, an id that is not a number) are passed
+    /// over: each well-formed line's ids count, whatever the rest says.
+    pub fn parse(passwd: &str, group: &str) -> Vec<AccountId> {
+        let mut out = Vec::new();
+        let lines = |text: &'_ str| -> Vec<Vec<String>> {
+            text.lines()
+                .map(|l| l.trim_end_matches('\r'))
+                .filter(|l| !l.trim().is_empty() && !l.starts_with(['#', '+', '-']))
+                .map(|l| l.split(':').map(str::to_string).collect())
+                .collect()
+        };
+        let id = |f: &str| -> Option<u32> {
+            (!f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| f.parse().ok())
+                .flatten()
+        };
+        for f in lines(passwd).into_iter().filter(|f| f.len() >= 4) {
+            if let Some(uid) = id(&f[2]) {
+                out.push(AccountId::new(uid, format!("user {}'s uid", f[0])));
+            }
+            if let Some(gid) = id(&f[3]) {
+                out.push(AccountId::new(gid, format!("user {}'s primary gid", f[0])));
+            }
+        }
+        for f in lines(group).into_iter().filter(|f| f.len() >= 3) {
+            if let Some(gid) = id(&f[2]) {
+                out.push(AccountId::new(gid, format!("group {}'s gid", f[0])));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Those of `accounts` whose id is in `range`.
+    pub fn within(accounts: &[AccountId], range: &WorkerIds) -> Vec<AccountId> {
+        accounts
+            .iter()
+            .filter(|a| range.contains(a.id))
+            .cloned()
+            .collect()
+    }
+
+    /// How many distinct ids `accounts` name.
+    pub fn distinct_ids(accounts: &[AccountId]) -> usize {
+        let mut ids: Vec<u32> = accounts.iter().map(|a| a.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    }
+
+    /// `accounts` in words, at most `most` of them: `1000 (user alice's
+    /// uid), 1001 (group staff's gid) and 3 more`.
+    pub fn words(accounts: &[AccountId], most: usize) -> String {
+        let mut w: Vec<String> = accounts
+            .iter()
+            .take(most)
+            .map(|a| format!("{} ({})", a.id, a.account))
+            .collect();
+        if accounts.len() > most {
+            w.push(format!("{} more", accounts.len() - most));
+        }
+        w.join(", ")
+    }
+}
+
 /// Facts that decide whether a root runner's worker can run as a uid of its
 /// own (`probe::identity_facts`); all empty for a runner that is not root.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -544,6 +631,14 @@ pub struct IdentityFacts {
     /// (`/proc/sys/kernel/overflowuid`, `overflowgid`) and the runner's own
     /// uids, gids and supplementary groups.
     pub reserved_ids: Vec<u32>,
+    /// The ids the system's account files name (`/etc/passwd`: each user's
+    /// uid and primary gid; `/etc/group`: each group's gid), as the runner
+    /// sees them (inside a container, the container's): a derived range
+    /// avoids them, and no worker is given one (`launch::IdLease`), so no
+    /// worker shares an account's files or processes. Only the files are
+    /// read: accounts that NSS alone knows (LDAP, SSSD, systemd's dynamic
+    /// users) are not seen (docs/deploy.md).
+    pub accounts: Vec<AccountId>,
     /// Whether the workspace can be shown to another uid through an
     /// idmapped mount: None when not asked (no workspace, not root), else
     /// why not.
@@ -570,7 +665,8 @@ impl IdentityFacts {
     /// Podman, a Kubernetes pod with `hostUsers: false`): ids mapped both as
     /// uids and as gids, none below 1000 (root and system accounts), not
     /// 65534 (nobody, the overflow id every unmapped owner appears as) nor
-    /// 65535 (the 16-bit -1), nor one of [`reserved_ids`](Self::reserved_ids).
+    /// 65535 (the 16-bit -1), nor one of [`reserved_ids`](Self::reserved_ids)
+    /// or of [`accounts`](Self::accounts).
     /// Of the runs of such ids, the highest one that holds
     /// [`WorkerIds::DERIVED_COUNT`] ids gives its top `DERIVED_COUNT`; when
     /// none does, the longest run (the higher of equals) entire. The top,
@@ -606,6 +702,7 @@ impl IdentityFacts {
         let mut avoid: Vec<u64> = [65534u64, 65535]
             .into_iter()
             .chain(self.reserved_ids.iter().map(|&i| u64::from(i)))
+            .chain(self.accounts.iter().map(|a| u64::from(a.id)))
             .collect();
         avoid.sort_unstable();
         avoid.dedup();
@@ -910,6 +1007,10 @@ pub struct Policy {
     /// default range is not mapped there), and how it was chosen; None: the
     /// default or the operator's range.
     pub worker_ids_derived: Option<String>,
+    /// The accounts of the runner's `/etc/passwd` and `/etc/group` whose ids
+    /// are in `worker_ids`: no worker is given those ids
+    /// (`launch::IdLease::take`, which also reads the files again).
+    pub worker_ids_accounts: Vec<AccountId>,
     /// Why a root runner's worker runs as uid 0 (without capabilities)
     /// nonetheless; None otherwise.
     pub root_identity: Option<String>,
@@ -1141,6 +1242,9 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         guarantees,
         worker_ids,
         worker_ids_derived: identity.derived,
+        worker_ids_accounts: worker_ids
+            .map(|r| AccountId::within(&inp.identity.accounts, &r))
+            .unwrap_or_default(),
         root_identity: identity.root.map(|(why, _)| why),
         idmapped_workspace: identity.idmapped,
         idmapped_extension: identity.idmapped_extension,
