@@ -967,7 +967,15 @@ fn account_files_name_their_ids() {
     let in_range = AccountId::within(&accounts, &policy::WorkerIds::new(1000, 2));
     assert_eq!(
         AccountId::words(&in_range, 2),
-        "1000 (user alice's uid), 1001 (group dev's gid), 1 more"
+        "1000 (user alice's uid), 1001 (group dev's gid, user alice's primary gid)"
+    );
+    assert_eq!(
+        AccountId::words(&accounts, 2),
+        "0 (group root's gid, user root's primary gid, user root's uid), 1000 (user alice's uid), 4 more ids"
+    );
+    assert_eq!(
+        AccountId::words(&accounts[..4], 1),
+        "0 (group root's gid, user root's primary gid, user root's uid), 1 more id"
     );
 }
 
@@ -993,7 +1001,9 @@ fn derived_ranges_avoid_the_accounts_ids_and_the_policy_counts_them() {
     let derived = |f: &IdentityFacts| f.derived_worker_ids().map(|r| (r.first, r.count));
     let kube = [(0u32, 65536u32)];
     // (mapped, account ids, derived range)
-    let table: &[(&[(u32, u32)], &[u32], Option<(u32, u32)>)] = &[
+    /// The ids mapped, the accounts' ids, the range derived (first, count).
+    type Row<'a> = (&'a [(u32, u32)], &'a [u32], Option<(u32, u32)>);
+    let table: &[Row] = &[
         // Accounts at the bottom (a container's useradd): the top is free.
         (&kube, &[0, 100, 1000, 1001, 1002], Some((64510, 1024))),
         // An account in the top block: the range moves below it.

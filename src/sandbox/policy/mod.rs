@@ -588,16 +588,25 @@ impl AccountId {
         ids.len()
     }
 
-    /// `accounts` in words, at most `most` of them: `1000 (user alice's
-    /// uid), 1001 (group staff's gid) and 3 more`.
+    /// `accounts` (sorted) in words, at most `most` ids: `1000 (user
+    /// alice's uid, group alice's gid), 1001 (group staff's gid), 3 more ids`.
     pub fn words(accounts: &[AccountId], most: usize) -> String {
-        let mut w: Vec<String> = accounts
+        let mut ids: Vec<(u32, Vec<&str>)> = Vec::new();
+        for a in accounts {
+            match ids.last_mut() {
+                Some((id, names)) if *id == a.id => names.push(&a.account),
+                _ => ids.push((a.id, vec![&a.account])),
+            }
+        }
+        let mut w: Vec<String> = ids
             .iter()
             .take(most)
-            .map(|a| format!("{} ({})", a.id, a.account))
+            .map(|(id, names)| format!("{id} ({})", names.join(", ")))
             .collect();
-        if accounts.len() > most {
-            w.push(format!("{} more", accounts.len() - most));
+        match ids.len().saturating_sub(most) {
+            0 => {}
+            1 => w.push("1 more id".into()),
+            n => w.push(format!("{n} more ids")),
         }
         w.join(", ")
     }
