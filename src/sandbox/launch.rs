@@ -946,10 +946,9 @@ impl IdLease {
         let mut named: Vec<crate::sandbox::policy::AccountId> = accounts
             .iter()
             .cloned()
-            .chain(crate::sandbox::policy::AccountId::within(
-                &crate::sandbox::probe::account_ids(),
-                range,
-            ))
+            .chain(crate::sandbox::probe::account_ids_where(|id| {
+                range.contains(id)
+            }))
             .filter(|a| range.contains(a.id))
             .collect();
         named.sort();

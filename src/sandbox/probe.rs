@@ -377,10 +377,15 @@ pub fn id_map_facts(facts: &mut crate::sandbox::policy::IdentityFacts) {
 /// operator with such accounts gives `worker_ids` a range none of them uses
 /// (docs/deploy.md).
 pub fn account_ids() -> Vec<crate::sandbox::policy::AccountId> {
+    account_ids_where(|_| true)
+}
+
+/// [`account_ids`], only the ids `keep` takes (those of one range).
+pub fn account_ids_where(keep: impl Fn(u32) -> bool) -> Vec<crate::sandbox::policy::AccountId> {
     // Bytes, not text: a GECOS field in Latin-1 does not hide the line.
     let read =
         |f: &str| String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned();
-    crate::sandbox::policy::AccountId::parse(&read("/etc/passwd"), &read("/etc/group"))
+    crate::sandbox::policy::AccountId::parse_where(&read("/etc/passwd"), &read("/etc/group"), keep)
 }
 
 /// Whether an idmapped mount of `ws` (the workspace, or the extension

@@ -540,30 +540,43 @@ impl AccountId {
     /// or malformed (too few fields, an id that is not a number) are passed
     /// over: each well-formed line's ids count, whatever the rest says.
     pub fn parse(passwd: &str, group: &str) -> Vec<AccountId> {
+        Self::parse_where(passwd, group, |_| true)
+    }
+
+    /// [`parse`](Self::parse), keeping only the ids `keep` takes (only those
+    /// are named in words: a large file costs little).
+    pub fn parse_where(passwd: &str, group: &str, keep: impl Fn(u32) -> bool) -> Vec<AccountId> {
         let mut out = Vec::new();
-        let lines = |text: &'_ str| -> Vec<Vec<String>> {
-            text.lines()
-                .map(|l| l.trim_end_matches('\r'))
-                .filter(|l| !l.trim().is_empty() && !l.starts_with(['#', '+', '-']))
-                .map(|l| l.split(':').map(str::to_string).collect())
-                .collect()
-        };
+        // The first `N` fields of a line that is an entry.
+        fn fields<const N: usize>(line: &str) -> Option<[&str; N]> {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with(['#', '+', '-']) {
+                return None;
+            }
+            let mut f = line.splitn(N + 1, ':');
+            let mut out = [""; N];
+            for slot in &mut out {
+                *slot = f.next()?;
+            }
+            Some(out)
+        }
         let id = |f: &str| -> Option<u32> {
             (!f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| f.parse().ok())
                 .flatten()
+                .filter(|&i| keep(i))
         };
-        for f in lines(passwd).into_iter().filter(|f| f.len() >= 4) {
-            if let Some(uid) = id(&f[2]) {
-                out.push(AccountId::new(uid, format!("user {}'s uid", f[0])));
+        for [name, _, uid, gid] in passwd.lines().filter_map(fields::<4>) {
+            if let Some(uid) = id(uid) {
+                out.push(AccountId::new(uid, format!("user {name}'s uid")));
             }
-            if let Some(gid) = id(&f[3]) {
-                out.push(AccountId::new(gid, format!("user {}'s primary gid", f[0])));
+            if let Some(gid) = id(gid) {
+                out.push(AccountId::new(gid, format!("user {name}'s primary gid")));
             }
         }
-        for f in lines(group).into_iter().filter(|f| f.len() >= 3) {
-            if let Some(gid) = id(&f[2]) {
-                out.push(AccountId::new(gid, format!("group {}'s gid", f[0])));
+        for [name, _, gid] in group.lines().filter_map(fields::<3>) {
+            if let Some(gid) = id(gid) {
+                out.push(AccountId::new(gid, format!("group {name}'s gid")));
             }
         }
         out.sort();
