@@ -881,7 +881,7 @@ fn worker_id_leases_are_distinct_and_a_small_range_runs_out_clearly() {
     let range = WorkerIds::new(3_000_000_000, 3);
     let mut leases: Vec<IdLease> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| IdLease::take(&range, true).expect("a free id")))
+            .map(|_| s.spawn(|| IdLease::take(&range, true, &[]).expect("a free id")))
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -889,7 +889,7 @@ fn worker_id_leases_are_distinct_and_a_small_range_runs_out_clearly() {
     ids.sort_unstable();
     assert_eq!(ids, vec![3_000_000_000, 3_000_000_001, 3_000_000_002]);
     for derived in [true, false] {
-        let err = IdLease::take(&range, derived).unwrap_err().to_string();
+        let err = IdLease::take(&range, derived, &[]).unwrap_err().to_string();
         assert!(
             err.contains("worker_ids: all 3 uids from 3000000000 are in use by running workers"),
             "{err}"
@@ -899,8 +899,256 @@ fn worker_id_leases_are_distinct_and_a_small_range_runs_out_clearly() {
     }
     // The control: a released id is taken again.
     let freed = leases.remove(1).id;
-    assert_eq!(IdLease::take(&range, true).expect("the freed id").id, freed);
+    assert_eq!(
+        IdLease::take(&range, true, &[]).expect("the freed id").id,
+        freed
+    );
     assert_eq!(leases.len(), 2, "the others are still held");
+}
+
+/// A lease never gives an id that an account names (here the policy's
+/// accounts; `tests/security`'s worker test binds an /etc/passwd): the
+/// others of the range are given, and a range all of whose ids are
+/// accounts' fails naming them and what to change. The control: without
+/// the accounts the same ids are given.
+#[test]
+fn worker_id_leases_skip_the_accounts_ids() {
+    use nodus_extension::internals::sandbox::launch::IdLease;
+    use policy::{AccountId, WorkerIds};
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("SKIP: worker id leases are taken by root runners only");
+        return;
+    }
+    // A range no other test or runner uses.
+    let range = WorkerIds::new(3_000_000_100, 3);
+    let named = [
+        AccountId::new(3_000_000_100, "user a's uid"),
+        AccountId::new(3_000_000_102, "group g's gid"),
+    ];
+    // Whichever id the lease starts at (it turns), it gives the free one.
+    for _ in 0..3 {
+        let id = IdLease::take(&range, false, &named)
+            .expect("the free id")
+            .id;
+        assert_eq!(id, 3_000_000_101);
+    }
+    // Held: every id is in use or an account's, and the error says both.
+    let one = IdLease::take(&range, false, &named).expect("the free id");
+    let err = IdLease::take(&range, false, &named)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("in use by running workers or named by accounts of /etc/passwd or /etc/group (2: 3000000100 (user a's uid), 3000000102 (group g's gid))"),
+        "{err}"
+    );
+    drop(one);
+    // Every id an account's: refused at once, naming them.
+    let all = [
+        named[0].clone(),
+        AccountId::new(3_000_000_101, "user b's primary gid"),
+        named[1].clone(),
+    ];
+    for derived in [false, true] {
+        let err = IdLease::take(&range, derived, &all)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("every one of the 3 ids from 3000000100 is named by an account of /etc/passwd or /etc/group (3000000100 (user a's uid), 3000000101 (user b's primary gid), 3000000102 (group g's gid))")
+                && err.contains("share that account's files and processes")
+                && err.contains("that no account names")
+                && err.contains("derived from the runner's user namespace") == derived,
+            "{err}"
+        );
+    }
+    // The control: without the accounts, all three ids are given.
+    let held: Vec<IdLease> = (0..3)
+        .map(|_| IdLease::take(&range, false, &[]).expect("a free id"))
+        .collect();
+    let mut ids: Vec<u32> = held.iter().map(|l| l.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![3_000_000_100, 3_000_000_101, 3_000_000_102]);
+}
+
+/// The account files' ids: each well-formed line of /etc/passwd names a
+/// uid and a primary gid, of /etc/group a gid; comments, NIS compat lines
+/// and malformed lines are passed over without hiding the rest.
+#[test]
+fn account_files_name_their_ids() {
+    use policy::AccountId;
+    let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+        # a comment:x:5000:5000\n\
+        \n\
+        +nisuser::::::\n\
+        +@netgroup:x:6000:6000::/:/bin/sh\n\
+        -baduser\n\
+        alice:x:1000:1001:Alice \u{e9}:/home/alice:/bin/sh\r\n\
+        short:x:7000\n\
+        neg:x:-1:abc:::\n\
+        big:x:4294967296:2000:::\n\
+        svc:x:64999:64999::/:/usr/sbin/nologin";
+    let group = "root:x:0:\nstaff:x:1002:alice\nbroken\nwheel:x::\n+:::\ndev:x:1001:";
+    let ids: Vec<(u32, String)> = AccountId::parse(passwd, group)
+        .into_iter()
+        .map(|a| (a.id, a.account))
+        .collect();
+    let want: Vec<(u32, String)> = [
+        (0, "group root's gid"),
+        (0, "user root's primary gid"),
+        (0, "user root's uid"),
+        (1000, "user alice's uid"),
+        (1001, "group dev's gid"),
+        (1001, "user alice's primary gid"),
+        (1002, "group staff's gid"),
+        (2000, "user big's primary gid"),
+        (64999, "user svc's primary gid"),
+        (64999, "user svc's uid"),
+    ]
+    .iter()
+    .map(|&(i, w)| (i, w.to_string()))
+    .collect();
+    assert_eq!(ids, want);
+    assert!(AccountId::parse("", "").is_empty());
+    let accounts = AccountId::parse(passwd, group);
+    assert_eq!(AccountId::distinct_ids(&accounts), 6);
+    let in_range = AccountId::within(&accounts, &policy::WorkerIds::new(1000, 2));
+    assert_eq!(
+        AccountId::words(&in_range, 2),
+        "1000 (user alice's uid), 1001 (group dev's gid, user alice's primary gid)"
+    );
+    assert_eq!(
+        AccountId::words(&accounts, 2),
+        "0 (group root's gid, user root's primary gid, user root's uid), 1000 (user alice's uid), 4 more ids"
+    );
+    assert_eq!(
+        AccountId::words(&accounts[..4], 1),
+        "0 (group root's gid, user root's primary gid, user root's uid), 1 more id"
+    );
+}
+
+/// A derived range avoids every id an account names, as it avoids the
+/// runner's own: a run cut by an account below 1024 ids gives way to the
+/// next one down, and the reason says accounts were avoided. The policy of
+/// an explicit range (or the default one) that accounts name says how many
+/// of its ids are skipped, and that none is left when none is.
+#[test]
+fn derived_ranges_avoid_the_accounts_ids_and_the_policy_counts_them() {
+    use policy::{AccountId, IdentityFacts, WorkerIds, WorkerIdsSetting};
+    let facts = |uids: &[(u32, u32)], accounts: &[u32]| IdentityFacts {
+        mapped_uids: uids.to_vec(),
+        mapped_gids: uids.to_vec(),
+        reserved_ids: vec![0, 65534],
+        accounts: accounts
+            .iter()
+            .map(|&i| AccountId::new(i, format!("user u{i}'s uid")))
+            .collect(),
+        workspace_idmap: Some(Ok(())),
+        ..Default::default()
+    };
+    let derived = |f: &IdentityFacts| f.derived_worker_ids().map(|r| (r.first, r.count));
+    let kube = [(0u32, 65536u32)];
+    // (mapped, account ids, derived range)
+    /// The ids mapped, the accounts' ids, the range derived (first, count).
+    type Row<'a> = (&'a [(u32, u32)], &'a [u32], Option<(u32, u32)>);
+    let table: &[Row] = &[
+        // Accounts at the bottom (a container's useradd): the top is free.
+        (&kube, &[0, 100, 1000, 1001, 1002], Some((64510, 1024))),
+        // An account in the top block: the range moves below it.
+        (&kube, &[65000], Some((63976, 1024))),
+        // At the top block's lowest id: the run above it is 1023 ids, so
+        // the next run down gives 1024 ending just below it.
+        (&kube, &[64510], Some((63486, 1024))),
+        // At its highest: the block shifts down by one.
+        (&kube, &[65533], Some((64509, 1024))),
+        // Accounts every 1000 ids: no run of 1024, the longest run entire
+        // (the higher of equals): 64001..64999 has 999, 65001..65533 533.
+        (
+            &kube,
+            &(1..=65).map(|k| k * 1000).collect::<Vec<_>>(),
+            Some((64001, 999)),
+        ),
+        // A small map all of whose ids are accounts': none.
+        (&[(0, 1003)], &[1000, 1001, 1002], None),
+        // A small map with one free id left: that one.
+        (&[(0, 1003)], &[1000, 1002], Some((1001, 1))),
+        // No accounts: as before.
+        (&kube, &[], Some((64510, 1024))),
+    ];
+    for (i, &(map, accounts, want)) in table.iter().enumerate() {
+        let f = facts(map, accounts);
+        assert_eq!(derived(&f), want, "row {i}");
+        if let Some(r) = f.derived_worker_ids() {
+            assert!(
+                accounts.iter().all(|&a| !r.contains(a)),
+                "row {i}: {r:?} holds an account's id"
+            );
+            assert!(r.check().is_ok() && f.maps(&r), "row {i}: {r:?}");
+        }
+    }
+
+    // The reason names the accounts avoided.
+    let f = facts(&kube, &[0, 1000, 65000]);
+    let p = derive_identity(&[], &OperatorPolicy::default(), &probe(true), &f).unwrap();
+    assert_eq!(p.worker_ids, Some(WorkerIds::new(63976, 1024)));
+    assert!(p.worker_ids_accounts.is_empty());
+    let why = p.worker_ids_derived.clone().expect("the reason");
+    assert!(
+        why.contains("every id an account of the runner's /etc/passwd or /etc/group names")
+            && why.contains("3 distinct ids read, 2 of them from 1000 up: 1000 (user u1000's uid), 65000 (user u65000's uid)")
+            && why.contains("LDAP or SSSD, are not seen"),
+        "{why}"
+    );
+    let text = p.to_string();
+    assert!(!text.contains("ids skipped"), "{text}");
+
+    // An operator's range (and the default) keeps its ids; the policy holds
+    // the accounts in it and the dry run counts them.
+    let all = [(0u32, u32::MAX)];
+    let d = WorkerIds::DEFAULT;
+    let mut theirs = OperatorPolicy::default();
+    theirs.worker_ids = Some(WorkerIdsSetting::Range(WorkerIds::new(5000, 3)));
+    for (op, accounts, range, skipped, none_left) in [
+        (
+            &theirs,
+            vec![4999, 5000, 5002, 5003],
+            WorkerIds::new(5000, 3),
+            2,
+            false,
+        ),
+        (
+            &theirs,
+            vec![5000, 5001, 5002],
+            WorkerIds::new(5000, 3),
+            3,
+            true,
+        ),
+        (
+            &OperatorPolicy::default(),
+            vec![1000, d.first + 7],
+            d,
+            1,
+            false,
+        ),
+        (&theirs, vec![1000], WorkerIds::new(5000, 3), 0, false),
+    ] {
+        let f = facts(&all, &accounts);
+        let p = derive_identity(&[], op, &probe(true), &f).unwrap();
+        assert_eq!(p.worker_ids, Some(range));
+        let held: Vec<u32> = p.worker_ids_accounts.iter().map(|a| a.id).collect();
+        let want: Vec<u32> = accounts
+            .iter()
+            .copied()
+            .filter(|&a| range.contains(a))
+            .collect();
+        assert_eq!(held, want);
+        let text = p.to_string();
+        let line = format!("{skipped} of its {} ids skipped: accounts of the runner's /etc/passwd or /etc/group name them", range.count);
+        assert_eq!(text.contains(&line), skipped > 0, "{accounts:?}: {text}");
+        assert_eq!(
+            text.contains("that leaves none, so no worker can start"),
+            none_left,
+            "{text}"
+        );
+    }
 }
 
 #[test]

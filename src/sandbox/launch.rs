@@ -672,7 +672,11 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
     // becomes theirs (still 0700); the runner, root, removes it afterwards.
     let ids = match &policy.worker_ids {
         Some(range) => {
-            let lease = IdLease::take(range, policy.worker_ids_derived.is_some())?;
+            let lease = IdLease::take(
+                range,
+                policy.worker_ids_derived.is_some(),
+                &policy.worker_ids_accounts,
+            )?;
             std::os::unix::fs::lchown(scratch, Some(lease.id), Some(lease.id)).map_err(|e| {
                 Error::sandbox_io(
                     SandboxKind::Scratch,
@@ -919,7 +923,9 @@ impl Held {
 /// One uid (and the same gid) of the operator's `worker_ids` range, held by
 /// one worker of this runner. Runners on one host share the range: each
 /// uid is also locked (flock) in a root-only folder, so two runners never
-/// give one uid to two workers at once. Released on drop.
+/// give one uid to two workers at once. An id that an account of the
+/// runner's `/etc/passwd` or `/etc/group` names is never given (the worker
+/// would share that account's files, processes and group). Released on drop.
 #[derive(Debug)]
 pub struct IdLease {
     pub id: u32,
@@ -936,9 +942,15 @@ impl IdLease {
     }
 
     /// A free id of `range` (`derived`: taken from the runner's id maps, so
-    /// the advice is to map more ids), or an error naming the range when
-    /// every id is held.
-    pub fn take(range: &crate::sandbox::policy::WorkerIds, derived: bool) -> Result<IdLease> {
+    /// the advice is to map more ids) that no account names (`accounts`,
+    /// the policy's, and those the account files name now:
+    /// `probe::account_ids`), or an error naming the range when every id is
+    /// held or an account's.
+    pub fn take(
+        range: &crate::sandbox::policy::WorkerIds,
+        derived: bool,
+        accounts: &[crate::sandbox::policy::AccountId],
+    ) -> Result<IdLease> {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
         let dir = IdLease::dir();
         let fail = |what: String, e: std::io::Error| {
@@ -964,11 +976,40 @@ impl IdLease {
                 ),
             ));
         }
+        // The accounts' ids in the range: the policy's, and the files'
+        // as they are now (an account added since the policy was derived).
+        let mut named: Vec<crate::sandbox::policy::AccountId> = accounts
+            .iter()
+            .cloned()
+            .chain(crate::sandbox::probe::account_ids_where(|id| {
+                range.contains(id)
+            }))
+            .filter(|a| range.contains(a.id))
+            .collect();
+        named.sort();
+        named.dedup();
+        let named_ids: std::collections::BTreeSet<u32> = named.iter().map(|a| a.id).collect();
+        if u64::try_from(named_ids.len()).unwrap_or(u64::MAX) >= u64::from(range.count) {
+            return Err(Error::sandbox(
+                SandboxKind::Scratch,
+                format!(
+                    "worker_ids: every one of the {} ids from {} is named by an account of /etc/passwd or /etc/group ({}), and a worker given one would share that account's files and processes; {}",
+                    range.count,
+                    range.first,
+                    crate::sandbox::policy::AccountId::words(&named, 6),
+                    if derived {
+                        "the range was derived from the runner's user namespace (docs/deploy.md): give \"worker_ids\" a range it maps that no account names"
+                    } else {
+                        "give \"worker_ids\" a range that no account names (docs/deploy.md)"
+                    }
+                ),
+            ));
+        }
         let start = IDS_NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut taken = IDS_TAKEN.locked();
         for i in 0..range.count {
             let id = range.first + (start.wrapping_add(i) % range.count);
-            if taken.contains(&id) {
+            if taken.contains(&id) || named_ids.contains(&id) {
                 continue;
             }
             let file = std::fs::OpenOptions::new()
@@ -1001,9 +1042,16 @@ impl IdLease {
         Err(Error::sandbox(
             SandboxKind::Scratch,
             format!(
-                "worker_ids: all {} uids from {} are in use by running workers; {}",
+                "worker_ids: all {} uids from {} are in use by running workers{}; {}",
                 range.count,
                 range.first,
+                match named_ids.len() {
+                    0 => String::new(),
+                    n => format!(
+                        " or named by accounts of /etc/passwd or /etc/group ({n}: {})",
+                        crate::sandbox::policy::AccountId::words(&named, 6)
+                    ),
+                },
                 if derived {
                     "the range was derived from the runner's user namespace (docs/deploy.md): map more ids into it, or give \"worker_ids\" a larger range it maps"
                 } else {

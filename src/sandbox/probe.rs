@@ -346,7 +346,8 @@ pub fn identity_facts(
 
 /// The id facts of `policy::IdentityFacts`: the uids and gids this user
 /// namespace maps, and the ids a range derived from them avoids (the
-/// kernel's overflow ids, this process's uids, gids and groups).
+/// kernel's overflow ids, this process's uids, gids and groups, and the ids
+/// of the accounts in /etc/passwd and /etc/group: `account_ids`).
 pub fn id_map_facts(facts: &mut crate::sandbox::policy::IdentityFacts) {
     facts.mapped_uids = mapped_ids("/proc/self/uid_map");
     facts.mapped_gids = mapped_ids("/proc/self/gid_map");
@@ -366,6 +367,26 @@ pub fn id_map_facts(facts: &mut crate::sandbox::policy::IdentityFacts) {
     reserved.sort_unstable();
     reserved.dedup();
     facts.reserved_ids = reserved;
+    facts.accounts = account_ids();
+}
+
+/// The ids the account files name, as this process sees them (inside a
+/// container, the container's files): `/etc/passwd`'s uids and primary
+/// gids, `/etc/group`'s gids (`policy::AccountId::parse`). A file that
+/// cannot be read names none. Only the files: an account that NSS alone
+/// knows (LDAP, SSSD, NIS maps, systemd's dynamic users) is not seen, so an
+/// operator with such accounts gives `worker_ids` a range none of them uses
+/// (docs/deploy.md).
+pub fn account_ids() -> Vec<crate::sandbox::policy::AccountId> {
+    account_ids_where(|_| true)
+}
+
+/// [`account_ids`], only the ids `keep` takes (those of one range).
+pub fn account_ids_where(keep: impl Fn(u32) -> bool) -> Vec<crate::sandbox::policy::AccountId> {
+    // Bytes, not text: a GECOS field in Latin-1 does not hide the line.
+    let read =
+        |f: &str| String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned();
+    crate::sandbox::policy::AccountId::parse_where(&read("/etc/passwd"), &read("/etc/group"), keep)
 }
 
 /// Whether an idmapped mount of `ws` (the workspace, or the extension

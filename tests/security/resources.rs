@@ -561,6 +561,124 @@ result = 1
     });
 }
 
+/// Issue 12 item 3, one uid per worker that no account has: a root runner
+/// whose /etc/passwd and /etc/group name ids of `worker_ids` (bound over the
+/// real ones in a private mount namespace the runner starts in) gives its
+/// worker none of them: not a user's uid, not a user's primary gid, not a
+/// group's gid, so the worker shares no account's files, processes or
+/// group. Judged from outside: the worker's Uid, Gid and Groups in
+/// /proc/PID/status and its scratch folder's owner. The control: the same
+/// runner with the same range and no such lines gives its first worker the
+/// range's first id (the one the account names), so the check can fail.
+/// A range all of whose ids are accounts' fails naming them.
+#[test]
+fn root_workers_never_take_an_accounts_id() {
+    use std::os::unix::fs::MetadataExt;
+    let who = Who::Root;
+    if !who.available() || !require(who, FULL) {
+        return;
+    }
+    let unshare = std::process::Command::new("unshare")
+        .args(["--mount", "true"])
+        .status();
+    if !unshare.is_ok_and(|s| s.success()) {
+        eprintln!("SKIP: unshare --mount (util-linux) does not work here");
+        return;
+    }
+    // A range no other test or runner uses, below 2^31.
+    const FIRST: u32 = 2_100_000_000;
+    let python = std::path::Path::new(SYSTEM_PYTHON);
+    let dir = world_dir("accounts");
+    let real = |f: &str| std::fs::read_to_string(f).unwrap_or_default();
+    let status = |pid: i32, key: &str| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The runner in a mount namespace of its own whose /etc/passwd and
+    // /etc/group are the real ones plus `passwd` and `group` lines.
+    let start = |name: &str, count: u32, passwd: &str, group: &str| {
+        let (p, g) = (
+            dir.join(&format!("{name}.passwd")),
+            dir.join(&format!("{name}.group")),
+        );
+        std::fs::write(&p, format!("{}{passwd}", real("/etc/passwd"))).unwrap();
+        std::fs::write(&g, format!("{}{group}", real("/etc/group"))).unwrap();
+        chmod(&p, 0o644);
+        chmod(&g, 0o644);
+        let prefix = format!(
+            "exec unshare --mount --propagation private -- sh -c 'mount --bind \"$1\" /etc/passwd && mount --bind \"$2\" /etc/group && shift 2 && exec \"$@\"' sh {} {} \"$0\" \"$@\"",
+            p.display(),
+            g.display()
+        );
+        Launch::new(who, &[])
+            .python(python)
+            .policy(json!({"worker_ids": {"first": FIRST, "count": count}}))
+            .shell_prefix(&prefix)
+            .start()
+    };
+    // What the worker runs as, seen from outside.
+    let identity = |name: &str, passwd: &str, group: &str| {
+        let mut s = start(name, 8, passwd, group);
+        let r = s.exec("result = [os.getuid(), os.getgid()]");
+        assert!(matches!(r, Reply::Value(_)), "{name}: {r:?}");
+        let pid = s.worker_pid().expect("the worker");
+        let ids = (
+            status(pid, "Uid:"),
+            status(pid, "Gid:"),
+            status(pid, "Groups:"),
+            std::fs::metadata(s.scratch().expect("scratch"))
+                .unwrap()
+                .uid(),
+        );
+        s.finish();
+        ids
+    };
+    // The control: no account names the range, the first id is given.
+    let (uids, gids, groups, owner) = identity("control", "", "");
+    assert_eq!(
+        (uids, gids, groups, owner),
+        (vec![FIRST; 4], vec![FIRST; 4], vec![FIRST], FIRST),
+        "control: the first worker of a fresh runner takes the range's first id"
+    );
+    // A user with FIRST as uid and FIRST+1 as primary gid, a group with
+    // FIRST+2: the worker takes FIRST+3.
+    let passwd = format!(
+        "acct-ids-user:x:{FIRST}:{}::/nonexistent:/usr/sbin/nologin\n",
+        FIRST + 1
+    );
+    let group = format!("acct-ids-group:x:{}:\n", FIRST + 2);
+    let (uids, gids, groups, owner) = identity("named", &passwd, &group);
+    let named = [FIRST, FIRST + 1, FIRST + 2];
+    assert!(
+        uids.iter().chain(&gids).chain(&groups).chain([&owner]).all(|i| !named.contains(i)),
+        "the worker shares an account's id: uids {uids:?} gids {gids:?} groups {groups:?} scratch owner {owner}"
+    );
+    assert_eq!(
+        (uids, gids, groups, owner),
+        (
+            vec![FIRST + 3; 4],
+            vec![FIRST + 3; 4],
+            vec![FIRST + 3],
+            FIRST + 3
+        )
+    );
+    // Every id of a range of 3 an account's: no worker, an error naming them.
+    let mut s = start("all", 3, &passwd, &group);
+    let r = s.exec("result = 1");
+    let t = s.finish();
+    assert!(!matches!(r, Reply::Value(_)), "a worker started: {r:?}");
+    let want = format!("every one of the 3 ids from {FIRST} is named by an account of /etc/passwd or /etc/group ({FIRST} (user acct-ids-user's uid), {} (user acct-ids-user's primary gid), {} (group acct-ids-group's gid))", FIRST + 1, FIRST + 2);
+    assert!(t.contains(&want), "{}", t.all());
+}
+
 /// Issue 12 item 3: a root runner starts each worker as a uid and gid of
 /// its own (`worker_ids`, here a range of the operator's; by default
 /// 1879048192..), never uid 0, and RLIMIT_NPROC then bounds its tasks even

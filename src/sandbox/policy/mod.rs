@@ -516,6 +516,115 @@ pub struct ProgramFacts {
     pub runtime_dirs: Vec<PathBuf>,
 }
 
+/// An id that an account of the system's account files names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[non_exhaustive]
+pub struct AccountId {
+    pub id: u32,
+    /// Who names it, in words: `user alice's uid`, `user alice's primary
+    /// gid`, `group staff's gid`.
+    pub account: String,
+}
+
+impl AccountId {
+    pub fn new(id: u32, account: impl Into<String>) -> AccountId {
+        AccountId {
+            id,
+            account: account.into(),
+        }
+    }
+
+    /// The ids named by the lines of an `/etc/passwd` (each user's uid and
+    /// primary gid) and an `/etc/group` (each group's gid), sorted by id.
+    /// Lines that are empty, comments (`#`), NIS compat entries (`+`, `-`)
+    /// or malformed (too few fields, an id that is not a number) are passed
+    /// over: each well-formed line's ids count, whatever the rest says.
+    pub fn parse(passwd: &str, group: &str) -> Vec<AccountId> {
+        Self::parse_where(passwd, group, |_| true)
+    }
+
+    /// [`parse`](Self::parse), keeping only the ids `keep` takes (only those
+    /// are named in words: a large file costs little).
+    pub fn parse_where(passwd: &str, group: &str, keep: impl Fn(u32) -> bool) -> Vec<AccountId> {
+        let mut out = Vec::new();
+        // The first `N` fields of a line that is an entry.
+        fn fields<const N: usize>(line: &str) -> Option<[&str; N]> {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with(['#', '+', '-']) {
+                return None;
+            }
+            let mut f = line.splitn(N + 1, ':');
+            let mut out = [""; N];
+            for slot in &mut out {
+                *slot = f.next()?;
+            }
+            Some(out)
+        }
+        let id = |f: &str| -> Option<u32> {
+            (!f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| f.parse().ok())
+                .flatten()
+                .filter(|&i| keep(i))
+        };
+        for [name, _, uid, gid] in passwd.lines().filter_map(fields::<4>) {
+            if let Some(uid) = id(uid) {
+                out.push(AccountId::new(uid, format!("user {name}'s uid")));
+            }
+            if let Some(gid) = id(gid) {
+                out.push(AccountId::new(gid, format!("user {name}'s primary gid")));
+            }
+        }
+        for [name, _, gid] in group.lines().filter_map(fields::<3>) {
+            if let Some(gid) = id(gid) {
+                out.push(AccountId::new(gid, format!("group {name}'s gid")));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Those of `accounts` whose id is in `range`.
+    pub fn within(accounts: &[AccountId], range: &WorkerIds) -> Vec<AccountId> {
+        accounts
+            .iter()
+            .filter(|a| range.contains(a.id))
+            .cloned()
+            .collect()
+    }
+
+    /// How many distinct ids `accounts` name.
+    pub fn distinct_ids(accounts: &[AccountId]) -> usize {
+        let mut ids: Vec<u32> = accounts.iter().map(|a| a.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    }
+
+    /// `accounts` (sorted) in words, at most `most` ids: `1000 (user
+    /// alice's uid, group alice's gid), 1001 (group staff's gid), 3 more ids`.
+    pub fn words(accounts: &[AccountId], most: usize) -> String {
+        let mut ids: Vec<(u32, Vec<&str>)> = Vec::new();
+        for a in accounts {
+            match ids.last_mut() {
+                Some((id, names)) if *id == a.id => names.push(&a.account),
+                _ => ids.push((a.id, vec![&a.account])),
+            }
+        }
+        let mut w: Vec<String> = ids
+            .iter()
+            .take(most)
+            .map(|(id, names)| format!("{id} ({})", names.join(", ")))
+            .collect();
+        match ids.len().saturating_sub(most) {
+            0 => {}
+            1 => w.push("1 more id".into()),
+            n => w.push(format!("{n} more ids")),
+        }
+        w.join(", ")
+    }
+}
+
 /// Facts that decide whether a root runner's worker can run as a uid of its
 /// own (`probe::identity_facts`); all empty for a runner that is not root.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -544,6 +653,14 @@ pub struct IdentityFacts {
     /// (`/proc/sys/kernel/overflowuid`, `overflowgid`) and the runner's own
     /// uids, gids and supplementary groups.
     pub reserved_ids: Vec<u32>,
+    /// The ids the system's account files name (`/etc/passwd`: each user's
+    /// uid and primary gid; `/etc/group`: each group's gid), as the runner
+    /// sees them (inside a container, the container's): a derived range
+    /// avoids them, and no worker is given one (`launch::IdLease`), so no
+    /// worker shares an account's files or processes. Only the files are
+    /// read: accounts that NSS alone knows (LDAP, SSSD, systemd's dynamic
+    /// users) are not seen (docs/deploy.md).
+    pub accounts: Vec<AccountId>,
     /// Whether the workspace can be shown to another uid through an
     /// idmapped mount: None when not asked (no workspace, not root), else
     /// why not.
@@ -574,7 +691,8 @@ impl IdentityFacts {
     /// Podman, a Kubernetes pod with `hostUsers: false`): ids mapped both as
     /// uids and as gids, none below 1000 (root and system accounts), not
     /// 65534 (nobody, the overflow id every unmapped owner appears as) nor
-    /// 65535 (the 16-bit -1), nor one of [`reserved_ids`](Self::reserved_ids).
+    /// 65535 (the 16-bit -1), nor one of [`reserved_ids`](Self::reserved_ids)
+    /// or of [`accounts`](Self::accounts).
     /// Of the runs of such ids, the highest one that holds
     /// [`WorkerIds::DERIVED_COUNT`] ids gives its top `DERIVED_COUNT`; when
     /// none does, the longest run (the higher of equals) entire. The top,
@@ -610,6 +728,7 @@ impl IdentityFacts {
         let mut avoid: Vec<u64> = [65534u64, 65535]
             .into_iter()
             .chain(self.reserved_ids.iter().map(|&i| u64::from(i)))
+            .chain(self.accounts.iter().map(|a| u64::from(a.id)))
             .collect();
         avoid.sort_unstable();
         avoid.dedup();
@@ -914,6 +1033,10 @@ pub struct Policy {
     /// default range is not mapped there), and how it was chosen; None: the
     /// default or the operator's range.
     pub worker_ids_derived: Option<String>,
+    /// The accounts of the runner's `/etc/passwd` and `/etc/group` whose ids
+    /// are in `worker_ids`: no worker is given those ids
+    /// (`launch::IdLease::take`, which also reads the files again).
+    pub worker_ids_accounts: Vec<AccountId>,
     /// Why a root runner's worker runs as uid 0 (without capabilities)
     /// nonetheless; None otherwise.
     pub root_identity: Option<String>,
@@ -1149,6 +1272,9 @@ pub fn derive(inp: &Inputs) -> Result<Policy> {
         guarantees,
         worker_ids,
         worker_ids_derived: identity.derived,
+        worker_ids_accounts: worker_ids
+            .map(|r| AccountId::within(&inp.identity.accounts, &r))
+            .unwrap_or_default(),
         root_identity: identity.root.map(|(why, _)| why),
         idmapped_workspace: identity.idmapped,
         lent_workspace: identity.lent,

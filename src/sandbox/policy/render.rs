@@ -333,6 +333,21 @@ impl fmt::Display for Policy {
             if let Some(why) = &self.worker_ids_derived {
                 writeln!(f, "    {why}")?;
             }
+            let named = &self.worker_ids_accounts;
+            let skipped = super::AccountId::distinct_ids(named);
+            if skipped > 0 {
+                writeln!(
+                    f,
+                    "    {skipped} of its {} ids skipped: accounts of the runner's /etc/passwd or /etc/group name them ({}), and a worker given one would share that account's files and processes{}",
+                    ids.count,
+                    super::AccountId::words(named, 4),
+                    if u64::from(ids.count) <= skipped as u64 {
+                        "; that leaves none, so no worker can start: give \"worker_ids\" a range no account names"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
         }
         if let Some(why) = &self.root_identity {
             writeln!(f, "  identity: uid 0 without capabilities: {why}")?;

@@ -174,7 +174,7 @@ fn map_words(map: &[(u32, u32)]) -> String {
 fn derived_why(facts: &IdentityFacts, ids: &WorkerIds) -> String {
     let d = WorkerIds::DEFAULT;
     format!(
-        "derived: the runner's user namespace does not map the default range {}..{} (uids {}, gids {}), so root's workers take the top {} ids it maps both as uids and gids, {}..{}, each a uid of its own; the top because a container's own accounts are handed out from the bottom (system accounts below 1000, users from 1000 up); avoided: 0 (root), ids below 1000, 65534 (nobody, the overflow id unmapped owners appear as), 65535 (the 16-bit -1), the kernel's overflow ids and the runner's own uid, gids and groups; give \"worker_ids\" a range to choose otherwise",
+        "derived: the runner's user namespace does not map the default range {}..{} (uids {}, gids {}), so root's workers take the top {} ids it maps both as uids and gids, {}..{}, each a uid of its own; the top because a container's own accounts are handed out from the bottom (system accounts below 1000, users from 1000 up); avoided: 0 (root), ids below 1000, 65534 (nobody, the overflow id unmapped owners appear as), 65535 (the 16-bit -1), the kernel's overflow ids, the runner's own uid, gids and groups, and every id an account of the runner's /etc/passwd or /etc/group names ({}; accounts that only NSS knows, LDAP or SSSD, are not seen); give \"worker_ids\" a range to choose otherwise",
         d.first,
         d.last(),
         map_words(&facts.mapped_uids),
@@ -182,7 +182,28 @@ fn derived_why(facts: &IdentityFacts, ids: &WorkerIds) -> String {
         ids.count,
         ids.first,
         ids.last(),
+        account_words(&facts.accounts),
     )
+}
+
+/// The accounts' ids a derived range avoided, in words.
+fn account_words(accounts: &[crate::sandbox::policy::AccountId]) -> String {
+    let from_1000: Vec<_> = accounts.iter().filter(|a| a.id >= 1000).cloned().collect();
+    match crate::sandbox::policy::AccountId::distinct_ids(accounts) {
+        0 => "none read".into(),
+        n => format!(
+            "{n} distinct ids read, {} of them from 1000 up{}",
+            crate::sandbox::policy::AccountId::distinct_ids(&from_1000),
+            if from_1000.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    crate::sandbox::policy::AccountId::words(&from_1000, 4)
+                )
+            }
+        ),
+    }
 }
 
 /// Why a folder cannot be shown to the worker's uid through an idmapped
