@@ -254,3 +254,101 @@ fn a_ledger_left_by_a_killed_runner_is_swept_at_the_next_lease() {
     assert!(!ledger(KILLED).exists());
     assert_eq!((owner(&canary), mode(&canary)), ((0, 0), 0o600));
 }
+
+/// How deep the worker's tree goes: past the walk's 128 folders.
+const DEEP: usize = 140;
+const DEEP_ID: u32 = 3_400_000_002;
+const BIND_ID: u32 = 3_400_000_003;
+
+/// A worker makes a chain of folders deeper than the walk's limit: at
+/// unload, nothing beneath it may stay the worker's uid's (the next worker
+/// that leases that uid would own it).
+#[test]
+fn a_tree_deeper_than_the_walk_is_given_back_too() {
+    let (ws, _) = workspace("acl-deep");
+    let w = ws.path();
+    let Some(mut s) = launch(Some(w), DEEP_ID) else {
+        return;
+    };
+    let code = snippet(
+        "import os\nos.chdir(@W@)\nfor i in range(@N@):\n    os.mkdir('d')\n    os.chdir('d')\nopen('bottom', 'w').write('b')\nresult = os.getuid()",
+        &[("W", lit(w)), ("N", DEEP.to_string())],
+    );
+    let r = s.exec(&code);
+    let deepest: PathBuf = std::iter::once(w.to_path_buf())
+        .chain(std::iter::repeat_n(PathBuf::from("d"), DEEP))
+        .chain(std::iter::once(PathBuf::from("bottom")))
+        .collect();
+    // The control: during the run the bottom is the worker's.
+    let during = owner(&deepest);
+    let t = s.finish();
+    assert_eq!(r.value(), &json!(DEEP_ID), "{r:?}: {}", t.stderr);
+    assert_eq!(during, (DEEP_ID, DEEP_ID));
+    let left: Vec<_> = tree(w)
+        .into_iter()
+        .filter(|p| owner(p) != (OWNER, OWNER))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} paths are still not the owner's, from {}",
+        left.len(),
+        left[0].display()
+    );
+    assert!(!ledger(DEEP_ID).exists(), "{}", t.stderr);
+}
+
+/// A host folder bound (by the operator, on the same file system) inside
+/// the workspace is another mount: not lent, as the module promises, even
+/// though its device number is the workspace's.
+#[test]
+fn a_bind_mount_of_the_same_file_system_is_not_lent() {
+    if !is_root() {
+        println!("SKIP: needs root");
+        return;
+    }
+    let (ws, _) = workspace("acl-bind");
+    let w = ws.path();
+    let host = world_dir("acl-bind-host");
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "secret\n").unwrap();
+    chmod(&secret, 0o600);
+    std::fs::create_dir(w.join("mnt")).unwrap();
+    let mnt = w.join("mnt");
+    let ok = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(host.path())
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("SKIP: cannot bind-mount here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    // The control: the bind is of the same file system (the device check
+    // alone cannot tell it), and the secret is reachable through it.
+    assert_eq!(
+        std::fs::metadata(&mnt).unwrap().dev(),
+        std::fs::metadata(w).unwrap().dev()
+    );
+    assert!(mnt.join("secret").exists());
+    let Some(mut s) = launch(Some(w), BIND_ID) else {
+        return;
+    };
+    let during = has_acl(&secret);
+    let r = s.exec(&snippet(
+        "try:\n    result = open(@S@).read()\nexcept OSError as e:\n    result = type(e).__name__",
+        &[("S", lit(&mnt.join("secret")))],
+    ));
+    let t = s.finish();
+    assert_ne!(r.value(), &json!("secret\n"), "{}", t.stderr);
+    assert!(!during, "the bound host file got the worker's entry");
+    assert!(!has_acl(&secret));
+    assert_eq!((owner(&secret), mode(&secret)), ((0, 0), 0o600));
+}

@@ -26,6 +26,7 @@
 //! the last is gone. A runner killed before its unload leaves it behind; the
 //! next lease of that uid gives the workspace back first ([`sweep`]).
 
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -162,7 +163,7 @@ pub fn lend(ws: &Path, uid: u32, ledger_dir: &Path) -> io::Result<Lent> {
         report: Report::default(),
     };
     let mut report = Report::default();
-    walk(&root, st.dev(), 0, &mut report, &mut |node, m, report| {
+    Walk::new(&root, false)?.run(&root, &mut report, &mut |node, m, report| {
         let Node::Opened(fd) = node else {
             return Ok(());
         };
@@ -247,7 +248,7 @@ fn give_back(book: &Ledger, uid: u32) -> io::Result<Report> {
     }
     let (owner, group) = book.owner;
     let mut report = Report::default();
-    walk(&root, st.dev(), 0, &mut report, &mut |node, m, report| {
+    Walk::new(&root, true)?.run(&root, &mut report, &mut |node, m, report| {
         if let Node::Opened(fd) = node {
             let path = fd_path(fd);
             let acl = PosixACL::read_acl(&path).map_err(acl_io)?;
@@ -297,11 +298,88 @@ enum Node<'a> {
 
 type Visit<'v> = dyn FnMut(Node<'_>, &fs::Metadata, &mut Report) -> io::Result<()> + 'v;
 
-/// Visits the folder `dir` (on device `dev`, `depth` deep), then everything
-/// in it, never through a symbolic link and never onto another mount.
+/// Where a walk may go, and what it defers.
+struct Walk {
+    /// The workspace's device: nothing on another is visited.
+    dev: u64,
+    /// The workspace's mount (where the kernel says, Linux 5.8+): a bind of
+    /// the same file system inside it has the same device, not the same
+    /// mount, and is not visited either.
+    mount: Option<u64>,
+    /// The names from the walk's root down to the folder being walked.
+    names: Vec<OsString>,
+    /// Folders deeper than [`DEPTH`], by their names from the root, for a
+    /// later round of their own (the giving back: what the worker made is
+    /// given back however deep it is); None: counted as too deep (the
+    /// lending).
+    deeper: Option<Vec<Vec<OsString>>>,
+}
+
+impl Walk {
+    fn new(root: &fs::File, deeper: bool) -> io::Result<Walk> {
+        Ok(Walk {
+            dev: root.metadata()?.dev(),
+            mount: mount_of(root)?,
+            names: Vec::new(),
+            deeper: deeper.then(Vec::new),
+        })
+    }
+
+    /// Whether `f` is on the workspace's mount, where the kernel can tell.
+    fn on_the_mount(&self, f: &fs::File) -> io::Result<bool> {
+        Ok(self.mount.is_none() || mount_of(f)? == self.mount)
+    }
+
+    /// Walks `root` (the workspace), then each folder deferred as deeper,
+    /// from its own top.
+    fn run(
+        &mut self,
+        root: &fs::File,
+        report: &mut Report,
+        visit: &mut Visit<'_>,
+    ) -> io::Result<()> {
+        walk(root, self, 0, report, visit)?;
+        while let Some(names) = self.deeper.as_mut().and_then(Vec::pop) {
+            if let Some(dir) = self.reopen(root, &names)? {
+                self.names = names;
+                walk(&dir, self, 0, report, visit)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder `names` leads to from `root`, one name at a time without
+    /// following a link and never onto another mount; None when it is not
+    /// there any more.
+    fn reopen(&self, root: &fs::File, names: &[OsString]) -> io::Result<Option<fs::File>> {
+        let mut here = root.try_clone()?;
+        for name in names {
+            let next = match open_dir(&fd_path(&here).join(name)) {
+                Ok(f) => f,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            };
+            if next.metadata()?.dev() != self.dev || !self.on_the_mount(&next)? {
+                return Ok(None);
+            }
+            here = next;
+        }
+        Ok(Some(here))
+    }
+}
+
+/// Visits the folder `dir` (`depth` deep), then everything in it, never
+/// through a symbolic link and never onto another mount.
 fn walk(
     dir: &fs::File,
-    dev: u64,
+    w: &mut Walk,
     depth: usize,
     report: &mut Report,
     visit: &mut Visit<'_>,
@@ -318,13 +396,20 @@ fn walk(
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        if m.dev() != dev {
+        if m.dev() != w.dev {
             report.other_mounts += 1;
             continue;
         }
         if m.is_dir() {
             if depth + 1 >= DEPTH {
-                report.too_deep += 1;
+                match &mut w.deeper {
+                    Some(later) => {
+                        let mut names = w.names.clone();
+                        names.push(entry.file_name());
+                        later.push(names);
+                    }
+                    None => report.too_deep += 1,
+                }
                 continue;
             }
             let sub = match open_dir(&path) {
@@ -332,9 +417,16 @@ fn walk(
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            if same(&sub, &m)? {
-                walk(&sub, dev, depth + 1, report, visit)?;
+            if !same(&sub, &m)? {
+                continue;
             }
+            if !w.on_the_mount(&sub)? {
+                report.other_mounts += 1;
+                continue;
+            }
+            w.names.push(entry.file_name());
+            walk(&sub, w, depth + 1, report, visit)?;
+            w.names.pop();
         } else if m.is_file() {
             // Read-only, not blocking (were it swapped for a FIFO since the
             // lstat, the inode check below refuses it), no controlling tty.
@@ -349,14 +441,34 @@ fn walk(
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            if same(&f, &m)? {
-                visit(Node::Opened(&f), &m, report)?;
+            if !same(&f, &m)? {
+                continue;
             }
+            // A file bound onto a name of the workspace (`-v
+            // /etc/secret:/ws/secret`) is a mount of its own.
+            if !w.on_the_mount(&f)? {
+                report.other_mounts += 1;
+                continue;
+            }
+            visit(Node::Opened(&f), &m, report)?;
         } else {
             visit(Node::Named(&path), &m, report)?;
         }
     }
     Ok(())
+}
+
+/// The mount `f` is on (its mount id), where the kernel says (Linux 5.8+).
+fn mount_of(f: &fs::File) -> io::Result<Option<u64>> {
+    use rustix::fs::{statx, AtFlags, StatxFlags};
+    match statx(f, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID) {
+        Ok(st) if StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::MNT_ID) => {
+            Ok(Some(st.stx_mnt_id))
+        }
+        Ok(_) => Ok(None),
+        Err(rustix::io::Errno::NOSYS) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether `fd` is the file `m` was read of (not one put in its place since).
