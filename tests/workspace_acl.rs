@@ -352,3 +352,42 @@ fn a_bind_mount_of_the_same_file_system_is_not_lent() {
     assert!(!has_acl(&secret));
     assert_eq!((owner(&secret), mode(&secret)), ((0, 0), 0o600));
 }
+
+const MOVED_ID: u32 = 3_400_000_004;
+
+/// The workspace's folder moved away during the run, another put at its
+/// path (by whoever may write its parent): the giving back at unload is of
+/// the folder that was lent, wherever it is now, not of the path.
+#[test]
+fn a_workspace_moved_during_the_run_is_still_given_back() {
+    let base = world_dir("acl-moved");
+    let real = base.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    chmod(&real, 0o755);
+    let (ws, _) = workspace("acl-moved-ws");
+    let w = real.join("ws");
+    std::fs::rename(ws.path(), &w).unwrap();
+    std::mem::forget(ws);
+    let Some(mut s) = launch(Some(&w), MOVED_ID) else {
+        return;
+    };
+    let r = s.exec("result = os.getuid()");
+    let moved = base.path().join("moved");
+    std::fs::rename(&real, &moved).unwrap();
+    std::fs::create_dir_all(&w).unwrap();
+    chmod(&w, 0o755);
+    // The control: the lent folder, at its new path, carries the entry.
+    let during = has_acl(&moved.join("ws/src"));
+    let t = s.finish();
+    assert_eq!(r.value(), &json!(MOVED_ID), "{r:?}: {}", t.stderr);
+    assert!(during);
+    for p in tree(&moved.join("ws")) {
+        assert!(
+            !has_acl(&p),
+            "an ACL is left on {}: {}",
+            p.display(),
+            t.stderr
+        );
+    }
+    assert!(!ledger(MOVED_ID).exists());
+}

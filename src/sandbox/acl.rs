@@ -100,6 +100,9 @@ struct Ledger {
 pub struct Lent {
     uid: u32,
     ledger: PathBuf,
+    /// The workspace folder as it was opened to lend it: given back through
+    /// it, wherever it is by then (its path may lead elsewhere since).
+    root: fs::File,
     book: Option<Ledger>,
     /// What the lending did.
     pub report: Report,
@@ -159,6 +162,7 @@ pub fn lend(ws: &Path, uid: u32, ledger_dir: &Path) -> io::Result<Lent> {
     let mut lent = Lent {
         uid,
         ledger,
+        root: root.try_clone()?,
         book: Some(book),
         report: Report::default(),
     };
@@ -189,16 +193,28 @@ pub fn lend(ws: &Path, uid: u32, ledger_dir: &Path) -> io::Result<Lent> {
 impl Lent {
     /// Gives the workspace back (see the module's doc) and removes the ledger.
     pub fn give_back(mut self) -> io::Result<Report> {
-        self.give_back_now()
+        let done = self.give_back_now();
+        if done.is_err() {
+            // Not tried again on drop: the ledger stays for the next lease.
+            self.book = None;
+        }
+        done
     }
 
     fn give_back_now(&mut self) -> io::Result<Report> {
         let Some(book) = self.book.take() else {
             return Ok(Report::default());
         };
-        let report = give_back(&book, self.uid)?;
-        remove_ledger(&self.ledger)?;
-        Ok(report)
+        match give_back(&self.root, &book, self.uid) {
+            Ok(report) => {
+                remove_ledger(&self.ledger)?;
+                Ok(report)
+            }
+            Err(e) => {
+                self.book = Some(book);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -208,7 +224,7 @@ impl Drop for Lent {
             eprintln!(
                 "ext-runner: the workspace lent to uid {} could not be given back ({e}); its ledger {} stays, and the next lease of that uid tries again",
                 self.uid,
-                self.ledger.display()
+                crate::support::terminal::escape(&self.ledger.to_string_lossy())
             );
         }
     }
@@ -224,7 +240,18 @@ pub fn sweep(ledger_dir: &Path, uid: u32) -> io::Result<Option<Report>> {
         Err(e) => return Err(e),
     };
     let report = match serde_json::from_slice::<Ledger>(&text) {
-        Ok(book) => give_back(&book, uid)?,
+        Ok(book) => {
+            let ws = Path::new(std::ffi::OsStr::from_bytes(&book.workspace));
+            let root = match open_dir(ws) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    remove_ledger(&ledger)?;
+                    return Ok(Some(Report::default()));
+                }
+                Err(e) => return Err(e),
+            };
+            give_back(&root, &book, uid)?
+        }
         // A ledger cut short by a crash was written before any entry.
         Err(_) => Report::default(),
     };
@@ -232,60 +259,74 @@ pub fn sweep(ledger_dir: &Path, uid: u32) -> io::Result<Option<Report>> {
     Ok(Some(report))
 }
 
-/// Removes every entry of `uid` in the ledger's workspace and gives what
-/// `uid` made to its owner. A folder that is not the one lent any more (or
-/// is gone) is left alone.
-fn give_back(book: &Ledger, uid: u32) -> io::Result<Report> {
-    let ws = Path::new(std::ffi::OsStr::from_bytes(&book.workspace));
-    let root = match open_dir(ws) {
-        Ok(fd) => fd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Report::default()),
-        Err(e) => return Err(e),
-    };
+/// Removes every entry of `uid` in the workspace `root` and gives what `uid`
+/// made to its owner. A folder that is not the one lent (the ledger's path
+/// leads elsewhere since) is left alone. An entry that cannot be given back
+/// does not stop the walk: the rest is, and the first error is returned
+/// (the ledger stays for a later try).
+fn give_back(root: &fs::File, book: &Ledger, uid: u32) -> io::Result<Report> {
     let st = root.metadata()?;
     if (st.dev(), st.ino()) != (book.dev, book.ino) {
         return Ok(Report::default());
     }
     let (owner, group) = book.owner;
     let mut report = Report::default();
-    Walk::new(&root, true)?.run(&root, &mut report, &mut |node, m, report| {
-        if let Node::Opened(fd) = node {
-            let path = fd_path(fd);
-            let acl = PosixACL::read_acl(&path).map_err(acl_io)?;
-            if acl.remove(Qualifier::User(uid)).is_some() {
-                let mut acl = acl;
-                let named = acl
-                    .entries()
-                    .iter()
-                    .any(|e| matches!(e.qual, Qualifier::User(_) | Qualifier::Group(_)));
-                // Written with the mask recalculated, which leaves the
-                // mode's group bits the owning group's again; then, with no
-                // other entry left, the ACL removed: the mode alone, as before
-                // (libacl's writes always keep a mask entry).
-                acl.write_acl(&path).map_err(acl_io)?;
-                if !named {
-                    use xattr::FileExt;
-                    match fd.remove_xattr(ACCESS_ACL) {
-                        Ok(()) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                report.entries += 1;
-            }
-        }
-        let (u, g) = (m.uid() == uid, m.gid() == uid);
-        if u || g {
-            let (u, g) = (u.then_some(owner), g.then_some(group));
-            match node {
-                Node::Opened(fd) => std::os::unix::fs::fchown(fd, u, g)?,
-                Node::Named(path) => std::os::unix::fs::lchown(path, u, g)?,
-            }
-            report.given_to_owner += 1;
+    let mut failed = None;
+    Walk::new(root, true)?.run(root, &mut report, &mut |node, m, report| {
+        if let Err(e) = give_back_one(node, m, uid, (owner, group), report) {
+            failed.get_or_insert(e);
         }
         Ok(())
     })?;
-    Ok(report)
+    match failed {
+        None => Ok(report),
+        Some(e) => Err(e),
+    }
+}
+
+/// Gives one file, folder or link back (see [`give_back`]).
+fn give_back_one(
+    node: Node<'_>,
+    m: &fs::Metadata,
+    uid: u32,
+    (owner, group): (u32, u32),
+    report: &mut Report,
+) -> io::Result<()> {
+    if let Node::Opened(fd) = node {
+        let path = fd_path(fd);
+        let acl = PosixACL::read_acl(&path).map_err(acl_io)?;
+        if acl.remove(Qualifier::User(uid)).is_some() {
+            let mut acl = acl;
+            let named = acl
+                .entries()
+                .iter()
+                .any(|e| matches!(e.qual, Qualifier::User(_) | Qualifier::Group(_)));
+            // Written with the mask recalculated, which leaves the
+            // mode's group bits the owning group's again; then, with no
+            // other entry left, the ACL removed: the mode alone, as before
+            // (libacl's writes always keep a mask entry).
+            acl.write_acl(&path).map_err(acl_io)?;
+            if !named {
+                use xattr::FileExt;
+                match fd.remove_xattr(ACCESS_ACL) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            report.entries += 1;
+        }
+    }
+    let (u, g) = (m.uid() == uid, m.gid() == uid);
+    if u || g {
+        let (u, g) = (u.then_some(owner), g.then_some(group));
+        match node {
+            Node::Opened(fd) => std::os::unix::fs::fchown(fd, u, g)?,
+            Node::Named(path) => std::os::unix::fs::lchown(path, u, g)?,
+        }
+        report.given_to_owner += 1;
+    }
+    Ok(())
 }
 
 /// One entry of the walk: a folder or regular file opened without following

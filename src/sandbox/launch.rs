@@ -987,7 +987,9 @@ impl IdLease {
                     if let Err(e) = acl::sweep(&dir, id) {
                         eprintln!(
                             "ext-runner: worker_ids: uid {id} is skipped: a workspace an earlier runner lent to it cannot be given back ({e}; ledger {})",
-                            dir.join(format!("{id}.acl")).display()
+                            crate::support::terminal::escape(
+                                &dir.join(format!("{id}.acl")).to_string_lossy()
+                            )
                         );
                         continue;
                     }
