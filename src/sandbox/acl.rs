@@ -191,6 +191,11 @@ pub fn lend(ws: &Path, uid: u32, ledger_dir: &Path) -> io::Result<Lent> {
 }
 
 impl Lent {
+    /// The lent folder's device and inode.
+    pub fn folder(&self) -> (u64, u64) {
+        self.book.as_ref().map_or((0, 0), |b| (b.dev, b.ino))
+    }
+
     /// Gives the workspace back (see the module's doc) and removes the ledger.
     pub fn give_back(mut self) -> io::Result<Report> {
         let done = self.give_back_now();
