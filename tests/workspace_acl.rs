@@ -391,3 +391,63 @@ fn a_workspace_moved_during_the_run_is_still_given_back() {
     }
     assert!(!ledger(MOVED_ID).exists());
 }
+
+const ODD_ID: u32 = 3_400_000_005;
+
+/// What a worker may leave that could trip the giving back: a folder and a
+/// file it made unreadable (mode 0), a name that is not UTF-8 and holds a
+/// terminal escape, a second name of its own file, a symbolic link loop, a
+/// hard link from its scratch folder; and what it may not make at all: a
+/// FIFO, an ACL of its own (naming another uid, which the giving back would
+/// leave). After the unload everything is the owner's, without an ACL.
+#[test]
+fn odd_entries_the_worker_leaves_are_given_back() {
+    let (ws, _) = workspace("acl-odd");
+    let w = ws.path();
+    let Some(mut s) = launch(Some(w), ODD_ID) else {
+        return;
+    };
+    let code = snippet(
+        r#"import os, tempfile
+w = @W@
+out = {}
+def tryit(name, f):
+    try:
+        f(); out[name] = 'done'
+    except OSError as e:
+        out[name] = type(e).__name__
+os.makedirs(w + '/locked/in')
+open(w + '/locked/in/f', 'w').write('l')
+tryit('chmod 0', lambda: [os.chmod(w + p, 0) for p in ('/locked/in/f', '/locked/in', '/locked')])
+odd = os.fsencode(w) + b'/\xff\n\x1b[31m'
+open(odd, 'w').write('o')
+open(w + '/own', 'w').write('o')
+tryit('link own', lambda: os.link(w + '/own', w + '/own2'))
+tryit('loop', lambda: (os.symlink('loop2', w + '/loop1'), os.symlink('loop1', w + '/loop2')))
+t = tempfile.mkstemp()[1]
+tryit('link from scratch', lambda: os.link(t, w + '/fromtmp'))
+tryit('mkfifo', lambda: os.mkfifo(w + '/fifo'))
+acl = bytes([2,0,0,0, 1,0,6,0,255,255,255,255, 2,0,7,0,0x40,0x42,0x0f,0, 4,0,4,0,255,255,255,255, 0x10,0,7,0,255,255,255,255, 0x20,0,4,0,255,255,255,255])
+tryit('setxattr acl', lambda: os.setxattr(w + '/own', 'system.posix_acl_access', acl))
+result = out"#,
+        &[("W", lit(w))],
+    );
+    let r = s.exec(&code);
+    // The control: during the run the unreadable folder is the worker's.
+    let during = owner(&w.join("locked"));
+    let t = s.finish();
+    let Reply::Value(out) = r else {
+        panic!("no answer: {r:?}: {}", t.stderr);
+    };
+    assert_eq!(during, (ODD_ID, ODD_ID), "{out}");
+    assert_eq!(out["link own"], "done", "{out}");
+    assert_ne!(out["mkfifo"], "done", "{out}");
+    assert_ne!(out["setxattr acl"], "done", "{out}");
+    for p in tree(w) {
+        assert!(!has_acl(&p), "an ACL is left on {}: {out}", p.display());
+        assert_eq!(owner(&p), (OWNER, OWNER), "{}: {out}", p.display());
+    }
+    assert!(!t.stderr.contains('\x1b'), "{}", t.stderr);
+    assert!(!ledger(ODD_ID).exists(), "{}", t.stderr);
+    println!("odd entries: {out}");
+}
