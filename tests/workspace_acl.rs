@@ -451,3 +451,87 @@ result = out"#,
     assert!(!ledger(ODD_ID).exists(), "{}", t.stderr);
     println!("odd entries: {out}");
 }
+
+const SURVIVOR_ID: u32 = 3_400_000_006;
+
+/// A process of the worker's that outlives its killed runner (no pid
+/// namespace here) and keeps making folders in the lent workspace: the next
+/// runner kills what is left in the dead runner's cgroup before it leases
+/// the uid, so the sweep of the ledger does not race it, and nothing stays
+/// the uid's.
+#[test]
+fn a_process_that_outlives_a_killed_runner_is_gone_before_the_sweep() {
+    let (ws, _) = workspace("acl-survivor");
+    let w = ws.path();
+    if launch(None, SURVIVOR_ID).is_none() {
+        return;
+    }
+    let start = |ws: Option<&Path>| {
+        let caps: &[&str] = if ws.is_some() {
+            &["filesystem.write", "subprocess.run"]
+        } else {
+            &[]
+        };
+        let mut l = Launch::new(Who::Root, caps)
+            .policy(json!({"mode": "strict", "worker_ids": {"first": SURVIVOR_ID, "count": 1}}))
+            .python(Path::new(SYSTEM_PYTHON))
+            .in_env(Env::DockerLike);
+        if let Some(ws) = ws {
+            l = l.workspace(ws);
+        }
+        l.start()
+    };
+    let marker = unique_sleep();
+    let mut s = start(Some(w));
+    let r = s.exec(&snippet(
+        r#"import sys
+loop = "import os, sys, time\ni = 0\nwhile True:\n    os.mkdir(sys.argv[1] + '/s%d' % i); i += 1; time.sleep(0.005)"
+p = os.fork()
+if p == 0:
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, '-c', loop, @W@, @M@])
+    os._exit(0)
+os.waitpid(p, 0)
+import time
+for _ in range(1000):
+    if os.path.exists(@W@ + '/s1'):
+        break
+    time.sleep(0.01)
+result = os.getuid()"#,
+        &[("W", lit(w)), ("M", lit(&marker))],
+    ));
+    assert_eq!(r.value(), &json!(SURVIVOR_ID), "{r:?}");
+    s.kill_runner();
+    let survivors = || {
+        let out = std::process::Command::new("pgrep")
+            .arg("-f")
+            .arg(&marker)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .collect::<Vec<_>>()
+    };
+    // The control: it survives the runner, making folders of the uid's.
+    let alive = survivors();
+    let made = tree(w)
+        .into_iter()
+        .filter(|p| owner(p).0 == SURVIVOR_ID)
+        .count();
+    let mut s = start(None);
+    let r = s.exec("result = os.getuid()");
+    let t = s.finish();
+    let after = survivors();
+    for p in alive.iter().chain(&after) {
+        signal(*p, nix::sys::signal::Signal::SIGKILL);
+    }
+    assert_eq!(r.value(), &json!(SURVIVOR_ID), "{r:?}: {}", t.stderr);
+    assert!(!alive.is_empty() && made > 0, "no survivor to test with");
+    assert!(after.is_empty(), "still running: {after:?}");
+    for p in tree(w) {
+        assert!(!has_acl(&p), "an ACL is left on {}", p.display());
+        assert_eq!(owner(&p), (OWNER, OWNER), "{}", p.display());
+    }
+    assert!(!ledger(SURVIVOR_ID).exists(), "{}", t.stderr);
+}
