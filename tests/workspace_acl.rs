@@ -344,7 +344,7 @@ fn a_bind_mount_of_the_same_file_system_is_not_lent() {
     let during = has_acl(&secret);
     let r = s.exec(&snippet(
         "try:\n    result = open(@S@).read()\nexcept OSError as e:\n    result = type(e).__name__",
-        &[("S", lit(&mnt.join("secret")))],
+        &[("S", lit(mnt.join("secret")))],
     ));
     let t = s.finish();
     assert_ne!(r.value(), &json!("secret\n"), "{}", t.stderr);

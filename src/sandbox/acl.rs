@@ -8,8 +8,10 @@
 //! mask is recalculated so the entry takes effect. Every other entry keeps
 //! its effective rights (the recalculated mask covers them as before). The
 //! walk never follows a symbolic link (each step opens one name under the
-//! folder's descriptor, `O_NOFOLLOW`), stays on the workspace's file system
-//! and goes at most [`DEPTH`] folders deep. Skipped, and counted in the
+//! folder's descriptor, `O_NOFOLLOW`), stays on the workspace's mount (its
+//! device, and its mount id where the kernel tells it, Linux 5.8+: a bind of
+//! the same file system inside the workspace has the same device) and goes
+//! at most [`DEPTH`] folders deep. Skipped, and counted in the
 //! [`Report`]: a file with more than one hard link (another name of it may
 //! be outside the workspace), an ACL whose mask is narrower than its entries
 //! (a recalculated mask could not be put back as it was), other mounts,
@@ -19,12 +21,20 @@
 //! entry of that uid removed (the ACL back to its minimal form, the mode
 //! alone, where nothing else remains), and every file, folder or link the
 //! worker made (its uid or gid) given to the workspace folder's owner: the
-//! operator sees what an idmapped mount would have shown.
+//! operator sees what an idmapped mount would have shown. Through the
+//! folder's descriptor opened to lend it (its path may lead elsewhere by
+//! then), and however deep the worker went: folders past [`DEPTH`] are
+//! walked afterwards from their own top, reopened name by name. An entry
+//! that cannot be given back does not stop the rest; the first error is
+//! returned and the ledger stays.
 //!
 //! **The ledger**, `<uid>.acl` beside the uid's lease lock
 //! (`launch::IdLease`), is written before the first entry and removed after
 //! the last is gone. A runner killed before its unload leaves it behind; the
-//! next lease of that uid gives the workspace back first ([`sweep`]).
+//! next lease of that uid gives the workspace back first ([`sweep`]), by the
+//! ledger's path: a folder moved away since is not found there, and keeps
+//! the uid's entries (the folder now at that path, another inode, is left
+//! alone).
 
 use std::ffi::OsString;
 use std::fs;
