@@ -535,3 +535,36 @@ result = os.getuid()"#,
     }
     assert!(!ledger(SURVIVOR_ID).exists(), "{}", t.stderr);
 }
+
+const SWAPPED_ID: u32 = 3_400_000_007;
+
+/// After a runner was killed, the workspace's path is made a symbolic link
+/// (by whoever may write its parent): the next lease of the uid must not be
+/// refused for good (a uid of the range out of use at every lease), the
+/// ledger's folder is just not there any more.
+#[test]
+fn a_ledger_whose_path_is_now_a_link_does_not_keep_its_uid_out_of_use() {
+    let base = world_dir("acl-swapped");
+    let (ws, _) = workspace("acl-swapped-ws");
+    let w = base.path().join("ws");
+    std::fs::rename(ws.path(), &w).unwrap();
+    std::mem::forget(ws);
+    let Some(mut s) = launch(Some(&w), SWAPPED_ID) else {
+        return;
+    };
+    let r = s.exec("result = os.getuid()");
+    assert_eq!(r.value(), &json!(SWAPPED_ID), "{r:?}");
+    let t = s.kill_runner();
+    // The control: the killed runner left its ledger.
+    assert!(ledger(SWAPPED_ID).exists(), "{}", t.stderr);
+    let moved = base.path().join("moved");
+    std::fs::rename(&w, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &w).unwrap();
+    let Some(mut s) = launch(None, SWAPPED_ID) else {
+        return;
+    };
+    let r = s.exec("result = os.getuid()");
+    let t = s.finish();
+    assert_eq!(r.value(), &json!(SWAPPED_ID), "{r:?}: {}", t.stderr);
+    assert!(!ledger(SWAPPED_ID).exists(), "{}", t.stderr);
+}

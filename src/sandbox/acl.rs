@@ -259,7 +259,14 @@ pub fn sweep(ledger_dir: &Path, uid: u32) -> io::Result<Option<Report>> {
             let ws = Path::new(std::ffi::OsStr::from_bytes(&book.workspace));
             let root = match open_dir(ws) {
                 Ok(fd) => fd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Gone, or no folder at that path any more (a file, a
+                // link): not the one lent, as with another inode below.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                    ) =>
+                {
                     remove_ledger(&ledger)?;
                     return Ok(Some(Report::default()));
                 }
