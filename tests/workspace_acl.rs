@@ -575,3 +575,52 @@ fn a_ledger_whose_path_is_now_a_link_does_not_keep_its_uid_out_of_use() {
     assert_eq!(r.value(), &json!(SWAPPED_ID), "{r:?}: {}", t.stderr);
     assert!(!ledger(SWAPPED_ID).exists(), "{}", t.stderr);
 }
+
+const HALFWAY_ID: u32 = 3_400_000_008;
+
+/// A lending that fails midway (an immutable file among many: its ACL cannot
+/// be written) fails the launch and gives back what it had lent already
+/// (the workspace folder itself at least: it is lent before what it holds).
+#[test]
+fn a_lending_that_fails_midway_gives_back_what_it_lent() {
+    let (ws, _) = workspace("acl-halfway");
+    let w = ws.path();
+    for i in 0..20 {
+        std::fs::write(w.join(format!("f{i:02}")), "f\n").unwrap();
+    }
+    let stuck = w.join("sub/stuck");
+    std::fs::write(&stuck, "s\n").unwrap();
+    let immutable = |on: bool| {
+        std::process::Command::new("chattr")
+            .arg(if on { "+i" } else { "-i" })
+            .arg(&stuck)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if launch(None, HALFWAY_ID).is_none() {
+        return;
+    }
+    if !immutable(true) {
+        println!("SKIP: chattr +i does not work here");
+        return;
+    }
+    let mut s = launch(Some(w), HALFWAY_ID).unwrap();
+    let r = s.exec("result = os.getuid()");
+    let t = s.finish();
+    immutable(false);
+    // The control: the lending was tried, and failed on that file.
+    assert!(
+        !matches!(r, Reply::Value(_)) && t.stderr.contains("cannot lend the workspace"),
+        "{r:?}: {}",
+        t.stderr
+    );
+    for p in tree(w) {
+        assert!(
+            !has_acl(&p),
+            "an ACL is left on {}: {}",
+            p.display(),
+            t.stderr
+        );
+    }
+    assert!(!ledger(HALFWAY_ID).exists(), "{}", t.stderr);
+}
