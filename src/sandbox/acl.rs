@@ -15,7 +15,9 @@
 //! [`Report`]: a file with more than one hard link (another name of it may
 //! be outside the workspace), an ACL whose mask is narrower than its entries
 //! (a recalculated mask could not be put back as it was), other mounts,
-//! deeper folders. The worker cannot write what was skipped.
+//! deeper folders. The worker cannot write what was skipped (it can still
+//! remove or replace its name where the folder holding it is lent, as the
+//! owner it appears as through an idmapped mount could).
 //!
 //! **Giving back**, at unload, once the worker's processes are gone: every
 //! entry of that uid removed (the ACL back to its minimal form, the mode
@@ -113,6 +115,8 @@ pub struct Lent {
     /// The workspace folder as it was opened to lend it: given back through
     /// it, wherever it is by then (its path may lead elsewhere since).
     root: fs::File,
+    /// Its device and inode.
+    folder: (u64, u64),
     book: Option<Ledger>,
     /// What the lending did.
     pub report: Report,
@@ -173,6 +177,7 @@ pub fn lend(ws: &Path, uid: u32, ledger_dir: &Path) -> io::Result<Lent> {
         uid,
         ledger,
         root: root.try_clone()?,
+        folder: (st.dev(), st.ino()),
         book: Some(book),
         report: Report::default(),
     };
@@ -203,7 +208,7 @@ pub fn lend(ws: &Path, uid: u32, ledger_dir: &Path) -> io::Result<Lent> {
 impl Lent {
     /// The lent folder's device and inode.
     pub fn folder(&self) -> (u64, u64) {
-        self.book.as_ref().map_or((0, 0), |b| (b.dev, b.ino))
+        self.folder
     }
 
     /// Gives the workspace back (see the module's doc) and removes the ledger.
