@@ -254,3 +254,373 @@ fn a_ledger_left_by_a_killed_runner_is_swept_at_the_next_lease() {
     assert!(!ledger(KILLED).exists());
     assert_eq!((owner(&canary), mode(&canary)), ((0, 0), 0o600));
 }
+
+/// How deep the worker's tree goes: past the walk's 128 folders.
+const DEEP: usize = 140;
+const DEEP_ID: u32 = 3_400_000_002;
+const BIND_ID: u32 = 3_400_000_003;
+
+/// A worker makes a chain of folders deeper than the walk's limit: at
+/// unload, nothing beneath it may stay the worker's uid's (the next worker
+/// that leases that uid would own it).
+#[test]
+fn a_tree_deeper_than_the_walk_is_given_back_too() {
+    let (ws, _) = workspace("acl-deep");
+    let w = ws.path();
+    let Some(mut s) = launch(Some(w), DEEP_ID) else {
+        return;
+    };
+    let code = snippet(
+        "import os\nos.chdir(@W@)\nfor i in range(@N@):\n    os.mkdir('d')\n    os.chdir('d')\nopen('bottom', 'w').write('b')\nresult = os.getuid()",
+        &[("W", lit(w)), ("N", DEEP.to_string())],
+    );
+    let r = s.exec(&code);
+    let deepest: PathBuf = std::iter::once(w.to_path_buf())
+        .chain(std::iter::repeat_n(PathBuf::from("d"), DEEP))
+        .chain(std::iter::once(PathBuf::from("bottom")))
+        .collect();
+    // The control: during the run the bottom is the worker's.
+    let during = owner(&deepest);
+    let t = s.finish();
+    assert_eq!(r.value(), &json!(DEEP_ID), "{r:?}: {}", t.stderr);
+    assert_eq!(during, (DEEP_ID, DEEP_ID));
+    let left: Vec<_> = tree(w)
+        .into_iter()
+        .filter(|p| owner(p) != (OWNER, OWNER))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} paths are still not the owner's, from {}",
+        left.len(),
+        left[0].display()
+    );
+    assert!(!ledger(DEEP_ID).exists(), "{}", t.stderr);
+}
+
+/// A host folder bound (by the operator, on the same file system) inside
+/// the workspace is another mount: not lent, as the module promises, even
+/// though its device number is the workspace's.
+#[test]
+fn a_bind_mount_of_the_same_file_system_is_not_lent() {
+    if !is_root() {
+        println!("SKIP: needs root");
+        return;
+    }
+    let (ws, _) = workspace("acl-bind");
+    let w = ws.path();
+    let host = world_dir("acl-bind-host");
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "secret\n").unwrap();
+    chmod(&secret, 0o600);
+    std::fs::create_dir(w.join("mnt")).unwrap();
+    let mnt = w.join("mnt");
+    let ok = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(host.path())
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("SKIP: cannot bind-mount here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    // The control: the bind is of the same file system (the device check
+    // alone cannot tell it), and the secret is reachable through it.
+    assert_eq!(
+        std::fs::metadata(&mnt).unwrap().dev(),
+        std::fs::metadata(w).unwrap().dev()
+    );
+    assert!(mnt.join("secret").exists());
+    let Some(mut s) = launch(Some(w), BIND_ID) else {
+        return;
+    };
+    let during = has_acl(&secret);
+    let r = s.exec(&snippet(
+        "try:\n    result = open(@S@).read()\nexcept OSError as e:\n    result = type(e).__name__",
+        &[("S", lit(mnt.join("secret")))],
+    ));
+    let t = s.finish();
+    assert_ne!(r.value(), &json!("secret\n"), "{}", t.stderr);
+    assert!(!during, "the bound host file got the worker's entry");
+    assert!(!has_acl(&secret));
+    assert_eq!((owner(&secret), mode(&secret)), ((0, 0), 0o600));
+}
+
+const MOVED_ID: u32 = 3_400_000_004;
+
+/// The workspace's folder moved away during the run, another put at its
+/// path (by whoever may write its parent): the giving back at unload is of
+/// the folder that was lent, wherever it is now, not of the path.
+#[test]
+fn a_workspace_moved_during_the_run_is_still_given_back() {
+    let base = world_dir("acl-moved");
+    let real = base.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    chmod(&real, 0o755);
+    let (ws, _) = workspace("acl-moved-ws");
+    let w = real.join("ws");
+    std::fs::rename(ws.path(), &w).unwrap();
+    std::mem::forget(ws);
+    let Some(mut s) = launch(Some(&w), MOVED_ID) else {
+        return;
+    };
+    let r = s.exec("result = os.getuid()");
+    let moved = base.path().join("moved");
+    std::fs::rename(&real, &moved).unwrap();
+    std::fs::create_dir_all(&w).unwrap();
+    chmod(&w, 0o755);
+    // The control: the lent folder, at its new path, carries the entry.
+    let during = has_acl(&moved.join("ws/src"));
+    let t = s.finish();
+    assert_eq!(r.value(), &json!(MOVED_ID), "{r:?}: {}", t.stderr);
+    assert!(during);
+    for p in tree(&moved.join("ws")) {
+        assert!(
+            !has_acl(&p),
+            "an ACL is left on {}: {}",
+            p.display(),
+            t.stderr
+        );
+    }
+    assert!(!ledger(MOVED_ID).exists());
+}
+
+const ODD_ID: u32 = 3_400_000_005;
+
+/// What a worker may leave that could trip the giving back: a folder and a
+/// file it made unreadable (mode 0), a name that is not UTF-8 and holds a
+/// terminal escape, a second name of its own file, a symbolic link loop, a
+/// hard link from its scratch folder; and what it may not make at all: a
+/// FIFO, an ACL of its own (naming another uid, which the giving back would
+/// leave). After the unload everything is the owner's, without an ACL.
+#[test]
+fn odd_entries_the_worker_leaves_are_given_back() {
+    let (ws, _) = workspace("acl-odd");
+    let w = ws.path();
+    let Some(mut s) = launch(Some(w), ODD_ID) else {
+        return;
+    };
+    let code = snippet(
+        r#"import os, tempfile
+w = @W@
+out = {}
+def tryit(name, f):
+    try:
+        f(); out[name] = 'done'
+    except OSError as e:
+        out[name] = type(e).__name__
+os.makedirs(w + '/locked/in')
+open(w + '/locked/in/f', 'w').write('l')
+tryit('chmod 0', lambda: [os.chmod(w + p, 0) for p in ('/locked/in/f', '/locked/in', '/locked')])
+odd = os.fsencode(w) + b'/\xff\n\x1b[31m'
+open(odd, 'w').write('o')
+open(w + '/own', 'w').write('o')
+tryit('link own', lambda: os.link(w + '/own', w + '/own2'))
+tryit('loop', lambda: (os.symlink('loop2', w + '/loop1'), os.symlink('loop1', w + '/loop2')))
+t = tempfile.mkstemp()[1]
+tryit('link from scratch', lambda: os.link(t, w + '/fromtmp'))
+tryit('mkfifo', lambda: os.mkfifo(w + '/fifo'))
+acl = bytes([2,0,0,0, 1,0,6,0,255,255,255,255, 2,0,7,0,0x40,0x42,0x0f,0, 4,0,4,0,255,255,255,255, 0x10,0,7,0,255,255,255,255, 0x20,0,4,0,255,255,255,255])
+tryit('setxattr acl', lambda: os.setxattr(w + '/own', 'system.posix_acl_access', acl))
+result = out"#,
+        &[("W", lit(w))],
+    );
+    let r = s.exec(&code);
+    // The control: during the run the unreadable folder is the worker's.
+    let during = owner(&w.join("locked"));
+    let t = s.finish();
+    let Reply::Value(out) = r else {
+        panic!("no answer: {r:?}: {}", t.stderr);
+    };
+    assert_eq!(during, (ODD_ID, ODD_ID), "{out}");
+    assert_eq!(out["link own"], "done", "{out}");
+    assert_ne!(out["mkfifo"], "done", "{out}");
+    assert_ne!(out["setxattr acl"], "done", "{out}");
+    for p in tree(w) {
+        assert!(!has_acl(&p), "an ACL is left on {}: {out}", p.display());
+        assert_eq!(owner(&p), (OWNER, OWNER), "{}: {out}", p.display());
+    }
+    assert!(!t.stderr.contains('\x1b'), "{}", t.stderr);
+    assert!(!ledger(ODD_ID).exists(), "{}", t.stderr);
+    println!("odd entries: {out}");
+}
+
+const SURVIVOR_ID: u32 = 3_400_000_006;
+
+/// A process of the worker's that outlives its killed runner (no pid
+/// namespace here) and keeps making folders in the lent workspace: the next
+/// runner kills what is left in the dead runner's cgroup before it leases
+/// the uid, so the sweep of the ledger does not race it, and nothing stays
+/// the uid's.
+#[test]
+fn a_process_that_outlives_a_killed_runner_is_gone_before_the_sweep() {
+    let (ws, _) = workspace("acl-survivor");
+    let w = ws.path();
+    if launch(None, SURVIVOR_ID).is_none() {
+        return;
+    }
+    let start = |ws: Option<&Path>| {
+        let caps: &[&str] = if ws.is_some() {
+            &["filesystem.write", "subprocess.run"]
+        } else {
+            &[]
+        };
+        let mut l = Launch::new(Who::Root, caps)
+            .policy(json!({"mode": "strict", "worker_ids": {"first": SURVIVOR_ID, "count": 1}}))
+            .python(Path::new(SYSTEM_PYTHON))
+            .in_env(Env::DockerLike);
+        if let Some(ws) = ws {
+            l = l.workspace(ws);
+        }
+        l.start()
+    };
+    let marker = unique_sleep();
+    let mut s = start(Some(w));
+    let r = s.exec(&snippet(
+        r#"import sys
+loop = "import os, sys, time\ni = 0\nwhile True:\n    os.mkdir(sys.argv[1] + '/s%d' % i); i += 1; time.sleep(0.005)"
+p = os.fork()
+if p == 0:
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, '-c', loop, @W@, @M@])
+    os._exit(0)
+os.waitpid(p, 0)
+import time
+for _ in range(1000):
+    if os.path.exists(@W@ + '/s1'):
+        break
+    time.sleep(0.01)
+result = os.getuid()"#,
+        &[("W", lit(w)), ("M", lit(&marker))],
+    ));
+    assert_eq!(r.value(), &json!(SURVIVOR_ID), "{r:?}");
+    s.kill_runner();
+    let survivors = || {
+        let out = std::process::Command::new("pgrep")
+            .arg("-f")
+            .arg(&marker)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .collect::<Vec<_>>()
+    };
+    // The control: it survives the runner, making folders of the uid's.
+    let alive = survivors();
+    let made = tree(w)
+        .into_iter()
+        .filter(|p| owner(p).0 == SURVIVOR_ID)
+        .count();
+    assert!(made > 0, "the worker made nothing");
+    if alive.is_empty() {
+        // Another runner started meanwhile (a test beside this one) killed
+        // what the dead runner's cgroup held: nothing left to race.
+        println!("SKIP: the survivor was already killed by another runner");
+        return;
+    }
+    let mut s = start(None);
+    let r = s.exec("result = os.getuid()");
+    let t = s.finish();
+    // Killed, it may take a moment to be gone.
+    let after = wait_no_procs(&marker, std::time::Duration::from_secs(3));
+    for p in alive.iter().chain(&after) {
+        signal(*p, nix::sys::signal::Signal::SIGKILL);
+    }
+    assert_eq!(r.value(), &json!(SURVIVOR_ID), "{r:?}: {}", t.stderr);
+    assert!(after.is_empty(), "still running: {after:?}");
+    for p in tree(w) {
+        assert!(!has_acl(&p), "an ACL is left on {}", p.display());
+        assert_eq!(owner(&p), (OWNER, OWNER), "{}", p.display());
+    }
+    assert!(!ledger(SURVIVOR_ID).exists(), "{}", t.stderr);
+}
+
+const SWAPPED_ID: u32 = 3_400_000_007;
+
+/// After a runner was killed, the workspace's path is made a symbolic link
+/// (by whoever may write its parent): the next lease of the uid must not be
+/// refused for good (a uid of the range out of use at every lease), the
+/// ledger's folder is just not there any more.
+#[test]
+fn a_ledger_whose_path_is_now_a_link_does_not_keep_its_uid_out_of_use() {
+    let base = world_dir("acl-swapped");
+    let (ws, _) = workspace("acl-swapped-ws");
+    let w = base.path().join("ws");
+    std::fs::rename(ws.path(), &w).unwrap();
+    std::mem::forget(ws);
+    let Some(mut s) = launch(Some(&w), SWAPPED_ID) else {
+        return;
+    };
+    let r = s.exec("result = os.getuid()");
+    assert_eq!(r.value(), &json!(SWAPPED_ID), "{r:?}");
+    let t = s.kill_runner();
+    // The control: the killed runner left its ledger.
+    assert!(ledger(SWAPPED_ID).exists(), "{}", t.stderr);
+    let moved = base.path().join("moved");
+    std::fs::rename(&w, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &w).unwrap();
+    let Some(mut s) = launch(None, SWAPPED_ID) else {
+        return;
+    };
+    let r = s.exec("result = os.getuid()");
+    let t = s.finish();
+    assert_eq!(r.value(), &json!(SWAPPED_ID), "{r:?}: {}", t.stderr);
+    assert!(!ledger(SWAPPED_ID).exists(), "{}", t.stderr);
+}
+
+const HALFWAY_ID: u32 = 3_400_000_008;
+
+/// A lending that fails midway (an immutable file among many: its ACL cannot
+/// be written) fails the launch and gives back what it had lent already
+/// (the workspace folder itself at least: it is lent before what it holds).
+#[test]
+fn a_lending_that_fails_midway_gives_back_what_it_lent() {
+    let (ws, _) = workspace("acl-halfway");
+    let w = ws.path();
+    for i in 0..20 {
+        std::fs::write(w.join(format!("f{i:02}")), "f\n").unwrap();
+    }
+    let stuck = w.join("sub/stuck");
+    std::fs::write(&stuck, "s\n").unwrap();
+    let immutable = |on: bool| {
+        std::process::Command::new("chattr")
+            .arg(if on { "+i" } else { "-i" })
+            .arg(&stuck)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if launch(None, HALFWAY_ID).is_none() {
+        return;
+    }
+    if !immutable(true) {
+        println!("SKIP: chattr +i does not work here");
+        return;
+    }
+    let mut s = launch(Some(w), HALFWAY_ID).unwrap();
+    let r = s.exec("result = os.getuid()");
+    let t = s.finish();
+    immutable(false);
+    // The control: the lending was tried, and failed on that file.
+    assert!(
+        !matches!(r, Reply::Value(_)) && t.stderr.contains("cannot lend the workspace"),
+        "{r:?}: {}",
+        t.stderr
+    );
+    for p in tree(w) {
+        assert!(
+            !has_acl(&p),
+            "an ACL is left on {}: {}",
+            p.display(),
+            t.stderr
+        );
+    }
+    assert!(!ledger(HALFWAY_ID).exists(), "{}", t.stderr);
+}

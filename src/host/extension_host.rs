@@ -310,7 +310,9 @@ impl Reader {
         let status = worker::reap(&mut child, &self.control.group, grace).await;
         self.stderr.settled(worker::EXIT_GRACE).await;
         let oom = resources.oom_hint(&child);
-        drop(resources);
+        // Off the runtime's thread: giving a lent workspace back walks all
+        // the worker made (`sandbox::acl`), which the worker sizes.
+        let _ = tokio::task::spawn_blocking(move || drop(resources)).await;
         let reason = self.control.end(status);
         let what =
             reason.unwrap_or_else(|| "extension worker closed stdout unexpectedly".into()) + oom;

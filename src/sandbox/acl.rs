@@ -8,24 +8,37 @@
 //! mask is recalculated so the entry takes effect. Every other entry keeps
 //! its effective rights (the recalculated mask covers them as before). The
 //! walk never follows a symbolic link (each step opens one name under the
-//! folder's descriptor, `O_NOFOLLOW`), stays on the workspace's file system
-//! and goes at most [`DEPTH`] folders deep. Skipped, and counted in the
+//! folder's descriptor, `O_NOFOLLOW`), stays on the workspace's mount (its
+//! device, and its mount id where the kernel tells it, Linux 5.8+: a bind of
+//! the same file system inside the workspace has the same device) and goes
+//! at most [`DEPTH`] folders deep. Skipped, and counted in the
 //! [`Report`]: a file with more than one hard link (another name of it may
 //! be outside the workspace), an ACL whose mask is narrower than its entries
 //! (a recalculated mask could not be put back as it was), other mounts,
-//! deeper folders. The worker cannot write what was skipped.
+//! deeper folders. The worker cannot write what was skipped (it can still
+//! remove or replace its name where the folder holding it is lent, as the
+//! owner it appears as through an idmapped mount could).
 //!
 //! **Giving back**, at unload, once the worker's processes are gone: every
 //! entry of that uid removed (the ACL back to its minimal form, the mode
 //! alone, where nothing else remains), and every file, folder or link the
 //! worker made (its uid or gid) given to the workspace folder's owner: the
-//! operator sees what an idmapped mount would have shown.
+//! operator sees what an idmapped mount would have shown. Through the
+//! folder's descriptor opened to lend it (its path may lead elsewhere by
+//! then), and however deep the worker went: folders past [`DEPTH`] are
+//! walked afterwards from their own top, reopened name by name. An entry
+//! that cannot be given back does not stop the rest; the first error is
+//! returned and the ledger stays.
 //!
 //! **The ledger**, `<uid>.acl` beside the uid's lease lock
 //! (`launch::IdLease`), is written before the first entry and removed after
 //! the last is gone. A runner killed before its unload leaves it behind; the
-//! next lease of that uid gives the workspace back first ([`sweep`]).
+//! next lease of that uid gives the workspace back first ([`sweep`]), by the
+//! ledger's path: a folder moved away since is not found there, and keeps
+//! the uid's entries (the folder now at that path, another inode, is left
+//! alone).
 
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -99,6 +112,11 @@ struct Ledger {
 pub struct Lent {
     uid: u32,
     ledger: PathBuf,
+    /// The workspace folder as it was opened to lend it: given back through
+    /// it, wherever it is by then (its path may lead elsewhere since).
+    root: fs::File,
+    /// Its device and inode.
+    folder: (u64, u64),
     book: Option<Ledger>,
     /// What the lending did.
     pub report: Report,
@@ -158,11 +176,13 @@ pub fn lend(ws: &Path, uid: u32, ledger_dir: &Path) -> io::Result<Lent> {
     let mut lent = Lent {
         uid,
         ledger,
+        root: root.try_clone()?,
+        folder: (st.dev(), st.ino()),
         book: Some(book),
         report: Report::default(),
     };
     let mut report = Report::default();
-    walk(&root, st.dev(), 0, &mut report, &mut |node, m, report| {
+    Walk::new(&root, false)?.run(&root, &mut report, &mut |node, m, report| {
         let Node::Opened(fd) = node else {
             return Ok(());
         };
@@ -186,18 +206,35 @@ pub fn lend(ws: &Path, uid: u32, ledger_dir: &Path) -> io::Result<Lent> {
 }
 
 impl Lent {
+    /// The lent folder's device and inode.
+    pub fn folder(&self) -> (u64, u64) {
+        self.folder
+    }
+
     /// Gives the workspace back (see the module's doc) and removes the ledger.
     pub fn give_back(mut self) -> io::Result<Report> {
-        self.give_back_now()
+        let done = self.give_back_now();
+        if done.is_err() {
+            // Not tried again on drop: the ledger stays for the next lease.
+            self.book = None;
+        }
+        done
     }
 
     fn give_back_now(&mut self) -> io::Result<Report> {
         let Some(book) = self.book.take() else {
             return Ok(Report::default());
         };
-        let report = give_back(&book, self.uid)?;
-        remove_ledger(&self.ledger)?;
-        Ok(report)
+        match give_back(&self.root, &book, self.uid) {
+            Ok(report) => {
+                remove_ledger(&self.ledger)?;
+                Ok(report)
+            }
+            Err(e) => {
+                self.book = Some(book);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -207,7 +244,7 @@ impl Drop for Lent {
             eprintln!(
                 "ext-runner: the workspace lent to uid {} could not be given back ({e}); its ledger {} stays, and the next lease of that uid tries again",
                 self.uid,
-                self.ledger.display()
+                crate::support::terminal::escape(&self.ledger.to_string_lossy())
             );
         }
     }
@@ -223,7 +260,25 @@ pub fn sweep(ledger_dir: &Path, uid: u32) -> io::Result<Option<Report>> {
         Err(e) => return Err(e),
     };
     let report = match serde_json::from_slice::<Ledger>(&text) {
-        Ok(book) => give_back(&book, uid)?,
+        Ok(book) => {
+            let ws = Path::new(std::ffi::OsStr::from_bytes(&book.workspace));
+            let root = match open_dir(ws) {
+                Ok(fd) => fd,
+                // Gone, or no folder at that path any more (a file, a
+                // link): not the one lent, as with another inode below.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                    ) =>
+                {
+                    remove_ledger(&ledger)?;
+                    return Ok(Some(Report::default()));
+                }
+                Err(e) => return Err(e),
+            };
+            give_back(&root, &book, uid)?
+        }
         // A ledger cut short by a crash was written before any entry.
         Err(_) => Report::default(),
     };
@@ -231,60 +286,74 @@ pub fn sweep(ledger_dir: &Path, uid: u32) -> io::Result<Option<Report>> {
     Ok(Some(report))
 }
 
-/// Removes every entry of `uid` in the ledger's workspace and gives what
-/// `uid` made to its owner. A folder that is not the one lent any more (or
-/// is gone) is left alone.
-fn give_back(book: &Ledger, uid: u32) -> io::Result<Report> {
-    let ws = Path::new(std::ffi::OsStr::from_bytes(&book.workspace));
-    let root = match open_dir(ws) {
-        Ok(fd) => fd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Report::default()),
-        Err(e) => return Err(e),
-    };
+/// Removes every entry of `uid` in the workspace `root` and gives what `uid`
+/// made to its owner. A folder that is not the one lent (the ledger's path
+/// leads elsewhere since) is left alone. An entry that cannot be given back
+/// does not stop the walk: the rest is, and the first error is returned
+/// (the ledger stays for a later try).
+fn give_back(root: &fs::File, book: &Ledger, uid: u32) -> io::Result<Report> {
     let st = root.metadata()?;
     if (st.dev(), st.ino()) != (book.dev, book.ino) {
         return Ok(Report::default());
     }
     let (owner, group) = book.owner;
     let mut report = Report::default();
-    walk(&root, st.dev(), 0, &mut report, &mut |node, m, report| {
-        if let Node::Opened(fd) = node {
-            let path = fd_path(fd);
-            let acl = PosixACL::read_acl(&path).map_err(acl_io)?;
-            if acl.remove(Qualifier::User(uid)).is_some() {
-                let mut acl = acl;
-                let named = acl
-                    .entries()
-                    .iter()
-                    .any(|e| matches!(e.qual, Qualifier::User(_) | Qualifier::Group(_)));
-                // Written with the mask recalculated, which leaves the
-                // mode's group bits the owning group's again; then, with no
-                // other entry left, the ACL removed: the mode alone, as before
-                // (libacl's writes always keep a mask entry).
-                acl.write_acl(&path).map_err(acl_io)?;
-                if !named {
-                    use xattr::FileExt;
-                    match fd.remove_xattr(ACCESS_ACL) {
-                        Ok(()) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                report.entries += 1;
-            }
-        }
-        let (u, g) = (m.uid() == uid, m.gid() == uid);
-        if u || g {
-            let (u, g) = (u.then_some(owner), g.then_some(group));
-            match node {
-                Node::Opened(fd) => std::os::unix::fs::fchown(fd, u, g)?,
-                Node::Named(path) => std::os::unix::fs::lchown(path, u, g)?,
-            }
-            report.given_to_owner += 1;
+    let mut failed = None;
+    Walk::new(root, true)?.run(root, &mut report, &mut |node, m, report| {
+        if let Err(e) = give_back_one(node, m, uid, (owner, group), report) {
+            failed.get_or_insert(e);
         }
         Ok(())
     })?;
-    Ok(report)
+    match failed {
+        None => Ok(report),
+        Some(e) => Err(e),
+    }
+}
+
+/// Gives one file, folder or link back (see [`give_back`]).
+fn give_back_one(
+    node: Node<'_>,
+    m: &fs::Metadata,
+    uid: u32,
+    (owner, group): (u32, u32),
+    report: &mut Report,
+) -> io::Result<()> {
+    if let Node::Opened(fd) = node {
+        let path = fd_path(fd);
+        let acl = PosixACL::read_acl(&path).map_err(acl_io)?;
+        if acl.remove(Qualifier::User(uid)).is_some() {
+            let mut acl = acl;
+            let named = acl
+                .entries()
+                .iter()
+                .any(|e| matches!(e.qual, Qualifier::User(_) | Qualifier::Group(_)));
+            // Written with the mask recalculated, which leaves the
+            // mode's group bits the owning group's again; then, with no
+            // other entry left, the ACL removed: the mode alone, as before
+            // (libacl's writes always keep a mask entry).
+            acl.write_acl(&path).map_err(acl_io)?;
+            if !named {
+                use xattr::FileExt;
+                match fd.remove_xattr(ACCESS_ACL) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            report.entries += 1;
+        }
+    }
+    let (u, g) = (m.uid() == uid, m.gid() == uid);
+    if u || g {
+        let (u, g) = (u.then_some(owner), g.then_some(group));
+        match node {
+            Node::Opened(fd) => std::os::unix::fs::fchown(fd, u, g)?,
+            Node::Named(path) => std::os::unix::fs::lchown(path, u, g)?,
+        }
+        report.given_to_owner += 1;
+    }
+    Ok(())
 }
 
 /// One entry of the walk: a folder or regular file opened without following
@@ -297,11 +366,88 @@ enum Node<'a> {
 
 type Visit<'v> = dyn FnMut(Node<'_>, &fs::Metadata, &mut Report) -> io::Result<()> + 'v;
 
-/// Visits the folder `dir` (on device `dev`, `depth` deep), then everything
-/// in it, never through a symbolic link and never onto another mount.
+/// Where a walk may go, and what it defers.
+struct Walk {
+    /// The workspace's device: nothing on another is visited.
+    dev: u64,
+    /// The workspace's mount (where the kernel says, Linux 5.8+): a bind of
+    /// the same file system inside it has the same device, not the same
+    /// mount, and is not visited either.
+    mount: Option<u64>,
+    /// The names from the walk's root down to the folder being walked.
+    names: Vec<OsString>,
+    /// Folders deeper than [`DEPTH`], by their names from the root, for a
+    /// later round of their own (the giving back: what the worker made is
+    /// given back however deep it is); None: counted as too deep (the
+    /// lending).
+    deeper: Option<Vec<Vec<OsString>>>,
+}
+
+impl Walk {
+    fn new(root: &fs::File, deeper: bool) -> io::Result<Walk> {
+        Ok(Walk {
+            dev: root.metadata()?.dev(),
+            mount: mount_of(root)?,
+            names: Vec::new(),
+            deeper: deeper.then(Vec::new),
+        })
+    }
+
+    /// Whether `f` is on the workspace's mount, where the kernel can tell.
+    fn on_the_mount(&self, f: &fs::File) -> io::Result<bool> {
+        Ok(self.mount.is_none() || mount_of(f)? == self.mount)
+    }
+
+    /// Walks `root` (the workspace), then each folder deferred as deeper,
+    /// from its own top.
+    fn run(
+        &mut self,
+        root: &fs::File,
+        report: &mut Report,
+        visit: &mut Visit<'_>,
+    ) -> io::Result<()> {
+        walk(root, self, 0, report, visit)?;
+        while let Some(names) = self.deeper.as_mut().and_then(Vec::pop) {
+            if let Some(dir) = self.reopen(root, &names)? {
+                self.names = names;
+                walk(&dir, self, 0, report, visit)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder `names` leads to from `root`, one name at a time without
+    /// following a link and never onto another mount; None when it is not
+    /// there any more.
+    fn reopen(&self, root: &fs::File, names: &[OsString]) -> io::Result<Option<fs::File>> {
+        let mut here = root.try_clone()?;
+        for name in names {
+            let next = match open_dir(&fd_path(&here).join(name)) {
+                Ok(f) => f,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            };
+            if next.metadata()?.dev() != self.dev || !self.on_the_mount(&next)? {
+                return Ok(None);
+            }
+            here = next;
+        }
+        Ok(Some(here))
+    }
+}
+
+/// Visits the folder `dir` (`depth` deep), then everything in it, never
+/// through a symbolic link and never onto another mount.
 fn walk(
     dir: &fs::File,
-    dev: u64,
+    w: &mut Walk,
     depth: usize,
     report: &mut Report,
     visit: &mut Visit<'_>,
@@ -318,13 +464,20 @@ fn walk(
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        if m.dev() != dev {
+        if m.dev() != w.dev {
             report.other_mounts += 1;
             continue;
         }
         if m.is_dir() {
             if depth + 1 >= DEPTH {
-                report.too_deep += 1;
+                match &mut w.deeper {
+                    Some(later) => {
+                        let mut names = w.names.clone();
+                        names.push(entry.file_name());
+                        later.push(names);
+                    }
+                    None => report.too_deep += 1,
+                }
                 continue;
             }
             let sub = match open_dir(&path) {
@@ -332,9 +485,16 @@ fn walk(
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            if same(&sub, &m)? {
-                walk(&sub, dev, depth + 1, report, visit)?;
+            if !same(&sub, &m)? {
+                continue;
             }
+            if !w.on_the_mount(&sub)? {
+                report.other_mounts += 1;
+                continue;
+            }
+            w.names.push(entry.file_name());
+            walk(&sub, w, depth + 1, report, visit)?;
+            w.names.pop();
         } else if m.is_file() {
             // Read-only, not blocking (were it swapped for a FIFO since the
             // lstat, the inode check below refuses it), no controlling tty.
@@ -349,14 +509,34 @@ fn walk(
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            if same(&f, &m)? {
-                visit(Node::Opened(&f), &m, report)?;
+            if !same(&f, &m)? {
+                continue;
             }
+            // A file bound onto a name of the workspace (`-v
+            // /etc/secret:/ws/secret`) is a mount of its own.
+            if !w.on_the_mount(&f)? {
+                report.other_mounts += 1;
+                continue;
+            }
+            visit(Node::Opened(&f), &m, report)?;
         } else {
             visit(Node::Named(&path), &m, report)?;
         }
     }
     Ok(())
+}
+
+/// The mount `f` is on (its mount id), where the kernel says (Linux 5.8+).
+fn mount_of(f: &fs::File) -> io::Result<Option<u64>> {
+    use rustix::fs::{statx, AtFlags, StatxFlags};
+    match statx(f, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID) {
+        Ok(st) if StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::MNT_ID) => {
+            Ok(Some(st.stx_mnt_id))
+        }
+        Ok(_) => Ok(None),
+        Err(rustix::io::Errno::NOSYS) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether `fd` is the file `m` was read of (not one put in its place since).

@@ -785,7 +785,13 @@ pub fn prepare_at(policy: &Policy, scratch: &Path, cwd: &Path) -> Result<(Confin
     // ABI 0: no Landlock here (strict mode has refused already; best effort
     // runs without it and says so).
     if let Some(ll) = policy.landlock.as_ref().filter(|ll| ll.abi > 0) {
-        c.landlock = Some(landlock(policy, ll, scratch, root_rules.as_deref())?);
+        c.landlock = Some(landlock(
+            policy,
+            ll,
+            scratch,
+            root_rules.as_deref(),
+            lent.as_ref(),
+        )?);
         // The rules the child adds on the file systems it mounts: the rights
         // this ruleset handles, no socket, FIFO or device node.
         let handled = AccessFs::from_all(ABI::from(i32::from(ll.abi))) & !special_files();
@@ -1028,7 +1034,9 @@ impl IdLease {
                     if let Err(e) = acl::sweep(&dir, id) {
                         eprintln!(
                             "ext-runner: worker_ids: uid {id} is skipped: a workspace an earlier runner lent to it cannot be given back ({e}; ledger {})",
-                            dir.join(format!("{id}.acl")).display()
+                            crate::support::terminal::escape(
+                                &dir.join(format!("{id}.acl")).to_string_lossy()
+                            )
                         );
                         continue;
                     }
@@ -1224,6 +1232,7 @@ fn landlock(
     ll: &LandlockPolicy,
     scratch: &Path,
     root_files: Option<&[(PathBuf, BitFlags<AccessFs>)]>,
+    lent: Option<&acl::Lent>,
 ) -> Result<landlock::RulesetCreated> {
     let compat = match ll.requirement {
         Requirement::Hard => CompatLevel::HardRequirement,
@@ -1298,6 +1307,22 @@ fn landlock(
                 ))
             }
         };
+        // The lent workspace's rule is for the folder that was lent: were its
+        // path to lead elsewhere since (a folder on the way swapped), the
+        // worker would write one folder with the other's entries.
+        if let (Some(l), Some(ws)) = (lent, &policy.lent_workspace) {
+            if *ws == path
+                && rustix::fs::fstat(&fd).map(|st| (st.st_dev, st.st_ino)).ok() != Some(l.folder())
+            {
+                return Err(Error::sandbox(
+                    SandboxKind::Workspace,
+                    format!(
+                        "the workspace {} changed while the worker was prepared: its path leads to another folder than the one lent to the worker's uid",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let access = if path.is_dir() {
             access
         } else {
