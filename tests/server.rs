@@ -744,3 +744,79 @@ run_loop()
         }
     }
 }
+
+/// The live workers of the extension in `dir` (by the command line a worker
+/// shows, the cold one: `python … boot.py DIR/extension.py`), seen from outside.
+fn workers_of(dir: &Path) -> Vec<i32> {
+    let script = format!("{} ", dir.join("extension.py").display());
+    common::procfs::all()
+        .into_iter()
+        .filter(|p| p.live() && format!("{} ", common::procfs::cmdline(p.pid)).contains(&script))
+        .map(|p| p.pid)
+        .collect()
+}
+
+fn ext_with_schema(name: &str, schema: serde_json::Value) -> TempDir {
+    let manifest = serde_json::json!({
+        "name": name, "version": "0.1.0", "description": "integration test extension",
+        "abi_version": "1", "capabilities": ["tool.invoke"],
+        "surfaces": {"tools": [{"name": format!("{name}.run"), "description": "a test tool", "schema": schema}]},
+    });
+    common::write_ext(
+        Some(&manifest.to_string()),
+        Some(&format!(
+            "from nodus_extension.worker import register_tool, run_loop\nregister_tool('{name}.run', lambda a: 'ran')\nrun_loop()\n"
+        )),
+    )
+}
+
+#[test]
+fn a_client_whose_own_preparation_fails_after_asking_leaves_no_worker() {
+    // A library host asks the server for its worker first and prepares its
+    // side (policy view, tool schemas) meanwhile. A tool schema that is not
+    // JSON Schema fails only on the client's side (the server does not
+    // compile schemas): the load is still a ManifestError, and the worker the
+    // server may have started for it does not stay.
+    let s = serve(&[]);
+    let bad = ext_with_schema("bad", serde_json::json!({"type": 12}));
+    let out = invoke(&s.socket, bad.path(), "bad.run", "{}");
+    assert_eq!(out.status.code(), Some(3), "{out:?}"); // ManifestError
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid JSON Schema"),
+        "{out:?}"
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    while !workers_of(bad.path()).is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(workers_of(bad.path()), Vec::<i32>::new(), "a worker stayed");
+
+    // Control: the same check sees a warm worker of such an extension while
+    // its host holds it (a valid schema, `run --server` with stdin open).
+    let good = ext_with_schema("good", serde_json::json!({"type": "object"}));
+    let mut run = Command::new(ext_runner())
+        .arg("run")
+        .arg(good.path())
+        .arg("--server")
+        .arg(&s.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ext-runner run --server");
+    use std::io::{BufRead, Write};
+    let mut stdin = run.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"id": "1", "op": "invoke", "name": "good.run", "args": {{}}}}"#
+    )
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(run.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("ran"), "{line}");
+    assert_eq!(workers_of(good.path()).len(), 1, "the check sees no worker");
+    drop(stdin);
+    assert!(run.wait().unwrap().success());
+}

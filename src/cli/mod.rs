@@ -390,11 +390,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let host = ExtensionHost::load(&dir, options).await?;
             warn_degraded(host.policy());
             let result = host.invoke_value(&tool, args).await;
+            // The answer is printed as soon as it is there, then the worker
+            // is stopped (its exit, the cgroup's and scratch folder's
+            // removal): a caller reading stdout need not wait for that, and
+            // the process still exits only once the worker is gone.
+            if let Ok(value) = &result {
+                out(&format!(
+                    "{}\n",
+                    String::from_utf8(protocol::dumps(value)).expect("dumps writes ASCII")
+                ));
+            }
             host.unload().await;
-            out(&format!(
-                "{}\n",
-                String::from_utf8(protocol::dumps(&result?)).expect("dumps writes ASCII")
-            ));
+            result?;
         }
         Command::Run {
             dir,

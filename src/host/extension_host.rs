@@ -118,7 +118,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(ext: &Prepared, options: &HostOptions, calls: Arc<CallContext>) -> Result<Worker> {
+    fn start(
+        ext: &Prepared,
+        options: &HostOptions,
+        calls: Arc<CallContext>,
+        requested: Option<crate::host::server::Requested>,
+    ) -> Result<Worker> {
         // Verbose: the worker's stderr goes to ours too, escaped (it is the
         // worker's text), on a thread of its own so a slow terminal never
         // stalls the host, and dropped when that lags.
@@ -144,7 +149,7 @@ impl Worker {
             &calls.audit,
             forward,
             options.verbose,
-            options.warm(),
+            options.warm().map(|w| worker::Warm { requested, ..w }),
         )?;
         let group = spawned.group();
         let stdin = Arc::new(tokio::sync::Mutex::new(spawned.stdin));
@@ -495,6 +500,8 @@ pub struct ExtensionHost {
     schemas: ToolSchemas,
     loaded: AtomicBool,
     starts: AtomicU64,
+    /// The first start, asked of the fork server before `prepare` (load).
+    requested: Mutex<Option<crate::host::server::Requested>>,
 }
 
 impl ExtensionHost {
@@ -509,7 +516,21 @@ impl ExtensionHost {
         manifest: Manifest,
         options: HostOptions,
     ) -> Result<ExtensionHost> {
+        // With a fork server the start is asked for first: the server
+        // derives the worker's policy and confines it while this host does
+        // its own preparation (its policy view, which probes the kernel, and
+        // the tool schemas), instead of after it.
+        let requested = match options.warm() {
+            Some(w) => Some(crate::host::server::request(
+                w.socket,
+                dir,
+                w.workspace,
+                options.verbose,
+            )?),
+            None => None,
+        };
         let host = Self::prepare(dir, manifest, options)?;
+        *host.requested.locked() = requested;
         host.start_worker().await?;
         Ok(host)
     }
@@ -548,6 +569,7 @@ impl ExtensionHost {
             schemas,
             loaded: AtomicBool::new(true),
             starts: AtomicU64::new(0),
+            requested: Mutex::default(),
         })
     }
 
@@ -573,7 +595,13 @@ impl ExtensionHost {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let w = Arc::new(Worker::start(&self.ext, &self.options, self.calls.clone())?);
+        let requested = self.requested.locked().take();
+        let w = Arc::new(Worker::start(
+            &self.ext,
+            &self.options,
+            self.calls.clone(),
+            requested,
+        )?);
         self.starts.fetch_add(1, Ordering::Relaxed);
         *slot = Some(w.clone());
         Ok(w)

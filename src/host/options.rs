@@ -148,6 +148,7 @@ impl HostOptions {
             .map(|socket| crate::host::worker::Warm {
                 socket,
                 workspace: self.workspace.as_deref(),
+                requested: None,
             })
     }
 

@@ -715,6 +715,28 @@ pub fn start(
     workspace: Option<&Path>,
     verbose: bool,
 ) -> Result<WarmStart> {
+    request(socket, dir, workspace, verbose)?.answer()
+}
+
+/// A start asked of the server, its answer not read yet: the server derives
+/// the policy, prepares and confines the worker meanwhile, so a host does
+/// its own preparation in between (`ExtensionHost::load`) instead of
+/// before asking.
+#[derive(Debug)]
+pub struct Requested {
+    conn: UnixStream,
+    sent: std::io::Result<()>,
+    shown: String,
+}
+
+/// Sends the start request for the extension in `dir` (the first half of
+/// [`start`]); [`Requested::answer`] reads the answer.
+pub fn request(
+    socket: &Path,
+    dir: &Path,
+    workspace: Option<&Path>,
+    verbose: bool,
+) -> Result<Requested> {
     let shown = socket.display();
     let conn = UnixStream::connect(socket).map_err(|e| {
         io_error(
@@ -730,6 +752,22 @@ pub fn start(
     let request = json!({"dir": absolute(dir)?, "workspace": workspace, "verbose": verbose});
     // A refusal may come before the request is read: the answer says why.
     let sent = (&conn).write_all(format!("{request}\n").as_bytes());
+    Ok(Requested {
+        conn,
+        sent,
+        shown: shown.to_string(),
+    })
+}
+
+impl Requested {
+    /// Waits for the server's answer: the worker's pipes, or its error.
+    pub fn answer(self) -> Result<WarmStart> {
+        let Requested { conn, sent, shown } = self;
+        answer(conn, sent, &shown)
+    }
+}
+
+fn answer(conn: UnixStream, sent: std::io::Result<()>, shown: &str) -> Result<WarmStart> {
     conn.set_read_timeout(Some(START_TIMEOUT))
         .map_err(|e| io_error("socket", e))?;
     let mut line = Vec::new();

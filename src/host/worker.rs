@@ -373,10 +373,13 @@ pub type Forward = Box<dyn FnMut(&[u8]) + Send>;
 
 /// Where a host gets its workers from: a fork server's socket, and what it
 /// is told about the extension (`HostOptions::server`, `--server`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Warm<'a> {
     pub socket: &'a Path,
     pub workspace: Option<&'a Path>,
+    /// A start already asked of the server (`server::request`), whose
+    /// answer is this worker.
+    pub requested: Option<crate::host::server::Requested>,
 }
 
 /// Starts a worker. Its stderr is drained for as long as it runs (so it can
@@ -392,7 +395,10 @@ pub fn start(
     warm: Option<Warm<'_>>,
 ) -> Result<Spawned> {
     if let Some(w) = warm {
-        let started = crate::host::server::start(w.socket, dir, w.workspace, verbose)?;
+        let started = match w.requested {
+            Some(r) => r.answer()?,
+            None => crate::host::server::start(w.socket, dir, w.workspace, verbose)?,
+        };
         let io = |e: std::io::Error| {
             Error::sandbox_io(
                 SandboxKind::Server,
