@@ -51,6 +51,20 @@ fn serve(extra: &[&str]) -> Server {
     }
 }
 
+/// `ext-runner run DIR --server SOCKET` by `cmd` (the runner, maybe as
+/// another user), its stdin and stdout piped, its stderr dropped.
+fn warm_run(mut cmd: Command, dir: &Path, socket: &Path) -> Child {
+    cmd.arg("run")
+        .arg(dir)
+        .arg("--server")
+        .arg(socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ext-runner run --server")
+}
+
 fn invoke(socket: &Path, dir: &Path, tool: &str, args: &str) -> std::process::Output {
     Command::new(ext_runner())
         .arg("invoke")
@@ -439,17 +453,7 @@ fn a_fork_the_zygote_cannot_make_fails_that_start_alone() {
             .expect("ext-runner invoke")
     };
     // Worker A, warm, kept running.
-    let mut a = nobody
-        .command(runner(nobody))
-        .arg("run")
-        .arg(ext.path())
-        .arg("--server")
-        .arg(&s.socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ext-runner run");
+    let mut a = warm_run(nobody.command(runner(nobody)), ext.path(), &s.socket);
     let mut a_in = a.stdin.take().unwrap();
     let mut a_out = BufReader::new(a.stdout.take().unwrap());
     let first = ask(&mut a_in, &mut a_out, "a1", "result = os.getpid()");
@@ -794,16 +798,7 @@ fn a_client_whose_own_preparation_fails_after_asking_leaves_no_worker() {
     // Control: the same check sees a warm worker of such an extension while
     // its host holds it (a valid schema, `run --server` with stdin open).
     let good = ext_with_schema("good", serde_json::json!({"type": "object"}));
-    let mut run = Command::new(ext_runner())
-        .arg("run")
-        .arg(good.path())
-        .arg("--server")
-        .arg(&s.socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ext-runner run --server");
+    let mut run = warm_run(Command::new(ext_runner()), good.path(), &s.socket);
     use std::io::{BufRead, Write};
     let mut stdin = run.stdin.take().unwrap();
     writeln!(

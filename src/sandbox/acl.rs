@@ -254,10 +254,8 @@ impl Drop for Lent {
 /// ledger in `ledger_dir` says so. Called with the lease of `uid` held.
 pub fn sweep(ledger_dir: &Path, uid: u32) -> io::Result<Option<Report>> {
     let ledger = ledger_of(ledger_dir, uid);
-    let text = match fs::read(&ledger) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(text) = gone_is_none(fs::read(&ledger))? else {
+        return Ok(None);
     };
     let report = match serde_json::from_slice::<Ledger>(&text) {
         Ok(book) => {
@@ -459,10 +457,8 @@ fn walk(
         let entry = entry?;
         let path = here.join(entry.file_name());
         // lstat: the last step is not followed.
-        let m = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+        let Some(m) = gone_is_none(fs::symlink_metadata(&path))? else {
+            continue;
         };
         if m.dev() != w.dev {
             report.other_mounts += 1;
@@ -480,10 +476,8 @@ fn walk(
                 }
                 continue;
             }
-            let sub = match open_dir(&path) {
-                Ok(fd) => fd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+            let Some(sub) = gone_is_none(open_dir(&path))? else {
+                continue;
             };
             if !same(&sub, &m)? {
                 continue;
@@ -498,16 +492,14 @@ fn walk(
         } else if m.is_file() {
             // Read-only, not blocking (were it swapped for a FIFO since the
             // lstat, the inode check below refuses it), no controlling tty.
-            let f = match fs::OpenOptions::new()
+            let opened = fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(
                     libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
                 )
-                .open(&path)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+                .open(&path);
+            let Some(f) = gone_is_none(opened)? else {
+                continue;
             };
             if !same(&f, &m)? {
                 continue;
@@ -536,6 +528,16 @@ fn mount_of(f: &fs::File) -> io::Result<Option<u64>> {
         Ok(_) => Ok(None),
         Err(rustix::io::Errno::NOSYS) => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// An entry that vanished since its folder was read (NotFound) as None:
+/// passed over, not an error.
+fn gone_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

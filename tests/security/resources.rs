@@ -590,18 +590,6 @@ fn root_workers_never_take_an_accounts_id() {
     let python = std::path::Path::new(SYSTEM_PYTHON);
     let dir = world_dir("accounts");
     let real = |f: &str| std::fs::read_to_string(f).unwrap_or_default();
-    let status = |pid: i32, key: &str| -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|v| {
-                v.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     // The runner in a mount namespace of its own whose /etc/passwd and
     // /etc/group are the real ones plus `passwd` and `group` lines.
     let start = |name: &str, count: u32, passwd: &str, group: &str| {
@@ -719,18 +707,6 @@ fn root_workers_run_as_their_own_uid_and_their_tasks_are_bounded() {
         "control: strict should refuse root without a task bound: {r:?} {refused}"
     );
 
-    let status = |pid: i32, key: &str| -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|v| {
-                v.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     // No root power over files: a 0600 file of root's in a folder Landlock
     // grants (the operator's read_only_paths) stays unreadable; the 0644 one
     // beside it is the control. The workspace is idmapped (its owner, root,
@@ -827,4 +803,19 @@ fn root_workers_run_as_their_own_uid_and_their_tasks_are_bounded() {
         *bounded <= 16 + 1,
         "{bounded} tasks under a limit of 16: {r:?}"
     );
+}
+
+/// The numbers of a `/proc/PID/status` line (`Uid:`, `Gid:`, `Groups:`),
+/// read from outside; empty when the process or the line is gone.
+fn status(pid: i32, key: &str) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
