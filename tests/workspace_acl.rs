@@ -624,3 +624,41 @@ fn a_lending_that_fails_midway_gives_back_what_it_lent() {
     }
     assert!(!ledger(HALFWAY_ID).exists(), "{}", t.stderr);
 }
+
+const DAMAGED_ID: u32 = 3_400_000_009;
+
+/// A ledger that does not parse (another version's, a damaged file: this
+/// runner writes its ledgers whole and renames them into place) is not
+/// discarded: its lending may still be out there, so its uid stays out of
+/// use, and the launch names the ledger and what to do. The control: with
+/// the ledger removed, the same launch starts as that uid; a temporary
+/// ledger a crash left before its rename is removed by the sweep.
+#[test]
+fn a_ledger_that_does_not_parse_keeps_its_uid_out_of_use_and_says_so() {
+    if launch(None, DAMAGED_ID).is_none() {
+        return;
+    }
+    let damaged = ledger(DAMAGED_ID);
+    std::fs::write(&damaged, "{\"workspace\": [47, 116").unwrap();
+    let tmp = damaged.with_extension("acl.tmp");
+    std::fs::write(&tmp, "{").unwrap();
+    let mut s = launch(None, DAMAGED_ID).unwrap();
+    let r = s.exec("result = os.getuid()");
+    let t = s.finish();
+    assert!(!matches!(r, Reply::Value(_)), "{r:?}: {}", t.stderr);
+    assert!(
+        t.stderr.contains("the ledger cannot be read") && t.stderr.contains("setfacl -R -x"),
+        "{}",
+        t.stderr
+    );
+    assert!(
+        damaged.exists(),
+        "the damaged ledger is kept for the operator"
+    );
+    assert!(!tmp.exists(), "the temporary ledger is removed");
+    std::fs::remove_file(&damaged).unwrap();
+    let mut s = launch(None, DAMAGED_ID).unwrap();
+    let r = s.exec("result = os.getuid()");
+    let t = s.finish();
+    assert_eq!(r.value(), &json!(DAMAGED_ID), "{r:?}: {}", t.stderr);
+}

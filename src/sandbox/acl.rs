@@ -254,6 +254,9 @@ impl Drop for Lent {
 /// ledger in `ledger_dir` says so. Called with the lease of `uid` held.
 pub fn sweep(ledger_dir: &Path, uid: u32) -> io::Result<Option<Report>> {
     let ledger = ledger_of(ledger_dir, uid);
+    // A temporary ledger left by a crash before its rename: nothing was
+    // lent under it (the lending starts after the rename).
+    remove_ledger(&ledger.with_extension("acl.tmp"))?;
     let Some(text) = gone_is_none(fs::read(&ledger))? else {
         return Ok(None);
     };
@@ -277,8 +280,16 @@ pub fn sweep(ledger_dir: &Path, uid: u32) -> io::Result<Option<Report>> {
             };
             give_back(&root, &book, uid)?
         }
-        // A ledger cut short by a crash was written before any entry.
-        Err(_) => Report::default(),
+        // Written whole and renamed into place, a ledger of this runner's
+        // always parses: this one is not (another version's, a damaged
+        // file). Its lending cannot be given back, so its uid stays out of
+        // use until an operator has looked.
+        Err(e) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the ledger cannot be read ({e}); remove it once no workspace carries ACL entries of uid {uid} (getfacl -R), or give them back by hand (setfacl -R -x u:{uid})"),
+            ))
+        }
     };
     remove_ledger(&ledger)?;
     Ok(Some(report))
