@@ -815,3 +815,113 @@ fn a_client_whose_own_preparation_fails_after_asking_leaves_no_worker() {
     drop(stdin);
     assert!(run.wait().unwrap().success());
 }
+
+/// `serve --spares N`: after a request for an extension, a worker for the
+/// next one is started ahead, confined as any (seccomp, no_new_privs,
+/// Landlock: a secret outside the grants stays unread, judged by the
+/// answer's bytes), and handed to that next request; a change to the
+/// extension's files since it started is never run on the old code (the
+/// spare is dropped and the request starts its own). The control of "ahead":
+/// the first worker, which had no spare, imported its module after the
+/// request was sent, and a server without spares does the same every time.
+#[test]
+fn a_spare_worker_is_started_ahead_confined_and_never_runs_old_code() {
+    let secret_dir = common::TempDir::new("spare-secret");
+    let secret = secret_dir.join("secret");
+    let token = format!("spare-secret-{}", std::process::id());
+    std::fs::write(&secret, &token).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        token,
+        "the control: the secret reads from outside"
+    );
+    let source = |version: &str| {
+        format!(
+            r#"import os, random, time
+IMPORTED = time.time()
+VERSION = "{version}"
+from nodus_extension.worker import register_tool, run_loop
+def run(args):
+    import ctypes
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    try:
+        secret = open({secret:?}).read()
+    except OSError as e:
+        secret = type(e).__name__
+    return {{"imported": IMPORTED, "version": VERSION, "seccomp": prctl(21, 0, 0, 0, 0),
+            "nnp": prctl(39, 0, 0, 0, 0), "secret": secret, "random": random.random()}}
+register_tool("spare.run", run)
+run_loop()
+"#,
+            secret = secret.to_str().unwrap()
+        )
+    };
+    let ext = common::ext("spare", &["tool.invoke"], &["spare.run"], &source("one"));
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let ask = |s: &Server| -> (f64, serde_json::Value, String) {
+        let asked = now();
+        let out = invoke(&s.socket, ext.path(), "spare.run", "{}");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (asked, serde_json::from_str(&text).unwrap(), text)
+    };
+    let ahead =
+        |(asked, v, _): &(f64, serde_json::Value, String)| v["imported"].as_f64().unwrap() < *asked;
+    // Without spares: every worker imports its module after the request.
+    let plain = serve(&[]);
+    for _ in 0..2 {
+        let r = ask(&plain);
+        assert!(!ahead(&r), "a server without spares: {}", r.2);
+    }
+    drop(plain);
+    let s = serve(&["--spares", "2"]);
+    let first = ask(&s);
+    assert!(
+        !ahead(&first),
+        "the first request has no spare: {}",
+        first.2
+    );
+    std::thread::sleep(Duration::from_millis(500)); // the spare starts behind it
+    let second = ask(&s);
+    assert!(
+        ahead(&second),
+        "the second request gets the spare: {}",
+        second.2
+    );
+    for (_, v, text) in [&first, &second] {
+        assert_eq!(
+            (v["seccomp"].as_i64(), v["nnp"].as_i64()),
+            (Some(2), Some(1)),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&token),
+            "the secret reached the worker: {text}"
+        );
+        // Refused by Landlock, or not there at all in a private root.
+        assert!(
+            matches!(v["secret"].as_str(), Some("PermissionError" | "FileNotFoundError")),
+            "{text}"
+        );
+    }
+    assert_ne!(first.1["random"], second.1["random"], "per-worker secrets");
+    // The extension changes behind the spare: the request runs the new code.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(ext.join("extension.py"), source("two")).unwrap();
+    let third = ask(&s);
+    assert_eq!(third.1["version"], "two", "old code ran: {}", third.2);
+    assert!(
+        !ahead(&third),
+        "the stale spare was handed out: {}",
+        third.2
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let fourth = ask(&s);
+    assert_eq!(fourth.1["version"], "two", "{}", fourth.2);
+    assert!(ahead(&fourth), "a spare of the new code: {}", fourth.2);
+}

@@ -124,6 +124,12 @@ pub enum Command {
         /// killing every worker it started.
         #[arg(long)]
         until_stdin_closes: bool,
+        /// Keep up to N workers started ahead, one per extension (and
+        /// workspace) already asked for: the next request for it gets one
+        /// that is confined and booted, and a new one is started behind it
+        /// (docs/warm.md, "Spare workers"). 0: none.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        spares: usize,
     },
     /// Print what this kernel offers: Landlock ABI, seccomp, namespaces, cgroups.
     Probe {
@@ -432,6 +438,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             policy,
             audit,
             until_stdin_closes,
+            spares,
         } => {
             if until_stdin_closes {
                 std::thread::spawn(|| {
@@ -453,6 +460,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 python,
                 operator,
                 audit,
+                spares,
             };
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || crate::host::server::serve(options, runtime))

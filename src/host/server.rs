@@ -263,6 +263,8 @@ pub struct ServeOptions {
     pub operator: OperatorPolicy,
     /// Where the egress proxies of warm workers record their events.
     pub audit: Audit,
+    /// How many spare workers it keeps started ahead (`serve --spares`).
+    pub spares: usize,
 }
 
 /// The start-up environment a zygote was started with (see `startup_env`).
@@ -275,6 +277,7 @@ struct Server {
     runtime: tokio::runtime::Handle,
     zygotes: Mutex<HashMap<StartupEnv, Arc<Zygote>>>,
     next_id: AtomicU64,
+    spares: Mutex<HashMap<SpareKey, Spare>>,
 }
 
 enum Event {
@@ -398,6 +401,7 @@ pub fn serve(options: ServeOptions, runtime: tokio::runtime::Handle) -> Result<(
         runtime,
         zygotes: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
+        spares: Mutex::new(HashMap::new()),
     });
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
@@ -437,7 +441,7 @@ fn startup_env(policy: &crate::sandbox::policy::Policy) -> Vec<(String, String)>
 }
 
 impl Server {
-    fn connection(&self, conn: UnixStream) {
+    fn connection(self: &Arc<Self>, conn: UnixStream) {
         if let Err(e) = self.start_and_watch(&conn) {
             let line = format!("{}\n", json!({"error": error_json(&e)}));
             let _ = (&conn).write_all(line.as_bytes());
@@ -563,7 +567,7 @@ impl Server {
         Ok(zygote)
     }
 
-    fn start_and_watch(&self, conn: &UnixStream) -> Result<()> {
+    fn start_and_watch(self: &Arc<Self>, conn: &UnixStream) -> Result<()> {
         use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
         let peer = getsockopt(conn, PeerCredentials)
             .map_err(|e| io_error("cannot read the client's credentials", e.into()))?;
@@ -594,77 +598,37 @@ impl Server {
                 "the extension folder and workspace must be absolute paths",
             ));
         }
-        // The server's own derivation, from the manifest and its operator
-        // policy: what the zygote will derive again, with the same inputs.
-        let options = HostOptions {
-            python: self.interpreter.exec_path.clone().into_os_string(),
-            workspace: req.workspace.clone(),
-            operator: self.options.operator.clone(),
-            forked_by_zygote: true,
-            ..HostOptions::default()
+        let key = SpareKey {
+            dir: req.dir,
+            workspace: req.workspace,
+            verbose: req.verbose,
         };
-        let ext = Prepared::new(&req.dir, &options)?;
-        if !matches!(ext.entry, Entry::Python { .. }) {
-            return Err(server_error(
-                "the fork server starts extension.py workers; this extension has a native \"entry\": start it without --server",
-            ));
-        }
-        let zygote = self.zygote(startup_env(&ext.policy))?;
-        let (in_r, in_w) = pipe()?;
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel();
-        zygote.waiters.locked().insert(id, tx);
-        let _forget = Forget(&zygote, id);
-        let request = json!({"op": "start", "id": id, "request": {
-            "dir": ext.dir,
-            "workspace": req.workspace,
-            "python": self.interpreter.exec_path,
-            "operator": self.options.operator,
-            "verbose": req.verbose,
-        }});
-        let gone = || server_error("the fork server's zygote ended (see the server's stderr)");
-        zygote
-            .send(
-                &request,
-                &[in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-            )
-            .map_err(|_| gone())?;
-        drop((in_r, out_w, err_w));
-        let (pid, egress) = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Event::Started { pid, egress }) => (pid, egress),
-            Ok(Event::Failed(e)) => return Err(e),
-            _ => return Err(gone()),
+        let ext = self.prepare(&key)?;
+        let mut started = match self.take_spare(&key, &ext) {
+            Some(spare) => spare,
+            None => self.start_worker(&ext, &key)?,
         };
-        let _proxy = match (egress, &ext.policy.egress) {
-            (Some(fd), Some(plan)) => {
-                let _rt = self.runtime.enter();
-                let listener = std::net::TcpListener::from(fd);
-                listener
-                    .set_nonblocking(true)
-                    .map_err(|e| io_error("egress socket", e))?;
-                Some(crate::host::egress::serve(
-                    listener,
-                    plan.clone(),
-                    self.options.audit.clone(),
-                    &ext.policy.extension,
-                )?)
-            }
-            _ => None,
-        };
-        let line = format!("{}\n", json!({"started": {"pid": pid}}));
+        let line = format!("{}\n", json!({"started": {"pid": started.pid}}));
+        let ours = started.ours.take().expect("a worker not handed over yet");
         send_with_fds(
             conn.as_raw_fd(),
             line.as_bytes(),
-            &[in_w.as_raw_fd(), out_r.as_raw_fd(), err_r.as_raw_fd()],
+            &[
+                ours[0].as_raw_fd(),
+                ours[1].as_raw_fd(),
+                ours[2].as_raw_fd(),
+            ],
         )
         .map_err(|e| io_error("answering the client", e))?;
-        drop((in_w, out_r, err_r));
+        drop(ours);
+        if self.options.spares > 0 {
+            let me = self.clone();
+            std::thread::spawn(move || me.make_spare(key));
+        }
         // The client's `kill`, or its hang-up, kills the worker.
         let _ = conn.set_read_timeout(None);
         if let Ok(watch) = conn.try_clone() {
-            let z = zygote.clone();
+            let (z, id) = (started.zygote.clone(), started.id);
             std::thread::spawn(move || {
                 let mut lines = BufReader::new(watch).lines();
                 while let Some(Ok(l)) = lines.next() {
@@ -675,7 +639,7 @@ impl Server {
                 z.kill(id);
             });
         }
-        let end = match rx.recv() {
+        let end = match started.rx.recv() {
             Ok(Event::Exited(status, oom_killed)) => {
                 json!({"exited": status, "oom_killed": oom_killed})
             }
@@ -685,14 +649,190 @@ impl Server {
         let _ = conn.shutdown(std::net::Shutdown::Both);
         Ok(())
     }
+
+    /// The server's own derivation, from the manifest and its operator
+    /// policy: what the zygote will derive again, with the same inputs.
+    fn prepare(&self, key: &SpareKey) -> Result<Prepared> {
+        let options = HostOptions {
+            python: self.interpreter.exec_path.clone().into_os_string(),
+            workspace: key.workspace.clone(),
+            operator: self.options.operator.clone(),
+            forked_by_zygote: true,
+            ..HostOptions::default()
+        };
+        let ext = Prepared::new(&key.dir, &options)?;
+        if !matches!(ext.entry, Entry::Python { .. }) {
+            return Err(server_error(
+                "the fork server starts extension.py workers; this extension has a native \"entry\": start it without --server",
+            ));
+        }
+        Ok(ext)
+    }
+
+    /// A worker for `ext` from its zygote, started and confined: its pipes'
+    /// other ends and, with egress by host name, its proxy.
+    fn start_worker(&self, ext: &Prepared, key: &SpareKey) -> Result<Started> {
+        let zygote = self.zygote(startup_env(&ext.policy))?;
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        zygote.waiters.locked().insert(id, tx);
+        let mut started = Started {
+            zygote,
+            id,
+            rx,
+            pid: 0,
+            ours: Some([in_w, out_r, err_r]),
+            _proxy: None,
+        };
+        let request = json!({"op": "start", "id": id, "request": {
+            "dir": ext.dir,
+            "workspace": key.workspace,
+            "python": self.interpreter.exec_path,
+            "operator": self.options.operator,
+            "verbose": key.verbose,
+        }});
+        let gone = || server_error("the fork server's zygote ended (see the server's stderr)");
+        started
+            .zygote
+            .send(
+                &request,
+                &[in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+            )
+            .map_err(|_| gone())?;
+        drop((in_r, out_w, err_w));
+        let (pid, egress) = match started.rx.recv_timeout(START_TIMEOUT) {
+            Ok(Event::Started { pid, egress }) => (pid, egress),
+            Ok(Event::Failed(e)) => return Err(e),
+            _ => return Err(gone()),
+        };
+        started.pid = pid;
+        if let (Some(fd), Some(plan)) = (egress, &ext.policy.egress) {
+            let _rt = self.runtime.enter();
+            let listener = std::net::TcpListener::from(fd);
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| io_error("egress socket", e))?;
+            started._proxy = Some(crate::host::egress::serve(
+                listener,
+                plan.clone(),
+                self.options.audit.clone(),
+                &ext.policy.extension,
+            )?);
+        }
+        Ok(started)
+    }
+
+    /// Starts a spare worker for `key` (after a request for it), kept
+    /// until the next request for it, at most `spares` of them (the oldest
+    /// goes). Nothing when the extension's folder is too large to be
+    /// fingerprinted or the start fails (the next request starts its own).
+    fn make_spare(&self, key: SpareKey) {
+        let Some(files) = fingerprint(&key.dir) else {
+            return;
+        };
+        let Ok(ext) = self.prepare(&key) else {
+            return;
+        };
+        let Ok(started) = self.start_worker(&ext, &key) else {
+            return;
+        };
+        let spare = Spare {
+            policy: ext.policy,
+            files,
+            started,
+            made: std::time::Instant::now(),
+        };
+        let mut spares = self.spares.locked();
+        if !spares.contains_key(&key) && spares.len() >= self.options.spares {
+            if let Some(oldest) = spares
+                .iter()
+                .min_by_key(|(_, s)| s.made)
+                .map(|(k, _)| k.clone())
+            {
+                spares.remove(&oldest); // dropped: killed
+            }
+        }
+        spares.insert(key, spare); // one spare per key: an older one is killed
+    }
+
+    /// The spare for `key`, if it was started for what `ext` is now: the
+    /// same policy, the extension's files unchanged since (else it would
+    /// run code the folder no longer holds), and still running.
+    fn take_spare(&self, key: &SpareKey, ext: &Prepared) -> Option<Started> {
+        let spare = self.spares.locked().remove(key)?;
+        if spare.policy != ext.policy || fingerprint(&key.dir).as_ref() != Some(&spare.files) {
+            return None; // dropped: killed
+        }
+        match spare.started.rx.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => Some(spare.started),
+            _ => None, // it has ended (its import failed, say): a start of its own says why
+        }
+    }
 }
 
-/// Forgets a start's waiter when the connection is done.
-struct Forget<'a>(&'a Zygote, u64);
+/// What a spare worker is started for; a request asking the same gets it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SpareKey {
+    dir: PathBuf,
+    workspace: Option<PathBuf>,
+    verbose: bool,
+}
 
-impl Drop for Forget<'_> {
+/// A worker started ahead of its request (`serve --spares`).
+struct Spare {
+    /// The server's derivation when it started: a request is given it only
+    /// if its own derivation is the same.
+    policy: crate::sandbox::policy::Policy,
+    files: Fingerprint,
+    started: Started,
+    made: std::time::Instant,
+}
+
+/// The extension folder's entries: (path, length, modification time in
+/// nanoseconds, inode), sorted.
+type Fingerprint = Vec<(PathBuf, u64, i128, u64)>;
+
+/// `dir`'s [`Fingerprint`], or None beyond 512 entries (no spare then).
+fn fingerprint(dir: &Path) -> Option<Fingerprint> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).ok()? {
+            let p = e.ok()?.path();
+            let m = std::fs::symlink_metadata(&p).ok()?;
+            let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+            if m.is_dir() {
+                todo.push(p.clone());
+            }
+            out.push((p, m.len(), mtime, m.ino()));
+            if out.len() > 512 {
+                return None;
+            }
+        }
+    }
+    out.sort();
+    Some(out)
+}
+
+/// A worker the zygote started for a request, until its connection is
+/// done: killed (if still running) and its waiter forgotten on drop.
+struct Started {
+    zygote: Arc<Zygote>,
+    id: u64,
+    rx: mpsc::Receiver<Event>,
+    pid: i32,
+    /// The ends of its stdin, stdout and stderr pipes the client gets.
+    ours: Option<[OwnedFd; 3]>,
+    _proxy: Option<crate::host::egress::EgressProxy>,
+}
+
+impl Drop for Started {
     fn drop(&mut self) {
-        self.0.waiters.locked().remove(&self.1);
+        self.zygote.kill(self.id);
+        self.zygote.waiters.locked().remove(&self.id);
     }
 }
 
