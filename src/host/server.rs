@@ -278,6 +278,10 @@ struct Server {
     zygotes: Mutex<HashMap<StartupEnv, Arc<Zygote>>>,
     next_id: AtomicU64,
     spares: Mutex<HashMap<SpareKey, Spare>>,
+    /// Spares being started now: at most `spares` of them, so that a burst
+    /// of requests for distinct extensions or workspaces does not start as
+    /// many spares behind them (each with its leases) only to keep N.
+    making: std::sync::atomic::AtomicUsize,
 }
 
 enum Event {
@@ -402,6 +406,7 @@ pub fn serve(options: ServeOptions, runtime: tokio::runtime::Handle) -> Result<(
         zygotes: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         spares: Mutex::new(HashMap::new()),
+        making: std::sync::atomic::AtomicUsize::new(0),
     });
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
@@ -730,6 +735,16 @@ impl Server {
     /// goes). Nothing when the extension's folder is too large to be
     /// fingerprinted or the start fails (the next request starts its own).
     fn make_spare(&self, key: SpareKey) {
+        struct Making<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Making<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _making = Making(&self.making);
+        if self.making.fetch_add(1, Ordering::SeqCst) >= self.options.spares {
+            return; // N starts of spares under way already
+        }
         let Some(files) = fingerprint(&key.dir, key.workspace.as_deref()) else {
             return;
         };
