@@ -745,6 +745,10 @@ impl Server {
         if self.making.fetch_add(1, Ordering::SeqCst) >= self.options.spares {
             return; // N starts of spares under way already
         }
+        // Taken before the fingerprint: of two spares for one key, the one
+        // whose fingerprint is the later is kept (a start that ends last may
+        // have begun first, on files since changed).
+        let made = std::time::Instant::now();
         let Some(files) = fingerprint(&key.dir, key.workspace.as_deref()) else {
             return;
         };
@@ -758,19 +762,28 @@ impl Server {
             policy: ext.policy,
             files,
             started,
-            made: std::time::Instant::now(),
+            made,
         };
-        let mut spares = self.spares.locked();
-        if !spares.contains_key(&key) && spares.len() >= self.options.spares {
-            if let Some(oldest) = spares
-                .iter()
-                .min_by_key(|(_, s)| s.made)
-                .map(|(k, _)| k.clone())
-            {
-                spares.remove(&oldest); // dropped: killed
+        // Killed after the lock is let go (a kill is a send to the zygote).
+        let _gone: Option<Spare> = {
+            let mut spares = self.spares.locked();
+            match spares.get(&key) {
+                Some(other) if other.made > spare.made => Some(spare),
+                Some(_) => spares.insert(key, spare),
+                None => {
+                    let oldest = (spares.len() >= self.options.spares)
+                        .then(|| {
+                            spares
+                                .iter()
+                                .min_by_key(|(_, s)| s.made)
+                                .map(|(k, _)| k.clone())
+                        })
+                        .flatten();
+                    spares.insert(key, spare);
+                    oldest.and_then(|k| spares.remove(&k))
+                }
             }
-        }
-        spares.insert(key, spare); // one spare per key: an older one is killed
+        };
     }
 
     /// The spare for `key`, if it was started for what `ext` is now: the
