@@ -905,7 +905,10 @@ run_loop()
         );
         // Refused by Landlock, or not there at all in a private root.
         assert!(
-            matches!(v["secret"].as_str(), Some("PermissionError" | "FileNotFoundError")),
+            matches!(
+                v["secret"].as_str(),
+                Some("PermissionError" | "FileNotFoundError")
+            ),
             "{text}"
         );
     }
@@ -924,4 +927,117 @@ run_loop()
     let fourth = ask(&s);
     assert_eq!(fourth.1["version"], "two", "{}", fourth.2);
     assert!(ahead(&fourth), "a spare of the new code: {}", fourth.2);
+}
+
+/// `serve --spares`: a spare is handed out only for the folders it was
+/// started on. A workspace renamed away and replaced by a new folder at the
+/// same path (the same canonical path, the same policy) is not the folder
+/// the spare's grants were opened on: the request starts its own worker,
+/// which reads the new folder's file. And an `extension.py` rewritten in
+/// place to the same length, its modification time put back (as `cp -p`
+/// or `touch -r` do), is seen by its status-change time: the old code is
+/// not run. The control of each: the request before the change got a spare
+/// (imported before it was asked) that read the old folder and ran the old
+/// code.
+#[test]
+fn a_spare_is_not_handed_out_for_a_replaced_workspace_or_a_file_with_its_mtime_put_back() {
+    use std::os::unix::fs::MetadataExt;
+    let root = common::TempDir::new("spare-ws");
+    let ws = root.join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(ws.join("marker"), "old").unwrap();
+    let source = |version: &str| {
+        format!(
+            r#"import time
+IMPORTED = time.time()
+VERSION = "{version}"
+from nodus_extension.worker import register_tool, run_loop
+def run(args):
+    try:
+        marker = open(args["path"]).read()
+    except OSError as e:
+        marker = type(e).__name__
+    return {{"imported": IMPORTED, "version": VERSION, "marker": marker}}
+register_tool("spare.ws", run)
+run_loop()
+"#
+        )
+    };
+    let ext = common::ext(
+        "sparews",
+        &["tool.invoke", "filesystem.read"],
+        &["spare.ws"],
+        &source("one"),
+    );
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let s = serve(&["--spares", "1"]);
+    let args = serde_json::json!({"path": ws.join("marker")}).to_string();
+    let ask = || -> (bool, serde_json::Value, String) {
+        let asked = now();
+        let out = Command::new(ext_runner())
+            .arg("invoke")
+            .arg(ext.path())
+            .arg("spare.ws")
+            .arg(&args)
+            .arg("--workspace")
+            .arg(&ws)
+            .arg("--server")
+            .arg(&s.socket)
+            .output()
+            .expect("ext-runner invoke");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        (v["imported"].as_f64().unwrap() < asked, v, text)
+    };
+    let first = ask();
+    assert_eq!(first.1["marker"], "old", "{}", first.2);
+    std::thread::sleep(Duration::from_millis(500)); // the spare starts behind it
+    let second = ask();
+    assert!(
+        second.0,
+        "the control: a spare for this workspace: {}",
+        second.2
+    );
+    assert_eq!(second.1["marker"], "old", "{}", second.2);
+    // The workspace replaced at its path.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::rename(&ws, root.join("ws.old")).unwrap();
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(ws.join("marker"), "new").unwrap();
+    let third = ask();
+    assert_eq!(
+        third.1["marker"], "new",
+        "a spare opened on the old workspace was handed out: {}",
+        third.2
+    );
+    assert!(!third.0, "{}", third.2);
+    // extension.py rewritten in place, same length, its mtime put back.
+    std::thread::sleep(Duration::from_millis(500));
+    let fourth = ask();
+    assert!(fourth.0, "the control: a spare again: {}", fourth.2);
+    assert_eq!(fourth.1["version"], "one", "{}", fourth.2);
+    std::thread::sleep(Duration::from_millis(500));
+    let script = ext.join("extension.py");
+    let before = std::fs::metadata(&script).unwrap();
+    std::fs::write(&script, source("two")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&script)
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
+    let after = std::fs::metadata(&script).unwrap();
+    assert_eq!(
+        (after.len(), after.modified().unwrap(), after.ino()),
+        (before.len(), before.modified().unwrap(), before.ino()),
+        "the change is invisible to length, mtime and inode"
+    );
+    let fifth = ask();
+    assert_eq!(fifth.1["version"], "two", "old code ran: {}", fifth.2);
 }

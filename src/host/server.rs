@@ -278,6 +278,10 @@ struct Server {
     zygotes: Mutex<HashMap<StartupEnv, Arc<Zygote>>>,
     next_id: AtomicU64,
     spares: Mutex<HashMap<SpareKey, Spare>>,
+    /// Spares being started now: at most `spares` of them, so that a burst
+    /// of requests for distinct extensions or workspaces does not start as
+    /// many spares behind them (each with its leases) only to keep N.
+    making: std::sync::atomic::AtomicUsize,
 }
 
 enum Event {
@@ -402,6 +406,7 @@ pub fn serve(options: ServeOptions, runtime: tokio::runtime::Handle) -> Result<(
         zygotes: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         spares: Mutex::new(HashMap::new()),
+        making: std::sync::atomic::AtomicUsize::new(0),
     });
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
@@ -730,7 +735,21 @@ impl Server {
     /// goes). Nothing when the extension's folder is too large to be
     /// fingerprinted or the start fails (the next request starts its own).
     fn make_spare(&self, key: SpareKey) {
-        let Some(files) = fingerprint(&key.dir) else {
+        struct Making<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Making<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _making = Making(&self.making);
+        if self.making.fetch_add(1, Ordering::SeqCst) >= self.options.spares {
+            return; // N starts of spares under way already
+        }
+        // Taken before the fingerprint: of two spares for one key, the one
+        // whose fingerprint is the later is kept (a start that ends last may
+        // have begun first, on files since changed).
+        let made = std::time::Instant::now();
+        let Some(files) = fingerprint(&key.dir, key.workspace.as_deref()) else {
             return;
         };
         let Ok(ext) = self.prepare(&key) else {
@@ -743,19 +762,28 @@ impl Server {
             policy: ext.policy,
             files,
             started,
-            made: std::time::Instant::now(),
+            made,
         };
-        let mut spares = self.spares.locked();
-        if !spares.contains_key(&key) && spares.len() >= self.options.spares {
-            if let Some(oldest) = spares
-                .iter()
-                .min_by_key(|(_, s)| s.made)
-                .map(|(k, _)| k.clone())
-            {
-                spares.remove(&oldest); // dropped: killed
+        // Killed after the lock is let go (a kill is a send to the zygote).
+        let _gone: Option<Spare> = {
+            let mut spares = self.spares.locked();
+            match spares.get(&key) {
+                Some(other) if other.made > spare.made => Some(spare),
+                Some(_) => spares.insert(key, spare),
+                None => {
+                    let oldest = (spares.len() >= self.options.spares)
+                        .then(|| {
+                            spares
+                                .iter()
+                                .min_by_key(|(_, s)| s.made)
+                                .map(|(k, _)| k.clone())
+                        })
+                        .flatten();
+                    spares.insert(key, spare);
+                    oldest.and_then(|k| spares.remove(&k))
+                }
             }
-        }
-        spares.insert(key, spare); // one spare per key: an older one is killed
+        };
     }
 
     /// The spare for `key`, if it was started for what `ext` is now: the
@@ -763,7 +791,9 @@ impl Server {
     /// run code the folder no longer holds), and still running.
     fn take_spare(&self, key: &SpareKey, ext: &Prepared) -> Option<Started> {
         let spare = self.spares.locked().remove(key)?;
-        if spare.policy != ext.policy || fingerprint(&key.dir).as_ref() != Some(&spare.files) {
+        if spare.policy != ext.policy
+            || fingerprint(&key.dir, key.workspace.as_deref()).as_ref() != Some(&spare.files)
+        {
             return None; // dropped: killed
         }
         match spare.started.rx.try_recv() {
@@ -791,24 +821,53 @@ struct Spare {
     made: std::time::Instant,
 }
 
-/// The extension folder's entries: (path, length, modification time in
-/// nanoseconds, inode), sorted.
-type Fingerprint = Vec<(PathBuf, u64, i128, u64)>;
+/// What a spare was started on, compared when it is handed out: the
+/// extension folder's entries, (path, device, inode, length, modification
+/// and status-change times in nanoseconds), sorted, and the device and
+/// inode of the folder itself and of the workspace (as its canonical path
+/// names it). The status-change time is the kernel's own (no `utime`
+/// sets it): a file rewritten in place to the same length with its
+/// modification time put back (`cp -p`, `touch -r`) still differs. The
+/// workspace's inode: a workspace renamed away and replaced by a new folder
+/// at the same path is not the one the spare's Landlock rules and mounts
+/// were opened on.
+type Fingerprint = Vec<(PathBuf, u64, u64, u64, i128, i128)>;
 
-/// `dir`'s [`Fingerprint`], or None beyond 512 entries (no spare then).
-fn fingerprint(dir: &Path) -> Option<Fingerprint> {
+/// `dir`'s and `workspace`'s [`Fingerprint`], or None beyond 512 entries
+/// or if either cannot be read (no spare then).
+fn fingerprint(dir: &Path, workspace: Option<&Path>) -> Option<Fingerprint> {
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    let entry = |p: PathBuf, m: &std::fs::Metadata| {
+        (
+            p,
+            m.dev(),
+            m.ino(),
+            m.len(),
+            ns(m.mtime(), m.mtime_nsec()),
+            ns(m.ctime(), m.ctime_nsec()),
+        )
+    };
     let mut out = Vec::new();
+    // The folder and the workspace themselves, followed as the start
+    // follows them; a workspace by its canonical path, as the policy has it.
+    out.push(entry(dir.to_path_buf(), &std::fs::metadata(dir).ok()?));
+    if let Some(w) = workspace {
+        let w = std::fs::canonicalize(w).ok()?;
+        let m = std::fs::metadata(&w).ok()?;
+        // Only which folder it is: its contents are the extension's to change.
+        out.push((w, m.dev(), m.ino(), 0, 0, 0));
+    }
+    let own = out.len();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).ok()? {
             let p = e.ok()?.path();
             let m = std::fs::symlink_metadata(&p).ok()?;
-            let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
             if m.is_dir() {
                 todo.push(p.clone());
             }
-            out.push((p, m.len(), mtime, m.ino()));
-            if out.len() > 512 {
+            out.push(entry(p, &m));
+            if out.len() - own > 512 {
                 return None;
             }
         }
