@@ -760,6 +760,25 @@ fn workers_of(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Waits (at most 20 s) until a worker of the extension in `dir` waits on
+/// its stdin: a spare that has started, booted and imported its module,
+/// seen from outside (its `/proc/PID/wchan`, `pipe_read` or
+/// `anon_pipe_read`), instead of a fixed sleep a loaded machine outlasts.
+fn wait_for_spare(dir: &Path) -> bool {
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        let waiting = workers_of(dir).iter().any(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/wchan"))
+                .is_ok_and(|w| w.contains("pipe_read"))
+        });
+        if waiting {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 fn ext_with_schema(name: &str, schema: serde_json::Value) -> TempDir {
     let manifest = serde_json::json!({
         "name": name, "version": "0.1.0", "description": "integration test extension",
@@ -886,7 +905,10 @@ run_loop()
         "the first request has no spare: {}",
         first.2
     );
-    std::thread::sleep(Duration::from_millis(500)); // the spare starts behind it
+    assert!(
+        wait_for_spare(ext.path()),
+        "no spare started behind the first"
+    );
     let second = ask(&s);
     assert!(
         ahead(&second),
@@ -914,7 +936,7 @@ run_loop()
     }
     assert_ne!(first.1["random"], second.1["random"], "per-worker secrets");
     // The extension changes behind the spare: the request runs the new code.
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_for_spare(ext.path()));
     std::fs::write(ext.join("extension.py"), source("two")).unwrap();
     let third = ask(&s);
     assert_eq!(third.1["version"], "two", "old code ran: {}", third.2);
@@ -923,7 +945,7 @@ run_loop()
         "the stale spare was handed out: {}",
         third.2
     );
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_for_spare(ext.path()));
     let fourth = ask(&s);
     assert_eq!(fourth.1["version"], "two", "{}", fourth.2);
     assert!(ahead(&fourth), "a spare of the new code: {}", fourth.2);
@@ -997,7 +1019,10 @@ run_loop()
     };
     let first = ask();
     assert_eq!(first.1["marker"], "old", "{}", first.2);
-    std::thread::sleep(Duration::from_millis(500)); // the spare starts behind it
+    assert!(
+        wait_for_spare(ext.path()),
+        "no spare started behind the first"
+    );
     let second = ask();
     assert!(
         second.0,
@@ -1006,7 +1031,7 @@ run_loop()
     );
     assert_eq!(second.1["marker"], "old", "{}", second.2);
     // The workspace replaced at its path.
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_for_spare(ext.path()));
     std::fs::rename(&ws, root.join("ws.old")).unwrap();
     std::fs::create_dir(&ws).unwrap();
     std::fs::write(ws.join("marker"), "new").unwrap();
@@ -1018,11 +1043,11 @@ run_loop()
     );
     assert!(!third.0, "{}", third.2);
     // extension.py rewritten in place, same length, its mtime put back.
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_for_spare(ext.path()));
     let fourth = ask();
     assert!(fourth.0, "the control: a spare again: {}", fourth.2);
     assert_eq!(fourth.1["version"], "one", "{}", fourth.2);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_for_spare(ext.path()));
     let script = ext.join("extension.py");
     let before = std::fs::metadata(&script).unwrap();
     std::fs::write(&script, source("two")).unwrap();
