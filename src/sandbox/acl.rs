@@ -263,20 +263,11 @@ pub fn sweep(ledger_dir: &Path, uid: u32) -> io::Result<Option<Report>> {
     let report = match serde_json::from_slice::<Ledger>(&text) {
         Ok(book) => {
             let ws = Path::new(std::ffi::OsStr::from_bytes(&book.workspace));
-            let root = match open_dir(ws) {
-                Ok(fd) => fd,
-                // Gone, or no folder at that path any more (a file, a
-                // link): not the one lent, as with another inode below.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-                    ) =>
-                {
-                    remove_ledger(&ledger)?;
-                    return Ok(Some(Report::default()));
-                }
-                Err(e) => return Err(e),
+            // Gone, or no folder at that path any more (a file, a link):
+            // not the one lent, as with another inode below.
+            let Some(root) = folder_if_there(ws)? else {
+                remove_ledger(&ledger)?;
+                return Ok(Some(Report::default()));
             };
             give_back(&root, &book, uid)?
         }
@@ -431,17 +422,8 @@ impl Walk {
     fn reopen(&self, root: &fs::File, names: &[OsString]) -> io::Result<Option<fs::File>> {
         let mut here = root.try_clone()?;
         for name in names {
-            let next = match open_dir(&fd_path(&here).join(name)) {
-                Ok(f) => f,
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-                    ) =>
-                {
-                    return Ok(None)
-                }
-                Err(e) => return Err(e),
+            let Some(next) = folder_if_there(&fd_path(&here).join(name))? else {
+                return Ok(None);
             };
             if next.metadata()?.dev() != self.dev || !self.on_the_mount(&next)? {
                 return Ok(None);
@@ -564,6 +546,23 @@ fn open_dir(path: &Path) -> io::Result<fs::File> {
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
+}
+
+/// [`open_dir`], or None where there is no folder at `path` any more (gone,
+/// or a file or a link in its place).
+fn folder_if_there(path: &Path) -> io::Result<Option<fs::File>> {
+    match open_dir(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The path of an open descriptor: reaches exactly that file, whatever has
