@@ -608,9 +608,12 @@ fn a_lending_that_fails_midway_gives_back_what_it_lent() {
     let r = s.exec("result = os.getuid()");
     let t = s.finish();
     immutable(false);
-    // The control: the lending was tried, and failed on that file.
+    // The control: the lending was tried, and failed on that file, which
+    // the message names.
     assert!(
-        !matches!(r, Reply::Value(_)) && t.stderr.contains("cannot lend the workspace"),
+        !matches!(r, Reply::Value(_))
+            && t.stderr.contains("cannot lend the workspace")
+            && t.stderr.contains("sub/stuck: "),
         "{r:?}: {}",
         t.stderr
     );

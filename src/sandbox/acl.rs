@@ -503,12 +503,22 @@ fn walk(
                 report.other_mounts += 1;
                 continue;
             }
-            visit(Node::Opened(&f), &m, report)?;
+            visit(Node::Opened(&f), &m, report).map_err(|e| named(e, &w.names, &entry))?;
         } else {
-            visit(Node::Named(&path), &m, report)?;
+            visit(Node::Named(&path), &m, report).map_err(|e| named(e, &w.names, &entry))?;
         }
     }
     Ok(())
+}
+
+/// `e` with the entry it happened on, by its path in the workspace
+/// (escaped: a worker chose the name).
+fn named(e: io::Error, folders: &[OsString], entry: &fs::DirEntry) -> io::Error {
+    let mut p = PathBuf::new();
+    p.extend(folders);
+    p.push(entry.file_name());
+    let shown = crate::support::terminal::escape(&p.to_string_lossy());
+    io::Error::new(e.kind(), format!("{shown}: {e}"))
 }
 
 /// The mount `f` is on (its mount id), where the kernel says (Linux 5.8+).
