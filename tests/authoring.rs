@@ -227,8 +227,18 @@ run_loop()
 #[test]
 fn file_denials_explain_themselves() {
     // Not under /tmp: in the private root /tmp is the worker's own scratch
-    // folder, where a missing name is just missing.
-    let outside = TempDir::new_in(&common::root().join("target"), "outside");
+    // folder, where a missing name is just missing. The project's target/
+    // folder, unless the project itself lives under /tmp (a CI clone):
+    // then /var/tmp.
+    let target = common::root().join("target");
+    let base = if target.starts_with(std::env::temp_dir()) {
+        let var_tmp = std::path::PathBuf::from("/var/tmp");
+        std::fs::create_dir_all(&var_tmp).unwrap();
+        var_tmp
+    } else {
+        target
+    };
+    let outside = TempDir::new_in(&base, "outside");
     let secret = outside.join("secret.txt");
     std::fs::write(&secret, "SECRET-CONTENT").unwrap();
     let secret_s = secret.to_str().unwrap();
