@@ -226,15 +226,13 @@ run_loop()
 
 #[test]
 fn file_denials_explain_themselves() {
-    // Not under /tmp: in the private root /tmp is the worker's own scratch
-    // folder, where a missing name is just missing. The project's target/
-    // folder, unless the project itself lives under /tmp (a CI clone):
-    // then /var/tmp.
+    // Not under /tmp nor /var/tmp: in the private root both are the
+    // worker's own scratch folder, where a missing name is just missing.
+    // The project's target/ folder, unless the project itself lives under
+    // /tmp (a CI clone): then /run.
     let target = common::root().join("target");
     let base = if target.starts_with(std::env::temp_dir()) {
-        let var_tmp = std::path::PathBuf::from("/var/tmp");
-        std::fs::create_dir_all(&var_tmp).unwrap();
-        var_tmp
+        std::path::PathBuf::from("/run")
     } else {
         target
     };
