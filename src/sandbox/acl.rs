@@ -106,8 +106,8 @@ struct Ledger {
     owner: (u32, u32),
 }
 
-/// A workspace lent to a worker's uid, given back on drop (or by
-/// [`Lent::give_back`], which reports).
+/// A workspace lent to a worker's uid, given back on drop (a failure is
+/// said on stderr, and the ledger stays for the next lease of that uid).
 #[derive(Debug)]
 pub struct Lent {
     uid: u32,
@@ -123,7 +123,7 @@ pub struct Lent {
 }
 
 /// The ledger file of `uid` in `dir`.
-fn ledger_of(dir: &Path, uid: u32) -> PathBuf {
+pub fn ledger_of(dir: &Path, uid: u32) -> PathBuf {
     dir.join(format!("{uid}.acl"))
 }
 
@@ -209,16 +209,6 @@ impl Lent {
     /// The lent folder's device and inode.
     pub fn folder(&self) -> (u64, u64) {
         self.folder
-    }
-
-    /// Gives the workspace back (see the module's doc) and removes the ledger.
-    pub fn give_back(mut self) -> io::Result<Report> {
-        let done = self.give_back_now();
-        if done.is_err() {
-            // Not tried again on drop: the ledger stays for the next lease.
-            self.book = None;
-        }
-        done
     }
 
     fn give_back_now(&mut self) -> io::Result<Report> {

@@ -1035,7 +1035,7 @@ impl IdLease {
                         eprintln!(
                             "ext-runner: worker_ids: uid {id} is skipped: a workspace an earlier runner lent to it cannot be given back ({e}; ledger {})",
                             crate::support::terminal::escape(
-                                &dir.join(format!("{id}.acl")).to_string_lossy()
+                                &acl::ledger_of(&dir, id).to_string_lossy()
                             )
                         );
                         continue;
