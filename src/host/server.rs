@@ -613,6 +613,10 @@ impl Server {
             Some(spare) => spare,
             None => self.start_worker(&ext, &key)?,
         };
+        // Not held while the worker runs: the derivation (policy, manifest,
+        // compiled filters) was about 110 KiB of this process per idle
+        // worker (docs/warm.md, "Memory per worker: the server").
+        drop(ext);
         let line = format!("{}\n", json!({"started": {"pid": started.pid}}));
         let ours = started.ours.take().expect("a worker not handed over yet");
         send_with_fds(
