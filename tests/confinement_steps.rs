@@ -7,27 +7,10 @@
 mod common;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use common::failcall;
 use common::sandbox::{runner, sec_ext, Who, SYSTEM_PYTHON};
-
-/// The failcall example (cargo test builds examples).
-fn failcall() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/failcall");
-    assert!(
-        p.exists(),
-        "build the example first: cargo build --example failcall ({})",
-        p.display()
-    );
-    p
-}
 
 /// `prefix… ext-runner invoke EXT sec.run {"code": "1"}` as `who`.
 fn invoke(who: Who, prefix: &[OsString]) -> Output {

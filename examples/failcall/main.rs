@@ -8,18 +8,20 @@
 //! failcall SYSCALL[,SYSCALL...] ERRNO -- COMMAND [ARGS...]
 //! ```
 //!
+//! A SYSCALL written `NAME:VALUE` fails only when its first argument is
+//! VALUE (`prctl:67`: PR_SET_MEMORY_MERGE alone, as on a kernel before 6.4).
 //! ERRNO is a name (`EPERM`, `EACCES`, ...). As root the filter is loaded
 //! without `no_new_privs`, as Docker does; otherwise libseccomp sets it.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 
-use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let usage = || -> ! {
-        eprintln!("usage: failcall SYSCALL[,SYSCALL...] ERRNO -- COMMAND [ARGS...]");
+        eprintln!("usage: failcall SYSCALL[:ARG0][,SYSCALL[:ARG0]...] ERRNO -- COMMAND [ARGS...]");
         std::process::exit(2)
     };
     let (Some(calls), Some(errno), Some(dashes)) = (
@@ -47,8 +49,15 @@ fn main() {
     let load = || -> Result<(), Box<dyn std::error::Error>> {
         let mut f = ScmpFilterContext::new(ScmpAction::Allow)?;
         f.set_ctl_nnp(!nix::unistd::geteuid().is_root())?;
-        for name in calls.split(',') {
-            f.add_rule(ScmpAction::Errno(errno), ScmpSyscall::from_name(name)?)?;
+        for call in calls.split(',') {
+            match call.split_once(':') {
+                Some((name, first)) => f.add_rule_conditional(
+                    ScmpAction::Errno(errno),
+                    ScmpSyscall::from_name(name)?,
+                    &[ScmpArgCompare::new(0, ScmpCompareOp::Equal, first.parse()?)],
+                )?,
+                None => f.add_rule(ScmpAction::Errno(errno), ScmpSyscall::from_name(call)?)?,
+            };
         }
         f.load()?;
         Ok(())

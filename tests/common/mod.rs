@@ -240,3 +240,21 @@ pub mod egress;
 pub mod envs;
 pub mod procfs;
 pub mod sandbox;
+
+/// The failcall example, which makes named system calls fail (cargo test
+/// builds examples).
+pub fn failcall() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/failcall");
+    assert!(
+        p.exists(),
+        "build the example first: cargo build --example failcall ({})",
+        p.display()
+    );
+    p
+}
