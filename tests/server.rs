@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ext_runner, python, TempDir};
+use common::{ext_runner, failcall, python, TempDir};
 
 struct Server {
     child: Child,
@@ -1065,4 +1065,227 @@ run_loop()
     );
     let fifth = ask();
     assert_eq!(fifth.1["version"], "two", "old code ran: {}", fifth.2);
+}
+
+/// Of a live process's private writable mappings, how many the kernel may
+/// merge (KSM's `mg` in /proc/PID/smaps VmFlags), and how many there are,
+/// read from outside.
+fn mergeable_mappings(pid: i32) -> (usize, usize) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut mergeable, mut writable, mut private_rw) = (0, 0, false);
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("VmFlags:") => {
+                if private_rw && words.any(|f| f == "mg") {
+                    mergeable += 1;
+                }
+            }
+            Some(first) if first.contains('-') && !first.ends_with(':') => {
+                private_rw = words.next().is_some_and(|p| p.starts_with("rw") && p.ends_with('p'));
+                writable += private_rw as usize;
+            }
+            _ => {}
+        }
+    }
+    (mergeable, writable)
+}
+
+/// A warm worker of `dir` started through `socket` with `run --server` and
+/// answered once; its pid, seen from outside, and the proxy holding it.
+fn idle_warm_worker(dir: &Path, socket: &Path) -> (i32, Child) {
+    use std::io::{BufRead, Write};
+    let mut run = warm_run(Command::new(ext_runner()), dir, socket);
+    let mut stdin = run.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"id": "1", "op": "invoke", "name": "example.greet", "args": {{"name": "Ada"}}}}"#
+    )
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(run.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("Hello, Ada!"), "{line}");
+    std::mem::forget(stdin); // open: the worker idles on it
+    let pids = workers_of(dir);
+    assert_eq!(pids.len(), 1, "one worker of {}: {pids:?}", dir.display());
+    (pids[0], run)
+}
+
+fn status_field(pid: i32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+fn hello_copy(label: &str) -> TempDir {
+    let d = TempDir::new(label);
+    for f in ["extension.py", "nodus-extension.json"] {
+        std::fs::copy(common::root().join("examples/hello").join(f), d.join(f)).unwrap();
+    }
+    d
+}
+
+#[test]
+fn merge_pages_marks_warm_workers_mergeable_and_keeps_them_confined() {
+    let plain = serve(&[]);
+    let merging = serve(&["--merge-pages"]);
+    let (a, b) = (hello_copy("merge-plain"), hello_copy("merge-on"));
+    let (plain_pid, mut plain_run) = idle_warm_worker(a.path(), &plain.socket);
+    let (merged_pid, mut merged_run) = idle_warm_worker(b.path(), &merging.socket);
+    // Control: a worker of a server without --merge-pages has no mapping
+    // KSM would merge (the check can fail).
+    let (none, rw) = mergeable_mappings(plain_pid);
+    assert!(rw > 0, "no writable mappings read for {plain_pid}");
+    assert_eq!(none, 0, "a worker without --merge-pages has mergeable mappings");
+    // With it, every private writable mapping inherited from the zygote.
+    let (mg, rw) = mergeable_mappings(merged_pid);
+    assert!(mg * 10 >= rw * 9, "{mg} of {rw} private writable mappings mergeable");
+    // And the worker is as confined as ever.
+    for pid in [plain_pid, merged_pid] {
+        assert_eq!(status_field(pid, "Seccomp:"), "2", "worker {pid}");
+        assert_eq!(status_field(pid, "NoNewPrivs:"), "1", "worker {pid}");
+    }
+    for r in [&mut plain_run, &mut merged_run] {
+        let _ = r.kill();
+        let _ = r.wait();
+    }
+}
+
+#[test]
+fn merge_pages_falls_back_to_madvise_before_linux_6_4() {
+    // prctl(PR_SET_MEMORY_MERGE) refused with EINVAL, as a kernel before
+    // 6.4 does (every other prctl still works): the zygote marks its
+    // mappings with madvise(MADV_MERGEABLE) and says so.
+    let dir = TempDir::new("merge-old");
+    let socket = dir.join("fork/s.sock");
+    let log = dir.join("serve.log");
+    let mut server = Command::new(failcall())
+        .args(["prctl:67", "EINVAL", "--"])
+        .arg(ext_runner())
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--python")
+        .arg(python())
+        .arg("--merge-pages")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("failcall ext-runner serve");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < end, "the server did not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ext = hello_copy("merge-old-ext");
+    let (pid, mut run) = idle_warm_worker(ext.path(), &socket);
+    let (mg, rw) = mergeable_mappings(pid);
+    let said = std::fs::read_to_string(&log).unwrap();
+    let _ = run.kill();
+    let _ = run.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(said.contains("--merge-pages: the warm workers' memory is mergeable"), "{said}");
+    assert!(
+        said.contains("prctl(PR_SET_MEMORY_MERGE) failed (Invalid argument") && said.contains("madvise(MADV_MERGEABLE) instead"),
+        "{said}"
+    );
+    assert!(mg > 0 && mg * 2 >= rw, "{mg} of {rw} private writable mappings mergeable: {said}");
+}
+
+/// KSM's settings, put back on drop.
+struct KsmSettings(Vec<(&'static str, String)>);
+
+impl KsmSettings {
+    fn path(name: &str) -> String {
+        format!("/sys/kernel/mm/ksm/{name}")
+    }
+    fn read(name: &str) -> u64 {
+        std::fs::read_to_string(Self::path(name)).unwrap().trim().parse().unwrap()
+    }
+    /// KSM turned on and scanning fast, or why it cannot be here.
+    fn fast() -> Result<KsmSettings, String> {
+        let names = ["run", "pages_to_scan", "sleep_millisecs"];
+        let mut old = Vec::new();
+        for n in names {
+            match std::fs::read_to_string(Self::path(n)) {
+                Ok(v) => old.push((n, v.trim().to_string())),
+                Err(e) => return Err(format!("{}: {e}", Self::path(n))),
+            }
+        }
+        let saved = KsmSettings(old);
+        for (n, v) in [("pages_to_scan", "20000"), ("sleep_millisecs", "10"), ("run", "1")] {
+            std::fs::write(Self::path(n), v).map_err(|e| format!("{}: {e}", Self::path(n)))?;
+        }
+        Ok(saved)
+    }
+}
+
+impl Drop for KsmSettings {
+    fn drop(&mut self) {
+        if self.0.iter().any(|(n, v)| *n == "run" && v == "0") {
+            let _ = std::fs::write(Self::path("run"), "2"); // unmerge ours
+        }
+        for (n, v) in self.0.iter().rev() {
+            let _ = std::fs::write(Self::path(n), v);
+        }
+    }
+}
+
+#[test]
+fn merged_workers_share_their_pages_once_ksm_runs() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: root missing (to turn KSM on)");
+        return;
+    }
+    let ksm = match KsmSettings::fast() {
+        Ok(k) => k,
+        Err(why) => {
+            eprintln!("SKIP: no KSM to turn on here ({why})");
+            return;
+        }
+    };
+    let plain = serve(&[]);
+    let merging = serve(&["--merge-pages"]);
+    let dirs: Vec<TempDir> = (0..3).map(|i| hello_copy(&format!("ksm{i}"))).collect();
+    let mut held = Vec::new();
+    let (plain_pid, run) = idle_warm_worker(dirs[0].path(), &plain.socket);
+    held.push(run);
+    let mut merged = Vec::new();
+    for d in &dirs[1..] {
+        let (pid, run) = idle_warm_worker(d.path(), &merging.socket);
+        merged.push(pid);
+        held.push(run);
+    }
+    let merging_pages = |pid: i32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/ksm_stat"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("ksm_merging_pages "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // Two full scans after the workers are idle: a page is merged on the
+    // second scan that finds it unchanged.
+    let scans = KsmSettings::read("full_scans");
+    let end = Instant::now() + Duration::from_secs(60);
+    while KsmSettings::read("full_scans") < scans + 3 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got: Vec<u64> = merged.iter().map(|&p| merging_pages(p)).collect();
+    let control = merging_pages(plain_pid);
+    let (status, nnp) = (status_field(merged[0], "Seccomp:"), status_field(merged[0], "NoNewPrivs:"));
+    for mut r in held {
+        let _ = r.kill();
+        let _ = r.wait();
+    }
+    drop(ksm);
+    assert_eq!(control, 0, "a worker of a server without --merge-pages had pages merged");
+    // Each merged worker shares at least 1 MiB of pages it had copied.
+    assert!(got.iter().all(|&n| n >= 256), "merged pages per worker: {got:?}");
+    assert_eq!((status.as_str(), nnp.as_str()), ("2", "1"));
 }

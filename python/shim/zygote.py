@@ -241,6 +241,8 @@ def _main():
                 except OSError:
                     pass
 
+    if init.get("merge_pages"):
+        _merge_pages(log)
     gc.collect()
     gc.freeze()  # the zygote's objects: never scanned, so never written, in its forks
     failed_reads = 0
@@ -393,6 +395,40 @@ def _install_shim(sources, shims, script, shim_dir):
             return
     sys.modules["nodus_extension"] = made["__init__.py"][1]
     sys.modules["nodus_extension.worker"] = made["worker.py"][1]
+
+
+def _merge_pages(log):
+    """serve --merge-pages: the zygote's memory, and so every fork's, made
+    mergeable by KSM (docs/warm.md, "Merged pages"). Linux 6.4 and later:
+    prctl(PR_SET_MEMORY_MERGE), which covers every mapping of the process,
+    those mapped later included, and which a fork inherits. Before 6.4
+    (EINVAL): madvise(MADV_MERGEABLE) over each private writable mapping as
+    it is now, which forks inherit too; memory mapped later is not marked.
+    Called once, before the last collection and freeze, with no thread."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    PR_SET_MEMORY_MERGE, MADV_MERGEABLE = 67, 12
+    if libc.prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0:
+        return
+    err = ctypes.get_errno()
+    with open("/proc/self/maps") as f:
+        maps = f.read().splitlines()
+    marked = refused = 0
+    for line in maps:
+        fields = line.split()
+        perms = fields[1]
+        if perms[1] != "w" or perms[3] != "p":
+            continue
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        if libc.madvise(lo, hi - lo, MADV_MERGEABLE) == 0:
+            marked += 1
+        else:
+            refused += 1
+    log(f"--merge-pages: prctl(PR_SET_MEMORY_MERGE) failed ({os.strerror(err)}; a kernel before 6.4): "
+        f"{marked} private writable mappings marked with madvise(MADV_MERGEABLE) instead"
+        f"{f', {refused} refused' if refused else ''}; memory a worker maps later is not merged")
 
 
 def _boot_code(source, path, boot_src, boot_codes):

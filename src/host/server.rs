@@ -265,6 +265,9 @@ pub struct ServeOptions {
     pub audit: Audit,
     /// How many spare workers it keeps started ahead (`serve --spares`).
     pub spares: usize,
+    /// Whether its zygotes mark their memory, and so their workers',
+    /// mergeable by KSM (`serve --merge-pages`; docs/warm.md, "Merged pages").
+    pub merge_pages: bool,
 }
 
 /// The start-up environment a zygote was started with (see `startup_env`).
@@ -398,6 +401,9 @@ pub fn serve(options: ServeOptions, runtime: tokio::runtime::Handle) -> Result<(
     let interpreter = Interpreter::resolve(&options.python)?;
     let lib = find_lib()?;
     let listener = bind(&options.socket)?;
+    if options.merge_pages {
+        eprintln!("ext-runner serve: {}", merge_pages_notice(&ksm_run()));
+    }
     let server = Arc::new(Server {
         options,
         interpreter,
@@ -414,6 +420,34 @@ pub fn serve(options: ServeOptions, runtime: tokio::runtime::Handle) -> Result<(
         std::thread::spawn(move || server.connection(conn));
     }
     Ok(())
+}
+
+/// `/sys/kernel/mm/ksm/run` as read now: `Some("1")` while KSM merges,
+/// `None` without KSM (a kernel built without it, or no /sys).
+fn ksm_run() -> Option<String> {
+    std::fs::read_to_string("/sys/kernel/mm/ksm/run")
+        .ok()
+        .map(|v| v.trim().to_string())
+}
+
+/// What `serve --merge-pages` tells its operator at start: the trade-off it
+/// makes, and whether anything will be merged on this host.
+fn merge_pages_notice(run: &Option<String>) -> String {
+    let state = match run.as_deref() {
+        Some("1") => "KSM is running (/sys/kernel/mm/ksm/run is 1)".to_string(),
+        Some(v) => format!(
+            "KSM is not running (/sys/kernel/mm/ksm/run is {v}): nothing is merged until root runs \
+             `echo 1 > /sys/kernel/mm/ksm/run`"
+        ),
+        None => "this kernel has no KSM (no /sys/kernel/mm/ksm/run): nothing is merged".to_string(),
+    };
+    format!(
+        "--merge-pages: the warm workers' memory is mergeable by KSM; {state}. Merged pages are \
+         a timing side channel between the processes that share them (a worker can tell whether \
+         a page it guesses exists in another mergeable process), and on DRAM prone to bit flips \
+         they widen Rowhammer's reach: use it where that is acceptable (docs/security.md, \
+         \"Merged pages\")"
+    )
 }
 
 /// What a client asks for.
@@ -498,7 +532,7 @@ impl Server {
                 p.to_string_lossy().into_owned(),
             ));
         }
-        let init = json!({"preload": PRELOAD, "env": env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>()});
+        let init = json!({"preload": PRELOAD, "merge_pages": self.options.merge_pages, "env": env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>()});
         let mut cmd = std::process::Command::new(&self.interpreter.exec_path);
         cmd.args(["-s", "-B", "-c", ZYGOTE])
             .arg(&self.lib)
