@@ -31,7 +31,12 @@ idle memory    N workers started and answered once, then idle; the PSS
                  lib-warm one library host (`bench-host idle`) holding N
                           extensions (copies of the example with their own
                           names) through the server, plus the server's tree;
-                 lib-cold the same host with N cold workers.
+                 lib-cold the same host with N cold workers;
+                 warm-merged, lib-merged  warm and lib-warm through a third
+                          server started with `--merge-pages`, measured once
+                          KSM has merged (root only: KSM is turned on for the
+                          run, scanning fast, and put back after; the time it
+                          took and ksmd's CPU time are recorded).
 The load average (/proc/loadavg) is recorded at the start and the end.
 
 With --out, the results replace the section between the `warm:begin` and
@@ -194,6 +199,67 @@ def stop_all(procs):
             p.wait()
 
 
+class Ksm:
+    """KSM for the merged ways: on and scanning fast while they are measured
+    (root only), put back as it was after."""
+    SYS = "/sys/kernel/mm/ksm"
+    FAST = {"pages_to_scan": "20000", "sleep_millisecs": "10", "run": "1"}
+
+    def __init__(self):
+        self.old, self.why_not, self.settings = {}, None, dict(self.FAST)
+
+    @classmethod
+    def fast(cls):
+        k = cls()
+        try:
+            for name in ("run", "pages_to_scan", "sleep_millisecs"):
+                with open(f"{cls.SYS}/{name}") as f:
+                    k.old[name] = f.read().strip()
+            for name, v in cls.FAST.items():
+                with open(f"{cls.SYS}/{name}", "w") as f:
+                    f.write(v)
+        except OSError as e:
+            k.why_not = f"KSM cannot be turned on here ({e})"
+            k.restore()
+        return k
+
+    def read(self, name):
+        with open(f"{self.SYS}/{name}") as f:
+            return int(f.read())
+
+    def settle(self):
+        """Waits until ksmd has scanned everything three times more (a page
+        merges on the second scan that finds it unchanged): the seconds it
+        took and ksmd's CPU seconds meanwhile."""
+        def cpu():
+            for d in os.listdir("/proc"):
+                try:
+                    if d.isdigit() and open(f"/proc/{d}/comm").read().strip() == "ksmd":
+                        f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+                        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+                except OSError:
+                    pass
+            return 0.0
+        t0, c0, scans = time.monotonic(), cpu(), self.read("full_scans")
+        while self.read("full_scans") < scans + 3 and time.monotonic() - t0 < 300:
+            time.sleep(0.1)
+        return {"seconds": time.monotonic() - t0, "ksmd_cpu_s": cpu() - c0,
+                "timed_out": self.read("full_scans") < scans + 3,
+                "pages_sharing": self.read("pages_sharing"), "pages_shared": self.read("pages_shared")}
+
+    def restore(self):
+        try:
+            if self.old.get("run") == "0":
+                with open(f"{self.SYS}/run", "w") as f:
+                    f.write("2")  # unmerge what was merged for the bench
+            for name, v in reversed(list(self.old.items())):
+                with open(f"{self.SYS}/{name}", "w") as f:
+                    f.write(v)
+        except OSError:
+            pass
+        self.old = {}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=shutil.which("python3", path="/usr/bin:/bin") or "python3",
@@ -230,7 +296,11 @@ def main():
     spare_server = subprocess.Popen([RUNNER, "serve", "--socket", spare_sock, "--python", py,
                                      "--until-stdin-closes", "--spares", "4"],
                                     stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    while not os.path.exists(sock) or not os.path.exists(spare_sock):
+    merged_sock = os.path.join(tmp, "srv-merged", "s.sock")
+    merged_server = subprocess.Popen([RUNNER, "serve", "--socket", merged_sock, "--python", py,
+                                      "--until-stdin-closes", "--merge-pages"],
+                                     stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    while not all(os.path.exists(s_) for s_ in (sock, spare_sock, merged_sock)):
         time.sleep(0.01)
     bare_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": SHIM,
                 "PYTHONDONTWRITEBYTECODE": "1", "HOME": tmp, "TMPDIR": tmp}
@@ -259,50 +329,64 @@ def main():
     hellos = hello_copies(tmp, max(counts))
 
     memory = {}
-    server_tree = lambda: tree([server.pid])
-    for n in counts:
-        log(f"== idle memory: N = {n}")
-        row = {}
-        for way in ("bare", "warm", "cold", "lib-warm", "lib-cold"):
-            if way == "bare":
-                argv, env = [py, "-s", "-B", os.path.join(HELLO, "extension.py")], bare_env
-            elif way == "warm":
-                argv, env = [RUNNER, "run", HELLO, "--server", sock], None
-            elif way == "cold":
-                argv, env = [RUNNER, "run", HELLO, "--python", py], None
-            if way.startswith("lib"):
-                procs = [start_library(hellos[:n], py, sock if way == "lib-warm" else None)]
-            else:
-                procs = [start_idle(argv, env) for _ in range(n)]
-            time.sleep(1.0)
-            pids = tree([p.pid for p in procs])
-            if way in ("warm", "lib-warm"):
-                pids |= server_tree()
-            total = sum(pss_kib(p) for p in pids)
-            # The pid-namespace waiters (monitor, reaper): neither the worker
-            # (boot.py) nor a runner, server or zygote.
-            def role(pid):
-                try:
-                    cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-                except OSError:
-                    return "gone"
-                if b"boot.py" in cmd or b"extension.py" in cmd:
-                    return "worker"
-                if pid == server.pid or pid in zygotes:
-                    return "zygote"
-                if pid in {p.pid for p in procs}:
-                    return "runner"
-                return "waiter"
-            zygotes = set(children().get(server.pid, ()))
-            roles = {}
-            for p in pids:
-                roles.setdefault(role(p), 0)
-                roles[role(p)] += pss_kib(p)
-            row[way] = {"kib_per_worker": total / n, "processes": len(pids),
-                        "by_role_kib_per_worker": {k: v / n for k, v in roles.items()}}
-            stop_all(procs)
-        memory[n] = row
-    for s_ in (server, spare_server):
+    servers = {"warm": server, "lib-warm": server, "warm-merged": merged_server, "lib-merged": merged_server}
+    ksm = Ksm.fast()
+    memory_ways = ["bare", "warm", "cold", "lib-warm", "lib-cold"]
+    if ksm.why_not:
+        log(f"== no merged ways: {ksm.why_not}")
+    else:
+        memory_ways += ["warm-merged", "lib-merged"]
+    merging = {}
+    try:
+        for n in counts:
+            log(f"== idle memory: N = {n}")
+            row = {}
+            for way in memory_ways:
+                if way == "bare":
+                    argv, env = [py, "-s", "-B", os.path.join(HELLO, "extension.py")], bare_env
+                elif way in ("warm", "warm-merged"):
+                    argv, env = [RUNNER, "run", HELLO, "--server", sock if way == "warm" else merged_sock], None
+                elif way == "cold":
+                    argv, env = [RUNNER, "run", HELLO, "--python", py], None
+                if way.startswith("lib"):
+                    at = {"lib-warm": sock, "lib-merged": merged_sock}.get(way)
+                    procs = [start_library(hellos[:n], py, at)]
+                else:
+                    procs = [start_idle(argv, env) for _ in range(n)]
+                time.sleep(1.0)
+                if way.endswith("-merged"):
+                    merging[f"{way} {n}"] = ksm.settle()
+                pids = tree([p.pid for p in procs])
+                if way in servers:
+                    pids |= tree([servers[way].pid])
+                total = sum(pss_kib(p) for p in pids)
+                # The pid-namespace waiters (monitor, reaper): neither the worker
+                # (boot.py) nor a runner, server or zygote.
+                def role(pid):
+                    try:
+                        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+                    except OSError:
+                        return "gone"
+                    if pid in zygotes:  # first: the zygote's source names boot.py too
+                        return "zygote"
+                    if b"boot.py" in cmd or b"extension.py" in cmd:
+                        return "worker"
+                    if pid in {p.pid for p in procs}:
+                        return "runner"
+                    return "waiter"
+                zygotes = {s_.pid for s_ in (server, merged_server)}
+                zygotes |= {z for s_ in (server, merged_server) for z in children().get(s_.pid, ())}
+                roles = {}
+                for p in pids:
+                    roles.setdefault(role(p), 0)
+                    roles[role(p)] += pss_kib(p)
+                row[way] = {"kib_per_worker": total / n, "processes": len(pids),
+                            "by_role_kib_per_worker": {k: v / n for k, v in roles.items()}}
+                stop_all(procs)
+            memory[n] = row
+    finally:
+        ksm.restore()
+    for s_ in (server, spare_server, merged_server):
         s_.stdin.close()
         s_.wait()
     shutil.rmtree(tmp, ignore_errors=True)
@@ -311,6 +395,7 @@ def main():
                "build": "release" if "/release/" in RUNNER else "debug", "first_answer_s": first,
                "first_answer_all_s": times, "library_load": library, "memory": memory,
                "loadavg": {"start": load_start, "end": loadavg()},
+               "ksm": {"settings": ksm.settings, "settled": merging, "why_not": ksm.why_not},
                "waiters": "forks of the host (NODUS_EXTENSION_REAPER names no file)"
                if os.environ.get("NODUS_EXTENSION_REAPER") and not os.path.isfile(os.environ["NODUS_EXTENSION_REAPER"])
                else "exec'd ext-reaper"}
@@ -369,6 +454,31 @@ def render(r):
             else:
                 cells.append("– | –")
         out.append(f"| | {n} | {b:.0f} | " + " | ".join(cells) + " |")
+    merged_ns = [n for n, row in r["memory"].items() if "warm-merged" in row]
+    if merged_ns:
+        out += ["", "Through a server started with `--merge-pages`, once KSM has merged (KSM on for the run, "
+                "`pages_to_scan` 20000, `sleep_millisecs` 10; docs/warm.md \"Merged pages\"):", "",
+                "| idle PSS per worker (KiB) | N | bare | warm `run --server`, merged | × bare "
+                "| library, merged | × bare | KSM settled in (s) | ksmd CPU (s) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for n in merged_ns:
+            row = r["memory"][n]
+            b = row["bare"]["kib_per_worker"]
+            cells = [f"{row[k]['kib_per_worker']:.0f} | {row[k]['kib_per_worker'] / b:.2f}" for k in ("warm-merged", "lib-merged")]
+            settled = [r.get("ksm", {}).get("settled", {}).get(f"{k} {n}", {}) for k in ("warm-merged", "lib-merged")]
+            secs = " / ".join(f"{x.get('seconds', 0):.1f}" for x in settled)
+            cpu = " / ".join(f"{x.get('ksmd_cpu_s', 0):.1f}" for x in settled)
+            out.append(f"| | {n} | {b:.0f} | " + " | ".join(cells) + f" | {secs} | {cpu} |")
+        # ksmd scans only memory marked mergeable: no full scan in 300 s, or
+        # nothing shared, means the server marked nothing (a broken
+        # --merge-pages), not that merging saves nothing.
+        unmerged = [k for k, x in r.get("ksm", {}).get("settled", {}).items()
+                    if x.get("timed_out") or not x.get("pages_sharing")]
+        if unmerged:
+            out += ["", f"**KSM merged nothing** for {', '.join(unmerged)} (no full scan within 300 s, "
+                    "or no page shared): the merged figures above are not merging's."]
+    elif r.get("ksm", {}).get("why_not"):
+        out += ["", f"No merged ways: {r['ksm']['why_not']}."]
     # The marginal cost of one more extension (between the two largest N) and
     # the fixed cost it leaves (the server, its zygote, a library host's own
     # size): "idle cost per extension" is read as the marginal one.
@@ -382,7 +492,7 @@ def render(r):
                 f"divided by {hi - lo}) and the fixed cost left (total at N = {hi} minus N × marginal), KiB:", "",
                 "| way | marginal per extension | × bare marginal | fixed |", "|---|---:|---:|---:|"]
         bare_m = (row(hi)["bare"]["kib_per_worker"] * hi - row(lo)["bare"]["kib_per_worker"] * lo) / (hi - lo)
-        for k in ("bare", "warm", "cold", "lib-warm", "lib-cold"):
+        for k in ("bare", "warm", "cold", "lib-warm", "lib-cold", "warm-merged", "lib-merged"):
             if k not in row(hi) or k not in row(lo):
                 continue
             t_hi, t_lo = row(hi)[k]["kib_per_worker"] * hi, row(lo)[k]["kib_per_worker"] * lo
@@ -394,13 +504,20 @@ def render(r):
             f"**{'met' if marginal.get('warm', 9) <= 0.75 else 'missed'}** ({marginal.get('warm', 0):.2f}×; "
             f"worst average {worst['warm']:.2f}×); warm through the library ≤ 0.5× bare — "
             f"**{'met' if marginal.get('lib-warm', 9) <= 0.5 else 'missed'}** ({marginal.get('lib-warm', 0):.2f}×; "
-            f"worst average {worst['lib-warm']:.2f}×).", "",
+            f"worst average {worst['lib-warm']:.2f}×)."]
+    if "warm-merged" in marginal:
+        out[-1] += (f" With `--merge-pages` and KSM running: through `run` "
+                    f"**{'met' if marginal['warm-merged'] <= 0.75 else 'missed'}** ({marginal['warm-merged']:.2f}×), "
+                    f"through the library **{'met' if marginal.get('lib-merged', 9) <= 0.5 else 'missed'}** "
+                    f"({marginal.get('lib-merged', 0):.2f}×): an operator's choice with a side channel "
+                    f"(docs/security.md, \"Merged pages\").")
+    out += ["",
             "Where it goes, KiB per worker (PSS by role: the worker, the proxy `ext-runner run` or the "
             "library host, the pid-namespace monitor and reaper, the server and zygote):", "",
             "| N | way | worker | runner / host | monitor + reaper | server + zygote |",
             "|---:|---|---:|---:|---:|---:|"]
     for n, row in r["memory"].items():
-        for way in ("warm", "cold", "lib-warm", "lib-cold"):
+        for way in ("warm", "cold", "lib-warm", "lib-cold", "warm-merged", "lib-merged"):
             if way not in row:
                 continue
             b = row[way]["by_role_kib_per_worker"]
