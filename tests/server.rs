@@ -1076,13 +1076,11 @@ fn mergeable_mappings(pid: i32) -> (usize, usize) {
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
         match words.next() {
-            Some("VmFlags:") => {
-                if private_rw && words.any(|f| f == "mg") {
-                    mergeable += 1;
-                }
-            }
+            Some("VmFlags:") if private_rw && words.any(|f| f == "mg") => mergeable += 1,
             Some(first) if first.contains('-') && !first.ends_with(':') => {
-                private_rw = words.next().is_some_and(|p| p.starts_with("rw") && p.ends_with('p'));
+                private_rw = words
+                    .next()
+                    .is_some_and(|p| p.starts_with("rw") && p.ends_with('p'));
                 writable += private_rw as usize;
             }
             _ => {}
@@ -1140,10 +1138,16 @@ fn merge_pages_marks_warm_workers_mergeable_and_keeps_them_confined() {
     // KSM would merge (the check can fail).
     let (none, rw) = mergeable_mappings(plain_pid);
     assert!(rw > 0, "no writable mappings read for {plain_pid}");
-    assert_eq!(none, 0, "a worker without --merge-pages has mergeable mappings");
+    assert_eq!(
+        none, 0,
+        "a worker without --merge-pages has mergeable mappings"
+    );
     // With it, every private writable mapping inherited from the zygote.
     let (mg, rw) = mergeable_mappings(merged_pid);
-    assert!(mg * 10 >= rw * 9, "{mg} of {rw} private writable mappings mergeable");
+    assert!(
+        mg * 10 >= rw * 9,
+        "{mg} of {rw} private writable mappings mergeable"
+    );
     // And the worker is as confined as ever.
     for pid in [plain_pid, merged_pid] {
         assert_eq!(status_field(pid, "Seccomp:"), "2", "worker {pid}");
@@ -1189,12 +1193,19 @@ fn merge_pages_falls_back_to_madvise_before_linux_6_4() {
     let _ = run.wait();
     let _ = server.kill();
     let _ = server.wait();
-    assert!(said.contains("--merge-pages: the warm workers' memory is mergeable"), "{said}");
     assert!(
-        said.contains("prctl(PR_SET_MEMORY_MERGE) failed (Invalid argument") && said.contains("madvise(MADV_MERGEABLE) instead"),
+        said.contains("--merge-pages: the warm workers' memory is mergeable"),
         "{said}"
     );
-    assert!(mg > 0 && mg * 2 >= rw, "{mg} of {rw} private writable mappings mergeable: {said}");
+    assert!(
+        said.contains("prctl(PR_SET_MEMORY_MERGE) failed (Invalid argument")
+            && said.contains("madvise(MADV_MERGEABLE) instead"),
+        "{said}"
+    );
+    assert!(
+        mg > 0 && mg * 2 >= rw,
+        "{mg} of {rw} private writable mappings mergeable: {said}"
+    );
 }
 
 /// KSM's settings, put back on drop.
@@ -1205,7 +1216,11 @@ impl KsmSettings {
         format!("/sys/kernel/mm/ksm/{name}")
     }
     fn read(name: &str) -> u64 {
-        std::fs::read_to_string(Self::path(name)).unwrap().trim().parse().unwrap()
+        std::fs::read_to_string(Self::path(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
     /// KSM turned on and scanning fast, or why it cannot be here.
     fn fast() -> Result<KsmSettings, String> {
@@ -1218,7 +1233,11 @@ impl KsmSettings {
             }
         }
         let saved = KsmSettings(old);
-        for (n, v) in [("pages_to_scan", "20000"), ("sleep_millisecs", "10"), ("run", "1")] {
+        for (n, v) in [
+            ("pages_to_scan", "20000"),
+            ("sleep_millisecs", "10"),
+            ("run", "1"),
+        ] {
             std::fs::write(Self::path(n), v).map_err(|e| format!("{}: {e}", Self::path(n)))?;
         }
         Ok(saved)
@@ -1278,14 +1297,23 @@ fn merged_workers_share_their_pages_once_ksm_runs() {
     }
     let got: Vec<u64> = merged.iter().map(|&p| merging_pages(p)).collect();
     let control = merging_pages(plain_pid);
-    let (status, nnp) = (status_field(merged[0], "Seccomp:"), status_field(merged[0], "NoNewPrivs:"));
+    let (status, nnp) = (
+        status_field(merged[0], "Seccomp:"),
+        status_field(merged[0], "NoNewPrivs:"),
+    );
     for mut r in held {
         let _ = r.kill();
         let _ = r.wait();
     }
     drop(ksm);
-    assert_eq!(control, 0, "a worker of a server without --merge-pages had pages merged");
+    assert_eq!(
+        control, 0,
+        "a worker of a server without --merge-pages had pages merged"
+    );
     // Each merged worker shares at least 1 MiB of pages it had copied.
-    assert!(got.iter().all(|&n| n >= 256), "merged pages per worker: {got:?}");
+    assert!(
+        got.iter().all(|&n| n >= 256),
+        "merged pages per worker: {got:?}"
+    );
     assert_eq!((status.as_str(), nnp.as_str()), ("2", "1"));
 }
