@@ -18,21 +18,7 @@ use serde_json::json;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn native_echo() -> PathBuf {
-    // target/debug/deps/load-… → target/debug/examples/native-echo (cargo test builds examples).
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("native-echo");
-    assert!(
-        p.is_file(),
-        "build the example first: cargo build --example native-echo ({})",
-        p.display()
-    );
-    p
+    common::example_bin("native-echo")
 }
 
 /// An extension folder holding the native echo worker.

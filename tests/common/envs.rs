@@ -160,22 +160,9 @@ pub fn setpriv_prefix() -> Vec<OsString> {
         .collect()
 }
 
-/// The envwrap example (cargo test builds examples).
+/// The envwrap example.
 pub fn envwrap() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("envwrap");
-    assert!(
-        p.is_file(),
-        "build the example first: cargo build --example envwrap ({})",
-        p.display()
-    );
-    p
+    super::example_bin("envwrap")
 }
 
 /// Whether this container can be started here (`scripts/docker-env start`,

@@ -241,20 +241,27 @@ pub mod envs;
 pub mod procfs;
 pub mod sandbox;
 
-/// The failcall example, which makes named system calls fail (cargo test
-/// builds examples).
-pub fn failcall() -> PathBuf {
+/// A bundled example's binary, `target/<profile>/examples/NAME`, beside the
+/// test binary's folder (cargo test builds examples; `cargo test --test X`
+/// alone does not, hence the message).
+pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let p = exe
         .parent()
         .unwrap()
         .parent()
         .unwrap()
-        .join("examples/failcall");
+        .join("examples")
+        .join(name);
     assert!(
-        p.exists(),
-        "build the example first: cargo build --example failcall ({})",
+        p.is_file(),
+        "build the example first: cargo build --example {name} ({})",
         p.display()
     );
     p
+}
+
+/// The failcall example, which makes named system calls fail.
+pub fn failcall() -> PathBuf {
+    example_bin("failcall")
 }
