@@ -16,7 +16,7 @@ use common::{ext_runner, failcall, python, TempDir};
 struct Server {
     child: Child,
     socket: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Drop for Server {
@@ -27,9 +27,19 @@ impl Drop for Server {
 }
 
 fn serve(extra: &[&str]) -> Server {
+    serve_via(Command::new(ext_runner()), extra, false)
+}
+
+/// `cmd serve --socket … --python … extra…`, where `cmd` is ext-runner or a
+/// wrapper ending in it; its stderr in `serve.log` of its folder when
+/// `logged` (read with `Server::log`), inherited otherwise.
+fn serve_via(mut cmd: Command, extra: &[&str], logged: bool) -> Server {
     let dir = TempDir::new("server");
     let socket = dir.join("fork/s.sock");
-    let child = Command::new(ext_runner())
+    if logged {
+        cmd.stderr(std::fs::File::create(dir.join("serve.log")).unwrap());
+    }
+    let child = cmd
         .arg("serve")
         .arg("--socket")
         .arg(&socket)
@@ -39,15 +49,19 @@ fn serve(extra: &[&str]) -> Server {
         .stdin(Stdio::null())
         .spawn()
         .expect("ext-runner serve");
+    let server = Server { child, socket, dir };
     let end = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
+    while !server.socket.exists() {
         assert!(Instant::now() < end, "the server did not listen");
         std::thread::sleep(Duration::from_millis(10));
     }
-    Server {
-        child,
-        socket,
-        _dir: dir,
+    server
+}
+
+impl Server {
+    /// What a `serve_via(…, true)` server wrote on its stderr so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
     }
 }
 
@@ -435,7 +449,7 @@ fn a_fork_the_zygote_cannot_make_fails_that_start_alone() {
     let s = Server {
         child,
         socket,
-        _dir: base,
+        dir: base,
     };
     let server_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let ext = sec_ext(&[]);
@@ -1119,6 +1133,17 @@ fn status_field(pid: i32, field: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Whether the running kernel is at least MAJOR.MINOR (its release, as
+/// /proc/sys/kernel/osrelease says: `6.18.0-…`).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
 fn hello_copy(label: &str) -> TempDir {
     let d = TempDir::new(label);
     for f in ["extension.py", "nodus-extension.json"] {
@@ -1129,6 +1154,11 @@ fn hello_copy(label: &str) -> TempDir {
 
 #[test]
 fn merge_pages_marks_warm_workers_mergeable_and_keeps_them_confined() {
+    if !kernel_at_least(6, 4) {
+        // The madvise fallback leaves later mappings unmarked: tested below.
+        eprintln!("SKIP: a kernel before 6.4 (no PR_SET_MEMORY_MERGE)");
+        return;
+    }
     let plain = serve(&[]);
     let merging = serve(&["--merge-pages"]);
     let (a, b) = (hello_copy("merge-plain"), hello_copy("merge-on"));
@@ -1164,41 +1194,21 @@ fn merge_pages_falls_back_to_madvise_before_linux_6_4() {
     // prctl(PR_SET_MEMORY_MERGE) refused with EINVAL, as a kernel before
     // 6.4 does (every other prctl still works): the zygote marks its
     // mappings with madvise(MADV_MERGEABLE) and says so.
-    let dir = TempDir::new("merge-old");
-    let socket = dir.join("fork/s.sock");
-    let log = dir.join("serve.log");
-    let mut server = Command::new(failcall())
-        .args(["prctl:67", "EINVAL", "--"])
-        .arg(ext_runner())
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--python")
-        .arg(python())
-        .arg("--merge-pages")
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("failcall ext-runner serve");
-    let end = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(Instant::now() < end, "the server did not listen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut wrapped = Command::new(failcall());
+    wrapped.args(["prctl:67", "EINVAL", "--"]).arg(ext_runner());
+    let server = serve_via(wrapped, &["--merge-pages"], true);
     let ext = hello_copy("merge-old-ext");
-    let (pid, mut run) = idle_warm_worker(ext.path(), &socket);
+    let (pid, mut run) = idle_warm_worker(ext.path(), &server.socket);
     let (mg, rw) = mergeable_mappings(pid);
-    let said = std::fs::read_to_string(&log).unwrap();
+    let said = server.log();
     let _ = run.kill();
     let _ = run.wait();
-    let _ = server.kill();
-    let _ = server.wait();
     assert!(
         said.contains("--merge-pages: the warm workers' memory is mergeable"),
         "{said}"
     );
     assert!(
-        said.contains("prctl(PR_SET_MEMORY_MERGE) failed (Invalid argument")
+        said.contains("prctl(PR_SET_MEMORY_MERGE) failed (Invalid argument; a kernel before 6.4)")
             && said.contains("madvise(MADV_MERGEABLE) instead"),
         "{said}"
     );

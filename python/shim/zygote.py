@@ -406,29 +406,42 @@ def _merge_pages(log):
     it is now, which forks inherit too; memory mapped later is not marked.
     Called once, before the last collection and freeze, with no thread."""
     import ctypes
+    import errno
     libc = ctypes.CDLL(None, use_errno=True)
+    # prctl is variadic in C; its five longs as unsigned longs, as the
+    # x86-64 and aarch64 ABIs pass them (registers either way).
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     PR_SET_MEMORY_MERGE, MADV_MERGEABLE = 67, 12
     if libc.prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0:
         return
     err = ctypes.get_errno()
+    why = os.strerror(err) + ("; a kernel before 6.4" if err == errno.EINVAL else "")
     with open("/proc/self/maps") as f:
         maps = f.read().splitlines()
     marked = refused = 0
+    first_refusal = None
     for line in maps:
         fields = line.split()
-        perms = fields[1]
-        if perms[1] != "w" or perms[3] != "p":
+        perms, name = fields[1], fields[5] if len(fields) > 5 else ""
+        # Private writable memory only, and none of the kernel's special
+        # mappings (none of them is both today; named in case one becomes so).
+        if perms[1] != "w" or perms[3] != "p" or name in ("[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]", "[uprobes]"):
             continue
         lo, hi = (int(x, 16) for x in fields[0].split("-"))
         if libc.madvise(lo, hi - lo, MADV_MERGEABLE) == 0:
             marked += 1
         else:
             refused += 1
-    log(f"--merge-pages: prctl(PR_SET_MEMORY_MERGE) failed ({os.strerror(err)}; a kernel before 6.4): "
+            first_refusal = first_refusal or os.strerror(ctypes.get_errno())
+    if marked == 0:
+        log(f"--merge-pages: prctl(PR_SET_MEMORY_MERGE) failed ({why}) and madvise(MADV_MERGEABLE) "
+            f"refused all {refused} private writable mappings ({first_refusal}; a kernel without KSM?): "
+            f"nothing is mergeable, the workers are served unmerged")
+        return
+    log(f"--merge-pages: prctl(PR_SET_MEMORY_MERGE) failed ({why}): "
         f"{marked} private writable mappings marked with madvise(MADV_MERGEABLE) instead"
-        f"{f', {refused} refused' if refused else ''}; memory a worker maps later is not merged")
+        f"{f' ({refused} refused: {first_refusal})' if refused else ''}; memory a worker maps later is not merged")
 
 
 def _boot_code(source, path, boot_src, boot_codes):

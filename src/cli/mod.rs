@@ -132,7 +132,7 @@ pub enum Command {
         spares: usize,
         /// Let the kernel merge identical memory pages of the warm workers
         /// (KSM, which an operator turns on with `echo 1 >
-        /// /sys/kernel/mm/ksm/run`): about 2 MiB less per idle worker, at the
+        /// /sys/kernel/mm/ksm/run`): about 2.3 MiB less per idle worker, at the
         /// cost of a timing side channel between processes whose pages are
         /// merged (docs/security.md, "Merged pages"). Off by default.
         #[arg(long)]
