@@ -832,20 +832,10 @@ fn a_client_whose_own_preparation_fails_after_asking_leaves_no_worker() {
     // its host holds it (a valid schema, `run --server` with stdin open).
     let good = ext_with_schema("good", serde_json::json!({"type": "object"}));
     let mut run = warm_run(Command::new(ext_runner()), good.path(), &s.socket);
-    use std::io::{BufRead, Write};
-    let mut stdin = run.stdin.take().unwrap();
-    writeln!(
-        stdin,
-        r#"{{"id": "1", "op": "invoke", "name": "good.run", "args": {{}}}}"#
-    )
-    .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(run.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = answer_once(&mut run, "good.run", serde_json::json!({}));
     assert!(line.contains("ran"), "{line}");
     assert_eq!(workers_of(good.path()).len(), 1, "the check sees no worker");
-    drop(stdin);
+    drop(run.stdin.take());
     assert!(run.wait().unwrap().success());
 }
 
@@ -1106,31 +1096,45 @@ fn mergeable_mappings(pid: i32) -> (usize, usize) {
 /// A warm worker of `dir` started through `socket` with `run --server` and
 /// answered once; its pid, seen from outside, and the proxy holding it.
 fn idle_warm_worker(dir: &Path, socket: &Path) -> (i32, Child) {
-    use std::io::{BufRead, Write};
     let mut run = warm_run(Command::new(ext_runner()), dir, socket);
-    let mut stdin = run.stdin.take().unwrap();
-    writeln!(
-        stdin,
-        r#"{{"id": "1", "op": "invoke", "name": "example.greet", "args": {{"name": "Ada"}}}}"#
-    )
-    .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(run.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = answer_once(
+        &mut run,
+        "example.greet",
+        serde_json::json!({"name": "Ada"}),
+    );
     assert!(line.contains("Hello, Ada!"), "{line}");
-    std::mem::forget(stdin); // open: the worker idles on it
     let pids = workers_of(dir);
     assert_eq!(pids.len(), 1, "one worker of {}: {pids:?}", dir.display());
     (pids[0], run)
 }
 
-fn status_field(pid: i32, field: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// One invoke of `tool` sent to a `warm_run`, and the first line it
+/// answers; its stdin stays open in `run` (the worker idles on it) and its
+/// stdout is read no further.
+fn answer_once(run: &mut Child, tool: &str, args: serde_json::Value) -> String {
+    use std::io::{BufRead, Write};
+    let stdin = run.stdin.as_mut().unwrap();
+    let request = serde_json::json!({"id": "1", "op": "invoke", "name": tool, "args": args});
+    writeln!(stdin, "{request}").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(run.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+/// The value after `key` on its line of /proc/PID/FILE (`status`,
+/// `ksm_stat`), trimmed; empty if there is none.
+fn proc_field(pid: i32, file: &str, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
         .unwrap_or_default()
+}
+
+fn status_field(pid: i32, field: &str) -> String {
+    proc_field(pid, "status", field)
 }
 
 /// Whether the running kernel is at least MAJOR.MINOR (its release, as
@@ -1291,11 +1295,8 @@ fn merged_workers_share_their_pages_once_ksm_runs() {
         held.push(run);
     }
     let merging_pages = |pid: i32| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/ksm_stat"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("ksm_merging_pages "))
-            .and_then(|v| v.trim().parse().ok())
+        proc_field(pid, "ksm_stat", "ksm_merging_pages ")
+            .parse()
             .unwrap_or(0)
     };
     // Two full scans after the workers are idle: a page is merged on the

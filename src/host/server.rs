@@ -402,7 +402,7 @@ pub fn serve(options: ServeOptions, runtime: tokio::runtime::Handle) -> Result<(
     let lib = find_lib()?;
     let listener = bind(&options.socket)?;
     if options.merge_pages {
-        eprintln!("ext-runner serve: {}", merge_pages_notice(&ksm_run()));
+        eprintln!("ext-runner serve: {}", merge_pages_notice(ksm_run().as_deref()));
     }
     let server = Arc::new(Server {
         options,
@@ -432,8 +432,8 @@ fn ksm_run() -> Option<String> {
 
 /// What `serve --merge-pages` tells its operator at start: the trade-off it
 /// makes, and whether anything will be merged on this host.
-fn merge_pages_notice(run: &Option<String>) -> String {
-    let state = match run.as_deref() {
+fn merge_pages_notice(run: Option<&str>) -> String {
+    let state = match run {
         Some("1") => "KSM is running (/sys/kernel/mm/ksm/run is 1)".to_string(),
         Some(v) => format!(
             "KSM is not running (/sys/kernel/mm/ksm/run is {v}): nothing is merged until root runs \
