@@ -402,7 +402,10 @@ pub fn serve(options: ServeOptions, runtime: tokio::runtime::Handle) -> Result<(
     let lib = find_lib()?;
     let listener = bind(&options.socket)?;
     if options.merge_pages {
-        eprintln!("ext-runner serve: {}", merge_pages_notice(ksm_run().as_deref()));
+        eprintln!(
+            "ext-runner serve: {}",
+            merge_pages_notice(ksm_run().as_deref())
+        );
     }
     let server = Arc::new(Server {
         options,
