@@ -668,26 +668,34 @@ result = {"sync": setflags(os.path.join(@W@, "data"), FS_SYNC_FL | FS_NODUMP_FL)
         );
         // With filesystem.read the workspace is also a read-only mount
         // (EROFS): the control switches the namespaces off as well, and the
-        // attack runs with every layer on and with seccomp alone.
-        for (caps, layers_off, layers_on) in [
+        // attack runs with every layer on and with seccomp alone. Without a
+        // mount namespace nothing idmaps the workspace, so a root launch's
+        // worker uid (taken when the interpreter is readable by others, as
+        // /usr/bin/python3 is) would not own the files and be refused for
+        // that (EPERM) in the control and in the seccomp-alone arm alike:
+        // that arm runs as uid 0 (`worker_ids: false`), whatever the
+        // interpreter's place.
+        for (caps, layers_off, layers_on, ids) in [
             (
                 &["filesystem.write"][..],
                 json!({"seccomp": false}),
                 json!({}),
+                json!(true),
             ),
             (
                 &["filesystem.read"][..],
                 json!({"seccomp": false, "namespaces": false}),
                 json!({"namespaces": false}),
+                json!(false),
             ),
         ] {
-            let off = json!({"mode": "best-effort", "layers": layers_off});
+            let off = json!({"mode": "best-effort", "layers": layers_off, "worker_ids": ids});
             let (r, _, after) = attack(caps, Some(off));
             assert!(
                 after[0].contains('S') && after[1].contains('D'),
                 "control ({caps:?}): with the seccomp layer off the flags are set: {after:?} {r:?}"
             );
-            let on = json!({"mode": "best-effort", "layers": layers_on});
+            let on = json!({"mode": "best-effort", "layers": layers_on, "worker_ids": ids});
             let (r, _, after) = attack(caps, Some(on));
             assert!(
                 !after[0].contains('S') && !after[1].contains('D'),
