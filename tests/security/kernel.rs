@@ -701,6 +701,8 @@ result = {"sync": setflags(os.path.join(@W@, "data"), FS_SYNC_FL | FS_NODUMP_FL)
                 !after[0].contains('S') && !after[1].contains('D'),
                 "{caps:?}: seccomp alone does not stop the attribute flags: {after:?} {r:?}"
             );
+            // Refused, not unrun: a worker that never started changes no flag either.
+            assert_eq!(r.field("sync"), "EPERM", "{caps:?}: {after:?} {r:?}");
             let (r, before, after) = attack(caps, Some(json!({})));
             assert_eq!(
                 [&after[0], &after[1]],
