@@ -244,6 +244,7 @@ def _main():
     if init.get("merge_pages"):
         _merge_pages(log)
     gc.collect()
+    _immortalize(log)
     gc.freeze()  # the zygote's objects: never scanned, so never written, in its forks
     failed_reads = 0
     while True:
@@ -442,6 +443,51 @@ def _merge_pages(log):
     log(f"--merge-pages: prctl(PR_SET_MEMORY_MERGE) failed ({why}): "
         f"{marked} private writable mappings marked with madvise(MADV_MERGEABLE) instead"
         f"{f' ({refused} refused: {first_refusal})' if refused else ''}; memory a worker maps later is not merged")
+
+
+def _immortalize(log):
+    """CPython 3.12 and later (PEP 683): every object the zygote holds now
+    made immortal, so that a worker's reads of them (Py_INCREF, Py_DECREF)
+    no longer write their reference counts, and their pages stay shared
+    with the zygote (docs/warm.md, "Immortal objects"). The value is the
+    interpreter's own (None's low word), checked first on a probe object.
+    Not on 3.11 (its counts have no immortal value: a count set so would
+    reach zero) nor on a free-threaded build (another object layout).
+    Called once, after the preload and the last collection, before the
+    freeze: the zygote's later objects (per request) stay mortal."""
+    import ctypes
+    import gc
+    import sysconfig
+    if sys.version_info < (3, 12) or sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return
+    off = 0 if sys.byteorder == "little" else 4  # the count's low 32 bits
+    word = lambda o: ctypes.c_uint32.from_address(id(o) + off)
+    value = word(None).value
+    probe = object()
+    before = word(probe).value
+    word(probe).value = value
+    held = [probe] * 8
+    kept = word(probe).value == value
+    del held
+    if not kept:
+        word(probe).value = before
+        log("the interpreter does not keep an immortal count (PEP 683) as expected: "
+            "the zygote's objects stay mortal, and a worker writes more of its pages")
+        return
+    seen = set()
+    stack = gc.get_objects()
+    seen.update((id(seen), id(stack)))  # the walk's own, freed after it
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        w = word(o)
+        if w.value < 0x80000000:  # not immortal already (a static object, say)
+            w.value = value
+        stack.extend(gc.get_referents(o))
+        if type(o) is type(_immortalize.__code__):  # not tracked: no referents of its own
+            stack.extend((o.co_consts, o.co_names, o.co_filename, o.co_name, o.co_qualname))  # stored fields only
 
 
 def _boot_code(source, path, boot_src, boot_codes):
