@@ -455,34 +455,36 @@ def _immortalize(log):
     reach zero) nor on a free-threaded build (another object layout).
     Called once, after the preload and the last collection, before the
     freeze: the zygote's later objects (per request) stay mortal."""
+    if sys.version_info < (3, 12) or "t" in getattr(sys, "abiflags", ""):  # 't': free-threaded
+        return
     import ctypes
     import gc
-    import sysconfig
-    if sys.version_info < (3, 12) or sysconfig.get_config_var("Py_GIL_DISABLED"):
-        return
-    off = 0 if sys.byteorder == "little" else 4  # the count's low 32 bits
-    word = lambda o: ctypes.c_uint32.from_address(id(o) + off)
-    value = word(None).value
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        return  # a 32-bit build: another count layout, not measured
+    off = 4 if sys.byteorder == "big" else 0  # the count's low 32 bits
+    value = ctypes.c_uint32.from_address(id(None) + off).value
     probe = object()
-    before = word(probe).value
-    word(probe).value = value
+    count = ctypes.c_uint32.from_address(id(probe) + off)
+    before = count.value
+    count.value = value
     held = [probe] * 8
-    kept = word(probe).value == value
+    kept = value >= 0x80000000 and count.value == value
+    if not kept:
+        count.value = before + 8  # restored while `held` still holds it
     del held
     if not kept:
-        word(probe).value = before
         log("the interpreter does not keep an immortal count (PEP 683) as expected: "
             "the zygote's objects stay mortal, and a worker writes more of its pages")
         return
     seen = set()
     stack = gc.get_objects()
-    seen.update((id(seen), id(stack)))  # the walk's own, freed after it
+    seen.update((id(seen), id(stack), id(probe), id(count)))  # the walk's own, freed after it
     while stack:
         o = stack.pop()
         if id(o) in seen:
             continue
         seen.add(id(o))
-        w = word(o)
+        w = ctypes.c_uint32.from_address(id(o) + off)
         if w.value < 0x80000000:  # not immortal already (a static object, say)
             w.value = value
         stack.extend(gc.get_referents(o))
