@@ -308,8 +308,9 @@ import time; time.sleep(0.3)
 /// (an open upstream Landlock issue): a listener outside `tcp_ports` must get
 /// nothing through any of the connect-less paths. Controls: outside the
 /// sandbox every path reaches its listener, and so it does in the sandbox
-/// with the seccomp layer switched off (Landlock alone does not stop it);
-/// the allowed port is reached with an ordinary connect.
+/// with the seccomp layer switched off where Landlock has no Fast Open check
+/// (kernels that have one refuse with EACCES, and the test says so); the
+/// allowed port is reached with an ordinary connect.
 #[test]
 fn attack_net_tcp_fast_open_outside_tcp_ports() {
     confined(FULL, |who| {
@@ -349,10 +350,19 @@ fn attack_net_tcp_fast_open_outside_tcp_ports() {
         );
         let (r, hits, allowed) = run(json!({"mode": "best-effort", "layers": {"seccomp": false}}));
         assert!(allowed >= 1, "control: the allowed port: {r:?}");
-        assert!(
-            hits[0] >= 1,
-            "control: with Landlock alone, sendto(MSG_FASTOPEN) reaches a port outside tcp_ports: {hits:?} {r:?}"
-        );
+        if hits[0] == 0 {
+            // A kernel whose Landlock checks Fast Open itself (6.18.44 here):
+            // it refuses with its own EACCES, not seccomp's EPERM, and the
+            // seccomp rule's part cannot be told apart on this kernel.
+            assert_eq!(
+                (r.field("sendto"), r.field("sendmsg")),
+                ("EACCES".into(), "EACCES".into()),
+                "control: with Landlock alone, sendto(MSG_FASTOPEN) neither reached a port outside tcp_ports nor was refused by Landlock: {hits:?} {r:?}"
+            );
+            eprintln!(
+                "NOTE: this kernel's Landlock refuses TCP Fast Open outside tcp_ports by itself (EACCES); the seccomp rule (no MSG_FASTOPEN) is checked below, but not isolated"
+            );
+        }
         let (r, hits, allowed) = run(json!({}));
         assert!(allowed >= 1, "control: the allowed port: {r:?}");
         assert_eq!(
