@@ -134,6 +134,8 @@ pub mod internals {
     pub mod sandbox {
         pub use crate::sandbox::*;
     }
+    /// `ext-relay`'s body: the relay of a fork server's worker for `run --server`.
+    pub use crate::cli::relay::relay_main;
     /// `ext-reaper`'s body: a worker's exec'd monitor or reaper.
     pub use crate::sandbox::child::waiter_main as reaper_main;
 }

@@ -1400,3 +1400,254 @@ fn python_at_least_3_12() -> bool {
         .expect("the tests' python");
     String::from_utf8_lossy(&out.stdout).trim() == "True"
 }
+
+/// An extension whose tool runs the code it is sent, with the host calls at
+/// hand (as tests/host_calls.rs's).
+fn code_runner(name: &str, caps: &[&str]) -> TempDir {
+    let tool = format!("{name}.run");
+    let src = format!(
+        "from nodus_extension.worker import register_tool, run_loop\nimport nodus_extension_host as host\n\n\
+         def run(args):\n    ns = {{'memory': host.memory}}\n    exec(args['code'], ns)\n    return ns.get('result')\n\n\
+         register_tool('{tool}', run)\nrun_loop()\n"
+    );
+    common::ext(name, caps, &[&tool], &src)
+}
+
+/// The ways `run --server` relays, as `NODUS_EXTENSION_RELAY` picks them:
+/// `ext-relay` beside the runner (unset); none found (`/nonexistent`); one
+/// found that cannot be exec'd (a copy without its execute bit, in the
+/// folder returned with them: the exec fails after the worker is started).
+fn relays() -> (TempDir, [Option<String>; 3]) {
+    let dir = TempDir::new("relay");
+    let copy = dir.join("ext-relay");
+    std::fs::copy(ext_runner().with_file_name("ext-relay"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let copy = copy.to_str().unwrap().to_string();
+    (dir, [None, Some("/nonexistent".into()), Some(copy)])
+}
+
+/// `ext-runner run DIR --server SOCKET` with `NODUS_EXTENSION_RELAY` as
+/// `relay` says (removed for none).
+fn relayed_run(relay: &Option<String>, dir: &Path, socket: &Path) -> Command {
+    let mut cmd = Command::new(ext_runner());
+    match relay {
+        Some(r) => cmd.env("NODUS_EXTENSION_RELAY", r),
+        None => cmd.env_remove("NODUS_EXTENSION_RELAY"),
+    };
+    cmd.arg("run").arg(dir).arg("--server").arg(socket);
+    cmd
+}
+
+/// `run --server` execs `ext-relay` in its own place once the server has
+/// started the worker (the process a host holds for an idle worker is that
+/// small program), and the handover keeps what the relay is for: the
+/// manifest's capabilities gate the host calls (a declared one is served,
+/// an undeclared one refused), the memory store and audit trail are the
+/// ones named on the command line, and `--timeout` stops a hung tool. The
+/// same with `NODUS_EXTENSION_RELAY` naming no file, where ext-runner relays
+/// itself (the control: the exe tells them apart).
+#[test]
+fn run_with_a_server_execs_ext_relay_which_keeps_the_gate_the_store_and_the_deadline() {
+    use std::io::{BufRead, BufReader, Write};
+    let s = serve(&[]);
+    let e = code_runner("t.relay", &["tool.invoke", "memory.write"]);
+    let (_copy, relays) = relays();
+    for (relay, program) in relays.iter().zip(["ext-relay", "ext-runner", "ext-runner"]) {
+        let state = TempDir::new("state");
+        let audit = state.join("audit.jsonl");
+        let mut c = relayed_run(relay, e.path(), &s.socket)
+            .arg("--memory-db")
+            .arg(state.join("m.db"))
+            .arg("--audit")
+            .arg(&audit)
+            .arg("--timeout")
+            .arg("8")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        let mut stdout = BufReader::new(c.stdout.take().unwrap());
+        let mut ask = |id: &str, code: &str| {
+            let req = serde_json::json!({"id": id, "op": "invoke", "name": "t.relay.run", "args": {"code": code}});
+            writeln!(stdin, "{req}").unwrap();
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line
+        };
+        let put = ask("1", "memory.put('a', 5); result = 'stored'");
+        assert_eq!(
+            put.trim(),
+            r#"{"id": "1", "ok": true, "result": "stored"}"#,
+            "{program}"
+        );
+        let exe = std::fs::read_link(format!("/proc/{}/exe", c.id())).unwrap();
+        assert_eq!(
+            exe.file_name().unwrap(),
+            program,
+            "the process the host holds: {exe:?}"
+        );
+        // Its own descriptors beyond stdio are close-on-exec, the
+        // handed-over ones again included (O_CLOEXEC in fdinfo's octal
+        // flags); what it inherited from this test process, as any program
+        // it starts would, is left as it came.
+        for fd in std::fs::read_dir(format!("/proc/{}/fd", c.id())).unwrap() {
+            let fd = fd.unwrap().file_name().into_string().unwrap();
+            let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", c.id())).ok();
+            let ours = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
+            if fd.parse::<u32>().unwrap() < 3 || (target.is_some() && target == ours) {
+                continue;
+            }
+            let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", c.id()))
+                .unwrap_or_default();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+                .unwrap_or(0o2000000);
+            assert!(
+                flags & 0o2000000 != 0,
+                "{program}: descriptor {fd} ({:?}) is not close-on-exec: {info}",
+                std::fs::read_link(format!("/proc/{}/fd/{fd}", c.id()))
+            );
+        }
+        let get = ask("2", "result = memory.get('a')");
+        assert!(
+            get.contains(r#""ok": false"#) && get.contains("memory.read"),
+            "an undeclared capability's host call is refused ({program}): {get}"
+        );
+        let started = Instant::now();
+        let hung = ask("3", "import time; time.sleep(60)");
+        let out = c.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(25) && err.contains("(TimeoutError)"),
+            "--timeout 8 stops the hung tool ({program}): {hung:?} {err}"
+        );
+        assert_eq!(
+            err.contains("note: cannot exec"),
+            relay == &relays[2],
+            "a failed exec, and only that, is noted ({program}): {err}"
+        );
+        assert!(!out.status.success(), "{program}");
+        assert!(
+            state.join("m.db").exists(),
+            "the store named by --memory-db ({program})"
+        );
+        let log = std::fs::read_to_string(&audit).unwrap_or_default();
+        assert!(
+            log.lines().filter(|l| l.contains("\"host_call\"")).count() >= 2,
+            "the audit trail named by --audit ({program}): {log}"
+        );
+    }
+}
+
+/// A warm worker's policy is the server's to derive, so what its
+/// confinement gave up is the server's word: `run --server` shows the
+/// degradation of the server's own policy (here, seccomp switched off by
+/// it), which the client has no policy to know of; so does `invoke
+/// --server`, whose host's own view knows nothing of it either.
+#[test]
+fn run_with_a_server_warns_of_what_the_servers_policy_gave_up() {
+    let policy = TempDir::new("policy");
+    let file = policy.join("p.json");
+    std::fs::write(
+        &file,
+        r#"{"mode": "best-effort", "layers": {"seccomp": false}}"#,
+    )
+    .unwrap();
+    let warning = |s: &Server| {
+        let mut run = Command::new(ext_runner())
+            .arg("run")
+            .arg(common::root().join("examples/hello"))
+            .arg("--server")
+            .arg(&s.socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let line = answer_once(
+            &mut run,
+            "example.greet",
+            serde_json::json!({"name": "Ada"}),
+        );
+        assert!(line.contains("Hello, Ada!"), "{line}");
+        drop(run.stdin.take());
+        let out = run.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .find_map(|l| l.strip_prefix("warning: sandbox degraded: "))
+            .map(str::to_string)
+    };
+    let plain = serve(&[]);
+    let control = warning(&plain);
+    assert!(
+        !control
+            .as_deref()
+            .unwrap_or_default()
+            .contains("seccomp: switched off by the operator policy"),
+        "control: a server of the default policy keeps seccomp: {control:?}"
+    );
+    let lax = serve(&["--policy", file.to_str().unwrap()]);
+    let said = warning(&lax);
+    assert!(
+        said.as_deref()
+            .is_some_and(|w| w.contains("seccomp: switched off by the operator policy")),
+        "the server's degradation reaches its client: {said:?}"
+    );
+    // `invoke --server` (a library host) says the same.
+    let hello = common::root().join("examples/hello");
+    for (s, says) in [(&plain, false), (&lax, true)] {
+        let out = invoke(&s.socket, &hello, "example.greet", r#"{"name": "Ada"}"#);
+        assert!(out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.contains("seccomp: switched off by the operator policy"),
+            says,
+            "invoke --server: {err}"
+        );
+    }
+}
+
+/// A worker that dies while its host's next request is on its way is
+/// reported by the relay, `ext-relay` or ext-runner after a failed exec of
+/// it, as an error with an exit code: a write to the dead worker's stdin is
+/// an EPIPE, never the relay's death by SIGPIPE (which a relay left with
+/// SIGPIPE's default action after a failed exec would die of).
+#[test]
+fn a_relay_reports_a_worker_that_died_under_a_request_with_an_exit_code() {
+    use std::io::Write;
+    let s = serve(&[]);
+    let e = code_runner("t.died", &["tool.invoke"]);
+    let (_copy, relays) = relays();
+    for relay in [&relays[0], &relays[2]] {
+        let mut c = relayed_run(relay, e.path(), &s.socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        let die = serde_json::json!({"id": "1", "op": "invoke", "name": "t.died.run", "args": {"code": "import os; os._exit(3)"}});
+        writeln!(stdin, "{die}").unwrap();
+        // Lines for the dead worker's stdin, for as long as the relay reads.
+        let filler = serde_json::json!({"id": "2", "op": "invoke", "name": "t.died.run", "args": {"code": "x" }});
+        for _ in 0..200 {
+            if writeln!(stdin, "{filler}").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(stdin);
+        let out = c.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code().is_some_and(|code| code != 0),
+            "{relay:?}: the relay ended with {:?}, not an error's exit code: {err}",
+            out.status
+        );
+        assert!(err.contains("error: "), "{relay:?}: {err}");
+    }
+}

@@ -18,6 +18,7 @@ use crate::protocol;
 use crate::sandbox::policy::OperatorPolicy;
 use crate::sandbox::probe::Probe;
 
+pub(crate) mod relay;
 mod scaffold;
 
 #[derive(Parser, Debug)]
@@ -250,13 +251,34 @@ impl From<Error> for Failure {
 pub async fn main(cli: Cli) -> i32 {
     match run(cli).await {
         Ok(()) => 0,
-        Err(Failure::Usage(msg)) => {
+        Err(failure) => report(failure),
+    }
+}
+
+/// The runtime `ext-runner` and `ext-relay` run on: one thread for the
+/// protocol (workers are forked on the launcher thread, `launch::spawn`,
+/// which lives as long as the process). Its failure is said, with the exit
+/// code to end with.
+pub fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e} (SandboxError)");
+            6
+        })
+}
+
+/// Prints why a command failed; returns its exit code.
+fn report(failure: Failure) -> i32 {
+    match failure {
+        Failure::Usage(msg) => {
             say(&format!(
                 "error: {msg}\n\nFor more information, try '--help'."
             ));
             2
         }
-        Err(Failure::Error(e)) => {
+        Failure::Error(e) => {
             let e = in_cli_terms(e);
             // It may quote the worker (a tool's error, its stderr): escaped,
             // line breaks kept.
@@ -325,10 +347,14 @@ fn out(text: &str) {
 
 /// Best-effort mode says what it gave up, once per launch.
 fn warn_degraded(policy: &crate::sandbox::policy::Policy) {
-    if !policy.degraded.is_empty() {
+    say_degraded(&policy.degraded);
+}
+
+fn say_degraded(degraded: &[String]) {
+    if !degraded.is_empty() {
         say(&format!(
             "warning: sandbox degraded: {}",
-            policy.degraded.join("; ")
+            degraded.join("; ")
         ));
     }
 }
@@ -401,7 +427,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 _ => SchemaMode::Enforce,
             };
             let host = ExtensionHost::load(&dir, options).await?;
-            warn_degraded(host.policy());
+            say_degraded(&host.degraded());
             let result = host.invoke_value(&tool, args).await;
             // The answer is printed as soon as it is there, then the worker
             // is stopped (its exit, the cgroup's and scratch folder's
@@ -423,11 +449,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let mut options = sandbox.host_options()?;
             worker.apply(&mut options)?;
-            let ext = Prepared::new(&dir, &options)?;
-            // A warm worker's filters are the zygote's: none are compiled here.
-            if options.warm().is_none() {
-                crate::sandbox::launch::precompile(&ext.policy);
+            if let Some(socket) = options.server.clone() {
+                // The server derives and confines: nothing is derived here.
+                relay::run_warm(&dir, &socket, &worker, &options).await?;
+                return Ok(());
             }
+            let ext = Prepared::new(&dir, &options)?;
+            crate::sandbox::launch::precompile(&ext.policy);
             warn_degraded(&ext.policy);
             crate::host::proxy::run(&ext, &options).await?;
         }

@@ -115,6 +115,8 @@ struct Worker {
     /// Denials the worker reported (newest last, bounded).
     denials: Arc<Mutex<Vec<String>>>,
     pending: Arc<Pending>,
+    /// The fork server's word on what its confinement gave up (warm only).
+    degraded: Option<Vec<String>>,
 }
 
 impl Worker {
@@ -179,6 +181,7 @@ impl Worker {
             stdin,
             denials,
             pending,
+            degraded: spawned.degraded,
         })
     }
 
@@ -502,6 +505,8 @@ pub struct ExtensionHost {
     starts: AtomicU64,
     /// The first start, asked of the fork server before `prepare` (load).
     requested: Mutex<Option<crate::host::server::Requested>>,
+    /// The fork server's word on what its last worker's confinement gave up.
+    served_degraded: Mutex<Option<Vec<String>>>,
 }
 
 impl ExtensionHost {
@@ -554,10 +559,17 @@ impl ExtensionHost {
             denial_log: Default::default(),
             audit: options.audit.clone(),
         });
+        // With a fork server the worker's policy is the server's: this
+        // host's view of what it gives up is not recorded as the worker's
+        // (null; `ExtensionHost::degraded()` has the server's word).
+        let degraded = match options.server {
+            Some(_) => serde_json::Value::Null,
+            None => json!(ext.policy.degraded),
+        };
         options.audit.record(
             "load",
             &ext.manifest.name,
-            json!({"dir": ext.dir, "capabilities": ext.manifest.capabilities, "degraded": ext.policy.degraded}),
+            json!({"dir": ext.dir, "capabilities": ext.manifest.capabilities, "degraded": degraded}),
         );
         Ok(ExtensionHost {
             ext,
@@ -570,6 +582,7 @@ impl ExtensionHost {
             loaded: AtomicBool::new(true),
             starts: AtomicU64::new(0),
             requested: Mutex::default(),
+            served_degraded: Mutex::default(),
         })
     }
 
@@ -603,6 +616,9 @@ impl ExtensionHost {
             requested,
         )?);
         self.starts.fetch_add(1, Ordering::Relaxed);
+        if let Some(d) = &w.degraded {
+            *self.served_degraded.locked() = Some(d.clone());
+        }
         *slot = Some(w.clone());
         Ok(w)
     }
@@ -642,9 +658,20 @@ impl ExtensionHost {
     pub fn provenance(&self) -> Provenance {
         self.ext.manifest.provenance
     }
-    /// The policy its workers run under.
+    /// The policy its workers run under (with a fork server, this host's
+    /// view: the server derives the worker's, see [`ExtensionHost::degraded`]).
     pub fn policy(&self) -> &Policy {
         &self.ext.policy
+    }
+    /// What the worker's confinement gave up: with a fork server the
+    /// server's word for the worker it started last (its policy is the
+    /// server's, `policy()` is this host's view; kept after unload), else
+    /// `policy().degraded`.
+    pub fn degraded(&self) -> Vec<String> {
+        match self.served_degraded.locked().clone() {
+            Some(served) => served,
+            None => self.ext.policy.degraded.clone(),
+        }
     }
     pub fn dir(&self) -> &Path {
         &self.ext.dir

@@ -31,25 +31,7 @@ impl Prepared {
         manifest: Manifest,
         options: &HostOptions,
     ) -> Result<Prepared> {
-        let dir = std::path::absolute(dir)
-            .map_err(|e| Error::manifest(format!("{}: {e}", dir.display()), None))?;
-        // With a fork server the interpreter is the server's: not resolved
-        // here (a launcher script costs a start of its own), and this
-        // policy is the host's view only; the server derives the worker's.
-        let entry = Entry::for_extension(&dir, &manifest, || match options.server {
-            Some(_) => Ok(Interpreter::native(std::path::Path::new(&options.python))),
-            None => Interpreter::resolve(&options.python),
-        })?;
-        let workspace = match &options.workspace {
-            Some(w) => Some(std::fs::canonicalize(w).map_err(|e| {
-                Error::sandbox_io(
-                    SandboxKind::Workspace,
-                    format!("workspace {}: {e}", w.display()),
-                    e,
-                )
-            })?),
-            None => None,
-        };
+        let (dir, entry, workspace) = Self::checked(dir, &manifest, options)?;
         let program = entry.program_facts(&dir);
         let probe = Probe::cached();
         // A zygote forks its workers single-threaded and cannot serve a
@@ -90,5 +72,36 @@ impl Prepared {
             entry,
             policy,
         })
+    }
+
+    /// The extension's folder made absolute, its entry program resolved and the
+    /// workspace canonicalized: what deriving a policy starts from, and all a
+    /// fork server's client checks before it asks (the server derives the
+    /// policy, from its own operator policy).
+    pub fn checked(
+        dir: &Path,
+        manifest: &Manifest,
+        options: &HostOptions,
+    ) -> Result<(PathBuf, Entry, Option<PathBuf>)> {
+        let dir = std::path::absolute(dir)
+            .map_err(|e| Error::manifest(format!("{}: {e}", dir.display()), None))?;
+        // With a fork server the interpreter is the server's: not resolved
+        // here (a launcher script costs a start of its own); a policy derived
+        // here is the host's view only, the server derives the worker's.
+        let entry = Entry::for_extension(&dir, manifest, || match options.server {
+            Some(_) => Ok(Interpreter::native(std::path::Path::new(&options.python))),
+            None => Interpreter::resolve(&options.python),
+        })?;
+        let workspace = match &options.workspace {
+            Some(w) => Some(std::fs::canonicalize(w).map_err(|e| {
+                Error::sandbox_io(
+                    SandboxKind::Workspace,
+                    format!("workspace {}: {e}", w.display()),
+                    e,
+                )
+            })?),
+            None => None,
+        };
+        Ok((dir, entry, workspace))
     }
 }

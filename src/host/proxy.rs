@@ -24,16 +24,44 @@ use crate::support::terminal;
 /// Relays until the host closes stdin or sends shutdown and the worker exits.
 /// Returns Ok when the worker ended as asked.
 pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
+    let extension = Relayed {
+        name: &ext.manifest.name,
+        capabilities: ext.manifest.capability_set(),
+        dir: &ext.dir,
+    };
+    relay(&extension, options, |forward| {
+        worker::start(
+            &ext.dir,
+            &ext.entry,
+            &ext.policy,
+            &options.audit,
+            forward,
+            options.verbose,
+            options.warm(),
+        )
+    })
+    .await
+}
+
+/// What the relay needs of the extension: the name its host calls are made
+/// under, the capabilities they are gated by, its folder (the memory
+/// namespace's key).
+pub struct Relayed<'a> {
+    pub name: &'a str,
+    pub capabilities: std::collections::BTreeSet<crate::Capability>,
+    pub dir: &'a std::path::Path,
+}
+
+/// [`run`] with the worker `start` gives (`worker::start`, or a fork
+/// server's worker as `worker::from_warm` makes it), which it is handed the
+/// forwarding of the worker's stderr for.
+pub async fn relay(
+    ext: &Relayed<'_>,
+    options: &HostOptions,
+    start: impl FnOnce(Option<worker::Forward>) -> Result<worker::Spawned>,
+) -> Result<()> {
     let (err_tx, err_rx) = tokio::sync::mpsc::channel::<ErrOut>(256);
-    let spawned = worker::start(
-        &ext.dir,
-        &ext.entry,
-        &ext.policy,
-        &options.audit,
-        Some(forward(err_tx.clone())),
-        options.verbose,
-        options.warm(),
-    )?;
+    let spawned = start(Some(forward(err_tx.clone())))?;
     let group = spawned.group();
     let (mut child, group, tail, resources) =
         (spawned.child, group, spawned.stderr, spawned.resources);
@@ -47,9 +75,9 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
     nonblocking_stderr();
     let stderr_done = spawn_stderr_writer(err_rx);
 
-    let name = ext.manifest.name.as_str();
-    let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(name));
-    let caller = services::Caller::new(name, &ext.dir);
+    let name = ext.name;
+    let gate = CapabilityGate::new(ext.capabilities.iter().copied(), Some(name));
+    let caller = services::Caller::new(name, ext.dir);
     let host_services = options.services();
     let limiter = RateLimiter::default();
     let denials = services::DenialLog::default();

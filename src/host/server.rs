@@ -645,7 +645,7 @@ impl Server {
             workspace: req.workspace,
             verbose: req.verbose,
         };
-        let ext = self.prepare(&key)?;
+        let mut ext = self.prepare(&key)?;
         let mut started = match self.take_spare(&key, &ext) {
             Some(spare) => spare,
             None => self.start_worker(&ext, &key)?,
@@ -653,8 +653,15 @@ impl Server {
         // Not held while the worker runs: the derivation (policy, manifest,
         // compiled filters) was about 110 KiB of this process per idle
         // worker (docs/warm.md, "Memory per worker: the server").
+        // What this worker's confinement gave up, for the client to show:
+        // the policy is derived here, from the server's operator policy,
+        // and a client derives none of its own.
+        let degraded = std::mem::take(&mut ext.policy.degraded);
         drop(ext);
-        let line = format!("{}\n", json!({"started": {"pid": started.pid}}));
+        let line = format!(
+            "{}\n",
+            json!({"started": {"pid": started.pid, "degraded": degraded}})
+        );
         let ours = started.ours.take().expect("a worker not handed over yet");
         send_with_fds(
             conn.as_raw_fd(),
@@ -942,6 +949,8 @@ impl Drop for Started {
 /// says how it ends and takes our `kill`.
 pub struct WarmStart {
     pub pid: i32,
+    /// What the worker's confinement gave up (its policy's `degraded`).
+    pub degraded: Vec<String>,
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
@@ -1033,6 +1042,13 @@ fn answer(conn: UnixStream, sent: std::io::Result<()>, shown: &str) -> Result<Wa
         return Err(error_from_json(e));
     }
     let pid = answer["started"]["pid"].as_i64().unwrap_or(0) as i32;
+    // A server of an older build says nothing of it: not "nothing given up".
+    let degraded = match answer["started"]["degraded"].as_array() {
+        Some(d) => d.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        None => vec![format!(
+            "the fork server at {shown} did not say what this worker's confinement gave up (a server of an older build: restart it)"
+        )],
+    };
     let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
         .try_into()
         .map_err(|_| server_error(format!("the fork server at {shown} sent no pipes")))?;
@@ -1040,6 +1056,7 @@ fn answer(conn: UnixStream, sent: std::io::Result<()>, shown: &str) -> Result<Wa
         .map_err(|e| io_error("socket", e))?;
     Ok(WarmStart {
         pid,
+        degraded,
         stdin,
         stdout,
         stderr,

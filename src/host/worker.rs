@@ -322,6 +322,9 @@ pub struct Spawned {
     pub stderr: StderrTail,
     /// Kept until the worker is reaped: its scratch folder, cgroups and uid lease.
     pub resources: Resources,
+    /// A fork server's word on what this worker's confinement gave up (its
+    /// policy is the server's); none for a worker started here.
+    pub degraded: Option<Vec<String>>,
 }
 
 impl Spawned {
@@ -399,33 +402,7 @@ pub fn start(
             Some(r) => r.answer()?,
             None => crate::host::server::start(w.socket, dir, w.workspace, verbose)?,
         };
-        let io = |e: std::io::Error| {
-            Error::sandbox_io(
-                SandboxKind::Server,
-                format!("the warm worker's pipes: {e}"),
-                e,
-            )
-        };
-        let stdin =
-            ChildStdin::from_std(std::process::ChildStdin::from(started.stdin)).map_err(io)?;
-        let stdout =
-            ChildStdout::from_std(std::process::ChildStdout::from(started.stdout)).map_err(io)?;
-        let err =
-            tokio::process::ChildStderr::from_std(std::process::ChildStderr::from(started.stderr))
-                .map_err(io)?;
-        let child = crate::host::server::WarmChild::new(started.pid, started.conn).map_err(io)?;
-        return Ok(Spawned {
-            child: Process::Warm(child),
-            pid: started.pid,
-            stdin,
-            stdout,
-            stderr: drain(err, forward),
-            resources: Resources {
-                scratch: None,
-                held: None,
-                egress: None,
-            },
-        });
+        return from_warm(started, forward);
     }
     let scratch = ScratchDir::create()?;
     let (plan, mut held, egress) = plan(dir, entry, policy, &scratch, verbose)?;
@@ -468,6 +445,42 @@ pub fn start(
             held: Some(held),
             egress,
         },
+        degraded: None,
+    })
+}
+
+/// The worker a fork server started (`server::start`), as a [`Spawned`]
+/// (in a tokio runtime); its stderr is drained as [`start`]'s is.
+pub fn from_warm(
+    started: crate::host::server::WarmStart,
+    forward: Option<Forward>,
+) -> Result<Spawned> {
+    let io = |e: std::io::Error| {
+        Error::sandbox_io(
+            SandboxKind::Server,
+            format!("the warm worker's pipes: {e}"),
+            e,
+        )
+    };
+    let stdin = ChildStdin::from_std(std::process::ChildStdin::from(started.stdin)).map_err(io)?;
+    let stdout =
+        ChildStdout::from_std(std::process::ChildStdout::from(started.stdout)).map_err(io)?;
+    let err =
+        tokio::process::ChildStderr::from_std(std::process::ChildStderr::from(started.stderr))
+            .map_err(io)?;
+    let child = crate::host::server::WarmChild::new(started.pid, started.conn).map_err(io)?;
+    Ok(Spawned {
+        child: Process::Warm(child),
+        pid: started.pid,
+        stdin,
+        stdout,
+        stderr: drain(err, forward),
+        resources: Resources {
+            scratch: None,
+            held: None,
+            egress: None,
+        },
+        degraded: Some(started.degraded),
     })
 }
 

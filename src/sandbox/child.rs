@@ -26,6 +26,11 @@
 //! names the step instead of an errno alone. The calls go through the [`Sys`]
 //! trait, statically dispatched: [`Kernel`] makes them, and the unit tests
 //! record them to check the order without a kernel.
+//!
+//! Beside that sequence, two things on the far side of an exec of this
+//! crate's own programs: `waiter_main`, the body of the exec'd monitor and
+//! reaper (`ext-reaper`), and `inherited`, which claims the descriptors
+//! `ext-relay` is handed across its exec.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
@@ -1276,6 +1281,43 @@ pub fn waiter_main() -> ! {
             std::process::exit(2)
         }
     }
+}
+
+/// The descriptors a program of this crate was handed across its exec and
+/// told of on its command line (`ext-relay`: a fork server's worker, whose
+/// pipes `ext-runner run --server` left open for it), claimed once at its
+/// start. Each must be open, at least 3 and named once; each is made
+/// close-on-exec again.
+pub fn inherited(fds: &[libc::c_int]) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use std::os::fd::FromRawFd;
+    static CLAIMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if CLAIMED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err(io::Error::other(
+            "the handed-over descriptors were claimed already",
+        ));
+    }
+    for (i, &fd) in fds.iter().enumerate() {
+        let open = fd >= 3 && fcntl(fd, FcntlArg::F_GETFD).is_ok();
+        if !open || fds[..i].contains(&fd) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {fd} was not handed over"),
+            ));
+        }
+    }
+    Ok(fds
+        .iter()
+        .map(|&fd| {
+            let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+            // SAFETY: open (checked above), not 0-2, named once, and owned by
+            // nothing else in this process: it came across the exec, which
+            // left no Rust object behind, and this runs once per process
+            // (`CLAIMED`), at the start of `ext-relay`, before it opens
+            // anything.
+            unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+        })
+        .collect())
 }
 
 /// Closes every descriptor except those in `keep` (sorted in place).

@@ -1077,15 +1077,24 @@ impl Drop for IdLease {
 }
 
 /// The `ext-reaper` program that a worker's monitor and reaper exec (see
-/// `child::waiter_main`): `NODUS_EXTENSION_REAPER`, else beside the running
-/// binary or one folder up (cargo's `examples/` and `deps/`).
+/// `child::waiter_main`).
 pub fn waiter_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("NODUS_EXTENSION_REAPER").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    companion("ext-reaper", "NODUS_EXTENSION_REAPER")
+}
+
+/// A program of this crate installed beside `ext-runner` (`ext-reaper`,
+/// `ext-relay`): the path in the environment variable `env`, else `name`
+/// beside the running binary or one folder up (cargo's `examples/` and
+/// `deps/`); none when it is not a file.
+pub fn companion(name: &str, env: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p))
+            .filter(|p| p.is_file())
+            .and_then(|p| std::fs::canonicalize(p).ok());
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [dir.join("ext-reaper"), dir.join("../ext-reaper")]
+    [dir.join(name), dir.join("..").join(name)]
         .into_iter()
         .find(|p| p.is_file())
         .and_then(|p| std::fs::canonicalize(p).ok())

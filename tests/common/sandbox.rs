@@ -343,8 +343,9 @@ pub fn runner(who: Who) -> PathBuf {
         std::fs::copy(&built, &copy).expect("copy ext-runner");
         chmod(&copy, 0o755);
         // The fork server's zygote loads the crate's confinement code from
-        // beside it; a worker's monitor and reaper exec ext-reaper from there.
-        for name in ["libnodus_extension.so", "ext-reaper"] {
+        // beside it; a worker's monitor and reaper exec ext-reaper from there,
+        // and `run --server` execs ext-relay.
+        for name in ["libnodus_extension.so", "ext-reaper", "ext-relay"] {
             let from = built.with_file_name(name);
             if from.exists() {
                 let to = dir.join(name);
