@@ -495,3 +495,50 @@ def test_uninstall_restores_the_reference(installed, registry):
     registry.load(str(HELLO))
     assert type(registry.lookup("example.hello")._runner) is REFERENCE_RUNNER
     assert sandbox.stats()["workers_started"] == 0
+
+
+# --- through a fork server (`install(server=...)`) ---------------------------
+
+
+@pytest.fixture
+def fork_server():
+    """`ext-runner serve` on a socket of its own (a short path: AF_UNIX),
+    with this interpreter; stopped after the test."""
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="nx-srv-")
+    sock = os.path.join(folder, "fork", "s.sock")
+    proc = subprocess.Popen([os.environ["NODUS_EXT_RUNNER"], "serve", "--socket", sock,
+                             "--python", os.path.realpath(sys.executable)],
+                            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(sock):
+        assert proc.poll() is None and time.monotonic() < deadline, "the fork server did not listen"
+        time.sleep(0.02)
+    yield proc, sock
+    proc.kill()
+    proc.wait()
+
+
+def test_through_a_fork_server_the_worker_is_warm_and_the_host_holds_ext_relay(installed, registry,
+                                                                               fork_server, tmp_path):
+    server, sock = fork_server
+    installed(server=sock)
+    registry.load(str(HELLO))
+    runner = registry.lookup("example.hello")._runner
+    assert registry.invoke("example.hello", "example.greet", {"name": "Ada"}) == "Hello, Ada!"
+    # The process the host talks to is ext-relay (ext-runner exec'd it once
+    # the server's worker was started); the worker is the server's, below it.
+    exe = os.path.realpath(f"/proc/{runner.pid}/exe")
+    assert os.path.basename(exe) == "ext-relay", exe
+    assert not any("extension.py" in c or "boot.py" in c for c in descendants(runner.pid).values())
+    assert any("python" in c for c in descendants(server.pid).values())
+    # A worker that dies is the reference's SandboxError, with ext-runner's exit code.
+    ext = make_extension(tmp_path, "crasher", ["tool.invoke"], {"die": "os._exit(3)"})
+    registry.load(str(ext))
+    with pytest.raises(SandboxError) as info:
+        registry.invoke("t.crasher", "t.crasher.die", {})
+    assert "exited with status 3" in str(info.value)
+    assert info.value.runner_returncode == 6
