@@ -318,10 +318,29 @@ impl Drop for Trap {
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    // Below the kernel's ephemeral range: a port asked for as 0 (every
+    // trap's and listener's of the tests running beside) is never this one,
+    // so nobody takes it between this check and its use (seen once in CI
+    // with a port from bind(0), which the next bind(0) was given).
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(1024).clamp(1, 10_000);
+    let mut seed = std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        std::time::Instant::now(),
+    );
+    for _ in 0..1000 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = (low - span + (seed >> 33) as u32 % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range ({low})")
 }
 
 /// A pseudo-terminal owned by the test: the master side and the slave's path
