@@ -305,7 +305,8 @@ import time; time.sleep(0.3)
 "#;
 
 /// TCP Fast Open opens a connection without passing Landlock's connect hook
-/// (an open upstream Landlock issue): a listener outside `tcp_ports` must get
+/// on kernels without Landlock's Fast Open check (upstream Landlock issue
+/// 41; 6.18.44 has the check): a listener outside `tcp_ports` must get
 /// nothing through any of the connect-less paths. Controls: outside the
 /// sandbox every path reaches its listener, and so it does in the sandbox
 /// with the seccomp layer switched off where Landlock has no Fast Open check

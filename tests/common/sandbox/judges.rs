@@ -316,7 +316,8 @@ impl Drop for Trap {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1, below the ephemeral range (bound, then
+/// released).
 pub fn free_port() -> u16 {
     // Below the kernel's ephemeral range: a port asked for as 0 (every
     // trap's and listener's of the tests running beside) is never this one,
