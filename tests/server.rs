@@ -1651,3 +1651,98 @@ fn a_relay_reports_a_worker_that_died_under_a_request_with_an_exit_code() {
         assert!(err.contains("error: "), "{relay:?}: {err}");
     }
 }
+
+/// A library host with a fork server derives no policy of its own, as `run
+/// --server` derives none: the server derives the worker's from its
+/// operator policy, so its refusal is the load's error, with its class; an
+/// operator policy set beside a server is refused before anything is asked.
+#[test]
+fn a_library_host_with_a_server_derives_nothing_and_the_servers_refusal_fails_its_load() {
+    use nodus_extension::{blocking::ExtensionRegistry, HostOptions};
+    let hello = common::root().join("examples/hello");
+    let plain = serve(&[]);
+    let warm = ExtensionRegistry::new(HostOptions::default().with_server(&plain.socket)).unwrap();
+    let host = warm.load(&hello).unwrap();
+    assert!(
+        host.policy().is_none(),
+        "nothing is derived beside a server"
+    );
+    let answer = warm
+        .invoke("example.hello", "example.greet", r#"{"name": "Ada"}"#)
+        .unwrap();
+    assert_eq!(answer, "Hello, Ada!");
+    // Control: a host without a server derives the worker's policy itself.
+    let cold = ExtensionRegistry::new(common::options()).unwrap();
+    assert!(cold.load(&hello).unwrap().policy().is_some());
+
+    // The server's operator policy grants the trust class 'dev' nothing:
+    // loading example.hello (tool.invoke) fails as a cold load would.
+    let policy = TempDir::new("policy");
+    let file = policy.join("p.json");
+    std::fs::write(&file, r#"{"trust_classes": {"dev": []}}"#).unwrap();
+    let strict = serve(&["--policy", file.to_str().unwrap()]);
+    let refused = ExtensionRegistry::new(HostOptions::default().with_server(&strict.socket))
+        .unwrap()
+        .load(&hello)
+        .err()
+        .expect("the server's operator policy refuses tool.invoke");
+    assert_eq!(refused.class(), "CapabilityError", "{refused}");
+    assert!(refused.to_string().contains("tool.invoke"), "{refused}");
+    let control = ExtensionRegistry::new(HostOptions::default().with_server(&plain.socket))
+        .unwrap()
+        .load(&hello);
+    assert!(control.is_ok(), "control: {:?}", control.err());
+
+    // An operator policy of the host's own beside a server would not be the
+    // worker's: refused at load, and nothing asked of the server (a listener
+    // of the test's own in its place is never connected to; control: a load
+    // without that policy connects to it, and fails when it hangs up).
+    let fake = TempDir::new("fake-server");
+    let folder = fake.join("fork");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let socket = folder.join("s.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let load = |operator: &str| {
+        let mut options = HostOptions::default().with_server(&socket);
+        options.operator = serde_json::from_str(operator).unwrap();
+        ExtensionRegistry::new(options)
+            .unwrap()
+            .load(&hello)
+            .err()
+            .expect("no server answers here")
+    };
+    // A connection made, even one closed since, waits in the backlog.
+    let asked = || listener.accept().map(drop).is_ok();
+    let err = load(r#"{"tcp_ports": [80]}"#);
+    assert_eq!(err.class(), "SandboxError", "{err}");
+    assert!(
+        err.to_string().contains("belongs to the fork server"),
+        "{err}"
+    );
+    assert!(
+        !asked(),
+        "an operator policy beside a server: nothing asked of it"
+    );
+    let hangs_up = std::thread::scope(|scope| {
+        let answer = scope.spawn(|| {
+            let end = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < end {
+                if asked() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        });
+        let err = load("{}");
+        (answer.join().unwrap(), err)
+    });
+    assert!(
+        hangs_up.0,
+        "control: a load beside a server asks it ({})",
+        hangs_up.1
+    );
+}

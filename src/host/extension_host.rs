@@ -22,7 +22,7 @@ use crate::extension::provenance::Provenance;
 use crate::extension::validation::{SchemaMode, ToolSchemas};
 use crate::host::audit::Audit;
 use crate::host::options::HostOptions;
-use crate::host::prepared::Prepared;
+use crate::host::prepared::Hosted;
 use crate::host::services::{self, RateLimiter, Services};
 use crate::host::worker::{self, StderrTail};
 use crate::protocol::{self, Line, Response, Routed};
@@ -121,7 +121,7 @@ struct Worker {
 
 impl Worker {
     fn start(
-        ext: &Prepared,
+        ext: &Hosted,
         options: &HostOptions,
         calls: Arc<CallContext>,
         requested: Option<crate::host::server::Requested>,
@@ -144,15 +144,26 @@ impl Worker {
                 let _ = tx.try_send(chunk.to_vec());
             }) as worker::Forward
         });
-        let spawned = worker::start(
-            &ext.dir,
-            &ext.entry,
-            &ext.policy,
-            &calls.audit,
-            forward,
-            options.verbose,
-            options.warm().map(|w| worker::Warm { requested, ..w }),
-        )?;
+        let spawned = match (ext, options.warm()) {
+            (Hosted::Served { dir, .. }, Some(w)) => worker::start_warm(
+                dir,
+                worker::Warm { requested, ..w },
+                forward,
+                options.verbose,
+            )?,
+            (Hosted::Here(here), _) => worker::start(
+                &here.dir,
+                &here.entry,
+                &here.policy,
+                &calls.audit,
+                forward,
+                options.verbose,
+                None,
+            )?,
+            (Hosted::Served { .. }, None) => {
+                unreachable!("a served extension's options name its server")
+            }
+        };
         let group = spawned.group();
         let stdin = Arc::new(tokio::sync::Mutex::new(spawned.stdin));
         let denials: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -493,7 +504,7 @@ impl Drop for Cancel<'_> {
 
 /// One loaded extension.
 pub struct ExtensionHost {
-    ext: Prepared,
+    ext: Hosted,
     calls: Arc<CallContext>,
     gate: CapabilityGate,
     options: HostOptions,
@@ -523,8 +534,9 @@ impl ExtensionHost {
     ) -> Result<ExtensionHost> {
         // With a fork server the start is asked for first: the server
         // derives the worker's policy and confines it while this host does
-        // its own preparation (its policy view, which probes the kernel, and
-        // the tool schemas), instead of after it.
+        // its own preparation (the checks of the folder, the entry and the
+        // workspace, the tool schemas), instead of after it.
+        Hosted::served_options(&options)?;
         let requested = match options.warm() {
             Some(w) => Some(crate::host::server::request(
                 w.socket,
@@ -542,34 +554,33 @@ impl ExtensionHost {
 
     /// Validates everything about an extension without starting its worker.
     fn prepare(dir: &Path, manifest: Manifest, options: HostOptions) -> Result<ExtensionHost> {
-        let ext = Prepared::with_manifest(dir, manifest, &options)?;
+        let ext = Hosted::new(dir, manifest, &options)?;
         // The filters compile while the rest of the start goes on (a warm
-        // worker's are the zygote's: a thread, its malloc arena and the
-        // compile's memory here would be spent for nothing).
-        if options.warm().is_none() {
-            crate::sandbox::launch::precompile(&ext.policy);
+        // worker's are the zygote's, and its policy the server's).
+        if let Some(policy) = ext.policy() {
+            crate::sandbox::launch::precompile(policy);
         }
-        let schemas = ToolSchemas::compile(&ext.manifest, options.schema_validation)?;
-        let gate = CapabilityGate::new(ext.manifest.capability_set(), Some(&ext.manifest.name));
+        let manifest = ext.manifest();
+        let schemas = ToolSchemas::compile(manifest, options.schema_validation)?;
+        let gate = CapabilityGate::new(manifest.capability_set(), Some(&manifest.name));
         let calls = Arc::new(CallContext {
-            caller: services::Caller::new(&ext.manifest.name, &ext.dir),
+            caller: services::Caller::new(&manifest.name, ext.dir()),
             gate: gate.clone(),
             services: options.services(),
             limiter: RateLimiter::default(),
             denial_log: Default::default(),
             audit: options.audit.clone(),
         });
-        // With a fork server the worker's policy is the server's: this
-        // host's view of what it gives up is not recorded as the worker's
-        // (null; `ExtensionHost::degraded()` has the server's word).
-        let degraded = match options.server {
-            Some(_) => serde_json::Value::Null,
-            None => json!(ext.policy.degraded),
+        // With a fork server the worker's policy is the server's, not known
+        // at load (null; `ExtensionHost::degraded()` has the server's word).
+        let degraded = match ext.policy() {
+            Some(policy) => json!(policy.degraded),
+            None => serde_json::Value::Null,
         };
         options.audit.record(
             "load",
-            &ext.manifest.name,
-            json!({"dir": ext.dir, "capabilities": ext.manifest.capabilities, "degraded": degraded}),
+            &manifest.name,
+            json!({"dir": ext.dir(), "capabilities": manifest.capabilities, "degraded": degraded}),
         );
         Ok(ExtensionHost {
             ext,
@@ -647,34 +658,37 @@ impl ExtensionHost {
     }
 
     pub fn name(&self) -> &str {
-        &self.ext.manifest.name
+        &self.ext.manifest().name
     }
     pub fn manifest(&self) -> &Manifest {
-        &self.ext.manifest
+        self.ext.manifest()
     }
     pub fn gate(&self) -> &CapabilityGate {
         &self.gate
     }
     pub fn provenance(&self) -> Provenance {
-        self.ext.manifest.provenance
+        self.ext.manifest().provenance
     }
-    /// The policy its workers run under (with a fork server, this host's
-    /// view: the server derives the worker's, see [`ExtensionHost::degraded`]).
-    pub fn policy(&self) -> &Policy {
-        &self.ext.policy
+    /// The policy its workers run under, derived at load; None with a fork
+    /// server (`HostOptions::server`), which derives each worker's from the
+    /// manifest and its own operator policy: nothing is derived here (see
+    /// [`ExtensionHost::degraded`] for the server's word; `ext-runner policy`
+    /// prints a policy without starting anything).
+    pub fn policy(&self) -> Option<&Policy> {
+        self.ext.policy()
     }
     /// What the worker's confinement gave up: with a fork server the
-    /// server's word for the worker it started last (its policy is the
-    /// server's, `policy()` is this host's view; kept after unload), else
-    /// `policy().degraded`.
+    /// server's word for the worker it started last (empty before the first
+    /// start; kept after unload), else `policy().degraded`.
     pub fn degraded(&self) -> Vec<String> {
-        match self.served_degraded.locked().clone() {
-            Some(served) => served,
-            None => self.ext.policy.degraded.clone(),
+        match (self.served_degraded.locked().clone(), self.ext.policy()) {
+            (Some(served), _) => served,
+            (None, Some(policy)) => policy.degraded.clone(),
+            (None, None) => Vec::new(),
         }
     }
     pub fn dir(&self) -> &Path {
-        &self.ext.dir
+        self.ext.dir()
     }
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::SeqCst)
@@ -695,7 +709,7 @@ impl ExtensionHost {
 
     /// The reference's `describe()` view.
     pub fn describe(&self) -> Value {
-        describe(&self.ext.manifest, self.is_loaded())
+        describe(self.ext.manifest(), self.is_loaded())
     }
 
     /// Invokes `tool` with `args_json` (a JSON string, as the reference's API takes it).
@@ -723,10 +737,10 @@ impl ExtensionHost {
                 "args must be a JSON object, got {}",
                 crate::extension::manifest::python_type_name(args)
             ))
-        } else if self.ext.manifest.tool(tool).is_none() {
+        } else if self.ext.manifest().tool(tool).is_none() {
             let declared: Vec<&str> = self
                 .ext
-                .manifest
+                .manifest()
                 .tools
                 .iter()
                 .map(|t| t.name.as_str())

@@ -63,9 +63,11 @@ pub struct HostOptions {
     pub verbose: bool,
     /// A fork server's socket (`ext-runner serve --socket PATH`): Python
     /// workers are forked by it, warm, instead of started here. The server
-    /// derives their policy from the manifest and its own operator policy
-    /// (`operator` and `python` here do not apply to them); a server that
-    /// is gone is a `SandboxError`. Default: none, every worker starts cold.
+    /// derives their policy from the manifest and its own operator policy,
+    /// and nothing is derived here (`ExtensionHost::policy` is None;
+    /// `python` here does not apply, and an `operator` policy set with a
+    /// server is refused at load); a server that is gone is a
+    /// `SandboxError`. Default: none, every worker starts cold.
     pub server: Option<PathBuf>,
     /// Set by a fork server and its zygote for the policy of the workers
     /// they fork: a zygote stays single-threaded to fork and so cannot

@@ -8,11 +8,14 @@ use crate::extension::manifest::Manifest;
 use crate::host::options::HostOptions;
 use crate::host::worker::Entry;
 use crate::sandbox::interpreter::Interpreter;
-use crate::sandbox::policy::{self, Policy};
+use crate::sandbox::policy::{self, OperatorPolicy, Policy};
 use crate::sandbox::probe::Probe;
 
 /// An extension with everything decided and nothing started: its folder,
 /// manifest, entry program and derived policy.
+///
+/// (A host whose workers come from a fork server holds a [`Hosted::Served`]
+/// instead: the server derives each worker's policy.)
 pub struct Prepared {
     pub dir: PathBuf,
     pub manifest: Manifest,
@@ -103,5 +106,68 @@ impl Prepared {
             None => None,
         };
         Ok((dir, entry, workspace))
+    }
+}
+
+/// An extension as a library host holds it while it is loaded.
+// One per loaded extension: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Hosted {
+    /// Its workers are started and confined here, under the policy derived
+    /// here.
+    Here(Prepared),
+    /// A fork server starts and confines its workers (`HostOptions::server`):
+    /// the server derives each worker's policy from the manifest and its own
+    /// operator policy and sends what the confinement gave up with the start,
+    /// so nothing is derived here (as for `ext-runner run --server`): only
+    /// the folder and the manifest, checked.
+    Served { dir: PathBuf, manifest: Manifest },
+}
+
+impl Hosted {
+    pub(crate) fn new(dir: &Path, manifest: Manifest, options: &HostOptions) -> Result<Hosted> {
+        match options.server {
+            Some(_) => {
+                Hosted::served_options(options)?;
+                let (dir, _entry, _workspace) = Prepared::checked(dir, &manifest, options)?;
+                Ok(Hosted::Served { dir, manifest })
+            }
+            None => Prepared::with_manifest(dir, manifest, options).map(Hosted::Here),
+        }
+    }
+
+    /// Refuses what a host may not set beside a fork server: the server's
+    /// operator policy is the one its workers get, so one set here would be
+    /// a guarantee silently not kept.
+    pub(crate) fn served_options(options: &HostOptions) -> Result<()> {
+        if options.server.is_some() && options.operator != OperatorPolicy::default() {
+            return Err(Error::sandbox(
+                SandboxKind::OperatorPolicy,
+                "an operator policy belongs to the fork server (`ext-runner serve --policy FILE`), which derives every worker's policy from its own: leave HostOptions::operator unset when HostOptions::server is set",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        match self {
+            Hosted::Here(p) => &p.dir,
+            Hosted::Served { dir, .. } => dir,
+        }
+    }
+
+    pub(crate) fn manifest(&self) -> &Manifest {
+        match self {
+            Hosted::Here(p) => &p.manifest,
+            Hosted::Served { manifest, .. } => manifest,
+        }
+    }
+
+    /// The policy its workers are confined by, where it is derived here.
+    pub(crate) fn policy(&self) -> Option<&Policy> {
+        match self {
+            Hosted::Here(p) => Some(&p.policy),
+            Hosted::Served { .. } => None,
+        }
     }
 }

@@ -398,11 +398,7 @@ pub fn start(
     warm: Option<Warm<'_>>,
 ) -> Result<Spawned> {
     if let Some(w) = warm {
-        let started = match w.requested {
-            Some(r) => r.answer()?,
-            None => crate::host::server::start(w.socket, dir, w.workspace, verbose)?,
-        };
-        return from_warm(started, forward);
+        return start_warm(dir, w, forward, verbose);
     }
     let scratch = ScratchDir::create()?;
     let (plan, mut held, egress) = plan(dir, entry, policy, &scratch, verbose)?;
@@ -447,6 +443,21 @@ pub fn start(
         },
         degraded: None,
     })
+}
+
+/// Gets a worker from the fork server `warm` names (the start it was asked
+/// for already, if any): the server derives its policy and confines it.
+pub fn start_warm(
+    dir: &Path,
+    warm: Warm<'_>,
+    forward: Option<Forward>,
+    verbose: bool,
+) -> Result<Spawned> {
+    let started = match warm.requested {
+        Some(r) => r.answer()?,
+        None => crate::host::server::start(warm.socket, dir, warm.workspace, verbose)?,
+    };
+    from_warm(started, forward)
 }
 
 /// The worker a fork server started (`server::start`), as a [`Spawned`]
