@@ -20,7 +20,8 @@
 //!       of this process and its workers from outside meanwhile).
 //!
 //! Common options: --python PATH, --policy FILE (operator policy),
-//! --server SOCKET (warm workers from `ext-runner serve`),
+//! --server SOCKET (warm workers from `ext-runner serve`, whose interpreter
+//! and policy they get: not with --policy),
 //! --memory-db FILE, --schema enforce|off, --args JSON, --tool NAME; and before
 //! the subcommand, --runtime multi:N|current (the host's tokio runtime; default
 //! multi:2, as `blocking::ExtensionRegistry` builds it).
@@ -53,7 +54,8 @@ struct Cli {
 struct HostArgs {
     #[arg(long, default_value = "python3")]
     python: String,
-    #[arg(long)]
+    /// The operator policy (refused with --server: it is the server's).
+    #[arg(long, conflicts_with = "server")]
     policy: Option<PathBuf>,
     #[arg(long)]
     memory_db: Option<PathBuf>,

@@ -810,7 +810,8 @@ fn ext_with_schema(name: &str, schema: serde_json::Value) -> TempDir {
 #[test]
 fn a_client_whose_own_preparation_fails_after_asking_leaves_no_worker() {
     // A library host asks the server for its worker first and prepares its
-    // side (policy view, tool schemas) meanwhile. A tool schema that is not
+    // side (the checks of folder, entry and workspace, the tool schemas)
+    // meanwhile. A tool schema that is not
     // JSON Schema fails only on the client's side (the server does not
     // compile schemas): the load is still a ManifestError, and the worker the
     // server may have started for it does not stay.
@@ -1654,8 +1655,9 @@ fn a_relay_reports_a_worker_that_died_under_a_request_with_an_exit_code() {
 
 /// A library host with a fork server derives no policy of its own, as `run
 /// --server` derives none: the server derives the worker's from its
-/// operator policy, so its refusal is the load's error, with its class; an
-/// operator policy set beside a server is refused before anything is asked.
+/// operator policy, and its refusal stays the load's error, with its class
+/// (as it was when the host derived a view of its own too); an operator
+/// policy set beside a server is refused before anything is asked.
 #[test]
 fn a_library_host_with_a_server_derives_nothing_and_the_servers_refusal_fails_its_load() {
     use nodus_extension::{blocking::ExtensionRegistry, HostOptions};

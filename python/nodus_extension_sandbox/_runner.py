@@ -220,10 +220,13 @@ class ExtRunnerRunner(_ReferenceSubprocessRunner):
             t = 10 * 365 * 86400.0  # "never", in what ext-runner accepts
         return repr(float(t))
 
+    def _server(self) -> str | None:
+        return self._opts["server"] or os.environ.get("NODUS_EXT_SERVER") or None
+
     def _options_argv(self, subcommand: str) -> list[str]:
         # `policy` takes only what decides the confinement; `run` also how the
         # worker is driven, and the extra (run) options.
-        server = self._opts["server"] or os.environ.get("NODUS_EXT_SERVER") or None
+        server = self._server()
         if server is not None and subcommand == "run":
             # The server's interpreter and operator policy apply, not ours.
             argv = ["--server", os.path.abspath(os.fspath(server))]
@@ -259,7 +262,19 @@ class ExtRunnerRunner(_ReferenceSubprocessRunner):
 
     def start(self) -> None:
         with self._life:
-            if self._opts["preflight"]:
+            if self._server() is not None:
+                # The server derives the worker's policy from its own operator
+                # policy: a policy of ours would not be the worker's (refused,
+                # as ext-runner refuses --policy beside --server), and a
+                # preflight here would derive one it never runs under. A
+                # refusal of the server's is the first call's error.
+                if self._opts["policy"] is not None:
+                    raise SandboxError(
+                        "the policy option belongs to the fork server (`ext-runner serve --policy FILE`), "
+                        "which derives every worker's policy from its own: leave policy unset with server"
+                    )
+                self.policy = None
+            elif self._opts["preflight"]:
                 self._preflight()
             argv = self.command("run")
             try:

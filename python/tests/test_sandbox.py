@@ -542,3 +542,33 @@ def test_through_a_fork_server_the_worker_is_warm_and_the_host_holds_ext_relay(i
         registry.invoke("t.crasher", "t.crasher.die", {})
     assert "exited with status 3" in str(info.value)
     assert info.value.runner_returncode == 6
+
+
+def test_through_a_fork_server_its_policy_decides_and_a_policy_of_ours_is_refused(installed, registry,
+                                                                                  fork_server, tmp_path):
+    """With a server the worker's policy is the server's: no preflight derives
+    one of ours (runner.policy is None), and a policy option beside the server
+    is refused at load instead of silently not being the worker's."""
+    _, sock = fork_server
+    strict = tmp_path / "strict.json"
+    strict.write_text(json.dumps({"trust_classes": {"dev": []}}))  # example.hello is 'dev'
+    # Control: cold, that policy refuses example.hello (tool.invoke) at load.
+    installed(policy=str(strict))
+    with pytest.raises(CapabilityError):
+        registry.load(str(HELLO))
+    sandbox.uninstall()
+    # Beside a server: refused, nothing started.
+    sandbox.install(server=sock, policy=str(strict))
+    sandbox.reset_stats()
+    with pytest.raises(SandboxError) as info:
+        registry.load(str(HELLO))
+    assert "belongs to the fork server" in str(info.value)
+    assert sandbox.stats()["workers_started"] == 0
+    sandbox.uninstall()
+    # The server's policy alone: loaded, answered, no preflight of ours.
+    sandbox.install(server=sock)
+    sandbox.reset_stats()
+    registry.load(str(HELLO))
+    assert registry.invoke("example.hello", "example.greet", {"name": "Ada"}) == "Hello, Ada!"
+    assert registry.lookup("example.hello")._runner.policy is None
+    assert sandbox.stats()["preflights"] == 0

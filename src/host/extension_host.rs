@@ -144,25 +144,25 @@ impl Worker {
                 let _ = tx.try_send(chunk.to_vec());
             }) as worker::Forward
         });
-        let spawned = match (ext, options.warm()) {
-            (Hosted::Served { dir, .. }, Some(w)) => worker::start_warm(
+        let spawned = match ext {
+            Hosted::Served { dir, socket, .. } => worker::start_warm(
                 dir,
-                worker::Warm { requested, ..w },
+                worker::Warm {
+                    socket,
+                    workspace: options.workspace.as_deref(),
+                    requested,
+                },
                 forward,
                 options.verbose,
             )?,
-            (Hosted::Here(here), _) => worker::start(
+            Hosted::Here(here) => worker::start(
                 &here.dir,
                 &here.entry,
                 &here.policy,
                 &calls.audit,
                 forward,
                 options.verbose,
-                None,
             )?,
-            (Hosted::Served { .. }, None) => {
-                unreachable!("a served extension's options name its server")
-            }
         };
         let group = spawned.group();
         let stdin = Arc::new(tokio::sync::Mutex::new(spawned.stdin));

@@ -64,9 +64,11 @@ pub struct HostOptions {
     /// A fork server's socket (`ext-runner serve --socket PATH`): Python
     /// workers are forked by it, warm, instead of started here. The server
     /// derives their policy from the manifest and its own operator policy,
-    /// and nothing is derived here (`ExtensionHost::policy` is None;
-    /// `python` here does not apply, and an `operator` policy set with a
-    /// server is refused at load); a server that is gone is a
+    /// and nothing is derived here (`ExtensionHost::policy` is None). An
+    /// `operator` policy set beside a server is refused at load; `python`
+    /// is not used (the server's interpreter runs the workers; a library
+    /// cannot tell a `python` set from the default, where `ext-runner`
+    /// refuses `--python` beside `--server`). A server that is gone is a
     /// `SandboxError`. Default: none, every worker starts cold.
     pub server: Option<PathBuf>,
     /// Set by a fork server and its zygote for the policy of the workers

@@ -89,8 +89,8 @@ impl Prepared {
         let dir = std::path::absolute(dir)
             .map_err(|e| Error::manifest(format!("{}: {e}", dir.display()), None))?;
         // With a fork server the interpreter is the server's: not resolved
-        // here (a launcher script costs a start of its own); a policy derived
-        // here is the host's view only, the server derives the worker's.
+        // here (a launcher script costs a start of its own), and nothing is
+        // derived here: the server derives the worker's policy.
         let entry = Entry::for_extension(&dir, manifest, || match options.server {
             Some(_) => Ok(Interpreter::native(std::path::Path::new(&options.python))),
             None => Interpreter::resolve(&options.python),
@@ -120,17 +120,24 @@ pub(crate) enum Hosted {
     /// the server derives each worker's policy from the manifest and its own
     /// operator policy and sends what the confinement gave up with the start,
     /// so nothing is derived here (as for `ext-runner run --server`): only
-    /// the folder and the manifest, checked.
-    Served { dir: PathBuf, manifest: Manifest },
+    /// the folder and the manifest, checked, and the server's socket.
+    Served {
+        dir: PathBuf,
+        manifest: Manifest,
+        socket: PathBuf,
+    },
 }
 
 impl Hosted {
     pub(crate) fn new(dir: &Path, manifest: Manifest, options: &HostOptions) -> Result<Hosted> {
-        match options.server {
-            Some(_) => {
-                Hosted::served_options(options)?;
+        match &options.server {
+            Some(socket) => {
                 let (dir, _entry, _workspace) = Prepared::checked(dir, &manifest, options)?;
-                Ok(Hosted::Served { dir, manifest })
+                Ok(Hosted::Served {
+                    dir,
+                    manifest,
+                    socket: socket.clone(),
+                })
             }
             None => Prepared::with_manifest(dir, manifest, options).map(Hosted::Here),
         }
@@ -138,7 +145,7 @@ impl Hosted {
 
     /// Refuses what a host may not set beside a fork server: the server's
     /// operator policy is the one its workers get, so one set here would be
-    /// a guarantee silently not kept.
+    /// a guarantee silently not kept. (Called before the server is asked.)
     pub(crate) fn served_options(options: &HostOptions) -> Result<()> {
         if options.server.is_some() && options.operator != OperatorPolicy::default() {
             return Err(Error::sandbox(

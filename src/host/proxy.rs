@@ -29,16 +29,16 @@ pub async fn run(ext: &Prepared, options: &HostOptions) -> Result<()> {
         capabilities: ext.manifest.capability_set(),
         dir: &ext.dir,
     };
-    relay(&extension, options, |forward| {
-        worker::start(
+    relay(&extension, options, |forward| match options.warm() {
+        Some(w) => worker::start_warm(&ext.dir, w, forward, options.verbose),
+        None => worker::start(
             &ext.dir,
             &ext.entry,
             &ext.policy,
             &options.audit,
             forward,
             options.verbose,
-            options.warm(),
-        )
+        ),
     })
     .await
 }

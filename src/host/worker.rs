@@ -385,9 +385,9 @@ pub struct Warm<'a> {
     pub requested: Option<crate::host::server::Requested>,
 }
 
-/// Starts a worker. Its stderr is drained for as long as it runs (so it can
-/// never block on a full pipe); `forward` also receives each chunk. With a
-/// fork server (`warm`), an `extension.py` worker comes from it.
+/// Starts a worker here, confined by `policy`. Its stderr is drained for as
+/// long as it runs (so it can never block on a full pipe); `forward` also
+/// receives each chunk. (A fork server's worker: [`start_warm`].)
 pub fn start(
     dir: &Path,
     entry: &Entry,
@@ -395,11 +395,7 @@ pub fn start(
     audit: &Audit,
     forward: Option<Forward>,
     verbose: bool,
-    warm: Option<Warm<'_>>,
 ) -> Result<Spawned> {
-    if let Some(w) = warm {
-        return start_warm(dir, w, forward, verbose);
-    }
     let scratch = ScratchDir::create()?;
     let (plan, mut held, egress) = plan(dir, entry, policy, &scratch, verbose)?;
     let mut child = launch::spawn(plan)?;
