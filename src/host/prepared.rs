@@ -14,7 +14,7 @@ use crate::sandbox::probe::Probe;
 /// An extension with everything decided and nothing started: its folder,
 /// manifest, entry program and derived policy.
 ///
-/// (A host whose workers come from a fork server holds a [`Hosted::Served`]
+/// (A host whose workers come from a fork server holds a `Hosted::Served`
 /// instead: the server derives each worker's policy.)
 pub struct Prepared {
     pub dir: PathBuf,
