@@ -1748,3 +1748,97 @@ fn a_library_host_with_a_server_derives_nothing_and_the_servers_refusal_fails_it
         hangs_up.1
     );
 }
+
+/// A warm worker has one waiter: its pid namespace's reaper, which is the
+/// zygote's own child (the fork that made it exits at once instead of
+/// staying as the monitor a cold worker has), and the zygote reads the
+/// worker's end from it. Seen from outside: the worker's parent runs
+/// `ext-reaper init`, whose parent is the zygote, and no `ext-reaper
+/// monitor` runs below the server (control: a cold `run` has one). The
+/// worker's end still reaches the client as it was: its exit code, and a
+/// death by signal.
+#[test]
+fn a_warm_worker_waits_under_its_reaper_alone_and_its_end_still_reaches_the_client() {
+    use common::procfs::{cmdline, descendants};
+    let s = serve(&[]);
+    let hello = common::root().join("examples/hello");
+    let mut run = warm_run(Command::new(ext_runner()), &hello, &s.socket);
+    let line = answer_once(
+        &mut run,
+        "example.greet",
+        serde_json::json!({"name": "Ada"}),
+    );
+    assert!(line.contains("Hello, Ada!"), "{line}");
+    // (pid, parent, the command line's start: the zygote's own is its
+    // source, which names boot.py too)
+    let below: Vec<(i32, i32, String)> = descendants(s.child.id() as i32)
+        .into_iter()
+        .map(|p| (p.pid, p.ppid, cmdline(p.pid).chars().take(80).collect()))
+        .collect();
+    let zygote = below
+        .iter()
+        .find(|(_, ppid, _)| *ppid == s.child.id() as i32)
+        .map(|p| p.0)
+        .expect("the zygote");
+    let find = |what: &str| {
+        below
+            .iter()
+            .find(|(pid, _, c)| *pid != zygote && c.contains(what))
+            .cloned()
+    };
+    let (reaper, reaper_parent, _) = find("ext-reaper init").expect("the reaper");
+    let (_, worker_parent, _) = find("boot.py").expect("the worker");
+    assert_eq!(
+        reaper_parent, zygote,
+        "the reaper is the zygote's child: {below:?}"
+    );
+    assert_eq!(
+        worker_parent, reaper,
+        "the worker is the reaper's: {below:?}"
+    );
+    assert!(
+        find("ext-reaper monitor").is_none(),
+        "no monitor: {below:?}"
+    );
+    drop(run.stdin.take());
+    let _ = run.wait();
+    // Control: a cold worker has its monitor, and the same check sees it.
+    let mut cold = Command::new(ext_runner())
+        .arg("run")
+        .arg(&hello)
+        .arg("--python")
+        .arg(python())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    answer_once(
+        &mut cold,
+        "example.greet",
+        serde_json::json!({"name": "Ada"}),
+    );
+    let monitors = descendants(cold.id() as i32)
+        .into_iter()
+        .filter(|p| cmdline(p.pid).contains("ext-reaper monitor"))
+        .count();
+    assert_eq!(monitors, 1, "control: a cold worker's monitor");
+    drop(cold.stdin.take());
+    let _ = cold.wait();
+
+    // The worker's end, through the zygote's reading of the reaper.
+    let e = code_runner("t.ends", &["tool.invoke"]);
+    for (code, says) in [
+        ("import os; os._exit(3)", "exited with status 3"),
+        (
+            "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+            "was killed by signal 9 (SIGKILL)",
+        ),
+    ] {
+        let args = serde_json::json!({"code": code}).to_string();
+        let out = invoke(&s.socket, e.path(), "t.ends.run", &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{out:?}");
+        assert!(err.contains(says), "{code}: {err}");
+    }
+}

@@ -64,6 +64,10 @@ def _main():
     lib.nodus_zygote_forked.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
     lib.nodus_zygote_oom_killed.restype = ctypes.c_int
     lib.nodus_zygote_oom_killed.argtypes = [ctypes.c_void_p]
+    lib.nodus_zygote_reaper.restype = ctypes.c_int
+    lib.nodus_zygote_reaper.argtypes = [ctypes.c_void_p]
+    lib.nodus_zygote_exit_status.restype = ctypes.c_int
+    lib.nodus_zygote_exit_status.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.nodus_zygote_release.restype = None
     lib.nodus_zygote_release.argtypes = [ctypes.c_void_p]
     if lib.nodus_zygote_init() != 0:
@@ -87,7 +91,12 @@ def _main():
     # started cold would have it too.
     given = init.get("env", {})
     added = {k: v for k, v in os.environ.items() if k not in given}
-    workers = {}  # pid -> (request id, handle)
+    # pid -> (request id, handle, process group): the pid the zygote waits
+    # for is the worker's reaper (its child, once the fork that made it has
+    # exited: child.rs, ZygoteWaits), or without a pid namespace the fork
+    # itself, the worker; the group is the fork's (it made the session).
+    workers = {}
+    forks = set()  # forks that made a reaper and exit: reaped, nothing told
     buf = ctypes.create_string_buffer(1 << 16)
     me = os.getpid()
 
@@ -114,16 +123,21 @@ def _main():
             log(f"cannot tell the server {msg.get('op')} for request {msg.get('id')}: {e!r}")
 
     def reap():
-        while workers:
+        while workers or forks:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if pid in forks:
+                forks.discard(pid)
+                continue
             found = workers.pop(pid, None)
             if found is not None:
-                rid, handle = found
+                rid, handle, _ = found
+                # The worker's own status (a reaper passes it up a pipe).
+                status = lib.nodus_zygote_exit_status(handle, status)
                 # Read before the release removes its memory cgroup.
                 oom = lib.nodus_zygote_oom_killed(handle) == 1
                 lib.nodus_zygote_release(handle)
@@ -170,17 +184,25 @@ def _main():
             if pid == 0:
                 _worker(lib, handle, plan, added, (sel, ctl, wake_r, wake_w), (boot_src, boot_codes), (shim_src, shims))
             # The fork holds the handle now: released when it is reaped.
-            workers[pid] = (rid, handle)
+            workers[pid] = (rid, handle, pid)
             handle = None
             try:
                 ok = lib.nodus_zygote_forked(workers[pid][1], buf, len(buf))
                 answer = json.loads(buf.value)
+                reaper = lib.nodus_zygote_reaper(workers[pid][1])
+                if reaper > 0:
+                    # The worker's reaper is our child, and the fork that
+                    # made it exits: the reaper is what we wait for (so
+                    # the release follows the worker's end, failed or not).
+                    workers[reaper] = workers.pop(pid)
+                    forks.add(pid)
                 if ok != 0:
                     tell({"op": "failed", "id": rid, "error": answer})
                     return
                 egress = answer.get("egress_fd")
                 try:
-                    send({"op": "started", "id": rid, "pid": pid}, [egress] if egress is not None else ())
+                    send({"op": "started", "id": rid, "pid": reaper if reaper > 0 else pid},
+                         [egress] if egress is not None else ())
                 finally:
                     if egress is not None:
                         os.close(egress)
@@ -224,10 +246,13 @@ def _main():
                 got, fds = fds, []
                 start(req["id"], req.get("request"), got)
             elif op == "kill":
-                for pid, (rid, _) in workers.items():
+                for rid, _, group in workers.values():
                     if rid == req.get("id"):
                         try:
-                            os.killpg(pid, signal.SIGKILL)  # not yet reaped: still ours
+                            # Not yet reaped: the group is still the worker's
+                            # (a group's id is not reused while a member,
+                            # zombie or not, is left).
+                            os.killpg(group, signal.SIGKILL)
                         except OSError:
                             pass
             else:
@@ -265,9 +290,9 @@ def _main():
                         continue
                     msg = b""
                 if not msg:
-                    for pid in list(workers):
+                    for _, _, group in list(workers.values()):
                         try:
-                            os.killpg(pid, signal.SIGKILL)
+                            os.killpg(group, signal.SIGKILL)
                         except OSError:
                             pass
                     os._exit(0)

@@ -52,11 +52,27 @@ pub struct Warm {
     environ: Vec<u8>,
     report_in: OwnedFd,
     report_out: Option<OwnedFd>,
+    /// With a pid namespace, the zygote waits for the worker's reaper
+    /// itself (`child::ZygoteWaits`): the reaper's pid and the worker's
+    /// status come up these; their write ends are held until the fork.
+    waits: Option<Waits>,
     context: launch::StepContext,
     egress: Option<EgressChannel>,
     /// Held until the worker is reaped.
     _scratch: ScratchDir,
     held: launch::Held,
+}
+
+/// The zygote's ends of the pipes of `child::ZygoteWaits`.
+struct Waits {
+    status_in: OwnedFd,
+    reaper_in: OwnedFd,
+    /// The write ends, the fork's: closed here once it has forked.
+    outs: Option<[OwnedFd; 2]>,
+    /// The reaper's pid, once the fork said it (also when the worker's
+    /// confinement failed after the reaper was made: it is waited for all
+    /// the same, so the release comes after the worker's end).
+    reaper: Option<libc::pid_t>,
 }
 
 fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Value)> {
@@ -97,9 +113,35 @@ fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Valu
             plan.args
         )));
     }
-    let (report_in, report_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::sandbox_io(SandboxKind::Spawn, "report pipe", e.into()))?;
+    let pipe = |what: &str| {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::sandbox_io(SandboxKind::Spawn, what, e.into()))
+    };
+    let (report_in, report_out) = pipe("report pipe")?;
     plan.confinement.report_fd = Some(report_out.as_raw_fd());
+    let waits = match plan.confinement.pid_namespace {
+        true => {
+            let (status_in, status_out) = pipe("status pipe")?;
+            // Read once the reaper was reaped: never to wait on a writer.
+            nix::fcntl::fcntl(
+                status_in.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .map_err(|e| Error::sandbox_io(SandboxKind::Spawn, "status pipe", e.into()))?;
+            let (reaper_in, reaper_out) = pipe("reaper pipe")?;
+            plan.confinement.zygote_waits = Some(child::ZygoteWaits {
+                status_out: status_out.as_raw_fd(),
+                reaper_pid_out: reaper_out.as_raw_fd(),
+            });
+            Some(Waits {
+                status_in,
+                reaper_in,
+                outs: Some([status_out, reaper_out]),
+                reaper: None,
+            })
+        }
+        false => None,
+    };
     let context = launch::StepContext::of(&plan.confinement);
     let cwd = CString::new(plan.cwd.as_os_str().as_encoded_bytes())
         .map_err(|_| bad("a working folder with a NUL byte".into()))?;
@@ -129,6 +171,7 @@ fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Valu
             environ,
             report_in,
             report_out: Some(report_out),
+            waits,
             context,
             egress,
             _scratch: scratch,
@@ -143,6 +186,9 @@ fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Valu
 fn forked(w: &mut Warm) -> Result<serde_json::Value> {
     w.stdio = None;
     w.report_out = None;
+    if let Some(waits) = &mut w.waits {
+        waits.outs = None;
+    }
     drop(std::mem::take(&mut w.plan.confinement));
     let mut report = Vec::new();
     let mut buf = [0u8; 64];
@@ -160,6 +206,19 @@ fn forked(w: &mut Warm) -> Result<serde_json::Value> {
             }
         }
     }
+    if let Some(waits) = &mut w.waits {
+        // Written by the fork right after the reaper's clone; nothing when
+        // it failed before (then it has exited: end of file).
+        let mut pid = [0u8; 4];
+        let read = loop {
+            match nix::unistd::read(waits.reaper_in.as_raw_fd(), &mut pid) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        let pid = libc::pid_t::from_ne_bytes(pid);
+        waits.reaper = (read == Ok(4) && pid > 0).then_some(pid);
+    }
     if !report.is_empty() {
         let program = w.plan.program.display().to_string();
         return Err(match Failure::decode(&report) {
@@ -170,10 +229,36 @@ fn forked(w: &mut Warm) -> Result<serde_json::Value> {
             ),
         });
     }
-    Ok(match w.egress.take() {
-        Some(channel) => serde_json::json!({"egress_fd": channel.receive()?.into_raw_fd()}),
-        None => serde_json::json!({}),
-    })
+    let mut answer = serde_json::json!({});
+    if let Some(waits) = &w.waits {
+        let Some(pid) = waits.reaper else {
+            return Err(Error::sandbox(
+                SandboxKind::Spawn,
+                "the worker's fork did not say its reaper's pid",
+            ));
+        };
+        answer["reaper"] = pid.into();
+    }
+    if let Some(channel) = w.egress.take() {
+        answer["egress_fd"] = channel.receive()?.into_raw_fd().into();
+    }
+    Ok(answer)
+}
+
+/// The worker's wait status once its reaper (`reaper_status`, the zygote's
+/// child) was reaped: what the reaper wrote up the status pipe, else (it
+/// was killed before it could) the reaper's own, as a monitor does.
+fn exit_status(w: &Warm, reaper_status: c_int) -> c_int {
+    let Some(waits) = &w.waits else {
+        return reaper_status;
+    };
+    // Every write end is closed by now (the fork exited, the reaper was
+    // reaped, the worker died with its pid namespace): never blocks.
+    let mut status = [0u8; 4];
+    match nix::unistd::read(waits.status_in.as_raw_fd(), &mut status) {
+        Ok(4) => c_int::from_ne_bytes(status),
+        _ => reaper_status,
+    }
 }
 
 /// Where this process's argv and initial environment strings are
@@ -357,6 +442,32 @@ pub unsafe extern "C" fn nodus_zygote_oom_killed(h: *const Warm) -> c_int {
     let w = unsafe { &*h };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.held.oom_killed())).unwrap_or(false)
         as c_int
+}
+
+/// After `nodus_zygote_forked`, whatever it returned: the pid of the
+/// worker's reaper, the zygote's child to wait for instead of the fork
+/// (which exits once it has made it); 0 when there is none (no pid
+/// namespace, or the fork failed before).
+///
+/// # Safety
+/// `h` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn nodus_zygote_reaper(h: *const Warm) -> libc::pid_t {
+    // SAFETY: as the caller promises.
+    let w = unsafe { &*h };
+    w.waits.as_ref().and_then(|x| x.reaper).unwrap_or(0)
+}
+
+/// After the worker's reaper (or, without a pid namespace, the worker) was
+/// reaped with wait status `status`: the worker's wait status.
+///
+/// # Safety
+/// `h` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn nodus_zygote_exit_status(h: *const Warm, status: c_int) -> c_int {
+    // SAFETY: as the caller promises.
+    let w = unsafe { &*h };
+    exit_status(w, status)
 }
 
 /// After the worker was reaped: removes its pids cgroup and scratch folder.

@@ -177,6 +177,9 @@ pub struct Confinement {
     /// monitor and the reaper exec to shed their copy of the runner; without
     /// it they stay forks of the runner.
     pub waiter: Option<std::os::fd::OwnedFd>,
+    /// A fork server's zygote waits for the reaper itself: no monitor (see
+    /// `enter_pid_namespace`).
+    pub zygote_waits: Option<ZygoteWaits>,
     /// (resource, soft, hard).
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)>,
     pub landlock: Option<landlock::RulesetCreated>,
@@ -195,6 +198,18 @@ pub struct Confinement {
     pub identity: Option<(libc::uid_t, libc::gid_t)>,
     /// With an egress allowlist: the proxy's socket is made in the new network namespace.
     pub egress: Option<EgressSocket>,
+}
+
+/// The pipes through which a zygote waits for its worker's reaper itself
+/// (`host::zygote`): it holds their read ends; both write ends stay its own
+/// too (it closes its copies once it has forked), so they outlive the fork.
+#[derive(Debug, Clone, Copy)]
+pub struct ZygoteWaits {
+    /// Where the reaper writes the worker's wait status (as it does to a
+    /// monitor).
+    pub status_out: libc::c_int,
+    /// Where the forked process writes the reaper's pid before it exits.
+    pub reaper_pid_out: libc::c_int,
 }
 
 /// The filter that sends the supervised calls to the runner
@@ -277,12 +292,13 @@ pub trait Sys {
     /// Continues as the worker in a new pid namespace (see `enter_pid_namespace`).
     /// `wipe`: memory ranges the reaper zeroes in its copy of the runner;
     /// `waiter`: a descriptor of the `ext-reaper` program to exec as monitor
-    /// and reaper.
+    /// and reaper; `zygote`: the zygote waits for the reaper, no monitor.
     fn enter_pid_namespace(
         &self,
         parent_death_signal: Option<i32>,
         wipe: &[(usize, usize)],
         waiter: Option<libc::c_int>,
+        zygote: Option<ZygoteWaits>,
     ) -> Result<(), Failure>;
     /// One mount of the private root: its detached idmapped tree moved to
     /// its target (move_mount(2)), else mount(2) with its type and data.
@@ -577,8 +593,9 @@ impl Sys for Kernel {
         parent_death_signal: Option<i32>,
         wipe: &[(usize, usize)],
         waiter: Option<libc::c_int>,
+        zygote: Option<ZygoteWaits>,
     ) -> Result<(), Failure> {
-        enter_pid_namespace(self, parent_death_signal, wipe, waiter)
+        enter_pid_namespace(self, parent_death_signal, wipe, waiter, zygote)
     }
 
     fn root_mount(&self, m: &crate::sandbox::root::Mount) -> SysResult {
@@ -908,7 +925,12 @@ pub fn enter<S: Sys>(s: &S, c: &mut Confinement) -> Result<(), Failure> {
     if c.pid_namespace {
         use std::os::fd::AsRawFd;
         let waiter = c.waiter.as_ref().map(|f| f.as_raw_fd());
-        s.enter_pid_namespace(c.parent_death_signal, &c.runner_strings, waiter)?;
+        s.enter_pid_namespace(
+            c.parent_death_signal,
+            &c.runner_strings,
+            waiter,
+            c.zygote_waits,
+        )?;
     }
     if let Some(root) = &c.private_root {
         build_root(s, root)?;
@@ -1058,11 +1080,20 @@ fn read_only_mounts<S: Sys>(s: &S, writable: &[CString]) -> Result<(), Failure> 
 ///
 /// Monitor and reaper close every other descriptor: the host sees EOF when the
 /// worker closes (and the report pipe is the worker's alone).
+///
+/// With `zygote` (a fork server's worker, forked from its zygote), there is
+/// no monitor: the reaper is made the zygote's own child (`CLONE_PARENT`),
+/// so its parent-death signal follows the zygote, and this process writes
+/// the reaper's pid to the zygote and exits. The zygote then does what the
+/// monitor would: it waits for the reaper and reads the worker's status
+/// from the status pipe, whose read end it holds (one waiting process per
+/// worker instead of two).
 fn enter_pid_namespace(
     k: &Kernel,
     parent_death_signal: Option<i32>,
     wipe: &[(usize, usize)],
     waiter: Option<libc::c_int>,
+    zygote: Option<ZygoteWaits>,
 ) -> Result<(), Failure> {
     let die_with_parent = || match parent_death_signal {
         Some(sig) => k
@@ -1070,10 +1101,14 @@ fn enter_pid_namespace(
             .map_err(at(Step::ParentDeathSignal, 0)),
         None => Ok(()),
     };
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` is a valid array of two ints.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
-        .map_err(at(Step::PidNamespace, 0))?;
+    // The worker's status: to the monitor here, or to the zygote.
+    let mut fds = [-1 as libc::c_int; 2];
+    match zygote {
+        Some(z) => fds[1] = z.status_out,
+        // SAFETY: `fds` is a valid array of two ints.
+        None => check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
+            .map_err(at(Step::PidNamespace, 0))?,
+    }
     let [status_in, status_out] = fds;
     // The worker's go-ahead from an exec'd reaper: EOF once it is not dumpable.
     let mut go = [-1 as libc::c_int; 2];
@@ -1083,9 +1118,27 @@ fn enter_pid_namespace(
             .map_err(at(Step::PidNamespace, 3))?;
     }
     let [go_in, go_out] = go;
-    // SAFETY: fork in a single-threaded process (a fresh child); both sides go
-    // on with async-signal-safe calls only.
-    let reaper = unsafe { libc::fork() };
+    let reaper = match zygote {
+        // SAFETY: a fork-like clone (no new stack: the child runs on a
+        // copy-on-write copy of this one, as after fork) in a single-threaded
+        // process (a fresh child); both sides go on with async-signal-safe
+        // calls only. glibc's record of the thread id is not updated in the
+        // child: it never uses it (it forks through glibc, which sets the
+        // grandchild's, then execs or `_exit`s).
+        Some(_) => unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            ) as libc::pid_t
+        },
+        // SAFETY: fork in a single-threaded process (a fresh child); both
+        // sides go on with async-signal-safe calls only.
+        None => unsafe { libc::fork() },
+    };
     check(reaper).map_err(at(Step::PidNamespace, 1))?;
     if reaper == 0 {
         die_with_parent()?;
@@ -1125,6 +1178,19 @@ fn enter_pid_namespace(
         close_all_but(&mut [status_out]); // the go-ahead's end too: the worker goes on
         let status = wait_for(worker, true);
         report_status(status_out, status)
+    }
+    if let Some(z) = zygote {
+        // The zygote waits for the reaper from here on.
+        // SAFETY: writes one int from a live int to the zygote's pipe, then
+        // exits (closing this process's copies of every descriptor).
+        unsafe {
+            libc::write(
+                z.reaper_pid_out,
+                (&reaper as *const libc::pid_t).cast(),
+                std::mem::size_of::<libc::pid_t>(),
+            );
+            libc::_exit(0)
+        }
     }
     // SAFETY: integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -2076,6 +2142,7 @@ mod tests {
             _: Option<i32>,
             _: &[(usize, usize)],
             _: Option<libc::c_int>,
+            _: Option<ZygoteWaits>,
         ) -> Result<(), Failure> {
             self.call("pid namespace".into())
                 .map_err(at(Step::PidNamespace, 0))
@@ -2190,6 +2257,7 @@ mod tests {
             private_root: None,
             runner_strings: Vec::new(),
             waiter: None,
+            zygote_waits: None,
             rlimits: vec![(libc::RLIMIT_AS, 1, 1), (libc::RLIMIT_NOFILE, 64, 64)],
             landlock: Some(ruleset()),
             landlock_full: true,

@@ -562,17 +562,24 @@ impl Session {
                 .then_some(tmpdir);
         }
         // Named after the process that made it: the runner, or through a
-        // fork server its zygote (the parent of the worker's session leader).
+        // fork server its zygote (the first of the worker's ancestors
+        // outside its session: the parent of its reaper).
         let maker = if warm() {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let sid: i32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(3)?
-                .parse()
-                .ok()?;
-            procfs::stat(sid)?.ppid
+            let session = |p: i32| -> Option<i32> {
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+                stat.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(3)?
+                    .parse()
+                    .ok()
+            };
+            let sid = session(pid)?;
+            let mut p = procfs::stat(pid)?.ppid;
+            while session(p)? == sid {
+                p = procfs::stat(p)?.ppid;
+            }
+            p
         } else {
             self.runner_pid()
         };
