@@ -542,7 +542,7 @@ fn a_fork_the_zygote_cannot_make_fails_that_start_alone() {
         "{out:?}"
     );
     assert_eq!(zygotes(), vec![z]);
-    // Control: a zygote that dies takes worker A with it (its monitor's
+    // Control: a zygote that dies takes worker A with it (its reaper's
     // parent-death signal), and the same check sees it.
     common::sandbox::signal(z, nix::sys::signal::Signal::SIGKILL);
     for p in a_procs {

@@ -188,7 +188,6 @@ def _main():
             handle = None
             try:
                 ok = lib.nodus_zygote_forked(workers[pid][1], buf, len(buf))
-                answer = json.loads(buf.value)
                 reaper = lib.nodus_zygote_reaper(workers[pid][1])
                 if reaper > 0:
                     # The worker's reaper is our child, and the fork that
@@ -197,8 +196,15 @@ def _main():
                     workers[reaper] = workers.pop(pid)
                     forks.add(pid)
                 if ok != 0:
-                    tell({"op": "failed", "id": rid, "error": answer})
+                    # A failed start runs on nowhere: its group (the fork's
+                    # id, a member still unreaped) is killed.
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    tell({"op": "failed", "id": rid, "error": json.loads(buf.value)})
                     return
+                answer = json.loads(buf.value)
                 egress = answer.get("egress_fd")
                 try:
                     send({"op": "started", "id": rid, "pid": reaper if reaper > 0 else pid},

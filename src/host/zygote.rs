@@ -66,7 +66,7 @@ pub struct Warm {
 /// The zygote's ends of the pipes of `child::ZygoteWaits`.
 struct Waits {
     status_in: OwnedFd,
-    reaper_in: OwnedFd,
+    reaper_in: Option<OwnedFd>,
     /// The write ends, the fork's: closed here once it has forked.
     outs: Option<[OwnedFd; 2]>,
     /// The reaper's pid, once the fork said it (also when the worker's
@@ -135,7 +135,7 @@ fn prepare(raw: &[u8], fds: Vec<OwnedFd>) -> Result<(Box<Warm>, serde_json::Valu
             });
             Some(Waits {
                 status_in,
-                reaper_in,
+                reaper_in: Some(reaper_in),
                 outs: Some([status_out, reaper_out]),
                 reaper: None,
             })
@@ -190,6 +190,24 @@ fn forked(w: &mut Warm) -> Result<serde_json::Value> {
         waits.outs = None;
     }
     drop(std::mem::take(&mut w.plan.confinement));
+    // First, so that no early return below loses the reaper (it must be
+    // waited for and killed as the worker): written by the fork right after
+    // the reaper's clone; nothing when it failed before (then it has
+    // exited: end of file). Closed once read.
+    if let Some(waits) = &mut w.waits {
+        let Some(reaper_in) = waits.reaper_in.take() else {
+            return Err(Error::sandbox(SandboxKind::Spawn, "forked twice"));
+        };
+        let mut pid = [0u8; 4];
+        let read = loop {
+            match nix::unistd::read(reaper_in.as_raw_fd(), &mut pid) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        let pid = libc::pid_t::from_ne_bytes(pid);
+        waits.reaper = (read == Ok(4) && pid > 0).then_some(pid);
+    }
     let mut report = Vec::new();
     let mut buf = [0u8; 64];
     loop {
@@ -205,19 +223,6 @@ fn forked(w: &mut Warm) -> Result<serde_json::Value> {
                 ))
             }
         }
-    }
-    if let Some(waits) = &mut w.waits {
-        // Written by the fork right after the reaper's clone; nothing when
-        // it failed before (then it has exited: end of file).
-        let mut pid = [0u8; 4];
-        let read = loop {
-            match nix::unistd::read(waits.reaper_in.as_raw_fd(), &mut pid) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                other => break other,
-            }
-        };
-        let pid = libc::pid_t::from_ne_bytes(pid);
-        waits.reaper = (read == Ok(4) && pid > 0).then_some(pid);
     }
     if !report.is_empty() {
         let program = w.plan.program.display().to_string();
