@@ -499,15 +499,7 @@ impl Session {
         };
         let ours = pipes(runner, 3);
         let me = std::process::id() as i32;
-        let session = |pid: i32| -> Option<i32> {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            stat.rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(3)?
-                .parse()
-                .ok()
-        };
+        let session = session_of;
         // Never this process's or the runner's session (the server and its
         // zygote are in ours): only the session the worker leads.
         let (own, runners) = (session(me), session(runner));
@@ -565,15 +557,7 @@ impl Session {
         // fork server its zygote (the first of the worker's ancestors
         // outside its session: the parent of its reaper).
         let maker = if warm() {
-            let session = |p: i32| -> Option<i32> {
-                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-                stat.rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .nth(3)?
-                    .parse()
-                    .ok()
-            };
+            let session = session_of;
             let sid = session(pid)?;
             let mut p = procfs::stat(pid)?.ppid;
             while session(p)? == sid {
@@ -721,4 +705,15 @@ pub fn signal_name(status: &ExitStatus) -> Option<String> {
             .map(|s| s.as_str().to_string())
             .unwrap_or_else(|_| s.to_string())
     })
+}
+
+/// The session id of `pid`, from its /proc stat.
+fn session_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
 }
