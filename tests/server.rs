@@ -1842,3 +1842,163 @@ fn a_warm_worker_waits_under_its_reaper_alone_and_its_end_still_reaches_the_clie
         assert!(err.contains(says), "{code}: {err}");
     }
 }
+
+/// A worker started by a client of the test's own (the server's protocol:
+/// the request line, then the answer line with the worker's stdin, stdout
+/// and stderr), its pipes and connection held by the test.
+struct RawStart {
+    pid: i32,
+    stdin: std::fs::File,
+    stdout: std::io::BufReader<std::fs::File>,
+    _stderr: std::fs::File,
+    conn: std::os::unix::net::UnixStream,
+}
+
+fn raw_start(socket: &Path, dir: &Path) -> RawStart {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let conn = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let request = serde_json::json!({"dir": dir, "workspace": null, "verbose": false});
+    std::io::Write::write_all(&mut &conn, format!("{request}\n").as_bytes()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (mut line, mut fds) = (Vec::new(), Vec::new());
+    while !line.contains(&b'\n') {
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+        let msg = recvmsg::<()>(
+            std::os::fd::AsRawFd::as_raw_fd(&conn),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .unwrap();
+        for c in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(got) = c {
+                // SAFETY: each was just installed in this process by the
+                // kernel (SCM_RIGHTS); nothing else refers to it.
+                fds.extend(
+                    got.into_iter()
+                        .map(|f| unsafe { std::fs::File::from_raw_fd(f) }),
+                );
+            }
+        }
+        let n = msg.bytes;
+        assert!(
+            n > 0,
+            "the server closed without an answer: {}",
+            String::from_utf8_lossy(&line)
+        );
+        line.extend_from_slice(&buf[..n]);
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    let pid = answer["started"]["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{answer}")) as i32;
+    let [stdin, stdout, stderr]: [std::fs::File; 3] = fds.try_into().unwrap();
+    conn.set_read_timeout(None).unwrap();
+    RawStart {
+        pid,
+        stdin,
+        stdout: std::io::BufReader::new(stdout),
+        _stderr: stderr,
+        conn,
+    }
+}
+
+impl RawStart {
+    /// One invoke and the line it answers; None at its stdout's end.
+    fn answer(&mut self) -> Option<String> {
+        use std::io::{BufRead, Write};
+        let request = serde_json::json!({"id": "1", "op": "invoke", "name": "example.greet", "args": {"name": "Ada"}});
+        writeln!(self.stdin, "{request}").ok()?;
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line),
+            _ => None,
+        }
+    }
+}
+
+/// The server's threads, once they have settled (a connection's thread
+/// ends right after it hands its worker over).
+fn settled_threads(pid: i32) -> usize {
+    let count = || status_field(pid, "Threads:").parse::<usize>().unwrap();
+    let mut last = count();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = count();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+#[test]
+fn idle_warm_workers_cost_the_server_no_thread_and_only_a_kill_line_or_a_hang_up_ends_them() {
+    let s = serve(&[]);
+    let hello = common::root().join("examples/hello");
+    let server = s.child.id() as i32;
+    let hello_from = |w: &mut RawStart| w.answer().is_some_and(|l| l.contains("Hello, Ada!"));
+    // One worker first: the zygote and the thread that reads it exist from here on.
+    let mut first = raw_start(&s.socket, &hello);
+    assert!(hello_from(&mut first));
+    let before = settled_threads(server);
+    let mut held: Vec<RawStart> = (0..6).map(|_| raw_start(&s.socket, &hello)).collect();
+    assert!(held.iter_mut().all(hello_from));
+    let after = settled_threads(server);
+    // Before, each idle worker held two threads of the server (its
+    // connection's and a watcher's): 12 more here.
+    assert!(
+        after < before + held.len(),
+        "the server went from {before} to {after} threads for {} more idle workers",
+        held.len()
+    );
+    // Lines that are not `kill` kill nothing: the worker still answers.
+    let long = format!("{}kill\nkilljoy\n", "x".repeat(40));
+    std::io::Write::write_all(&mut &first.conn, long.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        hello_from(&mut first),
+        "a worker lives through lines that are not `kill`"
+    );
+    // `kill` ends it, and the connection says how.
+    std::io::Write::write_all(&mut &first.conn, b"kill\n").unwrap();
+    first
+        .conn
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut end = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&first.conn), &mut end).unwrap();
+    let end: serde_json::Value = serde_json::from_str(&end).unwrap_or_default();
+    assert_eq!(
+        end["exited"],
+        serde_json::json!(9),
+        "killed by SIGKILL: {end}"
+    );
+    assert_eq!(first.answer(), None, "its stdout ended");
+    // A client that hangs up (its connection closed, the pipes still held)
+    // ends its worker.
+    let mut last = held.pop().unwrap();
+    let gone = format!("/proc/{}", last.pid);
+    assert!(Path::new(&gone).exists());
+    drop(
+        last.conn
+            .try_clone()
+            .map(|c| c.shutdown(std::net::Shutdown::Both)),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Path::new(&gone).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !Path::new(&gone).exists(),
+        "the worker of a client that hung up is gone"
+    );
+    assert_eq!(last.answer(), None, "its stdout ended");
+    // The others still answer.
+    assert!(held.iter_mut().all(hello_from));
+}

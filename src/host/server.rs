@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -298,10 +298,26 @@ enum Event {
     Gone,
 }
 
+/// Who is told of a worker's events: the thread starting it, until it has
+/// started; then its connection's task (`watch`), told of its end alone.
+enum Waiter {
+    Start(mpsc::Sender<Event>),
+    End(tokio::sync::oneshot::Sender<Event>),
+}
+
+impl Waiter {
+    fn tell(self, event: Event) {
+        let _ = match self {
+            Waiter::Start(tx) => tx.send(event).map_err(drop),
+            Waiter::End(tx) => tx.send(event).map_err(drop),
+        };
+    }
+}
+
 struct Zygote {
     ctl: OwnedFd,
     send_lock: Mutex<()>,
-    waiters: Mutex<HashMap<u64, mpsc::Sender<Event>>>,
+    waiters: Mutex<HashMap<u64, Waiter>>,
     alive: AtomicBool,
     /// The write end of its stdin, kept open (an empty pipe, like a worker's
     /// before the host writes).
@@ -483,18 +499,27 @@ fn startup_env(policy: &crate::sandbox::policy::Policy) -> Vec<(String, String)>
 }
 
 impl Server {
+    /// One client's connection: its worker started on this thread, then
+    /// watched by a task on the server's runtime until it ends (a thread
+    /// per idle worker cost the server about 40 KiB each: docs/warm.md,
+    /// "Memory per worker: the server").
     fn connection(self: &Arc<Self>, conn: UnixStream) {
-        if let Err(e) = self.start_and_watch(&conn) {
-            let line = format!("{}\n", json!({"error": error_json(&e)}));
-            let _ = (&conn).write_all(line.as_bytes());
-            // Whatever the client still sends is read, so that it gets to
-            // read this answer rather than a broken pipe.
-            let _ = conn.shutdown(std::net::Shutdown::Write);
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = std::io::copy(
-                &mut std::io::Read::take(&conn, 1 << 16),
-                &mut std::io::sink(),
-            );
+        match self.start(&conn) {
+            Ok(started) => {
+                drop(self.runtime.spawn(watch(conn, started)));
+            }
+            Err(e) => {
+                let line = format!("{}\n", json!({"error": error_json(&e)}));
+                let _ = (&conn).write_all(line.as_bytes());
+                // Whatever the client still sends is read, so that it gets
+                // to read this answer rather than a broken pipe.
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = std::io::copy(
+                    &mut std::io::Read::take(&conn, 1 << 16),
+                    &mut std::io::sink(),
+                );
+            }
         }
     }
 
@@ -596,20 +621,29 @@ impl Server {
                     ),
                     _ => continue,
                 };
-                if let Some(tx) = z.waiters.locked().get(&id) {
-                    let _ = tx.send(event);
+                let mut waiters = z.waiters.locked();
+                match waiters.get(&id) {
+                    Some(Waiter::Start(tx)) => {
+                        let _ = tx.send(event);
+                    }
+                    Some(Waiter::End(_)) => {
+                        if let Some(w) = waiters.remove(&id) {
+                            w.tell(event);
+                        }
+                    }
+                    None => {}
                 }
             }
             z.alive.store(false, Ordering::SeqCst);
-            for (_, tx) in z.waiters.locked().drain() {
-                let _ = tx.send(Event::Gone);
+            for (_, w) in z.waiters.locked().drain() {
+                w.tell(Event::Gone);
             }
             let _ = child.wait();
         });
         Ok(zygote)
     }
 
-    fn start_and_watch(self: &Arc<Self>, conn: &UnixStream) -> Result<()> {
+    fn start(self: &Arc<Self>, conn: &UnixStream) -> Result<Started> {
         use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
         let peer = getsockopt(conn, PeerCredentials)
             .map_err(|e| io_error("cannot read the client's credentials", e.into()))?;
@@ -678,29 +712,7 @@ impl Server {
             let me = self.clone();
             std::thread::spawn(move || me.make_spare(key));
         }
-        // The client's `kill`, or its hang-up, kills the worker.
-        let _ = conn.set_read_timeout(None);
-        if let Ok(watch) = conn.try_clone() {
-            let (z, id) = (started.zygote.clone(), started.id);
-            std::thread::spawn(move || {
-                let mut lines = BufReader::new(watch).lines();
-                while let Some(Ok(l)) = lines.next() {
-                    if l.trim() == "kill" {
-                        z.kill(id);
-                    }
-                }
-                z.kill(id);
-            });
-        }
-        let end = match started.rx.recv() {
-            Ok(Event::Exited(status, oom_killed)) => {
-                json!({"exited": status, "oom_killed": oom_killed})
-            }
-            _ => json!({"gone": "the fork server's zygote ended"}),
-        };
-        let _ = (&*conn).write_all(format!("{end}\n").as_bytes());
-        let _ = conn.shutdown(std::net::Shutdown::Both);
-        Ok(())
+        Ok(started)
     }
 
     /// The server's own derivation, from the manifest and its operator
@@ -731,7 +743,7 @@ impl Server {
         let (err_r, err_w) = pipe()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
-        zygote.waiters.locked().insert(id, tx);
+        zygote.waiters.locked().insert(id, Waiter::Start(tx));
         let mut started = Started {
             zygote,
             id,
@@ -934,6 +946,80 @@ struct Started {
     /// The ends of its stdin, stdout and stderr pipes the client gets.
     ours: Option<[OwnedFd; 3]>,
     _proxy: Option<crate::host::egress::EgressProxy>,
+}
+
+impl Started {
+    /// From here on its end goes to a task: the receiver of its `Exited`
+    /// (or `Gone`), which may have come already.
+    fn end(&mut self) -> impl std::future::Future<Output = Option<Event>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Under the lock the zygote's reader tells under: what it told
+        // before is in `rx` of the start, what it tells after goes to `tx`.
+        self.zygote
+            .waiters
+            .locked()
+            .insert(self.id, Waiter::End(tx));
+        let early = self.rx.try_recv().ok();
+        async move {
+            match early {
+                Some(event) => Some(event),
+                None => rx.await.ok(),
+            }
+        }
+    }
+}
+
+/// A started worker's connection until the worker ends: the client's
+/// `kill` line, or its hang-up, kills it; its end is written back, then the
+/// connection is closed. A task, not a thread: idle workers cost the
+/// server no stack each, and a line is read 64 bytes at a time, at most
+/// 16 kept (anything longer is not `kill`).
+async fn watch(conn: UnixStream, mut started: Started) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let end = started.end();
+    let conn = conn
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(conn));
+    let Ok(mut conn) = conn else {
+        return; // not watchable: as a hang-up (Started's drop kills it)
+    };
+    let (z, id) = (started.zygote.clone(), started.id);
+    tokio::pin!(end);
+    let (mut buf, mut line, mut long, mut reading) = ([0u8; 64], Vec::new(), false, true);
+    let event = loop {
+        tokio::select! {
+            event = &mut end => break event,
+            got = conn.read(&mut buf), if reading => match got {
+                Ok(n) if n > 0 => {
+                    for &b in &buf[..n] {
+                        if b == b'\n' {
+                            if !long && line.trim_ascii() == b"kill" {
+                                z.kill(id);
+                            }
+                            (line, long) = (Vec::new(), false);
+                        } else if line.len() < 16 {
+                            line.push(b);
+                        } else {
+                            long = true;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                _ => {
+                    reading = false;
+                    z.kill(id);
+                }
+            },
+        }
+    };
+    let end = match event {
+        Some(Event::Exited(status, oom_killed)) => {
+            json!({"exited": status, "oom_killed": oom_killed})
+        }
+        _ => json!({"gone": "the fork server's zygote ended"}),
+    };
+    let _ = conn.write_all(format!("{end}\n").as_bytes()).await;
+    let _ = conn.shutdown().await;
 }
 
 impl Drop for Started {
