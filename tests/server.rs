@@ -1980,15 +1980,23 @@ fn idle_warm_workers_cost_the_server_no_thread_and_only_a_kill_line_or_a_hang_up
         "killed by SIGKILL: {end}"
     );
     assert_eq!(first.answer(), None, "its stdout ended");
-    // A client that hangs up (its connection closed, the pipes still held)
-    // ends its worker.
+    // A client that hangs up (its side of the connection closed, the pipes
+    // still held) ends its worker, and the server still says how, then
+    // closes the connection.
     let mut last = held.pop().unwrap();
     let gone = format!("/proc/{}", last.pid);
     assert!(Path::new(&gone).exists());
-    drop(
-        last.conn
-            .try_clone()
-            .map(|c| c.shutdown(std::net::Shutdown::Both)),
+    last.conn.shutdown(std::net::Shutdown::Write).unwrap();
+    last.conn
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut &last.conn, &mut rest).unwrap();
+    let end: serde_json::Value = serde_json::from_str(rest.trim()).unwrap_or_default();
+    assert_eq!(
+        end["exited"],
+        serde_json::json!(9),
+        "killed on hang-up: {rest:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     while Path::new(&gone).exists() && Instant::now() < deadline {

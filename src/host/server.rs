@@ -751,6 +751,7 @@ impl Server {
             pid: 0,
             ours: Some([in_w, out_r, err_r]),
             _proxy: None,
+            ended: false,
         };
         let request = json!({"op": "start", "id": id, "request": {
             "dir": ext.dir,
@@ -946,6 +947,8 @@ struct Started {
     /// The ends of its stdin, stdout and stderr pipes the client gets.
     ours: Option<[OwnedFd; 3]>,
     _proxy: Option<crate::host::egress::EgressProxy>,
+    /// Its end was told (or it was killed already): nothing left to kill.
+    ended: bool,
 }
 
 impl Started {
@@ -973,7 +976,10 @@ impl Started {
 /// `kill` line, or its hang-up, kills it; its end is written back, then the
 /// connection is closed. A task, not a thread: idle workers cost the
 /// server no stack each, and a line is read 64 bytes at a time, at most
-/// 16 kept (anything longer is not `kill`).
+/// 16 kept (anything longer is not `kill`). The kill is one message to the
+/// zygote, sent once (however many `kill` lines come) and on a blocking
+/// thread: a zygote busy with a start fills its socket, and the send would
+/// stall the runtime every other connection and proxy runs on.
 async fn watch(conn: UnixStream, mut started: Started) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let end = started.end();
@@ -984,6 +990,10 @@ async fn watch(conn: UnixStream, mut started: Started) {
         return; // not watchable: as a hang-up (Started's drop kills it)
     };
     let (z, id) = (started.zygote.clone(), started.id);
+    let kill = move || {
+        let z = z.clone();
+        drop(tokio::task::spawn_blocking(move || z.kill(id)));
+    };
     tokio::pin!(end);
     let (mut buf, mut line, mut long, mut reading) = ([0u8; 64], Vec::new(), false, true);
     let event = loop {
@@ -993,8 +1003,9 @@ async fn watch(conn: UnixStream, mut started: Started) {
                 Ok(n) if n > 0 => {
                     for &b in &buf[..n] {
                         if b == b'\n' {
-                            if !long && line.trim_ascii() == b"kill" {
-                                z.kill(id);
+                            if !long && line.trim_ascii() == b"kill" && !started.ended {
+                                started.ended = true;
+                                kill();
                             }
                             (line, long) = (Vec::new(), false);
                         } else if line.len() < 16 {
@@ -1007,11 +1018,14 @@ async fn watch(conn: UnixStream, mut started: Started) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 _ => {
                     reading = false;
-                    z.kill(id);
+                    if !std::mem::replace(&mut started.ended, true) {
+                        kill();
+                    }
                 }
             },
         }
     };
+    started.ended = true;
     let end = match event {
         Some(Event::Exited(status, oom_killed)) => {
             json!({"exited": status, "oom_killed": oom_killed})
@@ -1024,7 +1038,9 @@ async fn watch(conn: UnixStream, mut started: Started) {
 
 impl Drop for Started {
     fn drop(&mut self) {
-        self.zygote.kill(self.id);
+        if !self.ended {
+            self.zygote.kill(self.id);
+        }
         self.zygote.waiters.locked().remove(&self.id);
     }
 }
