@@ -380,3 +380,74 @@ fn a_kernel_that_refuses_network_namespaces_still_runs_workers_without_network()
         "the error does not name the failed step: {text}"
     );
 }
+
+/// `ext-runner validate DIR`, killed if it has not ended in 20 s (a read
+/// that blocks on a FIFO would otherwise hang the test).
+fn validate_within(dir: &TempDir) -> (Output, Duration) {
+    let t0 = Instant::now();
+    let child = Command::new(common::ext_runner())
+        .arg("validate")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ext-runner");
+    let pid = child.id() as i32;
+    let killer = std::thread::spawn(move || {
+        while t0.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(50));
+            if !common::pid_alive(pid) {
+                return;
+            }
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    });
+    let out = child.wait_with_output().expect("wait for ext-runner");
+    let _ = killer.join();
+    (out, t0.elapsed())
+}
+
+#[test]
+fn a_manifest_that_is_a_fifo_a_device_or_huge_is_refused_at_once_and_a_linked_one_still_loads() {
+    let good = common::manifest_json("cli.ext", &["tool.invoke"], &["cli.greet"]);
+    // Control: a manifest that is a link to a regular file loads.
+    let linked = write_ext(None, Some(TOOLS));
+    let real = linked.join("real.json");
+    std::fs::write(&real, &good).unwrap();
+    std::os::unix::fs::symlink(&real, linked.join("nodus-extension.json")).unwrap();
+    let (out, _) = validate_within(&linked);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A FIFO nobody writes: refused, not waited on.
+    let fifo = write_ext(None, Some(TOOLS));
+    nix::unistd::mkfifo(
+        &fifo.join("nodus-extension.json"),
+        nix::sys::stat::Mode::S_IRWXU,
+    )
+    .unwrap();
+    let (out, took) = validate_within(&fifo);
+    let err = assert_error(&out, 3, "ManifestError");
+    assert!(err.contains("a FIFO, not a regular file"), "{err}");
+    assert!(took < Duration::from_secs(15), "not waited on: {took:?}");
+    // A link to /dev/zero: refused, nothing read (ext-runner's memory is
+    // not asked for; an endless read would be killed above, or run out).
+    let zero = write_ext(None, Some(TOOLS));
+    std::os::unix::fs::symlink("/dev/zero", zero.join("nodus-extension.json")).unwrap();
+    let (out, _) = validate_within(&zero);
+    let err = assert_error(&out, 3, "ManifestError");
+    assert!(err.contains("a device, not a regular file"), "{err}");
+    // A regular file over the limit: refused, read no further than it.
+    let huge = write_ext(None, Some(TOOLS));
+    let padded = format!("{}{}", good, " ".repeat(1 << 20));
+    std::fs::write(huge.join("nodus-extension.json"), padded).unwrap();
+    let (out, _) = validate_within(&huge);
+    let err = assert_error(&out, 3, "ManifestError");
+    assert!(err.contains("larger than 1024 KiB"), "{err}");
+}

@@ -2010,3 +2010,247 @@ fn idle_warm_workers_cost_the_server_no_thread_and_only_a_kill_line_or_a_hang_up
     // The others still answer.
     assert!(held.iter_mut().all(hello_from));
 }
+
+/// One request line for `dir` by a client of the test's own, and the
+/// server's answer line (an error, or a start whose descriptors are
+/// dropped here).
+fn request_answer(socket: &Path, dir: &Path) -> serde_json::Value {
+    let conn = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let request = serde_json::json!({"dir": dir, "workspace": null, "verbose": false});
+    std::io::Write::write_all(&mut &conn, format!("{request}\n").as_bytes()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut line);
+    serde_json::from_str(&line).unwrap_or_default()
+}
+
+/// A worker's end as its connection says it, after a `kill` line.
+fn killed(w: &RawStart) -> serde_json::Value {
+    std::io::Write::write_all(&mut &w.conn, b"kill\n").unwrap();
+    w.conn
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut end = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&w.conn), &mut end);
+    serde_json::from_str(&end).unwrap_or_default()
+}
+
+/// An extension's folder is its author's: a manifest that is a FIFO (which
+/// blocked the server's and then the zygote's read, and with it every
+/// client's start and kill) or a link to /dev/zero (read to the end of
+/// memory) is refused at once, and the server goes on serving.
+#[test]
+fn a_manifest_that_is_not_a_regular_file_is_refused_at_once_and_the_server_goes_on() {
+    let s = serve(&[]);
+    let hello = common::root().join("examples/hello");
+    let mut held = raw_start(&s.socket, &hello);
+    assert!(held.answer().is_some_and(|l| l.contains("Hello, Ada!")));
+    let fifo = TempDir::new("fifo-manifest");
+    std::fs::copy(hello.join("extension.py"), fifo.join("extension.py")).unwrap();
+    nix::unistd::mkfifo(
+        &fifo.join("nodus-extension.json"),
+        nix::sys::stat::Mode::S_IRWXU,
+    )
+    .unwrap();
+    let zero = TempDir::new("zero-manifest");
+    std::os::unix::fs::symlink("/dev/zero", zero.join("nodus-extension.json")).unwrap();
+    for (dir, what) in [(&fifo, "a FIFO"), (&zero, "a device")] {
+        let t0 = Instant::now();
+        let answer = request_answer(&s.socket, dir.path());
+        assert_eq!(answer["error"]["class"], "ManifestError", "{answer}");
+        let msg = answer["error"]["msg"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(&format!("{what}, not a regular file")),
+            "{answer}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    }
+    assert!(
+        status_field(s.child.id() as i32, "VmRSS:")
+            .trim_end_matches(" kB")
+            .parse::<u64>()
+            .unwrap()
+            < 256 << 10,
+        "the server read nothing of /dev/zero"
+    );
+    // The held worker still answers, and a kill still reaches it.
+    assert!(held.answer().is_some_and(|l| l.contains("Hello, Ada!")));
+    assert_eq!(killed(&held)["exited"], serde_json::json!(9));
+    let mut fresh = raw_start(&s.socket, &hello);
+    assert!(fresh.answer().is_some_and(|l| l.contains("Hello, Ada!")));
+}
+
+/// The request line has REQUEST_TIMEOUT (10 s) in all: a client that
+/// trickles a byte every half second (each read well within any per-read
+/// timeout) is cut off with an error, and meanwhile others are served.
+#[test]
+fn a_client_that_trickles_its_request_is_cut_off_and_others_are_served_meanwhile() {
+    let s = serve(&[]);
+    let hello = common::root().join("examples/hello");
+    let slow = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+    let t0 = Instant::now();
+    let trickler = {
+        let slow = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut w = &slow;
+            let _ = std::io::Write::write_all(&mut w, b"{");
+            while t0.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(500));
+                if std::io::Write::write_all(&mut w, b" ").is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let mut other = raw_start(&s.socket, &hello);
+    assert!(other.answer().is_some_and(|l| l.contains("Hello, Ada!")));
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&slow), &mut line);
+    let took = t0.elapsed();
+    let _ = slow.shutdown(std::net::Shutdown::Both);
+    let _ = trickler.join();
+    let answer: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+    assert!(
+        answer["error"]["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not arrive within 10 s")),
+        "{line:?} after {took:?}"
+    );
+    assert!(took < Duration::from_secs(25), "{took:?}");
+}
+
+/// CPU seconds a process has used, all its threads (/proc/PID/stat).
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    // utime and stime: fields 14 and 15, 12 and 13 after the name.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64
+        / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap() as f64
+}
+
+/// Out of descriptors, the accept loop waits instead of retrying at once
+/// (an accept that fails with EMFILE leaves the connection pending, and an
+/// immediate retry spun a core): the server uses next to no CPU while
+/// clients hold every descriptor it may open, and serves again once they go.
+#[test]
+fn a_server_out_of_descriptors_waits_for_them_and_serves_again() {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=40:4096").arg(ext_runner());
+    let s = serve_via(cmd, &[], false);
+    let server = s.child.id() as i32;
+    let hello = common::root().join("examples/hello");
+    let mut held = raw_start(&s.socket, &hello);
+    assert!(held.answer().is_some_and(|l| l.contains("Hello, Ada!")));
+    let idle: Vec<_> = (0..60)
+        .map(|_| std::os::unix::net::UnixStream::connect(&s.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let fds = std::fs::read_dir(format!("/proc/{server}/fd"))
+        .unwrap()
+        .count();
+    assert!(
+        fds >= 38,
+        "the server holds {fds} descriptors: not at its limit"
+    );
+    let before = cpu_seconds(server);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(server) - before;
+    assert!(
+        used < 0.5,
+        "the server used {used:.2} s of CPU in 2 s at its descriptor limit"
+    );
+    drop(idle);
+    // The idle connections' reads end (their clients are gone), and so do
+    // the pending ones; then a new client is served.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(format!("/proc/{server}/fd"))
+        .unwrap()
+        .count()
+        > 24
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut fresh = raw_start(&s.socket, &hello);
+    assert!(fresh.answer().is_some_and(|l| l.contains("Hello, Ada!")));
+    assert!(held.answer().is_some_and(|l| l.contains("Hello, Ada!")));
+}
+
+/// Under a task limit (systemd's TasksMax, a pids cgroup), a connection
+/// thread that cannot be made closes that connection alone: the accept
+/// loop panicked, the server exited, and every client's worker went with it.
+#[test]
+fn a_server_that_cannot_make_a_thread_drops_that_connection_and_goes_on() {
+    let pids = Path::new("/sys/fs/cgroup/pids");
+    if !pids.join("cgroup.procs").exists() || !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIP: needs root and the cgroup v1 pids controller at {}",
+            pids.display()
+        );
+        return;
+    }
+    let group = pids.join(format!("nodus-test-threads-{}", std::process::id()));
+    std::fs::create_dir(&group).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+            group.display()
+        ))
+        .arg(ext_runner());
+    let mut s = serve_via(cmd, &[], false);
+    let hello = common::root().join("examples/hello");
+    let mut held = raw_start(&s.socket, &hello);
+    assert!(held.answer().is_some_and(|l| l.contains("Hello, Ada!")));
+    let current: u64 = std::fs::read_to_string(group.join("pids.current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(group.join("pids.max"), (current + 4).to_string()).unwrap();
+    let idle: Vec<_> = (0..30)
+        .map(|_| std::os::unix::net::UnixStream::connect(&s.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let events = std::fs::read_to_string(group.join("pids.events")).unwrap_or_default();
+    let alive = s.child.try_wait().unwrap().is_none();
+    let answers = held.answer().is_some_and(|l| l.contains("Hello, Ada!"));
+    drop(idle);
+    std::fs::write(group.join("pids.max"), "max").unwrap();
+    let fresh = alive.then(|| raw_start(&s.socket, &hello));
+    drop(fresh);
+    drop(held);
+    drop(s);
+    // The workers' own cgroups under it, then it, once their tasks are gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut dirs = vec![group.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
+                dirs.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+            }
+            i += 1;
+        }
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+        if !group.exists() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        events.contains("max") && !events.contains("max 0"),
+        "the limit was reached: {events:?}"
+    );
+    assert!(alive, "the server lived through threads it could not make");
+    assert!(answers, "the held worker still answered");
+}

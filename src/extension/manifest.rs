@@ -61,12 +61,54 @@ pub struct ToolSurface {
     pub effects: Vec<String>,
 }
 
+/// The largest manifest read: an extension's folder is its author's, and a
+/// manifest that is a link to `/dev/zero`, or a FIFO, would otherwise grow
+/// or stall whoever reads it (a library host, the fork server and its
+/// zygote, which read it for every client).
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// The manifest's bytes: a regular file (links followed, as the reference
+/// follows them) of at most [`MAX_MANIFEST_BYTES`]. Opened without blocking,
+/// so that a FIFO is refused rather than waited on.
+fn read_manifest(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a folder"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "a socket"
+        };
+        return Err(std::io::Error::other(format!(
+            "it is {what}, not a regular file"
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {} KiB",
+            MAX_MANIFEST_BYTES >> 10
+        )));
+    }
+    Ok(bytes)
+}
+
 impl Manifest {
     /// Reads and validates `DIR/nodus-extension.json`, as `load_manifest(DIR)` does.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         let shown = path.display().to_string();
-        let bytes = match std::fs::read(&path) {
+        let bytes = match read_manifest(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::manifest(

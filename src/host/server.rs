@@ -24,8 +24,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -104,6 +104,16 @@ const PRELOAD: &[&str] = &[
 
 /// How long a client waits for the server's answer to a start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a client has to send its whole request line, however it
+/// trickles in.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections read and started at once, each on a thread of its own; the
+/// next are accepted as these end (until then they wait in the listener's
+/// backlog, their `connect` done or waiting). A started worker's
+/// connection is a task (`watch`) and holds none.
+const CONNECTION_THREADS: usize = 64;
 
 fn server_error(msg: impl Into<String>) -> Error {
     Error::sandbox(SandboxKind::Server, msg)
@@ -433,12 +443,70 @@ pub fn serve(options: ServeOptions, runtime: tokio::runtime::Handle) -> Result<(
         spares: Mutex::new(HashMap::new()),
         making: std::sync::atomic::AtomicUsize::new(0),
     });
+    let slots = Arc::new(Slots::default());
     for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of descriptors (EMFILE, ENFILE) or memory: the
+                // pending connection stays pending, so an immediate retry
+                // fails the same way and spins. Wait for some to close.
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+                ) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                continue;
+            }
+        };
+        let slot = slots.take(CONNECTION_THREADS);
         let server = server.clone();
-        std::thread::spawn(move || server.connection(conn));
+        let spawned = std::thread::Builder::new()
+            .name("connection".into())
+            .spawn(move || {
+                let _slot = slot;
+                server.connection(conn)
+            });
+        if spawned.is_err() {
+            // Out of threads (a task limit): this client's connection is
+            // closed unanswered (the closure is dropped), the others go on.
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     Ok(())
+}
+
+/// The connection threads running (at most `CONNECTION_THREADS`).
+#[derive(Default)]
+struct Slots {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One connection thread's place, given back when it ends.
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    /// Waits until fewer than `max` are in use, then takes one.
+    fn take(self: &Arc<Self>, max: usize) -> Slot {
+        let mut used = self.used.locked();
+        while *used >= max {
+            used = self
+                .freed
+                .wait(used)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *used += 1;
+        Slot(self.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.used.locked() -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// `/sys/kernel/mm/ksm/run` as read now: `Some("1")` while KSM merges,
@@ -598,48 +666,54 @@ impl Server {
             _stdin: stdin_w,
         });
         let z = zygote.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let (n, mut fds) = match recv_with_fds(z.ctl.as_raw_fd(), &mut buf) {
-                    Ok((0, _)) | Err(_) => break,
-                    Ok(got) => got,
-                };
-                let Ok(msg) = serde_json::from_slice::<Value>(&buf[..n]) else {
-                    continue;
-                };
-                let id = msg["id"].as_u64().unwrap_or(0);
-                let event = match msg["op"].as_str() {
-                    Some("started") => Event::Started {
-                        pid: msg["pid"].as_i64().unwrap_or(0) as i32,
-                        egress: fds.pop(),
-                    },
-                    Some("failed") => Event::Failed(error_from_json(&msg["error"])),
-                    Some("exited") => Event::Exited(
-                        msg["status"].as_i64().unwrap_or(0) as i32,
-                        msg["oom_killed"].as_bool().unwrap_or(false),
-                    ),
-                    _ => continue,
-                };
-                let mut waiters = z.waiters.locked();
-                match waiters.get(&id) {
-                    Some(Waiter::Start(tx)) => {
-                        let _ = tx.send(event);
-                    }
-                    Some(Waiter::End(_)) => {
-                        if let Some(w) = waiters.remove(&id) {
-                            w.tell(event);
+        // Under a task limit the thread may not be made: then this start
+        // fails, and the zygote, its control socket closed with the
+        // closure, ends.
+        let reader = std::thread::Builder::new().name("zygote-reader".into());
+        reader
+            .spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let (n, mut fds) = match recv_with_fds(z.ctl.as_raw_fd(), &mut buf) {
+                        Ok((0, _)) | Err(_) => break,
+                        Ok(got) => got,
+                    };
+                    let Ok(msg) = serde_json::from_slice::<Value>(&buf[..n]) else {
+                        continue;
+                    };
+                    let id = msg["id"].as_u64().unwrap_or(0);
+                    let event = match msg["op"].as_str() {
+                        Some("started") => Event::Started {
+                            pid: msg["pid"].as_i64().unwrap_or(0) as i32,
+                            egress: fds.pop(),
+                        },
+                        Some("failed") => Event::Failed(error_from_json(&msg["error"])),
+                        Some("exited") => Event::Exited(
+                            msg["status"].as_i64().unwrap_or(0) as i32,
+                            msg["oom_killed"].as_bool().unwrap_or(false),
+                        ),
+                        _ => continue,
+                    };
+                    let mut waiters = z.waiters.locked();
+                    match waiters.get(&id) {
+                        Some(Waiter::Start(tx)) => {
+                            let _ = tx.send(event);
                         }
+                        Some(Waiter::End(_)) => {
+                            if let Some(w) = waiters.remove(&id) {
+                                w.tell(event);
+                            }
+                        }
+                        None => {}
                     }
-                    None => {}
                 }
-            }
-            z.alive.store(false, Ordering::SeqCst);
-            for (_, w) in z.waiters.locked().drain() {
-                w.tell(Event::Gone);
-            }
-            let _ = child.wait();
-        });
+                z.alive.store(false, Ordering::SeqCst);
+                for (_, w) in z.waiters.locked().drain() {
+                    w.tell(Event::Gone);
+                }
+                let _ = child.wait();
+            })
+            .map_err(|e| io_error("cannot make the thread that reads the zygote", e))?;
         Ok(zygote)
     }
 
@@ -653,16 +727,36 @@ impl Server {
                 peer.uid()
             )));
         }
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| io_error("socket", e))?;
-        // Byte by byte up to the newline: what follows (`kill`) is the watcher's.
+        // Byte by byte up to the newline: what follows (`kill`) is the
+        // watcher's. The whole line within REQUEST_TIMEOUT, not each read.
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let late = || {
+            server_error(format!(
+                "the request line did not arrive within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+        };
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
         while line.len() < 1 << 16 && !line.ends_with(b"\n") {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(late());
+            }
+            conn.set_read_timeout(Some(left))
+                .map_err(|e| io_error("socket", e))?;
             match std::io::Read::read(&mut &*conn, &mut byte) {
                 Ok(0) => break,
                 Ok(_) => line.push(byte[0]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(late())
+                }
                 Err(e) => return Err(io_error("reading the request", e)),
             }
         }
@@ -710,7 +804,11 @@ impl Server {
         drop(ours);
         if self.options.spares > 0 {
             let me = self.clone();
-            std::thread::spawn(move || me.make_spare(key));
+            // No thread (a task limit): no spare this time, as when N
+            // spares are being made already.
+            let _ = std::thread::Builder::new()
+                .name("spare".into())
+                .spawn(move || me.make_spare(key));
         }
         Ok(started)
     }
