@@ -451,3 +451,42 @@ fn a_manifest_that_is_a_fifo_a_device_or_huge_is_refused_at_once_and_a_linked_on
     let err = assert_error(&out, 3, "ManifestError");
     assert!(err.contains("larger than 1024 KiB"), "{err}");
 }
+
+/// A regular manifest opens as any file does: one under a write lease (a
+/// Samba oplock, an NFS delegation) is read once its holder lets go, where
+/// a non-blocking open failed with EAGAIN. The holder here is a Python
+/// process that releases on the kernel's SIGIO.
+#[test]
+fn a_manifest_under_a_write_lease_is_read_once_the_holder_lets_go() {
+    let dir = tools_ext(&["tool.invoke"]);
+    let holder = r#"
+import fcntl, os, signal, subprocess, sys
+m, runner = sys.argv[1], sys.argv[2]
+fd = os.open(m, os.O_WRONLY)
+broken = []
+def let_go(sig, frame):
+    broken.append(sig)
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+signal.signal(signal.SIGIO, let_go)
+fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+p = subprocess.run([runner, "validate", os.path.dirname(m)], capture_output=True, text=True, timeout=60)
+print(p.returncode, len(broken), p.stderr.strip())
+"#;
+    let out = Command::new(common::python())
+        .arg("-c")
+        .arg(holder)
+        .arg(dir.join("nodus-extension.json"))
+        .arg(common::ext_runner())
+        .output()
+        .expect("python");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.starts_with("0 1"),
+        "validate's exit, the lease breaks: {said}"
+    );
+}

@@ -2122,6 +2122,43 @@ fn a_client_that_trickles_its_request_is_cut_off_and_others_are_served_meanwhile
     assert!(took < Duration::from_secs(25), "{took:?}");
 }
 
+/// After an error answer the server reads what the client still sends
+/// (so that the client reads the answer, not a reset) for 2 s in all: a
+/// client that trickles bytes after it no longer holds its thread (each
+/// read had 2 s, and 64 such clients held every connection thread).
+#[test]
+fn a_client_that_trickles_after_an_error_answer_is_closed_within_seconds() {
+    let s = serve(&[]);
+    let conn = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+    std::io::Write::write_all(&mut &conn, b"not json\n").unwrap();
+    let t0 = Instant::now();
+    // The server's side is closed when a write to it fails (EPIPE): its
+    // answer and its shutdown of writing come at once, the close after the
+    // drain.
+    let trickler = {
+        let conn = conn.try_clone().unwrap();
+        std::thread::spawn(move || {
+            while t0.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(300));
+                if std::io::Write::write_all(&mut &conn, b" ").is_err() {
+                    return Some(t0.elapsed());
+                }
+            }
+            None
+        })
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut said = String::new();
+    let _ = std::io::Read::read_to_string(&mut &conn, &mut said);
+    assert!(said.contains("a bad request"), "{said:?}");
+    let closed = trickler.join().unwrap();
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_secs(12)),
+        "the server's side closed after {closed:?}"
+    );
+}
+
 /// CPU seconds a process has used, all its threads (/proc/PID/stat).
 fn cpu_seconds(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -2198,6 +2235,7 @@ fn a_server_that_cannot_make_a_thread_drops_that_connection_and_goes_on() {
     }
     let group = pids.join(format!("nodus-test-threads-{}", std::process::id()));
     std::fs::create_dir(&group).unwrap();
+    let _group = Group(group.clone());
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(format!(
@@ -2228,29 +2266,39 @@ fn a_server_that_cannot_make_a_thread_drops_that_connection_and_goes_on() {
     drop(fresh);
     drop(held);
     drop(s);
-    // The workers' own cgroups under it, then it, once their tasks are gone.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut dirs = vec![group.clone()];
-        let mut i = 0;
-        while i < dirs.len() {
-            if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
-                dirs.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
-            }
-            i += 1;
-        }
-        for d in dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-        if !group.exists() || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     assert!(
         events.contains("max") && !events.contains("max 0"),
         "the limit was reached: {events:?}"
     );
     assert!(alive, "the server lived through threads it could not make");
     assert!(answers, "the held worker still answered");
+}
+
+/// A pids cgroup of a test's: its limit lifted and the tree under it
+/// removed (the workers' own cgroups, once their tasks are gone) however
+/// the test ends.
+struct Group(PathBuf);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("pids.max"), "max");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.0.exists() && Instant::now() < deadline {
+            let mut dirs = vec![self.0.clone()];
+            let mut i = 0;
+            while i < dirs.len() {
+                if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
+                    dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                }
+                i += 1;
+            }
+            for d in dirs.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if self.0.exists() && !std::thread::panicking() {
+            panic!("{} is left", self.0.display());
+        }
+    }
 }

@@ -68,16 +68,21 @@ pub struct ToolSurface {
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// The manifest's bytes: a regular file (links followed, as the reference
-/// follows them) of at most [`MAX_MANIFEST_BYTES`]. Opened without blocking,
-/// so that a FIFO is refused rather than waited on.
+/// follows them) of at most [`MAX_MANIFEST_BYTES`]. Its type is checked
+/// before it is opened for reading, on an `O_PATH` handle (which neither
+/// waits for a FIFO's writer nor runs a device's open), and the file then
+/// read is that very inode (reopened through `/proc/self/fd`, so that a
+/// regular file opens as usual, a lease holder's break included).
 fn read_manifest(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let file = std::fs::OpenOptions::new()
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let handle = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_PATH)
         .open(path)?;
-    let kind = file.metadata()?.file_type();
+    let seen = handle.metadata()?;
+    let kind = seen.file_type();
     if !kind.is_file() {
         let what = if kind.is_dir() {
             "a folder"
@@ -92,6 +97,22 @@ fn read_manifest(path: &Path) -> std::io::Result<Vec<u8>> {
             "it is {what}, not a regular file"
         )));
     }
+    let file = match std::fs::File::open(format!("/proc/self/fd/{}", handle.as_raw_fd())) {
+        Ok(file) => file,
+        // No /proc here: the path again, without waiting, and only if it is
+        // still the file checked.
+        Err(_) => {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path)?;
+            let now = file.metadata()?;
+            if (now.dev(), now.ino()) != (seen.dev(), seen.ino()) {
+                return Err(std::io::Error::other("it was replaced while it was read"));
+            }
+            file
+        }
+    };
     let mut bytes = Vec::new();
     file.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {

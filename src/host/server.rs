@@ -477,6 +477,26 @@ pub fn serve(options: ServeOptions, runtime: tokio::runtime::Handle) -> Result<(
     Ok(())
 }
 
+/// One read of `conn` that ends by `deadline` (a `TimedOut` error once it
+/// has passed): a client that trickles bytes holds a thread until then and
+/// no longer, where a timeout of each read would let it hold one forever.
+fn read_by(conn: &UnixStream, deadline: Instant, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        conn.set_read_timeout(Some(left))?;
+        match std::io::Read::read(&mut &*conn, buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(std::io::ErrorKind::TimedOut.into())
+            }
+            got => return got,
+        }
+    }
+}
+
 /// The connection threads running (at most `CONNECTION_THREADS`).
 #[derive(Default)]
 struct Slots {
@@ -579,14 +599,18 @@ impl Server {
             Err(e) => {
                 let line = format!("{}\n", json!({"error": error_json(&e)}));
                 let _ = (&conn).write_all(line.as_bytes());
-                // Whatever the client still sends is read, so that it gets
-                // to read this answer rather than a broken pipe.
+                // Whatever the client still sends is read (up to 64 KiB, for
+                // 2 s in all), so that it gets to read this answer rather
+                // than a reset connection.
                 let _ = conn.shutdown(std::net::Shutdown::Write);
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = std::io::copy(
-                    &mut std::io::Read::take(&conn, 1 << 16),
-                    &mut std::io::sink(),
-                );
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let (mut buf, mut drained) = ([0u8; 4096], 0);
+                while drained < 1 << 16 {
+                    match read_by(&conn, deadline, &mut buf) {
+                        Ok(n) if n > 0 => drained += n,
+                        _ => break,
+                    }
+                }
             }
         }
     }
@@ -612,6 +636,14 @@ impl Server {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| io_error("cannot make the zygote's socket", e.into()))?;
+        // A zygote that stops reading fails the sends to it (a start's, a
+        // kill's) in START_TIMEOUT rather than holding their threads.
+        nix::sys::socket::setsockopt(
+            &ours,
+            nix::sys::socket::sockopt::SendTimeout,
+            &nix::sys::time::TimeVal::new(START_TIMEOUT.as_secs() as _, 0),
+        )
+        .map_err(|e| io_error("cannot set the zygote's socket send timeout", e.into()))?;
         let (stdin_r, stdin_w) = pipe()?;
         let mut env: Vec<(String, String)> = key.to_vec();
         // Room in the zygote's initial environment block, which a worker's
@@ -667,8 +699,8 @@ impl Server {
         });
         let z = zygote.clone();
         // Under a task limit the thread may not be made: then this start
-        // fails, and the zygote, its control socket closed with the
-        // closure, ends.
+        // fails, and the zygote is killed and reaped.
+        let zygote_pid = child.id();
         let reader = std::thread::Builder::new().name("zygote-reader".into());
         reader
             .spawn(move || {
@@ -713,7 +745,13 @@ impl Server {
                 }
                 let _ = child.wait();
             })
-            .map_err(|e| io_error("cannot make the thread that reads the zygote", e))?;
+            .map_err(|e| {
+                // Reaped here, not left a zombie that a task limit counts.
+                let pid = nix::unistd::Pid::from_raw(zygote_pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                io_error("cannot make the thread that reads the zygote", e)
+            })?;
         Ok(zygote)
     }
 
@@ -739,24 +777,10 @@ impl Server {
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
         while line.len() < 1 << 16 && !line.ends_with(b"\n") {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(late());
-            }
-            conn.set_read_timeout(Some(left))
-                .map_err(|e| io_error("socket", e))?;
-            match std::io::Read::read(&mut &*conn, &mut byte) {
+            match read_by(conn, deadline, &mut byte) {
                 Ok(0) => break,
                 Ok(_) => line.push(byte[0]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(late())
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(late()),
                 Err(e) => return Err(io_error("reading the request", e)),
             }
         }
