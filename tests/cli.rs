@@ -490,3 +490,46 @@ print(p.returncode, len(broken), p.stderr.strip())
         "validate's exit, the lease breaks: {said}"
     );
 }
+
+/// `run` makes its stderr non-blocking (a host that never reads it loses
+/// the overflow, not its worker), but on a description of its own: the
+/// pipe it inherited is the host's too, and O_NONBLOCK left on it made the
+/// host's own writes to a full stderr fail after the runner had exited.
+#[test]
+fn run_leaves_the_hosts_stderr_blocking() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let dir = tools_ext(&["tool.invoke"]);
+    let (err_r, err_w) = nix::unistd::pipe().unwrap();
+    let flags = |fd: &std::os::fd::OwnedFd| {
+        OFlag::from_bits_truncate(
+            fcntl(std::os::fd::AsRawFd::as_raw_fd(fd), FcntlArg::F_GETFL).unwrap(),
+        )
+    };
+    assert!(!flags(&err_w).contains(OFlag::O_NONBLOCK));
+    let mut child = Command::new(common::ext_runner())
+        .arg("run")
+        .arg(dir.path())
+        .arg("--python")
+        .arg(common::python())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(err_w.try_clone().unwrap()))
+        .spawn()
+        .unwrap();
+    // Its stderr is in use while it runs (the worker's goes there).
+    std::thread::sleep(Duration::from_millis(500));
+    let during = flags(&err_w).contains(OFlag::O_NONBLOCK);
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"{\"op\": \"shutdown\"}\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    drop(err_r);
+    assert!(
+        !during,
+        "O_NONBLOCK on the host's stderr while the runner ran"
+    );
+    assert!(
+        !flags(&err_w).contains(OFlag::O_NONBLOCK),
+        "O_NONBLOCK on the host's stderr after the runner exited"
+    );
+}

@@ -46,11 +46,14 @@ class ExtRunnerNotFound(SandboxError):
 def error_line(stderr: str, cls: str | None) -> str | None:
     """The message of the last ``error: ... (cls)`` line (any class if cls is
     None), with the lines ext-runner indented below it (a worker's stderr
-    tail, a multi-line tool error) joined back on, their indent removed."""
+    tail, a multi-line tool error) joined back on, their indent removed.
+    Only ext-runner's own lines count: they start at the line's start,
+    where what it quotes of a worker is indented (a worker that writes an
+    ``error: ... (SandboxError)`` line does not write the host's error)."""
     found = None
     lines = stderr.splitlines()
     for i, line in enumerate(lines):
-        m = _ERROR_LINE.match(line.strip())
+        m = None if line[:1].isspace() else _ERROR_LINE.match(line.rstrip())
         if m and (cls is None or m.group("cls") == cls):
             more = []
             for follow in lines[i + 1:]:

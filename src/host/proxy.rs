@@ -466,13 +466,32 @@ pub(crate) fn write_stderr(mut bytes: &[u8], patience: Duration) -> bool {
     true
 }
 
-/// Sets O_NONBLOCK on our stderr when it is a pipe (its other end is the host's).
+/// Makes our stderr non-blocking when it is a pipe (its other end is the
+/// host's). The pipe is reopened (`/proc/self/fd/2`: a new open file
+/// description of the same pipe) onto fd 2 and only that is made
+/// non-blocking: O_NONBLOCK on the description we inherited would be the
+/// host's too, whose own writes to a full stderr then fail with EAGAIN
+/// after we are gone. Without /proc the inherited one is made
+/// non-blocking, as before (docs/protocol.md, "stderr").
 fn nonblocking_stderr() {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::unix::fs::OpenOptionsExt;
     let fd = std::io::stderr().as_fd().as_raw_fd();
     let is_pipe =
         nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
-    if let (true, Ok(flags)) = (is_pipe, fcntl(fd, FcntlArg::F_GETFL)) {
+    if !is_pipe {
+        return;
+    }
+    let own = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/proc/self/fd/2");
+    if let Ok(own) = own {
+        if nix::unistd::dup2(own.as_raw_fd(), fd).is_ok() {
+            return;
+        }
+    }
+    if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
         let _ = fcntl(
             fd,
             FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
