@@ -533,3 +533,51 @@ fn run_leaves_the_hosts_stderr_blocking() {
         "O_NONBLOCK on the host's stderr after the runner exited"
     );
 }
+
+/// A worker with no capability nests its scratch folder 3000 deep (by
+/// renames: each level costs it O(1)); the runner still removes it after the
+/// worker ends, at an open-file limit of 512 (std's `remove_dir_all` holds
+/// a descriptor per level, ran out and left the folder).
+#[test]
+fn a_scratch_folder_nested_deeper_than_the_descriptor_limit_is_still_removed() {
+    let source = r#"
+import os, sys, tempfile
+from nodus_extension.worker import register_tool, run_loop
+def nest(args):
+    os.chdir(tempfile.gettempdir())
+    os.mkdir("t")
+    for _ in range(3000):
+        os.mkdir("n"); os.rename("t", "n/t"); os.rename("n", "t")
+    return "nested"
+register_tool("cli.greet", nest)
+run_loop()
+"#;
+    let dir = ext("cli.ext", &["tool.invoke"], &["cli.greet"], source);
+    let tmp = TempDir::new("deep-tmp");
+    let out = Command::new("prlimit")
+        .arg("--nofile=512:512")
+        .arg(common::ext_runner())
+        .arg("invoke")
+        .arg(dir.path())
+        .arg("cli.greet")
+        .arg("{}")
+        .arg("--python")
+        .arg(common::python())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("prlimit ext-runner");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "\"nested\"\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        // The worker uids' lease folder stays, by design (docs/deploy.md).
+        .filter(|n| n != "nodus-ext-worker-ids")
+        .collect();
+    assert!(left.is_empty(), "left in the runner's TMPDIR: {left:?}");
+}

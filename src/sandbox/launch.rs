@@ -140,11 +140,98 @@ impl Drop for ScratchDir {
 /// folder is given back to its owner (opened without following links, so a
 /// link cannot turn this into a chmod of a host path) and removal is retried.
 fn remove_tree(path: &Path) {
-    if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+    if remove_deep(path) || !path.exists() {
         return;
     }
     open_up(path);
-    let _ = std::fs::remove_dir_all(path);
+    let _ = remove_deep(path);
+}
+
+/// Removes `root` and everything under it, by descriptor and without
+/// recursion: at most `DEPTH` folders are open at once, and a folder deeper
+/// than that is moved up to `root` under a new name (cutting the chain), to
+/// be removed from there. std's `remove_dir_all` holds a descriptor and a
+/// stack frame per level, and a worker can nest its scratch folder tens of
+/// thousands deep (by renames, at O(1) a level): it ran out of descriptors
+/// (or stack) and the folder stayed. Links are removed, not followed.
+/// Returns whether `root` is gone; gives up at the first entry it cannot
+/// remove (a folder closed to its owner: see `open_up`).
+fn remove_deep(root: &Path) -> bool {
+    use nix::dir::{Dir, Type};
+    use nix::fcntl::{renameat, AtFlags, OFlag};
+    use nix::sys::stat::{fstatat, Mode, SFlag};
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    use std::ffi::CString;
+    const DEPTH: usize = 64;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let Ok(top) = Dir::open(root, flags, Mode::empty()) else {
+        return false;
+    };
+    let top_fd = top.as_raw_fd();
+    let mut stack: Vec<(Dir, CString)> = vec![(top, CString::default())];
+    // Unique in this process across calls (a second pass after `open_up`
+    // finds the first one's cuts), and between processes (another
+    // runner's sweep of an orphan).
+    static CUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    while let Some((dir, _)) = stack.last_mut() {
+        let fd = dir.as_raw_fd();
+        let mut sub = None;
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            let Ok(entry) = entry else { return false };
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let is_dir = match entry.file_type() {
+                Some(kind) => kind == Type::Directory,
+                None => fstatat(Some(fd), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()),
+            };
+            names.push((name.to_owned(), is_dir));
+        }
+        for (name, is_dir) in names {
+            if !is_dir {
+                if unlinkat(Some(fd), name.as_c_str(), UnlinkatFlags::NoRemoveDir).is_err() {
+                    return false;
+                }
+            } else if sub.is_none() {
+                sub = Some(name);
+            }
+        }
+        match sub {
+            // Empty now: removed from its parent (the top, by the caller).
+            None => {
+                let (dir, name) = stack.pop().expect("a folder on the stack");
+                drop(dir);
+                if let Some((parent, _)) = stack.last() {
+                    let removed = unlinkat(
+                        Some(parent.as_raw_fd()),
+                        name.as_c_str(),
+                        UnlinkatFlags::RemoveDir,
+                    );
+                    if removed.is_err() {
+                        return false;
+                    }
+                }
+            }
+            Some(name) if stack.len() < DEPTH => {
+                match Dir::openat(Some(fd), name.as_c_str(), flags, Mode::empty()) {
+                    Ok(child) => stack.push((child, name)),
+                    Err(_) => return false,
+                }
+            }
+            Some(name) => {
+                let n = CUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let cut = format!(".nodus-cut-{}-{n}", std::process::id());
+                let cut = CString::new(cut).expect("no NUL");
+                if renameat(Some(fd), name.as_c_str(), Some(top_fd), cut.as_c_str()).is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    std::fs::remove_dir(root).is_ok()
 }
 
 /// Gives every folder from `root` down back to its owner (u+rwx). Walks by
