@@ -694,3 +694,32 @@ fn quota_usage_is_kept_per_write_and_made_for_an_older_store() {
     store.put("moved", "k5", &v(30)).unwrap();
     store.put("ns", "big", &v(97)).unwrap(); // 'ns' is empty now
 }
+
+/// A value with the NaN and Infinity Python's `json.dumps` writes (the
+/// worker's line is read as `json.loads` reads it) comes back as it went
+/// in: it was stored and counted, and then every `get` of it failed as a
+/// corrupt value.
+#[test]
+fn a_stored_value_with_non_finite_numbers_reads_back() {
+    use nodus_extension::memory::{MemoryBackend, SqliteStore};
+    let state = TempDir::new("state");
+    let store = SqliteStore::open(&state.join("m.sqlite3"), Quotas::default()).unwrap();
+    // As the runner holds them (serde_json's arbitrary precision: a number
+    // is its text).
+    let n =
+        |t: &str| serde_json::Value::Number(serde_json::Number::from_string_unchecked(t.into()));
+    let mut value = serde_json::Map::new();
+    value.insert("x".into(), n("Infinity"));
+    value.insert(
+        "y".into(),
+        serde_json::Value::Array(vec![n("NaN"), n("-Infinity"), n("1.5")]),
+    );
+    let value = serde_json::Value::Object(value);
+    store.put("ns", "k", &value).unwrap();
+    let back = store.get("ns", "k").unwrap().expect("stored");
+    assert_eq!(back.to_string(), value.to_string());
+    assert_eq!(
+        back.to_string(),
+        r#"{"x":Infinity,"y":[NaN,-Infinity,1.5]}"#
+    );
+}

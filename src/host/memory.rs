@@ -237,11 +237,14 @@ impl MemoryBackend for SqliteStore {
             )
             .optional()
             .map_err(db_err(&self.path))?;
+        // Read back as the worker's line was read (`protocol::loads`): a
+        // value may hold the NaN and Infinity Python's json writes, which
+        // serde_json alone refuses.
         text.map(|t| {
-            serde_json::from_str(&t).map_err(|e| {
+            crate::protocol::loads(t.as_bytes()).ok_or_else(|| {
                 Error::sandbox(
                     SandboxKind::Memory,
-                    format!("memory store: corrupt value for '{key}': {e}"),
+                    format!("memory store: corrupt value for '{key}': not JSON"),
                 )
             })
         })
