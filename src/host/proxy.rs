@@ -471,8 +471,9 @@ pub(crate) fn write_stderr(mut bytes: &[u8], patience: Duration) -> bool {
 /// description of the same pipe) onto fd 2 and only that is made
 /// non-blocking: O_NONBLOCK on the description we inherited would be the
 /// host's too, whose own writes to a full stderr then fail with EAGAIN
-/// after we are gone. Without /proc the inherited one is made
-/// non-blocking, as before (docs/protocol.md, "stderr").
+/// after we are gone. Where the reopen fails (no /proc; a pipe another
+/// user made, which its owner alone may open) the inherited one is made
+/// non-blocking, as before (docs/protocol.md, "`ext-runner run DIR`").
 fn nonblocking_stderr() {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     use std::os::unix::fs::OpenOptionsExt;
