@@ -1966,14 +1966,7 @@ fn idle_warm_workers_cost_the_server_no_thread_and_only_a_kill_line_or_a_hang_up
         "a worker lives through lines that are not `kill`"
     );
     // `kill` ends it, and the connection says how.
-    std::io::Write::write_all(&mut &first.conn, b"kill\n").unwrap();
-    first
-        .conn
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut end = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(&first.conn), &mut end).unwrap();
-    let end: serde_json::Value = serde_json::from_str(&end).unwrap_or_default();
+    let end = killed(&first);
     assert_eq!(
         end["exited"],
         serde_json::json!(9),
